@@ -1,0 +1,26 @@
+// Command steward is declarative, pull-based control of Proxmox VE guests.
+//
+// One binary carries every part of steward as a subcommand: the simulator
+// (steward sim), the agent, and the operator commands. main only parses,
+// runs and exits; everything else lives under internal/.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/steward-pve/steward/internal/cli"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := cli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "steward:", err)
+		os.Exit(cli.ExitCode(err))
+	}
+}

@@ -1,0 +1,106 @@
+// Package cli implements steward's command line: one file per subcommand,
+// each building its dependencies from flags and calling into internal
+// packages. Flags are the source of truth; every flag can also be set from
+// the environment as STEWARD_<FLAG_NAME> (--hub-url → STEWARD_HUB_URL).
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// UsageError marks an error caused by how steward was invoked; it exits 2.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// ExitCode maps an error returned by Run to a process exit status.
+func ExitCode(err error) int {
+	var ue *UsageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+// Run executes the steward command line in args, writing normal output to
+// stdout and diagnostics to stderr. It returns when the command finishes or
+// ctx is cancelled.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	root := newRoot(stdout, stderr)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err != nil && isCobraUsage(err) {
+		return &UsageError{Err: err}
+	}
+	return err
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "steward",
+		Short:         "Declarative, pull-based control of Proxmox VE guests",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return bindEnv(cmd)
+		},
+	}
+	for _, add := range subcommands {
+		root.AddCommand(add(stdout, stderr))
+	}
+	return root
+}
+
+// subcommands is filled by each subcommand file's init, so adding a command
+// touches only its own file.
+var subcommands []func(stdout, stderr io.Writer) *cobra.Command
+
+func register(f func(stdout, stderr io.Writer) *cobra.Command) { subcommands = append(subcommands, f) }
+
+// EnvName returns the environment variable that sets flag name.
+func EnvName(flag string) string {
+	return "STEWARD_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// bindEnv sets every flag the user did not pass from its environment
+// variable, if that is set. A bad value is an error naming the variable.
+func bindEnv(cmd *cobra.Command) error {
+	var errs []error
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if f.Changed || f.Name == "help" {
+			return
+		}
+		v, ok := os.LookupEnv(EnvName(f.Name))
+		if !ok {
+			return
+		}
+		if err := cmd.Flags().Set(f.Name, v); err != nil {
+			errs = append(errs, fmt.Errorf("environment %s: %w", EnvName(f.Name), err))
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return &UsageError{Err: err}
+	}
+	return nil
+}
+
+func isCobraUsage(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "flag needs an argument", "invalid argument", "accepts ", "requires at least", "required flag"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
+}
