@@ -1,0 +1,461 @@
+// Package engine runs the agent's reconcile tick on one Proxmox host:
+// observe the guests, plan toward desired state, gate every action, run
+// what the gate permits through the per-guest queue and the executor, and
+// journal every mutation so a crash at any instant can be resolved.
+//
+// The tick is level-based: it never remembers which event caused it. After
+// a crash, Recover resolves every journaled op that began and did not end
+// (by its task's fate, or by comparing the guest with the op's intent)
+// before any new mutation; the next tick then plans from what PVE says, so
+// an op that did run is not planned again and one that did not is planned
+// once.
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/steward-pve/steward/internal/action"
+	"github.com/steward-pve/steward/internal/backoff"
+	"github.com/steward-pve/steward/internal/classify"
+	"github.com/steward-pve/steward/internal/crashpoint"
+	"github.com/steward-pve/steward/internal/desired"
+	"github.com/steward-pve/steward/internal/executor"
+	"github.com/steward-pve/steward/internal/gate"
+	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/guestq"
+	"github.com/steward-pve/steward/internal/journal"
+	"github.com/steward-pve/steward/internal/plan"
+	"github.com/steward-pve/steward/internal/pve"
+	"github.com/steward-pve/steward/internal/signedop"
+)
+
+// Reader is the read side of the PVE client the engine uses. Methods block
+// until PVE answers or ctx ends and are safe for concurrent use. A guest
+// that does not exist is an error for which pve.IsNotFound is true.
+type Reader interface {
+	Guests(ctx context.Context, node string, kind guest.Kind) ([]pve.GuestSummary, error)
+	GuestConfig(ctx context.Context, node string, kind guest.Kind, vmid int) (pve.GuestConfig, error)
+	TaskStatus(ctx context.Context, node string, upid pve.UPID) (pve.TaskStatus, error)
+	Tasks(ctx context.Context, node string, q pve.TaskQuery) ([]pve.TaskSummary, error)
+	Snapshots(ctx context.Context, node string, kind guest.Kind, vmid int) ([]pve.Snapshot, error)
+	WaitTask(ctx context.Context, upid pve.UPID, o pve.WaitOptions) (pve.TaskResult, error)
+}
+
+// Engine converges the guests of one host. Build it with all fields set
+// (Logger and Now may be nil); it is safe to call Tick from one goroutine
+// at a time.
+type Engine struct {
+	Host    string // the host id desired state names
+	Node    string // the PVE node name
+	PVE     Reader
+	Exec    *executor.Executor
+	Journal *journal.Journal
+	Queue   *guestq.Queue
+	Gate    *gate.Gate
+	Backoff *backoff.Tracker
+	Plan    plan.Options
+	// ReadConcurrency bounds parallel config reads; default 4.
+	ReadConcurrency int
+	Logger          *slog.Logger
+	Now             func() time.Time
+
+	recovered bool
+}
+
+// Report is what one tick saw, decided and did.
+type Report struct {
+	Plan     plan.Plan
+	Guests   []GuestReport
+	Results  []Result
+	Pending  []gate.Decision // destructive actions waiting for signatures
+	Rejected []gate.Decision // signed jobs presented and refused
+}
+
+// GuestReport is one managed guest's sync status after the tick.
+type GuestReport struct {
+	VMID      int
+	Phase     string // in_sync, converging, drift_observed, pending_signature, error
+	Drift     []plan.Change
+	Err       string
+	NextRetry time.Time
+}
+
+// Result is the fate of one action the tick submitted.
+type Result struct {
+	Action  action.Action
+	Source  string
+	Class   classify.Class
+	Outcome executor.Outcome
+	Err     error
+	Skipped string // non-empty when the action was not run (backoff, already done)
+}
+
+// Phases of a GuestReport.
+const (
+	PhaseInSync           = "in_sync"
+	PhaseConverging       = "converging"
+	PhaseDriftObserved    = "drift_observed"
+	PhasePendingSignature = "pending_signature"
+	PhaseError            = "error"
+)
+
+func (e *Engine) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
+}
+
+func (e *Engine) log() *slog.Logger {
+	if e.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return e.Logger
+}
+
+// ErrNotRecovered is returned by Tick before Recover succeeded.
+var ErrNotRecovered = errors.New("engine: in-flight ops not yet resolved; call Recover first")
+
+// Tick runs one reconcile pass toward want (nil means nothing is desired)
+// and executes jobs, the signed jobs presented this tick. With dryRun it
+// observes, plans and gates but executes and journals nothing. It returns
+// when every submitted action finished or ctx ended.
+func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.Job, dryRun bool) (Report, error) {
+	if !e.recovered && !dryRun {
+		return Report{}, ErrNotRecovered
+	}
+	if want == nil {
+		want = &desired.Host{}
+	}
+	tickID := randomID()
+
+	// Observe: the two guest lists plus one config read per guest that
+	// desired state or a signed job names; nothing per unmanaged guest.
+	names := map[int]bool{}
+	for vmid := range want.Guests {
+		names[vmid] = true
+	}
+	parsed := make([]parsedJob, 0, len(jobs))
+	var rep Report
+	for _, j := range jobs {
+		p, err := signedop.ParsePayload(j.Payload)
+		if err != nil {
+			rep.Rejected = append(rep.Rejected, gate.Decision{Outcome: gate.Rejected, Reason: err.Error()})
+			continue
+		}
+		if p.Host != e.Host {
+			rep.Rejected = append(rep.Rejected, gate.Decision{Action: gate.ActionOf(p), Outcome: gate.Rejected,
+				Reason: fmt.Sprintf("signed for host %q, this agent is %q", p.Host, e.Host)})
+			continue
+		}
+		parsed = append(parsed, parsedJob{job: j, payload: p})
+		names[p.VMID] = true
+	}
+	actual, err := e.observe(ctx, names)
+	if err != nil {
+		return Report{}, err
+	}
+	byID := make(map[int]guest.Observed, len(actual))
+	for _, g := range actual {
+		byID[g.VMID] = g
+	}
+
+	rep.Plan = plan.Diff(want, actual, e.Plan)
+	type submitted struct {
+		idx    int
+		ticket *guestq.Ticket
+		out    *executor.Outcome // written by the job, read after its ticket is done
+	}
+	var subs []submitted
+	pendingByVMID := map[int]bool{}
+
+	submit := func(p gate.Permit, source, idem string) {
+		a := p.Action()
+		r := Result{Action: a, Source: source, Class: p.Verdict().Class}
+		if ok, next := e.Backoff.Ready(a.VMID); !ok {
+			r.Skipped = "backing off until " + next.Format(time.RFC3339)
+			rep.Results = append(rep.Results, r)
+			return
+		}
+		if dryRun {
+			r.Skipped = "dry run"
+			rep.Results = append(rep.Results, r)
+			return
+		}
+		rep.Results = append(rep.Results, r)
+		idx := len(rep.Results) - 1
+		out := new(executor.Outcome)
+		t, err := e.Queue.Submit(guestq.Job{VMID: a.VMID, Key: idem, Run: func(ctx context.Context) error {
+			o, err := e.execute(ctx, p, source, idem)
+			*out = o
+			return err
+		}})
+		if err != nil {
+			rep.Results[idx].Err = err
+			return
+		}
+		subs = append(subs, submitted{idx: idx, ticket: t, out: out})
+	}
+
+	// Signed jobs first: they carry operator intent for this exact state.
+	for _, pj := range parsed {
+		g, exists := byID[pj.payload.VMID]
+		var cfg guest.Config
+		digest := ""
+		if exists {
+			if g.ConfigErr != "" {
+				rep.Rejected = append(rep.Rejected, gate.Decision{Action: gate.ActionOf(pj.payload), Outcome: gate.Rejected,
+					Reason: "guest config unreadable: " + g.ConfigErr})
+				continue
+			}
+			cfg, digest = g.Config, g.Digest
+		}
+		d := e.Gate.DecideSigned(pj.job, cfg, digest, e.provenance(pj.payload.VMID))
+		e.recordDecision(d, dryRun)
+		if d.Outcome != gate.Allowed {
+			rep.Rejected = append(rep.Rejected, d)
+			continue
+		}
+		submit(d.Permit, "signed", "signed:"+d.Permit.Nonce())
+	}
+
+	// Then the reconcile plan.
+	for _, st := range rep.Plan.Steps {
+		a := st.Action
+		var cfg guest.Config
+		if g, ok := byID[a.VMID]; ok {
+			cfg = g.Config
+		}
+		d := e.Gate.Decide(a, cfg, e.provenance(a.VMID))
+		e.recordDecision(d, dryRun)
+		if d.Outcome != gate.Allowed {
+			rep.Pending = append(rep.Pending, d)
+			pendingByVMID[a.VMID] = true
+			continue
+		}
+		submit(d.Permit, "reconcile", reconcileKey(a, tickID))
+	}
+
+	for _, s := range subs {
+		err := s.ticket.Wait(ctx)
+		r := &rep.Results[s.idx]
+		if err == nil {
+			r.Outcome = *s.out
+		}
+		r.Err = err
+		if errors.Is(err, errAlreadyDone) {
+			r.Err, r.Skipped = nil, "already completed (idempotency key)"
+		}
+		switch {
+		case r.Err == nil:
+			e.Backoff.Success(r.Action.VMID)
+		case ctx.Err() != nil:
+		default:
+			e.Backoff.Failure(r.Action.VMID)
+		}
+	}
+	rep.Guests = e.guestReports(rep, pendingByVMID)
+	return rep, ctx.Err()
+}
+
+type parsedJob struct {
+	job     signedop.Job
+	payload signedop.Payload
+}
+
+// reconcileKey is the idempotency key of a reconcile action. A config write
+// is keyed by the digest it was planned against: once it ran, the config
+// (and so the digest) changed, and the same write against the same digest
+// can never be due again. Run-state actions leave the digest unchanged, so
+// they are keyed per tick; recovery, not the key, keeps them exactly-once
+// across crashes.
+func reconcileKey(a action.Action, tickID string) string {
+	if a.Op == action.SetConfig && a.Digest != "" {
+		return "reconcile:" + a.Key() + "@" + a.Digest
+	}
+	return "reconcile:" + a.Key() + "#" + tickID
+}
+
+var errAlreadyDone = errors.New("engine: op with this idempotency key already completed")
+
+// execute runs one permitted action, journaled: begin is durable before
+// PVE is called, the UPID as soon as it is known, end when the outcome is.
+func (e *Engine) execute(ctx context.Context, p gate.Permit, source, idem string) (executor.Outcome, error) {
+	a := p.Action()
+	if _, done := e.Journal.Completed(idem); done {
+		return executor.Outcome{}, errAlreadyDone
+	}
+	op := journal.Op{ID: randomID(), Time: e.now(), Source: source, Host: e.Host, Action: a, IdemKey: idem, Signers: p.Signers()}
+	crashpoint.Hit(crashpoint.BeforeBegin)
+	if err := e.Journal.Begin(op); err != nil {
+		if errors.Is(err, journal.ErrDone) {
+			return executor.Outcome{}, errAlreadyDone
+		}
+		return executor.Outcome{}, fmt.Errorf("engine: journal begin for %s: %w (op not started)", a, err)
+	}
+	crashpoint.Hit(crashpoint.AfterBegin)
+	log := e.log().With("op", op.ID, "vmid", a.VMID, "action", a.Op, "source", source)
+	log.Info("op begin", "params", a.Params, "signers", op.Signers)
+
+	out, err := e.Exec.Run(ctx, a, func(u pve.UPID) error {
+		crashpoint.Hit(crashpoint.AfterTaskReturned)
+		err := e.Journal.Task(op.ID, u.String())
+		crashpoint.Hit(crashpoint.AfterTaskRecorded)
+		return err
+	})
+	crashpoint.Hit(crashpoint.AfterCall)
+
+	var unknown *pve.OutcomeUnknownError
+	if errors.As(err, &unknown) || (err != nil && ctx.Err() != nil) {
+		// The request may have reached PVE. Resolve it the way crash
+		// recovery would, with a fresh context: never re-send blindly.
+		op.UPID = out.UPID
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		res, rerr := e.resolve(rctx, op)
+		cancel()
+		if rerr != nil {
+			log.Error("op outcome unknown; left in flight for recovery", "err", err, "resolve_err", rerr)
+			return out, fmt.Errorf("engine: outcome of %s unknown (%v); will be resolved at the next start-up or tick", a, err)
+		}
+		if eerr := e.Journal.End(op.ID, res); eerr != nil {
+			return out, fmt.Errorf("engine: journal end: %w", eerr)
+		}
+		if !res.OK {
+			return out, fmt.Errorf("engine: %s: %s", a, res.Resolution)
+		}
+		return out, nil
+	}
+
+	res := journal.Result{OK: err == nil, ExitStatus: out.ExitStatus}
+	if err != nil {
+		res.Error = err.Error()
+	}
+	if eerr := e.Journal.End(op.ID, res); eerr != nil {
+		return out, fmt.Errorf("engine: journal end for %s: %w", a, eerr)
+	}
+	crashpoint.Hit(crashpoint.AfterEnd)
+	if err != nil {
+		log.Warn("op failed", "err", err, "retryable", pve.IsRetryable(err))
+		return out, err
+	}
+	log.Info("op end", "upid", out.UPID, "exitstatus", out.ExitStatus)
+	return out, nil
+}
+
+func (e *Engine) recordDecision(d gate.Decision, dryRun bool) {
+	if dryRun || e.Journal == nil {
+		return
+	}
+	err := e.Journal.Decision(journal.Decision{Time: e.now(), VMID: d.Action.VMID, Action: d.Action,
+		Class: string(d.Verdict.Class), Verdict: d.Outcome, Reason: d.Reason, Signers: d.Permit.Signers()})
+	if err != nil {
+		e.log().Error("journaling gate decision", "err", err)
+	}
+}
+
+func (e *Engine) provenance(vmid int) classify.Provenance {
+	if e.Journal == nil {
+		return classify.Provenance{}
+	}
+	p := e.Journal.Provenance(vmid)
+	return classify.Provenance{CreatedByAgent: p.CreatedByAgent, CreateFailed: p.CreateFailed}
+}
+
+// observe reads both guest lists and the configs of the named guests.
+func (e *Engine) observe(ctx context.Context, names map[int]bool) ([]guest.Observed, error) {
+	var out []guest.Observed
+	for _, k := range []guest.Kind{guest.QEMU, guest.LXC} {
+		list, err := e.PVE.Guests(ctx, e.Node, k)
+		if err != nil {
+			return nil, fmt.Errorf("engine: listing %s guests on node %s: %w", k, e.Node, err)
+		}
+		for _, g := range list {
+			out = append(out, guest.Observed{VMID: g.VMID, Kind: k, Name: g.Name, Status: g.Status, Lock: g.Lock, Template: g.Template})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].VMID < out[j].VMID })
+
+	limit := e.ReadConcurrency
+	if limit <= 0 {
+		limit = 4
+	}
+	sem := make(chan struct{}, limit)
+	var wg sync.WaitGroup
+	for i := range out {
+		if !names[out[i].VMID] {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(g *guest.Observed) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			cfg, err := e.PVE.GuestConfig(ctx, e.Node, g.Kind, g.VMID)
+			if err != nil {
+				g.ConfigErr = err.Error()
+				return
+			}
+			g.Config, g.Digest = cfg.Values, cfg.Digest
+		}(&out[i])
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (e *Engine) guestReports(rep Report, pending map[int]bool) []GuestReport {
+	failed := map[int]Result{}
+	ran := map[int]bool{}
+	for _, r := range rep.Results {
+		if r.Err != nil || (r.Skipped != "" && r.Skipped != "dry run" && r.Skipped != "already completed (idempotency key)") {
+			failed[r.Action.VMID] = r
+		} else {
+			ran[r.Action.VMID] = true
+		}
+	}
+	out := make([]GuestReport, 0, len(rep.Plan.Guests))
+	for _, gs := range rep.Plan.Guests {
+		gr := GuestReport{VMID: gs.VMID, Drift: gs.Drift, Err: gs.Err}
+		switch {
+		case gs.Phase == plan.PhaseError:
+			gr.Phase = PhaseError
+		case gs.Phase == plan.PhaseDriftObserved:
+			gr.Phase = PhaseDriftObserved
+		case pending[gs.VMID]:
+			gr.Phase = PhasePendingSignature
+		case failed[gs.VMID].Action.Op != "":
+			r := failed[gs.VMID]
+			gr.Phase = PhaseError
+			if r.Err != nil {
+				gr.Err = r.Err.Error()
+			} else {
+				gr.Err = r.Skipped
+			}
+			_, gr.NextRetry = e.Backoff.Ready(gs.VMID)
+		case gs.Phase == plan.PhaseConverging:
+			gr.Phase = PhaseConverging
+		default:
+			gr.Phase = PhaseInSync
+		}
+		out = append(out, gr)
+	}
+	return out
+}
+
+func randomID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("engine: crypto/rand failed: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
+}

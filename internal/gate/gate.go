@@ -1,0 +1,177 @@
+// Package gate is the reversibility gate: every mutation, whatever its
+// source (reconcile, signed jobs, recovery), passes here before it can reach
+// the executor. Benign actions are permitted. Destructive actions are
+// permitted only with a signed job that the verifier accepts for exactly
+// that action on exactly the guest's current state; otherwise they become
+// pending_signature, carrying the canonical payload an operator would sign.
+//
+// A Permit can only be made by this package, and the engine executes only
+// Permits: there is no other path from a planned action to PVE.
+package gate
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/steward-pve/steward/internal/action"
+	"github.com/steward-pve/steward/internal/classify"
+	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/signedop"
+)
+
+// Verdicts a Decision can carry.
+const (
+	Allowed          = "allowed"           // benign, or destructive with a valid signature
+	PendingSignature = "pending_signature" // destructive, no valid signature presented
+	Rejected         = "rejected"          // a signed job was presented and refused
+)
+
+// Gate decides whether actions may run on host Host. Safe for concurrent
+// use: it holds no mutable state of its own (the verifier's nonce store is
+// concurrency-safe).
+type Gate struct {
+	Host string
+	// Verifier checks signed jobs. Nil means no signers are configured:
+	// destructive actions never run.
+	Verifier *signedop.Verifier
+	// PayloadTTL is how long a pending payload stays signable; default 24h.
+	PayloadTTL time.Duration
+	Now        func() time.Time // default time.Now
+	Logger     *slog.Logger     // nil: no logging
+}
+
+// Permit is the gate's authorization to execute one action. The zero
+// Permit authorizes nothing.
+type Permit struct {
+	action  action.Action
+	verdict classify.Verdict
+	signers []string // fingerprints, for signed actions
+	nonce   string
+}
+
+// Action returns the permitted action.
+func (p Permit) Action() action.Action { return p.action }
+
+// Verdict returns the classification the permit was granted under.
+func (p Permit) Verdict() classify.Verdict { return p.verdict }
+
+// Signers returns the fingerprints of the operators who authorized a
+// destructive action; empty for benign ones.
+func (p Permit) Signers() []string { return append([]string(nil), p.signers...) }
+
+// Nonce returns the signed job's nonce; empty for unsigned actions.
+func (p Permit) Nonce() string { return p.nonce }
+
+// Valid reports whether p was issued by a Gate.
+func (p Permit) Valid() bool { return p.action.Op != "" }
+
+// Decision is the gate's answer for one action.
+type Decision struct {
+	Action  action.Action
+	Verdict classify.Verdict
+	Outcome string // Allowed, PendingSignature or Rejected
+	Reason  string // why, for humans: the classifier's reason, or the rejection
+	// Payload is the canonical payload to sign when Outcome is
+	// PendingSignature.
+	Payload []byte
+	// Permit is valid when Outcome is Allowed.
+	Permit Permit
+}
+
+// Decide gates an action that carries no signature (reconcile, recovery).
+// actual is the guest's current config (nil when it does not exist) and
+// prov comes from the agent's own journal.
+func (g *Gate) Decide(a action.Action, actual guest.Config, prov classify.Provenance) Decision {
+	v := classify.Classify(a, actual, prov)
+	d := Decision{Action: a, Verdict: v, Reason: v.Reason}
+	if v.Class == classify.Benign {
+		d.Outcome = Allowed
+		d.Permit = Permit{action: a, verdict: v}
+		g.log(d)
+		return d
+	}
+	d.Outcome = PendingSignature
+	p, err := signedop.NewPayload(g.Host, a, g.now(), g.ttl(), "steward: "+v.Reason)
+	if err != nil {
+		d.Reason = fmt.Sprintf("%s (cannot build a payload to sign: %v)", v.Reason, err)
+	} else {
+		d.Payload = p.Canonical()
+	}
+	g.log(d)
+	return d
+}
+
+// DecideSigned gates the action a signed job carries. The job's payload
+// must parse; its action is classified like any other; a destructive action
+// runs only when the verifier authorizes the job for exactly that action on
+// currentDigest (the guest's config digest read just now). A benign action
+// in a signed job runs without consuming the signature.
+func (g *Gate) DecideSigned(job signedop.Job, actual guest.Config, currentDigest string, prov classify.Provenance) Decision {
+	p, err := signedop.ParsePayload(job.Payload)
+	if err != nil {
+		d := Decision{Outcome: Rejected, Reason: err.Error()}
+		g.log(d)
+		return d
+	}
+	a := ActionOf(p)
+	v := classify.Classify(a, actual, prov)
+	d := Decision{Action: a, Verdict: v}
+	if v.Class == classify.Benign {
+		d.Outcome, d.Reason = Allowed, v.Reason
+		d.Permit = Permit{action: a, verdict: v}
+		g.log(d)
+		return d
+	}
+	if g.Verifier == nil {
+		d.Outcome, d.Reason = Rejected, "no signers configured on this agent (set --allowed-signers): destructive ops never run"
+		g.log(d)
+		return d
+	}
+	auth, err := g.Verifier.Authorize(job, g.Host, a, currentDigest)
+	if err != nil {
+		d.Outcome, d.Reason = Rejected, err.Error()
+		var rej *signedop.Rejection
+		if !errors.As(err, &rej) {
+			d.Reason = "verification failed: " + err.Error()
+		}
+		g.log(d)
+		return d
+	}
+	fps := make([]string, 0, len(auth.Signers))
+	for _, s := range auth.Signers {
+		fps = append(fps, s.Fingerprint)
+	}
+	d.Outcome, d.Reason = Allowed, v.Reason
+	d.Permit = Permit{action: a, verdict: v, signers: fps, nonce: p.Nonce}
+	g.log(d)
+	return d
+}
+
+// ActionOf returns the action a payload authorizes.
+func ActionOf(p signedop.Payload) action.Action {
+	return action.Action{Op: p.Op, VMID: p.VMID, Kind: p.Kind, Params: p.Params, Digest: p.Digest}
+}
+
+func (g *Gate) now() time.Time {
+	if g.Now != nil {
+		return g.Now()
+	}
+	return time.Now()
+}
+
+func (g *Gate) ttl() time.Duration {
+	if g.PayloadTTL > 0 {
+		return g.PayloadTTL
+	}
+	return 24 * time.Hour
+}
+
+func (g *Gate) log(d Decision) {
+	if g.Logger == nil {
+		return
+	}
+	g.Logger.Info("gate decision", "vmid", d.Action.VMID, "op", d.Action.Op, "class", d.Verdict.Class,
+		"outcome", d.Outcome, "reason", d.Reason, "signers", d.Permit.signers)
+}
