@@ -1,0 +1,180 @@
+package atomicfile
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// entries returns the names in dir, sorted.
+func entries(t *testing.T, dir string) []string {
+	t.Helper()
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, de := range des {
+		names = append(names, de.Name())
+	}
+	return names
+}
+
+func TestWriteCreatesAndReplaces(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.json")
+	for i, content := range []string{"first", "second, longer content", ""} {
+		if err := Write(path, []byte(content), 0o640); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+		got, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != content {
+			t.Errorf("write %d: got %q; want %q", i, got, content)
+		}
+		if got, want := entries(t, dir), []string{"state.json"}; fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("write %d: directory holds %v; want %v (temporary file left behind)", i, got, want)
+		}
+	}
+	if runtime.GOOS != "windows" {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := fi.Mode().Perm(), os.FileMode(0o640); got != want {
+			t.Errorf("got mode %v; want %v", got, want)
+		}
+	}
+}
+
+func TestWriteFailuresLeaveTargetIntact(t *testing.T) {
+	steps := []string{"create", "write", "chmod", "sync", "close", "rename"}
+	for _, step := range steps {
+		t.Run(step, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "f")
+			if err := os.WriteFile(path, []byte("old"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			injected := errors.New("injected failure")
+			err := write(path, []byte("new content"), 0o600, func(s string) error {
+				if s == step {
+					return injected
+				}
+				return nil
+			})
+			if !errors.Is(err, injected) {
+				t.Fatalf("got error %v; want one wrapping the injected failure", err)
+			}
+			if !strings.HasPrefix(err.Error(), "atomicfile: ") {
+				t.Errorf("got error %q; want the atomicfile: prefix", err)
+			}
+			got, rerr := os.ReadFile(path)
+			if rerr != nil {
+				t.Fatal(rerr)
+			}
+			if string(got) != "old" {
+				t.Errorf("target holds %q after failed %s; want %q", got, step, "old")
+			}
+			if got, want := entries(t, dir), []string{"f"}; fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("directory holds %v; want %v (temporary file not removed)", got, want)
+			}
+		})
+	}
+}
+
+func TestWriteDirSyncFailureReportsButReplaces(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "f")
+	injected := errors.New("injected failure")
+	err := write(path, []byte("new"), 0o600, func(s string) error {
+		if s == "syncdir" {
+			return injected
+		}
+		return nil
+	})
+	if !errors.Is(err, injected) {
+		t.Fatalf("got error %v; want the injected directory sync failure", err)
+	}
+	got, rerr := os.ReadFile(path)
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if string(got) != "new" {
+		t.Errorf("got %q; want %q (the rename had happened)", got, "new")
+	}
+	if got, want := entries(t, dir), []string{"f"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("directory holds %v; want %v", got, want)
+	}
+}
+
+func TestWriteRefusesNonRegularTarget(t *testing.T) {
+	dir := t.TempDir()
+	sub := filepath.Join(dir, "sub")
+	if err := os.Mkdir(sub, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	err := Write(sub, []byte("x"), 0o600)
+	if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("got error %v; want a refusal naming a non-regular file", err)
+	}
+	if fi, err := os.Stat(sub); err != nil || !fi.IsDir() {
+		t.Errorf("directory was replaced or removed: %v", err)
+	}
+	if got, want := entries(t, dir), []string{"sub"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("directory holds %v; want %v", got, want)
+	}
+}
+
+func TestWriteMissingDirectory(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "missing", "f")
+	err := Write(path, []byte("x"), 0o600)
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("got error %v; want one wrapping os.ErrNotExist", err)
+	}
+}
+
+func TestWriteConcurrent(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "f")
+	const n = 8
+	contents := make([][]byte, n)
+	for i := range contents {
+		contents[i] = bytes.Repeat([]byte{byte('a' + i)}, 4096)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { errs[i] = Write(path, contents[i], 0o600) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("writer %d: %v", i, err)
+		}
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, c := range contents {
+		if bytes.Equal(got, c) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("final content (%d bytes) is none of the written contents", len(got))
+	}
+	if got, want := entries(t, dir), []string{"f"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("directory holds %v; want %v", got, want)
+	}
+}
