@@ -1,0 +1,322 @@
+// Package nonce is the agent's durable record of signed-operation nonces
+// already consumed, so a signed job runs at most once, also across agent
+// restarts.
+//
+// # On-disk format
+//
+// The store is one append-only file, nonces.log, in the store's directory.
+// It starts with the 8-byte magic "STWNONC1" and continues with records:
+//
+//	uint32 big-endian  payload length n (9 ≤ n ≤ 9+MaxNonceLen)
+//	uint32 big-endian  CRC-32C (Castagnoli) of the payload
+//	payload            int64 big-endian expiry (Unix seconds), then the nonce bytes
+//
+// Use appends a record and fsyncs the file before it returns, so an
+// acknowledged nonce survives a crash. On Open a torn or corrupt tail (a
+// short record, a bad length or a CRC mismatch, as a crash mid-append leaves
+// behind) is cut off: everything before it is kept and the file is truncated
+// to the last good record. Expired nonces are forgotten in memory at every
+// Use; the file is compacted (rewritten to the live set through a temp file,
+// fsync, rename, fsync of the directory) on Open and whenever it holds more
+// than twice as many records as are live, so it stays bounded by Max.
+//
+// The store is bounded: once Max unexpired nonces are held, Use refuses new
+// nonces with ErrFull rather than forgetting one that could still be
+// replayed. Capacity frees up as nonces expire.
+//
+// One process may open a directory at a time; the store does not lock the
+// directory against a second process.
+package nonce
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+// FileName is the store's file inside its directory.
+const FileName = "nonces.log"
+
+// MaxNonceLen bounds the length of one nonce in bytes.
+const MaxNonceLen = 128
+
+// DefaultMax is Options.Max when it is zero.
+const DefaultMax = 100000
+
+const (
+	magic     = "STWNONC1"
+	headerLen = 8
+	minRecord = 8 // expiry
+)
+
+var (
+	// ErrReplayed is returned by Use for a nonce already used and not yet
+	// expired: the signed operation it belongs to must not run again.
+	ErrReplayed = errors.New("nonce: already used (replayed)")
+	// ErrFull is returned by Use when the store holds Max unexpired nonces.
+	// The operation must be refused; retry after older nonces expire or
+	// raise the limit.
+	ErrFull = errors.New("nonce: store full of unexpired nonces; refusing new signed operations until some expire")
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Options configure a Store. The zero value is usable.
+type Options struct {
+	// Max is the most unexpired nonces held at once; 0 means DefaultMax.
+	Max int
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// Store is a durable set of used nonces with expiries. Its methods are safe
+// for concurrent use.
+type Store struct {
+	dir string
+	max int
+	now func() time.Time
+
+	mu      sync.Mutex
+	f       *os.File
+	live    map[string]int64 // nonce → expiry, Unix seconds
+	records int              // records in the file, live or not
+	closed  bool
+}
+
+// Open opens or creates the store in dir (created with mode 0700 if
+// missing), loading every unexpired nonce. A torn tail is repaired; any
+// other read failure is an error, and the caller must not run signed
+// operations without a store.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.Max < 0 {
+		return nil, fmt.Errorf("nonce: Max %d is negative", opts.Max)
+	}
+	if opts.Max == 0 {
+		opts.Max = DefaultMax
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("nonce: create store directory: %w", err)
+	}
+	s := &Store{dir: dir, max: opts.Max, now: opts.Now, live: make(map[string]int64)}
+	path := filepath.Join(dir, FileName)
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("nonce: read %s: %w", path, err)
+	default:
+		if err := s.load(path, data); err != nil {
+			return nil, err
+		}
+	}
+	// Start from a compact file: this drops expired records and any torn tail.
+	if err := s.rewriteLocked(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) load(path string, data []byte) error {
+	if len(data) < headerLen {
+		if len(data) == 0 || string(data) == magic[:len(data)] {
+			return nil // crashed while creating: empty store
+		}
+		return fmt.Errorf("nonce: %s is not a nonce store (bad header); move it aside if it is not needed", path)
+	}
+	if string(data[:headerLen]) != magic {
+		return fmt.Errorf("nonce: %s is not a nonce store (bad header); move it aside if it is not needed", path)
+	}
+	now := s.now().Unix()
+	rest := data[headerLen:]
+	for len(rest) > 0 {
+		nonce, exp, n, ok := decodeRecord(rest)
+		if !ok {
+			break // torn or corrupt tail: keep what came before
+		}
+		rest = rest[n:]
+		if exp > now {
+			s.live[nonce] = exp
+		}
+	}
+	return nil
+}
+
+func decodeRecord(b []byte) (nonce string, exp int64, n int, ok bool) {
+	if len(b) < 8 {
+		return "", 0, 0, false
+	}
+	l := binary.BigEndian.Uint32(b[0:4])
+	if l < minRecord+1 || l > minRecord+MaxNonceLen || uint64(len(b)-8) < uint64(l) {
+		return "", 0, 0, false
+	}
+	payload := b[8 : 8+l]
+	if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(b[4:8]) {
+		return "", 0, 0, false
+	}
+	return string(payload[8:]), int64(binary.BigEndian.Uint64(payload[:8])), 8 + int(l), true
+}
+
+func encodeRecord(nonce string, exp int64) []byte {
+	b := make([]byte, 8+8+len(nonce))
+	binary.BigEndian.PutUint32(b[0:4], uint32(8+len(nonce)))
+	binary.BigEndian.PutUint64(b[8:16], uint64(exp))
+	copy(b[16:], nonce)
+	binary.BigEndian.PutUint32(b[4:8], crc32.Checksum(b[8:], castagnoli))
+	return b
+}
+
+// Use records nonce as used until expires. It returns nil only after the
+// record is durable on disk. It returns ErrReplayed if nonce is held and
+// not expired, ErrFull if the store is at capacity, and an error for a
+// nonce that is empty, longer than MaxNonceLen or not printable ASCII, for
+// an expiry not in the future, or for an I/O failure (the nonce then counts
+// as not used, and the operation must not run).
+func (s *Store) Use(nonce string, expires time.Time) error {
+	if err := validNonce(nonce); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("nonce: store is closed")
+	}
+	now := s.now().Unix()
+	exp := expires.Unix()
+	if expires.Sub(time.Unix(exp, 0)) > 0 {
+		exp++ // round up: never forget a nonce early
+	}
+	if exp <= now {
+		return fmt.Errorf("nonce: expiry %s is not in the future", expires.UTC().Format(time.RFC3339))
+	}
+	s.pruneLocked(now)
+	if old, ok := s.live[nonce]; ok && old > now {
+		return ErrReplayed
+	}
+	if len(s.live) >= s.max {
+		return ErrFull
+	}
+	if s.records >= 2*len(s.live)+64 {
+		if err := s.rewriteLocked(); err != nil {
+			return err
+		}
+	}
+	if _, err := s.f.Write(encodeRecord(nonce, exp)); err != nil {
+		return fmt.Errorf("nonce: append to %s: %w", s.f.Name(), err)
+	}
+	if err := s.f.Sync(); err != nil {
+		return fmt.Errorf("nonce: fsync %s: %w", s.f.Name(), err)
+	}
+	s.records++
+	s.live[nonce] = exp
+	return nil
+}
+
+// Len returns how many unexpired nonces the store holds.
+func (s *Store) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pruneLocked(s.now().Unix())
+	return len(s.live)
+}
+
+// Close closes the store's file. Use after Close returns an error.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return s.f.Close()
+}
+
+func (s *Store) pruneLocked(now int64) {
+	for n, exp := range s.live {
+		if exp <= now {
+			delete(s.live, n)
+		}
+	}
+}
+
+// rewriteLocked replaces the file with one holding exactly the live set:
+// temp file, fsync, rename, fsync directory; then reopens it for appending.
+func (s *Store) rewriteLocked() error {
+	path := filepath.Join(s.dir, FileName)
+	tmp, err := os.CreateTemp(s.dir, FileName+".tmp*")
+	if err != nil {
+		return fmt.Errorf("nonce: compact: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after a successful rename
+	w := bufio.NewWriter(tmp)
+	w.WriteString(magic)
+	for n, exp := range s.live {
+		w.Write(encodeRecord(n, exp))
+	}
+	if err := w.Flush(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("nonce: compact: write %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("nonce: compact: fsync %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("nonce: compact: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("nonce: compact: %w", err)
+	}
+	if err := syncDir(s.dir); err != nil {
+		return fmt.Errorf("nonce: compact: fsync directory %s: %w", s.dir, err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("nonce: reopen %s: %w", path, err)
+	}
+	if s.f != nil {
+		s.f.Close()
+	}
+	s.f = f
+	s.records = len(s.live)
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func validNonce(n string) error {
+	if n == "" {
+		return errors.New("nonce: empty nonce")
+	}
+	if len(n) > MaxNonceLen {
+		return fmt.Errorf("nonce: nonce is %d bytes; at most %d allowed", len(n), MaxNonceLen)
+	}
+	if !utf8.ValidString(n) {
+		return errors.New("nonce: nonce is not valid UTF-8")
+	}
+	for i := 0; i < len(n); i++ {
+		if n[i] < 0x21 || n[i] > 0x7e {
+			return fmt.Errorf("nonce: nonce has a non-printable or non-ASCII byte at offset %d", i)
+		}
+	}
+	return nil
+}
+
+var _ io.Closer = (*Store)(nil)
