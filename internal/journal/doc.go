@@ -1,0 +1,70 @@
+// Package journal is the agent's durable record of every mutation it makes
+// to a guest: an op is begun (and the record fsynced) before the mutation
+// starts, its PVE task id is recorded as soon as it is known, and its result
+// ends it. At start-up the agent resolves every op that was begun and never
+// ended before it mutates anything; completed idempotency keys keep an op
+// from running twice; create records give the agent provenance over guests
+// it provisioned itself.
+//
+// # Files
+//
+// The journal lives in one file, DIR/journal, created (with DIR) by Open.
+// Records are only ever appended. Compaction writes a complete replacement
+// next to it (DIR/.journal.tmp*), fsyncs it, renames it over DIR/journal and
+// fsyncs DIR, so a crash leaves either the old file or the new one. Stale
+// temporary files from a crash during compaction are removed by Open.
+//
+// # Format (version 1)
+//
+// All integers are little-endian. A file is a 12-byte header followed by
+// zero or more records:
+//
+//	header  = magic[8] version[4]
+//	magic   = "STWDJRNL" (53 54 57 44 4A 52 4E 4C)
+//	version = 01 00 00 00
+//	record  = length[4] crc[4] payload[length]
+//	length  = number of payload bytes, 1 to 16 MiB
+//	crc     = CRC-32C (Castagnoli) of the payload bytes
+//	payload = type[1] body
+//	body    = one JSON object, UTF-8, no trailing newline, field order as
+//	          encoding/json writes the Go structs below (so encoding is
+//	          byte-for-byte reproducible)
+//
+// Record types and their JSON bodies:
+//
+//	1 begin      Op: {"id","time","source","host","action":{"op","vmid","kind","params","digest"},"idem_key","signers","upid"}
+//	2 task       {"id","upid","time"}: the PVE task id of an in-flight op
+//	3 end        {"id","time","result":{"ok","exit_status","error","resolution"}}
+//	4 decision   Decision: {"time","vmid","action","class","verdict","reason","signers"}
+//	5 completed  {"id","idem_key","vmid","time","result"}: written only by
+//	             compaction, the summary of an ended op whose idempotency key
+//	             is still within retention
+//	6 provenance {"vmid","create_op","failed","time"}: written only by
+//	             compaction, the create provenance of a guest whose create op
+//	             has ended
+//
+// Optional fields are omitted when empty. Times are RFC 3339 in UTC with
+// nanoseconds. testdata/golden.journal is a small journal in this format;
+// the tests decode and re-encode it byte for byte.
+//
+// # Recovery
+//
+// Open reads the whole file and checks every record. A record that is
+// incomplete or fails its checksum, with nothing decodable after it, is a
+// torn write from a crash: the file is truncated after the last whole record
+// and the number of bytes dropped is logged. Such a record was never
+// acknowledged, because an append returns only after its fsync. A bad record
+// that is followed by a valid one, a record with a valid checksum that does
+// not decode, or a record inconsistent with what precedes it (an end for an
+// op never begun) is corruption: Open fails with a *CorruptError, which
+// wraps ErrCorrupt and names the offset. It is never skipped silently.
+//
+// # Concurrency and durability
+//
+// A Journal is safe for concurrent use. Appends are acknowledged only after
+// fsync; concurrent appenders share fsyncs (group commit: one fsync covers
+// every record written while the previous fsync was in progress). An I/O
+// error while appending makes the Journal unusable: every later call returns
+// that error, because after a failed fsync the kernel's view of the file can
+// no longer be trusted. Reopening repairs the file.
+package journal

@@ -1,0 +1,476 @@
+package journal
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/steward-pve/steward/internal/atomicfile"
+)
+
+// Errors returned by the Journal. Callers test them with errors.Is.
+var (
+	// ErrCorrupt is wrapped by the *CorruptError Open returns for damage
+	// that is not a torn tail.
+	ErrCorrupt = errors.New("journal: corrupt")
+	// ErrDone is returned by Begin when the op's idempotency key has
+	// already completed: the op must not run again.
+	ErrDone = errors.New("journal: idempotency key already completed")
+	// ErrInFlight is returned by Begin when the op id, or another op with
+	// the same idempotency key, is in flight.
+	ErrInFlight = errors.New("journal: op already in flight")
+	// ErrUnknownOp is returned by Task and End for an op id that is not in
+	// flight.
+	ErrUnknownOp = errors.New("journal: op not in flight")
+	// ErrClosed is returned by every method after Close.
+	ErrClosed = errors.New("journal: closed")
+)
+
+// Defaults for Options.
+const (
+	DefaultRetention = 7 * 24 * time.Hour
+	DefaultMaxBytes  = 8 << 20
+)
+
+// FileName is the journal's file name inside the directory given to Open.
+const FileName = "journal"
+
+// Options configures a Journal. The zero value is usable.
+type Options struct {
+	// Retention is how long completed idempotency keys (and gate
+	// decisions) are kept; DefaultRetention when zero.
+	Retention time.Duration
+	// MaxBytes is the file size that triggers compaction;
+	// DefaultMaxBytes when zero. When live content alone exceeds it,
+	// compaction runs again only after the file has doubled, so appends
+	// never compact on every call.
+	MaxBytes int64
+	// Logger receives repairs and compaction warnings; nil means no
+	// logging.
+	Logger *slog.Logger
+	// Now is the clock used for record times and retention; time.Now when
+	// nil.
+	Now func() time.Time
+}
+
+// Journal is an open journal file. All methods are safe for concurrent use.
+// Begin, Task, End and Decision block until their record is durable.
+type Journal struct {
+	path      string
+	retention time.Duration
+	maxBytes  int64
+	log       *slog.Logger
+	now       func() time.Time
+
+	mu   sync.Mutex
+	cond *sync.Cond // signals changes of syncing, synced and err; uses mu
+	f    *os.File
+	st   *state
+	size int64 // bytes in the file
+	// compactAt is the size that triggers the next automatic compaction.
+	compactAt int64
+	written   uint64 // records written to f
+	synced    uint64 // records covered by a completed fsync
+	syncing   bool   // an fsync is in progress (mu not held by its caller)
+	err       error  // sticky: the journal is closed or failed
+}
+
+// Open opens the journal in dir, creating dir (mode 0700) and the file when
+// missing. It reads and checks every record, repairs a torn tail (truncating
+// after the last whole record and logging how many bytes were dropped), and
+// fails with a *CorruptError wrapping ErrCorrupt, naming the offset, for any
+// other damage. The caller must Close the Journal.
+func Open(dir string, opts Options) (*Journal, error) {
+	j := &Journal{
+		path:      filepath.Join(dir, FileName),
+		retention: opts.Retention,
+		maxBytes:  opts.MaxBytes,
+		log:       opts.Logger,
+		now:       opts.Now,
+	}
+	if j.retention <= 0 {
+		j.retention = DefaultRetention
+	}
+	if j.maxBytes <= 0 {
+		j.maxBytes = DefaultMaxBytes
+	}
+	if j.log == nil {
+		j.log = slog.New(slog.DiscardHandler)
+	}
+	if j.now == nil {
+		j.now = time.Now
+	}
+	j.cond = sync.NewCond(&j.mu)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("journal: create state directory: %w", err)
+	}
+	j.removeStaleTemps(dir)
+
+	data, err := os.ReadFile(j.path)
+	if errors.Is(err, os.ErrNotExist) {
+		data = nil
+	} else if err != nil {
+		return nil, fmt.Errorf("journal: read %s: %w", j.path, err)
+	}
+	d, err := decodeFile(data)
+	if err != nil {
+		var ce *CorruptError
+		if errors.As(err, &ce) {
+			ce.Path = j.path
+		}
+		return nil, err
+	}
+	j.st = newState()
+	for i, r := range d.records {
+		if err := j.st.apply(r); err != nil {
+			return nil, &CorruptError{Path: j.path, Offset: int64(d.offsets[i]), Reason: err.Error()}
+		}
+	}
+	if d.tornHeader {
+		// Missing, or a crash while it was being created: nothing in it
+		// was ever acknowledged.
+		if len(data) > 0 {
+			j.log.Warn("journal: repaired a torn header", "path", j.path, "bytes_dropped", len(data))
+		}
+		if err := atomicfile.Write(j.path, fileHeader(), 0o600); err != nil {
+			return nil, fmt.Errorf("journal: create %s: %w", j.path, err)
+		}
+		d.end = headerSize
+	}
+	f, err := os.OpenFile(j.path, os.O_RDWR|os.O_APPEND, 0)
+	if err != nil {
+		return nil, fmt.Errorf("journal: open %s: %w", j.path, err)
+	}
+	if !d.tornHeader && d.end < len(data) {
+		dropped := len(data) - d.end
+		if err := f.Truncate(int64(d.end)); err == nil {
+			err = f.Sync()
+		}
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("journal: truncate torn tail of %s at offset %d: %w", j.path, d.end, err)
+		}
+		j.log.Warn("journal: repaired a torn tail", "path", j.path, "offset", d.end, "bytes_dropped", dropped)
+	}
+	j.f = f
+	j.size = int64(d.end)
+	j.compactAt = max(j.maxBytes, 2*j.size)
+	return j, nil
+}
+
+// removeStaleTemps removes compaction temporaries left by a crash.
+func (j *Journal) removeStaleTemps(dir string) {
+	stale, _ := filepath.Glob(filepath.Join(dir, "."+FileName+".tmp*"))
+	for _, p := range stale {
+		if err := os.Remove(p); err != nil {
+			j.log.Warn("journal: cannot remove stale compaction file", "path", p, "err", err)
+		}
+	}
+}
+
+// Begin records that op is about to run. It returns once the record is
+// durable. It fails with ErrDone when op.IdemKey completed within the
+// retention window, and with ErrInFlight when op.ID, or another op with the
+// same IdemKey, is in flight. A zero op.Time is set from Options.Now; times
+// are stored in UTC. Begin keeps a copy of op.
+func (j *Journal) Begin(op Op) error {
+	if op.ID == "" {
+		return errors.New("journal: begin: op has no id; give every op a unique id")
+	}
+	if op.Time.IsZero() {
+		op.Time = j.now()
+	}
+	op = cloneOp(op)
+	op.Time = op.Time.UTC()
+	return j.append(record{Type: typeBegin, Begin: &op}, func() error {
+		if _, ok := j.st.inflight[op.ID]; ok {
+			return fmt.Errorf("%w: op %s", ErrInFlight, op.ID)
+		}
+		if op.IdemKey == "" {
+			return nil
+		}
+		if other, ok := j.st.inflightK[op.IdemKey]; ok {
+			return fmt.Errorf("%w: idempotency key %q is held by op %s", ErrInFlight, op.IdemKey, other)
+		}
+		if c, ok := j.completedLocked(op.IdemKey); ok {
+			return fmt.Errorf("%w: key %q ended with op %s at %s", ErrDone, op.IdemKey, c.opID, c.at.Format(time.RFC3339))
+		}
+		return nil
+	})
+}
+
+// Task records the PVE task id (UPID) of the in-flight op opID. It returns
+// once the record is durable; ErrUnknownOp if opID is not in flight.
+func (j *Journal) Task(opID, upid string) error {
+	if upid == "" {
+		return fmt.Errorf("journal: task for op %s: empty UPID", opID)
+	}
+	rec := &taskRecord{ID: opID, UPID: upid, Time: j.now().UTC()}
+	return j.append(record{Type: typeTask, Task: rec}, func() error {
+		if _, ok := j.st.inflight[opID]; !ok {
+			return fmt.Errorf("%w: task for op %s", ErrUnknownOp, opID)
+		}
+		return nil
+	})
+}
+
+// End records the result of the in-flight op opID, completing its
+// idempotency key whatever the result. It returns once the record is
+// durable; ErrUnknownOp if opID is not in flight.
+func (j *Journal) End(opID string, r Result) error {
+	rec := &endRecord{ID: opID, Time: j.now().UTC(), Result: r}
+	return j.append(record{Type: typeEnd, End: rec}, func() error {
+		if _, ok := j.st.inflight[opID]; !ok {
+			return fmt.Errorf("%w: end for op %s", ErrUnknownOp, opID)
+		}
+		return nil
+	})
+}
+
+// Decision records a gate decision. It returns once the record is durable.
+// A zero d.Time is set from Options.Now. Decisions are kept for the
+// retention window.
+func (j *Journal) Decision(d Decision) error {
+	if d.Time.IsZero() {
+		d.Time = j.now()
+	}
+	d.Time = d.Time.UTC()
+	d.Action = cloneAction(d.Action)
+	d.Signers = slices.Clone(d.Signers)
+	return j.append(record{Type: typeDecision, Decision: &d}, func() error { return nil })
+}
+
+// Completed reports how the op with idempotency key idemKey ended, if it
+// ended within the retention window. It does not block on I/O.
+func (j *Journal) Completed(idemKey string) (Result, bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	c, ok := j.completedLocked(idemKey)
+	return c.result, ok
+}
+
+func (j *Journal) completedLocked(idemKey string) (completion, bool) {
+	c, ok := j.st.completed[idemKey]
+	if !ok || c.at.Before(j.now().Add(-j.retention)) {
+		return completion{}, false
+	}
+	return c, true
+}
+
+// InFlight returns copies of the ops begun and not ended, in begin order,
+// each with its UPID if one was recorded. It does not block on I/O.
+func (j *Journal) InFlight() []Op {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	fs := make([]*flight, 0, len(j.st.inflight))
+	for _, f := range j.st.inflight {
+		fs = append(fs, f)
+	}
+	slices.SortFunc(fs, func(a, b *flight) int { return cmp.Compare(a.seq, b.seq) })
+	ops := make([]Op, len(fs))
+	for i, f := range fs {
+		ops[i] = cloneOp(f.op)
+	}
+	return ops
+}
+
+// Provenance reports what the journal proves about the creation of vmid;
+// the zero Provenance when it holds no create op for it. It does not block
+// on I/O.
+func (j *Journal) Provenance(vmid int) Provenance {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	p, ok := j.st.prov[vmid]
+	if !ok {
+		return Provenance{}
+	}
+	return Provenance{CreatedByAgent: true, CreateFailed: p.ended && p.failed, CreateOpID: p.createOp}
+}
+
+// Compact rewrites the journal keeping every in-flight op (with its UPID),
+// idempotency keys and gate decisions within the retention window, and the
+// create provenance of every guest not since destroyed by the agent. The
+// replacement is written to a temporary file, fsynced, renamed over the
+// journal and the directory fsynced. Compaction also runs automatically
+// when the file grows past Options.MaxBytes. It blocks appends while it
+// runs.
+func (j *Journal) Compact() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.err != nil {
+		return j.err
+	}
+	return j.compactLocked()
+}
+
+// Close waits for pending fsyncs and closes the file. Later calls return
+// ErrClosed. Close is idempotent.
+func (j *Journal) Close() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for j.err == nil && (j.syncing || j.synced < j.written) {
+		j.cond.Wait()
+	}
+	for j.syncing {
+		j.cond.Wait()
+	}
+	if j.f == nil {
+		return nil
+	}
+	err := j.f.Close()
+	j.f = nil
+	if j.err == nil {
+		j.err = ErrClosed
+	}
+	j.cond.Broadcast()
+	if err != nil {
+		return fmt.Errorf("journal: close %s: %w", j.path, err)
+	}
+	return nil
+}
+
+// append writes r if check (run with mu held) allows it, and returns once r
+// is durable.
+func (j *Journal) append(r record, check func() error) error {
+	frame, err := encodeFrame(r)
+	if err != nil {
+		return err
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.err != nil {
+		return j.err
+	}
+	if err := check(); err != nil {
+		return err
+	}
+	n, err := j.f.Write(frame)
+	if err != nil || n != len(frame) {
+		if err == nil {
+			err = io.ErrShortWrite
+		}
+		return j.failLocked(fmt.Errorf("journal: append to %s: %w; the journal is unusable until reopened", j.path, err))
+	}
+	j.size += int64(n)
+	if err := j.st.apply(r); err != nil {
+		// check() validated r against the same state, so this is a bug.
+		return j.failLocked(fmt.Errorf("journal: internal error applying %v record: %w", r.Type, err))
+	}
+	j.written++
+	if err := j.waitSyncedLocked(j.written); err != nil {
+		return err
+	}
+	if j.size > j.compactAt {
+		if err := j.compactLocked(); err != nil {
+			// The record is durable; compaction is retried on the next
+			// append past the threshold.
+			j.log.Warn("journal: automatic compaction failed", "path", j.path, "err", err)
+		}
+	}
+	return nil
+}
+
+// waitSyncedLocked returns once record number seq is covered by an fsync.
+// The first waiter to find no fsync in progress runs one for everything
+// written so far, with mu released; the others wait for it (group commit).
+func (j *Journal) waitSyncedLocked(seq uint64) error {
+	for j.synced < seq {
+		if j.err != nil {
+			return j.err
+		}
+		if j.syncing {
+			j.cond.Wait()
+			continue
+		}
+		j.syncing = true
+		target, f := j.written, j.f
+		j.mu.Unlock()
+		err := f.Sync()
+		j.mu.Lock()
+		j.syncing = false
+		if err != nil {
+			j.failLocked(fmt.Errorf("journal: fsync %s: %w; the journal is unusable until reopened", j.path, err))
+		} else if target > j.synced {
+			j.synced = target
+		}
+		j.cond.Broadcast()
+	}
+	return nil
+}
+
+// failLocked makes err sticky and returns it.
+func (j *Journal) failLocked(err error) error {
+	if j.err == nil {
+		j.err = err
+		j.log.Error("journal: failed", "path", j.path, "err", err)
+	}
+	j.cond.Broadcast()
+	return j.err
+}
+
+func (j *Journal) compactLocked() error {
+	for j.syncing {
+		j.cond.Wait()
+	}
+	if j.err != nil {
+		return j.err
+	}
+	j.st.prune(j.now().Add(-j.retention))
+	data := fileHeader()
+	for _, r := range j.st.snapshot() {
+		frame, err := encodeFrame(r)
+		if err != nil {
+			return fmt.Errorf("journal: compact: %w", err)
+		}
+		data = append(data, frame...)
+	}
+	if err := atomicfile.Write(j.path, data, 0o600); err != nil {
+		// Make sure appends still go to the file at j.path: if the
+		// rename happened (only the directory sync failed) the old
+		// descriptor points at an unlinked file.
+		if !j.sameFileLocked() {
+			if rerr := j.reopenLocked(int64(len(data))); rerr != nil {
+				return rerr
+			}
+		}
+		return fmt.Errorf("journal: compact: %w", err)
+	}
+	if err := j.reopenLocked(int64(len(data))); err != nil {
+		return err
+	}
+	j.log.Info("journal: compacted", "path", j.path, "bytes", len(data))
+	if j.size > j.maxBytes {
+		j.log.Warn("journal: live content exceeds MaxBytes after compaction", "path", j.path, "bytes", j.size, "max_bytes", j.maxBytes)
+	}
+	return nil
+}
+
+// sameFileLocked reports whether j.f is still the file at j.path.
+func (j *Journal) sameFileLocked() bool {
+	a, err1 := j.f.Stat()
+	b, err2 := os.Stat(j.path)
+	return err1 == nil && err2 == nil && os.SameFile(a, b)
+}
+
+// reopenLocked switches appends to the (replaced) file at j.path, whose
+// size is size and whose content covers every record written so far.
+func (j *Journal) reopenLocked(size int64) error {
+	nf, err := os.OpenFile(j.path, os.O_RDWR|os.O_APPEND, 0)
+	if err != nil {
+		return j.failLocked(fmt.Errorf("journal: reopen %s after compaction: %w; the journal is unusable until reopened", j.path, err))
+	}
+	j.f.Close()
+	j.f = nf
+	j.size = size
+	j.compactAt = max(j.maxBytes, 2*size)
+	j.synced = j.written
+	j.cond.Broadcast()
+	return nil
+}

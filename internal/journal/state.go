@@ -1,0 +1,225 @@
+package journal
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/steward-pve/steward/internal/action"
+)
+
+// Op is one mutation the agent performs, as recorded by Begin.
+type Op struct {
+	ID      string        `json:"id"`                 // unique op id (e.g. random 128-bit hex); required
+	Time    time.Time     `json:"time"`               // when the op began; Begin fills it from Options.Now when zero
+	Source  string        `json:"source,omitempty"`   // "reconcile" | "signed" | "recovery"
+	Host    string        `json:"host,omitempty"`     // the PVE host the op runs on
+	Action  action.Action `json:"action"`             // what is done, with its exact API parameters and digest
+	IdemKey string        `json:"idem_key,omitempty"` // idempotency key; empty means the op is not deduplicated
+	Signers []string      `json:"signers,omitempty"`  // fingerprints of authorizing signers (signed ops)
+	UPID    string        `json:"upid,omitempty"`     // PVE task id, set by Task
+}
+
+// Result is how an op ended.
+type Result struct {
+	OK         bool   `json:"ok"`
+	ExitStatus string `json:"exit_status,omitempty"` // the PVE task's exit status, e.g. "OK"
+	Error      string `json:"error,omitempty"`
+	Resolution string `json:"resolution,omitempty"` // set when recovery ended the op, e.g. "recovered: task OK"
+}
+
+// Decision is a gate decision: whether an action may run and why.
+type Decision struct {
+	Time    time.Time     `json:"time"` // Decision fills it from Options.Now when zero
+	VMID    int           `json:"vmid"`
+	Action  action.Action `json:"action"`
+	Class   string        `json:"class,omitempty"`
+	Verdict string        `json:"verdict,omitempty"`
+	Reason  string        `json:"reason,omitempty"`
+	Signers []string      `json:"signers,omitempty"`
+}
+
+// Provenance is what the journal proves about who created a guest.
+type Provenance struct {
+	// CreatedByAgent is true when this journal holds a create op for the
+	// vmid (from any source) and no later destroy of it succeeded.
+	CreatedByAgent bool
+	// CreateFailed is true when that create op ended failed (or recovery
+	// resolved it as failed) and no op begun after it on the same vmid has
+	// ended successfully: the guest, if it exists at all, is the remains of
+	// the agent's own failed provision.
+	CreateFailed bool
+	// CreateOpID is the id of the latest create op for the vmid.
+	CreateOpID string
+}
+
+type flight struct {
+	op  Op
+	seq uint64
+}
+
+type completion struct {
+	opID   string
+	vmid   int
+	result Result
+	at     time.Time // when the op ended
+	seq    uint64
+}
+
+type provenance struct {
+	createOp string
+	seq      uint64 // sequence of the create op's begin
+	ended    bool   // the create op has ended (else it is in flight)
+	failed   bool
+	at       time.Time
+}
+
+type decisionEntry struct {
+	d   Decision
+	seq uint64
+}
+
+// state is the journal's content folded into indexes. The same apply runs
+// when records are replayed by Open and when they are appended, so the
+// in-memory view is always what a reopen would see.
+type state struct {
+	seq       uint64                // sequence of the last applied record
+	inflight  map[string]*flight    // op id → begun, not ended
+	inflightK map[string]string     // idempotency key → in-flight op id
+	completed map[string]completion // idempotency key → ended op
+	prov      map[int]*provenance   // vmid → create provenance
+	decisions []decisionEntry
+}
+
+func newState() *state {
+	return &state{
+		inflight:  make(map[string]*flight),
+		inflightK: make(map[string]string),
+		completed: make(map[string]completion),
+		prov:      make(map[int]*provenance),
+	}
+}
+
+// apply folds r into s. It fails only for records inconsistent with what
+// came before; appends are validated first, so at run time it never fails.
+func (s *state) apply(r record) error {
+	s.seq++
+	switch r.Type {
+	case typeBegin:
+		op := cloneOp(*r.Begin)
+		if _, dup := s.inflight[op.ID]; dup {
+			return fmt.Errorf("begin for op %s, which is already in flight", op.ID)
+		}
+		s.inflight[op.ID] = &flight{op: op, seq: s.seq}
+		if op.IdemKey != "" {
+			s.inflightK[op.IdemKey] = op.ID
+		}
+		if op.Action.Op == action.Create {
+			s.prov[op.Action.VMID] = &provenance{createOp: op.ID, seq: s.seq, at: op.Time}
+		}
+	case typeTask:
+		f, ok := s.inflight[r.Task.ID]
+		if !ok {
+			return fmt.Errorf("task record for op %s, which is not in flight", r.Task.ID)
+		}
+		f.op.UPID = r.Task.UPID
+	case typeEnd:
+		f, ok := s.inflight[r.End.ID]
+		if !ok {
+			return fmt.Errorf("end record for op %s, which is not in flight", r.End.ID)
+		}
+		delete(s.inflight, r.End.ID)
+		op := f.op
+		if op.IdemKey != "" {
+			delete(s.inflightK, op.IdemKey)
+			s.completed[op.IdemKey] = completion{opID: op.ID, vmid: op.Action.VMID, result: r.End.Result, at: r.End.Time, seq: s.seq}
+		}
+		s.endProvenance(op, f.seq, r.End.Result, r.End.Time)
+	case typeDecision:
+		d := *r.Decision
+		d.Action = cloneAction(d.Action)
+		d.Signers = slices.Clone(d.Signers)
+		s.decisions = append(s.decisions, decisionEntry{d: d, seq: s.seq})
+	case typeCompleted:
+		c := r.Completed
+		s.completed[c.IdemKey] = completion{opID: c.ID, vmid: c.VMID, result: c.Result, at: c.Time, seq: s.seq}
+	case typeProvenance:
+		p := r.Provenance
+		s.prov[p.VMID] = &provenance{createOp: p.CreateOp, seq: s.seq, ended: true, failed: p.Failed, at: p.Time}
+	default:
+		return fmt.Errorf("unknown record type %d", byte(r.Type))
+	}
+	return nil
+}
+
+// endProvenance updates create provenance when op (begun at seq) ends.
+func (s *state) endProvenance(op Op, seq uint64, r Result, at time.Time) {
+	p, ok := s.prov[op.Action.VMID]
+	if !ok {
+		return
+	}
+	switch {
+	case op.Action.Op == action.Create && p.createOp == op.ID:
+		p.ended, p.failed, p.at = true, !r.OK, at
+	case r.OK && seq > p.seq && op.Action.Op == action.Destroy:
+		// The guest the agent created is gone; a guest that later takes
+		// the vmid is not the agent's.
+		delete(s.prov, op.Action.VMID)
+	case r.OK && seq > p.seq:
+		p.failed = false
+	}
+}
+
+// prune drops completed idempotency keys and decisions older than cutoff.
+func (s *state) prune(cutoff time.Time) {
+	maps.DeleteFunc(s.completed, func(_ string, c completion) bool { return c.at.Before(cutoff) })
+	s.decisions = slices.DeleteFunc(s.decisions, func(e decisionEntry) bool { return e.d.Time.Before(cutoff) })
+	s.decisions = slices.Clip(s.decisions)
+}
+
+// snapshot returns the records that rebuild s, in the order of the records
+// they summarize, so that "begun after" relations between ops are kept.
+func (s *state) snapshot() []record {
+	type item struct {
+		seq uint64
+		r   record
+	}
+	var items []item
+	for _, f := range s.inflight {
+		op := cloneOp(f.op)
+		items = append(items, item{f.seq, record{Type: typeBegin, Begin: &op}})
+	}
+	for key, c := range s.completed {
+		items = append(items, item{c.seq, record{Type: typeCompleted, Completed: &completedRecord{ID: c.opID, IdemKey: key, VMID: c.vmid, Time: c.at, Result: c.result}}})
+	}
+	for vmid, p := range s.prov {
+		if !p.ended {
+			continue // rebuilt by the in-flight create's begin record
+		}
+		items = append(items, item{p.seq, record{Type: typeProvenance, Provenance: &provenanceRecord{VMID: vmid, CreateOp: p.createOp, Failed: p.failed, Time: p.at}}})
+	}
+	for _, e := range s.decisions {
+		d := e.d
+		items = append(items, item{e.seq, record{Type: typeDecision, Decision: &d}})
+	}
+	// Every item comes from a distinct record, so sequences are unique.
+	slices.SortFunc(items, func(a, b item) int { return cmp.Compare(a.seq, b.seq) })
+	out := make([]record, len(items))
+	for i, it := range items {
+		out[i] = it.r
+	}
+	return out
+}
+
+func cloneAction(a action.Action) action.Action {
+	a.Params = maps.Clone(a.Params)
+	return a
+}
+
+func cloneOp(op Op) Op {
+	op.Action = cloneAction(op.Action)
+	op.Signers = slices.Clone(op.Signers)
+	return op
+}
