@@ -1,0 +1,238 @@
+package pve
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strconv"
+
+	"github.com/steward-pve/steward/internal/guest"
+)
+
+// All reads are single GET requests bounded by ctx and Options.Timeout.
+// They are safe to retry; IsRetryable says when a retry may help. A guest
+// that does not exist gives an *APIError for which IsNotFound is true.
+
+// nodeRE is PVE's node name grammar (pve-node format).
+var nodeRE = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?$`)
+
+func checkNode(node string) error {
+	if !nodeRE.MatchString(node) {
+		return fmt.Errorf("pve: bad node name %q (letters, digits and inner '-')", truncate(node, 64))
+	}
+	return nil
+}
+
+func checkGuest(node string, kind guest.Kind, vmid int) error {
+	if err := checkNode(node); err != nil {
+		return err
+	}
+	if _, err := guest.ParseKind(string(kind)); err != nil {
+		return fmt.Errorf("pve: %w", err)
+	}
+	if vmid < 100 || vmid > 999999999 {
+		return fmt.Errorf("pve: bad VMID %d (PVE allows 100 to 999999999)", vmid)
+	}
+	return nil
+}
+
+func guestPath(node string, kind guest.Kind, vmid int, rest ...string) string {
+	return pathOf(append([]string{"nodes", node, string(kind), strconv.Itoa(vmid)}, rest...)...)
+}
+
+// Version returns GET /version.
+func (c *Client) Version(ctx context.Context) (Version, error) {
+	w, err := get[wireVersion](ctx, c, "/version", nil)
+	if err != nil {
+		return Version{}, err
+	}
+	return Version{Version: string(w.Version), Release: string(w.Release), RepoID: string(w.RepoID), Console: string(w.Console)}, nil
+}
+
+// Nodes returns GET /nodes: the cluster's nodes (one for a standalone host).
+func (c *Client) Nodes(ctx context.Context) ([]Node, error) {
+	return getList(ctx, c, "/nodes", nil, wireNode.node)
+}
+
+// NodeStatus returns GET /nodes/{node}/status.
+func (c *Client) NodeStatus(ctx context.Context, node string) (NodeStatus, error) {
+	if err := checkNode(node); err != nil {
+		return NodeStatus{}, err
+	}
+	w, err := get[wireNodeStatus](ctx, c, pathOf("nodes", node, "status"), nil)
+	if err != nil {
+		return NodeStatus{}, err
+	}
+	return w.status(), nil
+}
+
+// ClusterResources returns GET /cluster/resources, filtered by typ ("vm",
+// "storage", "node", "sdn") unless typ is "". PVE lists only what the
+// token may audit; a token without privileges gets an empty list, not 403.
+func (c *Client) ClusterResources(ctx context.Context, typ string) ([]Resource, error) {
+	var q url.Values
+	if typ != "" {
+		q = url.Values{"type": {typ}}
+	}
+	return getList(ctx, c, "/cluster/resources", q, wireResource.resource)
+}
+
+// Guests returns GET /nodes/{node}/qemu or /lxc. Like every PVE list it
+// is filtered by the token's privileges.
+func (c *Client) Guests(ctx context.Context, node string, kind guest.Kind) ([]GuestSummary, error) {
+	if err := checkNode(node); err != nil {
+		return nil, err
+	}
+	if _, err := guest.ParseKind(string(kind)); err != nil {
+		return nil, fmt.Errorf("pve: %w", err)
+	}
+	return getList(ctx, c, pathOf("nodes", node, string(kind)), nil, func(w wireGuestSummary) GuestSummary { return w.summary(kind) })
+}
+
+// GuestConfig returns GET …/{vmid}/config: the config with pending values
+// applied, every key kept (see GuestConfig and DecodeConfig).
+func (c *Client) GuestConfig(ctx context.Context, node string, kind guest.Kind, vmid int) (GuestConfig, error) {
+	if err := checkGuest(node, kind, vmid); err != nil {
+		return GuestConfig{}, err
+	}
+	path := guestPath(node, kind, vmid, "config")
+	data, err := get[json.RawMessage](ctx, c, path, nil)
+	if err != nil {
+		return GuestConfig{}, err
+	}
+	gc, err := DecodeConfig(data)
+	if err != nil {
+		return GuestConfig{}, fmt.Errorf("pve: GET %s: %w", path, err)
+	}
+	return gc, nil
+}
+
+// GuestStatus returns GET …/{vmid}/status/current.
+func (c *Client) GuestStatus(ctx context.Context, node string, kind guest.Kind, vmid int) (GuestStatus, error) {
+	if err := checkGuest(node, kind, vmid); err != nil {
+		return GuestStatus{}, err
+	}
+	w, err := get[wireGuestStatus](ctx, c, guestPath(node, kind, vmid, "status", "current"), nil)
+	if err != nil {
+		return GuestStatus{}, err
+	}
+	return w.status(), nil
+}
+
+// Pending returns GET …/{vmid}/pending.
+func (c *Client) Pending(ctx context.Context, node string, kind guest.Kind, vmid int) ([]PendingItem, error) {
+	if err := checkGuest(node, kind, vmid); err != nil {
+		return nil, err
+	}
+	return getList(ctx, c, guestPath(node, kind, vmid, "pending"), nil, wirePending.item)
+}
+
+// TaskStatus reads GET /nodes/{node}/tasks/{upid}/status once. The
+// returned UPID is upid; RawUPID is what PVE echoed. An unknown task is an
+// *APIError (400 {"upid":"no such task"}) for which IsNotFound is true.
+func (c *Client) TaskStatus(ctx context.Context, node string, upid UPID) (TaskStatus, error) {
+	if node == "" {
+		node = upid.Node
+	}
+	if err := checkNode(node); err != nil {
+		return TaskStatus{}, err
+	}
+	if upid.IsZero() {
+		return TaskStatus{}, errors.New("pve: TaskStatus of a zero UPID")
+	}
+	w, err := get[wireTaskStatus](ctx, c, pathOf("nodes", node, "tasks", upid.String(), "status"), nil)
+	if err != nil {
+		return TaskStatus{}, err
+	}
+	s := w.status()
+	s.UPID = upid
+	return s, nil
+}
+
+// TaskLog returns lines of a task log: start is the 0-based first line,
+// limit the maximum count (0 = PVE's default of 50). An empty log is
+// PVE's single line {n:1, t:"no content"}.
+func (c *Client) TaskLog(ctx context.Context, node string, upid UPID, start, limit int) ([]LogLine, error) {
+	if node == "" {
+		node = upid.Node
+	}
+	if err := checkNode(node); err != nil {
+		return nil, err
+	}
+	if start < 0 || limit < 0 {
+		return nil, fmt.Errorf("pve: TaskLog start %d and limit %d must not be negative", start, limit)
+	}
+	q := url.Values{}
+	if start > 0 {
+		q.Set("start", strconv.Itoa(start))
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	return getList(ctx, c, pathOf("nodes", node, "tasks", upid.String(), "log"), q, func(w wireLogLine) LogLine {
+		return LogLine{N: int(w.N), T: string(w.T)}
+	})
+}
+
+// Tasks returns GET /nodes/{node}/tasks filtered by q.
+func (c *Client) Tasks(ctx context.Context, node string, q TaskQuery) ([]TaskSummary, error) {
+	if err := checkNode(node); err != nil {
+		return nil, err
+	}
+	v := url.Values{}
+	setInt := func(k string, n int) {
+		if n != 0 {
+			v.Set(k, strconv.Itoa(n))
+		}
+	}
+	setInt("start", q.Start)
+	setInt("limit", q.Limit)
+	setInt("vmid", q.VMID)
+	for k, s := range map[string]string{"source": q.Source, "typefilter": q.TypeFilter, "statusfilter": q.StatusFilter, "userfilter": q.UserFilter} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	if q.Errors {
+		v.Set("errors", "1")
+	}
+	if !q.Since.IsZero() {
+		v.Set("since", strconv.FormatInt(q.Since.Unix(), 10))
+	}
+	if !q.Until.IsZero() {
+		v.Set("until", strconv.FormatInt(q.Until.Unix(), 10))
+	}
+	return getList(ctx, c, pathOf("nodes", node, "tasks"), v, wireTaskSummary.summary)
+}
+
+// Storage returns GET /nodes/{node}/storage.
+func (c *Client) Storage(ctx context.Context, node string) ([]Storage, error) {
+	if err := checkNode(node); err != nil {
+		return nil, err
+	}
+	return getList(ctx, c, pathOf("nodes", node, "storage"), nil, wireStorage.storage)
+}
+
+// Snapshots returns GET …/{vmid}/snapshot, including PVE's "current"
+// pseudo-entry (Snapshot.IsCurrent).
+func (c *Client) Snapshots(ctx context.Context, node string, kind guest.Kind, vmid int) ([]Snapshot, error) {
+	if err := checkGuest(node, kind, vmid); err != nil {
+		return nil, err
+	}
+	return getList(ctx, c, guestPath(node, kind, vmid, "snapshot"), nil, wireSnapshot.snapshot)
+}
+
+func getList[W any, T any](ctx context.Context, c *Client, path string, q url.Values, conv func(W) T) ([]T, error) {
+	data, err := get[json.RawMessage](ctx, c, path, q)
+	if err != nil {
+		return nil, err
+	}
+	out, err := decodeList(data, conv)
+	if err != nil {
+		return nil, fmt.Errorf("pve: GET %s: decode response: %w", path, err)
+	}
+	return out, nil
+}
