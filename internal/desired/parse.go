@@ -1,0 +1,331 @@
+package desired
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/steward-pve/steward/internal/guest"
+)
+
+// Parse decodes and validates a desired-state document from YAML or JSON
+// (JSON is YAML). It is strict: unknown fields, wrong types, anchors and
+// aliases, duplicate keys, several YAML documents in one input and invalid
+// values are errors. On failure it returns a nil document and an error
+// joining one *FieldError per problem, each naming a path and, where known,
+// a line; a syntax error names its line. Zero bytes, whitespace, comments
+// only or a YAML null give a valid empty document.
+func Parse(data []byte) (*Document, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var root yaml.Node
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return &Document{}, nil
+		}
+		return nil, syntaxError(err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, &FieldError{Line: extra.Line, Msg: "more than one YAML document; put the whole fleet in one document"}
+	} else if !errors.Is(err, io.EOF) {
+		return nil, syntaxError(err)
+	}
+
+	p := decoder{lines: lines{}}
+	doc := p.document(&root)
+	doc.validate(&p.errs, p.lines)
+	if len(p.errs) > 0 {
+		return nil, p.errs.err()
+	}
+	return doc, nil
+}
+
+// syntaxError turns a yaml error into a FieldError carrying its line. yaml.v3
+// formats syntax errors as "yaml: line N: msg".
+func syntaxError(err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 0
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if i := strings.Index(rest, ": "); i > 0 {
+			if n, err := strconv.Atoi(rest[:i]); err == nil {
+				line, msg = n, rest[i+2:]
+			}
+		}
+	}
+	if line == 0 {
+		line = 1 // errors without a line (e.g. bad encoding) are about the input's start
+	}
+	return &FieldError{Line: line, Msg: "invalid YAML: " + msg}
+}
+
+type decoder struct {
+	errs  errList
+	lines lines
+}
+
+func (p *decoder) fail(path string, n *yaml.Node, format string, args ...any) {
+	p.errs.add(path, n.Line, format, args...)
+}
+
+// kindName describes a node for error messages.
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		if n.ShortTag() == "!!null" {
+			return "null"
+		}
+		return "a scalar (" + strings.TrimPrefix(n.ShortTag(), "!!") + ")"
+	case yaml.AliasNode:
+		return "an alias"
+	}
+	return "an unknown node"
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+// mapping iterates over a mapping node's entries, reporting aliases,
+// merge keys, non-scalar keys and duplicate keys. It returns false (after
+// reporting) when n is not a mapping. A null n is an empty mapping.
+func (p *decoder) mapping(path string, n *yaml.Node, what string, fn func(key string, k, v *yaml.Node)) bool {
+	if isNull(n) {
+		return true
+	}
+	if n.Kind == yaml.AliasNode {
+		p.fail(path, n, "anchors and aliases are not supported; write the value out")
+		return false
+	}
+	if n.Kind != yaml.MappingNode {
+		p.fail(path, n, "want %s (a mapping), got %s", what, kindName(n))
+		return false
+	}
+	seen := make(map[string]int, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			p.fail(path, k, "mapping keys must be scalars, got %s", kindName(k))
+			continue
+		}
+		if k.ShortTag() == "!!merge" {
+			p.fail(path, k, "merge keys (<<) are not supported; write the fields out")
+			continue
+		}
+		key := k.Value
+		if first, dup := seen[key]; dup {
+			p.fail(join(path, key), k, "duplicate key (first at line %d)", first)
+			continue
+		}
+		seen[key] = k.Line
+		if v.Kind == yaml.AliasNode {
+			p.fail(join(path, key), v, "anchors and aliases are not supported; write the value out")
+			continue
+		}
+		fn(key, k, v)
+	}
+	return true
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// str decodes a scalar as a string. Non-string scalars (numbers, booleans)
+// are accepted in their YAML text form. ok is false (after reporting) for
+// anything else.
+func (p *decoder) str(path string, n *yaml.Node) (string, bool) {
+	p.lines[path] = n.Line
+	if n.Kind != yaml.ScalarNode || isNull(n) {
+		p.fail(path, n, "want a string, got %s", kindName(n))
+		return "", false
+	}
+	return n.Value, true
+}
+
+func (p *decoder) document(root *yaml.Node) *Document {
+	doc := &Document{}
+	n := root
+	if n.Kind == yaml.DocumentNode {
+		if len(n.Content) == 0 {
+			return doc
+		}
+		n = n.Content[0]
+	}
+	if isNull(n) {
+		return doc
+	}
+	p.mapping("", n, "the document", func(key string, k, v *yaml.Node) {
+		switch key {
+		case "apiVersion":
+			doc.APIVersion, _ = p.str(key, v)
+		case "kind":
+			doc.Kind, _ = p.str(key, v)
+		case "hosts":
+			p.lines[key] = v.Line
+			doc.Hosts = map[string]*Host{}
+			p.mapping(key, v, "hosts by host id", func(hid string, k, v *yaml.Node) {
+				hp := join("hosts", hid)
+				p.lines[hp] = k.Line
+				doc.Hosts[hid] = p.host(hp, v)
+			})
+		default:
+			p.fail(key, k, "unknown field (want apiVersion, kind, hosts)")
+		}
+	})
+	return doc
+}
+
+func (p *decoder) host(hp string, n *yaml.Node) *Host {
+	h := &Host{}
+	p.mapping(hp, n, "a host", func(key string, k, v *yaml.Node) {
+		switch key {
+		case "guests":
+			gsp := join(hp, key)
+			h.Guests = map[int]*Guest{}
+			p.mapping(gsp, v, "guests by vmid", func(key string, k, v *yaml.Node) {
+				gp := join(gsp, key)
+				vmid, err := strconv.Atoi(key)
+				if err != nil || strconv.Itoa(vmid) != key {
+					p.fail(gp, k, "invalid vmid %q; want a decimal integer %d..%d", key, MinVMID, MaxVMID)
+					return
+				}
+				if _, dup := h.Guests[vmid]; dup {
+					p.fail(gp, k, "duplicate vmid")
+					return
+				}
+				p.lines[gp] = k.Line
+				h.Guests[vmid] = p.guest(gp, v)
+			})
+		default:
+			p.fail(join(hp, key), k, "unknown field (want guests)")
+		}
+	})
+	return h
+}
+
+func (p *decoder) guest(gp string, n *yaml.Node) *Guest {
+	g := &Guest{}
+	p.mapping(gp, n, "a guest", func(key string, k, v *yaml.Node) {
+		fp := join(gp, key)
+		switch key {
+		case "kind":
+			s, _ := p.str(fp, v)
+			g.Kind = guest.Kind(s)
+		case "mode":
+			s, _ := p.str(fp, v)
+			g.Mode = Mode(s)
+		case "state":
+			s, _ := p.str(fp, v)
+			g.State = State(s)
+		case "description":
+			p.lines[fp] = v.Line
+			if isNull(v) {
+				p.fail(fp, v, "null is not a description; omit the field to leave it unmanaged, or use \"\" for none")
+				return
+			}
+			if s, ok := p.str(fp, v); ok {
+				g.Description = &s
+			}
+		case "tags":
+			g.Tags = p.list(fp, v, "tags")
+		case "ignore":
+			g.Ignore = p.list(fp, v, "ignore")
+		case "config":
+			p.lines[fp] = v.Line
+			g.Config = map[string]string{}
+			p.mapping(fp, v, "config keys", func(key string, k, v *yaml.Node) {
+				cp := join(fp, key)
+				p.lines[cp] = k.Line
+				if s, ok := p.configValue(cp, v); ok {
+					g.Config[key] = s
+				}
+			})
+		default:
+			p.fail(fp, k, "unknown field (want kind, mode, state, description, tags, config, ignore)")
+		}
+	})
+	return g
+}
+
+// list decodes a sequence of scalars; null and a missing field differ: a
+// null list is reported, since "tags: " most likely lost its value.
+func (p *decoder) list(path string, n *yaml.Node, what string) []string {
+	p.lines[path] = n.Line
+	if n.Kind != yaml.SequenceNode {
+		p.fail(path, n, "want a list of %s, got %s", what, kindName(n))
+		return nil
+	}
+	out := make([]string, 0, len(n.Content))
+	for i, it := range n.Content {
+		ip := fmt.Sprintf("%s[%d]", path, i)
+		if it.Kind == yaml.AliasNode {
+			p.fail(ip, it, "anchors and aliases are not supported; write the value out")
+			continue
+		}
+		if s, ok := p.str(ip, it); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// configValue converts a scalar to PVE's string form: integers in decimal,
+// floats in shortest decimal, booleans "1"/"0", strings as written.
+func (p *decoder) configValue(path string, n *yaml.Node) (string, bool) {
+	if n.Kind != yaml.ScalarNode || isNull(n) {
+		p.fail(path, n, "want a scalar value (string, number or boolean), got %s", kindName(n))
+		return "", false
+	}
+	switch n.ShortTag() {
+	case "!!str":
+		return n.Value, true
+	case "!!bool":
+		var b bool
+		if err := n.Decode(&b); err != nil {
+			p.fail(path, n, "invalid boolean %q", n.Value)
+			return "", false
+		}
+		if b {
+			return "1", true
+		}
+		return "0", true
+	case "!!int":
+		var v any
+		if err := n.Decode(&v); err != nil {
+			p.fail(path, n, "invalid integer %q", n.Value)
+			return "", false
+		}
+		switch x := v.(type) {
+		case int:
+			return strconv.Itoa(x), true
+		case int64:
+			return strconv.FormatInt(x, 10), true
+		case uint64:
+			return strconv.FormatUint(x, 10), true
+		}
+		p.fail(path, n, "integer %q out of range", n.Value)
+		return "", false
+	case "!!float":
+		var f float64
+		if err := n.Decode(&f); err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+			p.fail(path, n, "invalid number %q; want a finite decimal", n.Value)
+			return "", false
+		}
+		return strconv.FormatFloat(f, 'f', -1, 64), true
+	}
+	p.fail(path, n, "unsupported value of type %s; want a string, number or boolean", n.ShortTag())
+	return "", false
+}
