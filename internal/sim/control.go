@@ -1,0 +1,85 @@
+package sim
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// serveControl is the test control API, authenticated with the admin token:
+//
+//	GET  /_sim/mutations            -> {"data":[Mutation...]}
+//	PUT  /_sim/faults               <- Faults as JSON
+//	POST /_sim/guests               <- GuestSpec as JSON
+//	PUT  /_sim/guests/{vmid}/lock   <- {"lock":"backup"} ("" clears)
+//
+// Errors are {"error":"..."} with a 4xx status.
+func (s *Sim) serveControl(w http.ResponseWriter, r *http.Request) {
+	t, authed := s.authenticate(r.Header.Get("Authorization"))
+	if !authed || !t.admin {
+		controlJSON(w, http.StatusUnauthorized, map[string]any{"error": "sim: control API needs the admin token in Authorization: PVEAPIToken=..."})
+		return
+	}
+	path := strings.TrimPrefix(r.URL.Path, "/_sim")
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxPostBody))
+	if err != nil {
+		controlJSON(w, http.StatusBadRequest, map[string]any{"error": "sim: reading body: " + err.Error()})
+		return
+	}
+	bad := func(format string, args ...any) {
+		controlJSON(w, http.StatusBadRequest, map[string]any{"error": fmt.Sprintf(format, args...)})
+	}
+	switch {
+	case r.Method == http.MethodGet && path == "/mutations":
+		controlJSON(w, 200, map[string]any{"data": s.Mutations()})
+	case r.Method == http.MethodPut && path == "/faults":
+		var f Faults
+		if err := json.Unmarshal(body, &f); err != nil {
+			bad("sim: PUT /_sim/faults: body is not a Faults object: %v", err)
+			return
+		}
+		s.SetFaults(f)
+		controlJSON(w, 200, map[string]any{"data": nil})
+	case r.Method == http.MethodPost && path == "/guests":
+		var g GuestSpec
+		if err := json.Unmarshal(body, &g); err != nil {
+			bad("sim: POST /_sim/guests: body is not a GuestSpec object: %v", err)
+			return
+		}
+		if err := s.AddGuest(g); err != nil {
+			bad("%v", err)
+			return
+		}
+		controlJSON(w, 200, map[string]any{"data": nil})
+	case r.Method == http.MethodPut && strings.HasPrefix(path, "/guests/") && strings.HasSuffix(path, "/lock"):
+		vmid, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(path, "/guests/"), "/lock"))
+		if err != nil {
+			bad("sim: %s: vmid is not a number", r.URL.Path)
+			return
+		}
+		var l struct {
+			Lock string `json:"lock"`
+		}
+		if err := json.Unmarshal(body, &l); err != nil {
+			bad("sim: PUT %s: body must be {\"lock\":\"...\"}: %v", r.URL.Path, err)
+			return
+		}
+		if err := s.SetLock(vmid, l.Lock); err != nil {
+			bad("%v", err)
+			return
+		}
+		controlJSON(w, 200, map[string]any{"data": nil})
+	default:
+		controlJSON(w, http.StatusNotFound, map[string]any{"error": fmt.Sprintf("sim: no control endpoint %s %s", r.Method, r.URL.Path)})
+	}
+}
+
+func controlJSON(w http.ResponseWriter, status int, v any) {
+	b, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}

@@ -1,0 +1,27 @@
+// Package sim is a simulator of the Proxmox VE REST API subset steward uses,
+// held to real PVE by the official API schema (package pveschema) and the
+// captured responses in internal/pve/testdata/fixtures.
+//
+// A Sim holds one node with QEMU and LXC guests as raw config maps, runs
+// asynchronous tasks with real-format UPIDs, enforces per-guest config locks
+// and the `lock` field, checks API-token privileges, injects faults and
+// records every mutation it executed. Handler serves the API under
+// /api2/json and a small control API under /_sim/; Serve wraps it in TLS with
+// a self-signed certificate whose fingerprint is published as PVE does.
+//
+// Wire fidelity (see ../../shared FIDELITY.md, copied facts cited there):
+// envelope {"data":...}; errors carry the message in the HTTP reason phrase
+// and in the body `message` (PVE >= 8.3 behaviour; Options.LegacyErrors drops
+// it), parameter errors in `errors`; 401 has an empty body; status >= 400
+// closes the connection. Responses with a non-standard reason phrase are
+// written on the hijacked connection, because net/http cannot set one.
+//
+// Documented simplifications: config changes apply immediately (no pending
+// section; GET …/pending lists current values only); `digest` is the SHA-1
+// of the rendered config text, so it changes whenever the stored config
+// changes (a write that leaves the text unchanged keeps it, as on PVE); a
+// guest that ignores ACPI shutdown (GuestSpec.IgnoreShutdown) makes the
+// shutdown task run for twice TaskDuration, standing for the timeout, unless
+// timeout=0; privileges on an ACL path are the union of the privileges
+// granted on it and on its ancestors.
+package sim

@@ -1,0 +1,397 @@
+package sim
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/pveschema"
+)
+
+const (
+	apiPrefix   = "/api2/json"
+	maxPostBody = 512 << 10 // libpve-http-server-perl >= 5.2.1
+)
+
+// request is one parsed API call.
+type request struct {
+	hr     *http.Request
+	tok    *token
+	method string
+	path   string            // below /api2/json
+	vars   map[string]string // path variables
+	params map[string]string // merged parameters as strings (JSON true -> "1")
+	m      *pveschema.Method
+}
+
+func (q *request) has(k string) bool { _, ok := q.params[k]; return ok }
+
+func (q *request) bool(k string) bool { return q.params[k] == "1" }
+
+func (q *request) int(k string, def int) int {
+	v, ok := q.params[k]
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return def
+	}
+	return n
+}
+
+// opParams is the request's parameters without the path's node and vmid,
+// for the mutation record.
+func (q *request) opParams() map[string]string {
+	out := make(map[string]string, len(q.params))
+	for k, v := range q.params {
+		if k == "node" || k == "vmid" {
+			continue
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// response is what a handler produced.
+type response struct {
+	status   int
+	msg      string // error message; its first line is the reason phrase
+	data     any
+	errors   map[string]string
+	total    *int
+	executed bool // a mutation ran (or its task started): eligible for drop-after-exec
+}
+
+func reply(data any) response { return response{status: 200, data: data} }
+
+func fail(status int, format string, args ...any) response {
+	return response{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+func paramFail(errs map[string]string) response {
+	return response{status: 400, msg: "Parameter verification failed.", errors: errs}
+}
+
+func noConfig(node string, k guest.Kind, vmid int) response {
+	return fail(500, "Configuration file '%s' does not exist", confPath(node, k, vmid))
+}
+
+type handlerFunc func(s *Sim, q *request) response
+
+type route struct {
+	method string
+	segs   []string // "{x}" matches one non-empty segment
+	tmpl   string
+	h      handlerFunc
+}
+
+func match(segs, path []string, vars map[string]string) bool {
+	if len(segs) != len(path) {
+		return false
+	}
+	for i, s := range segs {
+		if strings.HasPrefix(s, "{") {
+			if path[i] == "" {
+				return false
+			}
+			vars[s[1:len(s)-1]] = path[i]
+		} else if s != path[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Handler serves the PVE API under /api2/json and the control API under
+// /_sim/. It is safe for concurrent use.
+func (s *Sim) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc(apiPrefix+"/", s.serveAPI)
+	mux.HandleFunc("/_sim/", s.serveControl)
+	return mux
+}
+
+func (s *Sim) serveAPI(w http.ResponseWriter, hr *http.Request) {
+	f := s.currentFaults()
+	if f.Latency > 0 {
+		t := time.NewTimer(f.Latency)
+		select {
+		case <-t.C:
+		case <-hr.Context().Done():
+			t.Stop()
+			return
+		}
+	}
+	resp := s.handle(hr)
+	if resp.executed && hr.Method != http.MethodGet && s.chance(s.currentFaults().DropAfterExecRate) {
+		s.log.Info("sim: fault: dropping connection after execution", "path", hr.URL.Path)
+		dropConn(w)
+		return
+	}
+	s.write(w, hr, resp)
+}
+
+func (s *Sim) handle(hr *http.Request) response {
+	path := strings.TrimPrefix(hr.URL.Path, apiPrefix)
+	if path == "" {
+		path = "/"
+	}
+	if hr.Method != http.MethodGet && hr.Method != http.MethodPost && hr.Method != http.MethodPut && hr.Method != http.MethodDelete {
+		return fail(501, "Unknown method '%s'", hr.Method)
+	}
+	tok, authed := s.authenticate(hr.Header.Get("Authorization"))
+	if !authed {
+		if d := s.opts.AuthFailureDelay; d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-hr.Context().Done():
+				t.Stop()
+			}
+		}
+		return response{status: 401, msg: "Authentication failed!"}
+	}
+	f := s.currentFaults()
+	if s.chance(f.ErrorRate) {
+		return fail(500, "error with cfs lock 'file-user_cfg': got lock request timeout")
+	}
+	if s.chance(f.Status596Rate) {
+		return fail(596, "Broken pipe")
+	}
+
+	raw, resp, okBody := readParams(hr)
+	if !okBody {
+		return resp
+	}
+	segs := strings.Split(path, "/")
+	vars := map[string]string{}
+	var rt *route
+	for i := range routes {
+		clear(vars)
+		if routes[i].method == hr.Method && match(routes[i].segs, segs, vars) {
+			rt = &routes[i]
+			break
+		}
+	}
+	if rt == nil {
+		return fail(501, "Method '%s %s' not implemented", hr.Method, path)
+	}
+	m, found := s.schema.Method(rt.method, rt.tmpl)
+	if !found {
+		return fail(501, "Method '%s %s' not implemented", hr.Method, path)
+	}
+	for k, v := range vars {
+		if old, dup := raw[k]; dup && stringify(old) != v {
+			return fail(400, "duplicate parameter (already defined in URI) with conflicting values!")
+		}
+		raw[k] = v
+	}
+	if node, ok := vars["node"]; ok && node != s.node {
+		return fail(500, "hostname lookup '%s' failed - failed to get address info for: %s: Name or service not known", node, node)
+	}
+	if !m.AllowToken() {
+		return fail(403, "URI '%s' not available with API token, need proper ticket.", apiPrefix+path)
+	}
+	if errs := m.Validate(raw); len(errs) > 0 {
+		return paramFail(errs)
+	}
+	params := make(map[string]string, len(raw))
+	for k, v := range raw {
+		params[k] = stringify(v)
+	}
+	if allowed, denial := m.Permission().Eval(params, true, tok.has); !allowed {
+		return fail(403, "%s", denial)
+	}
+	q := &request{hr: hr, tok: tok, method: hr.Method, path: path, vars: vars, params: params, m: m}
+	return rt.h(s, q)
+}
+
+// readParams merges the body (POST/PUT: form or JSON) and the query string
+// (which wins), as pve-http-server's extract_params.
+func readParams(hr *http.Request) (map[string]any, response, bool) {
+	raw := map[string]any{}
+	body, err := io.ReadAll(io.LimitReader(hr.Body, maxPostBody+1))
+	if err != nil {
+		return nil, fail(400, "error reading request body: %v", err), false
+	}
+	if len(body) > maxPostBody {
+		return nil, fail(413, "Request Entity Too Large"), false
+	}
+	if len(body) > 0 {
+		if hr.Method != http.MethodPost && hr.Method != http.MethodPut {
+			return nil, fail(501, "Unexpected content for method '%s'", hr.Method), false
+		}
+		ct, _, _ := mime.ParseMediaType(hr.Header.Get("Content-Type"))
+		if ct == "application/json" {
+			dec := json.NewDecoder(bytes.NewReader(body))
+			dec.UseNumber()
+			var obj map[string]any
+			if err := dec.Decode(&obj); err != nil {
+				return nil, fail(400, "malformed JSON string, %v", err), false
+			}
+			for k, v := range obj {
+				if v != nil {
+					raw[k] = v
+				}
+			}
+		} else {
+			vals, err := url.ParseQuery(string(body))
+			if err != nil {
+				return nil, fail(400, "unable to parse form data: %v", err), false
+			}
+			for k, v := range vals {
+				raw[k] = v[0]
+			}
+		}
+	}
+	vals, err := url.ParseQuery(hr.URL.RawQuery)
+	if err != nil {
+		return nil, fail(400, "unable to parse query string: %v", err), false
+	}
+	for k, v := range vals {
+		raw[k] = v[0]
+	}
+	return raw, response{}, true
+}
+
+func stringify(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case json.Number:
+		return x.String()
+	case bool:
+		if x {
+			return "1"
+		}
+		return "0"
+	case nil:
+		return ""
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// setHeaders sets the headers pve-http-server sends on every API response.
+func setHeaders(h http.Header, now time.Time) {
+	d := now.UTC().Format(http.TimeFormat)
+	h.Set("Server", "pve-api-daemon/3.0")
+	h.Set("Date", d)
+	h.Set("Expires", d)
+	h.Set("Cache-Control", "max-age=0")
+	h.Set("Pragma", "no-cache")
+}
+
+func (s *Sim) body(resp response) []byte {
+	env := map[string]any{"data": resp.data}
+	if resp.status >= 400 {
+		env["data"] = nil
+		if len(resp.errors) > 0 {
+			env["errors"] = resp.errors
+		}
+		if !s.opts.LegacyErrors && resp.msg != "" {
+			m := resp.msg
+			if !strings.HasSuffix(m, "\n") {
+				m += "\n"
+			}
+			env["message"] = m
+		}
+	}
+	if resp.total != nil {
+		env["total"] = *resp.total
+	}
+	b, err := json.Marshal(env)
+	if err != nil {
+		b = []byte(`{"data":null}`)
+	}
+	return b
+}
+
+// write sends resp. Successes go through net/http; errors need their
+// message as the reason phrase, which net/http cannot send, so they are
+// written on the hijacked connection and the connection is closed, as PVE
+// closes it for every status >= 400.
+func (s *Sim) write(w http.ResponseWriter, hr *http.Request, resp response) {
+	var body []byte
+	ctype := "application/json;charset=UTF-8"
+	if resp.status == 401 {
+		body = nil
+		ctype = ""
+	} else {
+		body = s.body(resp)
+	}
+	if resp.status == 200 {
+		h := w.Header()
+		setHeaders(h, time.Now())
+		h.Set("Content-Type", ctype)
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+		w.WriteHeader(200)
+		_, _ = w.Write(body)
+		return
+	}
+	reason, _, _ := strings.Cut(resp.msg, "\n")
+	if reason == "" {
+		reason = http.StatusText(resp.status)
+	}
+	writeRaw(w, resp.status, reason, ctype, body)
+}
+
+// writeRaw writes a complete HTTP/1.1 response with a custom reason phrase
+// on the hijacked connection, then closes it.
+func writeRaw(w http.ResponseWriter, status int, reason, ctype string, body []byte) {
+	h := http.Header{}
+	setHeaders(h, time.Now())
+	h.Set("Connection", "close")
+	if ctype != "" {
+		h.Set("Content-Type", ctype)
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	hj, okHJ := w.(http.Hijacker)
+	if !okHJ {
+		for k, v := range h {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(status)
+		_, _ = w.Write(body)
+		return
+	}
+	conn, bw, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	writeRawTo(bw.Writer, status, reason, h, body)
+	_ = bw.Flush()
+}
+
+func writeRawTo(bw *bufio.Writer, status int, reason string, h http.Header, body []byte) {
+	fmt.Fprintf(bw, "HTTP/1.1 %d %s\r\n", status, reason)
+	_ = h.Write(bw)
+	bw.WriteString("\r\n")
+	bw.Write(body)
+}
+
+// dropConn closes the client connection without a response.
+func dropConn(w http.ResponseWriter) {
+	hj, okHJ := w.(http.Hijacker)
+	if !okHJ {
+		panic(http.ErrAbortHandler)
+	}
+	conn, _, err := hj.Hijack()
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	_ = conn.Close()
+}
+
+func timeSeconds(n int) time.Duration { return time.Duration(n) * time.Second }

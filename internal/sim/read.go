@@ -1,0 +1,583 @@
+package sim
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/pve"
+)
+
+var routes []route
+
+func addRoute(method, tmpl string, h handlerFunc) {
+	routes = append(routes, route{method: method, segs: strings.Split(tmpl, "/"), tmpl: tmpl, h: h})
+}
+
+func init() {
+	addRoute("GET", "/version", (*Sim).getVersion)
+	addRoute("GET", "/nodes", (*Sim).getNodes)
+	addRoute("GET", "/nodes/{node}/status", (*Sim).getNodeStatus)
+	addRoute("GET", "/cluster/resources", (*Sim).getResources)
+	addRoute("GET", "/cluster/nextid", (*Sim).getNextID)
+	addRoute("GET", "/nodes/{node}/storage", (*Sim).getStorage)
+	addRoute("GET", "/access/permissions", (*Sim).getPermissions)
+	addRoute("GET", "/nodes/{node}/tasks", (*Sim).getTasks)
+	addRoute("GET", "/nodes/{node}/tasks/{upid}/status", (*Sim).getTaskStatus)
+	addRoute("GET", "/nodes/{node}/tasks/{upid}/log", (*Sim).getTaskLog)
+	for _, k := range []guest.Kind{guest.QEMU, guest.LXC} {
+		k := k
+		base := "/nodes/{node}/" + string(k)
+		bind := func(h func(*Sim, guest.Kind, *request) response) handlerFunc {
+			return func(s *Sim, q *request) response { return h(s, k, q) }
+		}
+		addRoute("GET", base, bind((*Sim).getGuestList))
+		addRoute("POST", base, bind((*Sim).postCreate))
+		addRoute("GET", base+"/{vmid}/config", bind((*Sim).getConfig))
+		addRoute("PUT", base+"/{vmid}/config", bind((*Sim).putConfig))
+		if k == guest.QEMU {
+			addRoute("POST", base+"/{vmid}/config", bind((*Sim).postConfig))
+		}
+		addRoute("GET", base+"/{vmid}/pending", bind((*Sim).getPending))
+		addRoute("GET", base+"/{vmid}/status/current", bind((*Sim).getStatusCurrent))
+		addRoute("POST", base+"/{vmid}/status/start", bind((*Sim).postStart))
+		addRoute("POST", base+"/{vmid}/status/stop", bind((*Sim).postStop))
+		addRoute("POST", base+"/{vmid}/status/shutdown", bind((*Sim).postShutdown))
+		addRoute("PUT", base+"/{vmid}/resize", bind((*Sim).putResize))
+		addRoute("DELETE", base+"/{vmid}", bind((*Sim).deleteGuest))
+		addRoute("GET", base+"/{vmid}/snapshot", bind((*Sim).getSnapshots))
+		addRoute("POST", base+"/{vmid}/snapshot", bind((*Sim).postSnapshot))
+		addRoute("POST", base+"/{vmid}/snapshot/{snapname}/rollback", bind((*Sim).postRollback))
+		addRoute("DELETE", base+"/{vmid}/snapshot/{snapname}", bind((*Sim).deleteSnapshot))
+	}
+}
+
+// Versions the simulator reports: PVE 9.1 (the schema's version).
+const (
+	pveVersion  = "9.1.1"
+	pveRelease  = "9.1"
+	pveRepoID   = "42db4a6cf33dac83"
+	pveManager  = "pve-manager/9.1.1/42db4a6cf33dac83"
+	kernelVer   = "Linux 6.17.2-1-pve #1 SMP PREEMPT_DYNAMIC PMX 6.17.2-1 (2025-10-21T11:55Z)"
+	nodeCPUs    = 16
+	nodeMemory  = int64(68719476736)
+	nodeRootfs  = int64(100861726720)
+	guestDiskRW = int64(1 << 20)
+)
+
+func (s *Sim) getVersion(q *request) response {
+	return reply(map[string]any{"version": pveVersion, "release": pveRelease, "repoid": pveRepoID, "console": "xtermjs"})
+}
+
+func (s *Sim) nodeUptime() int64 { return int64(s.now().Sub(s.bootTime).Seconds()) }
+
+func (s *Sim) usedMemLocked() int64 {
+	used := int64(2 << 30)
+	for _, g := range s.guests {
+		if g.running {
+			used += g.memBytes() / 2
+		}
+	}
+	return min(used, nodeMemory-(1<<30))
+}
+
+func (s *Sim) getNodes(q *request) response {
+	s.mu.Lock()
+	mem := s.usedMemLocked()
+	s.mu.Unlock()
+	out := []any{}
+	// GET /nodes is user=all and lists every cluster member.
+	out = append(out, map[string]any{
+		"node": s.node, "status": "online", "type": "node", "id": "node/" + s.node,
+		"cpu": 0.0123, "maxcpu": nodeCPUs, "mem": mem, "maxmem": nodeMemory,
+		"disk": int64(9992273920), "maxdisk": nodeRootfs, "uptime": s.nodeUptime(),
+		"level": "", "ssl_fingerprint": s.fp,
+	})
+	return reply(out)
+}
+
+func (s *Sim) getNodeStatus(q *request) response {
+	s.mu.Lock()
+	mem := s.usedMemLocked()
+	s.mu.Unlock()
+	return reply(map[string]any{
+		"uptime": s.nodeUptime(), "cpu": 0.0123, "wait": 0.0001, "idle": 0,
+		"loadavg":    []string{"0.31", "0.28", "0.25"},
+		"pveversion": pveManager, "kversion": kernelVer,
+		"current-kernel": map[string]any{"sysname": "Linux", "release": "6.17.2-1-pve", "version": "#1 SMP PREEMPT_DYNAMIC PMX 6.17.2-1 (2025-10-21T11:55Z)", "machine": "x86_64"},
+		"boot-info":      map[string]any{"mode": "efi", "secureboot": 0},
+		"cpuinfo": map[string]any{"model": "AMD EPYC 7302P 16-Core Processor", "mhz": "3000.000", "hvm": "1",
+			"sockets": 1, "cores": nodeCPUs, "cpus": nodeCPUs, "user_hz": 100, "flags": "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov svm"},
+		"memory": map[string]any{"total": nodeMemory, "used": mem, "free": nodeMemory - mem, "available": nodeMemory - mem},
+		"swap":   map[string]any{"total": 0, "used": 0, "free": 0},
+		"ksm":    map[string]any{"shared": 0},
+		"rootfs": map[string]any{"total": nodeRootfs, "used": int64(9992273920), "free": nodeRootfs - 9992273920, "avail": nodeRootfs - 9992273920},
+	})
+}
+
+// statusFields are the runtime fields common to lists, status/current and
+// cluster/resources rows.
+func (s *Sim) statusFields(g *guestState) map[string]any {
+	st := "stopped"
+	var uptime, mem, disk, netin, netout, dr, dw int64
+	cpu := 0.0
+	if g.running {
+		st = "running"
+		uptime = max(0, int64(s.now().Sub(g.startedAt).Seconds()))
+		mem = g.memBytes() / 3
+		netin, netout = 1000*uptime+int64(g.vmid), 300*uptime
+		dr, dw = guestDiskRW*int64(g.vmid%97+1), guestDiskRW*int64(g.vmid%13+1)
+		cpu = float64(g.vmid%7) / 100
+		if g.kind == guest.LXC {
+			disk = g.maxDisk() / 5
+		}
+	}
+	m := map[string]any{
+		"status": st, "name": g.name(), "uptime": uptime, "cpu": cpu, "cpus": g.cpus(),
+		"maxmem": g.memBytes(), "mem": mem, "maxdisk": g.maxDisk(), "disk": disk,
+		"netin": netin, "netout": netout, "diskread": dr, "diskwrite": dw,
+	}
+	if l := g.config["lock"]; l != "" {
+		m["lock"] = l
+	}
+	if t := g.config["tags"]; t != "" {
+		m["tags"] = t
+	}
+	if g.config["template"] == "1" {
+		m["template"] = 1
+	}
+	if g.running {
+		m["pid"] = 100000 + g.vmid
+	}
+	if g.kind == guest.LXC {
+		m["type"] = "lxc"
+		m["maxswap"] = g.swapBytes()
+		m["swap"] = 0
+	}
+	return m
+}
+
+func (s *Sim) sortedGuestsLocked() []*guestState {
+	out := make([]*guestState, 0, len(s.guests))
+	for _, g := range s.guests {
+		out = append(out, g)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].vmid < out[j].vmid })
+	return out
+}
+
+func canAudit(t *token, vmid int) bool {
+	return t.has("/vms/"+strconv.Itoa(vmid), "VM.Audit")
+}
+
+func (s *Sim) getGuestList(k guest.Kind, q *request) response {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []any{}
+	for _, g := range s.sortedGuestsLocked() {
+		if g.kind != k || !canAudit(q.tok, g.vmid) {
+			continue
+		}
+		m := s.statusFields(g)
+		m["vmid"] = g.vmid
+		if k == guest.QEMU {
+			delete(m, "disk")
+			m["disk"] = 0
+		}
+		out = append(out, m)
+	}
+	return reply(out)
+}
+
+func (s *Sim) getResources(q *request) response {
+	typ := q.params["type"]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []any{}
+	if typ == "" || typ == "vm" {
+		for _, g := range s.sortedGuestsLocked() {
+			if !canAudit(q.tok, g.vmid) {
+				continue
+			}
+			m := s.statusFields(g)
+			delete(m, "cpus")
+			delete(m, "pid")
+			delete(m, "maxswap")
+			delete(m, "swap")
+			m["maxcpu"] = g.cpus()
+			m["vmid"] = g.vmid
+			m["id"] = fmt.Sprintf("%s/%d", g.kind, g.vmid)
+			m["type"] = string(g.kind)
+			m["node"] = s.node
+			if _, ok := m["template"]; !ok {
+				m["template"] = 0
+			}
+			out = append(out, m)
+		}
+	}
+	if (typ == "" || typ == "node") && q.tok.has("/nodes/"+s.node, "Sys.Audit") {
+		out = append(out, map[string]any{
+			"id": "node/" + s.node, "type": "node", "node": s.node, "status": "online",
+			"cpu": 0.0123, "maxcpu": nodeCPUs, "mem": s.usedMemLocked(), "maxmem": nodeMemory,
+			"disk": int64(9992273920), "maxdisk": nodeRootfs, "uptime": s.nodeUptime(),
+			"level": "", "cgroup-mode": 2,
+		})
+	}
+	if typ == "" || typ == "storage" {
+		for _, st := range storages {
+			if !canSeeStorage(q.tok, st.id) {
+				continue
+			}
+			out = append(out, map[string]any{
+				"id": "storage/" + s.node + "/" + st.id, "type": "storage", "storage": st.id, "node": s.node,
+				"status": "available", "plugintype": st.typ, "content": st.content, "shared": st.shared,
+				"disk": st.used, "maxdisk": st.total,
+			})
+		}
+	}
+	return reply(out)
+}
+
+func canSeeStorage(t *token, id string) bool {
+	p := "/storage/" + id
+	return t.has(p, "Datastore.Audit") || t.has(p, "Datastore.AllocateSpace")
+}
+
+func (s *Sim) getNextID(q *request) response {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v, ok := q.params["vmid"]; ok {
+		id, _ := strconv.Atoi(v)
+		if _, taken := s.guests[id]; taken {
+			return paramFail(map[string]string{"vmid": fmt.Sprintf("VM %d already exists", id)})
+		}
+		return reply(strconv.Itoa(id))
+	}
+	for id := 100; ; id++ {
+		if _, taken := s.guests[id]; !taken {
+			return reply(strconv.Itoa(id))
+		}
+	}
+}
+
+func (s *Sim) getStorage(q *request) response {
+	out := []any{}
+	content := q.params["content"]
+	for _, st := range storages {
+		if !canSeeStorage(q.tok, st.id) {
+			continue
+		}
+		if sid := q.params["storage"]; sid != "" && sid != st.id {
+			continue
+		}
+		if content != "" && !strings.Contains(","+st.content+",", ","+content+",") {
+			continue
+		}
+		e := map[string]any{
+			"storage": st.id, "type": st.typ, "content": st.content, "active": 1, "enabled": 1, "shared": st.shared,
+			"total": st.total, "used": st.used, "avail": st.total - st.used,
+			"used_fraction": float64(st.used) / float64(st.total),
+		}
+		out = append(out, e)
+	}
+	return reply(out)
+}
+
+// allPrivs are the privileges an admin token holds (PVE's Administrator role, abridged to what steward meets).
+var allPrivs = []string{"Datastore.Allocate", "Datastore.AllocateSpace", "Datastore.AllocateTemplate", "Datastore.Audit",
+	"Pool.Allocate", "Pool.Audit", "Sys.Audit", "Sys.Console", "Sys.Modify", "Sys.PowerMgmt", "Sys.Syslog",
+	"VM.Allocate", "VM.Audit", "VM.Backup", "VM.Clone", "VM.Config.CDROM", "VM.Config.CPU", "VM.Config.Cloudinit",
+	"VM.Config.Disk", "VM.Config.HWType", "VM.Config.Memory", "VM.Config.Network", "VM.Config.Options",
+	"VM.Console", "VM.Migrate", "VM.PowerMgmt", "VM.Snapshot", "VM.Snapshot.Rollback"}
+
+func (s *Sim) getPermissions(q *request) response {
+	t := q.tok
+	out := map[string]map[string]int{}
+	if p, okP := q.params["path"]; okP {
+		p = normACLPath(p)
+		m := map[string]int{}
+		for _, pr := range allPrivs {
+			if t.has(p, pr) {
+				m[pr] = 1
+			}
+		}
+		out[p] = m
+		return reply(out)
+	}
+	if t.admin {
+		m := map[string]int{}
+		for _, pr := range allPrivs {
+			m[pr] = 1
+		}
+		out["/"] = m
+		return reply(out)
+	}
+	s.mu.Lock()
+	for path, privs := range t.privs {
+		m := map[string]int{}
+		for pr := range privs {
+			m[pr] = 1
+		}
+		out[path] = m
+	}
+	s.mu.Unlock()
+	return reply(out)
+}
+
+// getGuest finds a guest of kind k by the request's vmid.
+func (s *Sim) getGuestLocked(k guest.Kind, q *request) (*guestState, response, bool) {
+	vmid, _ := strconv.Atoi(q.params["vmid"])
+	g, found := s.guests[vmid]
+	if !found || g.kind != k {
+		return nil, noConfig(s.node, k, vmid), false
+	}
+	return g, response{}, true
+}
+
+func (s *Sim) getConfig(k guest.Kind, q *request) response {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, resp, found := s.getGuestLocked(k, q)
+	if !found {
+		return resp
+	}
+	if name, okS := q.params["snapshot"]; okS {
+		sn := g.snapshots[name]
+		if sn == nil {
+			return fail(500, "snapshot '%s' does not exist", name)
+		}
+		c := cloneMap(sn.config)
+		delete(c, "description")
+		if sn.description != "" {
+			c["description"] = sn.description
+		}
+		c["snaptime"] = strconv.FormatInt(sn.snaptime, 10)
+		if sn.parent != "" {
+			c["parent"] = sn.parent
+		}
+		return reply(configJSON(k, c, g.digest()))
+	}
+	return reply(configJSON(k, g.config, g.digest()))
+}
+
+func (s *Sim) getPending(k guest.Kind, q *request) response {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, resp, found := s.getGuestLocked(k, q)
+	if !found {
+		return resp
+	}
+	out := []any{}
+	cj := configJSON(k, g.config, "")
+	for _, key := range sortedKeys(cj) {
+		out = append(out, map[string]any{"key": key, "value": cj[key]})
+	}
+	return reply(out)
+}
+
+func (s *Sim) getStatusCurrent(k guest.Kind, q *request) response {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, resp, found := s.getGuestLocked(k, q)
+	if !found {
+		return resp
+	}
+	m := s.statusFields(g)
+	m["vmid"] = g.vmid
+	m["ha"] = map[string]any{"managed": 0}
+	if k == guest.QEMU {
+		m["qmpstatus"] = m["status"]
+		if a := g.config["agent"]; a == "1" || strings.Contains(a, "enabled=1") {
+			m["agent"] = 1
+		}
+		if g.running {
+			m["running-qemu"] = "10.0.2"
+			m["running-machine"] = "pc-i440fx-10.0+pve0"
+			m["balloon"] = g.memBytes()
+			m["freemem"] = g.memBytes() / 2
+			m["shares"] = 1000
+		}
+	}
+	return reply(m)
+}
+
+func (s *Sim) getSnapshots(k guest.Kind, q *request) response {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, resp, found := s.getGuestLocked(k, q)
+	if !found {
+		return resp
+	}
+	out := []any{}
+	for _, name := range sortedKeys(g.snapshots) {
+		sn := g.snapshots[name]
+		e := map[string]any{"name": sn.name, "description": sn.description, "snaptime": sn.snaptime}
+		if k == guest.QEMU {
+			e["vmstate"] = b2i(sn.vmstate)
+		}
+		if sn.parent != "" {
+			e["parent"] = sn.parent
+		}
+		out = append(out, e)
+	}
+	cur := map[string]any{"name": "current", "description": "You are here!", "digest": g.digest(), "running": b2i(g.running)}
+	if p := g.config["parent"]; p != "" {
+		cur["parent"] = p
+	}
+	out = append(out, cur)
+	return reply(out)
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// taskJSON is a task as GET …/tasks/{upid}/status shows it.
+func taskJSON(t *task) map[string]any {
+	m := map[string]any{
+		"upid": t.id, "node": t.upid.Node, "pid": t.upid.PID, "pstart": t.upid.PStart,
+		"starttime": t.upid.StartTime, "type": t.upid.Type, "id": t.upid.ID, "user": t.upid.User,
+		"status": t.status,
+	}
+	if t.status == "stopped" {
+		m["exitstatus"] = t.exit
+	}
+	if u, tokID, isTok := strings.Cut(t.upid.User, "!"); isTok {
+		m["user"] = u
+		m["tokenid"] = tokID
+	}
+	return m
+}
+
+func (s *Sim) findTask(q *request) (*task, response, bool) {
+	id := q.params["upid"]
+	if _, err := pve.ParseUPID(id); err != nil {
+		return nil, paramFail(map[string]string{"upid": "unable to parse worker upid"}), false
+	}
+	t := s.tasks[id]
+	if t == nil {
+		return nil, paramFail(map[string]string{"upid": "no such task"}), false
+	}
+	if t.tokenID != q.tok.id && !q.tok.has("/nodes/"+s.node, "Sys.Audit") {
+		return nil, fail(403, "Permission check failed (/nodes/%s, Sys.Audit)", s.node), false
+	}
+	return t, response{}, true
+}
+
+func (s *Sim) getTaskStatus(q *request) response {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, resp, found := s.findTask(q)
+	if !found {
+		return resp
+	}
+	return reply(taskJSON(t))
+}
+
+func (s *Sim) getTaskLog(q *request) response {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, resp, found := s.findTask(q)
+	if !found {
+		return resp
+	}
+	lines := t.log
+	if len(lines) == 0 {
+		lines = []string{"no content"}
+	}
+	start, limit := q.int("start", 0), q.int("limit", 50)
+	out := []any{}
+	for i := start; i < len(lines) && (limit == 0 || i < start+limit); i++ {
+		out = append(out, map[string]any{"n": i + 1, "t": lines[i]})
+	}
+	total := len(lines)
+	return response{status: 200, data: out, total: &total}
+}
+
+func (s *Sim) getTasks(q *request) response {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	source := q.params["source"]
+	if source == "" {
+		source = "archive"
+	}
+	audit := q.tok.has("/nodes/"+s.node, "Sys.Audit")
+	var rows []map[string]any
+	for i := len(s.taskOrder) - 1; i >= 0; i-- {
+		t := s.taskOrder[i]
+		if !audit && t.tokenID != q.tok.id {
+			continue
+		}
+		running := t.status == "running"
+		if (source == "archive" && running) || (source == "active" && !running) {
+			continue
+		}
+		if v := q.params["vmid"]; v != "" && t.upid.ID != v {
+			continue
+		}
+		if tf := q.params["typefilter"]; tf != "" && t.upid.Type != tf {
+			continue
+		}
+		if uf := q.params["userfilter"]; uf != "" && !strings.Contains(t.upid.User, uf) {
+			continue
+		}
+		if q.bool("errors") && (running || t.exit == "OK") {
+			continue
+		}
+		if sf := q.params["statusfilter"]; sf != "" && !statusMatches(sf, t) {
+			continue
+		}
+		if v := q.params["since"]; v != "" {
+			if n, _ := strconv.ParseInt(v, 10, 64); t.upid.StartTime < n {
+				continue
+			}
+		}
+		if v := q.params["until"]; v != "" {
+			if n, _ := strconv.ParseInt(v, 10, 64); t.upid.StartTime > n {
+				continue
+			}
+		}
+		m := map[string]any{
+			"upid": t.id, "node": t.upid.Node, "pid": t.upid.PID, "pstart": t.upid.PStart,
+			"starttime": t.upid.StartTime, "type": t.upid.Type, "id": t.upid.ID, "user": t.upid.User,
+		}
+		if running {
+			m["status"] = "RUNNING"
+		} else {
+			m["status"] = t.exit
+			m["endtime"] = t.endtime
+		}
+		rows = append(rows, m)
+	}
+	total := len(rows)
+	start, limit := q.int("start", 0), q.int("limit", 50)
+	out := []any{}
+	for i := start; i < len(rows) && i < start+limit; i++ {
+		out = append(out, rows[i])
+	}
+	return response{status: 200, data: out, total: &total}
+}
+
+// statusMatches implements statusfilter (ok, warning, error, unknown).
+func statusMatches(filter string, t *task) bool {
+	cls := "error"
+	switch {
+	case t.status == "running":
+		cls = "unknown"
+	case t.exit == "OK":
+		cls = "ok"
+	case strings.HasPrefix(t.exit, "WARNINGS: "):
+		cls = "warning"
+	}
+	for _, f := range strings.FieldsFunc(filter, func(r rune) bool { return r == ',' || r == ';' || r == ' ' }) {
+		if f == cls {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,188 @@
+package sim
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/pve"
+)
+
+// task is one worker task. Fields after creation are guarded by Sim.mu.
+type task struct {
+	upid    pve.UPID
+	id      string // upid.String()
+	vmid    int
+	tokenID string
+	status  string // "running" or "stopped"
+	exit    string // set when stopped
+	endtime int64
+	log     []string
+}
+
+// taskRun is handed to a task's hooks, which run with Sim.mu held.
+type taskRun struct {
+	t        *task
+	warnings int
+}
+
+func (r *taskRun) logf(format string, args ...any) { r.t.log = append(r.t.log, fmt.Sprintf(format, args...)) }
+
+func (r *taskRun) warnf(format string, args ...any) {
+	r.warnings++
+	r.t.log = append(r.t.log, "WARN: "+fmt.Sprintf(format, args...))
+}
+
+// taskError is an error text a task ends with (its exitstatus).
+type taskError string
+
+func (e taskError) Error() string { return string(e) }
+
+func taskErrf(format string, args ...any) error { return taskError(fmt.Sprintf(format, args...)) }
+
+// taskSpec describes an async operation.
+type taskSpec struct {
+	typ  string // qmstart, vzstop, qmconfig, resize, ...
+	op   string // mutation op recorded on success
+	g    *guestState
+	kind guest.Kind
+	vmid int
+	q    *request
+	// extra is added to the task's run time (a shutdown waiting for its timeout).
+	extra time.Duration
+	// begin runs (with Sim.mu held) once the config lock is taken; an error ends the task.
+	begin func(r *taskRun) error
+	// apply runs (with Sim.mu held) when the task's time is up; on nil the
+	// mutation is recorded. It is not called when a fault fails the task.
+	apply func(r *taskRun) error
+	// abort runs (with Sim.mu held) when the task fails after begin succeeded.
+	abort func(r *taskRun)
+}
+
+// startTask creates the task, returns its UPID and runs it in a goroutine
+// owned by s (stopped by Close). It reports false if s is closed.
+func (s *Sim) startTask(sp taskSpec) (string, bool) {
+	now := s.now()
+	f := s.currentFaults()
+	dur := s.opts.TaskDuration + sp.extra
+	if s.chance(f.SlowTaskRate) {
+		dur = time.Duration(f.SlowTaskFactor) * dur
+	}
+	failTask := s.chance(f.TaskFailRate)
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return "", false
+	}
+	s.nextPID++
+	id := ""
+	if sp.vmid != 0 {
+		id = strconv.Itoa(sp.vmid)
+	}
+	up := pve.UPID{
+		Node:      s.node,
+		PID:       s.nextPID,
+		PStart:    uint64(now.Sub(s.bootTime) / (10 * time.Millisecond)),
+		StartTime: now.Unix(),
+		Type:      sp.typ,
+		ID:        id,
+		User:      sp.q.tok.id,
+	}
+	t := &task{upid: up, id: up.String(), vmid: sp.vmid, tokenID: sp.q.tok.id, status: "running"}
+	s.tasks[t.id] = t
+	s.taskOrder = append(s.taskOrder, t)
+	s.wg.Add(1)
+	s.mu.Unlock()
+
+	go s.runTask(t, sp, dur, failTask)
+	return t.id, true
+}
+
+func (s *Sim) runTask(t *task, sp taskSpec, dur time.Duration, failTask bool) {
+	defer s.wg.Done()
+	r := &taskRun{t: t}
+	var err error
+	began := false
+	locked := false
+	defer func() {
+		if locked {
+			sp.g.release()
+		}
+	}()
+
+	if sp.g != nil {
+		if !sp.g.acquire(s.ctx, s.opts.LockTimeout) {
+			if s.ctx.Err() != nil {
+				s.finishTask(r, taskError("interrupted by signal"))
+			} else {
+				s.finishTask(r, taskError(lockTimeoutError(sp.kind, sp.vmid)))
+			}
+			return
+		}
+		locked = true
+	}
+	if sp.begin != nil {
+		s.mu.Lock()
+		err = sp.begin(r)
+		s.mu.Unlock()
+		if err != nil {
+			s.finishTask(r, err)
+			return
+		}
+	}
+	began = true
+
+	timer := time.NewTimer(dur)
+	select {
+	case <-timer.C:
+	case <-s.ctx.Done():
+		timer.Stop()
+		err = taskError("interrupted by signal")
+	}
+	s.mu.Lock()
+	if err == nil && failTask {
+		err = taskErrf("command 'sim-fault-injection' failed: exit code 1")
+	}
+	if err == nil && sp.apply != nil {
+		err = sp.apply(r)
+	}
+	if err == nil {
+		s.recordLocked(Mutation{Method: sp.q.method, Path: sp.q.path, Op: sp.op, VMID: sp.vmid, Params: sp.q.opParams(), UPID: t.id, TokenID: sp.q.tok.id})
+	} else if began && sp.abort != nil {
+		sp.abort(r)
+	}
+	s.mu.Unlock()
+	s.finishTask(r, err)
+}
+
+// finishTask marks the task stopped with PVE's exit status and last log line.
+func (s *Sim) finishTask(r *taskRun, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := r.t
+	switch {
+	case err != nil:
+		t.exit = err.Error()
+		t.log = append(t.log, "TASK ERROR: "+t.exit)
+	case r.warnings > 0:
+		t.exit = fmt.Sprintf("WARNINGS: %d", r.warnings)
+		t.log = append(t.log, "TASK "+t.exit)
+	default:
+		t.exit = "OK"
+		t.log = append(t.log, "TASK OK")
+	}
+	t.status = "stopped"
+	t.endtime = s.now().Unix()
+	s.log.Debug("sim: task finished", "upid", t.id, "exitstatus", t.exit)
+}
+
+// taskResponse starts the task and answers with its UPID.
+func (s *Sim) taskResponse(sp taskSpec) response {
+	upid, okT := s.startTask(sp)
+	if !okT {
+		return fail(500, "sim: shutting down")
+	}
+	return response{status: 200, data: upid, executed: true}
+}

@@ -1,0 +1,764 @@
+package sim
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/pveschema"
+)
+
+func kindWord(k guest.Kind) string {
+	if k == guest.LXC {
+		return "CT"
+	}
+	return "VM"
+}
+
+// checkLockField is GUEST check_lock: a set lock field refuses changes.
+func checkLockField(g *guestState, skiplock bool) error {
+	if l := g.config["lock"]; l != "" && !skiplock {
+		return taskErrf("%s is locked (%s)", kindWord(g.kind), l)
+	}
+	return nil
+}
+
+// checkSkiplock refuses skiplock for everyone but root@pam (never a token).
+func checkSkiplock(q *request) (response, bool) {
+	if q.has("skiplock") && q.tok.id != "root@pam" {
+		return paramFail(map[string]string{"skiplock": "Only root may use this option."}), false
+	}
+	return response{}, true
+}
+
+// syncError turns an error from a sync operation into PVE's 500.
+func syncError(err error) response { return fail(500, "%s", err.Error()) }
+
+// withConfigLock runs fn under the guest's config lock (waiting up to
+// LockTimeout, then failing as PVE) and Sim.mu. The guest must still exist
+// when the lock is taken.
+func (s *Sim) withConfigLock(k guest.Kind, q *request, fn func(g *guestState) response) response {
+	s.mu.Lock()
+	g, resp, found := s.getGuestLocked(k, q)
+	s.mu.Unlock()
+	if !found {
+		return resp
+	}
+	if !g.acquire(q.hr.Context(), s.opts.LockTimeout) {
+		return fail(500, "%s", lockTimeoutError(k, g.vmid))
+	}
+	defer g.release()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur := s.guests[g.vmid]; cur != g {
+		return noConfig(s.node, k, g.vmid)
+	}
+	return fn(g)
+}
+
+var listSplitRE = regexp.MustCompile(`[,;\s\x00]+`)
+
+func splitList(v string) []string {
+	var out []string
+	for _, f := range listSplitRE.Split(v, -1) {
+		if f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+var numberedRE = regexp.MustCompile(`^([a-z_\-]+?)(\d+)$`)
+
+// knownOption reports whether key is a config option of the method's
+// schema (numbered keys like net3 checked against "net[n]" and its range).
+func knownOption(m *pveschema.Method, key string) bool {
+	if p, ok := m.Params[key]; ok && !p.Numbered {
+		return true
+	}
+	if sm := numberedRE.FindStringSubmatch(key); sm != nil {
+		if p, ok := m.Params[sm[1]+"[n]"]; ok {
+			n, _ := strconv.Atoi(sm[2])
+			return n <= p.IndexMax
+		}
+	}
+	return false
+}
+
+// Non-config parameters of the config, create and resize endpoints.
+var configMeta = map[string]bool{
+	"node": true, "vmid": true, "digest": true, "delete": true, "revert": true, "skiplock": true,
+	"force": true, "background_delay": true,
+}
+
+var cloudinitKeys = map[string]bool{"cicustom": true, "cipassword": true, "citype": true, "ciupgrade": true, "ciuser": true, "nameserver": true, "searchdomain": true, "sshkeys": true}
+
+// configPriv is the privilege PVE's check_vm_modify_config_perm /
+// check_ct_modify_config_perm requires for changing key (abridged: keys
+// PVE reserves to root@pam fall under VM.Config.HWType / Options here).
+func configPriv(k guest.Kind, key string) string {
+	base := key
+	if sm := numberedRE.FindStringSubmatch(key); sm != nil {
+		base = sm[1]
+	}
+	switch base {
+	case "cores", "sockets", "cpu", "vcpus", "cpulimit", "cpuunits", "affinity", "numa":
+		return "VM.Config.CPU"
+	case "memory", "balloon", "shares", "swap":
+		return "VM.Config.Memory"
+	case "net":
+		return "VM.Config.Network"
+	case "scsi", "virtio", "sata", "ide", "efidisk", "tpmstate", "unused", "rootfs", "mp":
+		return "VM.Config.Disk"
+	case "ipconfig":
+		return "VM.Config.Cloudinit"
+	}
+	if cloudinitKeys[key] && k == guest.QEMU {
+		return "VM.Config.Cloudinit"
+	}
+	if k == guest.LXC {
+		return "VM.Config.Options"
+	}
+	switch key {
+	case "agent", "autostart", "bios", "boot", "bootdisk", "description", "freeze", "keyboard", "localtime",
+		"name", "onboot", "ostype", "protection", "reboot", "startdate", "startup", "tablet", "tags", "vmstatestorage", "hookscript":
+		return "VM.Config.Options"
+	}
+	return "VM.Config.HWType"
+}
+
+// configChange is a validated config update.
+type configChange struct {
+	set    map[string]string
+	delete []string
+}
+
+// prepareConfig does the checks PVE makes before taking the config lock.
+func (s *Sim) prepareConfig(k guest.Kind, q *request) (configChange, response, bool) {
+	if r, okS := checkSkiplock(q); !okS {
+		return configChange{}, r, false
+	}
+	ch := configChange{set: map[string]string{}}
+	for key, v := range q.params {
+		if !configMeta[key] {
+			ch.set[key] = v
+		}
+	}
+	ch.delete = splitList(q.params["delete"])
+	revert := splitList(q.params["revert"])
+	if len(ch.set) == 0 && len(ch.delete) == 0 && len(revert) == 0 {
+		return ch, fail(500, "no options specified"), false
+	}
+	for _, key := range append(append([]string{}, ch.delete...), revert...) {
+		if !knownOption(q.m, key) {
+			field := "delete"
+			if !containsStr(ch.delete, key) {
+				field = "revert"
+			}
+			return ch, paramFail(map[string]string{field: fmt.Sprintf("unknown option '%s'", key)}), false
+		}
+		if _, both := ch.set[key]; both {
+			return ch, paramFail(map[string]string{"delete": fmt.Sprintf("you can't use '-%s' and '-delete %s' at the same time", key, key)}), false
+		}
+	}
+	if k == guest.LXC && containsStr(ch.delete, "rootfs") {
+		return ch, paramFail(map[string]string{"delete": "unable to delete required option 'rootfs'"}), false
+	}
+	vmPath := "/vms/" + q.params["vmid"]
+	for _, key := range append(sortedKeys(ch.set), ch.delete...) {
+		priv := configPriv(k, key)
+		if !q.tok.has(vmPath, priv) {
+			return ch, fail(403, "Permission check failed (%s, %s)", vmPath, priv), false
+		}
+	}
+	return ch, response{}, true
+}
+
+func containsStr(xs []string, x string) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// applyConfigLocked applies ch to g (config lock and Sim.mu held): lock
+// field and digest checks, deletes (volumes move to unusedN; deleting an
+// unusedN destroys the volume), sets (new volumes allocated from
+// STORAGE:SIZE, MACs generated).
+func (s *Sim) applyConfigLocked(g *guestState, q *request, ch configChange) error {
+	if err := checkLockField(g, q.bool("skiplock")); err != nil {
+		return err
+	}
+	if d := q.params["digest"]; d != "" && d != g.digest() {
+		if g.kind == guest.LXC {
+			return taskErrf("detected modified configuration - file changed by other user? Try again.")
+		}
+		return taskErrf("checksum mismatch (file change by other user?)")
+	}
+	for _, key := range ch.delete {
+		old, present := g.config[key]
+		if !present {
+			continue
+		}
+		delete(g.config, key)
+		if isVolumeKey(g.kind, key) {
+			if vol := volumeOf(old); vol != "" {
+				g.addUnused(vol)
+			}
+		}
+	}
+	for _, key := range sortedKeys(ch.set) {
+		v := ch.set[key]
+		if isVolumeKey(g.kind, key) {
+			old := g.config[key]
+			v = g.allocVolume(key, v)
+			if ov := volumeOf(old); ov != "" && ov != volumeOf(v) {
+				g.addUnused(ov)
+			}
+		}
+		g.config[key] = v
+	}
+	s.fillMACsLocked(g.kind, g.config)
+	return nil
+}
+
+func (s *Sim) fillMACsLocked(k guest.Kind, cfg map[string]string) {
+	for key, v := range cfg {
+		if !strings.HasPrefix(key, "net") {
+			continue
+		}
+		if k == guest.QEMU {
+			if m := qemuNetRE.FindStringSubmatch(v); m != nil && m[2] == "" {
+				cfg[key] = m[1] + "=" + s.randMACLocked() + m[3]
+			}
+		} else if !strings.Contains(v, "hwaddr=") {
+			cfg[key] = v + ",hwaddr=" + s.randMACLocked()
+		}
+	}
+}
+
+// putConfig is the synchronous config update (QEMU and LXC PUT).
+func (s *Sim) putConfig(k guest.Kind, q *request) response {
+	ch, resp, okP := s.prepareConfig(k, q)
+	if !okP {
+		return resp
+	}
+	return s.withConfigLock(k, q, func(g *guestState) response {
+		if err := s.applyConfigLocked(g, q, ch); err != nil {
+			return syncError(err)
+		}
+		s.recordLocked(Mutation{Method: q.method, Path: q.path, Op: "config", VMID: g.vmid, Params: q.opParams(), TokenID: q.tok.id})
+		return response{status: 200, data: nil, executed: true}
+	})
+}
+
+// postConfig is QEMU's asynchronous config update (task qmconfig).
+// background_delay is accepted; the UPID is always returned.
+func (s *Sim) postConfig(k guest.Kind, q *request) response {
+	ch, resp, okP := s.prepareConfig(k, q)
+	if !okP {
+		return resp
+	}
+	s.mu.Lock()
+	g, resp, found := s.getGuestLocked(k, q)
+	s.mu.Unlock()
+	if !found {
+		return resp
+	}
+	return s.taskResponse(taskSpec{typ: "qmconfig", op: "config", g: g, kind: k, vmid: g.vmid, q: q,
+		apply: func(r *taskRun) error {
+			if s.guests[g.vmid] != g {
+				return taskError(fmt.Sprintf("Configuration file '%s' does not exist", confPath(s.node, k, g.vmid)))
+			}
+			r.logf("update VM %d: %s", g.vmid, describeParams(q.opParams()))
+			return s.applyConfigLocked(g, q, ch)
+		}})
+}
+
+func describeParams(p map[string]string) string {
+	var b strings.Builder
+	for _, k := range sortedKeys(p) {
+		if k == "digest" {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "-%s %s", k, p[k])
+	}
+	return b.String()
+}
+
+// guestTask builds the common part of a per-guest task, after checking the
+// guest exists.
+func (s *Sim) guestTask(k guest.Kind, q *request, typ, op string) (taskSpec, response, bool) {
+	s.mu.Lock()
+	g, resp, found := s.getGuestLocked(k, q)
+	s.mu.Unlock()
+	if !found {
+		return taskSpec{}, resp, false
+	}
+	return taskSpec{typ: typ, op: op, g: g, kind: k, vmid: g.vmid, q: q}, response{}, true
+}
+
+// gone is the task error when the guest disappeared while the task waited.
+func (s *Sim) goneLocked(g *guestState) error {
+	if s.guests[g.vmid] != g {
+		return taskError(fmt.Sprintf("Configuration file '%s' does not exist", confPath(s.node, g.kind, g.vmid)))
+	}
+	return nil
+}
+
+func prefix(k guest.Kind) string {
+	if k == guest.LXC {
+		return "vz"
+	}
+	return "qm"
+}
+
+func (s *Sim) postStart(k guest.Kind, q *request) response {
+	if r, okS := checkSkiplock(q); !okS {
+		return r
+	}
+	sp, resp, found := s.guestTask(k, q, prefix(k)+"start", "start")
+	if !found {
+		return resp
+	}
+	g := sp.g
+	if k == guest.LXC {
+		s.mu.Lock()
+		running := g.running
+		s.mu.Unlock()
+		if running {
+			return fail(500, "CT %d already running", g.vmid)
+		}
+	}
+	sp.apply = func(r *taskRun) error {
+		if err := s.goneLocked(g); err != nil {
+			return err
+		}
+		if err := checkLockField(g, q.bool("skiplock")); err != nil {
+			return err
+		}
+		if g.running {
+			return taskErrf("%s %d already running", kindWord(k), g.vmid)
+		}
+		if g.config["template"] == "1" {
+			return taskErrf("you can't start a vm if it's a template")
+		}
+		g.running = true
+		g.startedAt = s.now()
+		return nil
+	}
+	return s.taskResponse(sp)
+}
+
+func (s *Sim) postStop(k guest.Kind, q *request) response {
+	if r, okS := checkSkiplock(q); !okS {
+		return r
+	}
+	sp, resp, found := s.guestTask(k, q, prefix(k)+"stop", "stop")
+	if !found {
+		return resp
+	}
+	g := sp.g
+	if k == guest.LXC {
+		s.mu.Lock()
+		running := g.running
+		s.mu.Unlock()
+		if !running {
+			return fail(500, "CT %d not running", g.vmid)
+		}
+	}
+	sp.apply = func(r *taskRun) error {
+		if err := s.goneLocked(g); err != nil {
+			return err
+		}
+		if err := checkLockField(g, q.bool("skiplock")); err != nil {
+			return err
+		}
+		g.running = false
+		return nil
+	}
+	return s.taskResponse(sp)
+}
+
+func (s *Sim) postShutdown(k guest.Kind, q *request) response {
+	if r, okS := checkSkiplock(q); !okS {
+		return r
+	}
+	sp, resp, found := s.guestTask(k, q, prefix(k)+"shutdown", "shutdown")
+	if !found {
+		return resp
+	}
+	g := sp.g
+	s.mu.Lock()
+	running, ignores := g.running, g.ignoreShutdown
+	s.mu.Unlock()
+	if k == guest.LXC && !running {
+		return fail(500, "CT %d not running", g.vmid)
+	}
+	if ignores && running && q.int("timeout", 1) != 0 {
+		sp.extra = s.opts.TaskDuration
+	}
+	sp.apply = func(r *taskRun) error {
+		if err := s.goneLocked(g); err != nil {
+			return err
+		}
+		if err := checkLockField(g, q.bool("skiplock")); err != nil {
+			return err
+		}
+		if !g.running {
+			return nil
+		}
+		if g.ignoreShutdown {
+			if !q.bool("forceStop") {
+				if k == guest.LXC {
+					return taskErrf("container did not stop")
+				}
+				return taskErrf("VM quit/powerdown failed - got timeout")
+			}
+			if k == guest.LXC {
+				r.warnf("container did not stop in time - forcing stop")
+			} else {
+				r.warnf("VM quit/powerdown failed - terminating now with SIGTERM")
+			}
+		}
+		g.running = false
+		return nil
+	}
+	return s.taskResponse(sp)
+}
+
+var resizeRE = regexp.MustCompile(`^(\+?)(\d+(?:\.\d+)?)([KMGT]?)$`)
+
+func (s *Sim) putResize(k guest.Kind, q *request) response {
+	if r, okS := checkSkiplock(q); !okS {
+		return r
+	}
+	sp, resp, found := s.guestTask(k, q, "resize", "resize")
+	if !found {
+		return resp
+	}
+	g := sp.g
+	disk, size := q.params["disk"], q.params["size"]
+	sp.apply = func(r *taskRun) error {
+		if err := s.goneLocked(g); err != nil {
+			return err
+		}
+		if err := checkLockField(g, q.bool("skiplock")); err != nil {
+			return err
+		}
+		if d := q.params["digest"]; d != "" && d != g.digest() {
+			return taskErrf("detected modified configuration - file changed by other user? Try again.")
+		}
+		val, present := g.config[disk]
+		if !present {
+			return taskErrf("disk '%s' does not exist", disk)
+		}
+		if volumeOf(val) == "" {
+			if strings.Contains(val, "media=cdrom") {
+				return taskErrf("you can't resize a cdrom")
+			}
+			return taskErrf("you can't resize a bind mount point")
+		}
+		m := resizeRE.FindStringSubmatch(size)
+		if m == nil {
+			return taskErrf("invalid size '%s'", size)
+		}
+		n, _ := parseSize(m[2] + m[3])
+		if m[3] == "" {
+			n, _ = parseSize(m[2])
+		}
+		old := volSize(val)
+		newSize := n
+		if m[1] == "+" {
+			newSize = old + n
+		}
+		if newSize < old {
+			if k == guest.LXC {
+				return taskErrf("unable to shrink disk size")
+			}
+			return taskErrf("shrinking disks is not supported")
+		}
+		r.logf("Size of logical volume changed from %s to %s.", formatSize(old), formatSize(newSize))
+		g.config[disk] = setVolSize(val, newSize)
+		return nil
+	}
+	return s.taskResponse(sp)
+}
+
+// createExclude are create parameters that are not config keys.
+var createExclude = map[string]bool{
+	"node": true, "vmid": true, "start": true, "storage": true, "pool": true, "unique": true, "force": true,
+	"archive": true, "live-restore": true, "bwlimit": true, "ha-managed": true, "ostemplate": true,
+	"password": true, "ssh-public-keys": true, "restore": true, "ignore-unpack-errors": true,
+}
+
+func (s *Sim) postCreate(k guest.Kind, q *request) response {
+	vmid, _ := strconv.Atoi(q.params["vmid"])
+	vmPath := "/vms/" + q.params["vmid"]
+	if pool := q.params["pool"]; pool != "" {
+		if !q.tok.has("/pool/"+pool, "VM.Allocate") {
+			return fail(403, "Permission check failed (/pool/%s, VM.Allocate)", pool)
+		}
+	} else if !q.tok.has(vmPath, "VM.Allocate") {
+		return fail(403, "Permission check failed (%s, VM.Allocate)", vmPath)
+	}
+	s.mu.Lock()
+	if other, exists := s.guests[vmid]; exists {
+		s.mu.Unlock()
+		return fail(500, "unable to create %s %d - %s %d already exists on node '%s'", kindWord(k), vmid, kindWord(other.kind), vmid, s.node)
+	}
+	g := newGuestState(vmid, k)
+	g.config["lock"] = "create"
+	s.guests[vmid] = g
+	s.mu.Unlock()
+
+	sp := taskSpec{typ: prefix(k) + "create", op: "create", g: g, kind: k, vmid: vmid, q: q}
+	sp.apply = func(r *taskRun) error {
+		cfg := map[string]string{}
+		for key, v := range q.params {
+			if !createExclude[key] {
+				cfg[key] = v
+			}
+		}
+		storage := q.params["storage"]
+		if storage == "" {
+			storage = "local"
+		}
+		if k == guest.LXC {
+			if cfg["rootfs"] == "" {
+				cfg["rootfs"] = storage + ":4"
+			}
+			if cfg["hostname"] == "" {
+				cfg["hostname"] = fmt.Sprintf("CT%d", vmid)
+			}
+			if cfg["arch"] == "" {
+				cfg["arch"] = "amd64"
+			}
+			if cfg["ostype"] == "" {
+				cfg["ostype"] = templateOS(q.params["ostemplate"])
+			}
+			if cfg["memory"] == "" {
+				cfg["memory"] = "512"
+			}
+			if cfg["swap"] == "" {
+				cfg["swap"] = "512"
+			}
+		} else {
+			cfg["smbios1"] = "uuid=" + s.uuidLocked()
+			cfg["vmgenid"] = s.uuidLocked()
+			cfg["meta"] = fmt.Sprintf("creation-qemu=10.0.2,ctime=%d", s.now().Unix())
+		}
+		for _, key := range sortedKeys(cfg) {
+			v := cfg[key]
+			if isVolumeKey(k, key) {
+				v = g.allocVolume(key, v)
+				r.logf("  Logical volume %q created.", volumeOf(v))
+			}
+			g.config[key] = v
+		}
+		s.fillMACsLocked(k, g.config)
+		delete(g.config, "lock")
+		if q.bool("start") {
+			g.running = true
+			g.startedAt = s.now()
+		}
+		return nil
+	}
+	sp.abort = func(r *taskRun) {
+		if s.guests[vmid] == g {
+			delete(s.guests, vmid)
+		}
+	}
+	resp := s.taskResponse(sp)
+	if resp.status != 200 {
+		s.mu.Lock()
+		delete(s.guests, vmid)
+		s.mu.Unlock()
+	}
+	return resp
+}
+
+func templateOS(t string) string {
+	_, name, _ := strings.Cut(t, "/")
+	for _, os := range []string{"debian", "ubuntu", "alpine", "centos", "fedora", "archlinux", "opensuse", "gentoo", "devuan", "nixos"} {
+		if strings.HasPrefix(name, os) {
+			return os
+		}
+	}
+	return "unmanaged"
+}
+
+func (s *Sim) deleteGuest(k guest.Kind, q *request) response {
+	if r, okS := checkSkiplock(q); !okS {
+		return r
+	}
+	sp, resp, found := s.guestTask(k, q, prefix(k)+"destroy", "destroy")
+	if !found {
+		return resp
+	}
+	g := sp.g
+	s.mu.Lock()
+	running, protected := g.running, g.config["protection"] == "1"
+	s.mu.Unlock()
+	if protected {
+		return fail(500, "can't remove %s %d - protection mode enabled", kindWord(k), g.vmid)
+	}
+	if running {
+		if k == guest.QEMU {
+			return fail(500, "VM %d is running - destroy failed", g.vmid)
+		}
+		if !q.bool("force") {
+			return fail(500, "unable to destroy CT %d - container is running", g.vmid)
+		}
+	}
+	sp.apply = func(r *taskRun) error {
+		if err := s.goneLocked(g); err != nil {
+			return err
+		}
+		if err := checkLockField(g, q.bool("skiplock")); err != nil {
+			return err
+		}
+		if g.running && k == guest.QEMU {
+			return taskErrf("VM %d is running - destroy failed", g.vmid)
+		}
+		for _, key := range sortedKeys(g.config) {
+			if v := volumeOf(g.config[key]); v != "" && (isVolumeKey(k, key) || unusedKeyRE.MatchString(key)) {
+				r.logf("  Logical volume \"%s\" successfully removed.", v)
+			}
+		}
+		g.running = false
+		delete(s.guests, g.vmid)
+		return nil
+	}
+	return s.taskResponse(sp)
+}
+
+func (s *Sim) postSnapshot(k guest.Kind, q *request) response {
+	name := q.params["snapname"]
+	if name == "current" || name == "pending" || name == "vzdump" {
+		return fail(500, "unable to use snapshot name '%s' (reserved name)", name)
+	}
+	sp, resp, found := s.guestTask(k, q, prefix(k)+"snapshot", "snapshot")
+	if !found {
+		return resp
+	}
+	g := sp.g
+	sp.begin = func(r *taskRun) error {
+		if err := s.goneLocked(g); err != nil {
+			return err
+		}
+		if err := checkLockField(g, false); err != nil {
+			return err
+		}
+		if _, exists := g.snapshots[name]; exists {
+			return taskErrf("snapshot name '%s' already used", name)
+		}
+		g.config["lock"] = "snapshot"
+		return nil
+	}
+	sp.apply = func(r *taskRun) error {
+		delete(g.config, "lock")
+		c := cloneMap(g.config)
+		delete(c, "parent")
+		desc := q.params["description"]
+		if desc == "" {
+			desc = g.config["description"]
+		}
+		sn := &snapshot{name: name, parent: g.config["parent"], description: desc,
+			snaptime: s.now().Unix(), vmstate: k == guest.QEMU && q.bool("vmstate") && g.running, running: g.running, config: c}
+		g.snapshots[name] = sn
+		g.config["parent"] = name
+		return nil
+	}
+	sp.abort = func(r *taskRun) { delete(g.config, "lock") }
+	return s.taskResponse(sp)
+}
+
+func (s *Sim) snapshotExists(k guest.Kind, q *request) (response, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, resp, found := s.getGuestLocked(k, q)
+	if !found {
+		return resp, false
+	}
+	if g.snapshots[q.params["snapname"]] == nil {
+		return fail(500, "snapshot '%s' does not exist", q.params["snapname"]), false
+	}
+	return response{}, true
+}
+
+func (s *Sim) postRollback(k guest.Kind, q *request) response {
+	if resp, okS := s.snapshotExists(k, q); !okS {
+		return resp
+	}
+	sp, resp, found := s.guestTask(k, q, prefix(k)+"rollback", "rollback")
+	if !found {
+		return resp
+	}
+	g, name := sp.g, q.params["snapname"]
+	sp.apply = func(r *taskRun) error {
+		if err := s.goneLocked(g); err != nil {
+			return err
+		}
+		if err := checkLockField(g, false); err != nil {
+			return err
+		}
+		sn := g.snapshots[name]
+		if sn == nil {
+			return taskErrf("snapshot '%s' does not exist", name)
+		}
+		g.config = cloneMap(sn.config)
+		g.config["parent"] = name
+		g.running = sn.vmstate || q.bool("start")
+		if g.running {
+			g.startedAt = s.now()
+		}
+		return nil
+	}
+	return s.taskResponse(sp)
+}
+
+func (s *Sim) deleteSnapshot(k guest.Kind, q *request) response {
+	if resp, okS := s.snapshotExists(k, q); !okS {
+		return resp
+	}
+	sp, resp, found := s.guestTask(k, q, prefix(k)+"delsnapshot", "delsnapshot")
+	if !found {
+		return resp
+	}
+	g, name := sp.g, q.params["snapname"]
+	sp.apply = func(r *taskRun) error {
+		if err := s.goneLocked(g); err != nil {
+			return err
+		}
+		if err := checkLockField(g, q.bool("force")); err != nil {
+			return err
+		}
+		sn := g.snapshots[name]
+		if sn == nil {
+			return taskErrf("snapshot '%s' does not exist", name)
+		}
+		for _, other := range g.snapshots {
+			if other.parent == name {
+				other.parent = sn.parent
+			}
+		}
+		if g.config["parent"] == name {
+			if sn.parent != "" {
+				g.config["parent"] = sn.parent
+			} else {
+				delete(g.config, "parent")
+			}
+		}
+		delete(g.snapshots, name)
+		return nil
+	}
+	return s.taskResponse(sp)
+}
