@@ -45,6 +45,17 @@ func compilePerl(pat string) (*regexp.Regexp, error) {
 				b.WriteString(`\]`)
 				i++
 			}
+		case c == '{' && i+1 < len(pat) && pat[i+1] == ',':
+			// Perl 5.34+ reads {,n} as {0,n}; Go would take it literally.
+			j := i + 2
+			for j < len(pat) && pat[j] >= '0' && pat[j] <= '9' {
+				j++
+			}
+			if j > i+2 && j < len(pat) && pat[j] == '}' {
+				b.WriteString("{0")
+			} else {
+				b.WriteByte(c)
+			}
 		case c == '$':
 			b.WriteString(`(?:\n?\z)`)
 		case c == '(' && strings.HasPrefix(pat[i:], "(?^"):
@@ -65,10 +76,22 @@ func compilePerl(pat string) (*regexp.Regexp, error) {
 		}
 	}
 	re, err := regexp.Compile(b.String())
+	if err != nil && bigRepeatRE.MatchString(b.String()) {
+		// RE2 caps repeat counts at 1000; Perl does not. Relax {m,n} with
+		// n > 1000 to {m,} (only POST/PUT /access/users "keys" has one).
+		re, err = regexp.Compile(bigRepeatRE.ReplaceAllStringFunc(b.String(), relaxRepeat))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("pveschema: perl pattern %q: %w", pat, err)
 	}
 	return re, nil
+}
+
+var bigRepeatRE = regexp.MustCompile(`\{([0-9]+),([0-9]{4,})\}`)
+
+func relaxRepeat(s string) string {
+	m := bigRepeatRE.FindStringSubmatch(s)
+	return "{" + m[1] + ",}"
 }
 
 func mustPerl(pat string) *regexp.Regexp {

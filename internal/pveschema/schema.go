@@ -218,22 +218,22 @@ type rawObject struct {
 }
 
 type rawProp struct {
-	Type        any    `json:"type"`
-	Optional    any    `json:"optional"`
-	Enum        []any  `json:"enum"`
-	Minimum     any    `json:"minimum"`
-	Maximum     any    `json:"maximum"`
-	MinLength   any    `json:"minLength"`
-	MaxLength   any    `json:"maxLength"`
-	Format      any    `json:"format"`
-	Pattern     string `json:"pattern"`
-	Default     any    `json:"default"`
-	Description string `json:"description"`
-	TypeText    string `json:"typetext"`
-	Requires    any    `json:"requires"`
-	DefaultKey  any    `json:"default_key"`
-	Alias       string `json:"alias"`
-	KeyAlias    string `json:"keyAlias"`
+	Type        any             `json:"type"`
+	Optional    any             `json:"optional"`
+	Enum        []any           `json:"enum"`
+	Minimum     any             `json:"minimum"`
+	Maximum     any             `json:"maximum"`
+	MinLength   any             `json:"minLength"`
+	MaxLength   any             `json:"maxLength"`
+	Format      json.RawMessage `json:"format"`
+	Pattern     string          `json:"pattern"`
+	Default     any             `json:"default"`
+	Description string          `json:"description"`
+	TypeText    string          `json:"typetext"`
+	Requires    any             `json:"requires"`
+	DefaultKey  any             `json:"default_key"`
+	Alias       string          `json:"alias"`
+	KeyAlias    string          `json:"keyAlias"`
 }
 
 func parse(data []byte) (*Schema, error) {
@@ -244,10 +244,11 @@ func parse(data []byte) (*Schema, error) {
 		return nil, fmt.Errorf("pveschema: decode embedded apidata.json: %w (the embedded file is corrupt; restore it from pve-docs)", err)
 	}
 	s := &Schema{root: &routeNode{}, methods: map[string]*Method{}}
+	cache := map[string]*regexp.Regexp{} // compiled patterns, shared
 	var walk func(n *rawNode) error
 	walk = func(n *rawNode) error {
 		for hm, rm := range n.Info {
-			m, err := buildMethod(hm, n.Path, &rm)
+			m, err := buildMethod(hm, n.Path, &rm, cache)
 			if err != nil {
 				return err
 			}
@@ -307,7 +308,7 @@ func (n *routeNode) add(path string, m *Method) error {
 	return nil
 }
 
-func buildMethod(hm, path string, rm *rawMethod) (*Method, error) {
+func buildMethod(hm, path string, rm *rawMethod, cache map[string]*regexp.Regexp) (*Method, error) {
 	m := &Method{
 		HTTPMethod:  hm,
 		Path:        path,
@@ -321,7 +322,7 @@ func buildMethod(hm, path string, rm *rawMethod) (*Method, error) {
 	ap := rm.Parameters.AdditionalProperties
 	m.AdditionalProperties = ap == nil || perlTrue(ap)
 	for name, rp := range rm.Parameters.Properties {
-		p, err := buildParam(name, &rp)
+		p, err := buildParam(name, &rp, cache)
 		if err != nil {
 			return nil, fmt.Errorf("pveschema: %s %s: %w", hm, path, err)
 		}
@@ -359,7 +360,7 @@ var numberedMax = map[string]int{
 	"ide": 3, "sata": 5, "scsi": 30, "virtio": 15,
 }
 
-func buildParam(name string, rp *rawProp) (*Param, error) {
+func buildParam(name string, rp *rawProp, cache map[string]*regexp.Regexp) (*Param, error) {
 	p := &Param{
 		Name:        name,
 		Optional:    perlTrue(rp.Optional),
@@ -401,34 +402,39 @@ func buildParam(name string, rp *rawProp) (*Param, error) {
 	if r, ok := rp.Requires.(string); ok {
 		p.Requires = r
 	}
-	switch f := rp.Format.(type) {
-	case string:
-		p.Format = f
-	case map[string]any:
-		p.PropFormat = map[string]*Param{}
-		for k, v := range f {
-			b, err := json.Marshal(v)
-			if err != nil {
-				return nil, fmt.Errorf("parameter %s: format key %s: %w", name, k, err)
+	if f := bytes.TrimSpace(rp.Format); len(f) > 0 {
+		switch f[0] {
+		case '"':
+			if err := json.Unmarshal(f, &p.Format); err != nil {
+				return nil, fmt.Errorf("parameter %s: format: %w", name, err)
 			}
-			dec := json.NewDecoder(bytes.NewReader(b))
+		case '{':
+			dec := json.NewDecoder(bytes.NewReader(f))
 			dec.UseNumber()
-			var sub rawProp
+			var sub map[string]rawProp
 			if err := dec.Decode(&sub); err != nil {
-				return nil, fmt.Errorf("parameter %s: format key %s: %w", name, k, err)
+				return nil, fmt.Errorf("parameter %s: format: %w", name, err)
 			}
-			sp, err := buildParam(k, &sub)
-			if err != nil {
-				return nil, fmt.Errorf("parameter %s: %w", name, err)
+			p.PropFormat = make(map[string]*Param, len(sub))
+			for k, sp := range sub {
+				bp, err := buildParam(k, &sp, cache)
+				if err != nil {
+					return nil, fmt.Errorf("parameter %s: %w", name, err)
+				}
+				p.PropFormat[k] = bp
 			}
-			p.PropFormat[k] = sp
+			p.propKeys = sortedKeys(p.PropFormat)
 		}
-		p.propKeys = sortedKeys(p.PropFormat)
 	}
 	if p.Pattern != "" {
-		// A pattern Go cannot compile is left unchecked; TestPatternsCompile
+		// A pattern Go cannot compile is left unchecked; TestAllPatternsCompile
 		// keeps the embedded schema free of such patterns.
-		p.patternRE, _ = compilePerl("^" + p.Pattern + "$")
+		re, ok := cache[p.Pattern]
+		if !ok {
+			re, _ = compilePerl("^" + p.Pattern + "$")
+			cache[p.Pattern] = re
+		}
+		p.patternRE = re
 	}
 	if mm := numberedRE.FindStringSubmatch(name); mm != nil {
 		p.Numbered = true
