@@ -57,6 +57,26 @@ func (c *Client) Nodes(ctx context.Context) ([]Node, error) {
 	return getList(ctx, c, "/nodes", nil, wireNode.node)
 }
 
+// ClusterStatus returns GET /cluster/status.
+func (c *Client) ClusterStatus(ctx context.Context) ([]ClusterStatusItem, error) {
+	return getList(ctx, c, "/cluster/status", nil, wireClusterStatus.item)
+}
+
+// LocalNode returns the name of the node that serves the API, from the
+// "local" row of GET /cluster/status.
+func (c *Client) LocalNode(ctx context.Context) (string, error) {
+	items, err := c.ClusterStatus(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, it := range items {
+		if it.Type == "node" && it.Local {
+			return it.Name, nil
+		}
+	}
+	return "", errors.New("pve: GET /cluster/status has no local node row; pass the node name explicitly")
+}
+
 // NodeStatus returns GET /nodes/{node}/status.
 func (c *Client) NodeStatus(ctx context.Context, node string) (NodeStatus, error) {
 	if err := checkNode(node); err != nil {

@@ -524,3 +524,40 @@ func decodeList[W any, T any](data []byte, conv func(W) T) ([]T, error) {
 	}
 	return out, nil
 }
+
+// ClusterStatusItem is one row of GET /cluster/status: one "cluster" row
+// (absent on a standalone node) and one "node" row per member. Local marks
+// the node that answered, which is how an agent learns its node name.
+type ClusterStatusItem struct {
+	Type    string // "cluster" or "node"
+	ID      string
+	Name    string
+	IP      string
+	Level   string
+	NodeID  int
+	Nodes   int // cluster row: member count
+	Version int // cluster row: config version
+	Online  bool
+	Local   bool
+	Quorate bool
+}
+
+type wireClusterStatus struct {
+	Type    flexString `json:"type"`
+	ID      flexString `json:"id"`
+	Name    flexString `json:"name"`
+	IP      flexString `json:"ip"`
+	Level   flexString `json:"level"`
+	NodeID  flexInt    `json:"nodeid"`
+	Nodes   flexInt    `json:"nodes"`
+	Version flexInt    `json:"version"`
+	Online  flexBool   `json:"online"`
+	Local   flexBool   `json:"local"`
+	Quorate flexBool   `json:"quorate"`
+}
+
+func (w wireClusterStatus) item() ClusterStatusItem {
+	return ClusterStatusItem{Type: string(w.Type), ID: string(w.ID), Name: string(w.Name), IP: string(w.IP),
+		Level: string(w.Level), NodeID: int(w.NodeID), Nodes: int(w.Nodes), Version: int(w.Version),
+		Online: bool(w.Online), Local: bool(w.Local), Quorate: bool(w.Quorate)}
+}
