@@ -64,4 +64,3 @@ func (s *Sim) authenticate(h string) (*token, bool) {
 	}
 	return t, true
 }
-

@@ -27,7 +27,9 @@ type taskRun struct {
 	warnings int
 }
 
-func (r *taskRun) logf(format string, args ...any) { r.t.log = append(r.t.log, fmt.Sprintf(format, args...)) }
+func (r *taskRun) logf(format string, args ...any) {
+	r.t.log = append(r.t.log, fmt.Sprintf(format, args...))
+}
 
 func (r *taskRun) warnf(format string, args ...any) {
 	r.warnings++
