@@ -114,11 +114,18 @@ func match(segs, path []string, vars map[string]string) bool {
 
 // Handler serves the PVE API under /api2/json and the control API under
 // /_sim/. It is safe for concurrent use.
+// Paths are not cleaned (PVE answers "//" with 501, not a redirect).
 func (s *Sim) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc(apiPrefix+"/", s.serveAPI)
-	mux.HandleFunc("/_sim/", s.serveControl)
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == apiPrefix || strings.HasPrefix(r.URL.Path, apiPrefix+"/"):
+			s.serveAPI(w, r)
+		case strings.HasPrefix(r.URL.Path, "/_sim/"):
+			s.serveControl(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
 }
 
 func (s *Sim) serveAPI(w http.ResponseWriter, hr *http.Request) {
