@@ -1,0 +1,167 @@
+// Package normalize compares PVE config values the way PVE means them, so
+// that PVE's round-trip quirks never read as drift: an LXC description that
+// comes back with a trailing newline, tags re-sorted and re-separated,
+// booleans as 0/1, QEMU memory as "4096" or "current=4096", disk sizes as
+// "32G" or "32768M", property-string options in any order or with their
+// default values spelled out, MAC addresses in either case.
+//
+// There is one table per guest kind (qemu, lxc). A row matches a config key
+// exactly ("memory") or by PVE's indexed notation ("net[n]" matches net0,
+// net1, ...) and says how to canonicalize its values, how to compare a
+// desired value with an actual one, and what PVE assumes when the key is
+// absent. Keys without a row compare verbatim. Extending normalization is
+// adding a row (and a test with the forms PVE really returns).
+//
+// Contract: Value is idempotent (Value(Value(v)) == Value(v)); Equal is true
+// whenever the raw strings are equal; neither panics on any input (a value
+// that does not parse as its row expects is compared verbatim, trimmed).
+//
+// The package is pure (no I/O) and safe for concurrent use.
+package normalize
+
+import (
+	"strings"
+
+	"github.com/steward-pve/steward/internal/guest"
+)
+
+// Row is how one config key (or indexed family of keys) is normalized.
+type Row struct {
+	// Key is an exact PVE config key ("cores") or an indexed pattern in
+	// PVE's schema notation ("net[n]": the prefix followed by decimal
+	// digits).
+	Key string
+	// Canon returns the canonical form of a value; nil means verbatim.
+	Canon func(v string) string
+	// Match, when set, decides equality of a desired and an actual value
+	// instead of comparing canonical forms. It is used where desired state
+	// may leave part of a value unmanaged (a net device without a MAC).
+	Match func(desired, actual string) bool
+	// Default is the value PVE assumes when the key is absent from the
+	// config ("" = none). An absent key then equals its default.
+	Default string
+	// WriteCanon says the canonical form is valid PVE input and is what a
+	// write should send (booleans as 0/1, tags joined with ';'). Otherwise
+	// a write sends the desired value verbatim.
+	WriteCanon bool
+}
+
+// Table is the set of rows for one guest kind. It is immutable once built
+// and safe for concurrent use.
+type Table struct {
+	exact   map[string]*Row
+	indexed map[string]*Row // by prefix of "prefix[n]"
+}
+
+// NewTable builds a table. It panics on an empty key or a duplicate, which
+// are programming errors in a row list.
+func NewTable(rows ...Row) *Table {
+	t := &Table{exact: map[string]*Row{}, indexed: map[string]*Row{}}
+	for i := range rows {
+		r := &rows[i]
+		if prefix, ok := strings.CutSuffix(r.Key, "[n]"); ok {
+			if prefix == "" || t.indexed[prefix] != nil {
+				panic("normalize: bad or duplicate indexed row " + r.Key)
+			}
+			t.indexed[prefix] = r
+			continue
+		}
+		if r.Key == "" || t.exact[r.Key] != nil {
+			panic("normalize: bad or duplicate row " + r.Key)
+		}
+		t.exact[r.Key] = r
+	}
+	return t
+}
+
+// Lookup returns the row for key, or nil when the key has none.
+func (t *Table) Lookup(key string) *Row {
+	if r := t.exact[key]; r != nil {
+		return r
+	}
+	i := len(key)
+	for i > 0 && key[i-1] >= '0' && key[i-1] <= '9' {
+		i--
+	}
+	if i == len(key) || i == 0 {
+		return nil
+	}
+	return t.indexed[key[:i]]
+}
+
+// For returns the table of a guest kind, or nil for an unknown kind (whose
+// values then compare verbatim).
+func For(kind guest.Kind) *Table {
+	switch kind {
+	case guest.QEMU:
+		return qemuTable
+	case guest.LXC:
+		return lxcTable
+	}
+	return nil
+}
+
+func lookup(kind guest.Kind, key string) *Row {
+	if t := For(kind); t != nil {
+		return t.Lookup(key)
+	}
+	return nil
+}
+
+// Value returns the canonical form of value v of key on a guest of kind.
+// An empty v is the key's absence and gives the row's default, if any.
+func Value(kind guest.Kind, key, v string) string {
+	r := lookup(kind, key)
+	if r == nil {
+		return v
+	}
+	return r.value(v)
+}
+
+func (r *Row) value(v string) string {
+	if v != "" && r.Canon != nil {
+		v = r.Canon(v)
+	}
+	if v == "" && r.Default != "" {
+		// Absent (or blank, which PVE does not store) is the default.
+		v = r.Default
+		if r.Canon != nil {
+			v = r.Canon(v)
+		}
+	}
+	return v
+}
+
+// Equal reports whether desired and actual values of key on a guest of kind
+// mean the same to PVE. An empty actual means the key is absent from the
+// config and equals the key's PVE default, if the row has one.
+func Equal(kind guest.Kind, key, desired, actual string) bool {
+	if desired == actual {
+		return true
+	}
+	r := lookup(kind, key)
+	if r == nil {
+		return false
+	}
+	if actual == "" {
+		actual = r.Default
+		if desired == actual {
+			return true
+		}
+	}
+	if r.Match != nil {
+		return r.Match(desired, actual)
+	}
+	return r.value(desired) == r.value(actual)
+}
+
+// Param returns the value to send to PVE to set key to desired: the
+// canonical form where the row says it is valid PVE input (booleans 0/1,
+// tags), the desired value verbatim otherwise.
+func Param(kind guest.Kind, key, desired string) string {
+	r := lookup(kind, key)
+	if r == nil || !r.WriteCanon {
+		return desired
+	}
+	return r.value(desired)
+}
