@@ -278,7 +278,20 @@ func checkValue(v value, p *Param, path string) string {
 	return ""
 }
 
-var propPartRE = mustPerl(`^([^=]+)=(.+)$`)
+// splitPropPart matches a property-string part against Perl's
+// m/^([^=]+)=(.+)$/: a non-empty key before the first "=", and a non-empty
+// value without newlines except one final newline (which is dropped).
+func splitPropPart(part string) (k, v string, ok bool) {
+	i := strings.IndexByte(part, '=')
+	if i <= 0 {
+		return "", "", false
+	}
+	v = strings.TrimSuffix(part[i+1:], "\n")
+	if v == "" || strings.IndexByte(v, '\n') >= 0 {
+		return "", "", false
+	}
+	return part[:i], v, true
+}
 
 // parsePropertyString is PVE's parse_property_string followed by the
 // check_object it runs; it returns the text PVE's exception stringifies to
@@ -291,8 +304,7 @@ func parsePropertyString(format map[string]*Param, propKeys []string, data, path
 		if strings.Trim(part, " \t\n\r\f\v") == "" {
 			continue
 		}
-		if mm := propPartRE.FindStringSubmatch(part); mm != nil {
-			k, v := mm[1], mm[2]
+		if k, v, ok := splitPropPart(part); ok {
 			if _, dup := res[k]; dup {
 				return "duplicate key in comma-separated list property: " + k + "\n"
 			}
