@@ -1,0 +1,306 @@
+// Package plan computes what steward must do on one host: a pure function
+// from the host's desired state and its observed guests to an ordered list
+// of actions, plus a status per desired guest.
+//
+// Rules (Diff):
+//
+//   - Only guests the desired state names are considered, and of those only
+//     the fields it names; every other guest and key is never touched.
+//   - Values are compared after normalization (package normalize), so PVE's
+//     round-trip forms never read as drift.
+//   - Steps are ordered by vmid; for one guest the config step comes before
+//     the run-state step, so a guest starts with its new config.
+//   - One config action per guest carries every changed key: Params are the
+//     PVE form values to set (description and tags as PVE's keys
+//     "description" and "tags", tags joined with ';'), plus "delete" for a
+//     description or tag set managed as empty. Its Digest is the config
+//     digest it was planned against, so a concurrent change fails the write.
+//   - state running on a stopped guest plans a start; state stopped on a
+//     running guest plans a shutdown with Params["timeout"] in seconds (the
+//     executor shuts down gracefully, then stops).
+//   - A kind that does not match the real guest is an Error with no action,
+//     never a recreate. A desired guest absent from the host is an Error
+//     "not found on this host", never a create.
+//   - A guest whose config is needed (it manages config, description or
+//     tags) but could not be read (ConfigErr), was not read (nil Config) or
+//     has no digest gets an Error and no action at all, not even a run-state
+//     action: the state step is ordered after the config step it may depend
+//     on. A guest managing only its run state does not need its config and
+//     is planned from the guest list alone.
+//   - mode observe plans nothing; the drift is reported with Phase
+//     DriftObserved.
+//   - Keys in ignore (config keys, "description", "tags" or "state") are
+//     neither reported nor corrected.
+//   - A template whose desired state is running, or a guest in a run state
+//     other than running or stopped (e.g. paused), gets an Error for its run
+//     state; its config is still planned.
+//   - A locked guest is planned as usual (the executor handles lock errors);
+//     its lock is reported in its status.
+//   - An empty desired host gives an empty plan.
+//
+// The package is pure (no I/O); Diff and Render are safe for concurrent use.
+package plan
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/steward-pve/steward/internal/action"
+	"github.com/steward-pve/steward/internal/desired"
+	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/normalize"
+)
+
+// DefaultShutdownTimeout is the graceful shutdown timeout when
+// Options.ShutdownTimeout is not set.
+const DefaultShutdownTimeout = 180 * time.Second
+
+// Options tune Diff. The zero value uses the defaults.
+type Options struct {
+	// ShutdownTimeout is how long a graceful shutdown may take before the
+	// executor stops the guest; <= 0 means DefaultShutdownTimeout. It is
+	// sent to PVE in whole seconds, rounded up.
+	ShutdownTimeout time.Duration
+}
+
+// Phase is a desired guest's sync status.
+type Phase string
+
+const (
+	// InSync: every managed field matches.
+	InSync Phase = "in_sync"
+	// Converging: actions were planned to correct drift.
+	Converging Phase = "converging"
+	// DriftObserved: the guest is in observe mode and differs.
+	DriftObserved Phase = "drift_observed"
+	// Error: the guest cannot be planned (Err says why); see the package
+	// doc for which errors still allow actions.
+	Error Phase = "error"
+)
+
+// Change is one managed field that differs: Key is the PVE config key (or
+// "state"), From the actual value ("" = absent), To the desired value ("" =
+// remove). Values are raw, as PVE returned them and as desired state wrote
+// them.
+type Change struct {
+	Key, From, To string
+}
+
+// Step is one action with the changes it makes, for rendering.
+type Step struct {
+	Action  action.Action
+	Changes []Change
+}
+
+// GuestStatus is the outcome of planning one desired guest.
+type GuestStatus struct {
+	VMID  int
+	Phase Phase
+	// Drift is every managed field that differs (corrected or not), config
+	// keys in key order then "state".
+	Drift []Change
+	// Err says what is wrong when Phase is Error.
+	Err string
+	// Lock is the guest's PVE lock ("" when unlocked or not found).
+	Lock string
+}
+
+// Plan is the result of Diff: Steps to execute in order, and one status per
+// desired guest, ordered by vmid.
+type Plan struct {
+	Steps  []Step
+	Guests []GuestStatus
+}
+
+// Diff plans the host: want is its desired state (nil or empty plans
+// nothing), actual its observed guests. It does not modify its arguments;
+// the returned Plan shares no maps with them except that Change values are
+// the strings of actual and want.
+func Diff(want *desired.Host, actual []guest.Observed, opts Options) Plan {
+	if want == nil || len(want.Guests) == 0 {
+		return Plan{}
+	}
+	timeout := opts.ShutdownTimeout
+	if timeout <= 0 {
+		timeout = DefaultShutdownTimeout
+	}
+	secs := strconv.FormatInt(int64((timeout+time.Second-1)/time.Second), 10)
+
+	byID := make(map[int]int, len(actual)) // vmid -> index in actual, -1 = duplicate
+	for i := range actual {
+		if _, dup := byID[actual[i].VMID]; dup {
+			byID[actual[i].VMID] = -1
+			continue
+		}
+		byID[actual[i].VMID] = i
+	}
+
+	vmids := make([]int, 0, len(want.Guests))
+	for id := range want.Guests {
+		vmids = append(vmids, id)
+	}
+	slices.Sort(vmids)
+
+	p := Plan{Guests: make([]GuestStatus, 0, len(vmids))}
+	var d differ
+	for _, id := range vmids {
+		g := want.Guests[id]
+		if g == nil {
+			g = &desired.Guest{}
+		}
+		st := GuestStatus{VMID: id}
+		idx, ok := byID[id]
+		switch {
+		case !ok:
+			st.Phase, st.Err = Error, "not found on this host"
+		case idx < 0:
+			st.Phase, st.Err = Error, "listed more than once by PVE; refusing to act on an ambiguous vmid"
+		default:
+			st.Lock = actual[idx].Lock
+			p.Steps = d.guest(p.Steps, &st, g, &actual[idx], secs)
+		}
+		p.Guests = append(p.Guests, st)
+	}
+	return p
+}
+
+// differ holds scratch space reused across guests.
+type differ struct {
+	keys []string
+}
+
+// guest plans one guest found on the host, appending its steps to steps and
+// filling st.
+func (d *differ) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *guest.Observed, timeout string) []Step {
+	if g.Kind != "" && g.Kind != a.Kind {
+		st.Phase = Error
+		st.Err = "kind mismatch: desired " + string(g.Kind) + ", actual " + string(a.Kind)
+		return steps
+	}
+	managesConfig := len(g.Config) > 0 || g.Description != nil || g.Tags != nil
+	if managesConfig {
+		switch {
+		case a.ConfigErr != "":
+			st.Phase, st.Err = Error, "config could not be read: "+a.ConfigErr
+			return steps
+		case a.Config == nil:
+			st.Phase, st.Err = Error, "config was not read"
+			return steps
+		case a.Digest == "":
+			st.Phase, st.Err = Error, "config has no digest; refusing to write without PVE's concurrent-change check"
+			return steps
+		}
+	}
+
+	var changes []Change
+	var params map[string]string
+	var deletes []string
+	set := func(key, from, to, param string) {
+		changes = append(changes, Change{Key: key, From: from, To: to})
+		if params == nil {
+			params = make(map[string]string, 4)
+		}
+		if to == "" {
+			deletes = append(deletes, key)
+		} else {
+			params[key] = param
+		}
+	}
+
+	// Config keys, description and tags in one key order.
+	d.keys = d.keys[:0]
+	for k := range g.Config {
+		d.keys = append(d.keys, k)
+	}
+	if g.Description != nil {
+		d.keys = append(d.keys, "description")
+	}
+	if g.Tags != nil {
+		d.keys = append(d.keys, "tags")
+	}
+	slices.Sort(d.keys)
+	for _, k := range d.keys {
+		if g.Ignored(k) {
+			continue
+		}
+		var want string
+		switch {
+		case k == "description" && g.Description != nil:
+			want = *g.Description
+		case k == "tags" && g.Tags != nil:
+			want = normalize.Value(a.Kind, "tags", strings.Join(g.Tags, ";"))
+		default:
+			want = g.Config[k]
+		}
+		have := a.Config[k]
+		if normalize.Equal(a.Kind, k, want, have) {
+			continue
+		}
+		set(k, have, want, normalize.Param(a.Kind, k, want))
+	}
+
+	// Run state, from the guest list.
+	var stateChange *Change
+	var stateOp action.Op
+	if g.State != "" && !g.Ignored("state") && string(g.State) != a.Status {
+		switch {
+		case a.Template && g.State == desired.Running:
+			st.Phase, st.Err = Error, "is a template; templates cannot be started"
+		case g.State == desired.Running && a.Status == "stopped":
+			stateOp = action.Start
+		case g.State == desired.Stopped && a.Status == "running":
+			stateOp = action.Shutdown
+		default:
+			st.Phase = Error
+			st.Err = "run state " + strconv.Quote(a.Status) + " cannot be converged to " + string(g.State)
+		}
+		stateChange = &Change{Key: "state", From: a.Status, To: string(g.State)}
+	}
+
+	drift := changes
+	if stateChange != nil {
+		drift = append(changes[:len(changes):len(changes)], *stateChange)
+	}
+	st.Drift = drift
+
+	if g.EffectiveMode() == desired.Observe {
+		if st.Phase != Error {
+			if len(drift) > 0 {
+				st.Phase = DriftObserved
+			} else {
+				st.Phase = InSync
+			}
+		}
+		return steps
+	}
+
+	if len(changes) > 0 {
+		if len(deletes) > 0 {
+			params["delete"] = strings.Join(deletes, ",")
+		}
+		steps = append(steps, Step{
+			Action:  action.Action{Op: action.SetConfig, VMID: a.VMID, Kind: a.Kind, Params: params, Digest: a.Digest},
+			Changes: changes,
+		})
+	}
+	if stateOp != "" {
+		var sp map[string]string
+		if stateOp == action.Shutdown {
+			sp = map[string]string{"timeout": timeout}
+		}
+		steps = append(steps, Step{
+			Action:  action.Action{Op: stateOp, VMID: a.VMID, Kind: a.Kind, Params: sp},
+			Changes: []Change{*stateChange},
+		})
+	}
+	if st.Phase != Error {
+		if len(changes) > 0 || stateOp != "" {
+			st.Phase = Converging
+		} else {
+			st.Phase = InSync
+		}
+	}
+	return steps
+}

@@ -1,0 +1,92 @@
+package plan
+
+import (
+	"strconv"
+	"strings"
+	"unicode"
+
+	"github.com/steward-pve/steward/internal/action"
+)
+
+// Render writes the plan as a human-readable diff, one line per change,
+// grouped by guest in vmid order. The format is stable; each line starts
+// with a marker, then the vmid:
+//
+//	~ 101 memory: 2048 → 4096          a config key set (config step)
+//	~ 101 tags: prod;web → (unset)     a config key removed
+//	+ 102 start                         run state: start
+//	- 103 shutdown (timeout 180s)       run state: graceful shutdown, then stop
+//	? 104 cores: 2 → 4 (observe)        drift reported, not corrected
+//	! 105 kind mismatch: desired lxc, actual qemu   an error; nothing done for it
+//	* 106 locked: backup                a note
+//	= 107 in sync
+//
+// Values are written bare, or Go-quoted when empty-looking, multi-line,
+// containing spaces or the arrow; an absent value is "(unset)". An empty
+// plan renders as "". Every line ends with a newline.
+func (p Plan) Render() string {
+	var b strings.Builder
+	si := 0
+	for _, g := range p.Guests {
+		id := strconv.Itoa(g.VMID)
+		if g.Phase == Error {
+			line(&b, "!", id, g.Err)
+		}
+		if g.Lock != "" {
+			line(&b, "*", id, "locked: "+g.Lock)
+		}
+		// Steps are in vmid order, as Guests are.
+		for si < len(p.Steps) && p.Steps[si].Action.VMID < g.VMID {
+			si++
+		}
+		n := 0
+		for ; si < len(p.Steps) && p.Steps[si].Action.VMID == g.VMID; si++ {
+			n++
+			s := p.Steps[si]
+			switch s.Action.Op {
+			case action.SetConfig:
+				for _, c := range s.Changes {
+					line(&b, "~", id, c.Key+": "+value(c.From)+" → "+value(c.To))
+				}
+			case action.Start:
+				line(&b, "+", id, "start")
+			case action.Shutdown:
+				line(&b, "-", id, "shutdown (timeout "+s.Action.Params["timeout"]+"s)")
+			default:
+				line(&b, "~", id, s.Action.String())
+			}
+		}
+		switch g.Phase {
+		case DriftObserved:
+			for _, c := range g.Drift {
+				line(&b, "?", id, c.Key+": "+value(c.From)+" → "+value(c.To)+" (observe)")
+			}
+		case InSync:
+			if n == 0 {
+				line(&b, "=", id, "in sync")
+			}
+		}
+	}
+	return b.String()
+}
+
+func line(b *strings.Builder, marker, id, text string) {
+	b.WriteString(marker)
+	b.WriteByte(' ')
+	b.WriteString(id)
+	b.WriteByte(' ')
+	b.WriteString(text)
+	b.WriteByte('\n')
+}
+
+func value(v string) string {
+	if v == "" {
+		return "(unset)"
+	}
+	if v == "(unset)" || strings.Contains(v, "→") || strings.IndexFunc(v, func(r rune) bool {
+		return unicode.IsSpace(r) || !unicode.IsPrint(r)
+	}) >= 0 {
+		return strconv.Quote(v)
+	}
+	return v
+}
