@@ -2,6 +2,8 @@ package pve
 
 import (
 	"bufio"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -52,3 +54,5 @@ func writeRaw(buf *bufio.ReadWriter, raw []byte) {
 	buf.Write(raw)
 	buf.Flush()
 }
+
+func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }

@@ -59,19 +59,19 @@ func TestParseUPIDRejects(t *testing.T) {
 	for _, in := range []string{
 		"",
 		"UPID:",
-		"UPID:pve:0000ABCD:00ABCDEF:65C0FA88:qmstart:101:root@pam",              // no trailing colon
-		"UPID:pve:0000ABCD:00ABCDEF:65C0FA88:vzstart:101:root",                  // go-proxmox mock shape
+		"UPID:pve:0000ABCD:00ABCDEF:65C0FA88:qmstart:101:root@pam",               // no trailing colon
+		"UPID:pve:0000ABCD:00ABCDEF:65C0FA88:vzstart:101:root",                   // go-proxmox mock shape
 		"UPID:node1:000FF1FD:10F9374C:630D702C:vzdump:110:root@pam:keep-running", // proxmoxer marker
-		"UPID:pve_1:0000ABCD:00ABCDEF:65C0FA88:qmstart:101:root@pam:",          // '_' in node
-		"UPID:-pve:0000ABCD:00ABCDEF:65C0FA88:qmstart:101:root@pam:",           // leading '-'
-		"UPID:pve:ABCD:00ABCDEF:65C0FA88:qmstart:101:root@pam:",                // short pid
-		"UPID:pve:0000ABCD:00ABCDEF:65C0FA8:qmstart:101:root@pam:",             // short starttime
-		"UPID:pve:0000ABCG:00ABCDEF:65C0FA88:qmstart:101:root@pam:",            // not hex
-		"UPID:pve:0000ABCD:00ABCDEF:65C0FA88::101:root@pam:",                   // empty type
-		"UPID:pve:0000ABCD:00ABCDEF:65C0FA88:qm start:101:root@pam:",           // space in type
-		"UPID:pve:0000ABCD:00ABCDEF:65C0FA88:qmstart:1/1:root@pam:",            // slash in id
-		"upid:pve:0000ABCD:00ABCDEF:65C0FA88:qmstart:101:root@pam:",            // prefix case
-		" UPID:pve:0000ABCD:00ABCDEF:65C0FA88:qmstart:101:root@pam:",           // leading space
+		"UPID:pve_1:0000ABCD:00ABCDEF:65C0FA88:qmstart:101:root@pam:",            // '_' in node
+		"UPID:-pve:0000ABCD:00ABCDEF:65C0FA88:qmstart:101:root@pam:",             // leading '-'
+		"UPID:pve:ABCD:00ABCDEF:65C0FA88:qmstart:101:root@pam:",                  // short pid
+		"UPID:pve:0000ABCD:00ABCDEF:65C0FA8:qmstart:101:root@pam:",               // short starttime
+		"UPID:pve:0000ABCG:00ABCDEF:65C0FA88:qmstart:101:root@pam:",              // not hex
+		"UPID:pve:0000ABCD:00ABCDEF:65C0FA88::101:root@pam:",                     // empty type
+		"UPID:pve:0000ABCD:00ABCDEF:65C0FA88:qm start:101:root@pam:",             // space in type
+		"UPID:pve:0000ABCD:00ABCDEF:65C0FA88:qmstart:1/1:root@pam:",              // slash in id
+		"upid:pve:0000ABCD:00ABCDEF:65C0FA88:qmstart:101:root@pam:",              // prefix case
+		" UPID:pve:0000ABCD:00ABCDEF:65C0FA88:qmstart:101:root@pam:",             // leading space
 	} {
 		t.Run(in, func(t *testing.T) {
 			u, err := ParseUPID(in)
