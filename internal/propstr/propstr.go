@@ -193,6 +193,18 @@ func ParseSize(s string) (int64, error) {
 	if !allDigits(intPart) || (hasDot && !allDigits(frac)) {
 		return 0, fmt.Errorf("%w: size %q is not a number with an optional unit K, M, G or T (e.g. 32G)", ErrSyntax, s)
 	}
+	if !hasDot {
+		// Fast path, exact: digits times a power of two.
+		if len(intPart) <= 18 {
+			var v int64
+			for i := 0; i < len(intPart); i++ {
+				v = v*10 + int64(intPart[i]-'0')
+			}
+			if v <= math.MaxInt64/mult {
+				return v * mult, nil
+			}
+		}
+	}
 	var r big.Rat
 	if _, ok := r.SetString(num); !ok {
 		return 0, fmt.Errorf("%w: size %q is not a number", ErrSyntax, s)
