@@ -190,7 +190,7 @@ func qemuSpec(vmid int, running bool) GuestSpec {
 	return GuestSpec{VMID: vmid, Kind: guest.QEMU, Name: "vm" + itoa(vmid), Running: running, Config: map[string]string{
 		"cores": "2", "sockets": "1", "memory": "2048", "scsi0": "local-lvm:vm-" + itoa(vmid) + "-disk-0,size=32G",
 		"scsi1": "local-lvm:vm-" + itoa(vmid) + "-disk-1,size=10G",
-		"net0":  "virtio=BC:24:11:00:00:01,bridge=vmbr0,firewall=1", "ostype": "l26", "onboot": "1", "tags": "a;b",
+		"net0":  "virtio=BC:24:11:00:00:01,bridge=vmbr0,firewall=1", "ostype": "l26", "onboot": "1", "tags": "a;b", "agent": "1",
 	}}
 }
 
