@@ -352,25 +352,24 @@ func parsePropertyString(format map[string]*Param, propKeys []string, data, path
 	errs := Errors{}
 	for _, k := range propKeys {
 		sub := format[k]
-		sp := path + "." + k
-		if path == "" {
-			sp = k
-		}
 		v, ok := res[k]
 		if !ok {
 			if !sub.Optional && sub.Alias == "" {
-				errs.add(sp, "property is missing and it is not optional")
+				errs.add(joinPath(path, k), "property is missing and it is not optional")
 			}
 			continue
 		}
+		sp := "" // built only when needed: nested formats and errors
+		if sub.PropFormat != nil {
+			sp = joinPath(path, k)
+		}
 		if msg := checkValue(value{kind: kindScalar, s: v}, sub, sp); msg != "" {
-			errs.add(sp, msg)
+			errs.add(joinPath(path, k), msg)
 		}
 	}
 	for k := range res {
 		if _, ok := format[k]; !ok {
-			sp := path + "." + k
-			errs.add(sp, "property is not defined in schema and the schema does not allow additional properties")
+			errs.add(joinPath(path, k), "property is not defined in schema and the schema does not allow additional properties")
 		}
 	}
 	if len(errs) == 0 {
@@ -387,6 +386,13 @@ func parsePropertyString(format map[string]*Param, propKeys []string, data, path
 		b.WriteString(k + ": " + errs[k] + "\n")
 	}
 	return b.String()
+}
+
+func joinPath(path, k string) string {
+	if path == "" {
+		return k
+	}
+	return path + "." + k
 }
 
 func sortedKeys(m map[string]*Param) []string {
