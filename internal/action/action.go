@@ -63,11 +63,26 @@ func (a Action) Key() string {
 	return b.String()
 }
 
-// DeleteKeys returns the keys listed in Params["delete"], split on PVE's
-// separators (comma, semicolon, space); empty entries are dropped.
-func (a Action) DeleteKeys() []string {
-	return strings.FieldsFunc(a.Params["delete"], func(r rune) bool {
-		return r == ',' || r == ';' || r == ' '
+// DeleteKeys returns the keys listed in Params["delete"], split exactly as
+// PVE splits the list (SplitList), so every consumer judges the keys PVE
+// will act on.
+func (a Action) DeleteKeys() []string { return SplitList(a.Params["delete"]) }
+
+// SplitList splits a PVE list parameter the way PVE::Tools::split_list
+// does: on NUL bytes when the value contains any, otherwise on commas,
+// semicolons and white space. Empty entries are dropped.
+func SplitList(s string) []string {
+	if strings.IndexByte(s, 0) >= 0 {
+		var out []string
+		for p := range strings.SplitSeq(s, "\x00") {
+			if p != "" {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	return strings.FieldsFunc(s, func(r rune) bool {
+		return r == ',' || r == ';' || r == ' ' || r == '\t' || r == '\n' || r == '\r' || r == '\f' || r == '\v'
 	})
 }
 

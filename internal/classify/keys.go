@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/steward-pve/steward/internal/action"
 	"github.com/steward-pve/steward/internal/guest"
 )
 
@@ -151,17 +152,4 @@ var harmlessDriveOptions = map[guest.Kind]map[string]bool{
 
 // splitList splits a "delete" value as PVE::Tools::split_list does: on NUL
 // bytes if there are any, else on commas, semicolons and whitespace.
-func splitList(s string) []string {
-	if strings.IndexByte(s, 0) >= 0 {
-		var out []string
-		for p := range strings.SplitSeq(s, "\x00") {
-			if p != "" {
-				out = append(out, p)
-			}
-		}
-		return out
-	}
-	return strings.FieldsFunc(s, func(r rune) bool {
-		return r == ',' || r == ';' || r == ' ' || r == '\t' || r == '\n' || r == '\r' || r == '\f' || r == '\v'
-	})
-}
+func splitList(s string) []string { return action.SplitList(s) }
