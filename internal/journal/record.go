@@ -242,6 +242,12 @@ func frameAt(data []byte, off int) (payload []byte, ok bool) {
 		return nil, false
 	}
 	p := data[off+frameHeaderSize : off+frameHeaderSize+int(n)]
+	// Every payload this package writes is a known type byte followed by a
+	// JSON object. Checking that first keeps the scan for valid records
+	// after a bad one (validRecordAfter) from checksumming at every offset.
+	if n < 3 || p[0] < byte(typeBegin) || p[0] > byte(typeProvenance) || p[1] != '{' || p[n-1] != '}' {
+		return nil, false
+	}
 	if crc32.Checksum(p, castagnoli) != binary.LittleEndian.Uint32(data[off+4:]) {
 		return nil, false
 	}
