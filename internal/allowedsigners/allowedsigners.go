@@ -190,6 +190,9 @@ func parseLine(line string) (Entry, bool, error) {
 		return e, false, errors.New("missing key type and key")
 	}
 	// The next field is a key type or the options.
+	if w := firstWord(rest); w == "ssh-dss" || strings.HasSuffix(w, "-cert-v01@openssh.com") {
+		return e, false, fmt.Errorf("unsupported key type %q (DSA keys and certificates cannot be listed; list a certificate's CA with cert-authority)", w)
+	}
 	if !isKeyType(firstWord(rest)) {
 		var opts string
 		opts, rest, err = nextField(rest)
