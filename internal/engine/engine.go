@@ -207,6 +207,11 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 
 	// Signed jobs first: they carry operator intent for this exact state.
 	for _, pj := range parsed {
+		if e.Journal != nil {
+			if _, done := e.Journal.Completed("signed:" + pj.payload.Nonce); done {
+				continue // this job already ran; its nonce is spent
+			}
+		}
 		g, exists := byID[pj.payload.VMID]
 		var cfg guest.Config
 		digest := ""
@@ -427,9 +432,9 @@ func (e *Engine) guestReports(rep Report, pending map[int]bool) []GuestReport {
 	for _, gs := range rep.Plan.Guests {
 		gr := GuestReport{VMID: gs.VMID, Drift: gs.Drift, Err: gs.Err}
 		switch {
-		case gs.Phase == plan.PhaseError:
+		case gs.Phase == plan.Error:
 			gr.Phase = PhaseError
-		case gs.Phase == plan.PhaseDriftObserved:
+		case gs.Phase == plan.DriftObserved:
 			gr.Phase = PhaseDriftObserved
 		case pending[gs.VMID]:
 			gr.Phase = PhasePendingSignature
@@ -442,7 +447,7 @@ func (e *Engine) guestReports(rep Report, pending map[int]bool) []GuestReport {
 				gr.Err = r.Skipped
 			}
 			_, gr.NextRetry = e.Backoff.Ready(gs.VMID)
-		case gs.Phase == plan.PhaseConverging:
+		case gs.Phase == plan.Converging:
 			gr.Phase = PhaseConverging
 		default:
 			gr.Phase = PhaseInSync

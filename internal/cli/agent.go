@@ -1,0 +1,382 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/steward-pve/steward/internal/allowedsigners"
+	"github.com/steward-pve/steward/internal/backoff"
+	"github.com/steward-pve/steward/internal/desired"
+	"github.com/steward-pve/steward/internal/desired/desiredfile"
+	"github.com/steward-pve/steward/internal/engine"
+	"github.com/steward-pve/steward/internal/executor"
+	"github.com/steward-pve/steward/internal/gate"
+	"github.com/steward-pve/steward/internal/guestq"
+	"github.com/steward-pve/steward/internal/journal"
+	"github.com/steward-pve/steward/internal/nonce"
+	"github.com/steward-pve/steward/internal/plan"
+	"github.com/steward-pve/steward/internal/pve"
+	"github.com/steward-pve/steward/internal/signedop"
+)
+
+func init() { register(newAgentCmd) }
+
+// agentFlags are the flags of `steward agent`; the daemon keeps using the
+// same ones once the hub exists.
+type agentFlags struct {
+	pveURL, tokenFile, fingerprint, caFile string
+	insecure                               bool
+	node, host, stateDir                   string
+	desiredFile                            string
+	once, dryRun                           bool
+	interval                               time.Duration
+	allowedSigners, policyFile, jobsDir    string
+	concurrency                            int
+	shutdownTimeout                        time.Duration
+	logLevel                               string
+}
+
+func newAgentCmd(stdout, stderr io.Writer) *cobra.Command {
+	var f agentFlags
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Converge this Proxmox host's guests toward desired state",
+		Long: `The agent reads the guests of the local PVE node, plans toward desired state,
+runs benign changes, and holds destructive ones until operators sign them.
+
+With --once it runs one tick and prints the plan and the results; --dry-run
+prints only the plan. Without --once it ticks every --interval until
+interrupted.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runAgent(cmd.Context(), f, stdout, stderr)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.pveURL, "pve-url", "https://127.0.0.1:8006", "PVE API base URL")
+	fl.StringVar(&f.tokenFile, "pve-token-file", "", "file holding the PVE API token USER@REALM!TOKENID=SECRET (default: $STEWARD_PVE_TOKEN)")
+	fl.StringVar(&f.fingerprint, "pve-fingerprint", "", "pin the PVE certificate's SHA-256 fingerprint (as `pvenode cert info` shows it)")
+	fl.StringVar(&f.caFile, "pve-ca-file", "", "PEM CA bundle to verify PVE's certificate (e.g. /etc/pve/pve-root-ca.pem)")
+	fl.BoolVar(&f.insecure, "pve-insecure-skip-verify", false, "DANGEROUS: do not verify PVE's TLS certificate")
+	fl.StringVar(&f.node, "node", "", "PVE node name (required)")
+	fl.StringVar(&f.host, "host", "", "host id in desired state (default: the node name)")
+	fl.StringVar(&f.stateDir, "state-dir", "/var/lib/steward", "directory for the journal and nonce store")
+	fl.StringVar(&f.desiredFile, "desired", "", "desired-state file (YAML or JSON); none means change nothing")
+	fl.BoolVar(&f.once, "once", false, "run one tick, print the plan and results, and exit")
+	fl.BoolVar(&f.dryRun, "dry-run", false, "print the plan only; change nothing (implies --once)")
+	fl.DurationVar(&f.interval, "interval", 30*time.Second, "time between ticks")
+	fl.StringVar(&f.allowedSigners, "allowed-signers", "", "OpenSSH allowed_signers file of operators who may sign destructive ops (none: destructive ops never run)")
+	fl.StringVar(&f.policyFile, "policy", "", "signing policy file (default: one operator signature for any destructive op)")
+	fl.StringVar(&f.jobsDir, "signed-jobs", "", "directory of signed jobs: PAYLOAD.json with PAYLOAD.json.sig* signatures")
+	fl.IntVar(&f.concurrency, "concurrency", 3, "mutations in flight toward PVE at once")
+	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 3*time.Minute, "graceful shutdown time before a guest is stopped")
+	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func runAgent(ctx context.Context, f agentFlags, stdout, stderr io.Writer) error {
+	if f.node == "" {
+		return &UsageError{Err: errors.New("--node is required (the PVE node name, see `hostname` on the PVE host)")}
+	}
+	if f.host == "" {
+		f.host = f.node
+	}
+	if f.dryRun {
+		f.once = true
+	}
+	if f.interval <= 0 {
+		return &UsageError{Err: fmt.Errorf("--interval must be positive, got %s", f.interval)}
+	}
+	logger, err := newLogger(stderr, f.logLevel)
+	if err != nil {
+		return err
+	}
+	token, err := pve.LoadToken(f.tokenFile)
+	if err != nil {
+		return err
+	}
+	client, err := pve.New(pve.Options{URL: f.pveURL, Token: token, Fingerprint: f.fingerprint, CAFile: f.caFile,
+		InsecureSkipVerify: f.insecure, Logger: logger})
+	if err != nil {
+		return err
+	}
+	provider := desired.Provider(desired.Empty{})
+	if f.desiredFile != "" {
+		provider = desiredfile.File{Path: f.desiredFile}
+	}
+
+	g := &gate.Gate{Host: f.host, Logger: logger}
+	eng := &engine.Engine{
+		Host: f.host, Node: f.node, PVE: client, Gate: g, Logger: logger,
+		Exec:    &executor.Executor{Client: client, Node: f.node, Logger: logger},
+		Backoff: backoff.NewTracker(backoff.Policy{Initial: 5 * time.Second, Max: 5 * time.Minute, Multiplier: 2, Jitter: 0.2}, time.Now, nil),
+		Plan:    plan.Options{ShutdownTimeout: f.shutdownTimeout},
+	}
+	if f.dryRun {
+		doc, err := provider.Desired(ctx)
+		if err != nil {
+			return err
+		}
+		jobs, err := loadJobs(f.jobsDir)
+		if err != nil {
+			return err
+		}
+		rep, err := eng.Tick(ctx, doc.ForHost(f.host), jobs, true)
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(stdout, rep.Plan.Render())
+		return nil
+	}
+
+	if err := os.MkdirAll(f.stateDir, 0o700); err != nil {
+		return fmt.Errorf("agent: creating state directory: %w", err)
+	}
+	unlock, err := lockDir(f.stateDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	j, err := journal.Open(filepath.Join(f.stateDir, "journal"), journal.Options{Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer j.Close()
+	if f.allowedSigners != "" {
+		v, closeNonces, err := newVerifier(f, logger)
+		if err != nil {
+			return err
+		}
+		defer closeNonces()
+		g.Verifier = v
+	} else {
+		logger.Warn("no --allowed-signers: destructive ops will never run on this host")
+	}
+	q := guestq.New(guestq.Options{Concurrency: f.concurrency, Logger: logger})
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		q.Close(cctx)
+	}()
+	eng.Journal, eng.Queue = j, q
+
+	if err := eng.Recover(ctx); err != nil {
+		if f.once {
+			return err
+		}
+		if err := retryRecover(ctx, eng, f.interval, logger); err != nil {
+			return err
+		}
+	}
+	for {
+		rep, err := tick(ctx, eng, provider, f)
+		if f.once {
+			if err != nil {
+				return err
+			}
+			printReport(stdout, rep)
+			return reportErr(rep)
+		}
+		if err != nil {
+			logger.Error("tick failed", "err", err)
+		} else {
+			logReport(logger, rep)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(f.interval):
+		}
+	}
+}
+
+func tick(ctx context.Context, eng *engine.Engine, p desired.Provider, f agentFlags) (engine.Report, error) {
+	doc, err := p.Desired(ctx)
+	if err != nil {
+		return engine.Report{}, err
+	}
+	jobs, err := loadJobs(f.jobsDir)
+	if err != nil {
+		return engine.Report{}, err
+	}
+	return eng.Tick(ctx, doc.ForHost(f.host), jobs, false)
+}
+
+func retryRecover(ctx context.Context, eng *engine.Engine, every time.Duration, logger *slog.Logger) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(every):
+		}
+		err := eng.Recover(ctx)
+		if err == nil {
+			return nil
+		}
+		logger.Error("recovery failed; nothing will be changed until it succeeds", "err", err)
+	}
+}
+
+func newVerifier(f agentFlags, logger *slog.Logger) (*signedop.Verifier, func(), error) {
+	af, err := os.Open(f.allowedSigners)
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent: --allowed-signers: %w", err)
+	}
+	set, err := allowedsigners.Parse(af)
+	af.Close()
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent: %s: %w", f.allowedSigners, err)
+	}
+	pol := signedop.DefaultPolicy()
+	if f.policyFile != "" {
+		b, err := os.ReadFile(f.policyFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("agent: --policy: %w", err)
+		}
+		if pol, err = signedop.ParsePolicy(b); err != nil {
+			return nil, nil, fmt.Errorf("agent: %s: %w", f.policyFile, err)
+		}
+	}
+	ns, err := nonce.Open(filepath.Join(f.stateDir, "nonces"), nonce.Options{})
+	if err != nil {
+		return nil, nil, err
+	}
+	return &signedop.Verifier{Signers: set, Policy: pol, Nonces: ns}, func() { ns.Close() }, nil
+}
+
+// loadJobs reads signed jobs from dir: every PAYLOAD.json with its
+// signatures in PAYLOAD.json.sig, PAYLOAD.json.sig.2, ... An empty dir
+// name means no jobs.
+func loadJobs(dir string) ([]signedop.Job, error) {
+	if dir == "" {
+		return nil, nil
+	}
+	payloads, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(payloads)
+	var jobs []signedop.Job
+	for _, p := range payloads {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("agent: signed job: %w", err)
+		}
+		sigs, _ := filepath.Glob(p + ".sig*")
+		sort.Strings(sigs)
+		j := signedop.Job{Payload: b}
+		for _, s := range sigs {
+			sb, err := os.ReadFile(s)
+			if err != nil {
+				return nil, fmt.Errorf("agent: signed job: %w", err)
+			}
+			j.Signatures = append(j.Signatures, sb)
+		}
+		jobs = append(jobs, j)
+	}
+	return jobs, nil
+}
+
+// lockDir takes an exclusive lock on dir so two agents never share a
+// journal.
+func lockDir(dir string) (func(), error) {
+	fh, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if err := syscall.Flock(int(fh.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		fh.Close()
+		return nil, fmt.Errorf("agent: state directory %s is in use by another steward agent (%w)", dir, err)
+	}
+	return func() { fh.Close() }, nil
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, &UsageError{Err: fmt.Errorf("--log-level: %w", err)}
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+func printReport(w io.Writer, rep engine.Report) {
+	fmt.Fprint(w, rep.Plan.Render())
+	if len(rep.Results) > 0 {
+		fmt.Fprintln(w, "\nResults:")
+	}
+	for _, r := range rep.Results {
+		switch {
+		case r.Skipped != "":
+			fmt.Fprintf(w, "  skip  %s (%s)\n", r.Action, r.Skipped)
+		case r.Err != nil:
+			fmt.Fprintf(w, "  FAIL  %s: %v\n", r.Action, r.Err)
+		default:
+			extra := ""
+			if r.Outcome.UPID != "" {
+				extra = " task " + r.Outcome.ExitStatus
+			}
+			fmt.Fprintf(w, "  ok    %s%s\n", r.Action, extra)
+		}
+	}
+	for _, d := range rep.Pending {
+		fmt.Fprintf(w, "\nPENDING SIGNATURE  %s\n  why: %s\n", d.Action, d.Reason)
+		if len(d.Payload) > 0 {
+			fmt.Fprintf(w, "  payload (save as FILE.json, sign with `steward op sign --key KEY FILE.json`):\n  %s\n", d.Payload)
+		}
+	}
+	for _, d := range rep.Rejected {
+		fmt.Fprintf(w, "\nREJECTED signed job %s: %s\n", d.Action, d.Reason)
+	}
+	if len(rep.Guests) > 0 {
+		fmt.Fprintln(w, "\nGuests:")
+	}
+	for _, g := range rep.Guests {
+		line := fmt.Sprintf("  %d %s", g.VMID, g.Phase)
+		if g.Err != "" {
+			line += ": " + g.Err
+		}
+		if !g.NextRetry.IsZero() {
+			line += " (next retry " + g.NextRetry.Format(time.RFC3339) + ")"
+		}
+		fmt.Fprintln(w, line)
+	}
+}
+
+func logReport(l *slog.Logger, rep engine.Report) {
+	counts := map[string]int{}
+	for _, g := range rep.Guests {
+		counts[g.Phase]++
+	}
+	var parts []string
+	for k, v := range counts {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, v))
+	}
+	sort.Strings(parts)
+	l.Info("tick done", "actions", len(rep.Results), "pending_signature", len(rep.Pending), "rejected", len(rep.Rejected), "guests", strings.Join(parts, " "))
+}
+
+// reportErr makes `agent --once` exit non-zero when an action failed, so
+// scripts notice.
+func reportErr(rep engine.Report) error {
+	n := 0
+	for _, r := range rep.Results {
+		if r.Err != nil {
+			n++
+		}
+	}
+	if n > 0 {
+		return fmt.Errorf("agent: %d action(s) failed", n)
+	}
+	return nil
+}
