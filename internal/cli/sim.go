@@ -80,7 +80,7 @@ func runSim(ctx context.Context, f simFlags, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("sim: listen on %s: %w", f.listen, err)
 	}
-	fmt.Fprintf(stdout, "URL:         https://%s/api2/json\nNode:        %s\nFingerprint: %s\nToken:       %s\n",
+	fmt.Fprintf(stdout, "URL:         https://%s\nNode:        %s\nFingerprint: %s\nToken:       %s\n",
 		ln.Addr(), s.Node(), s.Fingerprint(), s.Token())
 	return sim.Serve(ctx, s, ln)
 }
