@@ -398,18 +398,27 @@ func (c *Client) redact(err error) error {
 	return &redactedError{msg: strings.ReplaceAll(msg, c.secret, redacted), err: err}
 }
 
-// get performs a read and decodes data into T.
-func get[T any](ctx context.Context, c *Client, path string, q url.Values) (T, error) {
-	var zero T
+// getRaw performs a read and returns its non-null data member.
+func (c *Client) getRaw(ctx context.Context, path string, q url.Values) (json.RawMessage, error) {
 	data, err := c.call(ctx, http.MethodGet, path, q, false)
 	if err != nil {
-		return zero, err
+		return nil, err
 	}
 	if isNull(data) {
-		return zero, fmt.Errorf("pve: GET %s: response data is null", path)
+		return nil, fmt.Errorf("pve: GET %s: response data is null", path)
 	}
+	return data, nil
+}
+
+// get performs a read and decodes data into T.
+func get[T any](ctx context.Context, c *Client, path string, q url.Values) (T, error) {
 	var v T
+	data, err := c.getRaw(ctx, path, q)
+	if err != nil {
+		return v, err
+	}
 	if err := json.Unmarshal(data, &v); err != nil {
+		var zero T
 		return zero, fmt.Errorf("pve: GET %s: decode response: %w", path, err)
 	}
 	return v, nil

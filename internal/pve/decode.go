@@ -8,6 +8,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/steward-pve/steward/internal/guest"
 )
@@ -119,7 +120,7 @@ func scalarText(b []byte) (string, error) {
 	}
 	switch c := b[0]; {
 	case c == '"':
-		if bytes.IndexByte(b, '\\') < 0 && len(b) >= 2 && b[len(b)-1] == '"' {
+		if len(b) >= 2 && b[len(b)-1] == '"' && bytes.IndexByte(b, '\\') < 0 && utf8.Valid(b) {
 			return string(b[1 : len(b)-1]), nil
 		}
 		var s string

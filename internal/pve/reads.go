@@ -2,7 +2,6 @@ package pve
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -119,7 +118,7 @@ func (c *Client) GuestConfig(ctx context.Context, node string, kind guest.Kind, 
 		return GuestConfig{}, err
 	}
 	path := guestPath(node, kind, vmid, "config")
-	data, err := get[json.RawMessage](ctx, c, path, nil)
+	data, err := c.getRaw(ctx, path, nil)
 	if err != nil {
 		return GuestConfig{}, err
 	}
@@ -246,7 +245,7 @@ func (c *Client) Snapshots(ctx context.Context, node string, kind guest.Kind, vm
 }
 
 func getList[W any, T any](ctx context.Context, c *Client, path string, q url.Values, conv func(W) T) ([]T, error) {
-	data, err := get[json.RawMessage](ctx, c, path, q)
+	data, err := c.getRaw(ctx, path, q)
 	if err != nil {
 		return nil, err
 	}
