@@ -14,7 +14,8 @@
 //
 // Contract: Value is idempotent (Value(Value(v)) == Value(v)); Equal is true
 // whenever the raw strings are equal; neither panics on any input (a value
-// that does not parse as its row expects is compared verbatim, trimmed).
+// that does not parse as its row expects is compared verbatim; numbers and
+// booleans are trimmed first).
 //
 // The package is pure (no I/O) and safe for concurrent use.
 package normalize

@@ -3,9 +3,12 @@ package normalize
 import (
 	"encoding/json"
 	"os"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/propstr"
 )
 
 const (
@@ -230,5 +233,51 @@ func FuzzValue(f *testing.F) {
 		}
 		_ = Equal(k, key, a, b)
 		_ = Param(k, key, a)
+	})
+}
+
+// FuzzParseMatchesPropstr keeps normalize's allocation-free property-string
+// parser in step with propstr.Parse, the reference implementation.
+func FuzzParseMatchesPropstr(f *testing.F) {
+	for _, s := range []string{"virtio=BC:24:11:20:4E:3F,bridge=vmbr0", "local-lvm:vm-1-disk-0,size=32G", "a,b", ",,", "k=", "=v", "a=b=c", "k=1,k=2", "x y=1", " , a=1 ,"} {
+		f.Add(s, "")
+		f.Add(s, "file")
+	}
+	f.Fuzz(func(t *testing.T, s, defaultKey string) {
+		if defaultKey != "" && !validOptKey(defaultKey) {
+			return
+		}
+		s = strings.TrimSpace(s)
+		pf := compiled(&propFormat{defaultKey: defaultKey})
+		got, okGot := pf.parse(s, nil)
+		want, err := propstr.Parse(s, defaultKey)
+		if okGot != (err == nil) {
+			t.Fatalf("parse(%q, %q): ok=%v; propstr.Parse error %v", s, defaultKey, okGot, err)
+		}
+		if okGot && !slices.Equal(got, want) {
+			t.Fatalf("parse(%q, %q): got %v; propstr.Parse %v", s, defaultKey, got, want)
+		}
+	})
+}
+
+// FuzzCanonFastPaths checks the allocation-free fast paths of description
+// and tags against the plain definitions.
+func FuzzCanonFastPaths(f *testing.F) {
+	for _, s := range []string{"", "a", "a\n", "a \n \nb", "a\r\nb", "prod;web", "web;prod", "a;;b", "a;", ";a", "b;a;a", "a b", "x\t\n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		lines := strings.Split(strings.ReplaceAll(strings.ReplaceAll(v, "\r\n", "\n"), "\r", "\n"), "\n")
+		for i, l := range lines {
+			lines[i] = strings.TrimRight(l, " \t\v\f")
+		}
+		if got, want := canonDescription(v), strings.TrimRight(strings.Join(lines, "\n"), "\n"); got != want {
+			t.Fatalf("canonDescription(%q): got %q; want %q", v, got, want)
+		}
+		tags := strings.FieldsFunc(v, isTagSep)
+		slices.Sort(tags)
+		if got, want := canonTags(v), strings.Join(slices.Compact(tags), ";"); got != want {
+			t.Fatalf("canonTags(%q): got %q; want %q", v, got, want)
+		}
 	})
 }

@@ -29,6 +29,7 @@ func descriptionRow() Row { return Row{Key: "description", Canon: canonDescripti
 func tagsRow() Row { return Row{Key: "tags", Canon: canonTags, WriteCanon: true} }
 
 func propRow(key string, f *propFormat, def string) Row {
+	f.compile()
 	return Row{Key: key, Canon: f.canon, Match: f.match, Default: def}
 }
 
@@ -92,8 +93,21 @@ func canonNumber(v string) string {
 // when it parses a config, LXC keeps a trailing newline, and editors add
 // CRLF or trailing blanks that carry no meaning.
 func canonDescription(v string) string {
-	if !strings.ContainsAny(v, "\r \t\n\v\f") {
-		return v
+	// Fast path (no allocation): no CR and no interior line with trailing
+	// blanks, so trimming the end is all there is to do.
+	simple := true
+	for i := 0; i < len(v) && simple; i++ {
+		switch v[i] {
+		case '\r':
+			simple = false
+		case '\n':
+			if i > 0 && isBlank(v[i-1]) && strings.TrimRight(v[i:], " \t\n\v\f") != "" {
+				simple = false
+			}
+		}
+	}
+	if simple {
+		return strings.TrimRight(v, " \t\n\v\f")
 	}
 	v = strings.ReplaceAll(v, "\r\n", "\n")
 	v = strings.ReplaceAll(v, "\r", "\n")
@@ -104,132 +118,35 @@ func canonDescription(v string) string {
 	return strings.TrimRight(strings.Join(lines, "\n"), "\n")
 }
 
+func isBlank(c byte) bool { return c == ' ' || c == '\t' || c == '\v' || c == '\f' }
+
 // canonTags is the tag set sorted and de-duplicated, joined with ';' as PVE
 // stores it. PVE accepts ';', ',' and whitespace as separators.
 func canonTags(v string) string {
-	tags := strings.FieldsFunc(v, func(r rune) bool {
-		return r == ';' || r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r'
-	})
+	if tagsCanonical(v) {
+		return v
+	}
+	tags := strings.FieldsFunc(v, isTagSep)
 	slices.Sort(tags)
 	return strings.Join(slices.Compact(tags), ";")
 }
 
-// propFormat describes one property-string format.
-type propFormat struct {
-	defaultKey string            // key of a bare element ("" = none)
-	aliases    map[string]string // alias -> key
-	bools      map[string]bool   // boolean options
-	sizes      map[string]bool   // size options (32G = 32768M)
-	ints       map[string]bool   // integer options
-	upper      map[string]bool   // case-insensitive options written upper case (MACs)
-	defaults   map[string]string // option -> canonical default value, dropped when equal
-	// optional options are not managed when the desired value omits them
-	// (a net device's MAC, a disk's informational size).
-	optional map[string]bool
-	// modelKeys are option keys that mean model=<key>,<modelValue>=<value>
-	// (QEMU net: "virtio=BC:24:..." is model virtio with that MAC).
-	modelKeys  map[string]bool
-	modelValue string
+func isTagSep(r rune) bool {
+	return r == ';' || r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r'
 }
 
-func set(keys ...string) map[string]bool {
-	m := make(map[string]bool, len(keys))
-	for _, k := range keys {
-		m[k] = true
-	}
-	return m
-}
-
-// props parses v into canonical options: aliases resolved, values
-// canonicalized, default-valued options dropped, sorted by key with the
-// default key first. ok is false when v is not a valid property string.
-func (f *propFormat) props(v string) ([]propstr.Prop, bool) {
-	ps, err := propstr.Parse(strings.TrimSpace(v), f.defaultKey)
-	if err != nil {
-		return nil, false
-	}
-	out := make([]propstr.Prop, 0, len(ps)+1)
-	for _, p := range ps {
-		if k, ok := f.aliases[p.Key]; ok {
-			p.Key = k
+// tagsCanonical reports whether v is already sorted, de-duplicated and
+// joined with single ';' (as PVE returns tags), without allocating.
+func tagsCanonical(v string) bool {
+	prev := ""
+	for i, rest := 0, v; rest != ""; i++ {
+		t, r, more := strings.Cut(rest, ";")
+		if t == "" || strings.IndexFunc(t, isTagSep) >= 0 || (i > 0 && t <= prev) || (more && r == "") {
+			return false
 		}
-		if f.modelKeys[p.Key] {
-			if f.defaultKey != "" {
-				out = append(out, propstr.Prop{Key: f.defaultKey, Value: p.Key})
-			}
-			p.Key = f.modelValue
-		}
-		switch {
-		case f.bools[p.Key]:
-			p.Value = canonBool(p.Value)
-		case f.ints[p.Key]:
-			p.Value = canonInt(p.Value)
-		case f.sizes[p.Key]:
-			if n, err := propstr.ParseSize(p.Value); err == nil {
-				p.Value = propstr.FormatSize(n)
-			}
-		case f.upper[p.Key]:
-			p.Value = strings.ToUpper(p.Value)
-		}
-		if d, ok := f.defaults[p.Key]; ok && d == p.Value {
-			continue
-		}
-		out = append(out, p)
+		prev, rest = t, r
 	}
-	slices.SortStableFunc(out, func(a, b propstr.Prop) int {
-		switch {
-		case a.Key == b.Key:
-			return 0
-		case a.Key == f.defaultKey:
-			return -1
-		case b.Key == f.defaultKey:
-			return 1
-		}
-		return strings.Compare(a.Key, b.Key)
-	})
-	for i := 1; i < len(out); i++ {
-		if out[i].Key == out[i-1].Key {
-			return nil, false // e.g. "virtio=MAC,macaddr=MAC": ambiguous, compare verbatim
-		}
-	}
-	return out, true
-}
-
-func (f *propFormat) canon(v string) string {
-	ps, ok := f.props(v)
-	if !ok {
-		return strings.TrimSpace(v)
-	}
-	var b strings.Builder
-	for i, p := range ps {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(p.Key)
-		b.WriteByte('=')
-		b.WriteString(p.Value)
-	}
-	return b.String()
-}
-
-// match compares canonical options, ignoring in actual the optional
-// options desired does not name.
-func (f *propFormat) match(desired, actual string) bool {
-	d, okD := f.props(desired)
-	a, okA := f.props(actual)
-	if !okD || !okA {
-		return strings.TrimSpace(desired) == strings.TrimSpace(actual)
-	}
-	if len(f.optional) > 0 {
-		a = slices.DeleteFunc(a, func(p propstr.Prop) bool {
-			if !f.optional[p.Key] {
-				return false
-			}
-			_, named := propstr.Get(d, p.Key)
-			return !named
-		})
-	}
-	return slices.Equal(d, a)
+	return true
 }
 
 // Formats, from the PVE API schema's property-string formats.
@@ -276,14 +193,18 @@ var lxcMount = &propFormat{
 	optional:   set("size"),
 }
 
-var qemuMemory = &propFormat{defaultKey: "current", ints: set("current")}
+var qemuMemory = compiled(&propFormat{defaultKey: "current", ints: set("current")})
 
 // canonQemuMemory writes memory as its plain MiB integer when only
 // "current" is set ("current=4096" is "4096"), as PVE 7 returned it.
 func canonQemuMemory(v string) string {
-	ps, ok := qemuMemory.props(v)
+	if isPlainInt(v) {
+		return v
+	}
+	var buf [4]propstr.Prop
+	ps, ok := qemuMemory.parse(v, buf[:0])
 	if ok && len(ps) == 1 && ps[0].Key == "current" {
-		return ps[0].Value
+		return canonInt(ps[0].Value)
 	}
 	return qemuMemory.canon(v)
 }
