@@ -239,14 +239,15 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 		if g, ok := byID[a.VMID]; ok {
 			cfg = g.Config
 		}
-		d := e.Gate.Decide(a, cfg, e.provenance(a.VMID))
-		e.recordDecision(d, dryRun)
-		if d.Outcome != gate.Allowed {
-			rep.Pending = append(rep.Pending, d)
-			pendingByVMID[a.VMID] = true
-			continue
+		for _, d := range e.Gate.DecideSplit(a, cfg, e.provenance(a.VMID)) {
+			e.recordDecision(d, dryRun)
+			if d.Outcome != gate.Allowed {
+				rep.Pending = append(rep.Pending, d)
+				pendingByVMID[a.VMID] = true
+				continue
+			}
+			submit(d.Permit, "reconcile", reconcileKey(d.Action, tickID))
 		}
-		submit(d.Permit, "reconcile", reconcileKey(a, tickID))
 	}
 
 	for _, s := range subs {

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/steward-pve/steward/internal/action"
@@ -174,4 +175,58 @@ func (g *Gate) log(d Decision) {
 	}
 	g.Logger.Info("gate decision", "vmid", d.Action.VMID, "op", d.Action.Op, "class", d.Verdict.Class,
 		"outcome", d.Outcome, "reason", d.Reason, "signers", d.Permit.signers)
+}
+
+// DecideSplit gates a config write key by key: when it mixes benign and
+// destructive keys, the benign keys become one action that is allowed and
+// the destructive keys (with any delete of them) another that waits for a
+// signature, so harmless drift keeps converging while the dangerous part
+// is held. Any other action, or a config write that is wholly benign or
+// wholly destructive, gets the single Decide decision.
+//
+// The destructive part's payload is bound to the current digest; when the
+// benign part runs first, the digest changes and the next tick offers a new
+// payload (an old one is then refused as stale, never applied).
+func (g *Gate) DecideSplit(a action.Action, actual guest.Config, prov classify.Provenance) []Decision {
+	whole := g.Decide(a, actual, prov)
+	if whole.Outcome == Allowed || a.Op != action.SetConfig {
+		return []Decision{whole}
+	}
+	benign := action.Action{Op: a.Op, VMID: a.VMID, Kind: a.Kind, Digest: a.Digest, Params: map[string]string{}}
+	rest := action.Action{Op: a.Op, VMID: a.VMID, Kind: a.Kind, Digest: a.Digest, Params: map[string]string{}}
+	for k, v := range a.Params {
+		if k == "delete" {
+			continue
+		}
+		one := action.Action{Op: a.Op, VMID: a.VMID, Kind: a.Kind, Digest: a.Digest, Params: map[string]string{k: v}}
+		if classify.Classify(one, actual, prov).Class == classify.Benign {
+			benign.Params[k] = v
+		} else {
+			rest.Params[k] = v
+		}
+	}
+	var keepDel, restDel []string
+	for _, k := range a.DeleteKeys() {
+		one := action.Action{Op: a.Op, VMID: a.VMID, Kind: a.Kind, Digest: a.Digest, Params: map[string]string{"delete": k}}
+		if classify.Classify(one, actual, prov).Class == classify.Benign {
+			keepDel = append(keepDel, k)
+		} else {
+			restDel = append(restDel, k)
+		}
+	}
+	if len(keepDel) > 0 {
+		benign.Params["delete"] = strings.Join(keepDel, ",")
+	}
+	if len(restDel) > 0 {
+		rest.Params["delete"] = strings.Join(restDel, ",")
+	}
+	if len(benign.Params) == 0 || len(rest.Params) == 0 {
+		return []Decision{whole}
+	}
+	b := g.Decide(benign, actual, prov)
+	if b.Outcome != Allowed {
+		// Keys benign alone but not together: hold the whole write.
+		return []Decision{whole}
+	}
+	return []Decision{b, g.Decide(rest, actual, prov)}
 }
