@@ -27,6 +27,7 @@ func init() {
 	addRoute("GET", "/nodes/{node}/tasks", (*Sim).getTasks)
 	addRoute("GET", "/nodes/{node}/tasks/{upid}/status", (*Sim).getTaskStatus)
 	addRoute("GET", "/nodes/{node}/tasks/{upid}/log", (*Sim).getTaskLog)
+	addRoute("DELETE", "/nodes/{node}/tasks/{upid}", (*Sim).deleteTask)
 	for _, k := range []guest.Kind{guest.QEMU, guest.LXC} {
 		k := k
 		base := "/nodes/{node}/" + string(k)
@@ -467,6 +468,23 @@ func (s *Sim) findTask(q *request) (*task, response, bool) {
 		return nil, fail(403, "Permission check failed (/nodes/%s, Sys.Audit)", s.node), false
 	}
 	return t, response{}, true
+}
+
+// deleteTask stops a running task; it ends "interrupted by signal". Others'
+// tasks need Sys.Modify on the node.
+func (s *Sim) deleteTask(q *request) response {
+	s.mu.Lock()
+	t, resp, found := s.findTask(q)
+	if found && t.tokenID != q.tok.id && !q.tok.has("/nodes/"+s.node, "Sys.Modify") {
+		resp, found = fail(403, "Permission check failed (/nodes/%s, Sys.Modify)", s.node), false
+	}
+	s.mu.Unlock()
+	if !found {
+		return resp
+	}
+	t.cancel()
+	<-t.done
+	return reply(nil)
 }
 
 func (s *Sim) getTaskStatus(q *request) response {

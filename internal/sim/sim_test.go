@@ -577,3 +577,37 @@ func TestControlAPI(t *testing.T) {
 }
 
 func (ts *testServer) currentFaultsForTest() Faults { return ts.s.currentFaults() }
+
+func TestPostConfigBackgroundDelay(t *testing.T) {
+	ts := startSim(t, Options{})
+	ts.addGuest(qemuSpec(101, false))
+	r := ts.mustOK(ts.do("POST", "/nodes/pve/qemu/101/config", url.Values{"cores": {"7"}, "background_delay": {"5"}}))
+	if string(r.raw) != `{"data":null}` {
+		t.Errorf("finished within background_delay: got %s; want {\"data\":null}", r.raw)
+	}
+	if g, _ := ts.s.Guest(101); g.Config["cores"] != "7" {
+		t.Errorf("cores: got %q; want 7", g.Config["cores"])
+	}
+	ts.s.SetLock(101, "backup")
+	r = ts.do("POST", "/nodes/pve/qemu/101/config", url.Values{"cores": {"8"}, "background_delay": {"5"}})
+	if r.status != 500 || r.reason != "failed to update VM 101: VM is locked (backup)" {
+		t.Errorf("failed within background_delay: got %d %q", r.status, r.reason)
+	}
+}
+
+func TestStopTask(t *testing.T) {
+	ts := startSim(t, Options{})
+	ts.addGuest(qemuSpec(101, false))
+	g := ts.s.guests[101]
+	g.flock <- struct{}{} // keep the task waiting
+	defer func() { <-g.flock }()
+	upid := ts.mustOK(ts.do("POST", "/nodes/pve/qemu/101/status/start", url.Values{})).data().(string)
+	ts.mustOK(ts.do("DELETE", "/nodes/pve/tasks/"+upid, nil))
+	st := ts.waitTask(upid)
+	if st["exitstatus"] != "interrupted by signal" {
+		t.Errorf("exitstatus: got %v; want interrupted by signal", st["exitstatus"])
+	}
+	if gs, _ := ts.s.Guest(101); gs.Status != "stopped" || len(ts.s.Mutations()) != 0 {
+		t.Errorf("stopped task changed state: %s, %d mutations", gs.Status, len(ts.s.Mutations()))
+	}
+}

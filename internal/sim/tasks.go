@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"time"
@@ -19,6 +20,9 @@ type task struct {
 	exit    string // set when stopped
 	endtime int64
 	log     []string
+
+	cancel context.CancelFunc // stops the task (DELETE …/tasks/{upid}, Close)
+	done   chan struct{}      // closed when the task stopped
 }
 
 // taskRun is handed to a task's hooks, which run with Sim.mu held.
@@ -92,18 +96,20 @@ func (s *Sim) startTask(sp taskSpec) (string, bool) {
 		ID:        id,
 		User:      sp.q.tok.id,
 	}
-	t := &task{upid: up, id: up.String(), vmid: sp.vmid, tokenID: sp.q.tok.id, status: "running"}
+	tctx, cancel := context.WithCancel(s.ctx)
+	t := &task{upid: up, id: up.String(), vmid: sp.vmid, tokenID: sp.q.tok.id, status: "running", cancel: cancel, done: make(chan struct{})}
 	s.tasks[t.id] = t
 	s.taskOrder = append(s.taskOrder, t)
 	s.wg.Add(1)
 	s.mu.Unlock()
 
-	go s.runTask(t, sp, dur, failTask)
+	go s.runTask(tctx, t, sp, dur, failTask)
 	return t.id, true
 }
 
-func (s *Sim) runTask(t *task, sp taskSpec, dur time.Duration, failTask bool) {
+func (s *Sim) runTask(ctx context.Context, t *task, sp taskSpec, dur time.Duration, failTask bool) {
 	defer s.wg.Done()
+	defer t.cancel()
 	r := &taskRun{t: t}
 	var err error
 	began := false
@@ -115,8 +121,8 @@ func (s *Sim) runTask(t *task, sp taskSpec, dur time.Duration, failTask bool) {
 	}()
 
 	if sp.g != nil {
-		if !sp.g.acquire(s.ctx, s.opts.LockTimeout) {
-			if s.ctx.Err() != nil {
+		if !sp.g.acquire(ctx, s.opts.LockTimeout) {
+			if ctx.Err() != nil {
 				s.finishTask(r, taskError("interrupted by signal"))
 			} else {
 				s.finishTask(r, taskError(lockTimeoutError(sp.kind, sp.vmid)))
@@ -139,7 +145,7 @@ func (s *Sim) runTask(t *task, sp taskSpec, dur time.Duration, failTask bool) {
 	timer := time.NewTimer(dur)
 	select {
 	case <-timer.C:
-	case <-s.ctx.Done():
+	case <-ctx.Done():
 		timer.Stop()
 		err = taskError("interrupted by signal")
 	}
@@ -177,6 +183,7 @@ func (s *Sim) finishTask(r *taskRun, err error) {
 	}
 	t.status = "stopped"
 	t.endtime = s.now().Unix()
+	close(t.done)
 	s.log.Debug("sim: task finished", "upid", t.id, "exitstatus", t.exit)
 }
 

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/steward-pve/steward/internal/guest"
 	"github.com/steward-pve/steward/internal/pveschema"
@@ -269,7 +270,7 @@ func (s *Sim) postConfig(k guest.Kind, q *request) response {
 	if !found {
 		return resp
 	}
-	return s.taskResponse(taskSpec{typ: "qmconfig", op: "config", g: g, kind: k, vmid: g.vmid, q: q,
+	resp = s.taskResponse(taskSpec{typ: "qmconfig", op: "config", g: g, kind: k, vmid: g.vmid, q: q,
 		apply: func(r *taskRun) error {
 			if s.guests[g.vmid] != g {
 				return taskError(fmt.Sprintf("Configuration file '%s' does not exist", confPath(s.node, k, g.vmid)))
@@ -277,6 +278,37 @@ func (s *Sim) postConfig(k guest.Kind, q *request) response {
 			r.logf("update VM %d: %s", g.vmid, describeParams(q.opParams()))
 			return s.applyConfigLocked(g, q, ch)
 		}})
+	if bd := q.int("background_delay", 0); bd > 0 && resp.status == 200 {
+		return s.awaitBackground(q, resp, g.vmid, time.Duration(bd)*time.Second)
+	}
+	return resp
+}
+
+// awaitBackground implements background_delay: wait up to d for the task;
+// finished OK → data null, failed → 500 "failed to update VM …", still
+// running → the UPID.
+func (s *Sim) awaitBackground(q *request, resp response, vmid int, d time.Duration) response {
+	s.mu.Lock()
+	t := s.tasks[resp.data.(string)]
+	s.mu.Unlock()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-t.done:
+	case <-timer.C:
+		return resp
+	case <-q.hr.Context().Done():
+		return resp
+	}
+	s.mu.Lock()
+	exit := t.exit
+	s.mu.Unlock()
+	if exit == "OK" || strings.HasPrefix(exit, "WARNINGS: ") {
+		return response{status: 200, data: nil, executed: true}
+	}
+	r := fail(500, "failed to update VM %d: %s", vmid, exit)
+	r.executed = true
+	return r
 }
 
 func describeParams(p map[string]string) string {
