@@ -108,7 +108,8 @@ type GuestStatus struct {
 }
 
 // Plan is the result of Diff: Steps to execute in order, and one status per
-// desired guest, ordered by vmid.
+// desired guest, ordered by vmid. A guest's Drift and its steps' Changes
+// may share a backing array: treat a Plan as read-only.
 type Plan struct {
 	Steps  []Step
 	Guests []GuestStatus
@@ -169,6 +170,32 @@ func Diff(want *desired.Host, actual []guest.Observed, opts Options) Plan {
 // differ holds scratch space reused across guests.
 type differ struct {
 	keys []string
+	tags []string
+	buf  []byte
+}
+
+// tagsEqual reports whether the desired tag set equals PVE's tags value
+// without allocating in the common case: the desired tags are sorted and
+// de-duplicated in scratch space and joined as normalize writes tags.
+// Tags containing a separator (only possible in a Document built in Go)
+// take normalize's general path.
+func (d *differ) tagsEqual(kind guest.Kind, tags []string, have string) bool {
+	d.tags = append(d.tags[:0], tags...)
+	for _, t := range d.tags {
+		if t == "" || strings.ContainsAny(t, ";, \t\r\n") {
+			return normalize.Equal(kind, "tags", strings.Join(tags, ";"), have)
+		}
+	}
+	slices.Sort(d.tags)
+	d.tags = slices.Compact(d.tags)
+	d.buf = d.buf[:0]
+	for i, t := range d.tags {
+		if i > 0 {
+			d.buf = append(d.buf, ';')
+		}
+		d.buf = append(d.buf, t...)
+	}
+	return string(d.buf) == normalize.Value(kind, "tags", have)
 }
 
 // guest plans one guest found on the host, appending its steps to steps and
@@ -194,13 +221,18 @@ func (d *differ) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *guest
 		}
 	}
 
-	var changes []Change
+	// One backing array for the config changes, the drift and the state
+	// step's change: len(keys) config changes at most, plus "state".
+	var changes, all []Change
 	var params map[string]string
 	var deletes []string
 	set := func(key, from, to, param string) {
-		changes = append(changes, Change{Key: key, From: from, To: to})
+		if all == nil {
+			all = make([]Change, 0, len(g.Config)+3)
+		}
+		all = append(all, Change{Key: key, From: from, To: to})
 		if params == nil {
-			params = make(map[string]string, 4)
+			params = make(map[string]string, len(g.Config)+2)
 		}
 		if to == "" {
 			deletes = append(deletes, key)
@@ -208,7 +240,6 @@ func (d *differ) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *guest
 			params[key] = param
 		}
 	}
-
 	// Config keys, description and tags in one key order.
 	d.keys = d.keys[:0]
 	for k := range g.Config {
@@ -225,21 +256,25 @@ func (d *differ) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *guest
 		if g.Ignored(k) {
 			continue
 		}
+		have := a.Config[k]
 		var want string
 		switch {
 		case k == "description" && g.Description != nil:
 			want = *g.Description
 		case k == "tags" && g.Tags != nil:
+			if d.tagsEqual(a.Kind, g.Tags, have) {
+				continue
+			}
 			want = normalize.Value(a.Kind, "tags", strings.Join(g.Tags, ";"))
 		default:
 			want = g.Config[k]
 		}
-		have := a.Config[k]
 		if normalize.Equal(a.Kind, k, want, have) {
 			continue
 		}
 		set(k, have, want, normalize.Param(a.Kind, k, want))
 	}
+	changes = all[:len(all):len(all)]
 
 	// Run state, from the guest list.
 	var stateChange *Change
@@ -261,7 +296,8 @@ func (d *differ) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *guest
 
 	drift := changes
 	if stateChange != nil {
-		drift = append(changes[:len(changes):len(changes)], *stateChange)
+		all = append(all, *stateChange)
+		drift = all
 	}
 	st.Drift = drift
 
@@ -292,7 +328,7 @@ func (d *differ) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *guest
 		}
 		steps = append(steps, Step{
 			Action:  action.Action{Op: stateOp, VMID: a.VMID, Kind: a.Kind, Params: sp},
-			Changes: []Change{*stateChange},
+			Changes: drift[len(drift)-1:],
 		})
 	}
 	if st.Phase != Error {

@@ -229,6 +229,18 @@ func TestDiff(t *testing.T) {
 			guests: []GuestStatus{{VMID: 101, Phase: InSync}},
 		},
 		{
+			name:   "tags built in Go with separators inside compare as a set",
+			want:   host(map[int]*desired.Guest{102: {Tags: []string{"web;prod", "prod"}}}),
+			actual: []guest.Observed{obs(102, L, "stopped", ct)},
+			guests: []GuestStatus{{VMID: 102, Phase: InSync}},
+		},
+		{
+			name:   "tags differing only in order and duplicates: in sync",
+			want:   host(map[int]*desired.Guest{102: {Tags: []string{"web", "prod", "web"}}}),
+			actual: []guest.Observed{obs(102, L, "stopped", ct)},
+			guests: []GuestStatus{{VMID: 102, Phase: InSync}},
+		},
+		{
 			name:   "locked guest: planned as usual, lock reported",
 			want:   host(map[int]*desired.Guest{106: {State: desired.Running, Config: map[string]string{"cores": "2"}}}),
 			actual: []guest.Observed{locked},
