@@ -368,8 +368,15 @@ func TestClosed(t *testing.T) {
 }
 
 func TestConcurrentAppenders(t *testing.T) {
+	// With a tiny MaxBytes, automatic compaction runs while others append.
+	for _, maxBytes := range []int64{0, 2048} {
+		t.Run(fmt.Sprintf("MaxBytes=%d", maxBytes), func(t *testing.T) { testConcurrentAppenders(t, Options{MaxBytes: maxBytes}) })
+	}
+}
+
+func testConcurrentAppenders(t *testing.T, opts Options) {
 	dir := t.TempDir()
-	j := open(t, dir, Options{})
+	j := open(t, dir, opts)
 	const writers, each = 8, 10
 	var wg sync.WaitGroup
 	errs := make(chan error, writers*each)
@@ -398,7 +405,7 @@ func TestConcurrentAppenders(t *testing.T) {
 		t.Error(err)
 	}
 	must(t, j.Close())
-	j = open(t, dir, Options{})
+	j = open(t, dir, opts)
 	if got, want := len(j.InFlight()), writers*each/2; got != want {
 		t.Errorf("got %d in flight after reopen; want %d", got, want)
 	}
