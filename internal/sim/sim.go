@@ -225,7 +225,9 @@ func (s *Sim) Node() string { return s.node }
 // AddToken adds (or replaces) an API token with per-path privileges:
 // privs maps an ACL path ("/", "/vms", "/vms/101", "/nodes/pve",
 // "/storage/local") to privilege names; a grant propagates to the path's
-// children. id is "USER@REALM!TOKENID".
+// children. id is "USER@REALM!TOKENID" in PVE's syntax (the token id has
+// at least two characters, [A-Za-z][A-Za-z0-9.\-_]+); any other id can never
+// authenticate.
 func (s *Sim) AddToken(id, secret string, privs map[string][]string) {
 	p := make(map[string]map[string]bool, len(privs))
 	for path, names := range privs {
