@@ -20,7 +20,8 @@
 // a cert-authority line (never because the certificate's bare key is listed
 // as a plain key), and a certificate carrying any critical option is refused.
 //
-// The package does no I/O beyond reading the io.Reader given to Parse.
+// The package reads only what it is given: Parse reads its io.Reader and
+// ParseFile the named file. A Set is immutable once parsed.
 package allowedsigners
 
 import (
