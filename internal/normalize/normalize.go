@@ -41,6 +41,10 @@ type Row struct {
 	// Default is the value PVE assumes when the key is absent from the
 	// config ("" = none). An absent key then equals its default.
 	Default string
+	// Carry, when set, returns the value to write for desired given the
+	// actual value: it keeps from actual what desired leaves unmanaged (the
+	// MAC of a net device, so a write does not make PVE generate a new one).
+	Carry func(desired, actual string) string
 	// WriteCanon says the canonical form is valid PVE input and is what a
 	// write should send (booleans as 0/1, tags joined with ';'). Otherwise
 	// a write sends the desired value verbatim.
@@ -156,13 +160,21 @@ func Equal(kind guest.Kind, key, desired, actual string) bool {
 	return r.value(desired) == r.value(actual)
 }
 
-// Param returns the value to send to PVE to set key to desired: the
-// canonical form where the row says it is valid PVE input (booleans 0/1,
-// tags), the desired value verbatim otherwise.
-func Param(kind guest.Kind, key, desired string) string {
+// Param returns the value to send to PVE to set key to desired on a guest
+// whose current value is actual ("" = absent): the canonical form where the
+// row says it is valid PVE input (booleans 0/1, tags); for property strings
+// the desired value plus the options it leaves unmanaged, taken from actual
+// (a net device's MAC, a disk's size), so writing a net device without a MAC
+// keeps its MAC; the desired value verbatim otherwise.
+func Param(kind guest.Kind, key, desired, actual string) string {
 	r := lookup(kind, key)
-	if r == nil || !r.WriteCanon {
+	switch {
+	case r == nil:
 		return desired
+	case r.WriteCanon:
+		return r.value(desired)
+	case r.Carry != nil && actual != "":
+		return r.Carry(desired, actual)
 	}
-	return r.value(desired)
+	return desired
 }

@@ -160,21 +160,32 @@ func TestValue(t *testing.T) {
 
 func TestParam(t *testing.T) {
 	tests := []struct {
-		kind    guest.Kind
-		key, in string
-		want    string
+		kind            guest.Kind
+		key, in, actual string
+		want            string
 	}{
-		{Q, "onboot", "true", "1"},
-		{L, "unprivileged", "no", "0"},
-		{Q, "tags", "web, prod", "prod;web"},
-		{Q, "net0", "virtio,bridge=vmbr0", "virtio,bridge=vmbr0"}, // verbatim
-		{L, "description", "hello\n", "hello\n"},                  // verbatim
-		{Q, "memory", "current=4096", "current=4096"},             // verbatim
-		{Q, "name", "web", "web"},
+		{Q, "onboot", "true", "0", "1"},
+		{L, "unprivileged", "no", "", "0"},
+		{Q, "tags", "web, prod", "a", "prod;web"},
+		{L, "description", "hello\n", "x", "hello\n"},         // verbatim
+		{Q, "memory", "current=4096", "2048", "current=4096"}, // verbatim
+		{Q, "name", "web", "db", "web"},
+		// A net device written without a MAC keeps its MAC.
+		{Q, "net0", "virtio,bridge=vmbr1", "virtio=BC:24:11:9F:E0:D5,bridge=vmbr0", "virtio,bridge=vmbr1,macaddr=BC:24:11:9F:E0:D5"},
+		{Q, "net0", "e1000,bridge=vmbr0", "virtio=BC:24:11:9F:E0:D5,bridge=vmbr0", "e1000,bridge=vmbr0,macaddr=BC:24:11:9F:E0:D5"},
+		{Q, "net0", "virtio=AA:BB:CC:DD:EE:FF,bridge=vmbr1", "virtio=BC:24:11:9F:E0:D5,bridge=vmbr0", "virtio=AA:BB:CC:DD:EE:FF,bridge=vmbr1"},
+		{Q, "net1", "virtio,bridge=vmbr1", "", "virtio,bridge=vmbr1"}, // new device: PVE picks a MAC
+		{L, "net0", "name=eth0,bridge=vmbr1", "name=eth0,bridge=vmbr0,hwaddr=5D:CF:BD:B2:C5:39,type=veth", "name=eth0,bridge=vmbr1,hwaddr=5D:CF:BD:B2:C5:39"},
+		// A disk written without its informational size keeps it.
+		{Q, "scsi0", "local-lvm:vm-1-disk-0,ssd=1", "local-lvm:vm-1-disk-0,size=32G", "local-lvm:vm-1-disk-0,ssd=1,size=32G"},
+		{Q, "net0", "not,,valid=", "virtio=BC:24:11:9F:E0:D5", "not,,valid="},
 	}
 	for _, tt := range tests {
-		if got := Param(tt.kind, tt.key, tt.in); got != tt.want {
-			t.Errorf("Param(%s, %s, %q): got %q; want %q", tt.kind, tt.key, tt.in, got, tt.want)
+		if got := Param(tt.kind, tt.key, tt.in, tt.actual); got != tt.want {
+			t.Errorf("Param(%s, %s, %q, %q): got %q; want %q", tt.kind, tt.key, tt.in, tt.actual, got, tt.want)
+		}
+		if tt.actual != "" && !Equal(tt.kind, tt.key, tt.in, Param(tt.kind, tt.key, tt.in, tt.actual)) {
+			t.Errorf("Param(%s, %s, %q, %q) = %q does not Equal the desired value", tt.kind, tt.key, tt.in, tt.actual, Param(tt.kind, tt.key, tt.in, tt.actual))
 		}
 	}
 }
@@ -216,8 +227,9 @@ func TestNewTablePanicsOnDuplicate(t *testing.T) {
 	NewTable(Row{Key: "a1"}, Row{Key: "a1"})
 }
 
-// FuzzValue checks that normalization never panics, is idempotent, and that
-// Equal agrees with itself on identical input.
+// FuzzValue checks that normalization never panics, is idempotent, that
+// Equal agrees with itself on identical input, and that a written value
+// (Param) reads back as in sync.
 func FuzzValue(f *testing.F) {
 	for _, c := range loadRoundTrip(f) {
 		f.Add(string(c.Kind), c.Key, c.Desired, c.Actual)
@@ -232,7 +244,10 @@ func FuzzValue(f *testing.F) {
 			t.Fatalf("Equal(%q, %q) = false for identical values", a, a)
 		}
 		_ = Equal(k, key, a, b)
-		_ = Param(k, key, a)
+		// Convergence: once PVE stores what Param writes, nothing drifts.
+		if w := Param(k, key, a, b); !Equal(k, key, a, w) {
+			t.Fatalf("Param(%s, %s, %q, %q) = %q, which does not Equal the desired value", k, key, a, b, w)
+		}
 	})
 }
 

@@ -310,3 +310,28 @@ func (f *propFormat) match(desired, actual string) bool {
 	}
 	return true
 }
+
+// carry appends to desired the optional options that actual has and desired
+// does not name. Invalid strings give desired unchanged.
+func (f *propFormat) carry(desired, actual string) string {
+	var bufD, bufA [16]propstr.Prop
+	d, okD := f.parse(desired, bufD[:0])
+	a, okA := f.parse(actual, bufA[:0])
+	if !okD || !okA {
+		return desired
+	}
+	out := desired
+	for _, q := range a {
+		if !f.spec(q.Key).optional {
+			continue
+		}
+		if _, named := propstr.Get(d, q.Key); named {
+			continue
+		}
+		if out != "" {
+			out += ","
+		}
+		out += q.Key + "=" + q.Value
+	}
+	return out
+}

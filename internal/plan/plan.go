@@ -11,9 +11,10 @@
 //   - Steps are ordered by vmid; for one guest the config step comes before
 //     the run-state step, so a guest starts with its new config.
 //   - One config action per guest carries every changed key: Params are the
-//     PVE form values to set (description and tags as PVE's keys
-//     "description" and "tags", tags joined with ';'), plus "delete" for a
-//     description or tag set managed as empty. Its Digest is the config
+//     PVE form values to set (normalize.Param: booleans as 0/1, a net
+//     device keeps its current MAC when desired names none; description and
+//     tags as PVE's keys "description" and "tags", tags joined with ';'),
+//     plus "delete" for a description or tag set managed as empty. Its Digest is the config
 //     digest it was planned against, so a concurrent change fails the write.
 //   - state running on a stopped guest plans a start; state stopped on a
 //     running guest plans a shutdown with Params["timeout"] in seconds (the
@@ -272,7 +273,7 @@ func (d *differ) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *guest
 		if normalize.Equal(a.Kind, k, want, have) {
 			continue
 		}
-		set(k, have, want, normalize.Param(a.Kind, k, want))
+		set(k, have, want, normalize.Param(a.Kind, k, want, have))
 	}
 	changes = all[:len(all):len(all)]
 

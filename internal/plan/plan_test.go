@@ -229,6 +229,14 @@ func TestDiff(t *testing.T) {
 			guests: []GuestStatus{{VMID: 101, Phase: InSync}},
 		},
 		{
+			name:   "net device moved to another bridge keeps its MAC",
+			want:   host(map[int]*desired.Guest{101: {Config: map[string]string{"net0": "virtio,bridge=vmbr1"}}}),
+			actual: []guest.Observed{obs(101, Q, "stopped", web)},
+			steps: []Step{cfgStep(101, Q, map[string]string{"net0": "virtio,bridge=vmbr1,macaddr=BC:24:11:9F:E0:D5"},
+				Change{"net0", "virtio=BC:24:11:9F:E0:D5,bridge=vmbr0", "virtio,bridge=vmbr1"})},
+			guests: []GuestStatus{{VMID: 101, Phase: Converging, Drift: []Change{{"net0", "virtio=BC:24:11:9F:E0:D5,bridge=vmbr0", "virtio,bridge=vmbr1"}}}},
+		},
+		{
 			name:   "tags built in Go with separators inside compare as a set",
 			want:   host(map[int]*desired.Guest{102: {Tags: []string{"web;prod", "prod"}}}),
 			actual: []guest.Observed{obs(102, L, "stopped", ct)},
