@@ -44,6 +44,7 @@ type agentFlags struct {
 	allowedSigners, policyFile, jobsDir    string
 	concurrency                            int
 	shutdownTimeout                        time.Duration
+	taskPoll, taskPollMax                  time.Duration
 	logLevel                               string
 }
 
@@ -81,6 +82,8 @@ interrupted.`,
 	fl.StringVar(&f.jobsDir, "signed-jobs", "", "directory of signed jobs: PAYLOAD.json with PAYLOAD.json.sig* signatures")
 	fl.IntVar(&f.concurrency, "concurrency", 3, "mutations in flight toward PVE at once")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 3*time.Minute, "graceful shutdown time before a guest is stopped")
+	fl.DurationVar(&f.taskPoll, "task-poll", 200*time.Millisecond, "first interval between polls of a running PVE task")
+	fl.DurationVar(&f.taskPollMax, "task-poll-max", 2*time.Second, "longest interval between polls of a running PVE task")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
@@ -94,6 +97,9 @@ func runAgent(ctx context.Context, f agentFlags, stdout, stderr io.Writer) error
 	}
 	if f.dryRun {
 		f.once = true
+	}
+	if f.taskPoll <= 0 || f.taskPollMax < f.taskPoll {
+		return &UsageError{Err: fmt.Errorf("--task-poll must be positive and at most --task-poll-max (got %s, %s)", f.taskPoll, f.taskPollMax)}
 	}
 	if f.interval <= 0 {
 		return &UsageError{Err: fmt.Errorf("--interval must be positive, got %s", f.interval)}
@@ -119,7 +125,8 @@ func runAgent(ctx context.Context, f agentFlags, stdout, stderr io.Writer) error
 	g := &gate.Gate{Host: f.host, Logger: logger}
 	eng := &engine.Engine{
 		Host: f.host, Node: f.node, PVE: client, Gate: g, Logger: logger,
-		Exec:    &executor.Executor{Client: client, Node: f.node, Logger: logger},
+		Exec: &executor.Executor{Client: client, Node: f.node, Logger: logger,
+			Wait: pve.WaitOptions{Initial: f.taskPoll, Max: f.taskPollMax}},
 		Backoff: backoff.NewTracker(backoff.Policy{Initial: 5 * time.Second, Max: 5 * time.Minute, Multiplier: 2, Jitter: 0.2}, time.Now, nil),
 		Plan:    plan.Options{ShutdownTimeout: f.shutdownTimeout},
 	}

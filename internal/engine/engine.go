@@ -296,10 +296,18 @@ var errAlreadyDone = errors.New("engine: op with this idempotency key already co
 // PVE is called, the UPID as soon as it is known, end when the outcome is.
 func (e *Engine) execute(ctx context.Context, p gate.Permit, source, idem string) (executor.Outcome, error) {
 	a := p.Action()
-	if _, done := e.Journal.Completed(idem); done {
-		return executor.Outcome{}, errAlreadyDone
+	id := randomID()
+	if res, done := e.Journal.Completed(idem); done {
+		if res.OK || source == "signed" {
+			// Done, or a signed op that failed: its signature is spent and
+			// only a new one may try again.
+			return executor.Outcome{}, errAlreadyDone
+		}
+		// An earlier attempt of this intent failed or was found not
+		// applied by recovery: this is a new attempt, journaled as such.
+		idem += "/retry:" + id
 	}
-	op := journal.Op{ID: randomID(), Time: e.now(), Source: source, Host: e.Host, Action: a, IdemKey: idem, Signers: p.Signers()}
+	op := journal.Op{ID: id, Time: e.now(), Source: source, Host: e.Host, Action: a, IdemKey: idem, Signers: p.Signers()}
 	crashpoint.Hit(crashpoint.BeforeBegin)
 	if err := e.Journal.Begin(op); err != nil {
 		if errors.Is(err, journal.ErrDone) {

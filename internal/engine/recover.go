@@ -81,7 +81,7 @@ func (e *Engine) resolve(ctx context.Context, op journal.Op) (journal.Result, er
 		if err != nil {
 			return journal.Result{}, fmt.Errorf("journaled UPID: %w", err)
 		}
-		tr, err := e.PVE.WaitTask(ctx, u, pve.WaitOptions{})
+		tr, err := e.PVE.WaitTask(ctx, u, e.waitOptions())
 		if err != nil {
 			if te, ok := err.(*pve.TaskError); ok {
 				return journal.Result{OK: false, ExitStatus: te.ExitStatus, Error: te.Error(),
@@ -210,4 +210,11 @@ func (e *Engine) guestStatus(ctx context.Context, vmid int, kind guest.Kind) (st
 		}
 	}
 	return "", false, nil
+}
+
+func (e *Engine) waitOptions() pve.WaitOptions {
+	if e.Exec != nil {
+		return e.Exec.Wait
+	}
+	return pve.WaitOptions{}
 }

@@ -1,0 +1,309 @@
+package crashtest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/steward-pve/steward/internal/cli"
+	"github.com/steward-pve/steward/internal/crashpoint"
+	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/sim"
+)
+
+// The child side: when STEWARD_CRASHTEST_ARGS is set, the test binary is
+// `steward` itself, with a crash hook installed from STEWARD_CRASHTEST_AT
+// ("point:n" kills the process at the n-th time point is reached).
+func TestMain(m *testing.M) {
+	if args := os.Getenv("STEWARD_CRASHTEST_ARGS"); args != "" {
+		os.Exit(child(args, os.Getenv("STEWARD_CRASHTEST_AT")))
+	}
+	os.Exit(m.Run())
+}
+
+func child(argsJSON, at string) int {
+	var args []string
+	if err := json.Unmarshal([]byte(argsJSON), &args); err != nil {
+		fmt.Fprintln(os.Stderr, "crashtest child:", err)
+		return 3
+	}
+	if point, nth, ok := strings.Cut(at, ":"); ok {
+		n, _ := strconv.Atoi(nth)
+		var hits atomic.Int64
+		crashpoint.SetHook(func(name string) {
+			if name == point && hits.Add(1) == int64(n) {
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {} // never returns: the signal is on its way
+			}
+		})
+	}
+	if err := cli.Run(context.Background(), args, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "steward:", err)
+		return cli.ExitCode(err)
+	}
+	return 0
+}
+
+// crash names where a run is killed: in the agent at a crash point, or by
+// the simulator around the n-th mutation request it receives.
+type crash struct {
+	point  string // crashpoint name, or serverBeforeExec / serverAfterExec
+	hits   int    // how many times point is reached in one tick of the scenario
+	second string // optional crash point for the restart (a crash during recovery)
+}
+
+const (
+	serverBeforeExec = "server-before-exec" // the request reached PVE, which never executed it
+	serverAfterExec  = "server-after-exec"  // PVE executed it; the response never arrived
+)
+
+// The scenario: six mutations across four guests, three of them tasks.
+var intended = []string{"config 101", "start 101", "shutdown 102", "config 103", "config 104", "start 104"}
+
+const desiredDoc = `apiVersion: steward/v1
+kind: Fleet
+hosts:
+  pve:
+    guests:
+      101: {kind: qemu, state: running, config: {cores: 2}}
+      102: {kind: lxc, state: stopped}
+      103: {kind: qemu, config: {memory: 4096}}
+      104: {kind: lxc, state: running, config: {cores: 3}}
+`
+
+func guests() []sim.GuestSpec {
+	return []sim.GuestSpec{
+		{VMID: 101, Kind: guest.QEMU, Name: "web", Config: map[string]string{"cores": "1", "memory": "2048", "scsi0": "local-lvm:vm-101-disk-0,size=32G"}},
+		{VMID: 102, Kind: guest.LXC, Name: "db", Running: true, Config: map[string]string{"cores": "1", "memory": "512", "rootfs": "local-lvm:vm-102-disk-0,size=8G"}},
+		{VMID: 103, Kind: guest.QEMU, Name: "cache", Running: true, Config: map[string]string{"cores": "1", "memory": "2048", "scsi0": "local-lvm:vm-103-disk-0,size=32G"}},
+		{VMID: 104, Kind: guest.LXC, Name: "queue", Config: map[string]string{"cores": "1", "memory": "512", "rootfs": "local-lvm:vm-104-disk-0,size=8G"}},
+		{VMID: 105, Kind: guest.QEMU, Name: "unmanaged", Running: true, Config: map[string]string{"cores": "1", "memory": "1024"}},
+	}
+}
+
+func TestCrashRecoveryExactlyOnce(t *testing.T) {
+	runs := 20
+	if s := os.Getenv("STEWARD_CRASHTEST_RUNS"); s != "" {
+		runs, _ = strconv.Atoi(s)
+	}
+	cases := []crash{
+		{point: crashpoint.BeforeBegin, hits: 6},
+		{point: crashpoint.AfterBegin, hits: 6},
+		{point: crashpoint.AfterTaskReturned, hits: 3},
+		{point: crashpoint.AfterTaskRecorded, hits: 3},
+		{point: crashpoint.AfterCall, hits: 6},
+		{point: crashpoint.AfterEnd, hits: 6},
+		{point: serverBeforeExec, hits: 6},
+		{point: serverAfterExec, hits: 6},
+		{point: crashpoint.AfterTaskReturned, hits: 3, second: crashpoint.AfterResolve},
+		{point: crashpoint.AfterBegin, hits: 6, second: crashpoint.BeforeRecover},
+		{point: serverAfterExec, hits: 6, second: crashpoint.AfterResolve},
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		name := c.point
+		if c.second != "" {
+			name += "+restart-" + c.second
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			for i := range runs {
+				runScenario(t, exe, c, 1+i%c.hits)
+			}
+		})
+	}
+}
+
+// runScenario runs the agent until it is killed at the n-th hit of c's
+// point, restarts it (killing it once more when c.second is set), lets it
+// finish, and checks the simulator executed each intended mutation once.
+func runScenario(t *testing.T, exe string, c crash, n int) {
+	t.Helper()
+	s, err := sim.New(sim.Options{Node: "pve", TaskDuration: 2 * time.Millisecond, Token: "root@pam!crash=7d9f0c54-crash-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, g := range guests() {
+		if err := s.AddGuest(g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k := &killer{}
+	if strings.HasPrefix(c.point, "server-") {
+		k.at, k.n = c.point, n
+	}
+	srv := httptest.NewUnstartedServer(k.wrap(s.Handler()))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // killed agents leave half-open TLS connections
+	srv.StartTLS()
+	defer srv.Close()
+	sum := sha256.Sum256(srv.Certificate().Raw)
+	fp := make([]string, len(sum))
+	for i, b := range sum {
+		fp[i] = fmt.Sprintf("%02X", b)
+	}
+
+	dir := t.TempDir()
+	desiredFile := filepath.Join(dir, "desired.yaml")
+	if err := os.WriteFile(desiredFile, []byte(desiredDoc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(s.Token()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"agent", "--once", "--node", "pve", "--state-dir", filepath.Join(dir, "state"),
+		"--pve-url", srv.URL, "--pve-fingerprint", strings.Join(fp, ":"), "--pve-token-file", tokenFile,
+		"--desired", desiredFile, "--task-poll", "2ms", "--task-poll-max", "10ms", "--log-level", "warn"}
+
+	at := ""
+	if !strings.HasPrefix(c.point, "server-") {
+		at = fmt.Sprintf("%s:%d", c.point, n)
+	}
+	first := k.run(t, exe, args, at)
+	if !first.killed {
+		t.Fatalf("%s:%d: first run was not killed (exit %v)\n%s", c.point, n, first.err, first.out)
+	}
+	if c.second != "" {
+		k.disarm()
+		second := k.run(t, exe, args, c.second+":1")
+		if !second.killed {
+			t.Fatalf("%s: restart was not killed at %s (exit %v)\n%s", c.point, c.second, second.err, second.out)
+		}
+	}
+	k.disarm()
+	// Restart until converged: one run resolves and finishes the plan;
+	// a second proves nothing is left to do.
+	for i := range 2 {
+		r := k.run(t, exe, args, "")
+		if r.killed || r.err != nil {
+			t.Fatalf("%s:%d: restart %d failed: %v\n%s", c.point, n, i+1, r.err, r.out)
+		}
+	}
+
+	var got []string
+	for _, m := range s.Mutations() {
+		got = append(got, m.Op+" "+strconv.Itoa(m.VMID))
+	}
+	a, b := slices.Clone(got), slices.Clone(intended)
+	slices.Sort(a)
+	slices.Sort(b)
+	if !slices.Equal(a, b) {
+		t.Fatalf("crash at %s:%d (then %q): simulator executed %v; want each of %v exactly once", c.point, n, c.second, got, intended)
+	}
+	want := map[int]struct {
+		status string
+		key    string
+		value  string
+	}{101: {"running", "cores", "2"}, 102: {"stopped", "", ""}, 103: {"running", "memory", "4096"}, 104: {"running", "cores", "3"}}
+	for vmid, w := range want {
+		g, ok := s.Guest(vmid)
+		if !ok || g.Status != w.status || (w.key != "" && g.Config[w.key] != w.value) {
+			t.Errorf("crash at %s:%d: guest %d = %s %s=%q; want %s %s=%q", c.point, n, vmid, g.Status, w.key, g.Config[w.key], w.status, w.key, w.value)
+		}
+	}
+}
+
+// killer runs the agent child and, when armed, kills it from the
+// simulator's side around the n-th mutation request.
+type killer struct {
+	at string // serverBeforeExec, serverAfterExec or "" (disarmed)
+	n  int
+
+	mu    sync.Mutex
+	seen  int
+	child *os.Process
+	dead  chan struct{} // closed once the current child has been reaped
+}
+
+func (k *killer) disarm() {
+	k.mu.Lock()
+	k.at = ""
+	k.mu.Unlock()
+}
+
+func (k *killer) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet || !strings.HasPrefix(r.URL.Path, "/api2/json/") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		k.mu.Lock()
+		k.seen++
+		hit := k.at != "" && k.seen == k.n
+		at, child, dead := k.at, k.child, k.dead
+		k.mu.Unlock()
+		if !hit {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if at == serverAfterExec {
+			next.ServeHTTP(httptest.NewRecorder(), r)
+		}
+		child.Kill()
+		<-dead                      // the agent is gone before the connection closes
+		panic(http.ErrAbortHandler) // close the connection without a response
+	})
+}
+
+type result struct {
+	killed bool
+	err    error
+	out    string
+}
+
+func (k *killer) run(t *testing.T, exe string, args []string, at string) result {
+	t.Helper()
+	aj, _ := json.Marshal(args)
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), "STEWARD_CRASHTEST_ARGS="+string(aj), "STEWARD_CRASHTEST_AT="+at)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	dead := make(chan struct{})
+	k.mu.Lock()
+	k.child, k.dead = cmd.Process, dead
+	k.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		err := cmd.Wait()
+		close(dead)
+		done <- err
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(2 * time.Minute):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("agent child hung\n%s", out.String())
+	}
+	killed := false
+	if ee, ok := err.(*exec.ExitError); ok {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+			killed = true
+		}
+	}
+	return result{killed: killed, err: err, out: out.String()}
+}
