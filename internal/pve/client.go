@@ -80,8 +80,6 @@ type Client struct {
 	sleep func(ctx context.Context, d time.Duration) error
 	// jitter returns a factor in [0,1) for backoff jitter; replaced in tests.
 	jitter func() float64
-
-	reqs atomic.Int64 // requests sent, for tests and metrics
 }
 
 // New validates opts and returns a Client. It does no I/O besides reading
@@ -313,7 +311,6 @@ func (c *Client) call(ctx context.Context, method, path string, params url.Value
 	req = req.WithContext(httptrace.WithClientTrace(ctx, trace))
 
 	start := time.Now()
-	c.reqs.Add(1)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		c.log.Debug("pve request failed", "method", method, "path", path, "sent", sent.Load(), "err", c.redact(err))

@@ -149,7 +149,8 @@ func (c *Client) Pending(ctx context.Context, node string, kind guest.Kind, vmid
 	return getList(ctx, c, guestPath(node, kind, vmid, "pending"), nil, wirePending.item)
 }
 
-// TaskStatus reads GET /nodes/{node}/tasks/{upid}/status once. The
+// TaskStatus reads GET /nodes/{node}/tasks/{upid}/status once; node ""
+// means the node in the UPID, which is where PVE keeps the task. The
 // returned UPID is upid; RawUPID is what PVE echoed. An unknown task is an
 // *APIError (400 {"upid":"no such task"}) for which IsNotFound is true.
 func (c *Client) TaskStatus(ctx context.Context, node string, upid UPID) (TaskStatus, error) {
@@ -171,7 +172,8 @@ func (c *Client) TaskStatus(ctx context.Context, node string, upid UPID) (TaskSt
 	return s, nil
 }
 
-// TaskLog returns lines of a task log: start is the 0-based first line,
+// TaskLog returns lines of a task log (node "" means upid.Node): start is
+// the 0-based first line,
 // limit the maximum count (0 = PVE's default of 50). An empty log is
 // PVE's single line {n:1, t:"no content"}.
 func (c *Client) TaskLog(ctx context.Context, node string, upid UPID, start, limit int) ([]LogLine, error) {
