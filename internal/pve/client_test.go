@@ -613,6 +613,8 @@ func TestAPIErrorClassification(t *testing.T) {
 		{code: 403, reason: "Permission check failed (user != root@pam)"},
 		{code: 500, reason: "Configuration file 'nodes/pve/qemu-server/101.conf' does not exist", notFound: true},
 		{code: 500, reason: "snapshot 'x' does not exist", notFound: true},
+		{code: 400, reason: "Parameter verification failed.", errs: map[string]string{"storage": "storage 'nope' does not exist"}},
+		{code: 400, reason: "Parameter verification failed.", errs: map[string]string{"upid": "no such task"}, notFound: true},
 		{code: 500, reason: "can't lock file '/var/lock/qemu-server/lock-104.conf' - got timeout", retry: true, lock: true},
 		{code: 500, reason: "VM is locked (backup)", retry: true},
 		{code: 500, reason: "checksum mismatch (file change by other user?)", digest: true},

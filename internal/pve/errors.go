@@ -221,24 +221,21 @@ func IsRetryable(err error) bool {
 	return false
 }
 
-// IsNotFound reports whether err says the named object does not exist:
-// a guest ("Configuration file 'nodes/pve/qemu-server/101.conf' does not
-// exist", HTTP 500), a snapshot, a storage, or an unknown task
-// ({"upid":"no such task"}).
+// IsNotFound reports whether err says the object the call is about does
+// not exist: a guest ("Configuration file 'nodes/pve/qemu-server/101.conf'
+// does not exist", HTTP 500), a snapshot ("snapshot 'x' does not exist"),
+// or a task ({"upid":"no such task"}). A 400 whose parameter errors say
+// some other object (a storage named in a create) does not exist is a
+// parameter error, not "not found".
 func IsNotFound(err error) bool {
 	var ae *APIError
 	if !errors.As(err, &ae) {
 		return false
 	}
-	if strings.Contains(ae.text(), "does not exist") {
+	if ae.StatusCode != 400 && strings.Contains(ae.text(), "does not exist") {
 		return true
 	}
-	for _, v := range ae.Errors {
-		if strings.Contains(v, "does not exist") || strings.Contains(v, "no such task") {
-			return true
-		}
-	}
-	return false
+	return ae.StatusCode == 400 && strings.Contains(ae.Errors["upid"], "no such task")
 }
 
 // IsLockTimeout reports whether err is PVE's "can't lock file '…' - got
