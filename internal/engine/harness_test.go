@@ -24,7 +24,7 @@ import (
 // harness is an engine wired to a real in-process simulator on loopback,
 // with its journal in a temp dir: the same parts `steward agent` builds.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *simtest.Server
 	client *pve.Client
 	eng    *engine.Engine
@@ -44,7 +44,7 @@ func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return c.base.RoundTrip(r)
 }
 
-func newHarness(t *testing.T, opts sim.Options, guests ...sim.GuestSpec) *harness {
+func newHarness(t testing.TB, opts sim.Options, guests ...sim.GuestSpec) *harness {
 	t.Helper()
 	if opts.TaskDuration == 0 {
 		opts.TaskDuration = 5 * time.Millisecond
@@ -116,7 +116,7 @@ func (h *harness) mutations() []string {
 	return out
 }
 
-func mustParse(t *testing.T, doc string) *desired.Host {
+func mustParse(t testing.TB, doc string) *desired.Host {
 	t.Helper()
 	d, err := desired.Parse([]byte(doc))
 	if err != nil {
