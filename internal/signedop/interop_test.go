@@ -170,6 +170,49 @@ func TestInteropWithOpenSSH(t *testing.T) {
 		})
 	}
 
+	t.Run("software FIDO signatures verify with openssh", func(t *testing.T) {
+		// No FIDO hardware here: SKSigner builds PROTOCOL.u2f signatures in
+		// software. OpenSSH verifying them proves the construction, so the
+		// user-presence check steward makes is checked on the real format.
+		for _, sk := range []*signedoptest.SKSigner{signedoptest.NewSKEd25519(t), signedoptest.NewSKECDSA(t)} {
+			typ := sk.PublicKey().Type()
+			path := filepath.Join(t.TempDir(), "allowed")
+			os.WriteFile(path, []byte("fido@example.com "+string(ssh.MarshalAuthorizedKey(sk.PublicKey()))), 0o600)
+			skSet, err := allowedsigners.ParseFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			skV := &signedop.Verifier{Signers: skSet}
+			for _, flags := range []byte{0x01, 0x05, 0x00, 0x04} {
+				sk.Flags = flags
+				sig, err := signedop.Sign(payload, sk)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sigPath := filepath.Join(t.TempDir(), "sig")
+				os.WriteFile(sigPath, sig, 0o600)
+				out, err := run(t, payload, "ssh-keygen", "-Y", "verify", "-n", signedop.Namespace, "-I", "fido@example.com", "-f", path, "-s", sigPath)
+				// ssh-keygen -Y verify (OpenSSH 9.2) does not demand user
+				// presence, so it accepts every flag value: it proves the
+				// format. steward is stricter and demands the flag.
+				if err != nil {
+					t.Fatalf("%s flags %#x: ssh-keygen -Y verify: %v: %s", typ, flags, err, out)
+				}
+				if _, err := run(t, append([]byte("x"), payload...), "ssh-keygen", "-Y", "verify", "-n", signedop.Namespace, "-I", "fido@example.com", "-f", path, "-s", sigPath); err == nil {
+					t.Fatalf("%s: ssh-keygen -Y verify accepted the signature over other bytes; the check proves nothing", typ)
+				}
+				present := flags&0x01 != 0
+				_, err = skV.Check(signedop.Job{Payload: payload, Signatures: [][]byte{sig}}, "pve-interop", a, a.Digest)
+				if present && err != nil {
+					t.Fatalf("%s flags %#x: steward got %v; want accepted", typ, flags, err)
+				}
+				if !present && signedop.RejectionCode(err) != signedop.CodeNoUserPresence {
+					t.Fatalf("%s flags %#x: steward got %v; want %s", typ, flags, err, signedop.CodeNoUserPresence)
+				}
+			}
+		}
+	})
+
 	t.Run("openssh signs in a foreign namespace", func(t *testing.T) {
 		out, err := run(t, payload, "ssh-keygen", "-q", "-Y", "sign", "-n", "file", "-f", paths["ed25519"])
 		if err != nil {
