@@ -200,15 +200,33 @@ func (e *FieldError) Error() string {
 	return b.String()
 }
 
-// errList collects FieldErrors in document order.
-type errList []error
+// maxErrors bounds how many FieldErrors one document reports; the rest are
+// counted in a final error.
+const maxErrors = 50
 
-func (l *errList) add(path string, line int, format string, args ...any) {
-	*l = append(*l, &FieldError{Path: path, Line: line, Msg: fmt.Sprintf(format, args...)})
+// errList collects FieldErrors in document order.
+type errList struct {
+	errs    []error
+	dropped int
 }
 
-func (l errList) err() error {
-	return errors.Join(l...)
+func (l *errList) add(path string, line int, format string, args ...any) {
+	if len(l.errs) >= maxErrors {
+		l.dropped++
+		return
+	}
+	l.errs = append(l.errs, &FieldError{Path: path, Line: line, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (l *errList) len() int { return len(l.errs) + l.dropped }
+
+func (l *errList) err() error {
+	if l.dropped > 0 {
+		last := l.errs[len(l.errs)-1].(*FieldError)
+		more := &FieldError{Path: last.Path, Line: last.Line, Msg: fmt.Sprintf("and %d more errors after this one; fix these first", l.dropped)}
+		return errors.Join(append(l.errs[:len(l.errs):len(l.errs)], more)...)
+	}
+	return errors.Join(l.errs...)
 }
 
 // Validate checks d's semantics: header, host ids, vmids, enum values, config

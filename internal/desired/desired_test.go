@@ -308,3 +308,18 @@ func TestGuestIgnored(t *testing.T) {
 		t.Errorf("Ignored: got net0=%v net1=%v; want true false", g.Ignored("net0"), g.Ignored("net1"))
 	}
 }
+
+func TestParseErrorCountIsBounded(t *testing.T) {
+	in := "apiVersion: steward/v1\nkind: Fleet\nhosts:\n  h:\n    guests:\n" + strings.Repeat("      1: {}\n", 500)
+	_, err := Parse([]byte(in))
+	if err == nil {
+		t.Fatal("got nil error; want errors")
+	}
+	errs := err.(interface{ Unwrap() []error }).Unwrap()
+	if len(errs) != maxErrors+1 {
+		t.Fatalf("got %d errors; want %d (capped) plus a summary", len(errs), maxErrors)
+	}
+	if last := errs[len(errs)-1].Error(); !strings.Contains(last, "and 450 more errors") {
+		t.Errorf("got last error %q; want a count of the 450 errors left out", last)
+	}
+}

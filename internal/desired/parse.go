@@ -40,7 +40,7 @@ func Parse(data []byte) (*Document, error) {
 	p := decoder{lines: lines{}}
 	doc := p.document(&root)
 	doc.validate(&p.errs, p.lines)
-	if len(p.errs) > 0 {
+	if p.errs.len() > 0 {
 		return nil, p.errs.err()
 	}
 	return doc, nil
