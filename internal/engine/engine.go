@@ -229,7 +229,7 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 			rep.Rejected = append(rep.Rejected, d)
 			continue
 		}
-		submit(d.Permit, "signed", "signed:"+d.Permit.Nonce())
+		submit(d.Permit, "signed", "signed:"+pj.payload.Nonce) // the payload nonce: benign permits carry none
 	}
 
 	// Then the reconcile plan.
