@@ -21,6 +21,7 @@ func init() {
 	addRoute("GET", "/nodes", (*Sim).getNodes)
 	addRoute("GET", "/nodes/{node}/status", (*Sim).getNodeStatus)
 	addRoute("GET", "/cluster/resources", (*Sim).getResources)
+	addRoute("GET", "/cluster/status", (*Sim).getClusterStatus)
 	addRoute("GET", "/cluster/nextid", (*Sim).getNextID)
 	addRoute("GET", "/nodes/{node}/storage", (*Sim).getStorage)
 	addRoute("GET", "/access/permissions", (*Sim).getPermissions)
@@ -97,6 +98,17 @@ func (s *Sim) getNodes(q *request) response {
 		"level": "", "ssl_fingerprint": s.fp,
 	})
 	return reply(out)
+}
+
+// getClusterStatus answers as a standalone node does: no "cluster" row,
+// one "node" row for itself with local=1 and nodeid 0 (a clustered node
+// would add the cluster row and one row per member, as in the captured
+// gp-pve7-cluster-status fixture).
+func (s *Sim) getClusterStatus(q *request) response {
+	return reply([]any{map[string]any{
+		"type": "node", "id": "node/" + s.node, "name": s.node, "ip": "127.0.0.1",
+		"level": "", "local": 1, "nodeid": 0, "online": 1,
+	}})
 }
 
 func (s *Sim) getNodeStatus(q *request) response {

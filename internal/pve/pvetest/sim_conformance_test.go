@@ -13,21 +13,32 @@ import (
 	"github.com/steward-pve/steward/internal/sim/simtest"
 )
 
-func TestConformanceSimulator(t *testing.T) {
-	srv := simtest.Start(t, sim.Options{Guests: 12, Seed: 1, TaskDuration: 5 * time.Millisecond})
-	tok, err := pve.ParseToken(srv.Token)
-	if err != nil {
-		t.Fatal(err)
+// TestConformance runs the client conformance suite against the simulator
+// always, and also against a real PVE host when STEWARD_PVE_URL,
+// STEWARD_PVE_TOKEN and STEWARD_PVE_FINGERPRINT name one (read-only there:
+// nothing on a real host is changed by tests).
+func TestConformance(t *testing.T) {
+	t.Run("simulator", func(t *testing.T) {
+		srv := simtest.Start(t, sim.Options{Guests: 12, Seed: 1, TaskDuration: 5 * time.Millisecond})
+		tok, err := pve.ParseToken(srv.Token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		newClient := func(tok pve.Token) (*pve.Client, error) {
+			return pve.New(pve.Options{URL: srv.URL, Token: tok, Fingerprint: srv.Fingerprint})
+		}
+		c, err := newClient(tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pvetest.RunConformance(t, c, pvetest.Config{Node: "pve", NewClient: newClient, Mutate: true, ScratchVMID: 9001,
+			Wait: pve.WaitOptions{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond}})
+	})
+	if c, node, ok := pvetest.FromEnv(t); ok {
+		t.Run("real-pve", func(t *testing.T) {
+			pvetest.RunConformance(t, c, pvetest.Config{Node: node})
+		})
 	}
-	newClient := func(tok pve.Token) (*pve.Client, error) {
-		return pve.New(pve.Options{URL: srv.URL, Token: tok, Fingerprint: srv.Fingerprint})
-	}
-	c, err := newClient(tok)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pvetest.RunConformance(t, c, pvetest.Config{Node: "pve", NewClient: newClient, Mutate: true, ScratchVMID: 9001,
-		Wait: pve.WaitOptions{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond}})
 }
 
 // The client's error classification against the simulator's PVE-shaped
