@@ -253,6 +253,7 @@ func (d *differ) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *guest
 		d.keys = append(d.keys, "tags")
 	}
 	slices.Sort(d.keys)
+	d.keys = slices.Compact(d.keys) // config.description in a Document built in Go
 	for _, k := range d.keys {
 		if g.Ignored(k) {
 			continue

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"encoding/json"
+	"math/rand/v2"
 	"os"
 	"reflect"
 	"slices"
@@ -534,4 +535,26 @@ func otherForm(kind guest.Kind, key, v string) string {
 		return strings.Join(parts, ",")
 	}
 	return v
+}
+
+// TestDiffDeterministic: the same inputs in any order give the same plan.
+func TestDiffDeterministic(t *testing.T) {
+	h, actual := fleet(300)
+	first := Diff(h, actual, Options{})
+	if len(first.Steps) != 300 {
+		t.Fatalf("got %d steps; want 300 (150 config + 150 start)", len(first.Steps))
+	}
+	for i := 1; i < len(first.Steps); i++ {
+		if first.Steps[i].Action.VMID < first.Steps[i-1].Action.VMID {
+			t.Fatalf("steps out of vmid order at %d: %d after %d", i, first.Steps[i].Action.VMID, first.Steps[i-1].Action.VMID)
+		}
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 5 {
+		shuffled := slices.Clone(actual)
+		r.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+		if got := Diff(h, shuffled, Options{}); !reflect.DeepEqual(got, first) {
+			t.Fatal("plan differs for a reordered guest list")
+		}
+	}
 }
