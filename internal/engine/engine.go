@@ -206,6 +206,7 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 	}
 
 	// Signed jobs first: they carry operator intent for this exact state.
+	signedVMIDs := map[int]bool{}
 	for _, pj := range parsed {
 		if e.Journal != nil {
 			if _, done := e.Journal.Completed("signed:" + pj.payload.Nonce); done {
@@ -221,6 +222,11 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 					Reason: "guest config unreadable: " + g.ConfigErr})
 				continue
 			}
+			if pj.payload.Kind != g.Kind {
+				rep.Rejected = append(rep.Rejected, gate.Decision{Action: gate.ActionOf(pj.payload), Outcome: gate.Rejected,
+					Reason: fmt.Sprintf("signed for a %s guest, but guest %d is %s", pj.payload.Kind, g.VMID, g.Kind)})
+				continue
+			}
 			cfg, digest = g.Config, g.Digest
 		}
 		d := e.Gate.DecideSigned(pj.job, cfg, digest, e.provenance(pj.payload.VMID))
@@ -230,11 +236,17 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 			continue
 		}
 		submit(d.Permit, "signed", "signed:"+pj.payload.Nonce) // the payload nonce: benign permits carry none
+		signedVMIDs[d.Action.VMID] = true
 	}
 
-	// Then the reconcile plan.
+	// Then the reconcile plan, except for guests a signed job changes this
+	// tick: their plan was made before that change and is made again, from
+	// what PVE then says, by the next tick.
 	for _, st := range rep.Plan.Steps {
 		a := st.Action
+		if signedVMIDs[a.VMID] {
+			continue
+		}
 		var cfg guest.Config
 		if g, ok := byID[a.VMID]; ok {
 			cfg = g.Config

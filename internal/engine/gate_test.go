@@ -358,8 +358,8 @@ func TestSignedDestroyRunsOnce(t *testing.T) {
 // signed over that other payload) are, to the engine, honest requests for
 // that other action, judged on their own. The attack they model reaches
 // the engine in two forms, both tested here: a payload edited after signing
-// (the signature no longer covers it: bad_signature; another host: refused
-// before verification), and a case that claims the guest changed since
+// (the signature no longer covers it: bad_signature; another host or a
+// guest kind that is not the guest's: refused before verification), and a case that claims the guest changed since
 // signing, which is made real by changing the guest (stale_digest). A
 // validly signed payload for another guest fails that guest's digest (see
 // TestSignedRetargetedAtAnotherGuest). Payloads that do not parse are
@@ -384,7 +384,7 @@ func TestRejectionMatrixReachesNothing(t *testing.T) {
 			p, perr := signedop.ParsePayload(at.Job.Payload)
 			retargeted := perr == nil && (p.Host != env.Host || p.Op != env.Action.Op || p.VMID != env.Action.VMID ||
 				p.Kind != env.Action.Kind || !maps.Equal(p.Params, env.Action.Params))
-			wantHostRefusal := false
+			wantHostRefusal, wantKindRefusal := false, false
 			switch {
 			case at.Host != env.Host || at.Action.Op != env.Action.Op || at.Action.VMID != env.Action.VMID ||
 				at.Action.Kind != env.Action.Kind || !maps.Equal(at.Action.Params, env.Action.Params) || at.Action.Digest != env.Action.Digest:
@@ -400,6 +400,9 @@ func TestRejectionMatrixReachesNothing(t *testing.T) {
 					wantCode = signedop.CodeStaleDigest
 				}
 				wantHostRefusal = p.Host != env.Host
+				// A payload naming the other guest kind is refused before
+				// verification: the guest is not of that kind.
+				wantKindRefusal = !wantHostRefusal && p.VMID == env.Action.VMID && p.Kind != env.Action.Kind
 			case at.CurrentDigest != env.Current:
 				// Make "the guest changed since signing" true in PVE.
 				if _, err := h.client.SetConfig(t.Context(), h.srv.Sim.Node(), guest.QEMU, 101,
@@ -432,6 +435,10 @@ func TestRejectionMatrixReachesNothing(t *testing.T) {
 			case perr != nil:
 				if reason != perr.Error() {
 					t.Errorf("reason = %q; want the parser's %q", reason, perr.Error())
+				}
+			case wantKindRefusal:
+				if !strings.Contains(reason, "signed for a lxc guest, but guest 101 is qemu") {
+					t.Errorf("reason = %q; want the kind mismatch", reason)
 				}
 			case wantHostRefusal:
 				if !strings.Contains(reason, `signed for host "pve-b"`) {
