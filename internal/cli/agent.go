@@ -45,6 +45,7 @@ type agentFlags struct {
 	concurrency                            int
 	shutdownTimeout                        time.Duration
 	taskPoll, taskPollMax                  time.Duration
+	timeouts                               executor.Timeouts
 	logLevel                               string
 }
 
@@ -84,6 +85,9 @@ interrupted.`,
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 3*time.Minute, "graceful shutdown time before a guest is stopped")
 	fl.DurationVar(&f.taskPoll, "task-poll", 200*time.Millisecond, "first interval between polls of a running PVE task")
 	fl.DurationVar(&f.taskPollMax, "task-poll-max", 2*time.Second, "longest interval between polls of a running PVE task")
+	fl.DurationVar(&f.timeouts.Config, "timeout-config", 2*time.Minute, "time allowed for a config write")
+	fl.DurationVar(&f.timeouts.Power, "timeout-power", 5*time.Minute, "time allowed for a start or stop (a shutdown also gets --shutdown-timeout)")
+	fl.DurationVar(&f.timeouts.Disk, "timeout-disk", 30*time.Minute, "time allowed for resize, create, destroy and snapshot tasks")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
@@ -100,6 +104,11 @@ func runAgent(ctx context.Context, f agentFlags, stdout, stderr io.Writer) error
 	}
 	if f.taskPoll <= 0 || f.taskPollMax < f.taskPoll {
 		return &UsageError{Err: fmt.Errorf("--task-poll must be positive and at most --task-poll-max (got %s, %s)", f.taskPoll, f.taskPollMax)}
+	}
+	for name, d := range map[string]time.Duration{"--timeout-config": f.timeouts.Config, "--timeout-power": f.timeouts.Power, "--timeout-disk": f.timeouts.Disk, "--shutdown-timeout": f.shutdownTimeout} {
+		if d <= 0 {
+			return &UsageError{Err: fmt.Errorf("%s must be positive, got %s", name, d)}
+		}
 	}
 	if f.interval <= 0 {
 		return &UsageError{Err: fmt.Errorf("--interval must be positive, got %s", f.interval)}
@@ -125,7 +134,7 @@ func runAgent(ctx context.Context, f agentFlags, stdout, stderr io.Writer) error
 	g := &gate.Gate{Host: f.host, Logger: logger}
 	eng := &engine.Engine{
 		Host: f.host, Node: f.node, PVE: client, Gate: g, Logger: logger,
-		Exec: &executor.Executor{Client: client, Node: f.node, Logger: logger,
+		Exec: &executor.Executor{Client: client, Node: f.node, Logger: logger, Timeouts: f.timeouts,
 			Wait: pve.WaitOptions{Initial: f.taskPoll, Max: f.taskPollMax}},
 		Backoff: backoff.NewTracker(backoff.Policy{Initial: 5 * time.Second, Max: 5 * time.Minute, Multiplier: 2, Jitter: 0.2}, time.Now, nil),
 		Plan:    plan.Options{ShutdownTimeout: f.shutdownTimeout},

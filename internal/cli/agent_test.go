@@ -1,0 +1,200 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/sim"
+	"github.com/steward-pve/steward/internal/sim/simtest"
+)
+
+type agentFixture struct {
+	srv               *simtest.Server
+	dir, state, token string
+}
+
+func newAgentFixture(t *testing.T) *agentFixture {
+	t.Helper()
+	srv := simtest.Start(t, sim.Options{TaskDuration: 2 * time.Millisecond})
+	for _, g := range []sim.GuestSpec{
+		{VMID: 101, Kind: guest.QEMU, Name: "web", Config: map[string]string{"cores": "1", "memory": "1024"}},
+		{VMID: 102, Kind: guest.LXC, Name: "ct", Running: true, Config: map[string]string{"cores": "1", "memory": "512"}},
+	} {
+		if err := srv.Sim.AddGuest(g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	f := &agentFixture{srv: srv, dir: dir, state: filepath.Join(dir, "state"), token: filepath.Join(dir, "token")}
+	if err := os.WriteFile(f.token, []byte(srv.Token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *agentFixture) desired(t *testing.T, doc string) string {
+	t.Helper()
+	p := filepath.Join(f.dir, "desired.yaml")
+	if err := os.WriteFile(p, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (f *agentFixture) args(extra ...string) []string {
+	return append([]string{"agent", "--node", "pve", "--state-dir", f.state, "--pve-url", f.srv.URL,
+		"--pve-fingerprint", f.srv.Fingerprint, "--pve-token-file", f.token, "--task-poll", "1ms", "--task-poll-max", "5ms"}, extra...)
+}
+
+const agentDoc = `apiVersion: steward/v1
+kind: Fleet
+hosts:
+  pve:
+    guests:
+      101: {state: running, config: {cores: 2}}
+`
+
+func TestAgentOnceConvergesAndReports(t *testing.T) {
+	f := newAgentFixture(t)
+	out, _, err := runCLI(t, f.args("--once", "--desired", f.desired(t, agentDoc))...)
+	if err != nil {
+		t.Fatalf("agent --once: %v\n%s", err, out)
+	}
+	for _, want := range []string{"~ 101 cores: 1 → 2", "+ 101 start", "ok    config 101 cores=2", "ok    start 101"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if g, _ := f.srv.Sim.Guest(101); g.Status != "running" || g.Config["cores"] != "2" {
+		t.Errorf("guest 101 = %s cores=%s; want running, 2", g.Status, g.Config["cores"])
+	}
+	out, _, err = runCLI(t, f.args("--once", "--desired", f.desired(t, agentDoc))...)
+	if err != nil || !strings.Contains(out, "101 in_sync") {
+		t.Errorf("second run: err %v; output:\n%s", err, out)
+	}
+}
+
+func TestAgentDryRunChangesNothing(t *testing.T) {
+	f := newAgentFixture(t)
+	out, _, err := runCLI(t, f.args("--dry-run", "--desired", f.desired(t, agentDoc))...)
+	if err != nil {
+		t.Fatalf("agent --dry-run: %v", err)
+	}
+	if !strings.Contains(out, "+ 101 start") {
+		t.Errorf("dry run did not print the plan:\n%s", out)
+	}
+	if m := f.srv.Sim.Mutations(); len(m) != 0 {
+		t.Errorf("dry run mutated: %+v", m)
+	}
+	if _, err := os.Stat(f.state); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("dry run created the state directory (stat: %v)", err)
+	}
+}
+
+// A desired document with a mistake is refused with its path and line,
+// before anything is read from or written to PVE.
+func TestAgentBadDesiredChangesNothing(t *testing.T) {
+	f := newAgentFixture(t)
+	bad := strings.Replace(agentDoc, "config:", "confg:", 1)
+	_, _, err := runCLI(t, f.args("--once", "--desired", f.desired(t, bad))...)
+	if err == nil || !strings.Contains(err.Error(), "hosts.pve.guests.101.confg") {
+		t.Fatalf("err = %v; want one naming hosts.pve.guests.101.confg", err)
+	}
+	if m := f.srv.Sim.Mutations(); len(m) != 0 {
+		t.Errorf("bad desired state mutated: %+v", m)
+	}
+}
+
+func TestAgentFlagsFromEnvironment(t *testing.T) {
+	f := newAgentFixture(t)
+	t.Setenv("STEWARD_PVE_TOKEN", f.srv.Token)
+	t.Setenv("STEWARD_NODE", "pve")
+	t.Setenv("STEWARD_DESIRED", f.desired(t, agentDoc))
+	t.Setenv("STEWARD_PVE_FINGERPRINT", f.srv.Fingerprint)
+	out, _, err := runCLI(t, "agent", "--dry-run", "--pve-url", f.srv.URL)
+	if err != nil || !strings.Contains(out, "+ 101 start") {
+		t.Fatalf("agent from environment: err %v\n%s", err, out)
+	}
+	t.Setenv("STEWARD_INTERVAL", "soon")
+	_, _, err = runCLI(t, "agent", "--dry-run", "--pve-url", f.srv.URL)
+	var ue *UsageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "STEWARD_INTERVAL") {
+		t.Fatalf("err = %v; want a usage error naming STEWARD_INTERVAL", err)
+	}
+}
+
+func TestAgentUsageErrors(t *testing.T) {
+	f := newAgentFixture(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"agent", "--once"}, "--node is required"},
+		{f.args("--once", "--interval", "0s"), "--interval must be positive"},
+		{f.args("--once", "--timeout-disk", "-1s"), "--timeout-disk must be positive"},
+		{f.args("--once", "--log-level", "loud"), "--log-level"},
+	} {
+		_, _, err := runCLI(t, tc.args...)
+		var ue *UsageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) || ExitCode(err) != 2 {
+			t.Errorf("%v: err = %v; want a usage error (exit 2) containing %q", tc.args, err, tc.want)
+		}
+	}
+	_, _, err := runCLI(t, "agent", "--once", "--node", "pve", "--pve-token-file", filepath.Join(f.dir, "missing"))
+	if err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("missing token file: err = %v; want it named", err)
+	}
+}
+
+func TestAgentRefusesSharedStateDir(t *testing.T) {
+	f := newAgentFixture(t)
+	if err := os.MkdirAll(f.state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := lockDir(f.state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	_, _, err = runCLI(t, f.args("--once", "--desired", f.desired(t, agentDoc))...)
+	if err == nil || !strings.Contains(err.Error(), "in use by another steward agent") {
+		t.Fatalf("err = %v; want the state directory reported in use", err)
+	}
+	if m := f.srv.Sim.Mutations(); len(m) != 0 {
+		t.Errorf("second agent mutated: %+v", m)
+	}
+}
+
+// Without --once the agent ticks until its context ends, then returns
+// cleanly.
+func TestAgentLoopsUntilCancelled(t *testing.T) {
+	f := newAgentFixture(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, f.args("--interval", "5ms", "--desired", f.desired(t, agentDoc)), &strings.Builder{}, &strings.Builder{})
+	}()
+	deadline := time.After(time.Minute)
+	for {
+		if g, _ := f.srv.Sim.Guest(101); g.Status == "running" {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("agent returned early: %v", err)
+		case <-deadline:
+			t.Fatal("agent loop never converged guest 101")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("agent returned %v after cancellation; want nil", err)
+	}
+}
