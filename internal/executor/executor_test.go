@@ -135,4 +135,3 @@ func TestUnknownOpIsRefused(t *testing.T) {
 		t.Errorf("%d mutations; want none", n)
 	}
 }
-

@@ -1,0 +1,10 @@
+package guest
+
+import (
+	"testing"
+
+	"github.com/steward-pve/steward/internal/deptest"
+)
+
+// TestPure keeps the package free of I/O.
+func TestPure(t *testing.T) { deptest.CheckPure(t) }
