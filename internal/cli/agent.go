@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/steward-pve/steward/internal/allowedsigners"
+	"github.com/steward-pve/steward/internal/atomicfile"
 	"github.com/steward-pve/steward/internal/backoff"
 	"github.com/steward-pve/steward/internal/desired"
 	"github.com/steward-pve/steward/internal/desired/desiredfile"
@@ -195,13 +196,20 @@ func runAgent(ctx context.Context, f agentFlags, stdout, stderr io.Writer) error
 			return err
 		}
 	}
+	pendingDir := filepath.Join(f.stateDir, "pending")
+	rememberPending(g, pendingDir)
 	for {
 		rep, err := tick(ctx, eng, provider, f)
+		if err == nil {
+			if perr := writePending(pendingDir, rep, logger); perr != nil {
+				logger.Error("writing pending payloads", "dir", pendingDir, "err", perr)
+			}
+		}
 		if f.once {
 			if err != nil {
 				return err
 			}
-			printReport(stdout, rep)
+			printReport(stdout, rep, pendingDir)
 			return reportErr(rep)
 		}
 		if err != nil {
@@ -304,6 +312,59 @@ func loadJobs(dir string) ([]signedop.Job, error) {
 	return jobs, nil
 }
 
+// writePending keeps dir holding exactly the payloads waiting for a
+// signature after this tick, one file each (mode 0600: a payload carries
+// the action's parameters), named VMID-OP-NONCE.json, ready for
+// `steward op sign`. Payloads are logged by file, never by content.
+func writePending(dir string, rep engine.Report, logger *slog.Logger) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	keep := map[string]bool{}
+	for _, d := range rep.Pending {
+		p, err := signedop.ParsePayload(d.Payload)
+		if err != nil {
+			continue
+		}
+		name := fmt.Sprintf("%d-%s-%s.json", p.VMID, p.Op, p.Nonce[:8])
+		keep[name] = true
+		path := filepath.Join(dir, name)
+		if _, err := os.Stat(path); err == nil {
+			continue
+		}
+		if err := atomicfile.Write(path, d.Payload, 0o600); err != nil {
+			return err
+		}
+		logger.Info("destructive action waiting for a signature", "vmid", p.VMID, "op", p.Op, "reason", d.Reason, "payload_file", path)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !keep[e.Name()] && strings.HasSuffix(e.Name(), ".json") {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+	return nil
+}
+
+// rememberPending gives the gate the payloads offered before this start,
+// so a restart does not change what operators are asked to sign.
+// Unreadable files are ignored: the next tick rewrites the directory.
+func rememberPending(g *gate.Gate, dir string) {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+	for _, name := range files {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			continue
+		}
+		if p, err := signedop.ParsePayload(b); err == nil {
+			g.Remember(p)
+		}
+	}
+}
+
 // lockDir takes an exclusive lock on dir so two agents never share a
 // journal.
 func lockDir(dir string) (func(), error) {
@@ -326,7 +387,7 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
 
-func printReport(w io.Writer, rep engine.Report) {
+func printReport(w io.Writer, rep engine.Report, pendingDir string) {
 	fmt.Fprint(w, rep.Plan.Render())
 	if len(rep.Results) > 0 {
 		fmt.Fprintln(w, "\nResults:")
@@ -347,8 +408,8 @@ func printReport(w io.Writer, rep engine.Report) {
 	}
 	for _, d := range rep.Pending {
 		fmt.Fprintf(w, "\nPENDING SIGNATURE  %s\n  why: %s\n", d.Action, d.Reason)
-		if len(d.Payload) > 0 {
-			fmt.Fprintf(w, "  payload (save as FILE.json, sign with `steward op sign --key KEY FILE.json`):\n  %s\n", d.Payload)
+		if p, err := signedop.ParsePayload(d.Payload); err == nil {
+			fmt.Fprintf(w, "  payload: %s/%d-%s-%s.json (sign with `steward op sign --key KEY FILE`)\n", pendingDir, p.VMID, p.Op, p.Nonce[:8])
 		}
 	}
 	for _, d := range rep.Rejected {

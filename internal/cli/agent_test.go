@@ -198,3 +198,65 @@ func TestAgentLoopsUntilCancelled(t *testing.T) {
 		t.Fatalf("agent returned %v after cancellation; want nil", err)
 	}
 }
+
+// The whole operator flow through the commands: the agent holds a
+// destructive change and writes its payload; the operator signs the file
+// with ssh-keygen through `steward op sign`; the agent, given the signed
+// job and the operator in allowed_signers, runs it exactly once.
+func TestAgentPendingSignedFlow(t *testing.T) {
+	f := newAgentFixture(t)
+	if err := f.srv.Sim.AddGuest(sim.GuestSpec{VMID: 103, Kind: guest.QEMU, Name: "db",
+		Config: map[string]string{"scsi0": "local-lvm:vm-103-disk-0,size=32G", "scsi1": "local-lvm:vm-103-disk-1,size=10G"}}); err != nil {
+		t.Fatal(err)
+	}
+	ops := newOpFixture(t, "alice")
+	doc := f.desired(t, `apiVersion: steward/v1
+kind: Fleet
+hosts:
+  pve:
+    guests:
+      103: {config: {scsi1: "local-lvm:vm-103-disk-7,size=10G"}}
+`)
+	withSigners := f.args("--once", "--desired", doc, "--allowed-signers", ops.allowed)
+	out, _, err := runCLI(t, withSigners...)
+	if err != nil || !strings.Contains(out, "PENDING SIGNATURE  config 103") {
+		t.Fatalf("first run: err %v\n%s", err, out)
+	}
+	pending, _ := filepath.Glob(filepath.Join(f.state, "pending", "103-config-*.json"))
+	if len(pending) != 1 {
+		t.Fatalf("pending payload files = %v; want one for 103", pending)
+	}
+	if m := f.srv.Sim.Mutations(); len(m) != 0 {
+		t.Fatalf("held change reached PVE: %+v", m)
+	}
+	// A second tick offers the same payload: one thing to sign.
+	if _, _, err := runCLI(t, withSigners...); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := filepath.Glob(filepath.Join(f.state, "pending", "103-config-*.json")); len(again) != 1 || again[0] != pending[0] {
+		t.Fatalf("pending files after a second tick = %v; want the same %v", again, pending)
+	}
+
+	jobs := filepath.Join(f.dir, "jobs")
+	os.MkdirAll(jobs, 0o700)
+	job := filepath.Join(jobs, "job.json")
+	b, _ := os.ReadFile(pending[0])
+	os.WriteFile(job, b, 0o600)
+	if _, _, err := runCLI(t, "op", "sign", "--key", ops.keys["alice"], job); err != nil {
+		t.Fatalf("op sign: %v", err)
+	}
+	out, _, err = runCLI(t, append(withSigners, "--signed-jobs", jobs)...)
+	if err != nil || !strings.Contains(out, "ok    config 103 scsi1=local-lvm:vm-103-disk-7,size=10G") {
+		t.Fatalf("signed run: err %v\n%s", err, out)
+	}
+	out, _, err = runCLI(t, append(withSigners, "--signed-jobs", jobs)...)
+	if err != nil || !strings.Contains(out, "103 in_sync") {
+		t.Fatalf("after the signed run: err %v\n%s", err, out)
+	}
+	if m := f.srv.Sim.Mutations(); len(m) != 1 || m[0].Params["scsi1"] != "local-lvm:vm-103-disk-7,size=10G" {
+		t.Fatalf("mutations = %+v; want exactly the signed scsi1 write", m)
+	}
+	if left, _ := filepath.Glob(filepath.Join(f.state, "pending", "*.json")); len(left) != 0 {
+		t.Errorf("pending payloads left after convergence: %v", left)
+	}
+}

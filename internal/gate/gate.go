@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/steward-pve/steward/internal/action"
@@ -30,8 +31,10 @@ const (
 )
 
 // Gate decides whether actions may run on host Host. Safe for concurrent
-// use: it holds no mutable state of its own (the verifier's nonce store is
-// concurrency-safe).
+// use. Its only state is a cache of pending payloads, so that an action
+// held tick after tick offers the same payload (same nonce and window)
+// until half its TTL has passed, and operators are not asked to sign a
+// moving target.
 type Gate struct {
 	Host string
 	// Verifier checks signed jobs. Nil means no signers are configured:
@@ -41,6 +44,9 @@ type Gate struct {
 	PayloadTTL time.Duration
 	Now        func() time.Time // default time.Now
 	Logger     *slog.Logger     // nil: no logging
+
+	mu      sync.Mutex
+	pending map[string]signedop.Payload // action key + digest → payload offered
 }
 
 // Permit is the gate's authorization to execute one action. The zero
@@ -94,7 +100,7 @@ func (g *Gate) Decide(a action.Action, actual guest.Config, prov classify.Proven
 		return d
 	}
 	d.Outcome = PendingSignature
-	p, err := signedop.NewPayload(g.Host, a, g.now(), g.ttl(), "steward: "+v.Reason)
+	p, err := g.pendingPayload(a, v.Reason)
 	if err != nil {
 		d.Reason = fmt.Sprintf("%s (cannot build a payload to sign: %v)", v.Reason, err)
 	} else {
@@ -148,6 +154,49 @@ func (g *Gate) DecideSigned(job signedop.Job, actual guest.Config, currentDigest
 	d.Permit = Permit{action: a, verdict: v, signers: fps, nonce: p.Nonce}
 	g.log(d)
 	return d
+}
+
+// pendingPayload returns the payload offered for a: the one offered before
+// for the same action on the same digest while it has more than half its
+// TTL left, else a fresh one (new nonce and window).
+func (g *Gate) pendingPayload(a action.Action, reason string) (signedop.Payload, error) {
+	key := a.Key() + "@" + a.Digest
+	now := g.now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if p, ok := g.pending[key]; ok && now.Before(p.Expires.Add(-g.ttl()/2)) && !now.Before(p.NotBefore) {
+		return p, nil
+	}
+	p, err := signedop.NewPayload(g.Host, a, now, g.ttl(), "steward: "+reason)
+	if err != nil {
+		return p, err
+	}
+	if g.pending == nil {
+		g.pending = map[string]signedop.Payload{}
+	}
+	for k, old := range g.pending { // keep the cache bounded by what is still signable
+		if !now.Before(old.Expires) {
+			delete(g.pending, k)
+		}
+	}
+	g.pending[key] = p
+	return p, nil
+}
+
+// Remember makes a payload offered before (read back from disk after a
+// restart) the one Decide offers again for its action and digest, while it
+// has more than half its TTL left. A payload for another host is ignored.
+func (g *Gate) Remember(p signedop.Payload) {
+	if p.Host != g.Host {
+		return
+	}
+	a := ActionOf(p)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.pending == nil {
+		g.pending = map[string]signedop.Payload{}
+	}
+	g.pending[a.Key()+"@"+a.Digest] = p
 }
 
 // ActionOf returns the action a payload authorizes.

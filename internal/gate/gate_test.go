@@ -124,16 +124,38 @@ func TestDecideDestructiveIsPendingWithSignablePayload(t *testing.T) {
 	}
 }
 
-func TestDecidePendingPayloadsHaveFreshNonces(t *testing.T) {
+// A held action offers the same payload tick after tick (one thing for the
+// operator to sign) until half its TTL has passed; then, or when the
+// guest's digest changes, a fresh payload with a new nonce.
+func TestDecidePendingPayloadIsStableThenRenewed(t *testing.T) {
 	a := cfg(map[string]string{"delete": "unused0"})
-	g := newGate(nil)
-	p1, err1 := signedop.ParsePayload(g.Decide(a, actual(), classify.Provenance{}).Payload)
-	p2, err2 := signedop.ParsePayload(g.Decide(a, actual(), classify.Provenance{}).Payload)
-	if err1 != nil || err2 != nil {
-		t.Fatalf("ParsePayload: %v, %v", err1, err2)
+	clock := now
+	g := &gate.Gate{Host: "pve-a", PayloadTTL: 24 * time.Hour, Now: func() time.Time { return clock }}
+	nonce := func(a action.Action) string {
+		t.Helper()
+		p, err := signedop.ParsePayload(g.Decide(a, actual(), classify.Provenance{}).Payload)
+		if err != nil {
+			t.Fatalf("ParsePayload: %v", err)
+		}
+		return p.Nonce
 	}
-	if p1.Nonce == p2.Nonce {
-		t.Errorf("two pending payloads share nonce %q; want distinct", p1.Nonce)
+	first := nonce(a)
+	clock = now.Add(11 * time.Hour)
+	if n := nonce(a); n != first {
+		t.Errorf("after 11h of 24h the payload changed (nonce %s → %s); want the same payload", first, n)
+	}
+	clock = now.Add(13 * time.Hour)
+	renewed := nonce(a)
+	if renewed == first {
+		t.Errorf("after 13h of 24h the payload was not renewed")
+	}
+	other := a
+	other.Digest = "0000000000000000000000000000000000000000"
+	if n := nonce(other); n == renewed {
+		t.Errorf("a different digest reused nonce %s; want a fresh payload", n)
+	}
+	if n := nonce(a); n != renewed {
+		t.Errorf("renewed payload not kept (nonce %s → %s)", renewed, n)
 	}
 }
 
