@@ -1,9 +1,7 @@
 package crashtest
 
 import (
-	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -16,48 +14,37 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/steward-pve/steward/internal/cli"
 	"github.com/steward-pve/steward/internal/crashpoint"
 	"github.com/steward-pve/steward/internal/guest"
 	"github.com/steward-pve/steward/internal/sim"
 )
 
-// The child side: when STEWARD_CRASHTEST_ARGS is set, the test binary is
-// `steward` itself, with a crash hook installed from STEWARD_CRASHTEST_AT
-// ("point:n" kills the process at the n-th time point is reached).
-func TestMain(m *testing.M) {
-	if args := os.Getenv("STEWARD_CRASHTEST_ARGS"); args != "" {
-		os.Exit(child(args, os.Getenv("STEWARD_CRASHTEST_AT")))
-	}
-	os.Exit(m.Run())
-}
+// agentBin is the crash agent (testdata/crashagent: steward plus a crash
+// hook), built once by TestMain without the race detector so that the
+// hundreds of agent runs stay fast; the test process itself keeps -race.
+var agentBin string
 
-func child(argsJSON, at string) int {
-	var args []string
-	if err := json.Unmarshal([]byte(argsJSON), &args); err != nil {
-		fmt.Fprintln(os.Stderr, "crashtest child:", err)
-		return 3
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "steward-crashtest-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "crashtest:", err)
+		os.Exit(1)
 	}
-	if point, nth, ok := strings.Cut(at, ":"); ok {
-		n, _ := strconv.Atoi(nth)
-		var hits atomic.Int64
-		crashpoint.SetHook(func(name string) {
-			if name == point && hits.Add(1) == int64(n) {
-				syscall.Kill(os.Getpid(), syscall.SIGKILL)
-				select {} // never returns: the signal is on its way
-			}
-		})
+	agentBin = filepath.Join(dir, "crashagent")
+	build := exec.Command("go", "build", "-o", agentBin, "./testdata/crashagent")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "crashtest: building the crash agent:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
 	}
-	if err := cli.Run(context.Background(), args, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "steward:", err)
-		return cli.ExitCode(err)
-	}
-	return 0
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 // crash names where a run is killed: in the agent at a crash point, or by
@@ -115,10 +102,7 @@ func TestCrashRecoveryExactlyOnce(t *testing.T) {
 		{point: crashpoint.AfterBegin, hits: 6, second: crashpoint.BeforeRecover},
 		{point: serverAfterExec, hits: 6, second: crashpoint.AfterResolve},
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	exe := agentBin
 	for _, c := range cases {
 		name := c.point
 		if c.second != "" {
@@ -273,9 +257,8 @@ type result struct {
 
 func (k *killer) run(t *testing.T, exe string, args []string, at string) result {
 	t.Helper()
-	aj, _ := json.Marshal(args)
-	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), "STEWARD_CRASHTEST_ARGS="+string(aj), "STEWARD_CRASHTEST_AT="+at)
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), "STEWARD_CRASHTEST_AT="+at)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
