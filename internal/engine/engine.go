@@ -18,6 +18,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -329,7 +331,9 @@ func (e *Engine) execute(ctx context.Context, p gate.Permit, source, idem string
 	}
 	crashpoint.Hit(crashpoint.AfterBegin)
 	log := e.log().With("op", op.ID, "vmid", a.VMID, "action", a.Op, "source", source)
-	log.Info("op begin", "params", a.Params, "signers", op.Signers)
+	// Parameter values stay out of logs (a config write may carry a
+	// secret such as a cloud-init password); the journal has them.
+	log.Info("op begin", "keys", slices.Sorted(maps.Keys(a.Params)), "signers", op.Signers)
 
 	out, err := e.Exec.Run(ctx, a, func(u pve.UPID) error {
 		crashpoint.Hit(crashpoint.AfterTaskReturned)
