@@ -44,11 +44,14 @@ func (e *Engine) Recover(ctx context.Context) error {
 }
 
 // taskTypes are the PVE task types each op can start (HA-managed guests
-// run ha* tasks instead).
+// run ha* tasks instead). Config writes are absent on purpose: the
+// executor writes config synchronously (PUT), which starts no task, so a
+// qmconfig task found in the list is someone else's and must not be taken
+// for ours.
 var taskTypes = map[guest.Kind]map[action.Op][]string{
 	guest.QEMU: {
 		action.Start: {"qmstart", "hastart"}, action.Stop: {"qmstop", "hastop"}, action.Shutdown: {"qmshutdown", "hastop"},
-		action.SetConfig: {"qmconfig"}, action.Resize: {"qmresize", "resize"}, action.Create: {"qmcreate", "qmrestore"},
+		action.Resize: {"qmresize", "resize"}, action.Create: {"qmcreate", "qmrestore"},
 		action.Destroy: {"qmdestroy"}, action.SnapshotCreate: {"qmsnapshot"}, action.SnapshotRollback: {"qmrollback"},
 		action.SnapshotDelete: {"qmdelsnapshot"},
 	},
