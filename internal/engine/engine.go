@@ -70,6 +70,9 @@ type Engine struct {
 	Now             func() time.Time
 
 	recovered bool
+	// Held and refused decisions recorded by the previous tick and this
+	// one; see recordDecision.
+	lastDecisions, seenDecisions map[string]bool
 }
 
 // Report is what one tick saw, decided and did.
@@ -138,6 +141,8 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 		want = &desired.Host{}
 	}
 	tickID := randomID()
+	e.seenDecisions = map[string]bool{}
+	defer func() { e.lastDecisions = e.seenDecisions }()
 
 	// Observe: the two guest lists plus one config read per guest that
 	// desired state or a signed job names; nothing per unmanaged guest.
@@ -380,10 +385,24 @@ func (e *Engine) execute(ctx context.Context, p gate.Permit, source, idem string
 	return out, nil
 }
 
+// recordDecision journals and logs a gate decision. A decision that holds
+// or refuses an action is recorded when it first appears, not again on
+// every tick it stays the same, so a long-pending action does not grow the
+// journal or the log; allowed decisions are always recorded (each precedes
+// an execution).
 func (e *Engine) recordDecision(d gate.Decision, dryRun bool) {
 	if dryRun || e.Journal == nil {
 		return
 	}
+	if d.Outcome != gate.Allowed {
+		key := d.Outcome + "\x00" + d.Action.Key() + "@" + d.Action.Digest + "\x00" + d.Reason
+		e.seenDecisions[key] = true
+		if e.lastDecisions[key] {
+			return
+		}
+	}
+	e.log().Info("gate decision", "vmid", d.Action.VMID, "op", d.Action.Op, "class", d.Verdict.Class,
+		"outcome", d.Outcome, "reason", d.Reason, "signers", d.Permit.Signers())
 	err := e.Journal.Decision(journal.Decision{Time: e.now(), VMID: d.Action.VMID, Action: d.Action,
 		Class: string(d.Verdict.Class), Verdict: d.Outcome, Reason: d.Reason, Signers: d.Permit.Signers()})
 	if err != nil {

@@ -2,9 +2,12 @@ package engine_test
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/steward-pve/steward/internal/engine"
@@ -177,4 +180,45 @@ func sameSet(a, b []string) bool {
 	slices.Sort(a)
 	slices.Sort(b)
 	return slices.Equal(a, b)
+}
+
+// A destructive change held tick after tick is journaled and logged once,
+// not on every tick: a long-pending action must not grow the journal.
+func TestHeldDecisionRecordedOnce(t *testing.T) {
+	h := newHarness(t, sim.Options{}, qemuGuest(101, false, nil))
+	var logs strings.Builder
+	h.eng.Logger = slog.New(slog.NewTextHandler(&lockedWriter{w: &logs}, nil))
+	want := mustParse(t, `
+apiVersion: steward/v1
+kind: Fleet
+hosts:
+  pve:
+    guests:
+      101: {config: {scsi0: "local-lvm:vm-101-disk-9,size=32G"}}
+`)
+	for range 3 {
+		if rep := h.tick(want); len(rep.Pending) != 1 {
+			t.Fatalf("pending = %d; want 1", len(rep.Pending))
+		}
+	}
+	if n := strings.Count(logs.String(), "gate decision"); n != 1 {
+		t.Errorf("%d gate decisions logged over 3 identical ticks; want 1\n%s", n, logs.String())
+	}
+	// Once the hold goes away and comes back, it is recorded again.
+	h.tick(mustParse(t, "apiVersion: steward/v1\nkind: Fleet\n"))
+	h.tick(want)
+	if n := strings.Count(logs.String(), "gate decision"); n != 2 {
+		t.Errorf("%d gate decisions logged; want 2 after the hold reappeared", n)
+	}
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

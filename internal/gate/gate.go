@@ -222,7 +222,7 @@ func (g *Gate) log(d Decision) {
 	if g.Logger == nil {
 		return
 	}
-	g.Logger.Info("gate decision", "vmid", d.Action.VMID, "op", d.Action.Op, "class", d.Verdict.Class,
+	g.Logger.Debug("gate decision", "vmid", d.Action.VMID, "op", d.Action.Op, "class", d.Verdict.Class,
 		"outcome", d.Outcome, "reason", d.Reason, "signers", d.Permit.signers)
 }
 
