@@ -354,8 +354,13 @@ func (e *Engine) execute(ctx context.Context, p gate.Permit, source, idem string
 		// recovery would, with a fresh context: never re-send blindly.
 		op.UPID = out.UPID
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-		res, rerr := e.resolve(rctx, op)
+		res, upid, rerr := e.resolve(rctx, op)
 		cancel()
+		if rerr == nil && out.UPID == "" && upid != "" {
+			if terr := e.Journal.Task(op.ID, upid); terr != nil {
+				return out, fmt.Errorf("engine: journaling the task of %s: %w", a, terr)
+			}
+		}
 		if rerr != nil {
 			log.Error("op outcome unknown; left in flight for recovery", "err", err, "resolve_err", rerr)
 			return out, fmt.Errorf("engine: outcome of %s unknown (%v); will be resolved at the next start-up or tick", a, err)

@@ -648,3 +648,51 @@ func TestGateHoles(t *testing.T) {
 		}
 	})
 }
+
+// hiding wraps the PVE reader so one guest is missing from the guest
+// lists: the guest appears between the agent's look and its action.
+type hiding struct {
+	engine.Reader
+	vmid int
+}
+
+func (h hiding) Guests(ctx context.Context, node string, kind guest.Kind) ([]pve.GuestSummary, error) {
+	list, err := h.Reader.Guests(ctx, node, kind)
+	return slices.DeleteFunc(list, func(g pve.GuestSummary) bool { return g.VMID == h.vmid }), err
+}
+
+// A benign (unsigned) create that PVE refuses because someone else took
+// the vmid in the meantime must not give the agent "provenance" over that
+// guest: destroying it afterwards still needs a signature.
+func TestRefusedCreateGivesNoProvenance(t *testing.T) {
+	h := newHarness(t, sim.Options{}, qemuGuest(150, false, nil))
+	env := signingEnv(t)
+	useVerifier(h, env)
+	create := env.Job(func(p *signedop.Payload) {
+		p.Op, p.VMID, p.Kind, p.Digest = action.Create, 150, guest.QEMU, ""
+		p.Params = map[string]string{"name": "scratch", "memory": "512", "scsi0": "local-lvm:8"}
+	})
+	create.Signatures = nil // benign ops need none
+	h.eng.PVE = hiding{Reader: h.client, vmid: 150}
+	rep := h.tick(nil, create)
+	if len(rep.Results) != 1 || rep.Results[0].Err == nil {
+		t.Fatalf("results = %+v; want the create submitted and refused by PVE", rep.Results)
+	}
+	h.eng.PVE = h.client
+	if p := h.j.Provenance(150); p.CreatedByAgent {
+		t.Fatalf("provenance after a refused create = %+v; want none", p)
+	}
+	g, _ := h.srv.Sim.Guest(150)
+	destroy := env.Job(func(p *signedop.Payload) {
+		p.Op, p.VMID, p.Kind, p.Digest = action.Destroy, 150, guest.QEMU, g.Digest
+		p.Params = map[string]string{"purge": "1"}
+	})
+	destroy.Signatures = nil
+	rep = h.tick(nil, destroy)
+	if _, ok := h.srv.Sim.Guest(150); !ok {
+		t.Fatal("guest 150, which the agent did not create, was destroyed without a signature")
+	}
+	if len(rep.Rejected) != 1 {
+		t.Fatalf("rejected = %+v; want the unsigned destroy rejected", rep.Rejected)
+	}
+}

@@ -28,11 +28,18 @@ import (
 func (e *Engine) Recover(ctx context.Context) error {
 	crashpoint.Hit(crashpoint.BeforeRecover)
 	for _, op := range e.Journal.InFlight() {
-		res, err := e.resolve(ctx, op)
+		res, upid, err := e.resolve(ctx, op)
 		if err != nil {
 			return fmt.Errorf("engine: resolving in-flight op %s (%s): %w", op.ID, op.Action, err)
 		}
 		crashpoint.Hit(crashpoint.AfterResolve)
+		if op.UPID == "" && upid != "" {
+			// Found in PVE's task list: journal it, so the record says
+			// PVE accepted the op (create provenance depends on it).
+			if err := e.Journal.Task(op.ID, upid); err != nil {
+				return fmt.Errorf("engine: journaling the task of op %s: %w", op.ID, err)
+			}
+		}
 		if err := e.Journal.End(op.ID, res); err != nil {
 			return fmt.Errorf("engine: journaling resolution of op %s: %w", op.ID, err)
 		}
@@ -68,12 +75,15 @@ var taskTypes = map[guest.Kind]map[action.Op][]string{
 // has seconds precision).
 const clockSkew = 5 * time.Second
 
-func (e *Engine) resolve(ctx context.Context, op journal.Op) (journal.Result, error) {
+// resolve decides how an op that began and did not end turned out. upid is
+// the op's task, whether journaled or found in PVE's task list ("" when
+// PVE started none).
+func (e *Engine) resolve(ctx context.Context, op journal.Op) (res journal.Result, upid string, err error) {
 	a := op.Action
 	if op.UPID == "" {
 		u, err := e.findTask(ctx, op)
 		if err != nil {
-			return journal.Result{}, err
+			return journal.Result{}, "", err
 		}
 		if !u.IsZero() {
 			op.UPID = u.String()
@@ -82,27 +92,27 @@ func (e *Engine) resolve(ctx context.Context, op journal.Op) (journal.Result, er
 	if op.UPID != "" {
 		u, err := pve.ParseUPID(op.UPID)
 		if err != nil {
-			return journal.Result{}, fmt.Errorf("journaled UPID: %w", err)
+			return journal.Result{}, "", fmt.Errorf("journaled UPID: %w", err)
 		}
 		tr, err := e.PVE.WaitTask(ctx, u, e.waitOptions())
 		if err != nil {
 			if te, ok := err.(*pve.TaskError); ok {
 				return journal.Result{OK: false, ExitStatus: te.ExitStatus, Error: te.Error(),
-					Resolution: "recovered: task " + op.UPID + " failed: " + te.ExitStatus}, nil
+					Resolution: "recovered: task " + op.UPID + " failed: " + te.ExitStatus}, op.UPID, nil
 			}
-			return journal.Result{}, err
+			return journal.Result{}, "", err
 		}
-		return journal.Result{OK: true, ExitStatus: tr.ExitStatus, Resolution: "recovered: task " + op.UPID + " finished " + tr.ExitStatus}, nil
+		return journal.Result{OK: true, ExitStatus: tr.ExitStatus, Resolution: "recovered: task " + op.UPID + " finished " + tr.ExitStatus}, op.UPID, nil
 	}
 	met, what, err := e.intentMet(ctx, a)
 	if err != nil {
-		return journal.Result{}, err
+		return journal.Result{}, "", err
 	}
 	if met {
-		return journal.Result{OK: true, Resolution: "recovered: already applied (" + what + ")"}, nil
+		return journal.Result{OK: true, Resolution: "recovered: already applied (" + what + ")"}, "", nil
 	}
 	return journal.Result{OK: false, Error: "not applied",
-		Resolution: "recovered: not applied (" + what + "); the next tick plans it again if still desired"}, nil
+		Resolution: "recovered: not applied (" + what + "); the next tick plans it again if still desired"}, "", nil
 }
 
 // findTask searches the node's task list for the task op started: same

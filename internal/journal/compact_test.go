@@ -159,6 +159,9 @@ func TestProvenance(t *testing.T) {
 		ok bool // result; ignored when end is false
 		// end is false for an op left in flight
 		end bool
+		// noTask: PVE never started a task for this op (a create ops
+		// otherwise gets its task recorded, as a create PVE accepted does)
+		noTask bool
 	}
 	create := func(id string) Op { return createOp(id, vm) }
 	ended := func(op Op, ok bool) step { return step{op: op, ok: ok, end: true} }
@@ -180,6 +183,8 @@ func TestProvenance(t *testing.T) {
 		{"create failed, destroy failed", []step{ended(create("c"), false), ended(simpleOp("d", action.Destroy, vm), false)}, Provenance{CreatedByAgent: true, CreateFailed: true, CreateOpID: "c"}},
 		{"destroyed, then recreated and failed", []step{ended(create("c1"), true), ended(simpleOp("d", action.Destroy, vm), true), ended(create("c2"), false)}, Provenance{CreatedByAgent: true, CreateFailed: true, CreateOpID: "c2"}},
 		{"op begun before the create ends OK after it failed", []step{{op: simpleOp("s", action.Stop, vm)}, ended(create("c"), false), {op: Op{ID: "s"}, ok: true, end: true}}, Provenance{CreatedByAgent: true, CreateFailed: true, CreateOpID: "c"}},
+		{"create refused before PVE started a task", []step{{op: create("c"), end: true, noTask: true}}, Provenance{}},
+		{"create refused, destroy attempt", []step{{op: create("c"), end: true, noTask: true}, ended(simpleOp("d", action.Destroy, vm), false)}, Provenance{}},
 		{"op begun after the create, in flight across compaction, ends OK", []step{ended(create("c"), false), {op: simpleOp("s", action.Start, vm)}, {op: Op{ID: "s"}, ok: true, end: true}}, Provenance{CreatedByAgent: true, CreateOpID: "c"}},
 	}
 	for _, tt := range tests {
@@ -193,6 +198,9 @@ func TestProvenance(t *testing.T) {
 				if !begun[s.op.ID] {
 					must(t, j.Begin(s.op))
 					begun[s.op.ID] = true
+					if s.op.Action.Op == action.Create && !s.noTask {
+						must(t, j.Task(s.op.ID, fmt.Sprintf("UPID:pve-a:0000A1B3:0001C3E0:67D3F6F0:qmcreate:%d:steward@pve!agent:", vm)))
+					}
 				}
 				if s.end {
 					must(t, j.End(s.op.ID, Result{OK: s.ok}))

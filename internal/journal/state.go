@@ -44,7 +44,9 @@ type Decision struct {
 // Provenance is what the journal proves about who created a guest.
 type Provenance struct {
 	// CreatedByAgent is true when this journal holds a create op for the
-	// vmid (from any source) and no later destroy of it succeeded.
+	// vmid (from any source) that is in flight or that PVE accepted (its
+	// task was recorded), and no later destroy of it succeeded. A create
+	// that ended failed without a task created nothing: PVE refused it.
 	CreatedByAgent bool
 	// CreateFailed is true when that create op ended failed (or recovery
 	// resolved it as failed) and no op begun after it on the same vmid has
@@ -161,6 +163,11 @@ func (s *state) endProvenance(op Op, seq uint64, r Result, at time.Time) {
 		return
 	}
 	switch {
+	case op.Action.Op == action.Create && p.createOp == op.ID && op.UPID == "" && !r.OK:
+		// PVE never started a create task for this op (the request was
+		// refused, for example because the vmid was taken meanwhile, or
+		// never sent): whatever guest has this vmid is not the agent's.
+		delete(s.prov, op.Action.VMID)
 	case op.Action.Op == action.Create && p.createOp == op.ID:
 		p.ended, p.failed, p.at = true, !r.OK, at
 	case r.OK && seq > p.seq && op.Action.Op == action.Destroy:
