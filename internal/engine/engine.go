@@ -64,6 +64,10 @@ type Engine struct {
 	Gate    *gate.Gate
 	Backoff *backoff.Tracker
 	Plan    plan.Options
+	// ProvisionCleanupWindow bounds how long a failed create of the agent's
+	// own lets it destroy the remains without a signature; default
+	// DefaultProvisionCleanupWindow.
+	ProvisionCleanupWindow time.Duration
 	// ReadConcurrency bounds parallel config reads; default 4.
 	ReadConcurrency int
 	Logger          *slog.Logger
@@ -415,13 +419,25 @@ func (e *Engine) recordDecision(d gate.Decision, dryRun bool) {
 	}
 }
 
+// provenance is what the agent's own journal proves about vmid. A failed
+// provision vouches for the guest only for ProvisionCleanupWindow after it
+// failed: "moments ago", not for a guest someone may since have put to use.
 func (e *Engine) provenance(vmid int) classify.Provenance {
 	if e.Journal == nil {
 		return classify.Provenance{}
 	}
 	p := e.Journal.Provenance(vmid)
-	return classify.Provenance{CreatedByAgent: p.CreatedByAgent, CreateFailed: p.CreateFailed}
+	window := e.ProvisionCleanupWindow
+	if window <= 0 {
+		window = DefaultProvisionCleanupWindow
+	}
+	failed := p.CreateFailed && e.now().Sub(p.FailedAt) <= window
+	return classify.Provenance{CreatedByAgent: p.CreatedByAgent, CreateFailed: failed}
 }
+
+// DefaultProvisionCleanupWindow is how long after its own create failed the
+// agent may destroy the remains without a signature.
+const DefaultProvisionCleanupWindow = time.Hour
 
 // observe reads both guest lists and the configs of the named guests.
 func (e *Engine) observe(ctx context.Context, names map[int]bool) ([]guest.Observed, error) {

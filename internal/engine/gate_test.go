@@ -696,3 +696,50 @@ func TestRefusedCreateGivesNoProvenance(t *testing.T) {
 		t.Fatalf("rejected = %+v; want the unsigned destroy rejected", rep.Rejected)
 	}
 }
+
+// The one benign destroy: the remains of the agent's own provision that
+// failed moments ago. After ProvisionCleanupWindow the failure no longer
+// vouches for the guest, and destroying it needs a signature again.
+func TestOwnFailedProvisionCleanupWindow(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		after     time.Duration
+		destroyed bool
+	}{
+		{"within the window", 10 * time.Minute, true},
+		{"after the window", 2 * time.Hour, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, sim.Options{})
+			env := signingEnv(t)
+			useVerifier(h, env)
+			now := time.Now()
+			h.eng.Now = func() time.Time { return now }
+			create := env.Job(func(p *signedop.Payload) {
+				p.Op, p.VMID, p.Kind, p.Digest = action.Create, 160, guest.QEMU, ""
+				p.Params = map[string]string{"name": "scratch", "memory": "512", "scsi0": "local-lvm:8"}
+			})
+			create.Signatures = nil
+			h.srv.Sim.SetFaults(sim.Faults{TaskFailRate: 1})
+			if rep := h.tick(nil, create); len(rep.Results) != 1 || rep.Results[0].Err == nil {
+				t.Fatalf("results = %+v; want the create task to fail", rep.Results)
+			}
+			h.srv.Sim.SetFaults(sim.Faults{})
+			// The failed provision left a guest behind.
+			if err := h.srv.Sim.AddGuest(qemuGuest(160, false, nil)); err != nil {
+				t.Fatal(err)
+			}
+			now = now.Add(tc.after)
+			g, _ := h.srv.Sim.Guest(160)
+			destroy := env.Job(func(p *signedop.Payload) {
+				p.Op, p.VMID, p.Kind, p.Digest = action.Destroy, 160, guest.QEMU, g.Digest
+				p.Params = map[string]string{"purge": "1"}
+			})
+			destroy.Signatures = nil
+			h.tick(nil, destroy)
+			if _, exists := h.srv.Sim.Guest(160); exists == tc.destroyed {
+				t.Fatalf("guest 160 exists = %v; want destroyed = %v", exists, tc.destroyed)
+			}
+		})
+	}
+}

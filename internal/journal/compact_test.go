@@ -194,6 +194,7 @@ func TestProvenance(t *testing.T) {
 			opts := Options{Now: clk.Now, Retention: time.Hour}
 			j := open(t, dir, opts)
 			begun := map[string]bool{}
+			var failedAt time.Time // end time of the last failed create
 			for i, s := range tt.steps {
 				if !begun[s.op.ID] {
 					must(t, j.Begin(s.op))
@@ -204,6 +205,9 @@ func TestProvenance(t *testing.T) {
 				}
 				if s.end {
 					must(t, j.End(s.op.ID, Result{OK: s.ok}))
+					if s.op.Action.Op == action.Create && !s.ok {
+						failedAt = clk.Now().UTC()
+					}
 				}
 				// Compact midway too, so provenance is carried across
 				// compactions while later ops are still in flight.
@@ -211,12 +215,16 @@ func TestProvenance(t *testing.T) {
 					must(t, j.Compact())
 				}
 			}
-			if got := j.Provenance(vm); got != tt.want {
+			live := j.Provenance(vm)
+			if live.CreateFailed && !live.FailedAt.Equal(failedAt) || !live.CreateFailed && !live.FailedAt.IsZero() {
+				t.Errorf("live: FailedAt %v with CreateFailed %v; want the failed create's end time %v", live.FailedAt, live.CreateFailed, failedAt)
+			}
+			if got := noTime(live); got != tt.want {
 				t.Errorf("live: got %+v; want %+v", got, tt.want)
 			}
 			must(t, j.Close())
 			j = open(t, dir, opts)
-			if got := j.Provenance(vm); got != tt.want {
+			if got := noTime(j.Provenance(vm)); got != tt.want {
 				t.Errorf("after reopen: got %+v; want %+v", got, tt.want)
 			}
 			// Long after retention, compaction still keeps provenance.
@@ -224,9 +232,15 @@ func TestProvenance(t *testing.T) {
 			must(t, j.Compact())
 			must(t, j.Close())
 			j = open(t, dir, opts)
-			if got := j.Provenance(vm); got != tt.want {
+			if got := noTime(j.Provenance(vm)); got != tt.want {
 				t.Errorf("after compaction past retention and reopen: got %+v; want %+v", got, tt.want)
 			}
 		})
 	}
+}
+
+// noTime drops FailedAt, which TestProvenance checks on its own.
+func noTime(p Provenance) Provenance {
+	p.FailedAt = time.Time{}
+	return p
 }

@@ -291,7 +291,11 @@ func (j *Journal) Provenance(vmid int) Provenance {
 	if !ok {
 		return Provenance{}
 	}
-	return Provenance{CreatedByAgent: true, CreateFailed: p.ended && p.failed, CreateOpID: p.createOp}
+	out := Provenance{CreatedByAgent: true, CreateFailed: p.ended && p.failed, CreateOpID: p.createOp}
+	if out.CreateFailed {
+		out.FailedAt = p.at
+	}
+	return out
 }
 
 // Compact rewrites the journal keeping every in-flight op (with its UPID),

@@ -131,10 +131,10 @@ func TestGolden(t *testing.T) {
 		`completed "create-op-2"=false {OK:false ExitStatus: Error: Resolution:}`,
 		`completed "k-op-3"=false {OK:false ExitStatus: Error: Resolution:}`,
 		`completed "cfg-103-a"=true {OK:true ExitStatus: Error: Resolution:}`,
-		`provenance 101={CreatedByAgent:false CreateFailed:false CreateOpID:}`,
-		`provenance 102={CreatedByAgent:false CreateFailed:false CreateOpID:}`,
-		`provenance 103={CreatedByAgent:false CreateFailed:false CreateOpID:}`,
-		`provenance 105={CreatedByAgent:true CreateFailed:true CreateOpID:op-2}`,
+		`provenance 101={CreatedByAgent:false CreateFailed:false FailedAt:0001-01-01 00:00:00 +0000 UTC CreateOpID:}`,
+		`provenance 102={CreatedByAgent:false CreateFailed:false FailedAt:0001-01-01 00:00:00 +0000 UTC CreateOpID:}`,
+		`provenance 103={CreatedByAgent:false CreateFailed:false FailedAt:0001-01-01 00:00:00 +0000 UTC CreateOpID:}`,
+		`provenance 105={CreatedByAgent:true CreateFailed:true FailedAt:0001-01-01 00:00:00 +0000 UTC CreateOpID:op-2}`,
 	}, "\n") + "\n"
 	if compactedSum != want {
 		t.Errorf("compacted journal answers:\ngot  %s\nwant %s", compactedSum, want)

@@ -53,6 +53,10 @@ type Provenance struct {
 	// ended successfully: the guest, if it exists at all, is the remains of
 	// the agent's own failed provision.
 	CreateFailed bool
+	// FailedAt is when the create op ended failed (zero unless
+	// CreateFailed), so a caller can limit how long the failure vouches
+	// for the guest.
+	FailedAt time.Time
 	// CreateOpID is the id of the latest create op for the vmid.
 	CreateOpID string
 }
