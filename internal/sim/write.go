@@ -338,6 +338,16 @@ func (s *Sim) guestTask(k guest.Kind, q *request, typ, op string) (taskSpec, res
 }
 
 // gone is the task error when the guest disappeared while the task waited.
+// writableLocked is the check every task makes before it changes g: the
+// guest still exists and no lock value (backup, ...) refuses the write
+// (skiplock overrides the lock, as in PVE).
+func (s *Sim) writableLocked(g *guestState, skiplock bool) error {
+	if err := s.goneLocked(g); err != nil {
+		return err
+	}
+	return checkLockField(g, skiplock)
+}
+
 func (s *Sim) goneLocked(g *guestState) error {
 	if s.guests[g.vmid] != g {
 		return taskError(fmt.Sprintf("Configuration file '%s' does not exist", confPath(s.node, g.kind, g.vmid)))
@@ -370,10 +380,7 @@ func (s *Sim) postStart(k guest.Kind, q *request) response {
 		}
 	}
 	sp.apply = func(r *taskRun) error {
-		if err := s.goneLocked(g); err != nil {
-			return err
-		}
-		if err := checkLockField(g, q.bool("skiplock")); err != nil {
+		if err := s.writableLocked(g, q.bool("skiplock")); err != nil {
 			return err
 		}
 		if g.running {
@@ -407,10 +414,7 @@ func (s *Sim) postStop(k guest.Kind, q *request) response {
 		}
 	}
 	sp.apply = func(r *taskRun) error {
-		if err := s.goneLocked(g); err != nil {
-			return err
-		}
-		if err := checkLockField(g, q.bool("skiplock")); err != nil {
+		if err := s.writableLocked(g, q.bool("skiplock")); err != nil {
 			return err
 		}
 		g.running = false
@@ -438,10 +442,7 @@ func (s *Sim) postShutdown(k guest.Kind, q *request) response {
 		sp.extra = s.opts.TaskDuration
 	}
 	sp.apply = func(r *taskRun) error {
-		if err := s.goneLocked(g); err != nil {
-			return err
-		}
-		if err := checkLockField(g, q.bool("skiplock")); err != nil {
+		if err := s.writableLocked(g, q.bool("skiplock")); err != nil {
 			return err
 		}
 		if !g.running {
@@ -479,10 +480,7 @@ func (s *Sim) putResize(k guest.Kind, q *request) response {
 	g := sp.g
 	disk, size := q.params["disk"], q.params["size"]
 	sp.apply = func(r *taskRun) error {
-		if err := s.goneLocked(g); err != nil {
-			return err
-		}
-		if err := checkLockField(g, q.bool("skiplock")); err != nil {
+		if err := s.writableLocked(g, q.bool("skiplock")); err != nil {
 			return err
 		}
 		if d := q.params["digest"]; d != "" && d != g.digest() {
@@ -651,10 +649,7 @@ func (s *Sim) deleteGuest(k guest.Kind, q *request) response {
 		}
 	}
 	sp.apply = func(r *taskRun) error {
-		if err := s.goneLocked(g); err != nil {
-			return err
-		}
-		if err := checkLockField(g, q.bool("skiplock")); err != nil {
+		if err := s.writableLocked(g, q.bool("skiplock")); err != nil {
 			return err
 		}
 		if g.running && k == guest.QEMU {
@@ -683,10 +678,7 @@ func (s *Sim) postSnapshot(k guest.Kind, q *request) response {
 	}
 	g := sp.g
 	sp.begin = func(r *taskRun) error {
-		if err := s.goneLocked(g); err != nil {
-			return err
-		}
-		if err := checkLockField(g, false); err != nil {
+		if err := s.writableLocked(g, false); err != nil {
 			return err
 		}
 		if _, exists := g.snapshots[name]; exists {
@@ -736,10 +728,7 @@ func (s *Sim) postRollback(k guest.Kind, q *request) response {
 	}
 	g, name := sp.g, q.params["snapname"]
 	sp.apply = func(r *taskRun) error {
-		if err := s.goneLocked(g); err != nil {
-			return err
-		}
-		if err := checkLockField(g, false); err != nil {
+		if err := s.writableLocked(g, false); err != nil {
 			return err
 		}
 		sn := g.snapshots[name]
@@ -767,10 +756,7 @@ func (s *Sim) deleteSnapshot(k guest.Kind, q *request) response {
 	}
 	g, name := sp.g, q.params["snapname"]
 	sp.apply = func(r *taskRun) error {
-		if err := s.goneLocked(g); err != nil {
-			return err
-		}
-		if err := checkLockField(g, q.bool("force")); err != nil {
+		if err := s.writableLocked(g, q.bool("force")); err != nil {
 			return err
 		}
 		sn := g.snapshots[name]
