@@ -69,7 +69,7 @@ interrupted.`,
 	fl := cmd.Flags()
 	fl.StringVar(&f.pveURL, "pve-url", "https://127.0.0.1:8006", "PVE API base URL")
 	fl.StringVar(&f.tokenFile, "pve-token-file", "", "file holding the PVE API token USER@REALM!TOKENID=SECRET (default: $STEWARD_PVE_TOKEN)")
-	fl.StringVar(&f.fingerprint, "pve-fingerprint", "", "pin the PVE certificate's SHA-256 fingerprint (as `pvenode cert info` shows it)")
+	fl.StringVar(&f.fingerprint, "pve-fingerprint", "", "pin the PVE certificate's SHA-256 fingerprint, colon-hex as pvenode cert info shows it")
 	fl.StringVar(&f.caFile, "pve-ca-file", "", "PEM CA bundle to verify PVE's certificate (e.g. /etc/pve/pve-root-ca.pem)")
 	fl.BoolVar(&f.insecure, "pve-insecure-skip-verify", false, "DANGEROUS: do not verify PVE's TLS certificate")
 	fl.StringVar(&f.node, "node", "", "PVE node name (required)")
