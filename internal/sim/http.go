@@ -3,6 +3,7 @@ package sim
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -203,21 +204,24 @@ func (s *Sim) handle(hr *http.Request) response {
 		}
 		raw[k] = v
 	}
-	if node, ok := vars["node"]; ok && node != s.node {
-		return fail(500, "hostname lookup '%s' failed - failed to get address info for: %s: Name or service not known", node, node)
-	}
 	if !m.AllowToken() {
 		return fail(403, "URI '%s' not available with API token, need proper ticket.", apiPrefix+path)
 	}
-	if errs := m.Validate(raw); len(errs) > 0 {
-		return paramFail(errs)
-	}
+	// pve-manager rest_handler order: permission check on the raw
+	// parameters, then proxyto (unknown node), then the handler, which
+	// validates the parameters.
 	params := make(map[string]string, len(raw))
 	for k, v := range raw {
 		params[k] = stringify(v)
 	}
 	if allowed, denial := m.Permission().Eval(params, true, tok.has); !allowed {
 		return fail(403, "%s", denial)
+	}
+	if node, ok := vars["node"]; ok && node != s.node {
+		return fail(500, "hostname lookup '%s' failed - failed to get address info for: %s: Name or service not known", node, node)
+	}
+	if errs := m.Validate(raw); len(errs) > 0 {
+		return paramFail(errs)
 	}
 	q := &request{hr: hr, tok: tok, method: hr.Method, path: path, vars: vars, params: params, m: m}
 	return rt.h(s, q)
@@ -328,6 +332,11 @@ func (s *Sim) body(resp response) []byte {
 // message as the reason phrase, which net/http cannot send, so they are
 // written on the hijacked connection and the connection is closed, as PVE
 // closes it for every status >= 400.
+//
+// As pve-http-server's response(), a body longer than 1024 bytes is
+// gzip-compressed when the request's Accept-Encoding mentions gzip (any
+// status), and a response on a connection that stays open says
+// "Connection: Keep-Alive".
 func (s *Sim) write(w http.ResponseWriter, hr *http.Request, resp response) {
 	var body []byte
 	ctype := "application/json;charset=UTF-8"
@@ -337,11 +346,23 @@ func (s *Sim) write(w http.ResponseWriter, hr *http.Request, resp response) {
 	} else {
 		body = s.body(resp)
 	}
+	gz := false
+	if len(body) > gzipMinBody && strings.Contains(strings.ToLower(hr.Header.Get("Accept-Encoding")), "gzip") {
+		if c, err := gzipBytes(body); err == nil {
+			body, gz = c, true
+		}
+	}
 	if resp.status == 200 {
 		h := w.Header()
 		setHeaders(h, time.Now())
 		h.Set("Content-Type", ctype)
+		if gz {
+			h.Set("Content-Encoding", "gzip")
+		}
 		h.Set("Content-Length", strconv.Itoa(len(body)))
+		if !hr.Close {
+			h.Set("Connection", "Keep-Alive")
+		}
 		w.WriteHeader(200)
 		_, _ = w.Write(body)
 		return
@@ -350,17 +371,36 @@ func (s *Sim) write(w http.ResponseWriter, hr *http.Request, resp response) {
 	if reason == "" {
 		reason = http.StatusText(resp.status)
 	}
-	writeRaw(w, resp.status, reason, ctype, body)
+	writeRaw(w, resp.status, reason, ctype, body, gz)
+}
+
+// gzipMinBody is pve-http-server's compression threshold: bodies longer
+// than this many bytes are compressed.
+const gzipMinBody = 1024
+
+func gzipBytes(b []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(b); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // writeRaw writes a complete HTTP/1.1 response with a custom reason phrase
-// on the hijacked connection, then closes it.
-func writeRaw(w http.ResponseWriter, status int, reason, ctype string, body []byte) {
+// on the hijacked connection, then closes it. gz says body is gzip-encoded.
+func writeRaw(w http.ResponseWriter, status int, reason, ctype string, body []byte, gz bool) {
 	h := http.Header{}
 	setHeaders(h, time.Now())
 	h.Set("Connection", "close")
 	if ctype != "" {
 		h.Set("Content-Type", ctype)
+	}
+	if gz {
+		h.Set("Content-Encoding", "gzip")
 	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	hj, okHJ := w.(http.Hijacker)

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -382,8 +383,10 @@ func (s *Sim) getPending(k guest.Kind, q *request) response {
 	if !found {
 		return resp
 	}
+	// GuestHelpers config_with_pending_array lists every scalar of the
+	// loaded config, and the loaded config carries its digest.
 	out := []any{}
-	cj := configJSON(k, g.config, "")
+	cj := configJSON(k, g.config, g.digest())
 	for _, key := range sortedKeys(cj) {
 		out = append(out, map[string]any{"key": key, "value": cj[key]})
 	}
@@ -452,17 +455,10 @@ func b2i(b bool) int {
 
 // taskJSON is a task as GET …/tasks/{upid}/status shows it.
 func taskJSON(t *task) map[string]any {
-	m := map[string]any{
-		"upid": t.id, "node": t.upid.Node, "pid": t.upid.PID, "pstart": t.upid.PStart,
-		"starttime": t.upid.StartTime, "type": t.upid.Type, "id": t.upid.ID, "user": t.upid.User,
-		"status": t.status,
-	}
+	m := taskRow(t)
+	m["status"] = t.status
 	if t.status == "stopped" {
 		m["exitstatus"] = t.exit
-	}
-	if u, tokID, isTok := strings.Cut(t.upid.User, "!"); isTok {
-		m["user"] = u
-		m["tokenid"] = tokID
 	}
 	return m
 }
@@ -517,10 +513,11 @@ func (s *Sim) getTaskLog(q *request) response {
 		return resp
 	}
 	lines := t.log
-	if len(lines) == 0 {
-		lines = []string{"no content"}
-	}
 	start, limit := q.int("start", 0), q.int("limit", 50)
+	if len(lines) == 0 {
+		// PVE's dump_logfile: an empty file yields one line, whatever start is.
+		lines, start, limit = []string{"no content"}, 0, 0
+	}
 	out := []any{}
 	for i := start; i < len(lines) && (limit == 0 || i < start+limit); i++ {
 		out = append(out, map[string]any{"n": i + 1, "t": lines[i]})
@@ -536,53 +533,64 @@ func (s *Sim) getTasks(q *request) response {
 	if source == "" {
 		source = "archive"
 	}
+	// Status classes to list (pve-manager node_tasks): errors=1 drops only
+	// "ok" and overrides statusfilter; running tasks are "unknown".
+	classes := map[string]bool{"ok": true, "warning": true, "error": true, "unknown": true}
+	if sf, has := q.params["statusfilter"]; has && !q.bool("errors") {
+		classes = map[string]bool{}
+		for _, f := range splitList(sf) {
+			classes[strings.ToLower(f)] = true
+		}
+	} else if q.bool("errors") {
+		classes["ok"] = false
+	}
 	audit := q.tok.has("/nodes/"+s.node, "Sys.Audit")
-	var rows []map[string]any
-	for i := len(s.taskOrder) - 1; i >= 0; i-- {
-		t := s.taskOrder[i]
+	keep := func(t *task) bool {
+		user, _, _ := strings.Cut(t.upid.User, "!")
+		if uf := q.params["userfilter"]; uf != "" && !strings.Contains(strings.ToLower(user), strings.ToLower(uf)) {
+			return false
+		}
 		if !audit && t.tokenID != q.tok.id {
-			continue
-		}
-		running := t.status == "running"
-		if (source == "archive" && running) || (source == "active" && !running) {
-			continue
-		}
-		if v := q.params["vmid"]; v != "" && t.upid.ID != v {
-			continue
+			return false
 		}
 		if tf := q.params["typefilter"]; tf != "" && t.upid.Type != tf {
-			continue
+			return false
 		}
-		if uf := q.params["userfilter"]; uf != "" && !strings.Contains(t.upid.User, uf) {
-			continue
+		if v := q.params["vmid"]; v != "" && v != "0" && t.upid.ID != v {
+			return false
 		}
-		if q.bool("errors") && (running || t.exit == "OK") {
-			continue
-		}
-		if sf := q.params["statusfilter"]; sf != "" && !statusMatches(sf, t) {
-			continue
-		}
-		if v := q.params["since"]; v != "" {
+		if v, has := q.params["since"]; has {
 			if n, _ := strconv.ParseInt(v, 10, 64); t.upid.StartTime < n {
-				continue
+				return false
 			}
 		}
-		if v := q.params["until"]; v != "" {
+		if v, has := q.params["until"]; has {
 			if n, _ := strconv.ParseInt(v, 10, 64); t.upid.StartTime > n {
-				continue
+				return false
 			}
 		}
-		m := map[string]any{
-			"upid": t.id, "node": t.upid.Node, "pid": t.upid.PID, "pstart": t.upid.PStart,
-			"starttime": t.upid.StartTime, "type": t.upid.Type, "id": t.upid.ID, "user": t.upid.User,
+		return classes[taskClass(t)]
+	}
+	// Active (running) tasks come first, then the archive, newest first.
+	var rows []map[string]any
+	for _, wantRunning := range []bool{true, false} {
+		if (wantRunning && source == "archive") || (!wantRunning && source == "active") {
+			continue
 		}
-		if running {
-			m["status"] = "RUNNING"
-		} else {
-			m["status"] = t.exit
-			m["endtime"] = t.endtime
+		for i := len(s.taskOrder) - 1; i >= 0; i-- {
+			t := s.taskOrder[i]
+			if (t.status == "running") != wantRunning || !keep(t) {
+				continue
+			}
+			m := taskRow(t)
+			if wantRunning {
+				m["status"] = "RUNNING"
+			} else {
+				m["status"] = t.exit
+				m["endtime"] = t.endtime
+			}
+			rows = append(rows, m)
 		}
-		rows = append(rows, m)
 	}
 	total := len(rows)
 	start, limit := q.int("start", 0), q.int("limit", 50)
@@ -593,21 +601,33 @@ func (s *Sim) getTasks(q *request) response {
 	return response{status: 200, data: out, total: &total}
 }
 
-// statusMatches implements statusfilter (ok, warning, error, unknown).
-func statusMatches(filter string, t *task) bool {
-	cls := "error"
+// taskRow is the part of a task list row or task status every task has;
+// a token's task shows user and tokenid separately, as pve-manager's
+// convert_token_task does.
+func taskRow(t *task) map[string]any {
+	m := map[string]any{
+		"upid": t.id, "node": t.upid.Node, "pid": t.upid.PID, "pstart": t.upid.PStart,
+		"starttime": t.upid.StartTime, "type": t.upid.Type, "id": t.upid.ID, "user": t.upid.User,
+	}
+	if u, tokID, isTok := strings.Cut(t.upid.User, "!"); isTok {
+		m["user"] = u
+		m["tokenid"] = tokID
+	}
+	return m
+}
+
+// taskClass is PVE's upid_normalize_status_type: ok, warning, error, or
+// unknown for a task without an exit status (running).
+func taskClass(t *task) string {
 	switch {
 	case t.status == "running":
-		cls = "unknown"
+		return "unknown"
 	case t.exit == "OK":
-		cls = "ok"
-	case strings.HasPrefix(t.exit, "WARNINGS: "):
-		cls = "warning"
+		return "ok"
+	case warningsRE.MatchString(t.exit):
+		return "warning"
 	}
-	for _, f := range strings.FieldsFunc(filter, func(r rune) bool { return r == ',' || r == ';' || r == ' ' }) {
-		if f == cls {
-			return true
-		}
-	}
-	return false
+	return "error"
 }
+
+var warningsRE = regexp.MustCompile(`^WARNINGS: \d+$`)

@@ -57,6 +57,8 @@ type taskSpec struct {
 	q    *request
 	// extra is added to the task's run time (a shutdown waiting for its timeout).
 	extra time.Duration
+	// pre runs (without Sim.mu) before the task takes the config lock.
+	pre func(r *taskRun)
 	// begin runs (with Sim.mu held) once the config lock is taken; an error ends the task.
 	begin func(r *taskRun) error
 	// apply runs (with Sim.mu held) when the task's time is up; on nil the
@@ -120,6 +122,9 @@ func (s *Sim) runTask(ctx context.Context, t *task, sp taskSpec, dur time.Durati
 		}
 	}()
 
+	if sp.pre != nil {
+		sp.pre(r)
+	}
 	if sp.g != nil {
 		if !sp.g.acquire(ctx, s.opts.LockTimeout) {
 			if ctx.Err() != nil {

@@ -380,14 +380,29 @@ func (s *Sim) postStart(k guest.Kind, q *request) response {
 		}
 	}
 	sp.apply = func(r *taskRun) error {
-		if err := s.writableLocked(g, q.bool("skiplock")); err != nil {
+		// Order of QEMU vm_start / LXC vm_start: template, (QEMU) a
+		// running guest under lock "backup" is resumed, the lock field
+		// (not "suspended" for QEMU, not "mounted" for LXC), already running.
+		if err := s.goneLocked(g); err != nil {
+			return err
+		}
+		if g.config["template"] == "1" {
+			if k == guest.LXC {
+				return taskErrf("you can't start a CT if it's a template")
+			}
+			return taskErrf("you can't start a vm if it's a template")
+		}
+		lock := g.config["lock"]
+		if k == guest.QEMU && lock == "backup" && g.running {
+			r.logf("Resuming suspended VM")
+			return nil
+		}
+		exempt := (k == guest.QEMU && lock == "suspended") || (k == guest.LXC && lock == "mounted")
+		if err := checkLockField(g, q.bool("skiplock") || exempt); err != nil {
 			return err
 		}
 		if g.running {
 			return taskErrf("%s %d already running", kindWord(k), g.vmid)
-		}
-		if g.config["template"] == "1" {
-			return taskErrf("you can't start a vm if it's a template")
 		}
 		g.running = true
 		g.startedAt = s.now()
@@ -413,6 +428,18 @@ func (s *Sim) postStop(k guest.Kind, q *request) response {
 			return fail(500, "CT %d not running", g.vmid)
 		}
 	}
+	if q.bool("overrule-shutdown") {
+		// QEMU/LXC stop: with overrule-shutdown=1 the stop worker first
+		// aborts the guest's running shutdown tasks (GuestHelpers
+		// abort_guest_tasks), which would otherwise hold the config lock.
+		sp.pre = func(r *taskRun) {
+			if ids := s.abortGuestTasks(q, prefix(k)+"shutdown", g.vmid); len(ids) > 0 {
+				s.mu.Lock()
+				r.logf("overruled %sshutdown tasks: %s", prefix(k), strings.Join(ids, ", "))
+				s.mu.Unlock()
+			}
+		}
+	}
 	sp.apply = func(r *taskRun) error {
 		if err := s.writableLocked(g, q.bool("skiplock")); err != nil {
 			return err
@@ -421,6 +448,31 @@ func (s *Sim) postStop(k guest.Kind, q *request) response {
 		return nil
 	}
 	return s.taskResponse(sp)
+}
+
+// abortGuestTasks stops the running tasks of type typ for vmid that the
+// caller may stop (its own, or any with Sys.Modify on the node), waits for
+// them to end and returns their UPIDs.
+func (s *Sim) abortGuestTasks(q *request, typ string, vmid int) []string {
+	s.mu.Lock()
+	var victims []*task
+	for _, t := range s.taskOrder {
+		if t.status != "running" || t.upid.Type != typ || t.vmid != vmid {
+			continue
+		}
+		if t.tokenID != q.tok.id && !q.tok.has("/nodes/"+s.node, "Sys.Modify") {
+			continue
+		}
+		victims = append(victims, t)
+	}
+	s.mu.Unlock()
+	ids := make([]string, 0, len(victims))
+	for _, t := range victims {
+		t.cancel()
+		<-t.done
+		ids = append(ids, t.id)
+	}
+	return ids
 }
 
 func (s *Sim) postShutdown(k guest.Kind, q *request) response {
