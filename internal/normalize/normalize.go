@@ -56,6 +56,8 @@ type Row struct {
 type Table struct {
 	exact   map[string]*Row
 	indexed map[string]*Row // by prefix of "prefix[n]"
+	// fast copies of exact and indexed for Lookup.
+	fastExact, fastIndexed index[*Row]
 }
 
 // NewTable builds a table. It panics on an empty key or a duplicate, which
@@ -76,12 +78,18 @@ func NewTable(rows ...Row) *Table {
 		}
 		t.exact[r.Key] = r
 	}
+	t.fastExact = newIndex(t.exact)
+	t.fastIndexed = newIndex(t.indexed)
 	return t
 }
 
-// Lookup returns the row for key, or nil when the key has none.
+// Lookup returns the row for key, or nil when the key has none. A nil
+// table has no rows.
 func (t *Table) Lookup(key string) *Row {
-	if r := t.exact[key]; r != nil {
+	if t == nil {
+		return nil
+	}
+	if r, _ := t.fastExact.get(key); r != nil {
 		return r
 	}
 	i := len(key)
@@ -91,7 +99,8 @@ func (t *Table) Lookup(key string) *Row {
 	if i == len(key) || i == 0 {
 		return nil
 	}
-	return t.indexed[key[:i]]
+	r, _ := t.fastIndexed.get(key[:i])
+	return r
 }
 
 // For returns the table of a guest kind, or nil for an unknown kind (whose
@@ -107,10 +116,7 @@ func For(kind guest.Kind) *Table {
 }
 
 func lookup(kind guest.Kind, key string) *Row {
-	if t := For(kind); t != nil {
-		return t.Lookup(key)
-	}
-	return nil
+	return For(kind).Lookup(key)
 }
 
 // Value returns the canonical form of value v of key on a guest of kind.
@@ -144,7 +150,17 @@ func Equal(kind guest.Kind, key, desired, actual string) bool {
 	if desired == actual {
 		return true
 	}
-	r := lookup(kind, key)
+	return lookup(kind, key).Equal(desired, actual)
+}
+
+// Equal is the package-level Equal for this row's key: whether desired and
+// actual mean the same to PVE, an empty actual being the row's default. A
+// nil row (a key without a row) compares verbatim. Looking the row up once
+// (Table.Lookup) and calling its methods saves repeated lookups.
+func (r *Row) Equal(desired, actual string) bool {
+	if desired == actual {
+		return true
+	}
 	if r == nil {
 		return false
 	}
@@ -167,7 +183,13 @@ func Equal(kind guest.Kind, key, desired, actual string) bool {
 // (a net device's MAC, a disk's size), so writing a net device without a MAC
 // keeps its MAC; the desired value verbatim otherwise.
 func Param(kind guest.Kind, key, desired, actual string) string {
-	r := lookup(kind, key)
+	return lookup(kind, key).Param(desired, actual)
+}
+
+// Param is the package-level Param for this row's key: the value to send to
+// PVE to set it to desired when its current value is actual ("" = absent).
+// A nil row (a key without a row) gives desired verbatim.
+func (r *Row) Param(desired, actual string) string {
 	switch {
 	case r == nil:
 		return desired

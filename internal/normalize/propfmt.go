@@ -24,7 +24,10 @@ type propFormat struct {
 	modelKeys  map[string]bool
 	modelValue string
 
-	opts map[string]*optSpec // compiled from the fields above
+	// Compiled from the fields above by compile.
+	opts                   index[*optSpec]
+	defaultSpec, modelSpec *optSpec // specs of defaultKey and modelValue
+	compiledOK             bool
 }
 
 type valueKind uint8
@@ -40,12 +43,13 @@ const (
 // optSpec is everything known about one option key, so that parsing looks
 // each option up once.
 type optSpec struct {
-	alias    string // non-empty: this key is an alias of alias
-	model    bool   // a model key (see propFormat.modelKeys)
-	kind     valueKind
-	def      string
-	hasDef   bool
-	optional bool
+	alias     string   // non-empty: this key is an alias of alias
+	aliasSpec *optSpec // the spec of alias
+	model     bool     // a model key (see propFormat.modelKeys)
+	kind      valueKind
+	def       string
+	hasDef    bool
+	optional  bool
 }
 
 func set(keys ...string) map[string]bool {
@@ -62,16 +66,16 @@ func compiled(f *propFormat) *propFormat {
 }
 
 func (f *propFormat) compile() {
-	if f.opts != nil {
+	if f.compiledOK {
 		return
 	}
-	f.opts = map[string]*optSpec{}
+	opts := map[string]*optSpec{}
 	spec := func(k string) *optSpec {
-		if s := f.opts[k]; s != nil {
+		if s := opts[k]; s != nil {
 			return s
 		}
 		s := &optSpec{}
-		f.opts[k] = s
+		opts[k] = s
 		return s
 	}
 	for a, k := range f.aliases {
@@ -99,6 +103,92 @@ func (f *propFormat) compile() {
 	for k := range f.optional {
 		spec(k).optional = true
 	}
+	for _, s := range opts {
+		if s.alias != "" {
+			s.aliasSpec = &noSpec
+			if t := opts[s.alias]; t != nil {
+				s.aliasSpec = t
+			}
+		}
+	}
+	f.defaultSpec, f.modelSpec = &noSpec, &noSpec
+	if s := opts[f.defaultKey]; s != nil {
+		f.defaultSpec = s
+	}
+	if s := opts[f.modelValue]; s != nil {
+		f.modelSpec = s
+	}
+	f.opts = newIndex(opts)
+	f.compiledOK = true
+}
+
+// opt is a parsed option with the spec of its (resolved) key, never nil.
+type opt struct {
+	key, val string
+	s        *optSpec
+}
+
+// findOpt returns the value of key in os.
+func findOpt(os []opt, key string) (string, bool) {
+	for i := range os {
+		if os[i].key == key {
+			return os[i].val, true
+		}
+	}
+	return "", false
+}
+
+// parseOpts is parse with each option's spec; see parse.
+func (f *propFormat) parseOpts(v string, buf []opt) ([]opt, bool) {
+	out := buf
+	rest := v
+	for rest != "" {
+		var part string
+		part, rest, _ = strings.Cut(rest, ",")
+		if part == "" || !isNonBlankStart(part[0]) && strings.TrimSpace(part) == "" {
+			continue
+		}
+		k, val, hasEq := strings.Cut(part, "=")
+		if !hasEq {
+			if f.defaultKey == "" {
+				return nil, false
+			}
+			k, val = f.defaultKey, part
+		} else if k == "" || val == "" {
+			return nil, false
+		}
+		s, known := f.opts.get(k)
+		switch {
+		case !known:
+			if !validOptKey(k) {
+				return nil, false
+			}
+			s = &noSpec
+		case s.alias != "":
+			k, s = s.alias, s.aliasSpec
+		case s.model:
+			if f.defaultKey != "" {
+				out = append(out, opt{f.defaultKey, k, f.defaultSpec})
+			}
+			k, s = f.modelValue, f.modelSpec
+		}
+		out = append(out, opt{k, val, s})
+	}
+	// Duplicates (also via aliases: "virtio=MAC,macaddr=MAC") are invalid.
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[i].key == out[j].key {
+				return nil, false
+			}
+		}
+	}
+	return out, true
+}
+
+// isNonBlankStart reports whether a part starting with byte c certainly is
+// not all white space (c is ASCII and not a space).
+func isNonBlankStart(c byte) bool {
+	return c < 0x80 && c != ' ' && (c < '\t' || c > '\r')
 }
 
 // parse splits v into options appended to buf, following propstr.Parse's
@@ -108,45 +198,15 @@ func (f *propFormat) compile() {
 // when buf has room. ok is false when v is not a valid property string;
 // TestParseMatchesPropstr keeps it in step with propstr.Parse.
 func (f *propFormat) parse(v string, buf []propstr.Prop) ([]propstr.Prop, bool) {
-	out := buf
-	rest := v
-	for rest != "" {
-		var part string
-		part, rest, _ = strings.Cut(rest, ",")
-		if strings.TrimSpace(part) == "" {
-			continue
-		}
-		k, val, hasEq := strings.Cut(part, "=")
-		if !hasEq {
-			if f.defaultKey == "" {
-				return nil, false
-			}
-			k, val = f.defaultKey, part
-		} else if k == "" || val == "" || !validOptKey(k) {
-			return nil, false
-		}
-		if s := f.opts[k]; s != nil {
-			switch {
-			case s.alias != "":
-				k = s.alias
-			case s.model:
-				if f.defaultKey != "" {
-					out = append(out, propstr.Prop{Key: f.defaultKey, Value: k})
-				}
-				k = f.modelValue
-			}
-		}
-		out = append(out, propstr.Prop{Key: k, Value: val})
+	var ob [16]opt
+	os, ok := f.parseOpts(v, ob[:0])
+	if !ok {
+		return nil, false
 	}
-	// Duplicates (also via aliases: "virtio=MAC,macaddr=MAC") are invalid.
-	for i := range out {
-		for j := i + 1; j < len(out); j++ {
-			if out[i].Key == out[j].Key {
-				return nil, false
-			}
-		}
+	for _, o := range os {
+		buf = append(buf, propstr.Prop{Key: o.key, Value: o.val})
 	}
-	return out, true
+	return buf, true
 }
 
 func validOptKey(k string) bool {
@@ -157,13 +217,6 @@ func validOptKey(k string) bool {
 		}
 	}
 	return k != ""
-}
-
-func (f *propFormat) spec(key string) *optSpec {
-	if s := f.opts[key]; s != nil {
-		return s
-	}
-	return &noSpec
 }
 
 var noSpec optSpec
@@ -235,42 +288,36 @@ func parseSize(v string) (int64, bool) {
 	return x, err == nil
 }
 
-// isDefault reports whether option p has its format's default value.
-func (f *propFormat) isDefault(p propstr.Prop) bool {
-	s := f.spec(p.Key)
-	return s.hasDef && optEqual(s, p.Value, s.def)
-}
-
 // canon writes the canonical form: default-valued options dropped, values
 // canonical, every option as key=value, sorted by key with the default key
 // first. An invalid property string is returned verbatim.
 func (f *propFormat) canon(v string) string {
-	var buf [16]propstr.Prop
-	ps, ok := f.parse(v, buf[:0])
+	var buf [16]opt
+	os, ok := f.parseOpts(v, buf[:0])
 	if !ok {
 		return v
 	}
-	ps = slices.DeleteFunc(ps, f.isDefault)
-	for i := range ps {
-		ps[i].Value = canonOpt(f.spec(ps[i].Key), ps[i].Value)
+	os = slices.DeleteFunc(os, func(o opt) bool { return o.s.hasDef && optEqual(o.s, o.val, o.s.def) })
+	for i := range os {
+		os[i].val = canonOpt(os[i].s, os[i].val)
 	}
-	slices.SortFunc(ps, func(a, b propstr.Prop) int {
+	slices.SortFunc(os, func(a, b opt) int {
 		switch {
-		case a.Key == f.defaultKey:
+		case a.key == f.defaultKey:
 			return -1
-		case b.Key == f.defaultKey:
+		case b.key == f.defaultKey:
 			return 1
 		}
-		return strings.Compare(a.Key, b.Key)
+		return strings.Compare(a.key, b.key)
 	})
 	var b strings.Builder
-	for i, p := range ps {
+	for i, o := range os {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(p.Key)
+		b.WriteString(o.key)
 		b.WriteByte('=')
-		b.WriteString(p.Value)
+		b.WriteString(o.val)
 	}
 	return b.String()
 }
@@ -279,31 +326,31 @@ func (f *propFormat) canon(v string) string {
 // one side equals its default; an optional option desired does not name is
 // not compared. Invalid strings compare verbatim.
 func (f *propFormat) match(desired, actual string) bool {
-	var bufD, bufA [16]propstr.Prop
-	d, okD := f.parse(desired, bufD[:0])
-	a, okA := f.parse(actual, bufA[:0])
+	var bufD, bufA [16]opt
+	d, okD := f.parseOpts(desired, bufD[:0])
+	a, okA := f.parseOpts(actual, bufA[:0])
 	if !okD || !okA {
 		return desired == actual
 	}
 	for _, p := range d {
-		s := f.spec(p.Key)
-		av, found := propstr.Get(a, p.Key)
+		s := p.s
+		av, found := findOpt(a, p.key)
 		if !found {
-			if !(s.hasDef && optEqual(s, p.Value, s.def)) {
+			if !(s.hasDef && optEqual(s, p.val, s.def)) {
 				return false
 			}
 			continue
 		}
-		if !optEqual(s, p.Value, av) {
+		if !optEqual(s, p.val, av) {
 			return false
 		}
 	}
 	for _, q := range a {
-		if _, found := propstr.Get(d, q.Key); found {
+		if _, found := findOpt(d, q.key); found {
 			continue // compared above
 		}
-		s := f.spec(q.Key)
-		if s.optional || s.hasDef && optEqual(s, q.Value, s.def) {
+		s := q.s
+		if s.optional || s.hasDef && optEqual(s, q.val, s.def) {
 			continue
 		}
 		return false
@@ -314,24 +361,24 @@ func (f *propFormat) match(desired, actual string) bool {
 // carry appends to desired the optional options that actual has and desired
 // does not name. Invalid strings give desired unchanged.
 func (f *propFormat) carry(desired, actual string) string {
-	var bufD, bufA [16]propstr.Prop
-	d, okD := f.parse(desired, bufD[:0])
-	a, okA := f.parse(actual, bufA[:0])
+	var bufD, bufA [16]opt
+	d, okD := f.parseOpts(desired, bufD[:0])
+	a, okA := f.parseOpts(actual, bufA[:0])
 	if !okD || !okA {
 		return desired
 	}
 	out := desired
 	for _, q := range a {
-		if !f.spec(q.Key).optional {
+		if !q.s.optional {
 			continue
 		}
-		if _, named := propstr.Get(d, q.Key); named {
+		if _, named := findOpt(d, q.key); named {
 			continue
 		}
 		if out != "" {
 			out += ","
 		}
-		out += q.Key + "=" + q.Value
+		out += q.key + "=" + q.val
 	}
 	return out
 }
