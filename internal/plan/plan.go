@@ -43,6 +43,7 @@
 package plan
 
 import (
+	"cmp"
 	"slices"
 	"strconv"
 	"strings"
@@ -130,49 +131,86 @@ func Diff(want *desired.Host, actual []guest.Observed, opts Options) Plan {
 	}
 	secs := strconv.FormatInt(int64((timeout+time.Second-1)/time.Second), 10)
 
-	byID := make(map[int]int, len(actual)) // vmid -> index in actual, -1 = duplicate
+	// Desired guests by vmid, and actual guests sorted by vmid, merged:
+	// no map lookups per guest.
+	ws := make([]wantGuest, 0, len(want.Guests))
+	for id, g := range want.Guests {
+		ws = append(ws, wantGuest{id, g})
+	}
+	slices.SortFunc(ws, func(a, b wantGuest) int { return cmp.Compare(a.id, b.id) })
+	as := make([]actualRef, len(actual))
 	for i := range actual {
-		if _, dup := byID[actual[i].VMID]; dup {
-			byID[actual[i].VMID] = -1
-			continue
-		}
-		byID[actual[i].VMID] = i
+		as[i] = actualRef{actual[i].VMID, int32(i)}
 	}
+	slices.SortFunc(as, func(a, b actualRef) int { return cmp.Compare(a.vmid, b.vmid) })
 
-	vmids := make([]int, 0, len(want.Guests))
-	for id := range want.Guests {
-		vmids = append(vmids, id)
-	}
-	slices.Sort(vmids)
-
-	p := Plan{Guests: make([]GuestStatus, 0, len(vmids))}
+	p := Plan{Guests: make([]GuestStatus, 0, len(ws))}
 	var d differ
-	for _, id := range vmids {
-		g := want.Guests[id]
+	j := 0
+	for _, w := range ws {
+		id, g := w.id, w.g
 		if g == nil {
 			g = &desired.Guest{}
 		}
 		st := GuestStatus{VMID: id}
-		idx, ok := byID[id]
+		for j < len(as) && as[j].vmid < id {
+			j++
+		}
 		switch {
-		case !ok:
+		case j == len(as) || as[j].vmid != id:
 			st.Phase, st.Err = Error, "not found on this host"
-		case idx < 0:
+		case j+1 < len(as) && as[j+1].vmid == id:
 			st.Phase, st.Err = Error, "listed more than once by PVE; refusing to act on an ambiguous vmid"
 		default:
-			st.Lock = actual[idx].Lock
-			p.Steps = d.guest(p.Steps, &st, g, &actual[idx], secs)
+			a := &actual[as[j].i]
+			st.Lock = a.Lock
+			p.Steps = d.guest(p.Steps, &st, g, a, secs)
 		}
 		p.Guests = append(p.Guests, st)
 	}
 	return p
 }
 
+type wantGuest struct {
+	id int
+	g  *desired.Guest
+}
+
+type actualRef struct {
+	vmid int
+	i    int32
+}
+
 // differ holds scratch space reused across guests.
 type differ struct {
-	keys []string
-	tags []string
-	buf  []byte
+	pending []pending
+	tags    []string
+	buf     []byte
+	slab    []Change // changes are carved from it, see take
+}
+
+// pending is a managed key that differs, with its normalization row.
+type pending struct {
+	key, from, to string
+	row           *normalize.Row
+}
+
+// slabSize is how many Changes one allocation holds.
+const slabSize = 512
+
+// take returns n zeroed Changes with length and capacity n, carved from a
+// shared slab to save an allocation per guest (appending to the result
+// copies, so guests never share elements).
+func (d *differ) take(n int) []Change {
+	if n > slabSize/4 {
+		return make([]Change, n)
+	}
+	if len(d.slab) < n {
+		d.slab = make([]Change, slabSize)
+	}
+	c := d.slab[:n:n]
+	d.slab = d.slab[n:]
+	return c
 }
 
 // tagsEqual reports whether the desired tag set equals PVE's tags value
@@ -222,65 +260,47 @@ func (d *differ) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *guest
 		}
 	}
 
-	// One backing array for the config changes, the drift and the state
-	// step's change: len(keys) config changes at most, plus "state".
-	var changes, all []Change
-	var params map[string]string
-	var deletes []string
-	set := func(key, from, to, param string) {
-		if all == nil {
-			all = make([]Change, 0, len(g.Config)+3)
-		}
-		all = append(all, Change{Key: key, From: from, To: to})
-		if params == nil {
-			params = make(map[string]string, len(g.Config)+2)
-		}
-		if to == "" {
-			deletes = append(deletes, key)
-		} else {
-			params[key] = param
-		}
-	}
-	// Config keys, description and tags in one key order.
-	d.keys = d.keys[:0]
-	for k := range g.Config {
-		d.keys = append(d.keys, k)
-	}
-	if g.Description != nil {
-		d.keys = append(d.keys, "description")
-	}
-	if g.Tags != nil {
-		d.keys = append(d.keys, "tags")
-	}
-	slices.Sort(d.keys)
-	d.keys = slices.Compact(d.keys) // config.description in a Document built in Go
-	for _, k := range d.keys {
-		if g.Ignored(k) {
+	// Managed keys that differ, unordered: desired config keys first, with
+	// description and tags taken from their own fields when set.
+	tbl := normalize.For(a.Kind)
+	d.pending = d.pending[:0]
+	for k, want := range g.Config {
+		if k == "description" && g.Description != nil || k == "tags" && g.Tags != nil || g.Ignored(k) {
 			continue
 		}
 		have := a.Config[k]
-		var want string
-		switch {
-		case k == "description" && g.Description != nil:
-			want = *g.Description
-		case k == "tags" && g.Tags != nil:
-			if d.tagsEqual(a.Kind, g.Tags, have) {
-				continue
-			}
-			want = normalize.Value(a.Kind, "tags", strings.Join(g.Tags, ";"))
-		default:
-			want = g.Config[k]
-		}
-		if normalize.Equal(a.Kind, k, want, have) {
+		if want == have {
 			continue
 		}
-		set(k, have, want, normalize.Param(a.Kind, k, want, have))
+		r := tbl.Lookup(k)
+		if r.Equal(want, have) {
+			continue
+		}
+		d.pending = append(d.pending, pending{k, have, want, r})
 	}
-	changes = all[:len(all):len(all)]
+	if g.Description != nil && !g.Ignored("description") {
+		want, have := *g.Description, a.Config["description"]
+		if r := tbl.Lookup("description"); !r.Equal(want, have) {
+			d.pending = append(d.pending, pending{"description", have, want, r})
+		}
+	}
+	if g.Tags != nil && !g.Ignored("tags") {
+		have := a.Config["tags"]
+		if !d.tagsEqual(a.Kind, g.Tags, have) {
+			r := tbl.Lookup("tags")
+			want := normalize.Value(a.Kind, "tags", strings.Join(g.Tags, ";"))
+			if !r.Equal(want, have) {
+				d.pending = append(d.pending, pending{"tags", have, want, r})
+			}
+		}
+	}
+	if len(d.pending) > 1 {
+		slices.SortFunc(d.pending, func(x, y pending) int { return strings.Compare(x.key, y.key) })
+	}
 
 	// Run state, from the guest list.
-	var stateChange *Change
 	var stateOp action.Op
+	stateChanged := false
 	if g.State != "" && !g.Ignored("state") && string(g.State) != a.Status {
 		switch {
 		case a.Template && g.State == desired.Running:
@@ -293,13 +313,24 @@ func (d *differ) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *guest
 			st.Phase = Error
 			st.Err = "run state " + strconv.Quote(a.Status) + " cannot be converged to " + string(g.State)
 		}
-		stateChange = &Change{Key: "state", From: a.Status, To: string(g.State)}
+		stateChanged = true
 	}
 
-	drift := changes
-	if stateChange != nil {
-		all = append(all, *stateChange)
-		drift = all
+	// One backing array for the drift: config changes in key order, then
+	// the state change.
+	n := len(d.pending)
+	var drift, changes []Change
+	if stateChanged {
+		drift = d.take(n + 1)
+		drift[n] = Change{Key: "state", From: a.Status, To: string(g.State)}
+	} else if n > 0 {
+		drift = d.take(n)
+	}
+	if n > 0 {
+		changes = drift[:n:n]
+	}
+	for i, pc := range d.pending {
+		drift[i] = Change{Key: pc.key, From: pc.from, To: pc.to}
 	}
 	st.Drift = drift
 
@@ -315,6 +346,15 @@ func (d *differ) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *guest
 	}
 
 	if len(changes) > 0 {
+		params := make(map[string]string, len(changes))
+		var deletes []string
+		for _, pc := range d.pending {
+			if pc.to == "" {
+				deletes = append(deletes, pc.key)
+			} else {
+				params[pc.key] = pc.row.Param(pc.to, pc.from)
+			}
+		}
 		if len(deletes) > 0 {
 			params["delete"] = strings.Join(deletes, ",")
 		}
@@ -330,7 +370,7 @@ func (d *differ) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *guest
 		}
 		steps = append(steps, Step{
 			Action:  action.Action{Op: stateOp, VMID: a.VMID, Kind: a.Kind, Params: sp},
-			Changes: drift[len(drift)-1:],
+			Changes: drift[n : n+1 : n+1],
 		})
 	}
 	if st.Phase != Error {
