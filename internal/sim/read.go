@@ -429,7 +429,9 @@ func (s *Sim) getSnapshots(k guest.Kind, q *request) response {
 	out := []any{}
 	for _, name := range sortedKeys(g.snapshots) {
 		sn := g.snapshots[name]
-		e := map[string]any{"name": sn.name, "description": sn.description, "snaptime": sn.snaptime}
+		// Snapshot sections are parsed like the main section: LXC keeps
+		// the description's trailing newline, QEMU strips it.
+		e := map[string]any{"name": sn.name, "description": readDescription(k, sn.description), "snaptime": sn.snaptime}
 		if k == guest.QEMU {
 			e["vmstate"] = b2i(sn.vmstate)
 		}

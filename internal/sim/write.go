@@ -404,6 +404,10 @@ func (s *Sim) postStart(k guest.Kind, q *request) response {
 		if g.running {
 			return taskErrf("%s %d already running", kindWord(k), g.vmid)
 		}
+		if k == guest.QEMU && lock == "suspended" {
+			// Resuming a hibernated VM removes its lock (and vmstate).
+			delete(g.config, "lock")
+		}
 		g.running = true
 		g.startedAt = s.now()
 		return nil
