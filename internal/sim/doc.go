@@ -13,11 +13,19 @@
 // envelope {"data":...}; errors carry the message in the HTTP reason phrase
 // and in the body `message` (PVE >= 8.3 behaviour; Options.LegacyErrors drops
 // it), parameter errors in `errors`; 401 has an empty body; status >= 400
-// closes the connection. Responses with a non-standard reason phrase are
-// written on the hijacked connection, because net/http cannot set one.
+// closes the connection, a 200 says "Connection: Keep-Alive"; bodies over
+// 1024 bytes are gzip-compressed when the client accepts gzip. Responses
+// with a non-standard reason phrase are written on the hijacked
+// connection, because net/http cannot set one. Checks run in
+// pve-manager's order: authentication, path (501), duplicate path
+// parameters, permissions (403), unknown node (500), parameter validation
+// (400), handler. TestFidelity* in fidelity_test.go each check one
+// statement of FIDELITY.md by request.
 //
 // Documented simplifications: config changes apply immediately (no pending
-// section; GET …/pending lists current values only); `digest` is the SHA-1
+// section; GET …/pending lists current values, digest included, never a
+// `pending` or `delete` field); task log download=1 is not streamed as a
+// file; `digest` is the SHA-1
 // of the rendered config text, so it changes whenever the stored config
 // changes (a write that leaves the text unchanged keeps it, as on PVE); a
 // guest that ignores ACPI shutdown (GuestSpec.IgnoreShutdown) makes the

@@ -472,3 +472,47 @@ func TestFidelitySnapshotList(t *testing.T) {
 		}
 	}
 }
+
+// §1.1 tasks: an unparseable UPID is a 400 on status and log; an unknown
+// one is 400 "no such task" on status, but the log (which does not check
+// existence) answers 200 with dump_logfile's single bare object, total 1.
+func TestFidelityUnknownTask(t *testing.T) {
+	ts := startSim(t, Options{})
+	const unknown = "UPID:pve:00000001:00000001:00000001:qmstart:1:root@pam!steward:"
+	for _, tc := range []struct {
+		path, body string
+		status     int
+	}{
+		{"/nodes/pve/tasks/UPID:garbage/status", `{"data":null,"errors":{"upid":"unable to parse worker upid"},"message":"Parameter verification failed.\n"}`, 400},
+		{"/nodes/pve/tasks/UPID:garbage/log", `{"data":null,"errors":{"upid":"unable to parse worker upid"},"message":"Parameter verification failed.\n"}`, 400},
+		{"/nodes/pve/tasks/" + unknown + "/status", `{"data":null,"errors":{"upid":"no such task"},"message":"Parameter verification failed.\n"}`, 400},
+		{"/nodes/pve/tasks/" + unknown + "/log", `{"data":{"n":1,"t":"unable to open file - No such file or directory"},"total":1}`, 200},
+	} {
+		r := ts.do("GET", tc.path, nil)
+		if r.status != tc.status || string(r.raw) != tc.body {
+			t.Errorf("GET %s: got %d %s; want %d %s", tc.path, r.status, r.raw, tc.status, tc.body)
+		}
+	}
+	ts.s.AddToken("zero@pve!zero", "x", nil)
+	if r := ts.doTok("zero@pve!zero=x", "GET", "/nodes/pve/tasks/"+unknown+"/log", nil); r.status != 403 {
+		t.Errorf("someone else's task log without Sys.Audit: got %d; want 403", r.status)
+	}
+}
+
+// §3.14 digest: SHA-1 of the whole file, so a write that leaves the file
+// text unchanged keeps the digest, any real change (including a snapshot
+// section) changes it.
+func TestFidelityDigestFollowsFileText(t *testing.T) {
+	ts := startSim(t, Options{})
+	ts.addGuest(qemuSpec(101, false))
+	digest := func() string { return ts.mustOK(ts.do("GET", "/nodes/pve/qemu/101/config", nil)).dataMap(t)["digest"].(string) }
+	d0 := digest()
+	ts.mustOK(ts.do("PUT", "/nodes/pve/qemu/101/config", url.Values{"cores": {"2"}, "digest": {d0}}))
+	if d := digest(); d != d0 {
+		t.Errorf("rewriting cores=2 changed the digest %s -> %s; want unchanged", d0, d)
+	}
+	ts.runTask("POST", "/nodes/pve/qemu/101/snapshot", url.Values{"snapname": {"s1"}})
+	if d := digest(); d == d0 {
+		t.Errorf("a new snapshot section left the digest unchanged")
+	}
+}

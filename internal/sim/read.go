@@ -510,9 +510,21 @@ func (s *Sim) getTaskStatus(q *request) response {
 func (s *Sim) getTaskLog(q *request) response {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t, resp, found := s.findTask(q)
-	if !found {
-		return resp
+	// read_task_log does not check that the task exists: it checks the
+	// UPID parses, the caller owns it (by the UPID's user) or has
+	// Sys.Audit, then dump_logfile answers a missing file with one bare
+	// object (not an array) and total 1.
+	u, err := pve.ParseUPID(q.params["upid"])
+	if err != nil {
+		return paramFail(map[string]string{"upid": "unable to parse worker upid"})
+	}
+	if u.User != q.tok.id && !q.tok.has("/nodes/"+s.node, "Sys.Audit") {
+		return fail(403, "Permission check failed (/nodes/%s, Sys.Audit)", s.node)
+	}
+	t := s.tasks[q.params["upid"]]
+	if t == nil {
+		one := 1
+		return response{status: 200, data: map[string]any{"n": 1, "t": "unable to open file - No such file or directory"}, total: &one}
 	}
 	lines := t.log
 	start, limit := q.int("start", 0), q.int("limit", 50)
