@@ -505,7 +505,9 @@ func TestFidelityUnknownTask(t *testing.T) {
 func TestFidelityDigestFollowsFileText(t *testing.T) {
 	ts := startSim(t, Options{})
 	ts.addGuest(qemuSpec(101, false))
-	digest := func() string { return ts.mustOK(ts.do("GET", "/nodes/pve/qemu/101/config", nil)).dataMap(t)["digest"].(string) }
+	digest := func() string {
+		return ts.mustOK(ts.do("GET", "/nodes/pve/qemu/101/config", nil)).dataMap(t)["digest"].(string)
+	}
 	d0 := digest()
 	ts.mustOK(ts.do("PUT", "/nodes/pve/qemu/101/config", url.Values{"cores": {"2"}, "digest": {d0}}))
 	if d := digest(); d != d0 {
