@@ -518,3 +518,62 @@ func TestFidelityDigestFollowsFileText(t *testing.T) {
 		t.Errorf("a new snapshot section left the digest unchanged")
 	}
 }
+
+// §2 request encoding (pve-http-server process_header and
+// authenticate_and_handle_request): unknown method, chunked bodies, bodies
+// on GET/DELETE, oversized bodies and other content types are refused
+// with PVE's codes and texts; nothing executes.
+func TestFidelityRequestEncoding(t *testing.T) {
+	ts := startSim(t, Options{})
+	ts.addGuest(qemuSpec(101, false))
+	send := func(method, path, ctype string, body io.Reader) result {
+		t.Helper()
+		req, err := http.NewRequest(method, ts.url+"/api2/json"+path, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		return ts.send(req, ts.s.Token())
+	}
+	// An io.Reader of unknown length makes net/http send the body chunked.
+	chunked := io.MultiReader(strings.NewReader("cores=3"))
+	big := strings.Repeat("a", maxPostBody+1)
+	for _, tc := range []struct {
+		name   string
+		r      func() result
+		status int
+		reason string
+	}{
+		{"PATCH", func() result { return send("PATCH", "/version", "", nil) }, 501, "method 'PATCH' not available"},
+		{"chunked body", func() result {
+			return send("PUT", "/nodes/pve/qemu/101/config", "application/x-www-form-urlencoded", chunked)
+		}, 501, "chunked transfer encoding not supported"},
+		{"body on DELETE", func() result {
+			return send("DELETE", "/nodes/pve/qemu/101", "application/x-www-form-urlencoded", strings.NewReader("purge=1"))
+		}, 501, "Unexpected content for method 'DELETE'"},
+		{"body over 512 KiB", func() result {
+			return send("PUT", "/nodes/pve/qemu/101/config", "application/x-www-form-urlencoded", strings.NewReader("description="+big))
+		}, 501, "for data too large"},
+		{"text/plain body", func() result {
+			return send("PUT", "/nodes/pve/qemu/101/config", "text/plain", strings.NewReader("cores=3"))
+		}, 506, "upload 'Content-Type 'text/plain' not implemented"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := tc.r()
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			if r.status != tc.status || r.reason != tc.reason {
+				t.Errorf("got %d %q; want %d %q", r.status, r.reason, tc.status, tc.reason)
+			}
+		})
+	}
+	// Accepted encodings: a form with a charset parameter, and JSON.
+	ts.mustOK(send("PUT", "/nodes/pve/qemu/101/config", "application/x-www-form-urlencoded; charset=UTF-8", strings.NewReader("cores=3")))
+	ts.mustOK(send("PUT", "/nodes/pve/qemu/101/config", "application/json", strings.NewReader(`{"cores":4}`)))
+	if g, _ := ts.s.Guest(101); g.Config["cores"] != "4" || len(ts.s.Mutations()) != 2 {
+		t.Errorf("cores %q after %d mutations; want 4 after exactly the 2 accepted writes", g.Config["cores"], len(ts.s.Mutations()))
+	}
+}

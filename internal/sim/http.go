@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -154,8 +153,15 @@ func (s *Sim) handle(hr *http.Request) response {
 	if path == "" {
 		path = "/"
 	}
+	// pve-http-server process_header, before authentication.
 	if hr.Method != http.MethodGet && hr.Method != http.MethodPost && hr.Method != http.MethodPut && hr.Method != http.MethodDelete {
-		return fail(501, "Unknown method '%s'", hr.Method)
+		return fail(501, "method '%s' not available", hr.Method)
+	}
+	if len(hr.TransferEncoding) > 0 {
+		if strings.EqualFold(hr.TransferEncoding[0], "chunked") {
+			return fail(501, "chunked transfer encoding not supported")
+		}
+		return fail(501, "Unknown transfer encoding '%s'", hr.TransferEncoding[0])
 	}
 	tok, authed := s.authenticate(hr.Header.Get("Authorization"))
 	if !authed {
@@ -231,19 +237,32 @@ func (s *Sim) handle(hr *http.Request) response {
 // (which wins), as pve-http-server's extract_params.
 func readParams(hr *http.Request) (map[string]any, response, bool) {
 	raw := map[string]any{}
+	// authenticate_and_handle_request: with a Content-Length, the method
+	// must take a body, the body must fit, and be form or JSON.
+	if hr.ContentLength > 0 {
+		if hr.Method != http.MethodPost && hr.Method != http.MethodPut {
+			return nil, fail(501, "Unexpected content for method '%s'", hr.Method), false
+		}
+		if hr.ContentLength > maxPostBody {
+			return nil, fail(501, "for data too large"), false
+		}
+		ctype := hr.Header.Get("Content-Type")
+		if ct := contentType(ctype); ct != "" && ct != "application/x-www-form-urlencoded" && ct != "application/json" {
+			return nil, fail(506, "upload 'Content-Type '%s' not implemented", ctype), false
+		}
+	}
 	body, err := io.ReadAll(io.LimitReader(hr.Body, maxPostBody+1))
 	if err != nil {
 		return nil, fail(400, "error reading request body: %v", err), false
 	}
 	if len(body) > maxPostBody {
-		return nil, fail(413, "Request Entity Too Large"), false
+		return nil, fail(501, "for data too large"), false
 	}
 	if len(body) > 0 {
 		if hr.Method != http.MethodPost && hr.Method != http.MethodPut {
 			return nil, fail(501, "Unexpected content for method '%s'", hr.Method), false
 		}
-		ct, _, _ := mime.ParseMediaType(hr.Header.Get("Content-Type"))
-		if ct == "application/json" {
+		if contentType(hr.Header.Get("Content-Type")) == "application/json" {
 			dec := json.NewDecoder(bytes.NewReader(body))
 			dec.UseNumber()
 			var obj map[string]any
@@ -273,6 +292,15 @@ func readParams(hr *http.Request) (map[string]any, response, bool) {
 		raw[k] = v[0]
 	}
 	return raw, response{}, true
+}
+
+// contentType is the media type as pve-http-server's parse_content_type
+// takes it: the text before the first ';' or ',', trimmed, case kept.
+func contentType(v string) string {
+	if i := strings.IndexAny(v, ";,"); i >= 0 {
+		v = v[:i]
+	}
+	return strings.TrimSpace(v)
 }
 
 func stringify(v any) string {
