@@ -44,6 +44,7 @@ package plan
 
 import (
 	"cmp"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -137,17 +138,17 @@ func Diff(want *desired.Host, actual []guest.Observed, opts Options) Plan {
 	for id, g := range want.Guests {
 		ws = append(ws, wantGuest{id, g})
 	}
-	slices.SortFunc(ws, func(a, b wantGuest) int { return cmp.Compare(a.id, b.id) })
+	sortByID(ws, func(w wantGuest) int { return w.id })
 	as := make([]actualRef, len(actual))
 	for i := range actual {
-		as[i] = actualRef{actual[i].VMID, int32(i)}
+		as[i] = actualRef{actual[i].VMID, i}
 	}
-	slices.SortFunc(as, func(a, b actualRef) int { return cmp.Compare(a.vmid, b.vmid) })
+	sortByID(as, func(a actualRef) int { return a.vmid })
 
 	p := Plan{Guests: make([]GuestStatus, 0, len(ws))}
 	var d differ
 	j := 0
-	for _, w := range ws {
+	for k, w := range ws {
 		id, g := w.id, w.g
 		if g == nil {
 			g = &desired.Guest{}
@@ -164,11 +165,36 @@ func Diff(want *desired.Host, actual []guest.Observed, opts Options) Plan {
 		default:
 			a := &actual[as[j].i]
 			st.Lock = a.Lock
+			d.done, d.left = k, len(ws)-k
 			p.Steps = d.guest(p.Steps, &st, g, a, secs)
 		}
 		p.Guests = append(p.Guests, st)
 	}
 	return p
+}
+
+// sortByID sorts s by id. When every id fits in 32 bits (PVE's vmids do)
+// it sorts packed id<<32|position keys, which is several times faster than
+// a comparison function; positions are unique, so the order is total.
+func sortByID[T any](s []T, id func(T) int) {
+	if len(s) < 2 {
+		return
+	}
+	keys := make([]uint64, len(s))
+	for i, v := range s {
+		x := id(v)
+		if x < 0 || x > math.MaxUint32 || len(s) > math.MaxUint32 {
+			slices.SortFunc(s, func(a, b T) int { return cmp.Compare(id(a), id(b)) })
+			return
+		}
+		keys[i] = uint64(x)<<32 | uint64(i)
+	}
+	slices.Sort(keys)
+	sorted := make([]T, len(s))
+	for i, k := range keys {
+		sorted[i] = s[uint32(k)]
+	}
+	copy(s, sorted)
 }
 
 type wantGuest struct {
@@ -177,16 +203,31 @@ type wantGuest struct {
 }
 
 type actualRef struct {
-	vmid int
-	i    int32
+	vmid, i int
 }
 
 // differ holds scratch space reused across guests.
 type differ struct {
+	done    int // guests planned before this one
+	left    int // guests left to plan, this one included
 	pending []pending
 	tags    []string
 	buf     []byte
 	slab    []Change // changes are carved from it, see take
+}
+
+// grow makes room in steps for the steps of this guest (1 or 2). It grows
+// by what the guests left will add at the rate seen so far (plus a
+// sixteenth), at least doubling, but never beyond the two steps per guest
+// the guests left can add: a large plan is allocated about once, and
+// never more than twice its size in total.
+func (d *differ) grow(steps []Step) []Step {
+	if cap(steps)-len(steps) >= 2 {
+		return steps
+	}
+	n := len(steps)
+	est := n * d.left / max(d.done, 1)
+	return slices.Grow(steps, min(max(n, 8, est+est/16), 2*d.left))
 }
 
 // pending is a managed key that differs, with its normalization row.
@@ -345,6 +386,9 @@ func (d *differ) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *guest
 		return steps
 	}
 
+	if len(changes) > 0 || stateOp != "" {
+		steps = d.grow(steps)
+	}
 	if len(changes) > 0 {
 		params := make(map[string]string, len(changes))
 		var deletes []string
