@@ -141,20 +141,26 @@ func findOpt(os []opt, key string) (string, bool) {
 // parseOpts is parse with each option's spec; see parse.
 func (f *propFormat) parseOpts(v string, buf []opt) ([]opt, bool) {
 	out := buf
-	rest := v
-	for rest != "" {
-		var part string
-		part, rest, _ = strings.Cut(rest, ",")
+	for start := 0; start < len(v); {
+		// One scan for the part's end and its first '='.
+		ps, end, eq := start, start, -1
+		for ; end < len(v) && v[end] != ','; end++ {
+			if v[end] == '=' && eq < 0 {
+				eq = end
+			}
+		}
+		part := v[ps:end]
+		start = end + 1
 		if part == "" || !isNonBlankStart(part[0]) && strings.TrimSpace(part) == "" {
 			continue
 		}
-		k, val, hasEq := strings.Cut(part, "=")
-		if !hasEq {
+		var k, val string
+		if eq < 0 {
 			if f.defaultKey == "" {
 				return nil, false
 			}
 			k, val = f.defaultKey, part
-		} else if k == "" || val == "" {
+		} else if k, val = v[ps:eq], v[eq+1:end]; k == "" || val == "" {
 			return nil, false
 		}
 		s, known := f.opts.get(k)
