@@ -508,9 +508,7 @@ func (j *judge) create() {
 		switch {
 		case k == "force":
 		case k == "unprivileged" && kind == guest.LXC:
-			if j.a.Params[k] != "1" {
-				j.bad("create: a privileged container (unprivileged not 1) needs a signature")
-			}
+			// judged below, present or not
 		case IsDataBearing(kind, k):
 			j.addKeys(k)
 			if unusedFamily.has(k) {
@@ -534,6 +532,11 @@ func (j *judge) create() {
 		default:
 			j.bad(fmt.Sprintf("create: parameter %q is not on the %s create allow-list", k, kind))
 		}
+	}
+	if kind == guest.LXC && j.a.Params["unprivileged"] != "1" {
+		// pve-container's default is unprivileged=0: root in a privileged
+		// container is root on the host, with every guest's data in reach.
+		j.bad("create: a privileged container (unprivileged not 1, PVE's default) needs a signature")
 	}
 	if _, ok := j.a.Params["archive"]; ok {
 		j.ok(fmt.Sprintf("create: restores a backup into new guest %d", j.a.VMID))

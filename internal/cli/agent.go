@@ -134,7 +134,7 @@ func runAgent(ctx context.Context, f agentFlags, stdout, stderr io.Writer) error
 
 	g := &gate.Gate{Host: f.host, Logger: logger}
 	eng := &engine.Engine{
-		Host: f.host, Node: f.node, PVE: client, Gate: g, Logger: logger,
+		Host: f.host, Node: f.node, PVE: client, Gate: g, Logger: logger, TaskUser: token.ID,
 		Exec: &executor.Executor{Client: client, Node: f.node, Logger: logger, Timeouts: f.timeouts,
 			Wait: pve.WaitOptions{Initial: f.taskPoll, Max: f.taskPollMax}},
 		Backoff: backoff.NewTracker(backoff.Policy{Initial: 5 * time.Second, Max: 5 * time.Minute, Multiplier: 2, Jitter: 0.2}, time.Now, nil),

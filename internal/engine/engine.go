@@ -14,6 +14,7 @@ package engine
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -68,6 +69,10 @@ type Engine struct {
 	// own lets it destroy the remains without a signature; default
 	// DefaultProvisionCleanupWindow.
 	ProvisionCleanupWindow time.Duration
+	// TaskUser is the PVE user (USER@REALM!TOKENID) the agent acts as.
+	// Recovery adopts only tasks this user started; empty means it adopts
+	// none and judges interrupted ops by the guest's state alone.
+	TaskUser string
 	// ReadConcurrency bounds parallel config reads; default 4.
 	ReadConcurrency int
 	Logger          *slog.Logger
@@ -220,8 +225,8 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 	signedVMIDs := map[int]bool{}
 	for _, pj := range parsed {
 		if e.Journal != nil {
-			if _, done := e.Journal.Completed("signed:" + pj.payload.Nonce); done {
-				continue // this job already ran; its nonce is spent
+			if _, done := e.Journal.Completed(jobKey(pj.job)); done {
+				continue // this job already ran (a destructive one also spent its nonce)
 			}
 		}
 		g, exists := byID[pj.payload.VMID]
@@ -240,13 +245,13 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 			}
 			cfg, digest = g.Config, g.Digest
 		}
-		d := e.Gate.DecideSigned(pj.job, cfg, digest, e.provenance(pj.payload.VMID))
+		d := e.Gate.DecideSigned(pj.job, cfg, digest, e.provenance(pj.payload.VMID, digest))
 		e.recordDecision(d, dryRun)
 		if d.Outcome != gate.Allowed {
 			rep.Rejected = append(rep.Rejected, d)
 			continue
 		}
-		submit(d.Permit, "signed", "signed:"+pj.payload.Nonce) // the payload nonce: benign permits carry none
+		submit(d.Permit, "signed", jobKey(pj.job))
 		signedVMIDs[d.Action.VMID] = true
 	}
 
@@ -262,7 +267,7 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 		if g, ok := byID[a.VMID]; ok {
 			cfg = g.Config
 		}
-		for _, d := range e.Gate.DecideSplit(a, cfg, e.provenance(a.VMID)) {
+		for _, d := range e.Gate.DecideSplit(a, cfg, e.provenance(a.VMID, a.Digest)) {
 			e.recordDecision(d, dryRun)
 			if d.Outcome != gate.Allowed {
 				rep.Pending = append(rep.Pending, d)
@@ -293,6 +298,15 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 	}
 	rep.Guests = e.guestReports(rep, pendingByVMID)
 	return rep, ctx.Err()
+}
+
+// jobKey is the idempotency key of a signed job: the hash of its exact
+// payload bytes. Not the nonce alone: a job anyone can write (an unsigned
+// benign one) could then claim the nonce of an operator's pending payload
+// and make the agent skip the real job.
+func jobKey(j signedop.Job) string {
+	sum := sha256.Sum256(j.Payload)
+	return "signed:" + hex.EncodeToString(sum[:16])
 }
 
 type parsedJob struct {
@@ -329,6 +343,9 @@ func (e *Engine) execute(ctx context.Context, p gate.Permit, source, idem string
 		// An earlier attempt of this intent failed or was found not
 		// applied by recovery: this is a new attempt, journaled as such.
 		idem += "/retry:" + id
+	}
+	if err := e.recheckDigest(ctx, a); err != nil {
+		return executor.Outcome{}, err
 	}
 	op := journal.Op{ID: id, Time: e.now(), Source: source, Host: e.Host, Action: a, IdemKey: idem, Signers: p.Signers()}
 	crashpoint.Hit(crashpoint.BeforeBegin)
@@ -381,6 +398,9 @@ func (e *Engine) execute(ctx context.Context, p gate.Permit, source, idem string
 	res := journal.Result{OK: err == nil, ExitStatus: out.ExitStatus}
 	if err != nil {
 		res.Error = err.Error()
+		if a.Op == action.Create && out.UPID != "" {
+			res.RemainsDigest = e.remains(ctx, a)
+		}
 	}
 	if eerr := e.Journal.End(op.ID, res); eerr != nil {
 		return out, fmt.Errorf("engine: journal end for %s: %w", a, eerr)
@@ -399,6 +419,44 @@ func (e *Engine) execute(ctx context.Context, p gate.Permit, source, idem string
 // every tick it stays the same, so a long-pending action does not grow the
 // journal or the log; allowed decisions are always recorded (each precedes
 // an execution).
+// recheckDigest re-reads the guest's config right before an action whose
+// PVE call cannot carry a digest (destroy, snapshot rollback, delete and
+// create) and refuses to run it when the config changed since the action
+// was planned or signed: what was authorized was that action on that
+// state. (Config writes and resizes pass the digest to PVE instead.)
+func (e *Engine) recheckDigest(ctx context.Context, a action.Action) error {
+	switch a.Op {
+	case action.Destroy, action.SnapshotRollback, action.SnapshotDelete, action.SnapshotCreate:
+	default:
+		return nil
+	}
+	if a.Digest == "" {
+		return nil
+	}
+	cfg, err := e.PVE.GuestConfig(ctx, e.Node, a.Kind, a.VMID)
+	if err != nil {
+		return fmt.Errorf("engine: re-reading guest %d before %s: %w (not run)", a.VMID, a.Op, err)
+	}
+	if cfg.Digest != a.Digest {
+		return fmt.Errorf("engine: guest %d changed since %s was authorized (config digest %s, now %s); not run, a new signature is needed",
+			a.VMID, a.Op, a.Digest, cfg.Digest)
+	}
+	return nil
+}
+
+// remains reads what a failed create left behind: the config digest of the
+// guest if PVE kept one, else "". Read right after the failure, it is what
+// later lets the agent clean up its own remains (and nothing else).
+func (e *Engine) remains(ctx context.Context, a action.Action) string {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	cfg, err := e.PVE.GuestConfig(rctx, e.Node, a.Kind, a.VMID)
+	if err != nil {
+		return ""
+	}
+	return cfg.Digest
+}
+
 func (e *Engine) recordDecision(d gate.Decision, dryRun bool) {
 	if dryRun || e.Journal == nil {
 		return
@@ -419,10 +477,13 @@ func (e *Engine) recordDecision(d gate.Decision, dryRun bool) {
 	}
 }
 
-// provenance is what the agent's own journal proves about vmid. A failed
-// provision vouches for the guest only for ProvisionCleanupWindow after it
-// failed: "moments ago", not for a guest someone may since have put to use.
-func (e *Engine) provenance(vmid int) classify.Provenance {
+// provenance is what the agent's own journal proves about vmid, whose
+// config digest is now currentDigest. A failed provision vouches for the
+// guest only while the guest is exactly what the failure left behind (the
+// same digest the agent read right after it failed) and only for
+// ProvisionCleanupWindow after it failed: "moments ago", and never for a
+// guest someone created or changed since.
+func (e *Engine) provenance(vmid int, currentDigest string) classify.Provenance {
 	if e.Journal == nil {
 		return classify.Provenance{}
 	}
@@ -431,7 +492,8 @@ func (e *Engine) provenance(vmid int) classify.Provenance {
 	if window <= 0 {
 		window = DefaultProvisionCleanupWindow
 	}
-	failed := p.CreateFailed && e.now().Sub(p.FailedAt) <= window
+	failed := p.CreateFailed && p.RemainsDigest != "" && p.RemainsDigest == currentDigest &&
+		e.now().Sub(p.FailedAt) <= window
 	return classify.Provenance{CreatedByAgent: p.CreatedByAgent, CreateFailed: failed}
 }
 

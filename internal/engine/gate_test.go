@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -697,17 +698,37 @@ func TestRefusedCreateGivesNoProvenance(t *testing.T) {
 	}
 }
 
+// leavesRemains wraps the PVE reader so that a failed create leaves a
+// guest behind, as PVE does when its own cleanup fails: the remains appear
+// just before the agent looks at what the failure left.
+type leavesRemains struct {
+	engine.Reader
+	sim  *sim.Sim
+	spec sim.GuestSpec
+	once *sync.Once
+}
+
+func (l leavesRemains) GuestConfig(ctx context.Context, node string, kind guest.Kind, vmid int) (pve.GuestConfig, error) {
+	if vmid == l.spec.VMID {
+		l.once.Do(func() { l.sim.AddGuest(l.spec) })
+	}
+	return l.Reader.GuestConfig(ctx, node, kind, vmid)
+}
+
 // The one benign destroy: the remains of the agent's own provision that
-// failed moments ago. After ProvisionCleanupWindow the failure no longer
-// vouches for the guest, and destroying it needs a signature again.
-func TestOwnFailedProvisionCleanupWindow(t *testing.T) {
+// failed moments ago, still exactly as the failure left them. After
+// ProvisionCleanupWindow, or once the guest changed, the failure no longer
+// vouches for it and destroying it needs a signature again.
+func TestOwnFailedProvisionCleanup(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		after     time.Duration
+		touch     bool // the remains are changed after the failure
 		destroyed bool
 	}{
-		{"within the window", 10 * time.Minute, true},
-		{"after the window", 2 * time.Hour, false},
+		{"within the window", 10 * time.Minute, false, true},
+		{"after the window", 2 * time.Hour, false, false},
+		{"changed since the failure", 10 * time.Minute, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, sim.Options{})
@@ -721,13 +742,16 @@ func TestOwnFailedProvisionCleanupWindow(t *testing.T) {
 			})
 			create.Signatures = nil
 			h.srv.Sim.SetFaults(sim.Faults{TaskFailRate: 1})
+			h.eng.PVE = leavesRemains{Reader: h.client, sim: h.srv.Sim, spec: qemuGuest(160, false, nil), once: new(sync.Once)}
 			if rep := h.tick(nil, create); len(rep.Results) != 1 || rep.Results[0].Err == nil {
 				t.Fatalf("results = %+v; want the create task to fail", rep.Results)
 			}
 			h.srv.Sim.SetFaults(sim.Faults{})
-			// The failed provision left a guest behind.
-			if err := h.srv.Sim.AddGuest(qemuGuest(160, false, nil)); err != nil {
-				t.Fatal(err)
+			h.eng.PVE = h.client
+			if tc.touch {
+				if _, err := h.client.SetConfig(t.Context(), "pve", guest.QEMU, 160, pve.ConfigChange{Set: map[string]string{"description": "in use"}}); err != nil {
+					t.Fatal(err)
+				}
 			}
 			now = now.Add(tc.after)
 			g, _ := h.srv.Sim.Guest(160)

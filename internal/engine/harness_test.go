@@ -32,6 +32,7 @@ type harness struct {
 	dir    string
 
 	requests *countingTransport
+	taskUser string // the token the client uses, as UPIDs name it
 }
 
 type countingTransport struct {
@@ -66,7 +67,7 @@ func newHarness(t testing.TB, opts sim.Options, guests ...sim.GuestSpec) *harnes
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, srv: srv, client: client, dir: t.TempDir(), requests: counter}
+	h := &harness{t: t, srv: srv, client: client, dir: t.TempDir(), requests: counter, taskUser: tok.ID}
 	h.open()
 	return h
 }
@@ -87,7 +88,7 @@ func (h *harness) open() {
 	h.j = j
 	node := h.srv.Sim.Node()
 	h.eng = &engine.Engine{
-		Host: "pve", Node: node, PVE: h.client, Journal: j, Queue: q,
+		Host: "pve", Node: node, PVE: h.client, Journal: j, Queue: q, TaskUser: h.taskUser,
 		Gate:    &gate.Gate{Host: "pve"},
 		Exec:    &executor.Executor{Client: h.client, Node: node, Wait: pve.WaitOptions{Initial: time.Millisecond, Max: 10 * time.Millisecond}},
 		Backoff: backoff.NewTracker(backoff.Policy{Initial: time.Millisecond, Max: time.Millisecond}, nil, nil),

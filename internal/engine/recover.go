@@ -130,6 +130,12 @@ func (e *Engine) findTask(ctx context.Context, op journal.Op) (pve.UPID, error) 
 	var found []pve.UPID
 	for _, t := range tasks {
 		u := t.UPID
+		// Only a task this agent's own token started can be this op's:
+		// another user's task on the same guest must never be taken for
+		// ours (its failed create would otherwise pass for our provenance).
+		if e.TaskUser == "" || u.User != e.TaskUser {
+			continue
+		}
 		if u.ID != fmt.Sprint(op.Action.VMID) || u.Started().Before(op.Time.Add(-clockSkew)) {
 			continue
 		}

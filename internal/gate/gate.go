@@ -126,6 +126,11 @@ func (g *Gate) DecideSigned(job signedop.Job, actual guest.Config, currentDigest
 	v := classify.Classify(a, actual, prov)
 	d := Decision{Action: a, Verdict: v}
 	if v.Class == classify.Benign {
+		if reason := staleJob(a, actual, currentDigest); reason != "" {
+			d.Outcome, d.Reason = Rejected, reason
+			g.log(d)
+			return d
+		}
 		d.Outcome, d.Reason = Allowed, v.Reason
 		d.Permit = Permit{action: a, verdict: v}
 		g.log(d)
@@ -197,6 +202,32 @@ func (g *Gate) Remember(p signedop.Payload) {
 		g.pending = map[string]signedop.Payload{}
 	}
 	g.pending[a.Key()+"@"+a.Digest] = p
+}
+
+// staleJob says why a benign job may not run on the guest as it is now, or
+// "". A job runs unsigned only because it was judged benign against the
+// config it names: a config write, resize or snapshot job must name the
+// guest's current digest (so the write passes it and PVE refuses it if the
+// guest changed), and may not target a guest that does not exist (where
+// every disk slot would look empty). Run-state jobs need the guest; a
+// create needs none.
+func staleJob(a action.Action, actual guest.Config, currentDigest string) string {
+	switch a.Op {
+	case action.Create:
+		return ""
+	case action.Start, action.Shutdown, action.Stop:
+		if actual == nil {
+			return fmt.Sprintf("guest %d does not exist on this host", a.VMID)
+		}
+		return ""
+	}
+	if actual == nil {
+		return fmt.Sprintf("guest %d does not exist on this host; a %s job needs the guest it was made for", a.VMID, a.Op)
+	}
+	if a.Digest != currentDigest {
+		return fmt.Sprintf("job made against config digest %q, guest %d now has %q: refused (stale_digest), a job is judged only on the state it names", a.Digest, a.VMID, currentDigest)
+	}
+	return ""
 }
 
 // ActionOf returns the action a payload authorizes.

@@ -159,6 +159,8 @@ func TestProvenance(t *testing.T) {
 		ok bool // result; ignored when end is false
 		// end is false for an op left in flight
 		end bool
+		// remains: the RemainsDigest the op's end records
+		remains string
 		// noTask: PVE never started a task for this op (a create ops
 		// otherwise gets its task recorded, as a create PVE accepted does)
 		noTask bool
@@ -183,6 +185,8 @@ func TestProvenance(t *testing.T) {
 		{"create failed, destroy failed", []step{ended(create("c"), false), ended(simpleOp("d", action.Destroy, vm), false)}, Provenance{CreatedByAgent: true, CreateFailed: true, CreateOpID: "c"}},
 		{"destroyed, then recreated and failed", []step{ended(create("c1"), true), ended(simpleOp("d", action.Destroy, vm), true), ended(create("c2"), false)}, Provenance{CreatedByAgent: true, CreateFailed: true, CreateOpID: "c2"}},
 		{"op begun before the create ends OK after it failed", []step{{op: simpleOp("s", action.Stop, vm)}, ended(create("c"), false), {op: Op{ID: "s"}, ok: true, end: true}}, Provenance{CreatedByAgent: true, CreateFailed: true, CreateOpID: "c"}},
+		{"create failed leaving remains", []step{{op: create("c"), end: true, remains: "9f0c"}}, Provenance{CreatedByAgent: true, CreateFailed: true, CreateOpID: "c", RemainsDigest: "9f0c"}},
+		{"create succeeded, remains digest ignored", []step{{op: create("c"), end: true, ok: true, remains: "9f0c"}}, Provenance{CreatedByAgent: true, CreateOpID: "c"}},
 		{"create refused before PVE started a task", []step{{op: create("c"), end: true, noTask: true}}, Provenance{}},
 		{"create refused, destroy attempt", []step{{op: create("c"), end: true, noTask: true}, ended(simpleOp("d", action.Destroy, vm), false)}, Provenance{}},
 		{"op begun after the create, in flight across compaction, ends OK", []step{ended(create("c"), false), {op: simpleOp("s", action.Start, vm)}, {op: Op{ID: "s"}, ok: true, end: true}}, Provenance{CreatedByAgent: true, CreateOpID: "c"}},
@@ -204,7 +208,7 @@ func TestProvenance(t *testing.T) {
 					}
 				}
 				if s.end {
-					must(t, j.End(s.op.ID, Result{OK: s.ok}))
+					must(t, j.End(s.op.ID, Result{OK: s.ok, RemainsDigest: s.remains}))
 					if s.op.Action.Op == action.Create && !s.ok {
 						failedAt = clk.Now().UTC()
 					}

@@ -293,7 +293,7 @@ func (j *Journal) Provenance(vmid int) Provenance {
 	}
 	out := Provenance{CreatedByAgent: true, CreateFailed: p.ended && p.failed, CreateOpID: p.createOp}
 	if out.CreateFailed {
-		out.FailedAt = p.at
+		out.FailedAt, out.RemainsDigest = p.at, p.remains
 	}
 	return out
 }

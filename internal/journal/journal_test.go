@@ -127,14 +127,14 @@ func TestGolden(t *testing.T) {
 	}
 	want := strings.Join([]string{
 		`inflight op-3 key="k-op-3" upid="` + upid3 + `" action=qemu/101/start time=2025-03-16T09:26:58.589793Z`,
-		`completed "cfg-101-a"=false {OK:false ExitStatus: Error: Resolution:}`,
-		`completed "create-op-2"=false {OK:false ExitStatus: Error: Resolution:}`,
-		`completed "k-op-3"=false {OK:false ExitStatus: Error: Resolution:}`,
-		`completed "cfg-103-a"=true {OK:true ExitStatus: Error: Resolution:}`,
-		`provenance 101={CreatedByAgent:false CreateFailed:false FailedAt:0001-01-01 00:00:00 +0000 UTC CreateOpID:}`,
-		`provenance 102={CreatedByAgent:false CreateFailed:false FailedAt:0001-01-01 00:00:00 +0000 UTC CreateOpID:}`,
-		`provenance 103={CreatedByAgent:false CreateFailed:false FailedAt:0001-01-01 00:00:00 +0000 UTC CreateOpID:}`,
-		`provenance 105={CreatedByAgent:true CreateFailed:true FailedAt:0001-01-01 00:00:00 +0000 UTC CreateOpID:op-2}`,
+		`completed "cfg-101-a"=false {OK:false ExitStatus: Error: Resolution: RemainsDigest:}`,
+		`completed "create-op-2"=false {OK:false ExitStatus: Error: Resolution: RemainsDigest:}`,
+		`completed "k-op-3"=false {OK:false ExitStatus: Error: Resolution: RemainsDigest:}`,
+		`completed "cfg-103-a"=true {OK:true ExitStatus: Error: Resolution: RemainsDigest:}`,
+		`provenance 101={CreatedByAgent:false CreateFailed:false FailedAt:0001-01-01 00:00:00 +0000 UTC RemainsDigest: CreateOpID:}`,
+		`provenance 102={CreatedByAgent:false CreateFailed:false FailedAt:0001-01-01 00:00:00 +0000 UTC RemainsDigest: CreateOpID:}`,
+		`provenance 103={CreatedByAgent:false CreateFailed:false FailedAt:0001-01-01 00:00:00 +0000 UTC RemainsDigest: CreateOpID:}`,
+		`provenance 105={CreatedByAgent:true CreateFailed:true FailedAt:0001-01-01 00:00:00 +0000 UTC RemainsDigest: CreateOpID:op-2}`,
 	}, "\n") + "\n"
 	if compactedSum != want {
 		t.Errorf("compacted journal answers:\ngot  %s\nwant %s", compactedSum, want)

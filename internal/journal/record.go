@@ -86,6 +86,7 @@ type provenanceRecord struct {
 	CreateOp string    `json:"create_op"`
 	Failed   bool      `json:"failed,omitempty"`
 	Time     time.Time `json:"time"`
+	Remains  string    `json:"remains,omitempty"`
 }
 
 // record is one decoded record; exactly the field matching Type is set.

@@ -28,6 +28,11 @@ type Result struct {
 	ExitStatus string `json:"exit_status,omitempty"` // the PVE task's exit status, e.g. "OK"
 	Error      string `json:"error,omitempty"`
 	Resolution string `json:"resolution,omitempty"` // set when recovery ended the op, e.g. "recovered: task OK"
+	// RemainsDigest, on a failed create, is the config digest of what the
+	// failed provision left behind, read by the agent right after the
+	// failure ("" when it left nothing). Only a guest still in exactly that
+	// state is the agent's own remains.
+	RemainsDigest string `json:"remains_digest,omitempty"`
 }
 
 // Decision is a gate decision: whether an action may run and why.
@@ -57,6 +62,11 @@ type Provenance struct {
 	// CreateFailed), so a caller can limit how long the failure vouches
 	// for the guest.
 	FailedAt time.Time
+	// RemainsDigest is the config digest of what the failed create left
+	// behind, as the agent saw it right after the failure ("" when nothing
+	// was left, or unknown). A guest with another digest is not the
+	// agent's remains: someone may have created or changed it since.
+	RemainsDigest string
 	// CreateOpID is the id of the latest create op for the vmid.
 	CreateOpID string
 }
@@ -75,6 +85,7 @@ type completion struct {
 }
 
 type provenance struct {
+	remains  string // Result.RemainsDigest of the failed create
 	createOp string
 	seq      uint64 // sequence of the create op's begin
 	ended    bool   // the create op has ended (else it is in flight)
@@ -153,7 +164,7 @@ func (s *state) apply(r record) error {
 		s.completed[c.IdemKey] = completion{opID: c.ID, vmid: c.VMID, result: c.Result, at: c.Time, seq: s.seq}
 	case typeProvenance:
 		p := r.Provenance
-		s.prov[p.VMID] = &provenance{createOp: p.CreateOp, seq: s.seq, ended: true, failed: p.Failed, at: p.Time}
+		s.prov[p.VMID] = &provenance{createOp: p.CreateOp, seq: s.seq, ended: true, failed: p.Failed, at: p.Time, remains: p.Remains}
 	default:
 		return fmt.Errorf("unknown record type %d", byte(r.Type))
 	}
@@ -174,6 +185,9 @@ func (s *state) endProvenance(op Op, seq uint64, r Result, at time.Time) {
 		delete(s.prov, op.Action.VMID)
 	case op.Action.Op == action.Create && p.createOp == op.ID:
 		p.ended, p.failed, p.at = true, !r.OK, at
+		if !r.OK {
+			p.remains = r.RemainsDigest
+		}
 	case r.OK && seq > p.seq && op.Action.Op == action.Destroy:
 		// The guest the agent created is gone; a guest that later takes
 		// the vmid is not the agent's.
@@ -209,7 +223,7 @@ func (s *state) snapshot() []record {
 		if !p.ended {
 			continue // rebuilt by the in-flight create's begin record
 		}
-		items = append(items, item{p.seq, record{Type: typeProvenance, Provenance: &provenanceRecord{VMID: vmid, CreateOp: p.createOp, Failed: p.failed, Time: p.at}}})
+		items = append(items, item{p.seq, record{Type: typeProvenance, Provenance: &provenanceRecord{VMID: vmid, CreateOp: p.createOp, Failed: p.failed, Time: p.at, Remains: p.remains}}})
 	}
 	for _, e := range s.decisions {
 		d := e.d
