@@ -134,38 +134,40 @@ func Diff(want *desired.Host, actual []guest.Observed, opts Options) Plan {
 
 	// Desired guests by vmid, and actual guests sorted by vmid, merged:
 	// no map lookups per guest.
-	ws := make([]wantGuest, 0, len(want.Guests))
+	ids := make([]int, 0, len(want.Guests))
+	gs := make([]*desired.Guest, 0, len(want.Guests))
 	for id, g := range want.Guests {
-		ws = append(ws, wantGuest{id, g})
+		ids = append(ids, id)
+		gs = append(gs, g)
 	}
-	sortByID(ws, func(w wantGuest) int { return w.id })
-	as := make([]actualRef, len(actual))
+	wo := order(ids)
+	aids := make([]int, len(actual))
 	for i := range actual {
-		as[i] = actualRef{actual[i].VMID, i}
+		aids[i] = actual[i].VMID
 	}
-	sortByID(as, func(a actualRef) int { return a.vmid })
+	ao := order(aids)
 
-	p := Plan{Guests: make([]GuestStatus, 0, len(ws))}
+	p := Plan{Guests: make([]GuestStatus, 0, len(ids))}
 	var d differ
 	j := 0
-	for k, w := range ws {
-		id, g := w.id, w.g
+	for k, pos := range wo {
+		id, g := ids[pos], gs[pos]
 		if g == nil {
 			g = &desired.Guest{}
 		}
 		st := GuestStatus{VMID: id}
-		for j < len(as) && as[j].vmid < id {
+		for j < len(ao) && aids[ao[j]] < id {
 			j++
 		}
 		switch {
-		case j == len(as) || as[j].vmid != id:
+		case j == len(ao) || aids[ao[j]] != id:
 			st.Phase, st.Err = Error, "not found on this host"
-		case j+1 < len(as) && as[j+1].vmid == id:
+		case j+1 < len(ao) && aids[ao[j+1]] == id:
 			st.Phase, st.Err = Error, "listed more than once by PVE; refusing to act on an ambiguous vmid"
 		default:
-			a := &actual[as[j].i]
+			a := &actual[ao[j]]
 			st.Lock = a.Lock
-			d.done, d.left = k, len(ws)-k
+			d.done, d.left = k, len(ids)-k
 			p.Steps = d.guest(p.Steps, &st, g, a, secs)
 		}
 		p.Guests = append(p.Guests, st)
@@ -173,37 +175,27 @@ func Diff(want *desired.Host, actual []guest.Observed, opts Options) Plan {
 	return p
 }
 
-// sortByID sorts s by id. When every id fits in 32 bits (PVE's vmids do)
-// it sorts packed id<<32|position keys, which is several times faster than
-// a comparison function; positions are unique, so the order is total.
-func sortByID[T any](s []T, id func(T) int) {
-	if len(s) < 2 {
-		return
-	}
-	keys := make([]uint64, len(s))
-	for i, v := range s {
-		x := id(v)
-		if x < 0 || x > math.MaxUint32 || len(s) > math.MaxUint32 {
-			slices.SortFunc(s, func(a, b T) int { return cmp.Compare(id(a), id(b)) })
-			return
+// order returns the positions of ids sorted by id. When every id fits in
+// 32 bits (PVE's vmids do) it sorts packed id<<32|position keys, several
+// times faster than sorting with a comparison function.
+func order(ids []int) []int {
+	pos := make([]int, len(ids))
+	keys := make([]uint64, len(ids))
+	for i, id := range ids {
+		if id < 0 || id > math.MaxUint32 || len(ids) > math.MaxUint32 {
+			for i := range pos {
+				pos[i] = i
+			}
+			slices.SortFunc(pos, func(a, b int) int { return cmp.Or(cmp.Compare(ids[a], ids[b]), cmp.Compare(a, b)) })
+			return pos
 		}
-		keys[i] = uint64(x)<<32 | uint64(i)
+		keys[i] = uint64(id)<<32 | uint64(i)
 	}
 	slices.Sort(keys)
-	sorted := make([]T, len(s))
 	for i, k := range keys {
-		sorted[i] = s[uint32(k)]
+		pos[i] = int(uint32(k))
 	}
-	copy(s, sorted)
-}
-
-type wantGuest struct {
-	id int
-	g  *desired.Guest
-}
-
-type actualRef struct {
-	vmid, i int
+	return pos
 }
 
 // differ holds scratch space reused across guests.
