@@ -73,7 +73,7 @@ func randomHost(r *rand.Rand, n int) (*desired.Host, []guest.Observed) {
 				g.Config[k] = pick(r, map[string][]string{
 					"cores": {"1", "2", "02", "4"}, "memory": {"4096", "current=4096", "8192", "4096.0"},
 					"onboot": {"true", "1", "no", ""}, "net0": {"virtio,bridge=vmbr0,firewall=1", "virtio=" + mac + ",bridge=vmbr0", "virtio,bridge=vmbr1", "bad,,=x"},
-					"scsi0": {"local-lvm:vm-1-disk-0,size=32768M,ssd=1,discard=on", "local-lvm:vm-1-disk-0,ssd=0"},
+					"scsi0":   {"local-lvm:vm-1-disk-0,size=32768M,ssd=1,discard=on", "local-lvm:vm-1-disk-0,ssd=0"},
 					"balloon": {"0", "512", ""}, "protection": {"0", "yes", ""}, "description": {"cfg", ""}, "tags": {"web;prod", "a"},
 				}[k]...)
 			}
