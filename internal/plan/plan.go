@@ -150,22 +150,23 @@ func Diff(want *desired.Host, actual []guest.Observed, opts Options) Plan {
 	p := Plan{Guests: make([]GuestStatus, 0, len(ids))}
 	var d differ
 	j := 0
-	for k, pos := range wo {
+	for k, w := range wo {
+		pos := uint32(w)
 		id, g := ids[pos], gs[pos]
 		if g == nil {
 			g = &desired.Guest{}
 		}
 		st := GuestStatus{VMID: id}
-		for j < len(ao) && aids[ao[j]] < id {
+		for j < len(ao) && aids[uint32(ao[j])] < id {
 			j++
 		}
 		switch {
-		case j == len(ao) || aids[ao[j]] != id:
+		case j == len(ao) || aids[uint32(ao[j])] != id:
 			st.Phase, st.Err = Error, "not found on this host"
-		case j+1 < len(ao) && aids[ao[j+1]] == id:
+		case j+1 < len(ao) && aids[uint32(ao[j+1])] == id:
 			st.Phase, st.Err = Error, "listed more than once by PVE; refusing to act on an ambiguous vmid"
 		default:
-			a := &actual[ao[j]]
+			a := &actual[uint32(ao[j])]
 			st.Lock = a.Lock
 			d.done, d.left = k, len(ids)-k
 			p.Steps = d.guest(p.Steps, &st, g, a, secs)
@@ -175,51 +176,54 @@ func Diff(want *desired.Host, actual []guest.Observed, opts Options) Plan {
 	return p
 }
 
-// order returns the positions of ids sorted by id. When every id fits in
-// 32 bits (PVE's vmids do) it sorts packed id<<32|position keys, several
-// times faster than sorting with a comparison function.
-func order(ids []int) []int {
-	pos := make([]int, len(ids))
+// order returns the positions of ids sorted by id, each in the low 32 bits
+// of an element. When every id fits in 32 bits (PVE's vmids do) it sorts
+// packed id<<32|position keys, several times faster than sorting with a
+// comparison function.
+func order(ids []int) []uint64 {
 	keys := make([]uint64, len(ids))
 	for i, id := range ids {
 		if id < 0 || id > math.MaxUint32 || len(ids) > math.MaxUint32 {
-			for i := range pos {
-				pos[i] = i
+			for i := range keys {
+				keys[i] = uint64(i)
 			}
-			slices.SortFunc(pos, func(a, b int) int { return cmp.Or(cmp.Compare(ids[a], ids[b]), cmp.Compare(a, b)) })
-			return pos
+			slices.SortFunc(keys, func(a, b uint64) int { return cmp.Or(cmp.Compare(ids[a], ids[b]), cmp.Compare(a, b)) })
+			return keys
 		}
 		keys[i] = uint64(id)<<32 | uint64(i)
 	}
 	slices.Sort(keys)
-	for i, k := range keys {
-		pos[i] = int(uint32(k))
-	}
-	return pos
+	return keys
 }
 
 // differ holds scratch space reused across guests.
 type differ struct {
-	done    int // guests planned before this one
-	left    int // guests left to plan, this one included
-	pending []pending
+	done    int       // guests planned before this one
+	left    int       // guests left to plan, this one included
+	vals    []pending // managed keys and values, before comparing
+	pending []pending // managed keys that differ
 	tags    []string
 	buf     []byte
 	slab    []Change // changes are carved from it, see take
 }
 
-// grow makes room in steps for the steps of this guest (1 or 2). It grows
-// by what the guests left will add at the rate seen so far (plus a
-// sixteenth), at least doubling, but never beyond the two steps per guest
-// the guests left can add: a large plan is allocated about once, and
-// never more than twice its size in total.
+// grow makes room in steps for the steps of this guest (1 or 2). Once a
+// sample of guests is planned it grows by what the guests left will add
+// at the rate seen so far, plus an eighth, and by at least half (doubling
+// before that); never beyond the two steps per guest the guests left can
+// add. A large plan is thus allocated about once, and in total never more
+// than three times its size.
 func (d *differ) grow(steps []Step) []Step {
 	if cap(steps)-len(steps) >= 2 {
 		return steps
 	}
 	n := len(steps)
-	est := n * d.left / max(d.done, 1)
-	return slices.Grow(steps, min(max(n, 8, est+est/16), 2*d.left))
+	by := max(n, 8)
+	if d.done >= 64 {
+		est := n * d.left / d.done
+		by = max(n/2, est+est/8, 8)
+	}
+	return slices.Grow(steps, min(by, 2*d.left))
 }
 
 // pending is a managed key that differs, with its normalization row.
@@ -254,7 +258,7 @@ func (d *differ) take(n int) []Change {
 func (d *differ) tagsEqual(kind guest.Kind, tags []string, have string) bool {
 	d.tags = append(d.tags[:0], tags...)
 	for _, t := range d.tags {
-		if t == "" || strings.ContainsAny(t, ";, \t\r\n") {
+		if t == "" || hasTagSep(t) {
 			return normalize.Equal(kind, "tags", strings.Join(tags, ";"), have)
 		}
 	}
@@ -268,6 +272,18 @@ func (d *differ) tagsEqual(kind guest.Kind, tags []string, have string) bool {
 		d.buf = append(d.buf, t...)
 	}
 	return string(d.buf) == normalize.Value(kind, "tags", have)
+}
+
+// hasTagSep reports whether t contains a character PVE takes as a tag
+// separator.
+func hasTagSep(t string) bool {
+	for i := 0; i < len(t); i++ {
+		switch t[i] {
+		case ';', ',', ' ', '\t', '\r', '\n':
+			return true
+		}
+	}
+	return false
 }
 
 // guest plans one guest found on the host, appending its steps to steps and
@@ -293,38 +309,49 @@ func (d *differ) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *guest
 		}
 	}
 
-	// Managed keys that differ, unordered: desired config keys first, with
-	// description and tags taken from their own fields when set.
-	tbl := normalize.For(a.Kind)
-	d.pending = d.pending[:0]
+	// Managed keys and their values, unordered: desired config keys, with
+	// description and tags taken from their own fields when set. The
+	// actual values are all looked up first, back to back, so that the
+	// cache misses on a cold config map overlap; then they are compared.
+	d.vals = d.vals[:0]
 	for k, want := range g.Config {
 		if k == "description" && g.Description != nil || k == "tags" && g.Tags != nil || g.Ignored(k) {
 			continue
 		}
-		have := a.Config[k]
-		if want == have {
+		d.vals = append(d.vals, pending{key: k, from: a.Config[k], to: want})
+	}
+	var descHave, tagsHave string
+	manageDesc := g.Description != nil && !g.Ignored("description")
+	if manageDesc {
+		descHave = a.Config["description"]
+	}
+	manageTags := g.Tags != nil && !g.Ignored("tags")
+	if manageTags {
+		tagsHave = a.Config["tags"]
+	}
+
+	tbl := normalize.For(a.Kind)
+	d.pending = d.pending[:0]
+	for _, v := range d.vals {
+		if v.to == v.from {
 			continue
 		}
-		r := tbl.Lookup(k)
-		if r.Equal(want, have) {
-			continue
-		}
-		d.pending = append(d.pending, pending{k, have, want, r})
-	}
-	if g.Description != nil && !g.Ignored("description") {
-		want, have := *g.Description, a.Config["description"]
-		if r := tbl.Lookup("description"); !r.Equal(want, have) {
-			d.pending = append(d.pending, pending{"description", have, want, r})
+		v.row = tbl.Lookup(v.key)
+		if !v.row.Equal(v.to, v.from) {
+			d.pending = append(d.pending, v)
 		}
 	}
-	if g.Tags != nil && !g.Ignored("tags") {
-		have := a.Config["tags"]
-		if !d.tagsEqual(a.Kind, g.Tags, have) {
-			r := tbl.Lookup("tags")
-			want := normalize.Value(a.Kind, "tags", strings.Join(g.Tags, ";"))
-			if !r.Equal(want, have) {
-				d.pending = append(d.pending, pending{"tags", have, want, r})
-			}
+	if manageDesc {
+		want := *g.Description
+		if r := tbl.Lookup("description"); !r.Equal(want, descHave) {
+			d.pending = append(d.pending, pending{"description", descHave, want, r})
+		}
+	}
+	if manageTags && !d.tagsEqual(a.Kind, g.Tags, tagsHave) {
+		r := tbl.Lookup("tags")
+		want := normalize.Value(a.Kind, "tags", strings.Join(g.Tags, ";"))
+		if !r.Equal(want, tagsHave) {
+			d.pending = append(d.pending, pending{"tags", tagsHave, want, r})
 		}
 	}
 	if len(d.pending) > 1 {
