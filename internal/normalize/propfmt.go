@@ -27,7 +27,10 @@ type propFormat struct {
 	// Compiled from the fields above by compile.
 	opts                   index[*optSpec]
 	defaultSpec, modelSpec *optSpec // specs of defaultKey and modelValue
-	compiledOK             bool
+	// resolving has bit filterBit(k) set for every alias and model key k,
+	// so parsing looks up only the keys that may need resolving.
+	resolving  uint64
+	compiledOK bool
 }
 
 type valueKind uint8
@@ -118,65 +121,98 @@ func (f *propFormat) compile() {
 	if s := opts[f.modelValue]; s != nil {
 		f.modelSpec = s
 	}
+	for k, s := range opts {
+		if s.alias != "" || s.model {
+			f.resolving |= filterBit(k)
+		}
+	}
 	f.opts = newIndex(opts)
 	f.compiledOK = true
 }
 
-// opt is a parsed option with the spec of its (resolved) key, never nil.
+// filterBit is k's bit in propFormat.resolving.
+func filterBit(k string) uint64 {
+	if k == "" {
+		return 0
+	}
+	return 1 << ((uint(k[0]) + 13*uint(len(k))) & 63)
+}
+
+// specOf returns o's spec, looking it up on first use.
+func (f *propFormat) specOf(o *opt) *optSpec {
+	if o.s == nil {
+		o.s = &noSpec
+		if s, ok := f.opts.get(o.key); ok {
+			o.s = s
+		}
+	}
+	return o.s
+}
+
+// keyChar marks the bytes of an option key: [A-Za-z0-9_.-].
+var keyChar = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.'
+	}
+	return t
+}()
+
+// opt is a parsed option with the spec of its (resolved) key; s is nil
+// until looked up (specOf).
 type opt struct {
 	key, val string
 	s        *optSpec
 }
 
-// findOpt returns the value of key in os.
-func findOpt(os []opt, key string) (string, bool) {
+// findOpt returns the index of key in os, or -1.
+func findOpt(os []opt, key string) int {
 	for i := range os {
 		if os[i].key == key {
-			return os[i].val, true
+			return i
 		}
 	}
-	return "", false
+	return -1
 }
 
-// parseOpts is parse with each option's spec; see parse.
+// parseOpts is parse keeping options' specs when resolving needed them
+// (others are looked up on use, see specOf); see parse.
 func (f *propFormat) parseOpts(v string, buf []opt) ([]opt, bool) {
 	out := buf
 	for start := 0; start < len(v); {
-		// One scan for the part's end and its first '='.
-		ps, end, eq := start, start, -1
-		for ; end < len(v) && v[end] != ','; end++ {
-			if v[end] == '=' && eq < 0 {
-				eq = end
-			}
+		end := strings.IndexByte(v[start:], ',')
+		if end < 0 {
+			end = len(v)
+		} else {
+			end += start
 		}
-		part := v[ps:end]
+		part := v[start:end]
 		start = end + 1
 		if part == "" || !isNonBlankStart(part[0]) && strings.TrimSpace(part) == "" {
 			continue
 		}
 		var k, val string
-		if eq < 0 {
+		if eq := strings.IndexByte(part, '='); eq < 0 {
 			if f.defaultKey == "" {
 				return nil, false
 			}
 			k, val = f.defaultKey, part
-		} else if k, val = v[ps:eq], v[eq+1:end]; k == "" || val == "" {
+		} else if k, val = part[:eq], part[eq+1:]; k == "" || val == "" || !validOptKey(k) {
 			return nil, false
 		}
-		s, known := f.opts.get(k)
-		switch {
-		case !known:
-			if !validOptKey(k) {
-				return nil, false
+		var s *optSpec
+		if f.resolving&filterBit(k) != 0 {
+			if sp, ok := f.opts.get(k); ok {
+				s = sp
+				switch {
+				case s.alias != "":
+					k, s = s.alias, s.aliasSpec
+				case s.model:
+					if f.defaultKey != "" {
+						out = append(out, opt{f.defaultKey, k, f.defaultSpec})
+					}
+					k, s = f.modelValue, f.modelSpec
+				}
 			}
-			s = &noSpec
-		case s.alias != "":
-			k, s = s.alias, s.aliasSpec
-		case s.model:
-			if f.defaultKey != "" {
-				out = append(out, opt{f.defaultKey, k, f.defaultSpec})
-			}
-			k, s = f.modelValue, f.modelSpec
 		}
 		out = append(out, opt{k, val, s})
 	}
@@ -217,8 +253,7 @@ func (f *propFormat) parse(v string, buf []propstr.Prop) ([]propstr.Prop, bool) 
 
 func validOptKey(k string) bool {
 	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
+		if !keyChar[k[i]] {
 			return false
 		}
 	}
@@ -303,6 +338,9 @@ func (f *propFormat) canon(v string) string {
 	if !ok {
 		return v
 	}
+	for i := range os {
+		f.specOf(&os[i])
+	}
 	os = slices.DeleteFunc(os, func(o opt) bool { return o.s.hasDef && optEqual(o.s, o.val, o.s.def) })
 	for i := range os {
 		os[i].val = canonOpt(os[i].s, os[i].val)
@@ -338,25 +376,29 @@ func (f *propFormat) match(desired, actual string) bool {
 	if !okD || !okA {
 		return desired == actual
 	}
-	for _, p := range d {
-		s := p.s
-		av, found := findOpt(a, p.key)
-		if !found {
-			if !(s.hasDef && optEqual(s, p.val, s.def)) {
+	var named uint64 // bit i: a[i] is named by desired (up to 64 options)
+	for i := range d {
+		p := &d[i]
+		j := findOpt(a, p.key)
+		if j < 0 {
+			if s := f.specOf(p); !(s.hasDef && optEqual(s, p.val, s.def)) {
 				return false
 			}
 			continue
 		}
-		if !optEqual(s, p.val, av) {
+		if j < 64 {
+			named |= 1 << j
+		}
+		if p.val != a[j].val && !optEqual(f.specOf(p), p.val, a[j].val) {
 			return false
 		}
 	}
-	for _, q := range a {
-		if _, found := findOpt(d, q.key); found {
+	for i := range a {
+		q := &a[i]
+		if i < 64 && named&(1<<i) != 0 || i >= 64 && findOpt(d, q.key) >= 0 {
 			continue // compared above
 		}
-		s := q.s
-		if s.optional || s.hasDef && optEqual(s, q.val, s.def) {
+		if s := f.specOf(q); s.optional || s.hasDef && optEqual(s, q.val, s.def) {
 			continue
 		}
 		return false
@@ -374,11 +416,9 @@ func (f *propFormat) carry(desired, actual string) string {
 		return desired
 	}
 	out := desired
-	for _, q := range a {
-		if !q.s.optional {
-			continue
-		}
-		if _, named := findOpt(d, q.key); named {
+	for i := range a {
+		q := &a[i]
+		if !f.specOf(q).optional || findOpt(d, q.key) >= 0 {
 			continue
 		}
 		if out != "" {
