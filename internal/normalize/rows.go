@@ -101,13 +101,13 @@ func canonDescription(v string) string {
 		case '\r':
 			simple = false
 		case '\n':
-			if i > 0 && isBlank(v[i-1]) && strings.TrimRight(v[i:], " \t\n\v\f") != "" {
+			if i > 0 && isBlank(v[i-1]) && trimEnd(v[i:]) != "" {
 				simple = false
 			}
 		}
 	}
 	if simple {
-		return strings.TrimRight(v, " \t\n\v\f")
+		return trimEnd(v)
 	}
 	v = strings.ReplaceAll(v, "\r\n", "\n")
 	v = strings.ReplaceAll(v, "\r", "\n")
@@ -119,6 +119,16 @@ func canonDescription(v string) string {
 }
 
 func isBlank(c byte) bool { return c == ' ' || c == '\t' || c == '\v' || c == '\f' }
+
+// trimEnd is strings.TrimRight(v, " \t\n\v\f") without building a
+// cutset per call.
+func trimEnd(v string) string {
+	i := len(v)
+	for i > 0 && (isBlank(v[i-1]) || v[i-1] == '\n') {
+		i--
+	}
+	return v[:i]
+}
 
 // canonTags is the tag set sorted and de-duplicated, joined with ';' as PVE
 // stores it. PVE accepts ';', ',' and whitespace as separators.
