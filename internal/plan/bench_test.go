@@ -104,3 +104,36 @@ func BenchmarkDiff10kBaseline(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/10000, "ns/guest")
 }
+
+// BenchmarkDiff10kLookupFloor is the memory floor of any planner on this
+// fleet: find each desired guest's observed guest and read every managed
+// value from the cold desired and actual config maps, comparing nothing.
+// Diff's cost above it is normalization, building the plan, and GC.
+func BenchmarkDiff10kLookupFloor(b *testing.B) {
+	h, actual := fleet(10000)
+	b.ReportAllocs()
+	for b.Loop() {
+		byID := make(map[int]int, len(actual))
+		for i := range actual {
+			byID[actual[i].VMID] = i
+		}
+		ids := make([]int, 0, len(h.Guests))
+		for id := range h.Guests {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		n := 0
+		for _, id := range ids {
+			g := h.Guests[id]
+			a := &actual[byID[id]]
+			for k, v := range g.Config {
+				n += len(a.Config[k]) + len(v)
+			}
+			n += len(a.Config["description"]) + len(*g.Description) + len(a.Config["tags"]) + len(g.Tags)
+		}
+		if n == 0 {
+			b.Fatal("nothing read")
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/10000, "ns/guest")
+}
