@@ -111,8 +111,10 @@ type GuestStatus struct {
 }
 
 // Plan is the result of Diff: Steps to execute in order, and one status per
-// desired guest, ordered by vmid. A guest's Drift and its steps' Changes
-// may share a backing array: treat a Plan as read-only.
+// desired guest, ordered by vmid. Drift and Changes slices share backing
+// arrays (a guest's Drift with its steps' Changes, and different guests'
+// slices with each other); each slice's capacity ends at its length, so
+// appending to one copies, but treat a Plan as read-only.
 type Plan struct {
 	Steps  []Step
 	Guests []GuestStatus
@@ -179,14 +181,15 @@ func Diff(want *desired.Host, actual []guest.Observed, opts Options) Plan {
 // order returns the positions of ids sorted by id, each in the low 32 bits
 // of an element. When every id fits in 32 bits (PVE's vmids do) it sorts
 // packed id<<32|position keys, several times faster than sorting with a
-// comparison function.
+// comparison function. len(ids) must be below 2^32.
 func order(ids []int) []uint64 {
 	keys := make([]uint64, len(ids))
 	for i, id := range ids {
-		if id < 0 || id > math.MaxUint32 || len(ids) > math.MaxUint32 {
+		if id < 0 || id > math.MaxUint32 {
 			for i := range keys {
 				keys[i] = uint64(i)
 			}
+			// Other ids (not PVE's): positions sorted by id, then position.
 			slices.SortFunc(keys, func(a, b uint64) int { return cmp.Or(cmp.Compare(ids[a], ids[b]), cmp.Compare(a, b)) })
 			return keys
 		}
@@ -226,7 +229,8 @@ func (d *differ) grow(steps []Step) []Step {
 	return slices.Grow(steps, min(by, 2*d.left))
 }
 
-// pending is a managed key that differs, with its normalization row.
+// pending is a managed key with its actual (from) and desired (to) values
+// and, once compared, its normalization row.
 type pending struct {
 	key, from, to string
 	row           *normalize.Row
