@@ -25,8 +25,7 @@ type propFormat struct {
 	modelValue string
 
 	// Compiled from the fields above by compile.
-	opts                   index[*optSpec]
-	defaultSpec, modelSpec *optSpec // specs of defaultKey and modelValue
+	opts index[*optSpec]
 	// resolving has bit filterBit(k) set for every alias and model key k,
 	// so parsing looks up only the keys that may need resolving.
 	resolving  uint64
@@ -46,13 +45,12 @@ const (
 // optSpec is everything known about one option key, so that parsing looks
 // each option up once.
 type optSpec struct {
-	alias     string   // non-empty: this key is an alias of alias
-	aliasSpec *optSpec // the spec of alias
-	model     bool     // a model key (see propFormat.modelKeys)
-	kind      valueKind
-	def       string
-	hasDef    bool
-	optional  bool
+	alias    string // non-empty: this key is an alias of alias
+	model    bool   // a model key (see propFormat.modelKeys)
+	kind     valueKind
+	def      string
+	hasDef   bool
+	optional bool
 }
 
 func set(keys ...string) map[string]bool {
@@ -106,21 +104,6 @@ func (f *propFormat) compile() {
 	for k := range f.optional {
 		spec(k).optional = true
 	}
-	for _, s := range opts {
-		if s.alias != "" {
-			s.aliasSpec = &noSpec
-			if t := opts[s.alias]; t != nil {
-				s.aliasSpec = t
-			}
-		}
-	}
-	f.defaultSpec, f.modelSpec = &noSpec, &noSpec
-	if s := opts[f.defaultKey]; s != nil {
-		f.defaultSpec = s
-	}
-	if s := opts[f.modelValue]; s != nil {
-		f.modelSpec = s
-	}
 	for k, s := range opts {
 		if s.alias != "" || s.model {
 			f.resolving |= filterBit(k)
@@ -138,15 +121,12 @@ func filterBit(k string) uint64 {
 	return 1 << ((uint(k[0]) + 13*uint(len(k))) & 63)
 }
 
-// specOf returns o's spec, looking it up on first use.
-func (f *propFormat) specOf(o *opt) *optSpec {
-	if o.s == nil {
-		o.s = &noSpec
-		if s, ok := f.opts.get(o.key); ok {
-			o.s = s
-		}
+// spec returns the spec of option key (never nil).
+func (f *propFormat) spec(key string) *optSpec {
+	if s, ok := f.opts.get(key); ok {
+		return s
 	}
-	return o.s
+	return &noSpec
 }
 
 // keyChar marks the bytes of an option key: [A-Za-z0-9_.-].
@@ -157,12 +137,9 @@ var keyChar = func() (t [256]bool) {
 	return t
 }()
 
-// opt is a parsed option with the spec of its (resolved) key; s is nil
-// until looked up (specOf).
-type opt struct {
-	key, val string
-	s        *optSpec
-}
+// opt is a parsed option, its key resolved (aliases, model keys); its spec
+// is looked up only when needed (spec), which is rare when comparing.
+type opt struct{ key, val string }
 
 // findOpt returns the index of key in os, or -1.
 func findOpt(os []opt, key string) int {
@@ -174,8 +151,7 @@ func findOpt(os []opt, key string) int {
 	return -1
 }
 
-// parseOpts is parse keeping options' specs when resolving needed them
-// (others are looked up on use, see specOf); see parse.
+// parseOpts is parse; see there.
 func (f *propFormat) parseOpts(v string, buf []opt) ([]opt, bool) {
 	out := buf
 	for start := 0; start < len(v); {
@@ -199,22 +175,20 @@ func (f *propFormat) parseOpts(v string, buf []opt) ([]opt, bool) {
 		} else if k, val = part[:eq], part[eq+1:]; k == "" || val == "" || !validOptKey(k) {
 			return nil, false
 		}
-		var s *optSpec
 		if f.resolving&filterBit(k) != 0 {
-			if sp, ok := f.opts.get(k); ok {
-				s = sp
+			if s, ok := f.opts.get(k); ok {
 				switch {
 				case s.alias != "":
-					k, s = s.alias, s.aliasSpec
+					k = s.alias
 				case s.model:
 					if f.defaultKey != "" {
-						out = append(out, opt{f.defaultKey, k, f.defaultSpec})
+						out = append(out, opt{f.defaultKey, k})
 					}
-					k, s = f.modelValue, f.modelSpec
+					k = f.modelValue
 				}
 			}
 		}
-		out = append(out, opt{k, val, s})
+		out = append(out, opt{k, val})
 	}
 	// Duplicates (also via aliases: "virtio=MAC,macaddr=MAC") are invalid.
 	for i := range out {
@@ -338,12 +312,12 @@ func (f *propFormat) canon(v string) string {
 	if !ok {
 		return v
 	}
+	os = slices.DeleteFunc(os, func(o opt) bool {
+		s := f.spec(o.key)
+		return s.hasDef && optEqual(s, o.val, s.def)
+	})
 	for i := range os {
-		f.specOf(&os[i])
-	}
-	os = slices.DeleteFunc(os, func(o opt) bool { return o.s.hasDef && optEqual(o.s, o.val, o.s.def) })
-	for i := range os {
-		os[i].val = canonOpt(os[i].s, os[i].val)
+		os[i].val = canonOpt(f.spec(os[i].key), os[i].val)
 	}
 	slices.SortFunc(os, func(a, b opt) int {
 		switch {
@@ -381,7 +355,7 @@ func (f *propFormat) match(desired, actual string) bool {
 		p := &d[i]
 		j := findOpt(a, p.key)
 		if j < 0 {
-			if s := f.specOf(p); !(s.hasDef && optEqual(s, p.val, s.def)) {
+			if s := f.spec(p.key); !(s.hasDef && optEqual(s, p.val, s.def)) {
 				return false
 			}
 			continue
@@ -389,7 +363,7 @@ func (f *propFormat) match(desired, actual string) bool {
 		if j < 64 {
 			named |= 1 << j
 		}
-		if p.val != a[j].val && !optEqual(f.specOf(p), p.val, a[j].val) {
+		if p.val != a[j].val && !optEqual(f.spec(p.key), p.val, a[j].val) {
 			return false
 		}
 	}
@@ -398,7 +372,7 @@ func (f *propFormat) match(desired, actual string) bool {
 		if i < 64 && named&(1<<i) != 0 || i >= 64 && findOpt(d, q.key) >= 0 {
 			continue // compared above
 		}
-		if s := f.specOf(q); s.optional || s.hasDef && optEqual(s, q.val, s.def) {
+		if s := f.spec(q.key); s.optional || s.hasDef && optEqual(s, q.val, s.def) {
 			continue
 		}
 		return false
@@ -418,7 +392,7 @@ func (f *propFormat) carry(desired, actual string) string {
 	out := desired
 	for i := range a {
 		q := &a[i]
-		if !f.specOf(q).optional || findOpt(d, q.key) >= 0 {
+		if !f.spec(q.key).optional || findOpt(d, q.key) >= 0 {
 			continue
 		}
 		if out != "" {

@@ -27,11 +27,11 @@ func refOpts(f *propFormat, v string) ([]opt, bool) {
 			k = a
 		} else if f.modelKeys[k] {
 			if f.defaultKey != "" {
-				out = append(out, opt{key: f.defaultKey, val: k})
+				out = append(out, opt{f.defaultKey, k})
 			}
 			k = f.modelValue
 		}
-		out = append(out, opt{key: k, val: p.Value})
+		out = append(out, opt{k, p.Value})
 	}
 	seen := map[string]bool{}
 	for _, o := range out {
@@ -76,7 +76,7 @@ func checkOpts(t *testing.T, name string, f *propFormat, v string) {
 		if got[i].key != want[i].key || got[i].val != want[i].val {
 			t.Fatalf("%s parseOpts(%q)[%d]: got %s=%s; want %s=%s", name, v, i, got[i].key, got[i].val, want[i].key, want[i].val)
 		}
-		s, r := f.specOf(&got[i]), refSpec(f, got[i].key)
+		s, r := f.spec(got[i].key), refSpec(f, got[i].key)
 		if s.kind != r.kind || s.def != r.def || s.hasDef != r.hasDef || s.optional != r.optional {
 			t.Fatalf("%s parseOpts(%q): option %q has spec %+v; want %+v", name, v, got[i].key, *s, r)
 		}
