@@ -214,6 +214,16 @@ func useVerifier(h *harness, env *signedoptest.Env) {
 	h.eng.Gate = &gate.Gate{Host: "pve", Verifier: v}
 }
 
+// unsignedJob is a job anyone could write into the jobs directory: a
+// payload for exactly a, with no signatures.
+func unsignedJob(env *signedoptest.Env, a action.Action) signedop.Job {
+	j := env.Job(func(p *signedop.Payload) {
+		p.Op, p.VMID, p.Kind, p.Digest, p.Params = a.Op, a.VMID, a.Kind, a.Digest, a.Params
+	})
+	j.Signatures = nil
+	return j
+}
+
 // journalHas reports whether the journal file in dir holds s.
 func journalHas(t *testing.T, dir, s string) bool {
 	t.Helper()
@@ -669,11 +679,7 @@ func TestRefusedCreateGivesNoProvenance(t *testing.T) {
 	h := newHarness(t, sim.Options{}, qemuGuest(150, false, nil))
 	env := signingEnv(t)
 	useVerifier(h, env)
-	create := env.Job(func(p *signedop.Payload) {
-		p.Op, p.VMID, p.Kind, p.Digest = action.Create, 150, guest.QEMU, ""
-		p.Params = map[string]string{"name": "scratch", "memory": "512", "scsi0": "local-lvm:8"}
-	})
-	create.Signatures = nil // benign ops need none
+	create := unsignedJob(env, action.Action{Op: action.Create, VMID: 150, Kind: guest.QEMU, Digest: "", Params: map[string]string{"name": "scratch", "memory": "512", "scsi0": "local-lvm:8"}})
 	h.eng.PVE = hiding{Reader: h.client, vmid: 150}
 	rep := h.tick(nil, create)
 	if len(rep.Results) != 1 || rep.Results[0].Err == nil {
@@ -684,11 +690,7 @@ func TestRefusedCreateGivesNoProvenance(t *testing.T) {
 		t.Fatalf("provenance after a refused create = %+v; want none", p)
 	}
 	g, _ := h.srv.Sim.Guest(150)
-	destroy := env.Job(func(p *signedop.Payload) {
-		p.Op, p.VMID, p.Kind, p.Digest = action.Destroy, 150, guest.QEMU, g.Digest
-		p.Params = map[string]string{"purge": "1"}
-	})
-	destroy.Signatures = nil
+	destroy := unsignedJob(env, action.Action{Op: action.Destroy, VMID: 150, Kind: guest.QEMU, Digest: g.Digest, Params: map[string]string{"purge": "1"}})
 	rep = h.tick(nil, destroy)
 	if _, ok := h.srv.Sim.Guest(150); !ok {
 		t.Fatal("guest 150, which the agent did not create, was destroyed without a signature")
@@ -736,11 +738,7 @@ func TestOwnFailedProvisionCleanup(t *testing.T) {
 			useVerifier(h, env)
 			now := time.Now()
 			h.eng.Now = func() time.Time { return now }
-			create := env.Job(func(p *signedop.Payload) {
-				p.Op, p.VMID, p.Kind, p.Digest = action.Create, 160, guest.QEMU, ""
-				p.Params = map[string]string{"name": "scratch", "memory": "512", "scsi0": "local-lvm:8"}
-			})
-			create.Signatures = nil
+			create := unsignedJob(env, action.Action{Op: action.Create, VMID: 160, Kind: guest.QEMU, Digest: "", Params: map[string]string{"name": "scratch", "memory": "512", "scsi0": "local-lvm:8"}})
 			h.srv.Sim.SetFaults(sim.Faults{TaskFailRate: 1})
 			h.eng.PVE = leavesRemains{Reader: h.client, sim: h.srv.Sim, spec: qemuGuest(160, false, nil), once: new(sync.Once)}
 			if rep := h.tick(nil, create); len(rep.Results) != 1 || rep.Results[0].Err == nil {
@@ -755,11 +753,7 @@ func TestOwnFailedProvisionCleanup(t *testing.T) {
 			}
 			now = now.Add(tc.after)
 			g, _ := h.srv.Sim.Guest(160)
-			destroy := env.Job(func(p *signedop.Payload) {
-				p.Op, p.VMID, p.Kind, p.Digest = action.Destroy, 160, guest.QEMU, g.Digest
-				p.Params = map[string]string{"purge": "1"}
-			})
-			destroy.Signatures = nil
+			destroy := unsignedJob(env, action.Action{Op: action.Destroy, VMID: 160, Kind: guest.QEMU, Digest: g.Digest, Params: map[string]string{"purge": "1"}})
 			h.tick(nil, destroy)
 			if _, exists := h.srv.Sim.Guest(160); exists == tc.destroyed {
 				t.Fatalf("guest 160 exists = %v; want destroyed = %v", exists, tc.destroyed)

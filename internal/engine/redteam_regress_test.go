@@ -192,11 +192,7 @@ func TestRedteamHoleProvenanceForForeignGuestAtSameVMID(t *testing.T) {
 	h := newHarness(t, sim.Options{})
 	env := signingEnv(t)
 	useVerifier(h, env)
-	create := env.Job(func(p *signedop.Payload) {
-		p.Op, p.VMID, p.Kind, p.Digest = action.Create, 160, guest.QEMU, ""
-		p.Params = map[string]string{"name": "scratch", "memory": "512", "scsi0": "local-lvm:8"}
-	})
-	create.Signatures = nil
+	create := unsignedJob(env, action.Action{Op: action.Create, VMID: 160, Kind: guest.QEMU, Digest: "", Params: map[string]string{"name": "scratch", "memory": "512", "scsi0": "local-lvm:8"}})
 	h.srv.Sim.SetFaults(sim.Faults{TaskFailRate: 1})
 	if rep := h.tick(nil, create); len(rep.Results) != 1 || rep.Results[0].Err == nil {
 		t.Fatalf("results = %+v; want the create task to fail", rep.Results)
@@ -213,11 +209,7 @@ func TestRedteamHoleProvenanceForForeignGuestAtSameVMID(t *testing.T) {
 		t.Fatal(err)
 	}
 	g, _ := h.srv.Sim.Guest(160)
-	destroy := env.Job(func(p *signedop.Payload) {
-		p.Op, p.VMID, p.Kind, p.Digest = action.Destroy, 160, guest.QEMU, g.Digest
-		p.Params = map[string]string{"purge": "1"}
-	})
-	destroy.Signatures = nil
+	destroy := unsignedJob(env, action.Action{Op: action.Destroy, VMID: 160, Kind: guest.QEMU, Digest: g.Digest, Params: map[string]string{"purge": "1"}})
 	h.tick(nil, destroy)
 	if _, ok := h.srv.Sim.Guest(160); !ok {
 		t.Fatalf("guest 160 (prod-db, never created by the agent) was destroyed without a signature: %v", h.mutations())
@@ -278,11 +270,7 @@ func TestRedteamHoleRecoveryAdoptsForeignTask(t *testing.T) {
 		t.Errorf("provenance of 180 after recovery = %+v; the failed task was another user's", p)
 	}
 	g, _ := h.srv.Sim.Guest(180)
-	destroy := env.Job(func(p *signedop.Payload) {
-		p.Op, p.VMID, p.Kind, p.Digest = action.Destroy, 180, guest.QEMU, g.Digest
-		p.Params = map[string]string{"purge": "1"}
-	})
-	destroy.Signatures = nil
+	destroy := unsignedJob(env, action.Action{Op: action.Destroy, VMID: 180, Kind: guest.QEMU, Digest: g.Digest, Params: map[string]string{"purge": "1"}})
 	h.tick(nil, destroy)
 	if _, ok := h.srv.Sim.Guest(180); !ok {
 		t.Fatalf("guest 180 (another user's) was destroyed without a signature: %v", h.mutations())
