@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/steward-pve/steward/internal/backoff"
 )
 
 // WaitOptions controls WaitTask's polling: the first poll comes after
@@ -72,9 +74,10 @@ func (c *Client) WaitTask(ctx context.Context, upid UPID, o WaitOptions) (TaskRe
 	if limit < initial {
 		limit = initial
 	}
-	delay := initial
+	// Doubling polls, capped, each shortened by up to 10% jitter.
+	poll := backoff.Policy{Initial: initial, Max: limit, Multiplier: 2, Jitter: 0.1}
 	var lastErr error
-	for {
+	for attempt := 1; ; attempt++ {
 		st, err := c.TaskStatus(ctx, upid.Node, upid)
 		switch {
 		case err == nil && !st.Running():
@@ -87,16 +90,11 @@ func (c *Client) WaitTask(ctx context.Context, upid UPID, o WaitOptions) (TaskRe
 		default:
 			return TaskResult{}, fmt.Errorf("pve: wait for task %s: %w", upid, err)
 		}
-		d := delay - time.Duration(c.jitter()*float64(delay)/10)
-		if err := c.sleep(ctx, d); err != nil {
+		if err := c.sleep(ctx, poll.Delay(attempt, c.jitter)); err != nil {
 			if lastErr != nil {
 				return TaskResult{}, fmt.Errorf("pve: wait for task %s: %w (last poll: %v)", upid, err, lastErr)
 			}
 			return TaskResult{}, fmt.Errorf("pve: wait for task %s: %w", upid, err)
-		}
-		delay *= 2
-		if delay > limit {
-			delay = limit
 		}
 	}
 }
