@@ -355,6 +355,22 @@ func (s *Sim) goneLocked(g *guestState) error {
 	return nil
 }
 
+// powerTask begins a start, stop or shutdown task: skiplock is refused to
+// tokens other than root@pam, and the guest must exist.
+func (s *Sim) powerTask(k guest.Kind, q *request, verb string) (taskSpec, response, bool) {
+	if r, ok := checkSkiplock(q); !ok {
+		return taskSpec{}, r, false
+	}
+	return s.guestTask(k, q, prefix(k)+verb, verb)
+}
+
+// running reports g's run state under the simulator's lock.
+func (s *Sim) running(g *guestState) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return g.running
+}
+
 func prefix(k guest.Kind) string {
 	if k == guest.LXC {
 		return "vz"
@@ -363,21 +379,13 @@ func prefix(k guest.Kind) string {
 }
 
 func (s *Sim) postStart(k guest.Kind, q *request) response {
-	if r, okS := checkSkiplock(q); !okS {
-		return r
-	}
-	sp, resp, found := s.guestTask(k, q, prefix(k)+"start", "start")
+	sp, resp, found := s.powerTask(k, q, "start")
 	if !found {
 		return resp
 	}
 	g := sp.g
-	if k == guest.LXC {
-		s.mu.Lock()
-		running := g.running
-		s.mu.Unlock()
-		if running {
-			return fail(500, "CT %d already running", g.vmid)
-		}
+	if k == guest.LXC && s.running(g) {
+		return fail(500, "CT %d already running", g.vmid)
 	}
 	sp.apply = func(r *taskRun) error {
 		// Order of QEMU vm_start / LXC vm_start: template, (QEMU) a
@@ -416,21 +424,13 @@ func (s *Sim) postStart(k guest.Kind, q *request) response {
 }
 
 func (s *Sim) postStop(k guest.Kind, q *request) response {
-	if r, okS := checkSkiplock(q); !okS {
-		return r
-	}
-	sp, resp, found := s.guestTask(k, q, prefix(k)+"stop", "stop")
+	sp, resp, found := s.powerTask(k, q, "stop")
 	if !found {
 		return resp
 	}
 	g := sp.g
-	if k == guest.LXC {
-		s.mu.Lock()
-		running := g.running
-		s.mu.Unlock()
-		if !running {
-			return fail(500, "CT %d not running", g.vmid)
-		}
+	if k == guest.LXC && !s.running(g) {
+		return fail(500, "CT %d not running", g.vmid)
 	}
 	if q.bool("overrule-shutdown") {
 		// QEMU/LXC stop: with overrule-shutdown=1 the stop worker first
@@ -480,10 +480,7 @@ func (s *Sim) abortGuestTasks(q *request, typ string, vmid int) []string {
 }
 
 func (s *Sim) postShutdown(k guest.Kind, q *request) response {
-	if r, okS := checkSkiplock(q); !okS {
-		return r
-	}
-	sp, resp, found := s.guestTask(k, q, prefix(k)+"shutdown", "shutdown")
+	sp, resp, found := s.powerTask(k, q, "shutdown")
 	if !found {
 		return resp
 	}
