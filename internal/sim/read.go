@@ -341,6 +341,18 @@ func (s *Sim) getPermissions(q *request) response {
 }
 
 // getGuest finds a guest of kind k by the request's vmid.
+// withGuest runs fn on the guest the request names, under the
+// simulator's lock; an unknown or other-kind guest gets PVE's answer.
+func (s *Sim) withGuest(k guest.Kind, q *request, fn func(g *guestState) response) response {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, resp, found := s.getGuestLocked(k, q)
+	if !found {
+		return resp
+	}
+	return fn(g)
+}
+
 func (s *Sim) getGuestLocked(k guest.Kind, q *request) (*guestState, response, bool) {
 	vmid, _ := strconv.Atoi(q.params["vmid"])
 	g, found := s.guests[vmid]
@@ -351,101 +363,85 @@ func (s *Sim) getGuestLocked(k guest.Kind, q *request) (*guestState, response, b
 }
 
 func (s *Sim) getConfig(k guest.Kind, q *request) response {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	g, resp, found := s.getGuestLocked(k, q)
-	if !found {
-		return resp
-	}
-	if name, okS := q.params["snapshot"]; okS {
-		sn := g.snapshots[name]
-		if sn == nil {
-			return fail(500, "snapshot '%s' does not exist", name)
+	return s.withGuest(k, q, func(g *guestState) response {
+		if name, okS := q.params["snapshot"]; okS {
+			sn := g.snapshots[name]
+			if sn == nil {
+				return fail(500, "snapshot '%s' does not exist", name)
+			}
+			c := cloneMap(sn.config)
+			delete(c, "description")
+			if sn.description != "" {
+				c["description"] = sn.description
+			}
+			c["snaptime"] = strconv.FormatInt(sn.snaptime, 10)
+			if sn.parent != "" {
+				c["parent"] = sn.parent
+			}
+			return reply(configJSON(k, c, g.digest()))
 		}
-		c := cloneMap(sn.config)
-		delete(c, "description")
-		if sn.description != "" {
-			c["description"] = sn.description
-		}
-		c["snaptime"] = strconv.FormatInt(sn.snaptime, 10)
-		if sn.parent != "" {
-			c["parent"] = sn.parent
-		}
-		return reply(configJSON(k, c, g.digest()))
-	}
-	return reply(configJSON(k, g.config, g.digest()))
+		return reply(configJSON(k, g.config, g.digest()))
+	})
 }
 
 func (s *Sim) getPending(k guest.Kind, q *request) response {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	g, resp, found := s.getGuestLocked(k, q)
-	if !found {
-		return resp
-	}
-	// GuestHelpers config_with_pending_array lists every scalar of the
-	// loaded config, and the loaded config carries its digest.
-	out := []any{}
-	cj := configJSON(k, g.config, g.digest())
-	for _, key := range sortedKeys(cj) {
-		out = append(out, map[string]any{"key": key, "value": cj[key]})
-	}
-	return reply(out)
+	return s.withGuest(k, q, func(g *guestState) response {
+		// GuestHelpers config_with_pending_array lists every scalar of the
+		// loaded config, and the loaded config carries its digest.
+		out := []any{}
+		cj := configJSON(k, g.config, g.digest())
+		for _, key := range sortedKeys(cj) {
+			out = append(out, map[string]any{"key": key, "value": cj[key]})
+		}
+		return reply(out)
+	})
 }
 
 func (s *Sim) getStatusCurrent(k guest.Kind, q *request) response {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	g, resp, found := s.getGuestLocked(k, q)
-	if !found {
-		return resp
-	}
-	m := s.statusFields(g)
-	m["vmid"] = g.vmid
-	m["ha"] = map[string]any{"managed": 0}
-	if k == guest.QEMU {
-		m["qmpstatus"] = m["status"]
-		if a := g.config["agent"]; a == "1" || strings.Contains(a, "enabled=1") {
-			m["agent"] = 1
+	return s.withGuest(k, q, func(g *guestState) response {
+		m := s.statusFields(g)
+		m["vmid"] = g.vmid
+		m["ha"] = map[string]any{"managed": 0}
+		if k == guest.QEMU {
+			m["qmpstatus"] = m["status"]
+			if a := g.config["agent"]; a == "1" || strings.Contains(a, "enabled=1") {
+				m["agent"] = 1
+			}
+			if g.running {
+				m["running-qemu"] = "10.0.2"
+				m["running-machine"] = "pc-i440fx-10.0+pve0"
+				m["balloon"] = g.memBytes()
+				m["freemem"] = g.memBytes() / 2
+				m["shares"] = 1000
+			}
 		}
-		if g.running {
-			m["running-qemu"] = "10.0.2"
-			m["running-machine"] = "pc-i440fx-10.0+pve0"
-			m["balloon"] = g.memBytes()
-			m["freemem"] = g.memBytes() / 2
-			m["shares"] = 1000
-		}
-	}
-	return reply(m)
+		return reply(m)
+	})
 }
 
 func (s *Sim) getSnapshots(k guest.Kind, q *request) response {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	g, resp, found := s.getGuestLocked(k, q)
-	if !found {
-		return resp
-	}
-	out := []any{}
-	for _, name := range sortedKeys(g.snapshots) {
-		sn := g.snapshots[name]
-		// Snapshot sections are parsed like the main section: LXC keeps
-		// the description's trailing newline, QEMU strips it.
-		e := map[string]any{"name": sn.name, "description": readDescription(k, sn.description), "snaptime": sn.snaptime}
-		if k == guest.QEMU {
-			e["vmstate"] = b2i(sn.vmstate)
+	return s.withGuest(k, q, func(g *guestState) response {
+		out := []any{}
+		for _, name := range sortedKeys(g.snapshots) {
+			sn := g.snapshots[name]
+			// Snapshot sections are parsed like the main section: LXC keeps
+			// the description's trailing newline, QEMU strips it.
+			e := map[string]any{"name": sn.name, "description": readDescription(k, sn.description), "snaptime": sn.snaptime}
+			if k == guest.QEMU {
+				e["vmstate"] = b2i(sn.vmstate)
+			}
+			if sn.parent != "" {
+				e["parent"] = sn.parent
+			}
+			out = append(out, e)
 		}
-		if sn.parent != "" {
-			e["parent"] = sn.parent
+		cur := map[string]any{"name": "current", "description": "You are here!", "digest": g.digest(), "running": b2i(g.running)}
+		if p := g.config["parent"]; p != "" {
+			cur["parent"] = p
 		}
-		out = append(out, e)
-	}
-	cur := map[string]any{"name": "current", "description": "You are here!", "digest": g.digest(), "running": b2i(g.running)}
-	if p := g.config["parent"]; p != "" {
-		cur["parent"] = p
-	}
-	out = append(out, cur)
-	return reply(out)
+		out = append(out, cur)
+		return reply(out)
+	})
 }
 
 func b2i(b bool) int {
