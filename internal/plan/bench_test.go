@@ -79,15 +79,7 @@ func BenchmarkDiff10kBaseline(b *testing.B) {
 	h, actual := fleet(10000)
 	b.ReportAllocs()
 	for b.Loop() {
-		byID := make(map[int]int, len(actual))
-		for i := range actual {
-			byID[actual[i].VMID] = i
-		}
-		ids := make([]int, 0, len(h.Guests))
-		for id := range h.Guests {
-			ids = append(ids, id)
-		}
-		slices.Sort(ids)
+		byID, ids := indexFleet(h, actual)
 		n := 0
 		for _, id := range ids {
 			a := &actual[byID[id]]
@@ -113,15 +105,7 @@ func BenchmarkDiff10kLookupFloor(b *testing.B) {
 	h, actual := fleet(10000)
 	b.ReportAllocs()
 	for b.Loop() {
-		byID := make(map[int]int, len(actual))
-		for i := range actual {
-			byID[actual[i].VMID] = i
-		}
-		ids := make([]int, 0, len(h.Guests))
-		for id := range h.Guests {
-			ids = append(ids, id)
-		}
-		slices.Sort(ids)
+		byID, ids := indexFleet(h, actual)
 		n := 0
 		for _, id := range ids {
 			g := h.Guests[id]
@@ -136,4 +120,19 @@ func BenchmarkDiff10kLookupFloor(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/10000, "ns/guest")
+}
+
+// indexFleet is the part both baselines share with any planner: the
+// observed guests indexed by vmid and the desired vmids in order.
+func indexFleet(h *desired.Host, actual []guest.Observed) (map[int]int, []int) {
+	byID := make(map[int]int, len(actual))
+	for i := range actual {
+		byID[actual[i].VMID] = i
+	}
+	ids := make([]int, 0, len(h.Guests))
+	for id := range h.Guests {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return byID, ids
 }
