@@ -31,6 +31,10 @@ var (
 	ErrUnknownOp = errors.New("journal: op not in flight")
 	// ErrClosed is returned by every method after Close.
 	ErrClosed = errors.New("journal: closed")
+	// ErrNonceSpent is returned by Begin for an op whose nonce belongs to
+	// another op in flight or ended without Retry: the signed job it
+	// carries has committed already and must not run again.
+	ErrNonceSpent = errors.New("journal: nonce already committed")
 )
 
 // Defaults for Options.
@@ -79,7 +83,15 @@ type Journal struct {
 	written   uint64 // records written to f
 	synced    uint64 // records covered by a completed fsync
 	syncing   bool   // an fsync is in progress (mu not held by its caller)
-	err       error  // sticky: the journal is closed or failed
+	err       error  // the journal is closed, or failed (see failed)
+	// failed is true when err is an I/O failure rather than Close: the
+	// next append first tries to repair the file (repairLocked).
+	failed      bool
+	lastFailLog time.Time // when a failed repair was last logged
+	failedTries int       // repairs failed since then
+	// fault, set only by tests, fails writes and fsyncs it returns an
+	// error for ("write", "sync"), as a full disk would.
+	fault func(op string) error
 }
 
 // Open opens the journal in dir, creating dir (mode 0700) and the file when
@@ -176,8 +188,10 @@ func (j *Journal) removeStaleTemps(dir string) {
 }
 
 // Begin records that op is about to run. It returns once the record is
-// durable. It fails with ErrDone when op.IdemKey completed within the
-// retention window, and with ErrInFlight when op.ID, or another op with the
+// durable; for an op with a Nonce that record is the commitment of its
+// signed job. It fails with ErrDone when op.IdemKey completed (without
+// Retry) within the retention window, with ErrNonceSpent when op.Nonce is
+// committed by another op, and with ErrInFlight when op.ID, or another op with the
 // same IdemKey, is in flight. A zero op.Time is set from Options.Now; times
 // are stored in UTC. Begin keeps a copy of op.
 func (j *Journal) Begin(op Op) error {
@@ -193,13 +207,18 @@ func (j *Journal) Begin(op Op) error {
 		if _, ok := j.st.inflight[op.ID]; ok {
 			return fmt.Errorf("%w: op %s", ErrInFlight, op.ID)
 		}
+		if op.Nonce != "" {
+			if n, ok := j.st.nonces[op.Nonce]; ok {
+				return fmt.Errorf("%w: nonce %s was committed by op %s", ErrNonceSpent, op.Nonce, n.opID)
+			}
+		}
 		if op.IdemKey == "" {
 			return nil
 		}
 		if other, ok := j.st.inflightK[op.IdemKey]; ok {
 			return fmt.Errorf("%w: idempotency key %q is held by op %s", ErrInFlight, op.IdemKey, other)
 		}
-		if c, ok := j.completedLocked(op.IdemKey); ok {
+		if c, ok := j.completedLocked(op.IdemKey); ok && !c.result.Retry {
 			return fmt.Errorf("%w: key %q ended with op %s at %s", ErrDone, op.IdemKey, c.opID, c.at.Format(time.RFC3339))
 		}
 		return nil
@@ -264,6 +283,32 @@ func (j *Journal) completedLocked(idemKey string) (completion, bool) {
 	return c, true
 }
 
+// NonceSpent reports whether nonce is committed: an op carrying it is in
+// flight, or ended without Retry and the nonce has not expired. opID is
+// that op. It does not block on I/O.
+func (j *Journal) NonceSpent(nonce string) (opID string, spent bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	n, ok := j.st.nonces[nonce]
+	if !ok {
+		return "", false
+	}
+	if _, live := j.st.inflight[n.opID]; !live && !j.now().Before(n.expires) {
+		return "", false
+	}
+	return n.opID, true
+}
+
+// TaskOwner returns the id of the op whose task upid is, when the journal
+// recorded it for one (in flight, or ended within retention). It does not
+// block on I/O.
+func (j *Journal) TaskOwner(upid string) (opID string, ok bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	opID, ok = j.st.upids[upid]
+	return opID, ok
+}
+
 // InFlight returns copies of the ops begun and not ended, in begin order,
 // each with its UPID if one was recorded. It does not block on I/O.
 func (j *Journal) InFlight() []Op {
@@ -308,8 +353,8 @@ func (j *Journal) Provenance(vmid int) Provenance {
 func (j *Journal) Compact() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.err != nil {
-		return j.err
+	if err := j.usableLocked(); err != nil {
+		return err
 	}
 	return j.compactLocked()
 }
@@ -349,13 +394,13 @@ func (j *Journal) append(r record, check func() error) error {
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.err != nil {
-		return j.err
+	if err := j.usableLocked(); err != nil {
+		return err
 	}
 	if err := check(); err != nil {
 		return err
 	}
-	n, err := j.f.Write(frame)
+	n, err := j.writeLocked(frame)
 	if err != nil || n != len(frame) {
 		if err == nil {
 			err = io.ErrShortWrite
@@ -396,7 +441,7 @@ func (j *Journal) waitSyncedLocked(seq uint64) error {
 		j.syncing = true
 		target, f := j.written, j.f
 		j.mu.Unlock()
-		err := f.Sync()
+		err := j.syncFile(f)
 		j.mu.Lock()
 		j.syncing = false
 		if err != nil {
@@ -409,14 +454,68 @@ func (j *Journal) waitSyncedLocked(seq uint64) error {
 	return nil
 }
 
-// failLocked makes err sticky and returns it.
+// failLocked records the I/O failure err and returns it. Appends fail
+// until a repair succeeds (see usableLocked): after a failed write or
+// fsync the kernel's view of the file can no longer be trusted, so the
+// file is rewritten, not appended to.
 func (j *Journal) failLocked(err error) error {
 	if j.err == nil {
-		j.err = err
-		j.log.Error("journal: failed", "path", j.path, "err", err)
+		j.err, j.failed = err, true
+		j.lastFailLog = j.now()
+		j.log.Error("journal: failed; will rewrite the journal from memory once writes succeed", "path", j.path, "err", err)
 	}
 	j.cond.Broadcast()
 	return j.err
+}
+
+// usableLocked returns nil when appends may proceed. After an I/O failure
+// it rewrites the whole journal from the in-memory state (what every
+// acknowledged record and every op since says) through a temporary file,
+// fsync and rename, and reopens it: once the disk has room again the
+// journal works again without a restart. A repair that fails is logged at
+// most once a minute.
+func (j *Journal) usableLocked() error {
+	if j.err == nil {
+		return nil
+	}
+	if !j.failed {
+		return j.err
+	}
+	for j.syncing {
+		j.cond.Wait()
+	}
+	prev := j.err
+	j.err, j.failed = nil, false
+	if err := j.rewriteLocked(); err != nil {
+		j.err, j.failed = prev, true
+		j.failedTries++
+		if now := j.now(); now.Sub(j.lastFailLog) >= time.Minute {
+			j.log.Error("journal: still failing", "path", j.path, "err", err, "failed_repairs", j.failedTries)
+			j.lastFailLog, j.failedTries = now, 0
+		}
+		return fmt.Errorf("%w (repair failed: %v)", prev, err)
+	}
+	j.log.Warn("journal: writable again; rewrote it from memory", "path", j.path, "bytes", j.size)
+	j.failedTries = 0
+	return nil
+}
+
+func (j *Journal) writeLocked(b []byte) (int, error) {
+	if j.fault != nil {
+		if err := j.fault("write"); err != nil {
+			return 0, err
+		}
+	}
+	return j.f.Write(b)
+}
+
+func (j *Journal) syncFile(f *os.File) error {
+	if j.fault != nil {
+		if err := j.fault("sync"); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
 }
 
 func (j *Journal) compactLocked() error {
@@ -426,7 +525,21 @@ func (j *Journal) compactLocked() error {
 	if j.err != nil {
 		return j.err
 	}
-	j.st.prune(j.now().Add(-j.retention))
+	now := j.now()
+	j.st.prune(now.Add(-j.retention), now)
+	if err := j.rewriteLocked(); err != nil {
+		return err
+	}
+	j.log.Info("journal: compacted", "path", j.path, "bytes", j.size)
+	if j.size > j.maxBytes {
+		j.log.Warn("journal: live content exceeds MaxBytes after compaction", "path", j.path, "bytes", j.size, "max_bytes", j.maxBytes)
+	}
+	return nil
+}
+
+// rewriteLocked replaces the file with the records that rebuild the
+// in-memory state and switches appends to it.
+func (j *Journal) rewriteLocked() error {
 	data := fileHeader()
 	for _, r := range j.st.snapshot() {
 		frame, err := encodeFrame(r)
@@ -434,6 +547,11 @@ func (j *Journal) compactLocked() error {
 			return fmt.Errorf("journal: compact: %w", err)
 		}
 		data = append(data, frame...)
+	}
+	if j.fault != nil {
+		if err := j.fault("write"); err != nil {
+			return fmt.Errorf("journal: rewrite: %w", err)
+		}
 	}
 	if err := atomicfile.Write(j.path, data, 0o600); err != nil {
 		// Make sure appends still go to the file at j.path: if the
@@ -446,14 +564,7 @@ func (j *Journal) compactLocked() error {
 		}
 		return fmt.Errorf("journal: compact: %w", err)
 	}
-	if err := j.reopenLocked(int64(len(data))); err != nil {
-		return err
-	}
-	j.log.Info("journal: compacted", "path", j.path, "bytes", len(data))
-	if j.size > j.maxBytes {
-		j.log.Warn("journal: live content exceeds MaxBytes after compaction", "path", j.path, "bytes", j.size, "max_bytes", j.maxBytes)
-	}
-	return nil
+	return j.reopenLocked(int64(len(data)))
 }
 
 // sameFileLocked reports whether j.f is still the file at j.path.

@@ -127,10 +127,10 @@ func TestGolden(t *testing.T) {
 	}
 	want := strings.Join([]string{
 		`inflight op-3 key="k-op-3" upid="` + upid3 + `" action=qemu/101/start time=2025-03-16T09:26:58.589793Z`,
-		`completed "cfg-101-a"=false {OK:false ExitStatus: Error: Resolution: RemainsDigest:}`,
-		`completed "create-op-2"=false {OK:false ExitStatus: Error: Resolution: RemainsDigest:}`,
-		`completed "k-op-3"=false {OK:false ExitStatus: Error: Resolution: RemainsDigest:}`,
-		`completed "cfg-103-a"=true {OK:true ExitStatus: Error: Resolution: RemainsDigest:}`,
+		`completed "cfg-101-a"=false {OK:false ExitStatus: Error: Resolution: RemainsDigest: Retry:false}`,
+		`completed "create-op-2"=false {OK:false ExitStatus: Error: Resolution: RemainsDigest: Retry:false}`,
+		`completed "k-op-3"=false {OK:false ExitStatus: Error: Resolution: RemainsDigest: Retry:false}`,
+		`completed "cfg-103-a"=true {OK:true ExitStatus: Error: Resolution: RemainsDigest: Retry:false}`,
 		`provenance 101={CreatedByAgent:false CreateFailed:false FailedAt:0001-01-01 00:00:00 +0000 UTC RemainsDigest: CreateOpID:}`,
 		`provenance 102={CreatedByAgent:false CreateFailed:false FailedAt:0001-01-01 00:00:00 +0000 UTC RemainsDigest: CreateOpID:}`,
 		`provenance 103={CreatedByAgent:false CreateFailed:false FailedAt:0001-01-01 00:00:00 +0000 UTC RemainsDigest: CreateOpID:}`,

@@ -74,11 +74,14 @@ type endRecord struct {
 }
 
 type completedRecord struct {
-	ID      string    `json:"id"`
-	IdemKey string    `json:"idem_key"`
-	VMID    int       `json:"vmid"`
-	Time    time.Time `json:"time"`
-	Result  Result    `json:"result"`
+	ID           string    `json:"id"`
+	IdemKey      string    `json:"idem_key"`
+	VMID         int       `json:"vmid"`
+	Time         time.Time `json:"time"`
+	Result       Result    `json:"result"`
+	UPID         string    `json:"upid,omitempty"`
+	Nonce        string    `json:"nonce,omitempty"`
+	NonceExpires time.Time `json:"nonce_expires,omitzero"`
 }
 
 type provenanceRecord struct {

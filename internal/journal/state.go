@@ -20,6 +20,11 @@ type Op struct {
 	IdemKey string        `json:"idem_key,omitempty"` // idempotency key; empty means the op is not deduplicated
 	Signers []string      `json:"signers,omitempty"`  // fingerprints of authorizing signers (signed ops)
 	UPID    string        `json:"upid,omitempty"`     // PVE task id, set by Task
+	// Nonce is the nonce of the signed job this op runs; a begin record
+	// that carries it commits the job (see the package doc). NonceExpires
+	// is when the nonce stops mattering (the job's expiry plus skew).
+	Nonce        string    `json:"nonce,omitempty"`
+	NonceExpires time.Time `json:"nonce_expires,omitzero"`
 }
 
 // Result is how an op ended.
@@ -33,6 +38,11 @@ type Result struct {
 	// failure ("" when it left nothing). Only a guest still in exactly that
 	// state is the agent's own remains.
 	RemainsDigest string `json:"remains_digest,omitempty"`
+	// Retry is true when PVE proves the op did not run (pve.IsRetryable:
+	// a 5xx before execution, 596, a request never sent, a lock timeout)
+	// or recovery found it never started. Its idempotency key and nonce
+	// are then not spent: the same intent may begin again.
+	Retry bool `json:"retry,omitempty"`
 }
 
 // Decision is a gate decision: whether an action may run and why.
@@ -78,6 +88,9 @@ type flight struct {
 
 type completion struct {
 	opID   string
+	upid   string
+	nonce  string
+	expiry time.Time // nonce expiry
 	vmid   int
 	result Result
 	at     time.Time // when the op ended
@@ -107,7 +120,16 @@ type state struct {
 	inflightK map[string]string     // idempotency key → in-flight op id
 	completed map[string]completion // idempotency key → ended op
 	prov      map[int]*provenance   // vmid → create provenance
+	// nonces maps the nonce of every signed op in flight, or ended without
+	// Retry, to that op: the nonces the journal proves spent or committed.
+	nonces    map[string]nonceEntry
+	upids     map[string]string // UPID → id of the op it was recorded for
 	decisions []decisionEntry
+}
+
+type nonceEntry struct {
+	opID    string
+	expires time.Time
 }
 
 func newState() *state {
@@ -116,6 +138,8 @@ func newState() *state {
 		inflightK: make(map[string]string),
 		completed: make(map[string]completion),
 		prov:      make(map[int]*provenance),
+		nonces:    make(map[string]nonceEntry),
+		upids:     make(map[string]string),
 	}
 }
 
@@ -133,6 +157,12 @@ func (s *state) apply(r record) error {
 		if op.IdemKey != "" {
 			s.inflightK[op.IdemKey] = op.ID
 		}
+		if op.Nonce != "" {
+			s.nonces[op.Nonce] = nonceEntry{opID: op.ID, expires: op.NonceExpires}
+		}
+		if op.UPID != "" {
+			s.upids[op.UPID] = op.ID
+		}
 		if op.Action.Op == action.Create {
 			s.prov[op.Action.VMID] = &provenance{createOp: op.ID, seq: s.seq, at: op.Time}
 		}
@@ -142,6 +172,7 @@ func (s *state) apply(r record) error {
 			return fmt.Errorf("task record for op %s, which is not in flight", r.Task.ID)
 		}
 		f.op.UPID = r.Task.UPID
+		s.upids[r.Task.UPID] = f.op.ID
 	case typeEnd:
 		f, ok := s.inflight[r.End.ID]
 		if !ok {
@@ -151,7 +182,14 @@ func (s *state) apply(r record) error {
 		op := f.op
 		if op.IdemKey != "" {
 			delete(s.inflightK, op.IdemKey)
-			s.completed[op.IdemKey] = completion{opID: op.ID, vmid: op.Action.VMID, result: r.End.Result, at: r.End.Time, seq: s.seq}
+			c := completion{opID: op.ID, upid: op.UPID, vmid: op.Action.VMID, result: r.End.Result, at: r.End.Time, seq: s.seq}
+			if !r.End.Result.Retry {
+				c.nonce, c.expiry = op.Nonce, op.NonceExpires
+			}
+			s.completed[op.IdemKey] = c
+		}
+		if op.Nonce != "" && r.End.Result.Retry {
+			delete(s.nonces, op.Nonce) // PVE proves it did not run: not spent
 		}
 		s.endProvenance(op, f.seq, r.End.Result, r.End.Time)
 	case typeDecision:
@@ -161,7 +199,13 @@ func (s *state) apply(r record) error {
 		s.decisions = append(s.decisions, decisionEntry{d: d, seq: s.seq})
 	case typeCompleted:
 		c := r.Completed
-		s.completed[c.IdemKey] = completion{opID: c.ID, vmid: c.VMID, result: c.Result, at: c.Time, seq: s.seq}
+		s.completed[c.IdemKey] = completion{opID: c.ID, upid: c.UPID, vmid: c.VMID, result: c.Result, at: c.Time, seq: s.seq, nonce: c.Nonce, expiry: c.NonceExpires}
+		if c.Nonce != "" {
+			s.nonces[c.Nonce] = nonceEntry{opID: c.ID, expires: c.NonceExpires}
+		}
+		if c.UPID != "" {
+			s.upids[c.UPID] = c.ID
+		}
 	case typeProvenance:
 		p := r.Provenance
 		s.prov[p.VMID] = &provenance{createOp: p.CreateOp, seq: s.seq, ended: true, failed: p.Failed, at: p.Time, remains: p.Remains}
@@ -197,9 +241,25 @@ func (s *state) endProvenance(op Op, seq uint64, r Result, at time.Time) {
 	}
 }
 
-// prune drops completed idempotency keys and decisions older than cutoff.
-func (s *state) prune(cutoff time.Time) {
-	maps.DeleteFunc(s.completed, func(_ string, c completion) bool { return c.at.Before(cutoff) })
+// prune drops completed idempotency keys and decisions older than cutoff,
+// except a completion whose spent nonce has not expired at now: it is kept
+// until the signature could no longer be presented.
+func (s *state) prune(cutoff, now time.Time) {
+	maps.DeleteFunc(s.completed, func(_ string, c completion) bool {
+		return c.at.Before(cutoff) && (c.nonce == "" || !now.Before(c.expiry))
+	})
+	maps.DeleteFunc(s.nonces, func(_ string, n nonceEntry) bool {
+		_, live := s.inflight[n.opID]
+		return !live && !now.Before(n.expires)
+	})
+	live := make(map[string]bool, len(s.completed)+len(s.inflight))
+	for _, c := range s.completed {
+		live[c.opID] = true
+	}
+	for id := range s.inflight {
+		live[id] = true
+	}
+	maps.DeleteFunc(s.upids, func(_ string, id string) bool { return !live[id] })
 	s.decisions = slices.DeleteFunc(s.decisions, func(e decisionEntry) bool { return e.d.Time.Before(cutoff) })
 	s.decisions = slices.Clip(s.decisions)
 }
@@ -217,7 +277,8 @@ func (s *state) snapshot() []record {
 		items = append(items, item{f.seq, record{Type: typeBegin, Begin: &op}})
 	}
 	for key, c := range s.completed {
-		items = append(items, item{c.seq, record{Type: typeCompleted, Completed: &completedRecord{ID: c.opID, IdemKey: key, VMID: c.vmid, Time: c.at, Result: c.result}}})
+		items = append(items, item{c.seq, record{Type: typeCompleted, Completed: &completedRecord{ID: c.opID, IdemKey: key, VMID: c.vmid, Time: c.at, Result: c.result,
+			UPID: c.upid, Nonce: c.nonce, NonceExpires: c.expiry}}})
 	}
 	for vmid, p := range s.prov {
 		if !p.ended {
@@ -248,3 +309,4 @@ func cloneOp(op Op) Op {
 	op.Signers = slices.Clone(op.Signers)
 	return op
 }
+
