@@ -12,10 +12,12 @@
 //	payload            int64 big-endian expiry (Unix seconds), then the nonce bytes
 //
 // Use appends a record and fsyncs the file before it returns, so an
-// acknowledged nonce survives a crash. On Open a torn or corrupt tail (a
-// short record, a bad length or a CRC mismatch, as a crash mid-append leaves
-// behind) is cut off: everything before it is kept and the file is truncated
-// to the last good record. Expired nonces are forgotten in memory at every
+// acknowledged nonce survives a crash. On Open a torn tail (a short record,
+// a bad length or a CRC mismatch with no decodable record after it, as a
+// crash mid-append leaves behind) is cut off: everything before it is kept
+// and the file is truncated to the last good record. A bad record followed
+// by a good one is damage to acknowledged data: Open fails with a
+// *CorruptError and changes nothing. Expired nonces are forgotten in memory at every
 // Use; the file is compacted (rewritten to the live set through a temp file,
 // fsync, rename, fsync of the directory) on Open and whenever it holds more
 // than twice as many records as are live, so it stays bounded by Max.
@@ -66,6 +68,9 @@ var (
 	// raise the limit.
 	ErrFull = errors.New("nonce: store full of unexpired nonces; refusing new signed operations until some expire")
 )
+
+// ErrCorrupt is wrapped by the *CorruptError Open returns.
+var ErrCorrupt = errors.New("nonce: store corrupt")
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -142,7 +147,11 @@ func (s *Store) load(path string, data []byte) error {
 	for len(rest) > 0 {
 		nonce, exp, n, ok := decodeRecord(rest)
 		if !ok {
-			break // torn or corrupt tail: keep what came before
+			off := len(data) - len(rest)
+			if decodableAfter(rest) {
+				return &CorruptError{Path: path, Offset: int64(off)}
+			}
+			break // torn tail (nothing decodable after it): never acknowledged
 		}
 		rest = rest[n:]
 		if exp > now {
@@ -151,6 +160,34 @@ func (s *Store) load(path string, data []byte) error {
 	}
 	return nil
 }
+
+// decodableAfter reports whether a valid record starts anywhere after the
+// first byte of b: then the bad record at b is not a torn final append
+// but damage to an acknowledged one.
+func decodableAfter(b []byte) bool {
+	for i := 1; i+8 < len(b); i++ {
+		if _, _, _, ok := decodeRecord(b[i:]); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// CorruptError is a nonce store damaged other than by a torn final
+// append: a record before the end fails its checksum or framing. Open
+// refuses it rather than forget nonces that may have been spent; it wraps
+// ErrCorrupt.
+type CorruptError struct {
+	Path   string
+	Offset int64
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("nonce: %s is damaged at offset %d (a record before the end is unreadable), so spent nonces could be forgotten; "+
+		"move the file aside and restart: the agent rebuilds the store from its journal, which records the nonce of every signed op", e.Path, e.Offset)
+}
+
+func (e *CorruptError) Unwrap() error { return ErrCorrupt }
 
 func decodeRecord(b []byte) (nonce string, exp int64, n int, ok bool) {
 	if len(b) < 8 {
@@ -220,6 +257,15 @@ func (s *Store) Use(nonce string, expires time.Time) error {
 	s.records++
 	s.live[nonce] = exp
 	return nil
+}
+
+// Used reports whether nonce is held and not expired. It does not block
+// on I/O.
+func (s *Store) Used(nonce string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	exp, ok := s.live[nonce]
+	return ok && exp > s.now().Unix()
 }
 
 // Len returns how many unexpired nonces the store holds.

@@ -1,6 +1,7 @@
 package nonce
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -247,5 +248,41 @@ func TestConcurrentUseOnce(t *testing.T) {
 	wg.Wait()
 	if ok != 1 {
 		t.Fatalf("successful concurrent uses of one nonce: got %d; want 1", ok)
+	}
+}
+
+// A flipped byte in an early record is corruption, not a torn tail: Open
+// refuses the store, names the offset, and leaves the file as it was,
+// instead of forgetting every nonce after the damage.
+func TestEarlyCorruptionRefused(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Unix(1_700_000_000, 0)
+	s, err := Open(dir, Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"first", "second", "third"} {
+		if err := s.Use(n, now.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	path := filepath.Join(dir, FileName)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[headerLen+10] ^= 0x01 // inside the first record's payload
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(dir, Options{Now: func() time.Time { return now }})
+	var ce *CorruptError
+	if !errors.As(err, &ce) || !errors.Is(err, ErrCorrupt) || ce.Offset != headerLen {
+		t.Fatalf("Open of a store damaged in its first record: got %v; want *CorruptError at offset %d", err, headerLen)
+	}
+	after, _ := os.ReadFile(path)
+	if !bytes.Equal(after, data) {
+		t.Error("Open rewrote a corrupt store; it must leave it for the operator")
 	}
 }
