@@ -6,9 +6,11 @@
 // The tick is level-based: it never remembers which event caused it. After
 // a crash, Recover resolves every journaled op that began and did not end
 // (by its task's fate, or by comparing the guest with the op's intent)
-// before any new mutation; the next tick then plans from what PVE says, so
-// an op that did run is not planned again and one that did not is planned
-// once.
+// before any new mutation, and every tick first resolves ops left in
+// flight since (an outcome that was unknown) before it mutates their guest
+// again. A reconcile op that did not run is planned again from what PVE
+// says; a signed job that PVE proves did not run stays runnable while its
+// signature is valid (see the journal package doc for its states).
 package engine
 
 import (
@@ -75,10 +77,18 @@ type Engine struct {
 	TaskUser string
 	// ReadConcurrency bounds parallel config reads; default 4.
 	ReadConcurrency int
+	// NotRunGrace is how long after an op began recovery waits before it
+	// takes "no task and no effect" as proof that PVE never received the
+	// call (a request still being processed leaves neither yet); until
+	// then the op stays in flight and its guest is not mutated. Default
+	// DefaultNotRunGrace.
+	NotRunGrace time.Duration
 	Logger          *slog.Logger
 	Now             func() time.Time
 
 	recovered bool
+	mu        sync.Mutex
+	active    map[string]bool // op ids execute is running now; guarded by mu
 	// Held and refused decisions recorded by the previous tick and this
 	// one; see recordDecision.
 	lastDecisions, seenDecisions map[string]bool
@@ -179,6 +189,12 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 	if err != nil {
 		return Report{}, err
 	}
+	// Ops whose outcome a previous tick could not learn are resolved now,
+	// before their guest is mutated again.
+	var blocked map[int]string
+	if !dryRun {
+		blocked = e.resolveLeftovers(ctx)
+	}
 	byID := make(map[int]guest.Observed, len(actual))
 	for _, g := range actual {
 		byID[g.VMID] = g
@@ -196,6 +212,11 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 	submit := func(p gate.Permit, source, idem string) {
 		a := p.Action()
 		r := Result{Action: a, Source: source, Class: p.Verdict().Class}
+		if why, ok := blocked[a.VMID]; ok {
+			r.Skipped = why
+			rep.Results = append(rep.Results, r)
+			return
+		}
 		if ok, next := e.Backoff.Ready(a.VMID); !ok {
 			r.Skipped = "backing off until " + next.Format(time.RFC3339)
 			rep.Results = append(rep.Results, r)
@@ -223,10 +244,11 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 
 	// Signed jobs first: they carry operator intent for this exact state.
 	signedVMIDs := map[int]bool{}
+	nonces := map[string]bool{} // nonces of the signed jobs submitted this tick
 	for _, pj := range parsed {
 		if e.Journal != nil {
-			if _, done := e.Journal.Completed(jobKey(pj.job)); done {
-				continue // this job already ran (a destructive one also spent its nonce)
+			if res, done := e.Journal.Completed(jobKey(pj.job)); done && !res.Retry {
+				continue // this job ran, or failed conclusively (a destructive one also spent its nonce)
 			}
 		}
 		g, exists := byID[pj.payload.VMID]
@@ -247,6 +269,16 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 		}
 		d := e.Gate.DecideSigned(pj.job, cfg, digest, e.provenance(pj.payload.VMID, digest))
 		e.recordDecision(d, dryRun)
+		if n := d.Permit.Nonce(); d.Outcome == gate.Allowed && n != "" {
+			spent := nonces[n]
+			if !spent && e.Journal != nil {
+				_, spent = e.Journal.NonceSpent(n)
+			}
+			if spent {
+				d.Outcome, d.Reason, d.Permit = gate.Rejected, gate.Replayed(n).Error(), gate.Permit{}
+			}
+			nonces[n] = true
+		}
 		if d.Outcome != gate.Allowed {
 			rep.Rejected = append(rep.Rejected, d)
 			continue
@@ -334,29 +366,38 @@ var errAlreadyDone = errors.New("engine: op with this idempotency key already co
 func (e *Engine) execute(ctx context.Context, p gate.Permit, source, idem string) (executor.Outcome, error) {
 	a := p.Action()
 	id := randomID()
-	if res, done := e.Journal.Completed(idem); done {
+	if res, done := e.Journal.Completed(idem); done && !res.Retry {
 		if res.OK || source == "signed" {
-			// Done, or a signed op that failed: its signature is spent and
-			// only a new one may try again.
+			// Done, or a signed op that failed conclusively: its
+			// signature is spent and only a new one may try again.
 			return executor.Outcome{}, errAlreadyDone
 		}
-		// An earlier attempt of this intent failed or was found not
-		// applied by recovery: this is a new attempt, journaled as such.
+		// An earlier attempt of this intent failed: this is a new
+		// attempt, journaled as such. (An attempt that ended with Retry
+		// did not run; the new one keeps its key.)
 		idem += "/retry:" + id
 	}
+	log := e.log().With("op", id, "vmid", a.VMID, "action", a.Op, "source", source)
 	if err := e.recheckDigest(ctx, a); err != nil {
+		// Nothing is journaled or spent: a signed job stays runnable.
+		log.Warn("op not started: re-reading the guest failed", "err", err, "retryable", pve.IsRetryable(err))
 		return executor.Outcome{}, err
 	}
-	op := journal.Op{ID: id, Time: e.now(), Source: source, Host: e.Host, Action: a, IdemKey: idem, Signers: p.Signers()}
+	op := journal.Op{ID: id, Time: e.now(), Source: source, Host: e.Host, Action: a, IdemKey: idem, Signers: p.Signers(),
+		Nonce: p.Nonce(), NonceExpires: p.NonceExpires()}
 	crashpoint.Hit(crashpoint.BeforeBegin)
+	e.setActive(op.ID, true)
+	defer e.setActive(op.ID, false)
 	if err := e.Journal.Begin(op); err != nil {
-		if errors.Is(err, journal.ErrDone) {
+		switch {
+		case errors.Is(err, journal.ErrDone):
 			return executor.Outcome{}, errAlreadyDone
+		case errors.Is(err, journal.ErrNonceSpent):
+			return executor.Outcome{}, fmt.Errorf("engine: %s not run: %w", a, gate.Replayed(op.Nonce))
 		}
 		return executor.Outcome{}, fmt.Errorf("engine: journal begin for %s: %w (op not started)", a, err)
 	}
 	crashpoint.Hit(crashpoint.AfterBegin)
-	log := e.log().With("op", op.ID, "vmid", a.VMID, "action", a.Op, "source", source)
 	// Parameter values stay out of logs (a config write may carry a
 	// secret such as a cloud-init password); the journal has them.
 	log.Info("op begin", "keys", slices.Sorted(maps.Keys(a.Params)), "signers", op.Signers)
@@ -383,12 +424,13 @@ func (e *Engine) execute(ctx context.Context, p gate.Permit, source, idem string
 			}
 		}
 		if rerr != nil {
-			log.Error("op outcome unknown; left in flight for recovery", "err", err, "resolve_err", rerr)
-			return out, fmt.Errorf("engine: outcome of %s unknown (%v); will be resolved at the next start-up or tick", a, err)
+			log.Error("op outcome unknown; left in flight, resolved before guest is mutated again", "err", err, "resolve_err", rerr)
+			return out, fmt.Errorf("engine: outcome of %s unknown (%v); resolved at the next tick before the guest is changed again", a, err)
 		}
 		if eerr := e.Journal.End(op.ID, res); eerr != nil {
 			return out, fmt.Errorf("engine: journal end: %w", eerr)
 		}
+		e.recordSpent(p, res)
 		if !res.OK {
 			return out, fmt.Errorf("engine: %s: %s", a, res.Resolution)
 		}
@@ -398,6 +440,8 @@ func (e *Engine) execute(ctx context.Context, p gate.Permit, source, idem string
 	res := journal.Result{OK: err == nil, ExitStatus: out.ExitStatus}
 	if err != nil {
 		res.Error = err.Error()
+		// PVE's answer proves nothing ran: the intent may run again.
+		res.Retry = pve.IsRetryable(err)
 		if a.Op == action.Create && out.UPID != "" {
 			res.RemainsDigest = e.remains(ctx, a)
 		}
@@ -406,12 +450,46 @@ func (e *Engine) execute(ctx context.Context, p gate.Permit, source, idem string
 		return out, fmt.Errorf("engine: journal end for %s: %w", a, eerr)
 	}
 	crashpoint.Hit(crashpoint.AfterEnd)
+	e.recordSpent(p, res)
 	if err != nil {
-		log.Warn("op failed", "err", err, "retryable", pve.IsRetryable(err))
+		log.Warn("op failed", "err", err, "retry", res.Retry)
+		if res.Retry {
+			return out, fmt.Errorf("%w (PVE did not run it; retried with backoff)", err)
+		}
 		return out, err
 	}
 	log.Info("op end", "upid", out.UPID, "exitstatus", out.ExitStatus)
 	return out, nil
+}
+
+// recordSpent adds the nonce of a signed op that ended without Retry to
+// the nonce store, the index derived from the journal.
+func (e *Engine) recordSpent(p gate.Permit, res journal.Result) {
+	if res.Retry || p.Nonce() == "" {
+		return
+	}
+	if err := e.Gate.RecordSpent(p); err != nil {
+		e.log().Warn("recording a spent nonce in the nonce store failed; the journal still holds it", "err", err)
+	}
+}
+
+func (e *Engine) setActive(id string, on bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.active == nil {
+		e.active = map[string]bool{}
+	}
+	if on {
+		e.active[id] = true
+	} else {
+		delete(e.active, id)
+	}
+}
+
+func (e *Engine) isActive(id string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.active[id]
 }
 
 // recordDecision journals and logs a gate decision. A decision that holds

@@ -2,7 +2,10 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -18,36 +21,107 @@ import (
 // Recover resolves every op the journal holds as begun but not ended, and
 // journals each resolution, before the engine may mutate anything. An op
 // whose UPID was recorded is resolved by its task's final status (waiting
-// for it if it still runs). Otherwise PVE's task list is searched for a
-// task this op started; failing that, the guest's actual state is compared
-// with the op's intent. Recover never re-executes an op: one that did not
-// happen is planned again by the next tick, from what PVE says.
+// for it if it still runs). Otherwise PVE's task list is searched for the
+// one task that can only be this op's (see findTask); failing that, the
+// guest's actual state is compared with the op's intent. Recover never
+// re-executes an op. One that PVE proves did not run ends with Retry: a
+// reconcile action is planned again if still desired, a signed job stays
+// runnable while its signature is valid. One whose fate cannot be known
+// ends failed and is reported, never run again. An op begun less than
+// NotRunGrace ago with no trace in PVE stays in flight; the ticks resolve
+// it before its guest is mutated again.
 //
 // An op that cannot be resolved (PVE unreachable) makes Recover fail; the
-// caller retries later and must not tick until Recover succeeded.
+// caller retries later and must not tick until Recover succeeded. Recover
+// also adds every nonce the journal holds as spent to the nonce store (its
+// derived index), so a store that was lost or moved aside is rebuilt.
 func (e *Engine) Recover(ctx context.Context) error {
 	crashpoint.Hit(crashpoint.BeforeRecover)
 	for _, op := range e.Journal.InFlight() {
-		res, upid, err := e.resolve(ctx, op)
+		err := e.settle(ctx, op)
+		if errors.Is(err, errTooEarly) {
+			e.log().Info("in-flight op left for the next tick", "op", op.ID, "vmid", op.Action.VMID, "action", op.Action.Op, "why", err)
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("engine: resolving in-flight op %s (%s): %w", op.ID, op.Action, err)
 		}
-		crashpoint.Hit(crashpoint.AfterResolve)
-		if op.UPID == "" && upid != "" {
-			// Found in PVE's task list: journal it, so the record says
-			// PVE accepted the op (create provenance depends on it).
-			if err := e.Journal.Task(op.ID, upid); err != nil {
-				return fmt.Errorf("engine: journaling the task of op %s: %w", op.ID, err)
+	}
+	if e.Gate != nil {
+		for n, exp := range e.Journal.SpentNonces() {
+			if err := e.Gate.RecordNonce(n, exp); err != nil {
+				return fmt.Errorf("engine: rebuilding the nonce store from the journal: %w", err)
 			}
 		}
-		if err := e.Journal.End(op.ID, res); err != nil {
-			return fmt.Errorf("engine: journaling resolution of op %s: %w", op.ID, err)
-		}
-		e.log().Info("recovered in-flight op", "op", op.ID, "vmid", op.Action.VMID, "action", op.Action.Op,
-			"ok", res.OK, "resolution", res.Resolution)
 	}
 	e.recovered = true
 	return nil
+}
+
+// errTooEarly is settle's answer for an op with no trace in PVE that began
+// too recently for that to prove PVE never received it.
+var errTooEarly = errors.New("no task and no effect yet, but begun too recently to prove PVE never received the call")
+
+// settle resolves the in-flight op and journals its resolution.
+func (e *Engine) settle(ctx context.Context, op journal.Op) error {
+	res, upid, err := e.resolve(ctx, op)
+	if err != nil {
+		return err
+	}
+	crashpoint.Hit(crashpoint.AfterResolve)
+	if op.UPID == "" && upid != "" {
+		// Found in PVE's task list: journal it, so the record says
+		// PVE accepted the op (create provenance depends on it).
+		if err := e.Journal.Task(op.ID, upid); err != nil {
+			return fmt.Errorf("journaling the task of op %s: %w", op.ID, err)
+		}
+	}
+	if err := e.Journal.End(op.ID, res); err != nil {
+		return fmt.Errorf("journaling resolution of op %s: %w", op.ID, err)
+	}
+	if !res.Retry && op.Nonce != "" && e.Gate != nil {
+		if err := e.Gate.RecordNonce(op.Nonce, op.NonceExpires); err != nil {
+			e.log().Warn("recording a spent nonce in the nonce store failed; the journal still holds it", "err", err)
+		}
+	}
+	lvl := slog.LevelInfo
+	if !res.OK && !res.Retry {
+		lvl = slog.LevelWarn
+	}
+	e.log().Log(ctx, lvl, "recovered in-flight op", "op", op.ID, "vmid", op.Action.VMID, "action", op.Action.Op,
+		"source", op.Source, "ok", res.OK, "retry", res.Retry, "resolution", res.Resolution)
+	return nil
+}
+
+// resolveLeftovers settles the ops still in flight that no execute of this
+// process is running (their outcome was unknown when they returned, or
+// Recover left them as too recent). It returns the guests that must not
+// be mutated this tick, with why.
+func (e *Engine) resolveLeftovers(ctx context.Context) map[int]string {
+	blocked := map[int]string{}
+	for _, op := range e.Journal.InFlight() {
+		if e.isActive(op.ID) {
+			blocked[op.Action.VMID] = fmt.Sprintf("op %s (%s) still running", op.ID, op.Action.Op)
+			continue
+		}
+		if err := e.settle(ctx, op); err != nil {
+			blocked[op.Action.VMID] = fmt.Sprintf("outcome of op %s (%s) not yet known (%v); guest not changed until it is", op.ID, op.Action.Op, err)
+			if !errors.Is(err, errTooEarly) {
+				e.log().Warn("in-flight op still unresolved", "op", op.ID, "vmid", op.Action.VMID, "action", op.Action.Op, "err", err)
+			}
+		}
+	}
+	return blocked
+}
+
+// DefaultNotRunGrace is Engine.NotRunGrace when it is zero.
+const DefaultNotRunGrace = 30 * time.Second
+
+func (e *Engine) notRunGrace() time.Duration {
+	if e.NotRunGrace > 0 {
+		return e.NotRunGrace
+	}
+	return DefaultNotRunGrace
 }
 
 // taskTypes are the PVE task types each op can start (HA-managed guests
@@ -70,23 +144,23 @@ var taskTypes = map[guest.Kind]map[action.Op][]string{
 	},
 }
 
-// clockSkew tolerates a difference between this host's clock and the
-// timestamps PVE writes into UPIDs (they are the same host, but the UPID
-// has seconds precision).
-const clockSkew = 5 * time.Second
-
 // resolve decides how an op that began and did not end turned out. upid is
 // the op's task, whether journaled or found in PVE's task list ("" when
-// PVE started none).
+// PVE started none or it is ambiguous which).
 func (e *Engine) resolve(ctx context.Context, op journal.Op) (res journal.Result, upid string, err error) {
 	a := op.Action
+	ambiguous := 0
 	if op.UPID == "" {
-		u, err := e.findTask(ctx, op)
+		found, err := e.findTask(ctx, op)
 		if err != nil {
 			return journal.Result{}, "", err
 		}
-		if !u.IsZero() {
-			op.UPID = u.String()
+		switch len(found) {
+		case 0:
+		case 1:
+			op.UPID = found[0].String()
+		default:
+			ambiguous = len(found)
 		}
 	}
 	if op.UPID != "" {
@@ -97,7 +171,7 @@ func (e *Engine) resolve(ctx context.Context, op journal.Op) (res journal.Result
 		tr, err := e.PVE.WaitTask(ctx, u, e.waitOptions())
 		if err != nil {
 			if te, ok := err.(*pve.TaskError); ok {
-				return journal.Result{OK: false, ExitStatus: te.ExitStatus, Error: te.Error(),
+				return journal.Result{OK: false, ExitStatus: te.ExitStatus, Error: te.Error(), Retry: te.Retryable(),
 					Resolution: "recovered: task " + op.UPID + " failed: " + te.ExitStatus}, op.UPID, nil
 			}
 			return journal.Result{}, "", err
@@ -111,21 +185,39 @@ func (e *Engine) resolve(ctx context.Context, op journal.Op) (res journal.Result
 	if met {
 		return journal.Result{OK: true, Resolution: "recovered: already applied (" + what + ")"}, "", nil
 	}
-	return journal.Result{OK: false, Error: "not applied",
-		Resolution: "recovered: not applied (" + what + "); the next tick plans it again if still desired"}, "", nil
+	if ambiguous > 0 {
+		return journal.Result{OK: false, Error: "fate unknown",
+			Resolution: fmt.Sprintf("recovered: fate unknown: %d tasks could be this op's and none is provably it (%s); not run again, check the guest", ambiguous, what)}, "", nil
+	}
+	if len(taskTypes[a.Kind][a.Op]) > 0 && e.TaskUser == "" {
+		return journal.Result{OK: false, Error: "fate unknown",
+			Resolution: "recovered: fate unknown: no task user configured to find this op's task (" + what + "); not run again, check the guest"}, "", nil
+	}
+	if e.now().Sub(op.Time) < e.notRunGrace() {
+		return journal.Result{}, "", errTooEarly
+	}
+	next := "a reconcile action is planned again if still desired"
+	if op.Source == "signed" {
+		next = "the signed job stays runnable while its signature is valid"
+	}
+	return journal.Result{OK: false, Error: "not applied", Retry: true,
+		Resolution: "recovered: PVE never ran it (" + what + "); " + next}, "", nil
 }
 
-// findTask searches the node's task list for the task op started: same
-// guest, a task type the op starts, started no earlier than the op began.
-// A zero UPID means none was found.
-func (e *Engine) findTask(ctx context.Context, op journal.Op) (pve.UPID, error) {
+// findTask returns the tasks in the node's task list that can be op's:
+// started no earlier than the second op began (UPIDs have seconds
+// precision), by this agent's own token, of a type op starts, on its
+// guest, and not recorded in the journal for another op. Exactly one is
+// op's task; none means PVE started none; more is ambiguous.
+func (e *Engine) findTask(ctx context.Context, op journal.Op) ([]pve.UPID, error) {
 	types := taskTypes[op.Action.Kind][op.Action.Op]
-	if len(types) == 0 {
-		return pve.UPID{}, nil
+	if len(types) == 0 || e.TaskUser == "" {
+		return nil, nil
 	}
-	tasks, err := e.PVE.Tasks(ctx, e.Node, pve.TaskQuery{VMID: op.Action.VMID, Source: "all", Since: op.Time.Add(-clockSkew)})
+	since := op.Time.Truncate(time.Second)
+	tasks, err := e.PVE.Tasks(ctx, e.Node, pve.TaskQuery{VMID: op.Action.VMID, Source: "all", Since: since})
 	if err != nil {
-		return pve.UPID{}, fmt.Errorf("listing tasks of guest %d: %w", op.Action.VMID, err)
+		return nil, fmt.Errorf("listing tasks of guest %d: %w", op.Action.VMID, err)
 	}
 	var found []pve.UPID
 	for _, t := range tasks {
@@ -133,23 +225,16 @@ func (e *Engine) findTask(ctx context.Context, op journal.Op) (pve.UPID, error) 
 		// Only a task this agent's own token started can be this op's:
 		// another user's task on the same guest must never be taken for
 		// ours (its failed create would otherwise pass for our provenance).
-		if e.TaskUser == "" || u.User != e.TaskUser {
+		if u.User != e.TaskUser || u.ID != fmt.Sprint(op.Action.VMID) || u.Started().Before(since) || !slices.Contains(types, u.Type) {
 			continue
 		}
-		if u.ID != fmt.Sprint(op.Action.VMID) || u.Started().Before(op.Time.Add(-clockSkew)) {
-			continue
+		if owner, ok := e.Journal.TaskOwner(u.String()); ok && owner != op.ID {
+			continue // another op's task: never two ops share one UPID
 		}
-		for _, ty := range types {
-			if u.Type == ty {
-				found = append(found, u)
-			}
-		}
-	}
-	if len(found) == 0 {
-		return pve.UPID{}, nil
+		found = append(found, u)
 	}
 	sort.Slice(found, func(i, j int) bool { return found[i].StartTime < found[j].StartTime })
-	return found[0], nil
+	return found, nil
 }
 
 // intentMet compares the guest as PVE shows it now with what a should have

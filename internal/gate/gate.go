@@ -20,6 +20,7 @@ import (
 	"github.com/steward-pve/steward/internal/action"
 	"github.com/steward-pve/steward/internal/classify"
 	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/nonce"
 	"github.com/steward-pve/steward/internal/signedop"
 )
 
@@ -56,6 +57,7 @@ type Permit struct {
 	verdict classify.Verdict
 	signers []string // fingerprints, for signed actions
 	nonce   string
+	expires time.Time // when the nonce stops mattering: the job's expiry plus skew
 }
 
 // Action returns the permitted action.
@@ -69,7 +71,13 @@ func (p Permit) Verdict() classify.Verdict { return p.verdict }
 func (p Permit) Signers() []string { return append([]string(nil), p.signers...) }
 
 // Nonce returns the signed job's nonce; empty for unsigned actions.
+// The permit does not spend it: the engine commits it durably in the
+// same journal record that commits the action to run.
 func (p Permit) Nonce() string { return p.nonce }
+
+// NonceExpires returns when the nonce stops mattering (the job's expiry
+// plus the verifier's clock skew); zero for unsigned actions.
+func (p Permit) NonceExpires() time.Time { return p.expires }
 
 // Valid reports whether p was issued by a Gate.
 func (p Permit) Valid() bool { return p.action.Op != "" }
@@ -115,6 +123,11 @@ func (g *Gate) Decide(a action.Action, actual guest.Config, prov classify.Proven
 // runs only when the verifier authorizes the job for exactly that action on
 // currentDigest (the guest's config digest read just now). A benign action
 // in a signed job runs without consuming the signature.
+//
+// DecideSigned does not spend the nonce (see Permit.Nonce); it refuses a
+// job whose nonce the verifier's nonce store already holds (spent before
+// the journal recorded nonces, or by this agent since). The caller must
+// refuse a nonce its journal shows committed.
 func (g *Gate) DecideSigned(job signedop.Job, actual guest.Config, currentDigest string, prov classify.Provenance) Decision {
 	p, err := signedop.ParsePayload(job.Payload)
 	if err != nil {
@@ -141,7 +154,16 @@ func (g *Gate) DecideSigned(job signedop.Job, actual guest.Config, currentDigest
 		g.log(d)
 		return d
 	}
-	auth, err := g.Verifier.Authorize(job, g.Host, a, currentDigest)
+	auth, err := g.Verifier.Check(job, g.Host, a, currentDigest)
+	switch {
+	case err != nil:
+	case g.Verifier.Nonces == nil:
+		err = &signedop.Rejection{Code: signedop.CodeNonceStoreError, Reason: "no nonce store is configured; signed operations cannot run"}
+	case g.Verifier.Nonces.Used(p.Nonce):
+		err = Replayed(p.Nonce)
+	case g.Verifier.Nonces.Full():
+		err = &signedop.Rejection{Code: signedop.CodeNonceStoreFull, Reason: "the agent's nonce store is full of unexpired nonces; retry after older signed operations expire"}
+	}
 	if err != nil {
 		d.Outcome, d.Reason = Rejected, err.Error()
 		var rej *signedop.Rejection
@@ -156,9 +178,42 @@ func (g *Gate) DecideSigned(job signedop.Job, actual guest.Config, currentDigest
 		fps = append(fps, s.Fingerprint)
 	}
 	d.Outcome, d.Reason = Allowed, v.Reason
-	d.Permit = Permit{action: a, verdict: v, signers: fps, nonce: p.Nonce}
+	skew := g.Verifier.MaxSkew
+	if skew <= 0 {
+		skew = signedop.DefaultMaxSkew
+	}
+	d.Permit = Permit{action: a, verdict: v, signers: fps, nonce: p.Nonce, expires: p.Expires.Add(skew)}
 	g.log(d)
 	return d
+}
+
+// Replayed is the rejection of a job whose nonce is already spent.
+func Replayed(nonce string) error {
+	return &signedop.Rejection{Code: signedop.CodeReplayed,
+		Reason: fmt.Sprintf("nonce %s was already used: this signed operation has run (or conclusively failed) before; sign a new payload", nonce)}
+}
+
+// RecordSpent adds the nonce of p, whose op ran or conclusively failed, to
+// the verifier's nonce store: an index derived from the journal, which is
+// the record that commits a signed job. ErrReplayed (already held) is not
+// an error.
+func (g *Gate) RecordSpent(p Permit) error {
+	if p.nonce == "" || g.Verifier == nil || g.Verifier.Nonces == nil {
+		return nil
+	}
+	return g.RecordNonce(p.nonce, p.expires)
+}
+
+// RecordNonce adds nonce, spent until expires, to the verifier's nonce
+// store (see RecordSpent); an expired nonce or one already held is a no-op.
+func (g *Gate) RecordNonce(n string, expires time.Time) error {
+	if g.Verifier == nil || g.Verifier.Nonces == nil || !g.now().Before(expires) {
+		return nil
+	}
+	if err := g.Verifier.Nonces.Use(n, expires); err != nil && !errors.Is(err, nonce.ErrReplayed) {
+		return err
+	}
+	return nil
 }
 
 // pendingPayload returns the payload offered for a: the one offered before

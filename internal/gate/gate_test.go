@@ -240,7 +240,14 @@ func TestDecideSignedWithVerifier(t *testing.T) {
 		}
 	}
 
-	// The nonce is spent: the same job again is rejected as replayed.
+	// The gate does not spend the nonce; once the engine recorded it as
+	// spent, the same job again is rejected as replayed.
+	if again := g.DecideSigned(job, actual(), env.Current, classify.Provenance{}); again.Outcome != gate.Allowed {
+		t.Errorf("before the op ran, the same job again: outcome %q (%s); want allowed (deciding spends nothing)", again.Outcome, again.Reason)
+	}
+	if err := g.RecordSpent(d.Permit); err != nil {
+		t.Fatal(err)
+	}
 	d = g.DecideSigned(job, actual(), env.Current, classify.Provenance{})
 	if d.Outcome != gate.Rejected || !strings.Contains(d.Reason, signedop.CodeReplayed) {
 		t.Errorf("replay: outcome %q reason %q; want rejected (%s)", d.Outcome, d.Reason, signedop.CodeReplayed)

@@ -299,6 +299,21 @@ func (j *Journal) NonceSpent(nonce string) (opID string, spent bool) {
 	return n.opID, true
 }
 
+// SpentNonces returns every nonce the journal holds as committed (see
+// NonceSpent) with its expiry. It does not block on I/O.
+func (j *Journal) SpentNonces() map[string]time.Time {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	now := j.now()
+	out := make(map[string]time.Time, len(j.st.nonces))
+	for n, e := range j.st.nonces {
+		if _, live := j.st.inflight[e.opID]; live || now.Before(e.expires) {
+			out[n] = e.expires
+		}
+	}
+	return out
+}
+
 // TaskOwner returns the id of the op whose task upid is, when the journal
 // recorded it for one (in flight, or ended within retention). It does not
 // block on I/O.

@@ -268,6 +268,15 @@ func (s *Store) Used(nonce string) bool {
 	return ok && exp > s.now().Unix()
 }
 
+// Full reports whether the store holds Max unexpired nonces, so that Use
+// of a new one would fail with ErrFull.
+func (s *Store) Full() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pruneLocked(s.now().Unix())
+	return len(s.live) >= s.max
+}
+
 // Len returns how many unexpired nonces the store holds.
 func (s *Store) Len() int {
 	s.mu.Lock()
