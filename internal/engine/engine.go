@@ -77,14 +77,14 @@ type Engine struct {
 	TaskUser string
 	// ReadConcurrency bounds parallel config reads; default 4.
 	ReadConcurrency int
-	// NotRunGrace is how long after an op began recovery waits before it
+	// NotRunGrace is how long after a signed op began recovery waits before it
 	// takes "no task and no effect" as proof that PVE never received the
 	// call (a request still being processed leaves neither yet); until
 	// then the op stays in flight and its guest is not mutated. Default
 	// DefaultNotRunGrace.
 	NotRunGrace time.Duration
-	Logger          *slog.Logger
-	Now             func() time.Time
+	Logger      *slog.Logger
+	Now         func() time.Time
 
 	recovered bool
 	mu        sync.Mutex

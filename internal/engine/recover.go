@@ -27,9 +27,9 @@ import (
 // re-executes an op. One that PVE proves did not run ends with Retry: a
 // reconcile action is planned again if still desired, a signed job stays
 // runnable while its signature is valid. One whose fate cannot be known
-// ends failed and is reported, never run again. An op begun less than
-// NotRunGrace ago with no trace in PVE stays in flight; the ticks resolve
-// it before its guest is mutated again.
+// ends failed and is reported, never run again. A signed op begun less
+// than NotRunGrace ago with no trace in PVE stays in flight; the ticks
+// resolve it before its guest is mutated again.
 //
 // An op that cannot be resolved (PVE unreachable) makes Recover fail; the
 // caller retries later and must not tick until Recover succeeded. Recover
@@ -193,7 +193,9 @@ func (e *Engine) resolve(ctx context.Context, op journal.Op) (res journal.Result
 		return journal.Result{OK: false, Error: "fate unknown",
 			Resolution: "recovered: fate unknown: no task user configured to find this op's task (" + what + "); not run again, check the guest"}, "", nil
 	}
-	if e.now().Sub(op.Time) < e.notRunGrace() {
+	if op.Source == "signed" && e.now().Sub(op.Time) < e.notRunGrace() {
+		// Retry would let the signed job run again; a reconcile action
+		// is planned again only from what PVE then says.
 		return journal.Result{}, "", errTooEarly
 	}
 	next := "a reconcile action is planned again if still desired"

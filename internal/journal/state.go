@@ -309,4 +309,3 @@ func cloneOp(op Op) Op {
 	op.Signers = slices.Clone(op.Signers)
 	return op
 }
-
