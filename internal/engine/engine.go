@@ -269,7 +269,10 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 		}
 		d := e.Gate.DecideSigned(pj.job, cfg, digest, e.provenance(pj.payload.VMID, digest))
 		e.recordDecision(d, dryRun)
-		if n := d.Permit.Nonce(); d.Outcome == gate.Allowed && n != "" {
+		if _, held := blocked[d.Action.VMID]; held {
+			// An op of this guest is unresolved (possibly this job's own):
+			// submit reports the guest held; nothing is spent or refused.
+		} else if n := d.Permit.Nonce(); d.Outcome == gate.Allowed && n != "" {
 			spent := nonces[n]
 			if !spent && e.Journal != nil {
 				_, spent = e.Journal.NonceSpent(n)

@@ -33,16 +33,35 @@ type harness struct {
 
 	requests *countingTransport
 	taskUser string // the token the client uses, as UPIDs name it
+	// now, when set, is the engine's clock from the next open on.
+	now func() time.Time
+	// gate, when set, is the engine's gate from the next open on.
+	gate *gate.Gate
 }
 
 type countingTransport struct {
 	base http.RoundTripper
 	n    atomic.Int64
+	// fault, when set, answers every request instead of the simulator;
+	// pass calls the simulator.
+	fault atomic.Pointer[func(r *http.Request, pass func() (*http.Response, error)) (*http.Response, error)]
 }
 
 func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	c.n.Add(1)
+	if f := c.fault.Load(); f != nil {
+		return (*f)(r, func() (*http.Response, error) { return c.base.RoundTrip(r) })
+	}
 	return c.base.RoundTrip(r)
+}
+
+// setFault installs f as the transport's fault (nil removes it).
+func (h *harness) setFault(f func(r *http.Request, pass func() (*http.Response, error)) (*http.Response, error)) {
+	if f == nil {
+		h.requests.fault.Store(nil)
+		return
+	}
+	h.requests.fault.Store(&f)
 }
 
 func newHarness(t testing.TB, opts sim.Options, guests ...sim.GuestSpec) *harness {
@@ -93,6 +112,10 @@ func (h *harness) open() {
 		Exec:    &executor.Executor{Client: h.client, Node: node, Wait: pve.WaitOptions{Initial: time.Millisecond, Max: 10 * time.Millisecond}},
 		Backoff: backoff.NewTracker(backoff.Policy{Initial: time.Millisecond, Max: time.Millisecond}, nil, nil),
 		Plan:    plan.Options{ShutdownTimeout: 5 * time.Second},
+		Now:     h.now,
+	}
+	if h.gate != nil {
+		h.eng.Gate = h.gate
 	}
 	if err := h.eng.Recover(h.t.Context()); err != nil {
 		h.t.Fatalf("Recover: %v", err)

@@ -299,15 +299,16 @@ func (j *Journal) NonceSpent(nonce string) (opID string, spent bool) {
 	return n.opID, true
 }
 
-// SpentNonces returns every nonce the journal holds as committed (see
-// NonceSpent) with its expiry. It does not block on I/O.
+// SpentNonces returns every unexpired nonce whose op ended without Retry
+// (ran or failed conclusively), with its expiry; not those of ops still in
+// flight, whose fate is open. It does not block on I/O.
 func (j *Journal) SpentNonces() map[string]time.Time {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	now := j.now()
 	out := make(map[string]time.Time, len(j.st.nonces))
 	for n, e := range j.st.nonces {
-		if _, live := j.st.inflight[e.opID]; live || now.Before(e.expires) {
+		if _, live := j.st.inflight[e.opID]; !live && now.Before(e.expires) {
 			out[n] = e.expires
 		}
 	}
