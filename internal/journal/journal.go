@@ -421,7 +421,7 @@ func (j *Journal) append(r record, check func() error) error {
 		if err == nil {
 			err = io.ErrShortWrite
 		}
-		return j.failLocked(fmt.Errorf("journal: append to %s: %w; the journal is unusable until reopened", j.path, err))
+		return j.failLocked(fmt.Errorf("journal: append to %s: %w; appends fail until the journal can be rewritten", j.path, err))
 	}
 	j.size += int64(n)
 	if err := j.st.apply(r); err != nil {
@@ -461,7 +461,7 @@ func (j *Journal) waitSyncedLocked(seq uint64) error {
 		j.mu.Lock()
 		j.syncing = false
 		if err != nil {
-			j.failLocked(fmt.Errorf("journal: fsync %s: %w; the journal is unusable until reopened", j.path, err))
+			j.failLocked(fmt.Errorf("journal: fsync %s: %w; appends fail until the journal can be rewritten", j.path, err))
 		} else if target > j.synced {
 			j.synced = target
 		}
@@ -595,7 +595,7 @@ func (j *Journal) sameFileLocked() bool {
 func (j *Journal) reopenLocked(size int64) error {
 	nf, err := os.OpenFile(j.path, os.O_RDWR|os.O_APPEND, 0)
 	if err != nil {
-		return j.failLocked(fmt.Errorf("journal: reopen %s after compaction: %w; the journal is unusable until reopened", j.path, err))
+		return j.failLocked(fmt.Errorf("journal: reopen %s after compaction: %w; appends fail until the journal can be rewritten", j.path, err))
 	}
 	j.f.Close()
 	j.f = nf
