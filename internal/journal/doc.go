@@ -32,13 +32,14 @@
 //
 // Record types and their JSON bodies:
 //
-//	1 begin      Op: {"id","time","source","host","action":{"op","vmid","kind","params","digest"},"idem_key","signers","upid"}
+//	1 begin      Op: {"id","time","source","host","action":{"op","vmid","kind","params","digest"},"idem_key","signers","upid","nonce","nonce_expires"}
 //	2 task       {"id","upid","time"}: the PVE task id of an in-flight op
-//	3 end        {"id","time","result":{"ok","exit_status","error","resolution"}}
+//	3 end        {"id","time","result":{"ok","exit_status","error","resolution","remains_digest","retry"}}
 //	4 decision   Decision: {"time","vmid","action","class","verdict","reason","signers"}
-//	5 completed  {"id","idem_key","vmid","time","result"}: written only by
-//	             compaction, the summary of an ended op whose idempotency key
-//	             is still within retention
+//	5 completed  {"id","idem_key","vmid","time","result","upid","nonce","nonce_expires"}:
+//	             written only by compaction, the summary of an ended op whose
+//	             idempotency key is still within retention or whose spent
+//	             nonce has not expired
 //	6 provenance {"vmid","create_op","failed","time"}: written only by
 //	             compaction, the create provenance of a guest whose create op
 //	             has ended
@@ -63,8 +64,45 @@
 //
 // A Journal is safe for concurrent use. Appends are acknowledged only after
 // fsync; concurrent appenders share fsyncs (group commit: one fsync covers
-// every record written while the previous fsync was in progress). An I/O
-// error while appending makes the Journal unusable: every later call returns
-// that error, because after a failed fsync the kernel's view of the file can
-// no longer be trusted. Reopening repairs the file.
+// every record written while the previous fsync was in progress). After an
+// I/O error while appending (a full disk, say) the file is not appended to
+// again, because after a failed fsync the kernel's view of it can no longer
+// be trusted: the call fails, and each later append first rewrites the
+// whole journal from memory (temporary file, fsync, rename, fsync of the
+// directory) and proceeds once that succeeds, so the agent recovers without
+// a restart. Failed rewrites are logged at most once a minute.
+//
+// # A signed job's states
+//
+// A signed job (a destructive action carrying operator signatures) moves
+// through these states; "durable" says what survives SIGKILL at that point.
+//
+//	received   the job file is in the inbox. Durable: the file only.
+//	verified   the gate checked signatures, policy, digest and window
+//	           (gate.DecideSigned). Nothing is written: a crash, a skip for
+//	           backoff or a failed config re-read leave it received.
+//	committed  Begin appended the op with its Nonce and fsynced it. This one
+//	           record both spends the nonce and commits the job; Begin refuses
+//	           a second op with the nonce (ErrNonceSpent).
+//	running    PVE accepted the call; its UPID is recorded by Task as soon as
+//	           known. A crash here, or after committed, leaves the op in
+//	           flight: recovery resolves it before the guest is changed again.
+//	done       End with OK: the task finished (or recovery found the intent
+//	           applied). The nonce stays spent until it expires.
+//	failed-retryable
+//	           End with Retry: PVE proves nothing ran (pve.IsRetryable: a 5xx
+//	           before execution, 596, a request never sent, a lock timeout),
+//	           or recovery found no task and no effect. Nonce and idempotency
+//	           key are released; the job is committed again on a later tick.
+//	failed-final
+//	           End without OK or Retry: the task ran and failed, or the fate is
+//	           unknown (an ambiguous task match). The nonce stays spent; the
+//	           failure is journaled and reported, and only a new signature can
+//	           try again.
+//	expired    the job's validity window passed before it committed (the
+//	           verifier refuses it) or its nonce expired after (the journal
+//	           and the nonce store forget it).
+//
+// NonceSpent and SpentNonces expose the spent set; the agent's nonce store
+// is an index derived from it, rebuilt at recovery.
 package journal
