@@ -45,6 +45,7 @@ type agentFlags struct {
 	allowedSigners, policyFile, jobsDir    string
 	concurrency                            int
 	shutdownTimeout                        time.Duration
+	notRunGrace                            time.Duration
 	taskPoll, taskPollMax                  time.Duration
 	timeouts                               executor.Timeouts
 	logLevel                               string
@@ -84,6 +85,7 @@ interrupted.`,
 	fl.StringVar(&f.jobsDir, "signed-jobs", "", "directory of signed jobs: PAYLOAD.json with PAYLOAD.json.sig* signatures")
 	fl.IntVar(&f.concurrency, "concurrency", 3, "mutations in flight toward PVE at once")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 3*time.Minute, "graceful shutdown time before a guest is stopped")
+	fl.DurationVar(&f.notRunGrace, "not-run-grace", engine.DefaultNotRunGrace, "how long after an interrupted signed op began the agent waits before taking no task and no effect in PVE as proof it never ran")
 	fl.DurationVar(&f.taskPoll, "task-poll", 200*time.Millisecond, "first interval between polls of a running PVE task")
 	fl.DurationVar(&f.taskPollMax, "task-poll-max", 2*time.Second, "longest interval between polls of a running PVE task")
 	fl.DurationVar(&f.timeouts.Config, "timeout-config", 2*time.Minute, "time allowed for a config write")
@@ -137,8 +139,9 @@ func runAgent(ctx context.Context, f agentFlags, stdout, stderr io.Writer) error
 		Host: f.host, Node: f.node, PVE: client, Gate: g, Logger: logger, TaskUser: token.ID,
 		Exec: &executor.Executor{Client: client, Node: f.node, Logger: logger, Timeouts: f.timeouts,
 			Wait: pve.WaitOptions{Initial: f.taskPoll, Max: f.taskPollMax}},
-		Backoff: backoff.NewTracker(backoff.Policy{Initial: 5 * time.Second, Max: 5 * time.Minute, Multiplier: 2, Jitter: 0.2}, time.Now, nil),
-		Plan:    plan.Options{ShutdownTimeout: f.shutdownTimeout},
+		Backoff:     backoff.NewTracker(backoff.Policy{Initial: 5 * time.Second, Max: 5 * time.Minute, Multiplier: 2, Jitter: 0.2}, time.Now, nil),
+		Plan:        plan.Options{ShutdownTimeout: f.shutdownTimeout},
+		NotRunGrace: f.notRunGrace,
 	}
 	if f.dryRun {
 		doc, err := provider.Desired(ctx)
