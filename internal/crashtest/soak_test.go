@@ -55,12 +55,62 @@ func TestCrashFaultSoak(t *testing.T) {
 	t.Logf("seed %d (set STEWARD_SOAK_SEED to reproduce another)", seed)
 	rng := rand.New(rand.NewPCG(seed, 0x50a6))
 
+	so := newSoak(t, seed, 24) // one job each, presented one more per run
+	s, k, jobs, args, present := so.s, so.k, so.jobs, so.args, so.present
+	points := []string{crashpoint.BeforeBegin, crashpoint.AfterBegin, crashpoint.AfterTaskReturned, crashpoint.AfterTaskRecorded,
+		crashpoint.AfterCall, crashpoint.AfterEnd, crashpoint.BeforeRecover, crashpoint.AfterResolve, serverBeforeExec, serverAfterExec}
+	faults := []sim.Faults{{}, {ErrorRate: 0.2}, {Status596Rate: 0.3}, {DropAfterExecRate: 0.5}, {TaskFailRate: 0.15}}
+	kills := 0
+	for round := range 30 {
+		if round < len(jobs) {
+			present(jobs[round])
+		}
+		s.SetFaults(faults[rng.IntN(len(faults))])
+		point, at := points[rng.IntN(len(points))], ""
+		k.disarm()
+		if strings.HasPrefix(point, "server-") {
+			k.mu.Lock()
+			k.at, k.n, k.seen = point, 1+rng.IntN(3), 0
+			k.mu.Unlock()
+		} else {
+			at = fmt.Sprintf("%s:%d", point, 1+rng.IntN(3))
+		}
+		if r := k.run(t, agentBin, args, at); r.killed {
+			kills++
+		}
+	}
+	k.disarm()
+	s.SetFaults(sim.Faults{})
+	for range 3 {
+		if r := k.run(t, agentBin, args, ""); r.killed {
+			t.Fatalf("a clean run was killed\n%s", r.out)
+		}
+	}
+	t.Logf("%d of 30 faulty runs killed", kills)
+
+	so.check(t, fmt.Sprintf("seed %d", seed))
+}
+
+// soak is a simulator with n qemu guests 200.., a job for each (a signed
+// destroy, a signed snapshot delete of snapshot s1, or a benign start, in
+// turn) not yet presented, and the agent's command line.
+type soak struct {
+	s        *sim.Sim
+	k        *killer
+	jobs     []soakJob
+	args     []string
+	present  func(soakJob) // writes the job into the jobs directory
+	setup    int           // mutations made by the setup, not the agent
+	stateDir string
+}
+
+func newSoak(t *testing.T, seed uint64, n int) *soak {
+	t.Helper()
 	s, err := sim.New(sim.Options{Node: "pve", TaskDuration: 2 * time.Millisecond, Seed: int64(seed), Token: "root@pam!crash=7d9f0c54-crash-test"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	const n = 24 // one job each, presented one more per run
+	t.Cleanup(func() { s.Close() })
 	for i := range n {
 		vmid := 200 + i
 		err := s.AddGuest(sim.GuestSpec{VMID: vmid, Kind: guest.QEMU, Name: "soak" + strconv.Itoa(vmid), Config: map[string]string{
@@ -73,7 +123,7 @@ func TestCrashFaultSoak(t *testing.T) {
 	srv := httptest.NewUnstartedServer(k.wrap(s.Handler()))
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	srv.StartTLS()
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 
 	// Snapshots for the snapshot deletes, made through the API as an
 	// operator would.
@@ -134,7 +184,7 @@ func TestCrashFaultSoak(t *testing.T) {
 		j.name = fmt.Sprintf("%s-%d", a.Op, vmid)
 		jobs = append(jobs, j)
 	}
-	// present writes job i into the jobs directory, signatures first.
+	// present writes a job into the jobs directory, signatures first.
 	present := func(jb soakJob) {
 		base := filepath.Join(jobsDir, jb.name+".json")
 		for si, sig := range jb.job.Signatures {
@@ -164,84 +214,124 @@ func TestCrashFaultSoak(t *testing.T) {
 		"--signed-jobs", jobsDir, "--allowed-signers", signers, "--not-run-grace", "1ms",
 		"--task-poll", "2ms", "--task-poll-max", "10ms", "--log-level", "error"}
 
-	points := []string{crashpoint.BeforeBegin, crashpoint.AfterBegin, crashpoint.AfterTaskReturned, crashpoint.AfterTaskRecorded,
-		crashpoint.AfterCall, crashpoint.AfterEnd, crashpoint.BeforeRecover, crashpoint.AfterResolve, serverBeforeExec, serverAfterExec}
-	faults := []sim.Faults{{}, {ErrorRate: 0.2}, {Status596Rate: 0.3}, {DropAfterExecRate: 0.5}, {TaskFailRate: 0.15}}
-	kills := 0
-	for round := range 30 {
-		if round < len(jobs) {
-			present(jobs[round])
-		}
-		s.SetFaults(faults[rng.IntN(len(faults))])
-		point, at := points[rng.IntN(len(points))], ""
-		k.disarm()
-		if strings.HasPrefix(point, "server-") {
-			k.mu.Lock()
-			k.at, k.n, k.seen = point, 1+rng.IntN(3), 0
-			k.mu.Unlock()
-		} else {
-			at = fmt.Sprintf("%s:%d", point, 1+rng.IntN(3))
-		}
-		if r := k.run(t, agentBin, args, at); r.killed {
-			kills++
-		}
-	}
-	k.disarm()
-	s.SetFaults(sim.Faults{})
-	for range 3 {
-		if r := k.run(t, agentBin, args, ""); r.killed {
-			t.Fatalf("a clean run was killed\n%s", r.out)
-		}
-	}
-	t.Logf("%d of 30 faulty runs killed", kills)
+	return &soak{s: s, k: k, jobs: jobs, args: args, present: present, setup: setup, stateDir: stateDir}
+}
 
-	j, err := journal.Open(filepath.Join(stateDir, "journal"), journal.Options{})
+// check asserts, from the journal and the simulator's mutation record,
+// that every presented job ran exactly once, or ended failed after it ran
+// (its task failed) or with an unknowable fate; that nothing ran twice;
+// that no op is in flight; and that every mutation is the task of exactly
+// one journaled op of one job.
+func (so *soak) check(t *testing.T, label string) {
+	t.Helper()
+	j, err := journal.Open(filepath.Join(so.stateDir, "journal"), journal.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer j.Close()
 	if fl := j.InFlight(); len(fl) != 0 {
-		t.Errorf("seed %d: ops left in flight: %+v", seed, fl)
+		t.Errorf("%s: ops left in flight: %+v", label, fl)
 	}
 	ran := map[string]int{}
 	owners := map[string]string{}
-	for _, m := range s.Mutations()[setup:] {
+	for _, m := range so.s.Mutations()[so.setup:] {
 		ran[m.Op+" "+strconv.Itoa(m.VMID)]++
 		owner, ok := j.TaskOwner(m.UPID)
 		if !ok {
-			t.Errorf("seed %d: mutation %s %d (task %s) is in no journaled op", seed, m.Op, m.VMID, m.UPID)
+			t.Errorf("%s: mutation %s %d (task %s) is in no journaled op", label, m.Op, m.VMID, m.UPID)
 		} else if prev, dup := owners[owner]; dup {
-			t.Errorf("seed %d: op %s owns two mutations (%s and %s)", seed, owner, prev, m.UPID)
+			t.Errorf("%s: op %s owns two mutations (%s and %s)", label, owner, prev, m.UPID)
 		}
 		owners[owner] = m.UPID
 	}
 	okJobs := 0
-	for _, jb := range jobs {
+	for _, jb := range so.jobs {
 		key := jb.op + " " + strconv.Itoa(jb.vmid)
 		sum := sha256.Sum256(jb.job.Payload)
 		res, done := j.Completed("signed:" + hex.EncodeToString(sum[:16]))
 		switch {
 		case ran[key] > 1:
-			t.Errorf("seed %d: job %s ran %d times", seed, jb.name, ran[key])
+			t.Errorf("%s: job %s ran %d times", label, jb.name, ran[key])
 		case !done:
-			t.Errorf("seed %d: job %s was lost: no op ended for it (mutations %d)", seed, jb.name, ran[key])
+			t.Errorf("%s: job %s was lost: no op ended for it (mutations %d)", label, jb.name, ran[key])
 		case res.Retry:
-			t.Errorf("seed %d: job %s still waits for a retry after clean runs: %+v", seed, jb.name, res)
+			t.Errorf("%s: job %s still waits for a retry after clean runs: %+v", label, jb.name, res)
 		case res.OK && ran[key] != 1:
-			t.Errorf("seed %d: job %s journaled done but ran %d times", seed, jb.name, ran[key])
+			t.Errorf("%s: job %s journaled done but ran %d times", label, jb.name, ran[key])
 		case !res.OK && ran[key] != 0:
-			t.Errorf("seed %d: job %s journaled failed but ran", seed, jb.name)
+			t.Errorf("%s: job %s journaled failed but ran", label, jb.name)
 		case !res.OK && res.ExitStatus == "" && !strings.Contains(res.Resolution, "fate unknown"):
 			// Only a task that ran and failed, or a fate that cannot be
 			// known, may end a valid job: anything else PVE proved did
 			// not run, and the job must have been retried.
-			t.Errorf("seed %d: job %s lost: ended failed without having run: %+v", seed, jb.name, res)
+			t.Errorf("%s: job %s lost: ended failed without having run: %+v", label, jb.name, res)
 		}
 		if done && res.OK {
 			okJobs++
 		}
 	}
-	if got := len(s.Mutations()) - setup; got != okJobs {
-		t.Errorf("seed %d: the simulator executed %d mutations; the journal has %d jobs done", seed, got, okJobs)
+	if got := len(so.s.Mutations()) - so.setup; got != okJobs {
+		t.Errorf("%s: the simulator executed %d mutations; the journal has %d jobs done", label, got, okJobs)
+	}
+}
+
+// TestSignedJobTransitionsUnderSIGKILL kills the agent at every crash
+// point a signed job passes (verified → committed → running → done, and
+// recovery) and from the simulator's side just before and just after PVE
+// executes the call, with a signed destroy, a signed snapshot delete and a
+// benign start in the inbox, then restarts it: each job runs exactly once,
+// none is lost and none runs twice (the journal package doc names the
+// states).
+func TestSignedJobTransitionsUnderSIGKILL(t *testing.T) {
+	type crash struct {
+		point  string
+		second string // a crash point for the first restart (during recovery)
+	}
+	var crashes []crash
+	for _, p := range []string{crashpoint.BeforeBegin, crashpoint.AfterBegin, crashpoint.AfterTaskReturned,
+		crashpoint.AfterTaskRecorded, crashpoint.AfterCall, crashpoint.AfterEnd, serverBeforeExec, serverAfterExec} {
+		crashes = append(crashes, crash{point: p})
+	}
+	crashes = append(crashes, crash{crashpoint.AfterBegin, crashpoint.BeforeRecover}, crash{crashpoint.AfterTaskReturned, crashpoint.AfterResolve},
+		crash{serverAfterExec, crashpoint.AfterResolve})
+	for _, c := range crashes {
+		for hit := 1; hit <= 3; hit++ {
+			name := fmt.Sprintf("%s:%d", c.point, hit)
+			if c.second != "" {
+				name += "+" + c.second
+			}
+			t.Run(name, func(t *testing.T) {
+				so := newSoak(t, 1, 3)
+				for _, jb := range so.jobs {
+					so.present(jb)
+				}
+				at := ""
+				if strings.HasPrefix(c.point, "server-") {
+					so.k.mu.Lock()
+					so.k.at, so.k.n, so.k.seen = c.point, hit, 0
+					so.k.mu.Unlock()
+				} else {
+					at = fmt.Sprintf("%s:%d", c.point, hit)
+				}
+				if r := so.k.run(t, agentBin, so.args, at); !r.killed {
+					t.Fatalf("not killed at %s (exit %v)\n%s", name, r.err, r.out)
+				}
+				so.k.disarm()
+				if c.second != "" {
+					if r := so.k.run(t, agentBin, so.args, c.second+":1"); !r.killed {
+						t.Fatalf("restart not killed at %s (exit %v)\n%s", c.second, r.err, r.out)
+					}
+				}
+				for range 2 {
+					if r := so.k.run(t, agentBin, so.args, ""); r.killed {
+						t.Fatalf("clean restart killed\n%s", r.out)
+					}
+				}
+				so.check(t, name)
+				if got, want := len(so.s.Mutations())-so.setup, len(so.jobs); got != want {
+					t.Errorf("%s: %d mutations; want each of the %d jobs run once", name, got, want)
+				}
+			})
+		}
 	}
 }
