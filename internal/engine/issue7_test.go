@@ -18,7 +18,9 @@ import (
 	"github.com/steward-pve/steward/internal/backoff"
 	"github.com/steward-pve/steward/internal/crashpoint"
 	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/journal"
 	"github.com/steward-pve/steward/internal/nonce"
+	"github.com/steward-pve/steward/internal/pve"
 	"github.com/steward-pve/steward/internal/signedop"
 	"github.com/steward-pve/steward/internal/signedop/signedoptest"
 	"github.com/steward-pve/steward/internal/sim"
@@ -308,5 +310,52 @@ func TestUnknownOutcomeResolvedNextTick(t *testing.T) {
 	}
 	if m := h.mutations(); !slices.Equal(m, []string{"start 101"}) {
 		t.Errorf("mutations = %v; want one start", m)
+	}
+}
+
+// When more than one task could be an interrupted op's (here: two snapshot
+// deletes by the agent's token on the guest, started after the op began,
+// recorded for no op), recovery adopts none: it judges by the guest's
+// state, and since the snapshot the op deletes is still there, ends the op
+// with an unknown fate, reported and never run again, instead of taking
+// the earliest task's success for its own.
+func TestRecoveryAmbiguousTaskJudgedByState(t *testing.T) {
+	h := newHarness(t, sim.Options{}, qemuGuest(101, false, nil))
+	ctx := t.Context()
+	node := h.srv.Sim.Node()
+	wait := func(res interface{ Task() (pve.UPID, bool) }, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u, ok := res.Task(); ok {
+			if _, err := h.client.WaitTask(ctx, u, pve.WaitOptions{Initial: time.Millisecond, Max: 5 * time.Millisecond}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, name := range []string{"s1", "s2", "s3"} {
+		wait(h.client.SnapshotCreate(ctx, node, guest.QEMU, 101, name, ""))
+	}
+	g, _ := h.srv.Sim.Guest(101)
+	op := journal.Op{ID: "op-interrupted", Time: time.Now().Add(-2 * time.Second), Source: "signed", Host: "pve",
+		Action:  action.Action{Op: action.SnapshotDelete, VMID: 101, Kind: guest.QEMU, Params: map[string]string{"snapname": "s1"}, Digest: g.Digest},
+		IdemKey: "signed:interrupted", Nonce: "n-interrupted", NonceExpires: time.Now().Add(time.Hour)}
+	if err := h.j.Begin(op); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"s2", "s3"} {
+		wait(h.client.SnapshotDelete(ctx, node, guest.QEMU, 101, name))
+	}
+	h.now = func() time.Time { return time.Now().Add(time.Minute) }
+	h.open()
+	res, ok := h.j.Completed("signed:interrupted")
+	if !ok || res.OK || res.Retry || !strings.Contains(res.Resolution, "fate unknown") {
+		t.Fatalf("resolution = %+v (ended %v); want failed with an unknown fate, not retried", res, ok)
+	}
+	for _, m := range h.srv.Sim.Mutations() {
+		if m.Op == "delsnapshot" && m.Params["snapname"] == "s1" {
+			t.Fatal("snapshot s1 was deleted")
+		}
 	}
 }
