@@ -391,8 +391,8 @@ func (j *Journal) Close() error {
 	}
 	err := j.f.Close()
 	j.f = nil
-	if j.err == nil {
-		j.err = ErrClosed
+	if j.err == nil || j.failed {
+		j.err, j.failed = ErrClosed, false // no repair of a closed journal
 	}
 	j.cond.Broadcast()
 	if err != nil {

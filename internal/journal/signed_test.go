@@ -121,3 +121,17 @@ func TestRecoversAfterDiskFull(t *testing.T) {
 		t.Errorf("in flight after reopen = %v; want [b]", got)
 	}
 }
+
+// A journal closed while failed stays closed: no call repairs it.
+func TestClosedAfterFailureStaysClosed(t *testing.T) {
+	j := open(t, t.TempDir(), Options{})
+	j.fault = func(string) error { return syscall.ENOSPC }
+	if err := j.Begin(configOp("a", 101, "k1")); err == nil {
+		t.Fatal("Begin on a full disk succeeded")
+	}
+	j.fault = nil
+	j.Close()
+	if err := j.Begin(configOp("b", 101, "k2")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Begin after Close: got %v; want ErrClosed", err)
+	}
+}
