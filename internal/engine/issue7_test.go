@@ -2,6 +2,8 @@ package engine_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"net/http"
@@ -357,5 +359,30 @@ func TestRecoveryAmbiguousTaskJudgedByState(t *testing.T) {
 		if m.Op == "delsnapshot" && m.Params["snapname"] == "s1" {
 			t.Fatal("snapshot s1 was deleted")
 		}
+	}
+}
+
+// A benign job whose task failed only because it could not take the
+// guest's config lock (nothing changed) ends retryable, not dropped.
+func TestBenignJobLockTimeoutTaskRetryable(t *testing.T) {
+	h := newHarness(t, sim.Options{LockTimeout: time.Millisecond}, qemuGuest(101, false, nil))
+	env := signingEnv(t)
+	useVerifier(h, env)
+	// A snapshot task that holds the guest's lock far longer than the test.
+	h.srv.Sim.SetFaults(sim.Faults{SlowTaskRate: 1, SlowTaskFactor: 1_000_000})
+	if _, err := h.client.SnapshotCreate(t.Context(), h.srv.Sim.Node(), guest.QEMU, 101, "hold", ""); err != nil {
+		t.Fatal(err)
+	}
+	h.srv.Sim.SetFaults(sim.Faults{})
+	g, _ := h.srv.Sim.Guest(101)
+	job := unsignedJob(env, action.Action{Op: action.Start, VMID: 101, Kind: guest.QEMU, Digest: g.Digest})
+	rep := h.tick(nil, job)
+	if len(rep.Results) != 1 || rep.Results[0].Err == nil || !strings.Contains(rep.Results[0].Err.Error(), "lock") {
+		t.Fatalf("results = %+v; want the start failed on the lock", rep.Results)
+	}
+	sum := sha256.Sum256(job.Payload)
+	res, ok := h.j.Completed("signed:" + hex.EncodeToString(sum[:16]))
+	if !ok || res.OK || !res.Retry {
+		t.Fatalf("journaled result = %+v (ended %v); want failed and retryable", res, ok)
 	}
 }
