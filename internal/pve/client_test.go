@@ -535,12 +535,26 @@ func TestDialFailureIsRetryable(t *testing.T) {
 
 // A mutation whose caller gives up after the request reached PVE is
 // outcome-unknown: PVE may be executing it.
+//
+// The server must really never answer. A handler that merely returns when
+// its request context ends makes net/http write an empty "200 OK": the
+// client's cancel sends TLS close_notify before it closes the socket, the
+// server's context ends on the close_notify, and the transport may still
+// read that 200 and prefer it to the closed connection (about 1 run in 20
+// under -race). So the handler hijacks the connection and only drains it
+// until the client hangs up.
 func TestMutationCancelledAfterSendIsOutcomeUnknown(t *testing.T) {
 	received := make(chan struct{}, 1)
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.ReadAll(r.Body)
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Errorf("hijack: %v", err)
+			return
+		}
+		defer conn.Close()
 		received <- struct{}{}
-		<-r.Context().Done() // never answers
+		io.Copy(io.Discard, conn) // never answers; returns when the client closes
 	}))
 	t.Cleanup(srv.Close)
 	c, err := New(Options{URL: srv.URL, Token: testToken, Fingerprint: CertFingerprint(srv.Certificate().Raw)})
