@@ -40,6 +40,7 @@ import (
 	"github.com/steward-pve/steward/internal/plan"
 	"github.com/steward-pve/steward/internal/pve"
 	"github.com/steward-pve/steward/internal/signedop"
+	"github.com/steward-pve/steward/internal/wire"
 )
 
 // Reader is the read side of the PVE client the engine uses. Methods block
@@ -94,8 +95,16 @@ type Engine struct {
 	lastDecisions, seenDecisions map[string]bool
 }
 
-// Report is what one tick saw, decided and did.
+// Report is what one tick saw, decided and did. Wire converts it to the
+// report the hub receives.
 type Report struct {
+	Host, Node string    // the engine's host id and PVE node
+	Time       time.Time // when the tick began observing
+	// Observed is every guest PVE listed, with the configs read for the
+	// guests desired state or a signed job names.
+	Observed []guest.Observed
+	// Want is the desired state the tick converged toward (never nil).
+	Want     *desired.Host
 	Plan     plan.Plan
 	Guests   []GuestReport
 	Results  []Result
@@ -114,8 +123,11 @@ type GuestReport struct {
 
 // Result is the fate of one action the tick submitted.
 type Result struct {
-	Action  action.Action
-	Source  string
+	Action action.Action
+	Source string
+	// Job is the id of the signed job (wire.JobID of its payload) the
+	// action came from; empty for reconcile actions.
+	Job     string
 	Class   classify.Class
 	Outcome executor.Outcome
 	Err     error
@@ -170,7 +182,7 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 		names[vmid] = true
 	}
 	parsed := make([]parsedJob, 0, len(jobs))
-	var rep Report
+	rep := Report{Host: e.Host, Node: e.Node, Time: e.now(), Want: want}
 	for _, j := range jobs {
 		p, err := signedop.ParsePayload(j.Payload)
 		if err != nil {
@@ -189,6 +201,7 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 	if err != nil {
 		return Report{}, err
 	}
+	rep.Observed = actual
 	// Ops whose outcome a previous tick could not learn are resolved now,
 	// before their guest is mutated again.
 	var blocked map[int]string
@@ -209,9 +222,9 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 	var subs []submitted
 	pendingByVMID := map[int]bool{}
 
-	submit := func(p gate.Permit, source, idem string) {
+	submit := func(p gate.Permit, source, job, idem string) {
 		a := p.Action()
-		r := Result{Action: a, Source: source, Class: p.Verdict().Class}
+		r := Result{Action: a, Source: source, Job: job, Class: p.Verdict().Class}
 		if why, ok := blocked[a.VMID]; ok {
 			r.Skipped = why
 			rep.Results = append(rep.Results, r)
@@ -286,7 +299,7 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 			rep.Rejected = append(rep.Rejected, d)
 			continue
 		}
-		submit(d.Permit, "signed", jobKey(pj.job))
+		submit(d.Permit, "signed", wire.JobID(pj.job.Payload), jobKey(pj.job))
 		signedVMIDs[d.Action.VMID] = true
 	}
 
@@ -309,7 +322,7 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 				pendingByVMID[a.VMID] = true
 				continue
 			}
-			submit(d.Permit, "reconcile", reconcileKey(d.Action, tickID))
+			submit(d.Permit, "reconcile", "", reconcileKey(d.Action, tickID))
 		}
 	}
 

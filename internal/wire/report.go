@@ -1,0 +1,234 @@
+package wire
+
+import (
+	"fmt"
+	"time"
+)
+
+// Report is what an agent saw, decided and did on its host in one tick.
+// The hub keeps the latest per host; an agent sends it in full only when
+// its content changed (see Hash).
+type Report struct {
+	Host string    `json:"host"` // the host id desired state names
+	Time time.Time `json:"time"` // when the tick observed the host
+	// DesiredGeneration is the generation of the desired document the
+	// tick converged toward (0: none from the hub).
+	DesiredGeneration int64 `json:"desired_generation,omitempty"`
+	Facts             Facts `json:"facts"`
+	// Guests are every guest PVE listed on the node, by vmid.
+	Guests []Guest `json:"guests"`
+	// Sync is the status of every guest desired state names (present on
+	// the host or not), by vmid.
+	Sync []Sync `json:"sync,omitempty"`
+	// Actions are the actions the tick submitted or skipped.
+	Actions []ActionResult `json:"actions,omitempty"`
+	// Pending are the destructive actions waiting for signatures.
+	Pending []Pending `json:"pending,omitempty"`
+	// Rejected are the signed jobs presented and refused.
+	Rejected []Rejection `json:"rejected,omitempty"`
+}
+
+// Facts describe the host an agent runs on.
+type Facts struct {
+	Node         string `json:"node"` // the PVE node name
+	AgentVersion string `json:"agent_version,omitempty"`
+	// Frozen is true while the local freeze file stops every mutation.
+	Frozen bool `json:"frozen,omitempty"`
+}
+
+// Guest is one guest as the agent observed it.
+type Guest struct {
+	VMID     int    `json:"vmid"`
+	Kind     string `json:"kind"`             // qemu | lxc
+	Name     string `json:"name,omitempty"`   // PVE's name (hostname for a container)
+	Status   string `json:"status,omitempty"` // run state: running, stopped, paused, ...
+	Lock     string `json:"lock,omitempty"`   // PVE's lock; empty when unlocked
+	Template bool   `json:"template,omitempty"`
+	// Digest is the config digest read this tick; empty when the config
+	// was not read (an unmanaged guest) or could not be (ConfigError).
+	Digest string `json:"digest,omitempty"`
+	// Config holds the keys desired state manages, normalized (PVE's
+	// round-trip forms folded, so equal values read equal); unmanaged keys
+	// are never reported.
+	Config      map[string]string `json:"config,omitempty"`
+	ConfigError string            `json:"config_error,omitempty"`
+}
+
+// Phases of a managed guest's Sync.
+const (
+	PhaseInSync           = "in_sync"
+	PhaseConverging       = "converging"
+	PhaseDriftObserved    = "drift_observed"
+	PhasePendingSignature = "pending_signature"
+	PhasePendingRestart   = "pending_restart"
+	PhaseError            = "error"
+)
+
+// Phases lists every phase a Sync may carry.
+var Phases = []string{PhaseInSync, PhaseConverging, PhaseDriftObserved, PhasePendingSignature, PhasePendingRestart, PhaseError}
+
+// Sync is one managed guest's sync status after a tick.
+type Sync struct {
+	VMID   int      `json:"vmid"`
+	Phase  string   `json:"phase"`            // one of Phases
+	Reason string   `json:"reason,omitempty"` // why it is not in sync (error text, skip reason)
+	Lock   string   `json:"lock,omitempty"`
+	Drift  []Change `json:"drift,omitempty"`
+	// NextRetry is when a failing guest is tried again; zero when not
+	// backing off.
+	NextRetry time.Time `json:"next_retry,omitzero"`
+}
+
+// Change is one managed field that differs: Key is the PVE config key (or
+// "state"), From the actual value ("" = absent), To the desired one ("" =
+// remove).
+type Change struct {
+	Key  string `json:"key"`
+	From string `json:"from,omitempty"`
+	To   string `json:"to,omitempty"`
+}
+
+// Action is one operation on one guest with its exact PVE parameters (see
+// package action).
+type Action struct {
+	Op     string            `json:"op"`
+	VMID   int               `json:"vmid"`
+	Kind   string            `json:"kind"`
+	Params map[string]string `json:"params,omitempty"`
+	Digest string            `json:"digest,omitempty"`
+}
+
+// ActionResult is the fate of one action a tick submitted or skipped.
+type ActionResult struct {
+	Action Action `json:"action"`
+	Source string `json:"source"` // reconcile | signed | recovery
+	Class  string `json:"class"`  // benign | destructive
+	// Job is the id of the signed job the action came from (JobID of its
+	// payload); empty for reconcile actions.
+	Job        string `json:"job,omitempty"`
+	UPID       string `json:"upid,omitempty"`
+	ExitStatus string `json:"exit_status,omitempty"`
+	Warnings   int    `json:"warnings,omitempty"`
+	Error      string `json:"error,omitempty"`   // set when it failed
+	Skipped    string `json:"skipped,omitempty"` // set when it was not run, and why
+}
+
+// Pending is a destructive action held for operator signatures.
+type Pending struct {
+	Action Action `json:"action"`
+	Reason string `json:"reason"`
+	// Destroys names what the action would destroy or overwrite: the
+	// config keys (disks, mount points) the classifier found destructive;
+	// empty when the action as a whole is (destroy, rollback).
+	Destroys []string `json:"destroys,omitempty"`
+	// Payload is the canonical payload to sign, byte for byte.
+	Payload []byte `json:"payload,omitempty"`
+}
+
+// Rejection is a signed job the agent refused.
+type Rejection struct {
+	Job    string  `json:"job,omitempty"`    // the job's id, when its payload was read
+	Action *Action `json:"action,omitempty"` // what it asked for, when its payload parsed
+	Code   string  `json:"code,omitempty"`   // signedop rejection code, when one applies
+	Reason string  `json:"reason"`
+}
+
+// EncodeReport returns r's JSON encoding.
+func EncodeReport(r Report) ([]byte, error) { return encode("report", r) }
+
+// DecodeReport strictly decodes and validates a report.
+func DecodeReport(b []byte) (Report, error) {
+	r, err := decode[Report]("report", b, MaxReportSize)
+	if err != nil {
+		return Report{}, err
+	}
+	if err := r.Validate(); err != nil {
+		return Report{}, err
+	}
+	return r, nil
+}
+
+// Validate checks r's values; the error names the first bad field.
+func (r Report) Validate() error {
+	c := &checker{msg: "report"}
+	c.text("host", r.Host, true)
+	if r.DesiredGeneration < 0 {
+		c.fail("desired_generation", "negative (%d)", r.DesiredGeneration)
+	}
+	c.text("facts.node", r.Facts.Node, true)
+	c.text("facts.agent_version", r.Facts.AgentVersion, false)
+	c.count("guests", len(r.Guests), MaxGuests)
+	for i, g := range r.Guests {
+		p := fmt.Sprintf("guests[%d]", i)
+		c.vmid(p+".vmid", g.VMID)
+		c.kind(p+".kind", g.Kind, true)
+		c.text(p+".name", g.Name, false)
+		c.text(p+".status", g.Status, false)
+		c.text(p+".lock", g.Lock, false)
+		c.text(p+".digest", g.Digest, false)
+		c.params(p+".config", g.Config)
+		c.text(p+".config_error", g.ConfigError, false)
+	}
+	c.count("sync", len(r.Sync), MaxGuests)
+	for i, s := range r.Sync {
+		p := fmt.Sprintf("sync[%d]", i)
+		c.vmid(p+".vmid", s.VMID)
+		c.oneOf(p+".phase", s.Phase, Phases...)
+		c.text(p+".reason", s.Reason, false)
+		c.text(p+".lock", s.Lock, false)
+		c.count(p+".drift", len(s.Drift), MaxParams)
+		for j, d := range s.Drift {
+			q := fmt.Sprintf("%s.drift[%d]", p, j)
+			c.text(q+".key", d.Key, true)
+			c.text(q+".from", d.From, false)
+			c.text(q+".to", d.To, false)
+		}
+	}
+	c.count("actions", len(r.Actions), MaxItems)
+	for i, a := range r.Actions {
+		p := fmt.Sprintf("actions[%d]", i)
+		c.action(p+".action", a.Action)
+		c.oneOf(p+".source", a.Source, "reconcile", "signed", "recovery")
+		c.oneOf(p+".class", a.Class, "benign", "destructive")
+		c.text(p+".job", a.Job, false)
+		c.text(p+".upid", a.UPID, false)
+		c.text(p+".exit_status", a.ExitStatus, false)
+		c.text(p+".error", a.Error, false)
+		c.text(p+".skipped", a.Skipped, false)
+		if a.Warnings < 0 {
+			c.fail(p+".warnings", "negative (%d)", a.Warnings)
+		}
+	}
+	c.count("pending", len(r.Pending), MaxItems)
+	for i, pd := range r.Pending {
+		p := fmt.Sprintf("pending[%d]", i)
+		c.action(p+".action", pd.Action)
+		c.text(p+".reason", pd.Reason, true)
+		c.count(p+".destroys", len(pd.Destroys), MaxParams)
+		for j, k := range pd.Destroys {
+			c.text(fmt.Sprintf("%s.destroys[%d]", p, j), k, true)
+		}
+		if len(pd.Payload) > MaxPayloadLen {
+			c.fail(p+".payload", "%d bytes; at most %d", len(pd.Payload), MaxPayloadLen)
+		}
+	}
+	c.count("rejected", len(r.Rejected), MaxItems)
+	for i, rj := range r.Rejected {
+		p := fmt.Sprintf("rejected[%d]", i)
+		c.text(p+".job", rj.Job, false)
+		if rj.Action != nil {
+			c.action(p+".action", *rj.Action)
+		}
+		c.text(p+".code", rj.Code, false)
+		c.text(p+".reason", rj.Reason, true)
+	}
+	return c.err
+}
+
+func (c *checker) action(path string, a Action) {
+	c.text(path+".op", a.Op, true)
+	c.vmid(path+".vmid", a.VMID)
+	c.kind(path+".kind", a.Kind, false)
+	c.params(path+".params", a.Params)
+	c.text(path+".digest", a.Digest, false)
+}
