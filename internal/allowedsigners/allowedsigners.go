@@ -31,11 +31,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/steward-pve/steward/internal/safefile"
 )
 
 // Sentinel errors returned (wrapped) by Find; test with errors.Is.
@@ -92,14 +93,19 @@ func (s *Set) Entries() []Entry {
 	return append([]Entry(nil), s.entries...)
 }
 
-// ParseFile reads and parses the allowed_signers file at path.
+// MaxFileSize bounds an allowed_signers file read by ParseFile: thousands
+// of keys fit in far less.
+const MaxFileSize = 4 << 20
+
+// ParseFile reads and parses the allowed_signers file at path (following
+// symlinks): only a regular file of at most MaxFileSize bytes is read, so a
+// FIFO or device there is an error, never a hang (see package safefile).
 func ParseFile(path string) (*Set, error) {
-	f, err := os.Open(path)
+	b, err := safefile.ReadFile(path, MaxFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("allowedsigners: %w", err)
 	}
-	defer f.Close()
-	s, err := Parse(f)
+	s, err := Parse(bytes.NewReader(b))
 	if err != nil {
 		return nil, fmt.Errorf("%w (file %s)", err, path)
 	}

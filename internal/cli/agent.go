@@ -24,10 +24,12 @@ import (
 	"github.com/steward-pve/steward/internal/executor"
 	"github.com/steward-pve/steward/internal/gate"
 	"github.com/steward-pve/steward/internal/guestq"
+	"github.com/steward-pve/steward/internal/inbox"
 	"github.com/steward-pve/steward/internal/journal"
 	"github.com/steward-pve/steward/internal/nonce"
 	"github.com/steward-pve/steward/internal/plan"
 	"github.com/steward-pve/steward/internal/pve"
+	"github.com/steward-pve/steward/internal/safefile"
 	"github.com/steward-pve/steward/internal/signedop"
 )
 
@@ -143,16 +145,13 @@ func runAgent(ctx context.Context, f agentFlags, stdout, stderr io.Writer) error
 		Plan:        plan.Options{ShutdownTimeout: f.shutdownTimeout},
 		NotRunGrace: f.notRunGrace,
 	}
+	jobsInbox := &inbox.Inbox{Dir: f.jobsDir, Logger: logger}
 	if f.dryRun {
 		doc, err := provider.Desired(ctx)
 		if err != nil {
 			return err
 		}
-		jobs, err := loadJobs(f.jobsDir)
-		if err != nil {
-			return err
-		}
-		rep, err := eng.Tick(ctx, doc.ForHost(f.host), jobs, true)
+		rep, err := eng.Tick(ctx, doc.ForHost(f.host), inbox.Jobs(jobsInbox.Read()), true)
 		if err != nil {
 			return err
 		}
@@ -202,7 +201,7 @@ func runAgent(ctx context.Context, f agentFlags, stdout, stderr io.Writer) error
 	pendingDir := filepath.Join(f.stateDir, "pending")
 	rememberPending(g, pendingDir)
 	for {
-		rep, err := tick(ctx, eng, provider, f)
+		rep, err := tick(ctx, eng, provider, jobsInbox, f)
 		if err == nil {
 			if perr := writePending(pendingDir, rep, logger); perr != nil {
 				logger.Error("writing pending payloads", "dir", pendingDir, "err", perr)
@@ -228,16 +227,15 @@ func runAgent(ctx context.Context, f agentFlags, stdout, stderr io.Writer) error
 	}
 }
 
-func tick(ctx context.Context, eng *engine.Engine, p desired.Provider, f agentFlags) (engine.Report, error) {
+// tick runs one reconcile tick. A bad entry in the jobs inbox never fails
+// it (the inbox skips and reports it); a desired file that cannot be read
+// does.
+func tick(ctx context.Context, eng *engine.Engine, p desired.Provider, jobs *inbox.Inbox, f agentFlags) (engine.Report, error) {
 	doc, err := p.Desired(ctx)
 	if err != nil {
 		return engine.Report{}, err
 	}
-	jobs, err := loadJobs(f.jobsDir)
-	if err != nil {
-		return engine.Report{}, err
-	}
-	return eng.Tick(ctx, doc.ForHost(f.host), jobs, false)
+	return eng.Tick(ctx, doc.ForHost(f.host), inbox.Jobs(jobs.Read()), false)
 }
 
 func retryRecover(ctx context.Context, eng *engine.Engine, every time.Duration, logger *slog.Logger) error {
@@ -256,23 +254,14 @@ func retryRecover(ctx context.Context, eng *engine.Engine, every time.Duration, 
 }
 
 func newVerifier(f agentFlags, logger *slog.Logger) (*signedop.Verifier, func(), error) {
-	af, err := os.Open(f.allowedSigners)
+	set, err := allowedsigners.ParseFile(f.allowedSigners)
 	if err != nil {
 		return nil, nil, fmt.Errorf("agent: --allowed-signers: %w", err)
 	}
-	set, err := allowedsigners.Parse(af)
-	af.Close()
-	if err != nil {
-		return nil, nil, fmt.Errorf("agent: %s: %w", f.allowedSigners, err)
-	}
 	pol := signedop.DefaultPolicy()
 	if f.policyFile != "" {
-		b, err := os.ReadFile(f.policyFile)
-		if err != nil {
+		if pol, err = signedop.ReadPolicyFile(f.policyFile); err != nil {
 			return nil, nil, fmt.Errorf("agent: --policy: %w", err)
-		}
-		if pol, err = signedop.ParsePolicy(b); err != nil {
-			return nil, nil, fmt.Errorf("agent: %s: %w", f.policyFile, err)
 		}
 	}
 	ns, err := nonce.Open(filepath.Join(f.stateDir, "nonces"), nonce.Options{})
@@ -280,39 +269,6 @@ func newVerifier(f agentFlags, logger *slog.Logger) (*signedop.Verifier, func(),
 		return nil, nil, err
 	}
 	return &signedop.Verifier{Signers: set, Policy: pol, Nonces: ns}, func() { ns.Close() }, nil
-}
-
-// loadJobs reads signed jobs from dir: every PAYLOAD.json with its
-// signatures in PAYLOAD.json.sig, PAYLOAD.json.sig.2, ... An empty dir
-// name means no jobs.
-func loadJobs(dir string) ([]signedop.Job, error) {
-	if dir == "" {
-		return nil, nil
-	}
-	payloads, err := filepath.Glob(filepath.Join(dir, "*.json"))
-	if err != nil {
-		return nil, err
-	}
-	sort.Strings(payloads)
-	var jobs []signedop.Job
-	for _, p := range payloads {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return nil, fmt.Errorf("agent: signed job: %w", err)
-		}
-		sigs, _ := filepath.Glob(p + ".sig*")
-		sort.Strings(sigs)
-		j := signedop.Job{Payload: b}
-		for _, s := range sigs {
-			sb, err := os.ReadFile(s)
-			if err != nil {
-				return nil, fmt.Errorf("agent: signed job: %w", err)
-			}
-			j.Signatures = append(j.Signatures, sb)
-		}
-		jobs = append(jobs, j)
-	}
-	return jobs, nil
 }
 
 // writePending keeps dir holding exactly the payloads waiting for a
@@ -358,7 +314,7 @@ func writePending(dir string, rep engine.Report, logger *slog.Logger) error {
 func rememberPending(g *gate.Gate, dir string) {
 	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
 	for _, name := range files {
-		b, err := os.ReadFile(name)
+		b, err := safefile.ReadFileNoFollow(name, signedop.MaxPayloadSize)
 		if err != nil {
 			continue
 		}

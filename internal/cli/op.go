@@ -20,6 +20,7 @@ import (
 	"github.com/steward-pve/steward/internal/action"
 	"github.com/steward-pve/steward/internal/allowedsigners"
 	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/safefile"
 	"github.com/steward-pve/steward/internal/signedop"
 )
 
@@ -124,7 +125,7 @@ func expandHome(p string) string {
 }
 
 func runOpSign(ctx context.Context, stdout, stderr io.Writer, key string, useAgent bool, out, payloadFile string) error {
-	payload, err := os.ReadFile(payloadFile)
+	payload, err := safefile.ReadFile(payloadFile, signedop.MaxPayloadSize)
 	if err != nil {
 		return fmt.Errorf("op sign: %w", err)
 	}
@@ -175,12 +176,15 @@ func describePayload(p signedop.Payload) string {
 	return b.String()
 }
 
+// maxPublicKeySize bounds a .pub file (an RSA 16384 key is about 3 KiB).
+const maxPublicKeySize = 64 << 10
+
 func signWithAgent(payload []byte, key string) ([]byte, error) {
 	pubPath := key
 	if !strings.HasSuffix(pubPath, ".pub") {
 		pubPath += ".pub"
 	}
-	pubText, err := os.ReadFile(pubPath)
+	pubText, err := safefile.ReadFile(pubPath, maxPublicKeySize)
 	if err != nil {
 		return nil, fmt.Errorf("read public key for agent lookup: %w", err)
 	}
@@ -245,20 +249,16 @@ func runOpVerify(_ context.Context, stdout io.Writer, allowedPath, policyPath, h
 	}
 	pol := signedop.DefaultPolicy()
 	if policyPath != "" {
-		b, err := os.ReadFile(policyPath)
-		if err != nil {
-			return fmt.Errorf("op verify: %w", err)
-		}
-		if pol, err = signedop.ParsePolicy(b); err != nil {
-			return fmt.Errorf("op verify: %s: %w", policyPath, err)
+		if pol, err = signedop.ReadPolicyFile(policyPath); err != nil {
+			return fmt.Errorf("op verify: --policy: %w", err)
 		}
 	}
 	job := signedop.Job{}
-	if job.Payload, err = os.ReadFile(payloadFile); err != nil {
+	if job.Payload, err = safefile.ReadFile(payloadFile, signedop.MaxPayloadSize); err != nil {
 		return fmt.Errorf("op verify: %w", err)
 	}
 	for _, f := range sigFiles {
-		s, err := os.ReadFile(f)
+		s, err := safefile.ReadFile(f, signedop.MaxSignatureSize)
 		if err != nil {
 			return fmt.Errorf("op verify: %w", err)
 		}

@@ -18,11 +18,12 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/steward-pve/steward/internal/safefile"
 )
 
 // DefaultTimeout is the per-request timeout when Options.Timeout is zero.
@@ -196,7 +197,7 @@ func tlsConfig(opts Options) (*tls.Config, error) {
 			return nil
 		}
 	case opts.CAFile != "":
-		pem, err := os.ReadFile(opts.CAFile)
+		pem, err := safefile.ReadFile(opts.CAFile, MaxCAFileSize)
 		if err != nil {
 			return nil, fmt.Errorf("pve: read CA file: %w", err)
 		}
@@ -210,6 +211,10 @@ func tlsConfig(opts Options) (*tls.Config, error) {
 	}
 	return conf, nil
 }
+
+// MaxCAFileSize bounds the CA bundle read from Options.CAFile; a full
+// system bundle is a few hundred KiB.
+const MaxCAFileSize = 4 << 20
 
 // ParseFingerprint parses a SHA-256 certificate fingerprint in PVE's
 // colon-hex form ("80:D4:…:F5"); case and colons are optional.

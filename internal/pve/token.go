@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+
+	"github.com/steward-pve/steward/internal/safefile"
 )
 
 // TokenEnv is the environment variable LoadToken falls back to when no
@@ -79,6 +81,9 @@ func headerSafe(s string) bool {
 	return true
 }
 
+// MaxTokenFileSize bounds a token file; a token is about 100 bytes.
+const MaxTokenFileSize = 4096
+
 // LoadToken reads a token from file (surrounding whitespace trimmed); when
 // file is "" it reads the environment variable STEWARD_PVE_TOKEN. It fails
 // when neither is set. Errors name the file or variable, never the secret.
@@ -94,7 +99,7 @@ func LoadToken(file string) (Token, error) {
 		}
 		return t, nil
 	}
-	b, err := os.ReadFile(file)
+	b, err := safefile.ReadFile(file, MaxTokenFileSize)
 	if err != nil {
 		return Token{}, fmt.Errorf("pve: read API token file: %w", err)
 	}

@@ -6,10 +6,9 @@ package desiredfile
 import (
 	"context"
 	"fmt"
-	"io"
-	"os"
 
 	"github.com/steward-pve/steward/internal/desired"
+	"github.com/steward-pve/steward/internal/safefile"
 )
 
 // MaxSize bounds the file read; a fleet document is far smaller.
@@ -34,24 +33,9 @@ func (f File) Desired(ctx context.Context) (*desired.Document, error) {
 	if f.Path == "" {
 		return nil, fmt.Errorf("desiredfile: no path configured; pass the desired-state file's path")
 	}
-	fh, err := os.Open(f.Path)
+	data, err := safefile.ReadFile(f.Path, MaxSize)
 	if err != nil {
 		return nil, fmt.Errorf("desiredfile: %w", err)
-	}
-	defer fh.Close()
-	st, err := fh.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("desiredfile: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("desiredfile: %s is not a regular file", f.Path)
-	}
-	data, err := io.ReadAll(io.LimitReader(fh, MaxSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("desiredfile: reading %s: %w", f.Path, err)
-	}
-	if len(data) > MaxSize {
-		return nil, fmt.Errorf("desiredfile: %s is larger than %d bytes; split or shrink it", f.Path, MaxSize)
 	}
 	doc, err := desired.Parse(data)
 	if err != nil {
