@@ -42,6 +42,7 @@ type agentFlags struct {
 	insecure                               bool
 	node, host, stateDir                   string
 	desiredFile                            string
+	desiredMaxBytes                        int64
 	once, dryRun                           bool
 	interval                               time.Duration
 	allowedSigners, policyFile, jobsDir    string
@@ -79,6 +80,7 @@ interrupted.`,
 	fl.StringVar(&f.host, "host", "", "host id in desired state (default: the node name)")
 	fl.StringVar(&f.stateDir, "state-dir", "/var/lib/steward", "directory for the journal and nonce store")
 	fl.StringVar(&f.desiredFile, "desired", "", "desired-state file (YAML or JSON); none means change nothing")
+	fl.Int64Var(&f.desiredMaxBytes, "desired-max-bytes", desiredfile.DefaultMaxBytes, "largest desired-state file accepted, in bytes (the file is re-parsed only when it changes)")
 	fl.BoolVar(&f.once, "once", false, "run one tick, print the plan and results, and exit")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "print the plan only; change nothing (implies --once)")
 	fl.DurationVar(&f.interval, "interval", 30*time.Second, "time between ticks")
@@ -115,6 +117,9 @@ func runAgent(ctx context.Context, f agentFlags, stdout, stderr io.Writer) error
 			return &UsageError{Err: fmt.Errorf("%s must be positive, got %s", name, d)}
 		}
 	}
+	if f.desiredMaxBytes <= 0 {
+		return &UsageError{Err: fmt.Errorf("--desired-max-bytes must be positive, got %d", f.desiredMaxBytes)}
+	}
 	if f.interval <= 0 {
 		return &UsageError{Err: fmt.Errorf("--interval must be positive, got %s", f.interval)}
 	}
@@ -133,7 +138,7 @@ func runAgent(ctx context.Context, f agentFlags, stdout, stderr io.Writer) error
 	}
 	provider := desired.Provider(desired.Empty{})
 	if f.desiredFile != "" {
-		provider = desiredfile.File{Path: f.desiredFile}
+		provider = &desiredfile.File{Path: f.desiredFile, MaxBytes: f.desiredMaxBytes}
 	}
 
 	g := &gate.Gate{Host: f.host, Logger: logger}

@@ -106,3 +106,26 @@ func mustDo(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// Issue 7 defect 8: the desired file's size bound is a flag; an oversized
+// file is refused naming the file, its size and the flag, and changes
+// nothing.
+func TestAgentDesiredMaxBytes(t *testing.T) {
+	f := newAgentFixture(t)
+	doc := f.desired(t, agentDoc)
+	_, _, err := runBounded(t, f.args("--once", "--desired", doc, "--desired-max-bytes", "20")...)
+	if err == nil || !strings.Contains(err.Error(), doc) || !strings.Contains(err.Error(), "at most 20") || !strings.Contains(err.Error(), "--desired-max-bytes") {
+		t.Fatalf("err = %v; want one naming %s, the limit and --desired-max-bytes", err, doc)
+	}
+	if m := f.srv.Sim.Mutations(); len(m) != 0 {
+		t.Errorf("oversized desired file mutated: %+v", m)
+	}
+	_, _, err = runBounded(t, f.args("--once", "--desired", doc, "--desired-max-bytes", "0")...)
+	if ExitCode(err) != 2 || !strings.Contains(err.Error(), "--desired-max-bytes must be positive") {
+		t.Errorf("--desired-max-bytes 0: err = %v; want a usage error", err)
+	}
+	t.Setenv("STEWARD_DESIRED_MAX_BYTES", "4096")
+	if _, _, err := runBounded(t, f.args("--once", "--desired", doc)...); err != nil {
+		t.Errorf("with STEWARD_DESIRED_MAX_BYTES=4096: %v", err)
+	}
+}

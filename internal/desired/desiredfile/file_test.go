@@ -21,7 +21,7 @@ func write(t *testing.T, name, content string) string {
 
 func TestFile(t *testing.T) {
 	valid := write(t, "fleet.yaml", "apiVersion: steward/v1\nkind: Fleet\nhosts:\n  pve-a:\n    guests:\n      101: {state: running}\n")
-	doc, err := File{Path: valid}.Desired(t.Context())
+	doc, err := (&File{Path: valid}).Desired(t.Context())
 	if err != nil {
 		t.Fatalf("valid file: %v", err)
 	}
@@ -30,7 +30,7 @@ func TestFile(t *testing.T) {
 	}
 
 	empty := write(t, "empty.yaml", "")
-	doc, err = File{Path: empty}.Desired(t.Context())
+	doc, err = (&File{Path: empty}).Desired(t.Context())
 	if err != nil || doc == nil || !doc.IsEmpty() {
 		t.Fatalf("empty file: got %#v, %v; want empty document", doc, err)
 	}
@@ -52,7 +52,7 @@ func TestFileErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			doc, err := File{Path: tt.path}.Desired(t.Context())
+			doc, err := (&File{Path: tt.path}).Desired(t.Context())
 			if err == nil || doc != nil {
 				t.Fatalf("got %#v, %v; want nil document and an error", doc, err)
 			}
@@ -61,7 +61,7 @@ func TestFileErrors(t *testing.T) {
 			}
 		})
 	}
-	_, err := File{Path: missing}.Desired(t.Context())
+	_, err := (&File{Path: missing}).Desired(t.Context())
 	if !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("missing file: got %v; want an fs.ErrNotExist error", err)
 	}
@@ -70,7 +70,7 @@ func TestFileErrors(t *testing.T) {
 func TestFileCanceled(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if _, err := (File{Path: "x"}).Desired(ctx); !errors.Is(err, context.Canceled) {
+	if _, err := (&File{Path: "x"}).Desired(ctx); !errors.Is(err, context.Canceled) {
 		t.Errorf("got %v; want context.Canceled", err)
 	}
 }
