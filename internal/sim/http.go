@@ -101,9 +101,6 @@ func match(segs, path []string, vars map[string]string) bool {
 	}
 	for i, s := range segs {
 		if strings.HasPrefix(s, "{") {
-			if path[i] == "" {
-				return false
-			}
 			vars[s[1:len(s)-1]] = path[i]
 		} else if s != path[i] {
 			return false
@@ -112,13 +109,33 @@ func match(segs, path []string, vars map[string]string) bool {
 	return true
 }
 
+// routeSegments splits a path below /api2/json as pve-common's
+// RESTHandler find_handler does: on runs of '/', empty fragments
+// skipped, so "/nodes//pve/qemu/" reaches the handler of
+// "/nodes/pve/qemu". Below /nodes/{node}/storage/{storage}/content the
+// rest of the path is one fragment, the volume id (Storage::Status mounts
+// Content with an empty fragmentDelimiter: volume ids may contain '/').
+func routeSegments(path string) []string {
+	var segs []string
+	for _, f := range strings.Split(path, "/") {
+		if f != "" {
+			segs = append(segs, f)
+		}
+	}
+	if len(segs) > 6 && segs[0] == "nodes" && segs[2] == "storage" && segs[4] == "content" {
+		segs = append(segs[:5], strings.Join(segs[5:], "/"))
+	}
+	return segs
+}
+
 // Handler serves the PVE API under /api2/json and the control API under
 // /_sim/. It is safe for concurrent use.
-// Paths are not cleaned (PVE answers "//" with 501, not a redirect).
+// Paths are never redirected or cleaned; empty segments are skipped when
+// routing, as PVE's handler lookup skips them (routeSegments).
 func (s *Sim) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
-		case r.URL.Path == apiPrefix || strings.HasPrefix(r.URL.Path, apiPrefix+"/"):
+		case apiRelPath(r.URL.Path) != "":
 			s.serveAPI(w, r)
 		case strings.HasPrefix(r.URL.Path, "/_sim/"):
 			s.serveControl(w, r)
@@ -148,11 +165,27 @@ func (s *Sim) serveAPI(w http.ResponseWriter, hr *http.Request) {
 	s.write(w, hr, resp)
 }
 
-func (s *Sim) handle(hr *http.Request) response {
-	path := strings.TrimPrefix(hr.URL.Path, apiPrefix)
-	if path == "" {
-		path = "/"
+// apiRelPath is the path below /api2/json, "/" for the API root, or ""
+// when p is not an API path. As pve-http-server's split_abs_uri, any run
+// of slashes may separate "/api2" and "json".
+func apiRelPath(p string) string {
+	rest, ok := strings.CutPrefix(p, "/api2/")
+	if !ok {
+		return ""
 	}
+	rest = strings.TrimLeft(rest, "/")
+	rel, ok := strings.CutPrefix(rest, "json")
+	if !ok || rel != "" && rel[0] != '/' {
+		return ""
+	}
+	if rel == "" {
+		return "/"
+	}
+	return rel
+}
+
+func (s *Sim) handle(hr *http.Request) response {
+	path := apiRelPath(hr.URL.Path)
 	// pve-http-server process_header, before authentication.
 	if hr.Method != http.MethodGet && hr.Method != http.MethodPost && hr.Method != http.MethodPut && hr.Method != http.MethodDelete {
 		return fail(501, "method '%s' not available", hr.Method)
@@ -187,7 +220,7 @@ func (s *Sim) handle(hr *http.Request) response {
 	if !okBody {
 		return resp
 	}
-	segs := strings.Split(path, "/")
+	segs := routeSegments(path)
 	vars := map[string]string{}
 	var rt *route
 	for i := range routes {

@@ -14,7 +14,7 @@ import (
 var routes []route
 
 func addRoute(method, tmpl string, h handlerFunc) {
-	routes = append(routes, route{method: method, segs: strings.Split(tmpl, "/"), tmpl: tmpl, h: h})
+	routes = append(routes, route{method: method, segs: routeSegments(tmpl), tmpl: tmpl, h: h})
 }
 
 func init() {
