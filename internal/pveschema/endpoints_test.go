@@ -23,6 +23,7 @@ func simEndpoints() []endpoint {
 		{"GET", "/nodes/{node}/tasks/{upid}/log"},
 		{"GET", "/access/permissions"},
 		{"POST", "/nodes/{node}/qemu/{vmid}/config"},
+		{"GET", "/nodes/{node}/storage/{storage}/content/{volume}"},
 	}
 	for _, k := range []string{"qemu", "lxc"} {
 		g := "/nodes/{node}/" + k

@@ -26,7 +26,8 @@ func TestAcceptsExactlySchemaParams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pathVals := map[string]string{"node": "pve", "vmid": "999", "snapname": "snap1", "upid": "UPID:pve:00000001:00000001:00000001:qmstart:999:root@pam:"}
+	pathVals := map[string]string{"node": "pve", "vmid": "999", "snapname": "snap1", "upid": "UPID:pve:00000001:00000001:00000001:qmstart:999:root@pam:",
+		"storage": "local-lvm", "volume": "local-lvm:vm-999-disk-0", "poolid": "nosuchpool"}
 	for _, rt := range routes {
 		m, ok := sch.Method(rt.method, rt.tmpl)
 		if !ok {

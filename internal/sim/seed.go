@@ -84,6 +84,7 @@ func (s *Sim) seedGuests(n int) {
 			}
 			if r.IntN(8) == 0 {
 				c["unused0"] = fmt.Sprintf("local-lvm:vm-%d-disk-%d", vmid, disk)
+				g.unusedSize[c["unused0"]] = int64(32) << 30
 			}
 			c["ide2"] = "none,media=cdrom"
 			c["net0"] = fmt.Sprintf("virtio=%s,bridge=vmbr0,firewall=1", s.randMACLocked())
@@ -110,6 +111,7 @@ func (s *Sim) seedGuests(n int) {
 			}
 			if r.IntN(8) == 0 {
 				c["unused0"] = fmt.Sprintf("local-lvm:vm-%d-disk-%d", vmid, disk)
+				g.unusedSize[c["unused0"]] = int64(8) << 30
 			}
 			c["net0"] = fmt.Sprintf("name=eth0,bridge=vmbr0,firewall=1,hwaddr=%s,ip=dhcp,type=veth", s.randMACLocked())
 			c["unprivileged"] = "1"

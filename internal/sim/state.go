@@ -32,6 +32,9 @@ type guestState struct {
 	ignoreShutdown bool
 	config         map[string]string // raw; "lock" and "parent" live here as in the file
 	snapshots      map[string]*snapshot
+	// unusedSize remembers the size of a volume detached to unusedN (whose
+	// config line carries no size), for the storage content endpoint.
+	unusedSize map[string]int64
 
 	// flock is the config file lock (flock on /var/lock/qemu-server/lock-<vmid>.conf);
 	// a token in the channel means it is held. Never guarded by Sim.mu.
@@ -39,7 +42,8 @@ type guestState struct {
 }
 
 func newGuestState(vmid int, k guest.Kind) *guestState {
-	return &guestState{vmid: vmid, kind: k, config: map[string]string{}, snapshots: map[string]*snapshot{}, flock: make(chan struct{}, 1)}
+	return &guestState{vmid: vmid, kind: k, config: map[string]string{}, snapshots: map[string]*snapshot{},
+		unusedSize: map[string]int64{}, flock: make(chan struct{}, 1)}
 }
 
 func nameKey(k guest.Kind) string {
@@ -358,8 +362,12 @@ func (g *guestState) allocVolume(key, v string) string {
 	return setVolSize(out, size)
 }
 
-// addUnused records volid as the lowest free unusedN.
-func (g *guestState) addUnused(volid string) {
+// addUnused records volid as the lowest free unusedN; size (bytes, 0 if
+// unknown) is the size it had while attached.
+func (g *guestState) addUnused(volid string, size int64) {
+	if size > 0 {
+		g.unusedSize[volid] = size
+	}
 	for _, v := range g.config {
 		if v == volid {
 			return

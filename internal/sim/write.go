@@ -208,7 +208,7 @@ func (s *Sim) applyConfigLocked(g *guestState, q *request, ch configChange) erro
 		delete(g.config, key)
 		if isVolumeKey(g.kind, key) {
 			if vol := volumeOf(old); vol != "" {
-				g.addUnused(vol)
+				g.addUnused(vol, volSize(old))
 			}
 		}
 	}
@@ -218,7 +218,7 @@ func (s *Sim) applyConfigLocked(g *guestState, q *request, ch configChange) erro
 			old := g.config[key]
 			v = g.allocVolume(key, v)
 			if ov := volumeOf(old); ov != "" && ov != volumeOf(v) {
-				g.addUnused(ov)
+				g.addUnused(ov, volSize(old))
 			}
 		}
 		g.config[key] = v
