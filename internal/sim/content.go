@@ -83,7 +83,9 @@ func parseVolName(st storageDef, volname string) (volName, error) {
 // finds no logical volume; directory: no format).
 //
 // A volume exists while a guest's config, one of its snapshots or an
-// unusedN entry names it; its size is the size= the config records.
+// unusedN entry names it; its size is the size= the config records, or
+// the real size where a config write left size= claiming another
+// (resize.go).
 func (s *Sim) getVolume(q *request) response {
 	storeid, volume := q.params["storage"], q.params["volume"]
 	volid := storeid + ":" + volume
@@ -154,6 +156,9 @@ func (s *Sim) volumeSizeLocked(volid string) (size int64, found bool) {
 		}
 	}
 	for _, g := range s.guests {
+		if n, ok := g.realSize[volid]; ok {
+			return n, true // measured by a resize: the config may claim otherwise (resize.go)
+		}
 		for _, v := range g.config {
 			note(v)
 		}

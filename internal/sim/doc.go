@@ -32,4 +32,9 @@
 // shutdown task run for twice TaskDuration, standing for the timeout, unless
 // timeout=0; privileges on an ACL path are the union of the privileges
 // granted on it and on its ancestors.
+//
+// Volumes have a real size apart from the size= a config claims: a config
+// write never resizes a volume (QEMU and LXC mount points store the real
+// size, an LXC rootfs stores what was written), only PUT …/resize grows
+// one; VolumeSize reports it (see resize.go).
 package sim

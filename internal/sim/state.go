@@ -35,6 +35,9 @@ type guestState struct {
 	// unusedSize remembers the size of a volume detached to unusedN (whose
 	// config line carries no size), for the storage content endpoint.
 	unusedSize map[string]int64
+	// realSize holds the real size of a volume of this guest where it may
+	// differ from the size= its config records (see resize.go).
+	realSize map[string]int64
 
 	// flock is the config file lock (flock on /var/lock/qemu-server/lock-<vmid>.conf);
 	// a token in the channel means it is held. Never guarded by Sim.mu.

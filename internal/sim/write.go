@@ -216,7 +216,9 @@ func (s *Sim) applyConfigLocked(g *guestState, q *request, ch configChange) erro
 		v := ch.set[key]
 		if isVolumeKey(g.kind, key) {
 			old := g.config[key]
+			written := v
 			v = g.allocVolume(key, v)
+			v = g.storedDriveValue(key, written, v)
 			if ov := volumeOf(old); ov != "" && ov != volumeOf(v) {
 				g.addUnused(ov, volSize(old))
 			}
@@ -515,61 +517,6 @@ func (s *Sim) postShutdown(k guest.Kind, q *request) response {
 			}
 		}
 		g.running = false
-		return nil
-	}
-	return s.taskResponse(sp)
-}
-
-var resizeRE = regexp.MustCompile(`^(\+?)(\d+(?:\.\d+)?)([KMGT]?)$`)
-
-func (s *Sim) putResize(k guest.Kind, q *request) response {
-	if r, okS := checkSkiplock(q); !okS {
-		return r
-	}
-	sp, resp, found := s.guestTask(k, q, "resize", "resize")
-	if !found {
-		return resp
-	}
-	g := sp.g
-	disk, size := q.params["disk"], q.params["size"]
-	sp.apply = func(r *taskRun) error {
-		if err := s.writableLocked(g, q.bool("skiplock")); err != nil {
-			return err
-		}
-		if d := q.params["digest"]; d != "" && d != g.digest() {
-			return taskErrf("detected modified configuration - file changed by other user? Try again.")
-		}
-		val, present := g.config[disk]
-		if !present {
-			return taskErrf("disk '%s' does not exist", disk)
-		}
-		if volumeOf(val) == "" {
-			if strings.Contains(val, "media=cdrom") {
-				return taskErrf("you can't resize a cdrom")
-			}
-			return taskErrf("you can't resize a bind mount point")
-		}
-		m := resizeRE.FindStringSubmatch(size)
-		if m == nil {
-			return taskErrf("invalid size '%s'", size)
-		}
-		n, _ := parseSize(m[2] + m[3])
-		if m[3] == "" {
-			n, _ = parseSize(m[2])
-		}
-		old := volSize(val)
-		newSize := n
-		if m[1] == "+" {
-			newSize = old + n
-		}
-		if newSize < old {
-			if k == guest.LXC {
-				return taskErrf("unable to shrink disk size")
-			}
-			return taskErrf("shrinking disks is not supported")
-		}
-		r.logf("Size of logical volume changed from %s to %s.", formatSize(old), formatSize(newSize))
-		g.config[disk] = setVolSize(val, newSize)
 		return nil
 	}
 	return s.taskResponse(sp)
