@@ -49,6 +49,8 @@ type Row struct {
 	// write should send (booleans as 0/1, tags joined with ';'). Otherwise
 	// a write sends the desired value verbatim.
 	WriteCanon bool
+
+	format *propFormat // the property-string format, for Dropped
 }
 
 // Table is the set of rows for one guest kind. It is immutable once built
@@ -199,4 +201,36 @@ func (r *Row) Param(desired, actual string) string {
 		return r.Carry(desired, actual)
 	}
 	return desired
+}
+
+// Dropped returns the options of actual, the current value of key, that a
+// write of desired removes: the options desired does not name, except
+// those a write keeps (a net device's MAC, a disk's size: see Param) and
+// those at PVE's default, as "key=value" in actual's order. It is nil for
+// keys that are not property strings and for values that do not parse.
+// Plans name these drops, so that omitting an option in desired state
+// (iothread=1 on a disk, say) is a change an operator sees.
+func Dropped(kind guest.Kind, key, desired, actual string) []string {
+	r := lookup(kind, key)
+	if r == nil || r.format == nil || desired == "" || actual == "" {
+		return nil
+	}
+	f := r.format
+	var bufD, bufA [16]opt
+	d, okD := f.parseOpts(desired, bufD[:0])
+	a, okA := f.parseOpts(actual, bufA[:0])
+	if !okD || !okA {
+		return nil
+	}
+	var out []string
+	for _, q := range a {
+		if findOpt(d, q.key) >= 0 {
+			continue
+		}
+		if s := f.spec(q.key); s.optional || s.hasDef && optEqual(s, q.val, s.def) {
+			continue
+		}
+		out = append(out, q.key+"="+q.val)
+	}
+	return out
 }

@@ -30,7 +30,7 @@ func tagsRow() Row { return Row{Key: "tags", Canon: canonTags, WriteCanon: true}
 
 func propRow(key string, f *propFormat, def string) Row {
 	f.compile()
-	return Row{Key: key, Canon: f.canon, Match: f.match, Carry: f.carry, Default: def}
+	return Row{Key: key, Canon: f.canon, Match: f.match, Carry: f.carry, Default: def, format: f}
 }
 
 // canonBool maps PVE's and YAML's boolean spellings to "1"/"0".

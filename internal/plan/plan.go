@@ -16,6 +16,17 @@
 //     tags as PVE's keys "description" and "tags", tags joined with ';'),
 //     plus "delete" for a description or tag set managed as empty. Its Digest is the config
 //     digest it was planned against, so a concurrent change fails the write.
+//   - A disk or mount point whose desired value names the volume it holds
+//     now with another size= is resized, not written: PVE's size= is
+//     informational and a config write never grows a volume. The size
+//     becomes a resize step (Params "disk" and the absolute "size", as
+//     propstr.FormatSize writes it) after the guest's config step; if
+//     other options of the value differ too, the config step writes them
+//     with the size PVE has now. A shrink is planned the same way (the
+//     classifier holds it for a signature). Only the guest's first write
+//     carries its Digest; a grow after another write carries none, since
+//     each write changes the digest (PVE refuses a shrink against the
+//     volume's real size regardless).
 //   - state running on a stopped guest plans a start; state stopped on a
 //     running guest plans a shutdown with Params["timeout"] in seconds (the
 //     executor shuts down gracefully, then stops).
@@ -415,20 +426,57 @@ func (d *differ) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *guest
 	if len(changes) > 0 {
 		params := make(map[string]string, len(changes))
 		var deletes []string
-		for _, pc := range d.pending {
+		var resizes []sizeStep
+		var cfgChanges []Change // set once a size moved to a resize step
+		for i, pc := range d.pending {
+			if opts, want, have, hasHave, ok := sizeChange(a.Kind, pc.key, pc.to, pc.from); ok {
+				if cfgChanges == nil {
+					cfgChanges = append(make([]Change, 0, len(changes)), changes[:i]...)
+				}
+				if !pc.row.Equal(opts, pc.from) {
+					v := pc.row.Param(opts, pc.from) // keeps the size PVE has
+					params[pc.key] = v
+					cfgChanges = append(cfgChanges, Change{Key: pc.key, From: pc.from, To: v})
+				}
+				resizes = append(resizes, resizeStep(a, pc.key, want, have, hasHave))
+				continue
+			}
+			if cfgChanges != nil {
+				cfgChanges = append(cfgChanges, changes[i])
+			}
 			if pc.to == "" {
 				deletes = append(deletes, pc.key)
 			} else {
 				params[pc.key] = pc.row.Param(pc.to, pc.from)
 			}
 		}
+		if cfgChanges == nil {
+			cfgChanges = changes
+		}
 		if len(deletes) > 0 {
 			params["delete"] = strings.Join(deletes, ",")
 		}
-		steps = append(steps, Step{
-			Action:  action.Action{Op: action.SetConfig, VMID: a.VMID, Kind: a.Kind, Params: params, Digest: a.Digest},
-			Changes: changes,
-		})
+		if len(params) > 0 {
+			steps = append(steps, Step{
+				Action:  action.Action{Op: action.SetConfig, VMID: a.VMID, Kind: a.Kind, Params: params, Digest: a.Digest},
+				Changes: cfgChanges[:len(cfgChanges):len(cfgChanges)],
+			})
+		}
+		// Each write changes the digest, so only the guest's first write
+		// can pass the one it was planned against. A grow after it goes
+		// without (PVE refuses a shrink against the volume's real size
+		// whatever the config says); a shrink or a grow from an unknown
+		// size is held for a signature, which binds the digest.
+		digest := a.Digest
+		if len(params) > 0 {
+			digest = ""
+		}
+		for _, r := range resizes {
+			if r.grows {
+				r.Action.Digest, digest = digest, ""
+			}
+			steps = append(steps, r.Step)
+		}
 	}
 	if stateOp != "" {
 		var sp map[string]string

@@ -13,6 +13,7 @@ import (
 	"github.com/steward-pve/steward/internal/desired"
 	"github.com/steward-pve/steward/internal/guest"
 	"github.com/steward-pve/steward/internal/normalize"
+	"github.com/steward-pve/steward/internal/propstr"
 )
 
 func refDiff(want *desired.Host, actual []guest.Observed, opts Options) Plan {
@@ -119,9 +120,11 @@ func (d *refDiffer) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *gu
 
 	// One backing array for the config changes, the drift and the state
 	// step's change: len(keys) config changes at most, plus "state".
-	var changes, all []Change
+	var changes, all, cfgChanges []Change
 	var params map[string]string
 	var deletes []string
+	var resizes []Step
+	var grows []bool
 	set := func(key, from, to, param string) {
 		if all == nil {
 			all = make([]Change, 0, len(g.Config)+3)
@@ -130,6 +133,24 @@ func (d *refDiffer) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *gu
 		if params == nil {
 			params = make(map[string]string, len(g.Config)+2)
 		}
+		if opts, want, have, hasHave, ok := sizeChange(a.Kind, key, to, from); ok {
+			// The size is a resize; the config write keeps the rest.
+			if !normalize.Equal(a.Kind, key, opts, from) {
+				params[key] = normalize.Param(a.Kind, key, opts, from)
+				cfgChanges = append(cfgChanges, Change{Key: key, From: from, To: params[key]})
+			}
+			was := ""
+			if hasHave {
+				was = propstr.FormatSize(have)
+			}
+			resizes = append(resizes, Step{
+				Action:  action.Action{Op: action.Resize, VMID: a.VMID, Kind: a.Kind, Params: map[string]string{"disk": key, "size": propstr.FormatSize(want)}, Digest: a.Digest},
+				Changes: []Change{{Key: key, From: was, To: propstr.FormatSize(want)}},
+			})
+			grows = append(grows, hasHave && want > have)
+			return
+		}
+		cfgChanges = append(cfgChanges, Change{Key: key, From: from, To: to})
 		if to == "" {
 			deletes = append(deletes, key)
 		} else {
@@ -213,10 +234,24 @@ func (d *refDiffer) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *gu
 		if len(deletes) > 0 {
 			params["delete"] = strings.Join(deletes, ",")
 		}
-		steps = append(steps, Step{
-			Action:  action.Action{Op: action.SetConfig, VMID: a.VMID, Kind: a.Kind, Params: params, Digest: a.Digest},
-			Changes: changes,
-		})
+		if len(params) > 0 {
+			steps = append(steps, Step{
+				Action:  action.Action{Op: action.SetConfig, VMID: a.VMID, Kind: a.Kind, Params: params, Digest: a.Digest},
+				Changes: cfgChanges,
+			})
+		}
+		// Only the first write passes the planned digest; a grow after a
+		// write goes without, a held resize keeps it.
+		written := len(params) > 0
+		for i, r := range resizes {
+			if grows[i] {
+				if written {
+					r.Action.Digest = ""
+				}
+				written = true
+			}
+			steps = append(steps, r)
+		}
 	}
 	if stateOp != "" {
 		var sp map[string]string

@@ -6,6 +6,7 @@ import (
 	"unicode"
 
 	"github.com/steward-pve/steward/internal/action"
+	"github.com/steward-pve/steward/internal/normalize"
 )
 
 // Render writes the plan as a human-readable diff, one line per change,
@@ -14,6 +15,8 @@ import (
 //
 //	~ 101 memory: 2048 → 4096          a config key set (config step)
 //	~ 101 tags: prod;web → (unset)     a config key removed
+//	~ 101 scsi0: A,iothread=1 → A (drops iothread=1)   options the new value omits
+//	~ 101 scsi0: size 32G → 100G (resize)   a disk grown (or shrunk) by resize
 //	+ 102 start                         run state: start
 //	- 103 shutdown (timeout 180s)       run state: graceful shutdown, then stop
 //	? 104 cores: 2 → 4 (observe)        drift reported, not corrected
@@ -46,7 +49,15 @@ func (p Plan) Render() string {
 			switch s.Action.Op {
 			case action.SetConfig:
 				for _, c := range s.Changes {
-					line(&b, "~", id, c.Key+": "+value(c.From)+" → "+value(c.To))
+					text := c.Key + ": " + value(c.From) + " → " + value(c.To)
+					if drops := normalize.Dropped(s.Action.Kind, c.Key, c.To, c.From); len(drops) > 0 {
+						text += " (drops " + strings.Join(drops, ", ") + ")"
+					}
+					line(&b, "~", id, text)
+				}
+			case action.Resize:
+				for _, c := range s.Changes {
+					line(&b, "~", id, c.Key+": size "+value(c.From)+" → "+value(c.To)+" (resize)")
 				}
 			case action.Start:
 				line(&b, "+", id, "start")
