@@ -19,7 +19,9 @@
 //     benign; replacing, attaching an existing volume or host path,
 //     importing, shrinking, or deleting a data-bearing key is destructive.
 //     Any other key is destructive.
-//   - resize: benign only when it provably grows the disk.
+//   - resize: benign only when it provably grows the disk (a config write
+//     naming a larger size= is benign too, but grows nothing: PVE treats
+//     size= as informational, so the planner resizes instead).
 //   - create: benign when the guest does not exist, force is not set and
 //     every parameter is known and harmless (data-bearing parameters must
 //     allocate new volumes).
@@ -342,6 +344,12 @@ func (j *judge) judgeDriveSet(k, v string) {
 		j.ok(fmt.Sprintf("%s: keeps volume %s", k, od.volume))
 	} else {
 		j.ok(fmt.Sprintf("%s: keeps volume %s, changes harmless options %s", k, od.volume, strings.Join(changed, ", ")))
+	}
+	if nd.hasSize && od.hasSize && nd.size > od.size {
+		// Benign because nothing happens to the data: PVE's size= is
+		// informational and only resize grows a volume.
+		j.ok(fmt.Sprintf("%s: size %s → %s is informational (a config write does not grow the volume; resize does)",
+			k, propstr.FormatSize(od.size), propstr.FormatSize(nd.size)))
 	}
 }
 
