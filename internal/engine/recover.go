@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/steward-pve/steward/internal/guest"
 	"github.com/steward-pve/steward/internal/journal"
 	"github.com/steward-pve/steward/internal/normalize"
+	"github.com/steward-pve/steward/internal/propstr"
 	"github.com/steward-pve/steward/internal/pve"
 )
 
@@ -125,20 +127,23 @@ func (e *Engine) notRunGrace() time.Duration {
 }
 
 // taskTypes are the PVE task types each op can start (HA-managed guests
-// run ha* tasks instead). Config writes are absent on purpose: the
+// run ha* tasks instead). Both kinds resize in a task of type "resize"
+// (qemu-server and pve-container fork_worker('resize', ...); QEMU's resize
+// was synchronous before PVE 8.0.5 and started no task). Config writes
+// are absent on purpose: the
 // executor writes config synchronously (PUT), which starts no task, so a
 // qmconfig task found in the list is someone else's and must not be taken
 // for ours.
 var taskTypes = map[guest.Kind]map[action.Op][]string{
 	guest.QEMU: {
 		action.Start: {"qmstart", "hastart"}, action.Stop: {"qmstop", "hastop"}, action.Shutdown: {"qmshutdown", "hastop"},
-		action.Resize: {"qmresize", "resize"}, action.Create: {"qmcreate", "qmrestore"},
+		action.Resize: {"resize"}, action.Create: {"qmcreate", "qmrestore"},
 		action.Destroy: {"qmdestroy"}, action.SnapshotCreate: {"qmsnapshot"}, action.SnapshotRollback: {"qmrollback"},
 		action.SnapshotDelete: {"qmdelsnapshot"},
 	},
 	guest.LXC: {
 		action.Start: {"vzstart", "hastart"}, action.Stop: {"vzstop", "hastop"}, action.Shutdown: {"vzshutdown", "hastop"},
-		action.Resize: {"vzresize", "resize"}, action.Create: {"vzcreate", "vzrestore"},
+		action.Resize: {"resize"}, action.Create: {"vzcreate", "vzrestore"},
 		action.Destroy: {"vzdestroy"}, action.SnapshotCreate: {"vzsnapshot"}, action.SnapshotRollback: {"vzrollback"},
 		action.SnapshotDelete: {"vzdelsnapshot"},
 	},
@@ -299,10 +304,41 @@ func (e *Engine) intentMet(ctx context.Context, a action.Action) (bool, string, 
 			return has, fmt.Sprintf("snapshot present: %v", has), nil
 		}
 		return !has, fmt.Sprintf("snapshot present: %v", has), nil
+	case action.Resize:
+		return e.resizeMet(ctx, a)
 	}
-	// Resize and rollback leave no state that tells whether they ran; with
-	// no task found, they did not start.
+	// Rollback leaves no state that tells whether it ran; with no task
+	// found, it did not start.
 	return false, "no task found", nil
+}
+
+// resizeMet reports whether the disk of resize a already has at least the
+// absolute size a asks for, as the guest's config records it (a resize
+// rewrites the drive's size=). A relative size ("+10G") cannot be judged
+// after the fact: with no task found, it did not start.
+func (e *Engine) resizeMet(ctx context.Context, a action.Action) (bool, string, error) {
+	disk, size := a.Params["disk"], a.Params["size"]
+	if strings.HasPrefix(size, "+") {
+		return false, "no task found", nil
+	}
+	want, err := propstr.ParseSize(size)
+	if err != nil {
+		return false, "no task found; size " + strconv.Quote(size) + " unreadable", nil
+	}
+	cfg, err := e.PVE.GuestConfig(ctx, e.Node, a.Kind, a.VMID)
+	if err != nil {
+		return false, "", err
+	}
+	dk := "file"
+	if a.Kind == guest.LXC {
+		dk = "volume"
+	}
+	_, have, ok, err := propstr.Volume(cfg.Values[disk], dk)
+	if err != nil || !ok {
+		return false, "no task found; " + disk + " has no readable size", nil
+	}
+	what := fmt.Sprintf("%s is %s, resize to %s", disk, propstr.FormatSize(have), propstr.FormatSize(want))
+	return have >= want, what, nil
 }
 
 func (e *Engine) guestStatus(ctx context.Context, vmid int, kind guest.Kind) (status string, exists bool, err error) {
