@@ -44,6 +44,10 @@ type Config struct {
 	// ScratchVMID is a VMID that does not exist and that the write checks
 	// may create and destroy (as a QEMU VM). Required when Mutate.
 	ScratchVMID int
+	// ScratchStorage is the storage (with content "images") where the
+	// write checks allocate the scratch VM's 1 GiB disk to resize it;
+	// default "local-lvm".
+	ScratchStorage string
 	// Wait is the polling for WaitTask; zero means the client default.
 	Wait pve.WaitOptions
 }
@@ -389,6 +393,8 @@ func runMutations(t *testing.T, c *pve.Client, cfg Config) {
 	r, err = c.SetConfig(ctx, node, guest.QEMU, vmid, pve.ConfigChange{Set: map[string]string{"onboot": "1"}, Async: true})
 	wait(t, "async config", r, err)
 
+	checkResize(t, c, cfg, wait)
+
 	r, err = c.Start(ctx, node, guest.QEMU, vmid)
 	wait(t, "start", r, err)
 	if st, err := c.GuestStatus(ctx, node, guest.QEMU, vmid); err != nil || st.Status != "running" {
@@ -435,5 +441,63 @@ func runMutations(t *testing.T, c *pve.Client, cfg Config) {
 	wait(t, "destroy", r, err)
 	if _, err := c.GuestConfig(ctx, node, guest.QEMU, vmid); !pve.IsNotFound(err) {
 		t.Errorf("config after destroy: %v; want not found", err)
+	}
+}
+
+// checkResize holds PVE's disk sizes: size= in a drive string is
+// informational, so a config write naming a larger size grows nothing
+// (PVE keeps the volume's real size); PUT …/resize grows the volume in a
+// task and rewrites size=; a shrink is refused.
+func checkResize(t *testing.T, c *pve.Client, cfg Config, wait func(*testing.T, string, pve.Result, error)) {
+	ctx := t.Context()
+	node, vmid := cfg.Node, cfg.ScratchVMID
+	storage := cfg.ScratchStorage
+	if storage == "" {
+		storage = "local-lvm"
+	}
+	disk := func() (vol, size, digest string) {
+		t.Helper()
+		gc, err := c.GuestConfig(ctx, node, guest.QEMU, vmid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := gc.Values["scsi0"]
+		vol, _, _ = strings.Cut(v, ",")
+		for _, p := range strings.Split(v, ",") {
+			if n, ok := strings.CutPrefix(p, "size="); ok {
+				size = n
+			}
+		}
+		return vol, size, gc.Digest
+	}
+	r, err := c.SetConfig(ctx, node, guest.QEMU, vmid, pve.ConfigChange{Set: map[string]string{"scsi0": storage + ":1"}})
+	wait(t, "allocate scsi0", r, err)
+	vol, size, _ := disk()
+	if size != "1G" || !strings.HasPrefix(vol, storage+":") {
+		t.Fatalf("allocated scsi0: volume %q size %q; want a volume on %s of 1G", vol, size, storage)
+	}
+	r, err = c.SetConfig(ctx, node, guest.QEMU, vmid, pve.ConfigChange{Set: map[string]string{"scsi0": vol + ",size=2G"}})
+	wait(t, "config write with a larger size", r, err)
+	if _, size, _ := disk(); size != "1G" {
+		t.Errorf("after a config write naming size=2G: size %q; want 1G (size= is informational, the volume did not grow)", size)
+	}
+	_, _, digest := disk()
+	r, err = c.Resize(ctx, node, guest.QEMU, vmid, "scsi0", "2G", digest)
+	if _, ok := r.Task(); err == nil && !ok {
+		t.Errorf("resize returned synchronously; PVE >= 8.0.5 runs it as a task of type resize")
+	}
+	if u, ok := r.Task(); ok && u.Type != "resize" {
+		t.Errorf("resize task type %q; want resize", u.Type)
+	}
+	wait(t, "resize", r, err)
+	if _, size, _ := disk(); size != "2G" {
+		t.Errorf("after resize to 2G: size %q; want 2G", size)
+	}
+	r, err = c.Resize(ctx, node, guest.QEMU, vmid, "scsi0", "1G", "")
+	if u, ok := r.Task(); err == nil && ok {
+		_, err = c.WaitTask(ctx, u, cfg.Wait)
+	}
+	if err == nil || !strings.Contains(err.Error(), "shrinking disks is not supported") {
+		t.Errorf("shrink to 1G: %v; want \"shrinking disks is not supported\"", err)
 	}
 }
