@@ -33,8 +33,8 @@ import (
 // VolumeSize returns the real size in bytes of storage volume volid (as
 // "local-lvm:vm-101-disk-0"), which can differ from the size= a config
 // claims: a config write does not resize a volume, only PUT …/resize
-// does. ok is false when no guest of the node has the volume or its size
-// is unknown.
+// does. ok is false when no guest of the node has the volume (size is 0
+// when one has it without a known size).
 func (s *Sim) VolumeSize(volid string) (size int64, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

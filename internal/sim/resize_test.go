@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"encoding/json"
 	"net/url"
 	"strconv"
 	"strings"
@@ -54,6 +55,12 @@ func TestConfigWriteDoesNotResize(t *testing.T) {
 				t.Errorf("volume %s: got %d bytes; want %d (a config write never resizes)", tc.vol, got, tc.wantSize)
 			}
 		})
+	}
+
+	// The storage reports the real size too.
+	info := ts.mustOK(ts.do("GET", "/nodes/pve/storage/local-lvm/content/local-lvm:vm-102-disk-0", nil)).dataMap(t)
+	if info["size"] != json.Number(strconv.FormatInt(8*gib, 10)) {
+		t.Errorf("storage content size of the rootfs: got %v; want %d", info["size"], 8*gib)
 	}
 
 	// The real size, not the config's claim, decides what resize does: the
