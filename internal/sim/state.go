@@ -332,13 +332,48 @@ func (g *guestState) nextDiskNum() int {
 	return n
 }
 
-// allocVolume turns "STORAGE:SIZE_GiB[,opts]" into an allocated volume
-// string, as PVE does on create/update; other values are returned as is.
+// propKeyRE is a "key=" item of a PVE property string (JSONSchema
+// parse_property_string); an item without it is the default key's value.
+var propKeyRE = regexp.MustCompile(`^[a-z][a-z_\-]*\d*=`)
+
+// splitVolume splits a drive (QEMU) or mount point (LXC) property string
+// into the value of its default key and its other items, in order. The
+// default key is "file" for drives and "volume" for rootfs/mpN; as PVE's
+// parser, it may be given bare or by name, anywhere in the list.
+func splitVolume(k guest.Kind, v string) (vol string, opts []string) {
+	named := "file="
+	if k == guest.LXC {
+		named = "volume="
+	}
+	for _, item := range strings.Split(v, ",") {
+		switch {
+		case vol == "" && strings.HasPrefix(item, named):
+			vol = item[len(named):]
+		case vol == "" && !propKeyRE.MatchString(item):
+			vol = item
+		default:
+			opts = append(opts, item)
+		}
+	}
+	return vol, opts
+}
+
+// allocVolume turns "STORAGE:SIZE_GiB[,opts]" (the volume given bare or
+// as file=/volume=) into an allocated volume string, as PVE does on
+// create/update. Like PVE's print_drive, the stored string names the
+// volume first and bare; its other options keep their order.
 func (g *guestState) allocVolume(key, v string) string {
-	first, rest, _ := strings.Cut(v, ",")
+	first, opts := splitVolume(g.kind, v)
+	if first == "" {
+		return v
+	}
+	rest := strings.Join(opts, ",")
 	m := newVolRE.FindStringSubmatch(first)
 	if m == nil {
-		return v
+		if rest == "" {
+			return first
+		}
+		return first + "," + rest
 	}
 	gib, _ := strconv.ParseFloat(m[2], 64)
 	size := int64(gib * (1 << 30))
@@ -357,9 +392,7 @@ func (g *guestState) allocVolume(key, v string) string {
 		}
 	}
 	out := vol
-	if g.kind == guest.LXC && key != "rootfs" && rest != "" {
-		out += "," + rest
-	} else if rest != "" {
+	if rest != "" {
 		out += "," + rest
 	}
 	return setVolSize(out, size)
