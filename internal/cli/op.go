@@ -1,12 +1,10 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,14 +12,13 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/steward-pve/steward/internal/action"
 	"github.com/steward-pve/steward/internal/allowedsigners"
 	"github.com/steward-pve/steward/internal/guest"
 	"github.com/steward-pve/steward/internal/safefile"
 	"github.com/steward-pve/steward/internal/signedop"
+	"github.com/steward-pve/steward/internal/signedop/sign"
 )
 
 func init() { register(newOpCmd) }
@@ -137,9 +134,9 @@ func runOpSign(ctx context.Context, stdout, stderr io.Writer, key string, useAge
 	key = expandHome(key)
 	var sig []byte
 	if useAgent {
-		sig, err = signWithAgent(payload, key)
+		sig, err = sign.WithAgent(payload, key)
 	} else {
-		sig, err = signedop.SSHKeygen{Prompt: stderr}.Sign(ctx, payload, key)
+		sig, err = sign.SSHKeygen{Prompt: stderr}.Sign(ctx, payload, key)
 	}
 	if err != nil {
 		return fmt.Errorf("op sign: %w", err)
@@ -174,44 +171,6 @@ func describePayload(p signedop.Payload) string {
 		fmt.Fprintf(&b, " reason: %q", p.Reason)
 	}
 	return b.String()
-}
-
-// maxPublicKeySize bounds a .pub file (an RSA 16384 key is about 3 KiB).
-const maxPublicKeySize = 64 << 10
-
-func signWithAgent(payload []byte, key string) ([]byte, error) {
-	pubPath := key
-	if !strings.HasSuffix(pubPath, ".pub") {
-		pubPath += ".pub"
-	}
-	pubText, err := safefile.ReadFile(pubPath, maxPublicKeySize)
-	if err != nil {
-		return nil, fmt.Errorf("read public key for agent lookup: %w", err)
-	}
-	pub, _, _, _, err := ssh.ParseAuthorizedKey(pubText)
-	if err != nil {
-		return nil, fmt.Errorf("parse public key %s: %w", pubPath, err)
-	}
-	sock := os.Getenv("SSH_AUTH_SOCK")
-	if sock == "" {
-		return nil, errors.New("--agent: SSH_AUTH_SOCK is not set; start ssh-agent or sign without --agent")
-	}
-	conn, err := net.Dial("unix", sock)
-	if err != nil {
-		return nil, fmt.Errorf("--agent: connect to ssh-agent: %w", err)
-	}
-	defer conn.Close()
-	signers, err := agent.NewClient(conn).Signers()
-	if err != nil {
-		return nil, fmt.Errorf("--agent: list agent keys: %w", err)
-	}
-	want := pub.Marshal()
-	for _, s := range signers {
-		if bytes.Equal(s.PublicKey().Marshal(), want) {
-			return signedop.Sign(payload, s)
-		}
-	}
-	return nil, fmt.Errorf("--agent: ssh-agent holds no key %s (from %s); ssh-add it first", ssh.FingerprintSHA256(pub), pubPath)
 }
 
 func newOpVerifyCmd(stdout io.Writer) *cobra.Command {

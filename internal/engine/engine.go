@@ -40,7 +40,6 @@ import (
 	"github.com/steward-pve/steward/internal/plan"
 	"github.com/steward-pve/steward/internal/pve"
 	"github.com/steward-pve/steward/internal/signedop"
-	"github.com/steward-pve/steward/internal/wire"
 )
 
 // Reader is the read side of the PVE client the engine uses. Methods block
@@ -181,21 +180,13 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 	for vmid := range want.Guests {
 		names[vmid] = true
 	}
-	parsed := make([]parsedJob, 0, len(jobs))
+	// Each signed job is read once; the gate decides on it below.
+	parsed := signedop.ParseJobs(jobs)
 	rep := Report{Host: e.Host, Node: e.Node, Time: e.now(), Want: want}
-	for _, j := range jobs {
-		p, err := signedop.ParsePayload(j.Payload)
-		if err != nil {
-			rep.Rejected = append(rep.Rejected, gate.Decision{Outcome: gate.Rejected, Reason: err.Error()})
-			continue
+	for _, pj := range parsed {
+		if pj.Err == nil && pj.Payload.Host == e.Host {
+			names[pj.Payload.VMID] = true
 		}
-		if p.Host != e.Host {
-			rep.Rejected = append(rep.Rejected, gate.Decision{Action: gate.ActionOf(p), Outcome: gate.Rejected,
-				Reason: fmt.Sprintf("signed for host %q, this agent is %q", p.Host, e.Host)})
-			continue
-		}
-		parsed = append(parsed, parsedJob{job: j, payload: p})
-		names[p.VMID] = true
 	}
 	actual, err := e.observe(ctx, names)
 	if err != nil {
@@ -259,47 +250,43 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 	signedVMIDs := map[int]bool{}
 	nonces := map[string]bool{} // nonces of the signed jobs submitted this tick
 	for _, pj := range parsed {
-		if e.Journal != nil {
-			if res, done := e.Journal.Completed(jobKey(pj.job)); done && !res.Retry {
+		if e.Journal != nil && pj.Err == nil {
+			if res, done := e.Journal.Completed(jobKey(pj.Job)); done && !res.Retry {
 				continue // this job ran, or failed conclusively (a destructive one also spent its nonce)
 			}
 		}
-		g, exists := byID[pj.payload.VMID]
-		var cfg guest.Config
-		digest := ""
-		if exists {
-			if g.ConfigErr != "" {
-				rep.Rejected = append(rep.Rejected, gate.Decision{Action: gate.ActionOf(pj.payload), Outcome: gate.Rejected,
-					Reason: "guest config unreadable: " + g.ConfigErr})
-				continue
+		t := gate.Target{}
+		if pj.Err == nil {
+			if g, exists := byID[pj.Payload.VMID]; exists {
+				t.Guest = &g
+				t.Provenance = e.provenance(g.VMID, g.Digest)
+			} else {
+				t.Provenance = e.provenance(pj.Payload.VMID, "")
 			}
-			if pj.payload.Kind != g.Kind {
-				rep.Rejected = append(rep.Rejected, gate.Decision{Action: gate.ActionOf(pj.payload), Outcome: gate.Rejected,
-					Reason: fmt.Sprintf("signed for a %s guest, but guest %d is %s", pj.payload.Kind, g.VMID, g.Kind)})
-				continue
+			if _, held := blocked[pj.Payload.VMID]; !held {
+				// An op of a held guest is unresolved (possibly this job's
+				// own): submit reports the guest held; nothing is spent or
+				// refused. Otherwise a nonce the journal committed, or one
+				// allowed earlier this tick, is a replay.
+				t.Spent = func(n string) bool {
+					spent := nonces[n]
+					if !spent && e.Journal != nil {
+						_, spent = e.Journal.NonceSpent(n)
+					}
+					nonces[n] = true
+					return spent
+				}
 			}
-			cfg, digest = g.Config, g.Digest
 		}
-		d := e.Gate.DecideSigned(pj.job, cfg, digest, e.provenance(pj.payload.VMID, digest))
-		e.recordDecision(d, dryRun)
-		if _, held := blocked[d.Action.VMID]; held {
-			// An op of this guest is unresolved (possibly this job's own):
-			// submit reports the guest held; nothing is spent or refused.
-		} else if n := d.Permit.Nonce(); d.Outcome == gate.Allowed && n != "" {
-			spent := nonces[n]
-			if !spent && e.Journal != nil {
-				_, spent = e.Journal.NonceSpent(n)
-			}
-			if spent {
-				d.Outcome, d.Reason, d.Permit = gate.Rejected, gate.Replayed(n).Error(), gate.Permit{}
-			}
-			nonces[n] = true
+		d := e.Gate.DecideJob(pj, t)
+		if d.Action.Op != "" {
+			e.recordDecision(d, dryRun)
 		}
 		if d.Outcome != gate.Allowed {
 			rep.Rejected = append(rep.Rejected, d)
 			continue
 		}
-		submit(d.Permit, "signed", wire.JobID(pj.job.Payload), jobKey(pj.job))
+		submit(d.Permit, "signed", pj.ID, jobKey(pj.Job))
 		signedVMIDs[d.Action.VMID] = true
 	}
 
@@ -355,11 +342,6 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 func jobKey(j signedop.Job) string {
 	sum := sha256.Sum256(j.Payload)
 	return "signed:" + hex.EncodeToString(sum[:16])
-}
-
-type parsedJob struct {
-	job     signedop.Job
-	payload signedop.Payload
 }
 
 // reconcileKey is the idempotency key of a reconcile action. A config write

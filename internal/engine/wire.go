@@ -66,7 +66,7 @@ func wireTime(t time.Time) time.Time {
 }
 
 func wireRejection(d gate.Decision) wire.Rejection {
-	rj := wire.Rejection{Reason: d.Reason}
+	rj := wire.Rejection{Job: d.Job, Code: d.Code, Reason: d.Reason}
 	if d.Action.Op != "" {
 		a := wireAction(d.Action)
 		rj.Action = &a

@@ -57,6 +57,14 @@ var reportFields = map[string]string{
 	"Pending.Verdict.Keys":   "pending.destroys",
 	"Pending.Outcome":        "always pending_signature",
 	"Pending.Reason":         "pending.reason", "Pending.Payload": "pending.payload",
+	"Pending.Offer.Version": "pending.payload (Offer is Payload parsed)", "Pending.Offer.Op": "pending.payload",
+	"Pending.Offer.Host": "pending.payload", "Pending.Offer.VMID": "pending.payload", "Pending.Offer.Kind": "pending.payload",
+	"Pending.Offer.Params": "pending.payload", "Pending.Offer.Digest": "pending.payload", "Pending.Offer.Nonce": "pending.payload",
+	"Pending.Offer.NotBefore": "pending.payload", "Pending.Offer.Expires": "pending.payload", "Pending.Offer.Reason": "pending.payload",
+	"Rejected.Offer.Version": "always empty: only pending decisions offer a payload", "Rejected.Offer.Op": "as Rejected.Offer.Version",
+	"Rejected.Offer.Host": "as Rejected.Offer.Version", "Rejected.Offer.VMID": "as Rejected.Offer.Version", "Rejected.Offer.Kind": "as Rejected.Offer.Version",
+	"Rejected.Offer.Params": "as Rejected.Offer.Version", "Rejected.Offer.Digest": "as Rejected.Offer.Version", "Rejected.Offer.Nonce": "as Rejected.Offer.Version",
+	"Rejected.Offer.NotBefore": "as Rejected.Offer.Version", "Rejected.Offer.Expires": "as Rejected.Offer.Version", "Rejected.Offer.Reason": "as Rejected.Offer.Version",
 	"Pending.Permit":     "always the zero permit: a held action is not permitted",
 	"Rejected.Action.Op": "rejected.action.op", "Rejected.Action.VMID": "rejected.action.vmid",
 	"Rejected.Action.Kind": "rejected.action.kind", "Rejected.Action.Params": "rejected.action.params",
@@ -64,6 +72,8 @@ var reportFields = map[string]string{
 	"Rejected.Verdict.Class":  "how a refused job would have been classified is not reported; why it was refused is",
 	"Rejected.Verdict.Reason": "as Rejected.Verdict.Class", "Rejected.Verdict.Keys": "as Rejected.Verdict.Class",
 	"Rejected.Outcome": "always rejected", "Rejected.Reason": "rejected.reason",
+	"Rejected.Code": "rejected.code", "Rejected.Job": "rejected.job",
+	"Pending.Code": "always empty: a held action is not refused", "Pending.Job": "always empty: signed jobs are never pending",
 	"Rejected.Payload": "always empty: only pending decisions carry a payload",
 	"Rejected.Permit":  "always the zero permit",
 }
@@ -148,7 +158,8 @@ func TestWireConversion(t *testing.T) {
 			Outcome: gate.PendingSignature, Reason: "deletes scsi0", Payload: []byte("{\"payload\":1}\n")}},
 		Rejected: []gate.Decision{
 			{Outcome: gate.Rejected, Reason: "signedop: payload is not canonical"},
-			{Action: action.Action{Op: action.Destroy, VMID: 103, Kind: guest.QEMU, Digest: "old"}, Outcome: gate.Rejected, Reason: "stale"},
+			{Action: action.Action{Op: action.Destroy, VMID: 103, Kind: guest.QEMU, Digest: "old"}, Outcome: gate.Rejected, Reason: "stale",
+				Code: signedop.CodeStaleDigest, Job: wire.JobID([]byte("q"))},
 		},
 	}
 	want := wire.Report{
@@ -173,7 +184,7 @@ func TestWireConversion(t *testing.T) {
 			Reason: "deletes scsi0", Destroys: []string{"scsi0"}, Payload: []byte("{\"payload\":1}\n")}},
 		Rejected: []wire.Rejection{
 			{Reason: "signedop: payload is not canonical"},
-			{Action: &wire.Action{Op: "destroy", VMID: 103, Kind: "qemu", Digest: "old"}, Reason: "stale"},
+			{Action: &wire.Action{Op: "destroy", VMID: 103, Kind: "qemu", Digest: "old"}, Reason: "stale", Code: "stale_digest", Job: wire.JobID([]byte("q"))},
 		},
 	}
 	got := rep.Wire()
@@ -240,6 +251,16 @@ hosts:
 		t.Errorf("sync: %+v; want 101 converging, 102 in_sync", w.Sync)
 	}
 	if len(w.Rejected) != 2 || w.Rejected[0].Action != nil || w.Rejected[1].Action == nil || w.Rejected[1].Action.Op != "destroy" {
-		t.Errorf("rejected: %+v; want the unparsable job without an action, then the destroy", w.Rejected)
+		t.Fatalf("rejected: %+v; want the unparsable job without an action, then the destroy", w.Rejected)
+	}
+	if r := w.Rejected[0]; r.Code != signedop.CodeBadPayload || r.Job != wire.JobID([]byte("not json")) {
+		t.Errorf("unparsable job refused with code %q job %.8s; want bad_payload and its id", r.Code, r.Job)
+	}
+	if r := w.Rejected[1]; r.Code != signedop.CodeNoSignersConfigured || r.Job != wire.JobID(payload.Canonical()) {
+		t.Errorf("destroy refused with code %q job %.8s; want no_signers_configured and its id", r.Code, r.Job)
+	}
+	jr := wire.JobResultsOf(w)
+	if len(jr.Results) != 2 || jr.Results[1].State != wire.JobRejected {
+		t.Errorf("job results %+v; want both jobs rejected", jr.Results)
 	}
 }

@@ -88,9 +88,16 @@ type Decision struct {
 	Verdict classify.Verdict
 	Outcome string // Allowed, PendingSignature or Rejected
 	Reason  string // why, for humans: the classifier's reason, or the rejection
+	// Code is the signedop rejection code when Outcome is Rejected.
+	Code string
+	// Job is the id of the signed job decided on (DecideJob); empty for
+	// unsigned actions.
+	Job string
 	// Payload is the canonical payload to sign when Outcome is
-	// PendingSignature.
+	// PendingSignature, and Offer the same payload as a value (so no
+	// consumer parses it again).
 	Payload []byte
+	Offer   signedop.Payload
 	// Permit is valid when Outcome is Allowed.
 	Permit Permit
 }
@@ -112,7 +119,7 @@ func (g *Gate) Decide(a action.Action, actual guest.Config, prov classify.Proven
 	if err != nil {
 		d.Reason = fmt.Sprintf("%s (cannot build a payload to sign: %v)", v.Reason, err)
 	} else {
-		d.Payload = p.Canonical()
+		d.Payload, d.Offer = p.Canonical(), p
 	}
 	g.log(d)
 	return d
@@ -127,34 +134,93 @@ func (g *Gate) Decide(a action.Action, actual guest.Config, prov classify.Proven
 // DecideSigned does not spend the nonce (see Permit.Nonce); it refuses a
 // job whose nonce the verifier's nonce store already holds (spent before
 // the journal recorded nonces, or by this agent since). The caller must
-// refuse a nonce its journal shows committed.
+// refuse a nonce its journal shows committed; DecideJob does both.
 func (g *Gate) DecideSigned(job signedop.Job, actual guest.Config, currentDigest string, prov classify.Provenance) Decision {
-	p, err := signedop.ParsePayload(job.Payload)
-	if err != nil {
-		d := Decision{Outcome: Rejected, Reason: err.Error()}
-		g.log(d)
-		return d
+	d := g.decideParsed(signedop.ParseJob(job), actual, currentDigest, prov)
+	g.log(d)
+	return d
+}
+
+// Target is the guest a signed job names, as the tick observed it.
+type Target struct {
+	// Guest is the observed guest; nil when no guest has the job's vmid.
+	Guest *guest.Observed
+	// Provenance is what the agent's journal proves about the guest.
+	Provenance classify.Provenance
+	// Spent reports whether a nonce is already committed (by the journal,
+	// or by a job allowed earlier in the same tick); it is called once,
+	// only for a job that would otherwise be allowed with a nonce. Nil
+	// means no nonce is known spent beyond the verifier's nonce store (the
+	// caller holds the guest back for another reason).
+	Spent func(nonce string) bool
+}
+
+// DecideJob is the gate's one decision on a signed job, parsed once per
+// tick: every refusal is made here, in this order: a payload that does
+// not parse, a job for another host, a guest whose config could not be
+// read, a job for another kind of guest, then DecideSigned's checks
+// (staleness, signatures, policy, the nonce store), then a nonce t.Spent
+// reports committed. The decision carries the job's id and, when refused,
+// a signedop rejection code.
+func (g *Gate) DecideJob(pj signedop.ParsedJob, t Target) Decision {
+	d := g.decideJob(pj, t)
+	d.Job = pj.ID
+	g.log(d)
+	return d
+}
+
+func (g *Gate) decideJob(pj signedop.ParsedJob, t Target) Decision {
+	if pj.Err != nil {
+		return Decision{Outcome: Rejected, Code: pj.ErrCode, Reason: pj.Err.Error()}
 	}
+	p := pj.Payload
+	a := ActionOf(p)
+	refuse := func(code, reason string) Decision {
+		return Decision{Action: a, Outcome: Rejected, Code: code, Reason: reason}
+	}
+	if p.Host != g.Host {
+		return refuse(signedop.CodeWrongHost, fmt.Sprintf("signed for host %q, this agent is %q", p.Host, g.Host))
+	}
+	var cfg guest.Config
+	digest := ""
+	if o := t.Guest; o != nil {
+		if o.ConfigErr != "" {
+			return refuse(signedop.CodeConfigUnreadable, "guest config unreadable: "+o.ConfigErr)
+		}
+		if p.Kind != o.Kind {
+			return refuse(signedop.CodeWrongKind, fmt.Sprintf("signed for a %s guest, but guest %d is %s", p.Kind, o.VMID, o.Kind))
+		}
+		cfg, digest = o.Config, o.Digest
+	}
+	d := g.decideParsed(pj, cfg, digest, t.Provenance)
+	if n := d.Permit.Nonce(); d.Outcome == Allowed && n != "" && t.Spent != nil && t.Spent(n) {
+		d.Outcome, d.Code, d.Reason, d.Permit = Rejected, signedop.CodeReplayed, Replayed(n).Error(), Permit{}
+	}
+	return d
+}
+
+func (g *Gate) decideParsed(pj signedop.ParsedJob, actual guest.Config, currentDigest string, prov classify.Provenance) Decision {
+	if pj.Err != nil {
+		return Decision{Outcome: Rejected, Code: pj.ErrCode, Reason: pj.Err.Error()}
+	}
+	p := pj.Payload
 	a := ActionOf(p)
 	v := classify.Classify(a, actual, prov)
 	d := Decision{Action: a, Verdict: v}
 	if v.Class == classify.Benign {
-		if reason := staleJob(a, actual, currentDigest); reason != "" {
-			d.Outcome, d.Reason = Rejected, reason
-			g.log(d)
+		if code, reason := staleJob(a, actual, currentDigest); reason != "" {
+			d.Outcome, d.Code, d.Reason = Rejected, code, reason
 			return d
 		}
 		d.Outcome, d.Reason = Allowed, v.Reason
 		d.Permit = Permit{action: a, verdict: v}
-		g.log(d)
 		return d
 	}
 	if g.Verifier == nil {
-		d.Outcome, d.Reason = Rejected, "no signers configured on this agent (set --allowed-signers): destructive ops never run"
-		g.log(d)
+		d.Outcome, d.Code, d.Reason = Rejected, signedop.CodeNoSignersConfigured, "no signers configured on this agent (set --allowed-signers): destructive ops never run"
 		return d
 	}
-	auth, err := g.Verifier.Check(job, g.Host, a, currentDigest)
+	auth, err := g.Verifier.CheckParsed(pj, g.Host, a, currentDigest)
 	switch {
 	case err != nil:
 	case g.Verifier.Nonces == nil:
@@ -165,12 +231,10 @@ func (g *Gate) DecideSigned(job signedop.Job, actual guest.Config, currentDigest
 		err = &signedop.Rejection{Code: signedop.CodeNonceStoreFull, Reason: "the agent's nonce store is full of unexpired nonces; retry after older signed operations expire"}
 	}
 	if err != nil {
-		d.Outcome, d.Reason = Rejected, err.Error()
-		var rej *signedop.Rejection
-		if !errors.As(err, &rej) {
+		d.Outcome, d.Reason, d.Code = Rejected, err.Error(), signedop.RejectionCode(err)
+		if d.Code == "" {
 			d.Reason = "verification failed: " + err.Error()
 		}
-		g.log(d)
 		return d
 	}
 	fps := make([]string, 0, len(auth.Signers))
@@ -183,7 +247,6 @@ func (g *Gate) DecideSigned(job signedop.Job, actual guest.Config, currentDigest
 		skew = signedop.DefaultMaxSkew
 	}
 	d.Permit = Permit{action: a, verdict: v, signers: fps, nonce: p.Nonce, expires: p.Expires.Add(skew)}
-	g.log(d)
 	return d
 }
 
@@ -259,30 +322,30 @@ func (g *Gate) Remember(p signedop.Payload) {
 	g.pending[a.Key()+"@"+a.Digest] = p
 }
 
-// staleJob says why a benign job may not run on the guest as it is now, or
-// "". A job runs unsigned only because it was judged benign against the
+// staleJob says why a benign job may not run on the guest as it is now,
+// with its rejection code, or "". A job runs unsigned only because it was judged benign against the
 // config it names: a config write, resize or snapshot job must name the
 // guest's current digest (so the write passes it and PVE refuses it if the
 // guest changed), and may not target a guest that does not exist (where
 // every disk slot would look empty). Run-state jobs need the guest; a
 // create needs none.
-func staleJob(a action.Action, actual guest.Config, currentDigest string) string {
+func staleJob(a action.Action, actual guest.Config, currentDigest string) (code, reason string) {
 	switch a.Op {
 	case action.Create:
-		return ""
+		return "", ""
 	case action.Start, action.Shutdown, action.Stop:
 		if actual == nil {
-			return fmt.Sprintf("guest %d does not exist on this host", a.VMID)
+			return signedop.CodeNoSuchGuest, fmt.Sprintf("guest %d does not exist on this host", a.VMID)
 		}
-		return ""
+		return "", ""
 	}
 	if actual == nil {
-		return fmt.Sprintf("guest %d does not exist on this host; a %s job needs the guest it was made for", a.VMID, a.Op)
+		return signedop.CodeNoSuchGuest, fmt.Sprintf("guest %d does not exist on this host; a %s job needs the guest it was made for", a.VMID, a.Op)
 	}
 	if a.Digest != currentDigest {
-		return fmt.Sprintf("job made against config digest %q, guest %d now has %q: refused (stale_digest), a job is judged only on the state it names", a.Digest, a.VMID, currentDigest)
+		return signedop.CodeStaleDigest, fmt.Sprintf("job made against config digest %q, guest %d now has %q: refused (stale_digest), a job is judged only on the state it names", a.Digest, a.VMID, currentDigest)
 	}
-	return ""
+	return "", ""
 }
 
 // ActionOf returns the action a payload authorizes.

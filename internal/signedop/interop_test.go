@@ -14,6 +14,7 @@ import (
 	"github.com/steward-pve/steward/internal/guest"
 	"github.com/steward-pve/steward/internal/nonce"
 	"github.com/steward-pve/steward/internal/signedop"
+	"github.com/steward-pve/steward/internal/signedop/sign"
 	"github.com/steward-pve/steward/internal/signedop/signedoptest"
 	"golang.org/x/crypto/ssh"
 )
@@ -127,12 +128,12 @@ func TestInteropWithOpenSSH(t *testing.T) {
 				}
 			}
 			// Through the library wrapper too.
-			sig, err := signedop.SignWithSSHKeygen(t.Context(), payload, paths[k.name])
+			sig, err := sign.WithSSHKeygen(t.Context(), payload, paths[k.name])
 			if err != nil {
-				t.Fatalf("SignWithSSHKeygen: %v", err)
+				t.Fatalf("sign.WithSSHKeygen: %v", err)
 			}
 			if _, err := v.Check(signedop.Job{Payload: payload, Signatures: [][]byte{sig}}, "pve-interop", a, a.Digest); err != nil {
-				t.Fatalf("Check of SignWithSSHKeygen signature: got %v; want accepted", err)
+				t.Fatalf("Check of sign.WithSSHKeygen signature: got %v; want accepted", err)
 			}
 		})
 		t.Run("steward signs, openssh verifies/"+k.name, func(t *testing.T) {

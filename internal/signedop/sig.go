@@ -2,14 +2,12 @@ package signedop
 
 import (
 	"bytes"
-	"context"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
-	"os/exec"
 	"strings"
 
 	"github.com/hiddeco/sshsig"
@@ -216,62 +214,4 @@ func Sign(payload []byte, signer ssh.Signer) ([]byte, error) {
 		return nil, fmt.Errorf("signedop: sign with %s: %w", ssh.FingerprintSHA256(signer.PublicKey()), err)
 	}
 	return sshsig.Armor(sig), nil
-}
-
-// SSHKeygen signs by running OpenSSH's ssh-keygen -Y sign, so keys held in
-// FIDO hardware, passphrase-protected files and ssh-agent all work exactly
-// as OpenSSH supports them.
-type SSHKeygen struct {
-	// Program is the ssh-keygen binary; "" means "ssh-keygen" on PATH.
-	Program string
-	// Prompt, if non-nil, receives ssh-keygen's stderr as it is written
-	// (touch and passphrase prompts); it is also kept for error messages.
-	Prompt interface{ Write([]byte) (int, error) }
-}
-
-// Sign runs ssh-keygen -Y sign -n Namespace -f keyFile over payload (on
-// stdin) and returns the armored signature. keyFile is a private key, or a
-// public key whose private half is in ssh-agent. It blocks until
-// ssh-keygen exits or ctx is done. Errors include ssh-keygen's stderr.
-func (k SSHKeygen) Sign(ctx context.Context, payload []byte, keyFile string) ([]byte, error) {
-	prog := k.Program
-	if prog == "" {
-		prog = "ssh-keygen"
-	}
-	cmd := exec.CommandContext(ctx, prog, "-q", "-Y", "sign", "-n", Namespace, "-f", keyFile)
-	cmd.Stdin = bytes.NewReader(payload)
-	var out, errb bytes.Buffer
-	cmd.Stdout = &out
-	if k.Prompt != nil {
-		cmd.Stderr = teeWriter{&errb, k.Prompt}
-	} else {
-		cmd.Stderr = &errb
-	}
-	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(errb.String())
-		if msg == "" {
-			msg = "no output"
-		}
-		return nil, fmt.Errorf("signedop: %s -Y sign -f %s: %v: %s", prog, keyFile, err, msg)
-	}
-	if _, err := ParseSignature(out.Bytes()); err != nil {
-		return nil, fmt.Errorf("signedop: %s -Y sign produced an unusable signature: %w", prog, err)
-	}
-	return out.Bytes(), nil
-}
-
-type teeWriter struct {
-	a *bytes.Buffer
-	b interface{ Write([]byte) (int, error) }
-}
-
-func (t teeWriter) Write(p []byte) (int, error) {
-	t.a.Write(p)
-	t.b.Write(p) // best effort: a failing prompt writer must not fail signing
-	return len(p), nil
-}
-
-// SignWithSSHKeygen is SSHKeygen{}.Sign.
-func SignWithSSHKeygen(ctx context.Context, payload []byte, keyFile string) ([]byte, error) {
-	return SSHKeygen{}.Sign(ctx, payload, keyFile)
 }

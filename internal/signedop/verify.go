@@ -13,69 +13,6 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// Rejection codes: stable, snake_case, safe to match on and to show.
-const (
-	CodeNoSignersConfigured   = "no_signers_configured"
-	CodeBadPayload            = "bad_payload"
-	CodeUnsupportedVersion    = "unsupported_version"
-	CodeWrongOp               = "wrong_op"
-	CodeWrongHost             = "wrong_host"
-	CodeWrongVMID             = "wrong_vmid"
-	CodeWrongKind             = "wrong_kind"
-	CodeWrongParams           = "wrong_params"
-	CodeStaleDigest           = "stale_digest"
-	CodeNotYetValid           = "not_yet_valid"
-	CodeExpired               = "expired"
-	CodeTTLTooLong            = "ttl_too_long"
-	CodeNoSignatures          = "no_signatures"
-	CodeTooManySignatures     = "too_many_signatures"
-	CodeBadSignature          = "bad_signature"
-	CodeUnsupportedSigVersion = "unsupported_signature_version"
-	CodeWrongNamespace        = "wrong_namespace"
-	CodeBadHash               = "bad_hash"
-	CodeLegacyRSASHA1         = "legacy_rsa_sha1"
-	CodeNoUserPresence        = "no_user_presence"
-	CodeUnknownSigner         = "unknown_signer"
-	CodeSignerNotYetValid     = "signer_not_yet_valid"
-	CodeSignerExpired         = "signer_expired"
-	CodeBadCertificate        = "bad_certificate"
-	CodeInsufficientSigners   = "insufficient_signers"
-	CodeReplayed              = "replayed"
-	CodeNonceStoreFull        = "nonce_store_full"
-	CodeNonceStoreError       = "nonce_store_error"
-)
-
-// Rejection is why a signed job does not authorize an action. Code is one
-// of the Code constants; Reason is a sentence for the operator. Neither
-// contains secrets.
-type Rejection struct {
-	Code   string
-	Reason string
-}
-
-func (r *Rejection) Error() string { return "signedop: rejected (" + r.Code + "): " + r.Reason }
-
-func reject(code, format string, args ...any) *Rejection {
-	return &Rejection{Code: code, Reason: fmt.Sprintf(format, args...)}
-}
-
-// RejectionCode returns err's rejection code, or "" if err is not (and does
-// not wrap) a *Rejection.
-func RejectionCode(err error) string {
-	var r *Rejection
-	if errors.As(err, &r) {
-		return r.Code
-	}
-	return ""
-}
-
-// Job is a signed operation: the canonical payload bytes and one or more
-// armored SSHSIG signatures over them.
-type Job struct {
-	Payload    []byte
-	Signatures [][]byte
-}
-
 // Signer is one distinct key that signed a job.
 type Signer struct {
 	Principal   string   // the principal credited for the policy (first listed if none was needed)
@@ -97,6 +34,20 @@ const (
 	DefaultMaxSignatures = 16
 )
 
+// NonceStore holds the nonces of signed jobs that ran, until they expire
+// (package nonce's Store is the agent's). Methods are safe for concurrent
+// use and do not block on anything but local storage.
+type NonceStore interface {
+	// Use records nonce as spent until expires. A nonce already held is
+	// an error wrapping nonce.ErrReplayed; a store with no room left, one
+	// wrapping nonce.ErrFull.
+	Use(nonce string, expires time.Time) error
+	// Used reports whether nonce is held (spent and not yet expired).
+	Used(nonce string) bool
+	// Full reports whether Use would fail for lack of room.
+	Full() bool
+}
+
 // Verifier decides whether signed jobs authorize actions. Its fields are
 // set once before use; Authorize is then safe for concurrent use.
 type Verifier struct {
@@ -105,7 +56,7 @@ type Verifier struct {
 	// Policy is the signing policy; the zero Policy is DefaultPolicy.
 	Policy Policy
 	// Nonces records consumed nonces; Authorize rejects every job when nil.
-	Nonces *nonce.Store
+	Nonces NonceStore
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
 	// MaxSkew is the clock skew tolerated at both ends of a payload's
@@ -172,13 +123,19 @@ func (v *Verifier) Check(job Job, host string, a action.Action, currentDigest st
 	if v.Signers.Len() == 0 {
 		return Authorization{}, reject(CodeNoSignersConfigured, "no signers are configured on this agent (empty allowed_signers), so destructive operations never run")
 	}
-	p, err := ParsePayload(job.Payload)
-	if err != nil {
-		if errors.Is(err, ErrUnsupportedVersion) {
-			return Authorization{}, reject(CodeUnsupportedVersion, "%s", strings.TrimPrefix(err.Error(), "signedop: "))
-		}
-		return Authorization{}, reject(CodeBadPayload, "%s", strings.TrimPrefix(err.Error(), "signedop: "))
+	return v.CheckParsed(ParseJob(job), host, a, currentDigest)
+}
+
+// CheckParsed is Check on a job already parsed (ParseJob), so a tick reads
+// each payload once.
+func (v *Verifier) CheckParsed(pj ParsedJob, host string, a action.Action, currentDigest string) (Authorization, error) {
+	if v.Signers.Len() == 0 {
+		return Authorization{}, reject(CodeNoSignersConfigured, "no signers are configured on this agent (empty allowed_signers), so destructive operations never run")
 	}
+	if pj.Err != nil {
+		return Authorization{}, reject(pj.ErrCode, "%s", strings.TrimPrefix(pj.Err.Error(), "signedop: "))
+	}
+	job, p := pj.Job, pj.Payload
 	if err := p.Matches(host, a); err != nil {
 		var me *MismatchError
 		errors.As(err, &me)

@@ -1,4 +1,4 @@
-package signedop
+package spec
 
 import (
 	"bytes"
@@ -9,7 +9,6 @@ import (
 	"slices"
 
 	"github.com/steward-pve/steward/internal/action"
-	"github.com/steward-pve/steward/internal/safefile"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -80,24 +79,6 @@ func ParsePolicy(b []byte) (Policy, error) {
 	}
 	if _, ok := p.Require["*"]; !ok {
 		p.Require["*"] = Requirement{Role: DefaultRole, Count: 1}
-	}
-	return p, nil
-}
-
-// MaxPolicyFileSize bounds a policy file read by ReadPolicyFile.
-const MaxPolicyFileSize = 1 << 20
-
-// ReadPolicyFile reads and parses the policy file at path (following
-// symlinks; only a regular file of at most MaxPolicyFileSize bytes, see
-// package safefile). Errors name the path.
-func ReadPolicyFile(path string) (Policy, error) {
-	b, err := safefile.ReadFile(path, MaxPolicyFileSize)
-	if err != nil {
-		return Policy{}, fmt.Errorf("signedop: policy: %w", err)
-	}
-	p, err := ParsePolicy(b)
-	if err != nil {
-		return Policy{}, fmt.Errorf("%w (file %s)", err, path)
 	}
 	return p, nil
 }

@@ -1,6 +1,9 @@
-// Package signedop is steward's signed-operation core: the canonical
-// payload an operator signs, SSHSIG signatures over it, the signing policy,
-// and the verifier the agent's gate calls before a destructive action runs.
+// Package spec is the pure core of steward's signed operations: the
+// canonical payload an operator signs, the signing policy, a signed job
+// read once (ParseJob), and the rejection codes. It does no I/O and no
+// cryptography, so the hub, the wire and the gate can share it; package
+// signedop (SSHSIG signatures and the verifier) re-exports it, and its
+// errors keep the "signedop:" prefix operators know.
 //
 // # Namespace
 //
@@ -39,7 +42,7 @@
 // writes U+FFFD in its place (which then no longer matches the action).
 // ParsePayload accepts only these exact bytes: any other spelling of the
 // same content is rejected, so one payload has one signature-relevant form.
-package signedop
+package spec
 
 import (
 	"bytes"
