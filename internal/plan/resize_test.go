@@ -2,12 +2,15 @@ package plan
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/steward-pve/steward/internal/action"
 	"github.com/steward-pve/steward/internal/classify"
 	"github.com/steward-pve/steward/internal/desired"
 	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/normalize"
+	"github.com/steward-pve/steward/internal/propstr"
 )
 
 func resizeOf(vmid int, kind guest.Kind, disk, size, digest, from string) Step {
@@ -181,4 +184,46 @@ func TestRenderDiskChanges(t *testing.T) {
 	if got := p.Render(); got != want {
 		t.Errorf("Render:\ngot\n%s\nwant\n%s", got, want)
 	}
+}
+
+// FuzzSizeChange: splitting a drive value into options and a resize never
+// panics on any input and converges: once PVE stores the config write and
+// the resize has rewritten size=, the value equals the desired one.
+func FuzzSizeChange(f *testing.F) {
+	for _, s := range [][2]string{
+		{"local-lvm:vm-1-disk-0,iothread=1,size=100G", "local-lvm:vm-1-disk-0,iothread=1,size=32G"},
+		{"local-lvm:vm-1-disk-0,discard=on,size=16G", "local-lvm:vm-1-disk-0,size=32G"},
+		{"file=local-lvm:vm-1-disk-0,size=40G", "local-lvm:vm-1-disk-0"},
+		{"local-lvm:vm-1-disk-0,mp=/data,size=8G", "local-lvm:vm-1-disk-0,mp=/data,backup=1,size=4G"},
+		{"local:iso/a.iso,media=cdrom,size=1G", "local:iso/a.iso,media=cdrom"},
+		{"none,size=1G", "none"}, {"/srv,mp=/srv,size=1G", "/srv,mp=/srv"}, {",,size=", "a=b=c"},
+	} {
+		f.Add(false, "scsi0", s[0], s[1])
+		f.Add(true, "mp0", s[0], s[1])
+		f.Add(true, "rootfs", s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, lxc bool, key, desiredV, actualV string) {
+		kind := guest.QEMU
+		if lxc {
+			kind = guest.LXC
+		}
+		_ = normalize.Dropped(kind, key, desiredV, actualV)
+		opts, want, have, hasHave, ok := sizeChange(kind, key, desiredV, actualV)
+		if !ok {
+			return
+		}
+		if hasHave && have == want {
+			t.Fatalf("sizeChange(%q, %q): a resize to the size it has", desiredV, actualV)
+		}
+		dk := defaultKey(kind)
+		stored, err := propstr.Parse(normalize.Param(kind, key, opts, actualV), dk)
+		if err != nil {
+			t.Fatalf("sizeChange(%q, %q): options %q write an unparsable value: %v", desiredV, actualV, opts, err)
+		}
+		stored = slices.DeleteFunc(stored, func(p propstr.Prop) bool { return p.Key == "size" })
+		stored = append(stored, propstr.Prop{Key: "size", Value: propstr.FormatSize(want)})
+		if final := propstr.FormatWithDefault(stored, dk); !normalize.Equal(kind, key, desiredV, final) {
+			t.Fatalf("sizeChange(%q, %q): after the write and the resize PVE holds %q, which is not the desired value", desiredV, actualV, final)
+		}
+	})
 }
