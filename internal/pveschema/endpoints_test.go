@@ -24,6 +24,8 @@ func simEndpoints() []endpoint {
 		{"GET", "/access/permissions"},
 		{"POST", "/nodes/{node}/qemu/{vmid}/config"},
 		{"GET", "/nodes/{node}/storage/{storage}/content/{volume}"},
+		{"GET", "/pools"},
+		{"GET", "/pools/{poolid}"},
 	}
 	for _, k := range []string{"qemu", "lxc"} {
 		g := "/nodes/{node}/" + k

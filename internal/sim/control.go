@@ -14,6 +14,7 @@ import (
 //	GET  /_sim/mutations            -> {"data":[Mutation...]}
 //	PUT  /_sim/faults               <- Faults as JSON
 //	POST /_sim/guests               <- GuestSpec as JSON
+//	POST /_sim/pools                <- PoolSpec as JSON
 //	PUT  /_sim/guests/{vmid}/lock   <- {"lock":"backup"} ("" clears)
 //
 // Errors are {"error":"..."} with a 4xx status.
@@ -50,6 +51,17 @@ func (s *Sim) serveControl(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if err := s.AddGuest(g); err != nil {
+			bad("%v", err)
+			return
+		}
+		controlJSON(w, 200, map[string]any{"data": nil})
+	case r.Method == http.MethodPost && path == "/pools":
+		var p PoolSpec
+		if err := json.Unmarshal(body, &p); err != nil {
+			bad("sim: POST /_sim/pools: body is not a PoolSpec object: %v", err)
+			return
+		}
+		if err := s.AddPool(p); err != nil {
 			bad("%v", err)
 			return
 		}

@@ -210,23 +210,17 @@ func (s *Sim) getResources(q *request) response {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := []any{}
+	if typ == "" {
+		out = append(out, s.poolResourcesLocked(q.tok)...)
+	}
 	if typ == "" || typ == "vm" {
 		for _, g := range s.sortedGuestsLocked() {
 			if !canAudit(q.tok, g.vmid) {
 				continue
 			}
-			m := s.statusFields(g)
-			delete(m, "cpus")
-			delete(m, "pid")
-			delete(m, "maxswap")
-			delete(m, "swap")
-			m["maxcpu"] = g.cpus()
-			m["vmid"] = g.vmid
-			m["id"] = fmt.Sprintf("%s/%d", g.kind, g.vmid)
-			m["type"] = string(g.kind)
-			m["node"] = s.node
-			if _, ok := m["template"]; !ok {
-				m["template"] = 0
+			m := s.vmResourceLocked(g)
+			if pool := s.poolOfLocked(g.vmid); pool != "" && q.tok.has("/pool/"+pool, "Pool.Audit") {
+				m["pool"] = pool
 			}
 			out = append(out, m)
 		}
@@ -244,14 +238,39 @@ func (s *Sim) getResources(q *request) response {
 			if !canSeeStorage(q.tok, st.id) {
 				continue
 			}
-			out = append(out, map[string]any{
-				"id": "storage/" + s.node + "/" + st.id, "type": "storage", "storage": st.id, "node": s.node,
-				"status": "available", "plugintype": st.typ, "content": st.content, "shared": st.shared,
-				"disk": st.used, "maxdisk": st.total,
-			})
+			out = append(out, s.storageResource(st))
 		}
 	}
 	return reply(out)
+}
+
+// vmResourceLocked is a guest's /cluster/resources row as PVE's
+// API2Tools extract_vm_stats builds it, plus lock and tags.
+func (s *Sim) vmResourceLocked(g *guestState) map[string]any {
+	m := s.statusFields(g)
+	delete(m, "cpus")
+	delete(m, "pid")
+	delete(m, "maxswap")
+	delete(m, "swap")
+	m["maxcpu"] = g.cpus()
+	m["vmid"] = g.vmid
+	m["id"] = fmt.Sprintf("%s/%d", g.kind, g.vmid)
+	m["type"] = string(g.kind)
+	m["node"] = s.node
+	if _, ok := m["template"]; !ok {
+		m["template"] = 0
+	}
+	return m
+}
+
+// storageResource is a storage's /cluster/resources row (API2Tools
+// extract_storage_stats).
+func (s *Sim) storageResource(st storageDef) map[string]any {
+	return map[string]any{
+		"id": "storage/" + s.node + "/" + st.id, "type": "storage", "storage": st.id, "node": s.node,
+		"status": "available", "plugintype": st.typ, "content": st.content, "shared": st.shared,
+		"disk": st.used, "maxdisk": st.total,
+	}
 }
 
 func canSeeStorage(t *token, id string) bool {

@@ -110,6 +110,7 @@ type Sim struct {
 	rng       *mrand.Rand
 	tokens    map[string]*token // by USER@REALM!TOKENID
 	guests    map[int]*guestState
+	pools     map[string]*pool // by poolid; nil until the first pool (pools.go)
 	tasks     map[string]*task
 	taskOrder []*task
 	mutations []Mutation

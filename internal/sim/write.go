@@ -532,11 +532,14 @@ var createExclude = map[string]bool{
 func (s *Sim) postCreate(k guest.Kind, q *request) response {
 	vmid, _ := strconv.Atoi(q.params["vmid"])
 	vmPath := "/vms/" + q.params["vmid"]
-	if pool := q.params["pool"]; pool != "" {
-		if !q.tok.has("/pool/"+pool, "VM.Allocate") {
+	pool := q.params["pool"]
+	if pool != "" && !s.poolExists(pool) {
+		return fail(403, "Permission check failed (pool '%s' does not exist)", pool) // check_pool_exist
+	}
+	if !q.tok.has(vmPath, "VM.Allocate") && (pool == "" || !q.tok.has("/pool/"+pool, "VM.Allocate")) {
+		if pool != "" {
 			return fail(403, "Permission check failed (/pool/%s, VM.Allocate)", pool)
 		}
-	} else if !q.tok.has(vmPath, "VM.Allocate") {
 		return fail(403, "Permission check failed (%s, VM.Allocate)", vmPath)
 	}
 	s.mu.Lock()
@@ -595,6 +598,9 @@ func (s *Sim) postCreate(k guest.Kind, q *request) response {
 		}
 		s.fillMACsLocked(k, g.config)
 		delete(g.config, "lock")
+		if pool != "" {
+			s.addToPoolLocked(pool, vmid)
+		}
 		if q.bool("start") {
 			g.running = true
 			g.startedAt = s.now()
@@ -662,6 +668,7 @@ func (s *Sim) deleteGuest(k guest.Kind, q *request) response {
 		}
 		g.running = false
 		delete(s.guests, g.vmid)
+		s.removeFromPoolLocked(g.vmid) // AccessControl remove_vm_access
 		return nil
 	}
 	return s.taskResponse(sp)
