@@ -37,4 +37,10 @@
 // write never resizes a volume (QEMU and LXC mount points store the real
 // size, an LXC rootfs stores what was written), only PUT …/resize grows
 // one; VolumeSize reports it (see resize.go).
+//
+// Routing follows pve-common's find_handler: empty path segments are
+// skipped, and below /nodes/{node}/storage/{storage}/content the rest of
+// the path is one volume id. Resource pools are read as on PVE (pools.go);
+// they are made through AddPool or the control API, not the API's own
+// pool writes.
 package sim
