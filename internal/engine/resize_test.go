@@ -38,8 +38,8 @@ func phaseOf(rep engine.Report, vmid int) string {
 
 // TestDiskGrowsThroughResize: a larger size= in desired state grows the
 // volume through PVE's resize task, and the guest is in sync only once
-// the volume really is larger; a change of other drive options in the same
-// tick is written beside it.
+// the volume really is larger; other keys are written in the same tick,
+// other options of the grown drive in the next one, after the resize.
 func TestDiskGrowsThroughResize(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -58,12 +58,14 @@ func TestDiskGrowsThroughResize(t *testing.T) {
 			ops:     []string{"resize 101"},
 		},
 		{
-			name:    "qemu grow, drop iothread and set cores in the same tick",
-			spec:    qemuGuest(101, false, map[string]string{"scsi0": "local-lvm:vm-101-disk-0,iothread=1,size=32G"}),
+			// cores and the resize in the first tick, the disk's options
+			// (iothread dropped, discard set) in the next, after the resize.
+			name:    "qemu grow, drop iothread and set cores",
+			spec:    qemuGuest(101, true, map[string]string{"scsi0": "local-lvm:vm-101-disk-0,iothread=1,size=32G"}),
 			config:  `cores: 4, scsi0: "local-lvm:vm-101-disk-0,discard=on,size=64G"`,
 			vols:    map[string]int64{"local-lvm:vm-101-disk-0": 64 * gib},
 			wantCfg: map[string]string{"cores": "4", "scsi0": "local-lvm:vm-101-disk-0,discard=on,size=64G"},
-			ops:     []string{"config 101", "resize 101"},
+			ops:     []string{"config 101", "resize 101", "config 101"},
 		},
 		{
 			name:    "lxc rootfs and mount point grow",
@@ -78,13 +80,15 @@ func TestDiskGrowsThroughResize(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, sim.Options{}, tt.spec)
 			want := mustParse(t, fleet(tt.spec.VMID, tt.spec.Kind, tt.config))
-			rep := h.tick(want)
-			for _, r := range rep.Results {
-				if r.Err != nil || r.Skipped != "" {
-					t.Fatalf("result %s: err %v skipped %q; want it run", r.Action, r.Err, r.Skipped)
-				}
-				if r.Action.Op == action.Resize && r.Outcome.UPID == "" {
-					t.Errorf("resize %s: no task waited on", r.Action)
+			for range 2 {
+				rep := h.tick(want)
+				for _, r := range rep.Results {
+					if r.Err != nil || r.Skipped != "" {
+						t.Fatalf("result %s: err %v skipped %q; want it run", r.Action, r.Err, r.Skipped)
+					}
+					if r.Action.Op == action.Resize && r.Outcome.UPID == "" {
+						t.Errorf("resize %s: no task waited on", r.Action)
+					}
 				}
 			}
 			if m := h.mutations(); !slices.Equal(m, tt.ops) {
@@ -101,9 +105,9 @@ func TestDiskGrowsThroughResize(t *testing.T) {
 					t.Errorf("config %s = %q; want %q", k, g.Config[k], v)
 				}
 			}
-			rep = h.tick(want)
+			rep := h.tick(want)
 			if p := phaseOf(rep, tt.spec.VMID); p != engine.PhaseInSync || len(rep.Results) != 0 {
-				t.Errorf("second tick: phase %s results %+v; want in_sync and nothing to do", p, rep.Results)
+				t.Errorf("after converging: phase %s results %+v; want in_sync and nothing to do", p, rep.Results)
 			}
 		})
 	}

@@ -20,10 +20,12 @@
 //     now with another size= is resized, not written: PVE's size= is
 //     informational and a config write never grows a volume. The size
 //     becomes a resize step (Params "disk" and the absolute "size", as
-//     propstr.FormatSize writes it) after the guest's config step; if
-//     other options of the value differ too, the config step writes them
-//     with the size PVE has now. A shrink is planned the same way (the
-//     classifier holds it for a signature). Only the guest's first write
+//     propstr.FormatSize writes it) after the guest's config step. If
+//     other options of the value differ too, a grow resizes first and the
+//     options are planned by the next tick, against the size PVE then
+//     records; beside a shrink (which the classifier holds for a
+//     signature) they are written now, with the size PVE has. Only the
+//     guest's first write
 //     carries its Digest; a grow after another write carries none, since
 //     each write changes the digest (PVE refuses a shrink against the
 //     volume's real size regardless).
@@ -433,12 +435,16 @@ func (d *differ) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *guest
 				if cfgChanges == nil {
 					cfgChanges = append(make([]Change, 0, len(changes)), changes[:i]...)
 				}
-				if !pc.row.Equal(opts, pc.from) {
+				r := resizeStep(a, pc.key, want, have, hasHave)
+				// A grow runs now and the key's other options wait for the
+				// next tick, planned against the size PVE then records (see
+				// resize.go); beside a held resize they are written now.
+				if !r.grows && !pc.row.Equal(opts, pc.from) {
 					v := pc.row.Param(opts, pc.from) // keeps the size PVE has
 					params[pc.key] = v
 					cfgChanges = append(cfgChanges, Change{Key: pc.key, From: pc.from, To: v})
 				}
-				resizes = append(resizes, resizeStep(a, pc.key, want, have, hasHave))
+				resizes = append(resizes, r)
 				continue
 			}
 			if cfgChanges != nil {

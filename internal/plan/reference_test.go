@@ -134,8 +134,10 @@ func (d *refDiffer) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *gu
 			params = make(map[string]string, len(g.Config)+2)
 		}
 		if opts, want, have, hasHave, ok := sizeChange(a.Kind, key, to, from); ok {
-			// The size is a resize; the config write keeps the rest.
-			if !normalize.Equal(a.Kind, key, opts, from) {
+			// The size is a resize; the config write keeps the rest, by
+			// the next tick after a grow.
+			grow := hasHave && want > have
+			if !grow && !normalize.Equal(a.Kind, key, opts, from) {
 				params[key] = normalize.Param(a.Kind, key, opts, from)
 				cfgChanges = append(cfgChanges, Change{Key: key, From: from, To: params[key]})
 			}
@@ -147,7 +149,7 @@ func (d *refDiffer) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *gu
 				Action:  action.Action{Op: action.Resize, VMID: a.VMID, Kind: a.Kind, Params: map[string]string{"disk": key, "size": propstr.FormatSize(want)}, Digest: a.Digest},
 				Changes: []Change{{Key: key, From: was, To: propstr.FormatSize(want)}},
 			})
-			grows = append(grows, hasHave && want > have)
+			grows = append(grows, grow)
 			return
 		}
 		cfgChanges = append(cfgChanges, Change{Key: key, From: from, To: to})

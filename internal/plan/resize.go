@@ -16,7 +16,19 @@ import (
 // grew. Growing a disk is PUT …/resize. sizeChange finds the drive keys
 // whose desired value names the volume they hold now with another size;
 // Diff then plans the size as a resize step and the rest of the value (its
-// other options) as the config write.
+// other options) as a config write.
+//
+// When a disk grows and its options change too, the resize runs first and
+// the options wait for the next tick. Written before the resize, they
+// would record the old size where PVE keeps the value: an LXC rootfs
+// stores the string as written, and on a running guest a change PVE
+// cannot hotplug (iothread, discard, cache, ...) waits in the pending
+// section with the size PVE read at the write, which then hides the
+// resize (GET …/config shows pending values) and, applied at the next
+// start, records the old size again; a QEMU resize to the size the volume
+// already has rewrites nothing, so the guest would never converge.
+// Written after the resize, against the config it left (and its digest),
+// they carry the new size.
 
 // sizeChange reports, for a managed key whose desired value differs from
 // its actual one, whether the difference includes the size of the volume

@@ -54,14 +54,28 @@ func TestDiffDiskSize(t *testing.T) {
 			phase:  Converging,
 		},
 		{
-			name:   "grow and another option: config write without the new size, then the resize",
+			name:   "grow and another option: the resize now, the options by the next tick",
 			want:   want(map[string]string{"scsi0": "local-lvm:vm-105-disk-0,discard=on,size=100G"}),
+			actual: vm(map[string]string{"scsi0": disk0}),
+			steps:  []Step{resizeOf(105, Q, "scsi0", "100G", d, "32G")},
+			phase:  Converging,
+		},
+		{
+			name:   "the next tick: the options, with the size PVE now records",
+			want:   want(map[string]string{"scsi0": "local-lvm:vm-105-disk-0,discard=on,size=100G"}),
+			actual: vm(map[string]string{"scsi0": "local-lvm:vm-105-disk-0,iothread=1,size=100G"}),
+			steps: []Step{cfgStep(105, Q, map[string]string{"scsi0": "local-lvm:vm-105-disk-0,discard=on,size=100G"},
+				Change{"scsi0", "local-lvm:vm-105-disk-0,iothread=1,size=100G", "local-lvm:vm-105-disk-0,discard=on,size=100G"})},
+			phase: Converging,
+		},
+		{
+			name:   "shrink and another option: the options are written now, without the size; the shrink is held",
+			want:   want(map[string]string{"scsi0": "local-lvm:vm-105-disk-0,discard=on,size=16G"}),
 			actual: vm(map[string]string{"scsi0": disk0}),
 			steps: []Step{
 				cfgStep(105, Q, map[string]string{"scsi0": "local-lvm:vm-105-disk-0,discard=on,size=32G"},
 					Change{"scsi0", disk0, "local-lvm:vm-105-disk-0,discard=on,size=32G"}),
-				// The write changed the digest: the grow goes without one.
-				resizeOf(105, Q, "scsi0", "100G", "", "32G"),
+				resizeOf(105, Q, "scsi0", "16G", d, "32G"),
 			},
 			phase: Converging,
 		},
@@ -153,7 +167,8 @@ func TestDiskSizeStepsClassify(t *testing.T) {
 	}{
 		{"local-lvm:vm-105-disk-0,iothread=1,size=100G", []classify.Class{classify.Benign}},
 		{"local-lvm:vm-105-disk-0,iothread=1,size=16G", []classify.Class{classify.Destructive}},
-		{"local-lvm:vm-105-disk-0,discard=on,size=100G", []classify.Class{classify.Benign, classify.Benign}},
+		{"local-lvm:vm-105-disk-0,discard=on,size=100G", []classify.Class{classify.Benign}},
+		{"local-lvm:vm-105-disk-0,discard=on,size=16G", []classify.Class{classify.Benign, classify.Destructive}},
 	} {
 		p := Diff(host(map[int]*desired.Guest{105: {Config: map[string]string{"scsi0": tc.disk}}}),
 			[]guest.Observed{obs(105, guest.QEMU, "stopped", cfg)}, Options{})
@@ -173,13 +188,16 @@ func TestRenderDiskChanges(t *testing.T) {
 	p := Diff(host(map[int]*desired.Guest{
 		105: {Config: map[string]string{"scsi0": "local-lvm:vm-105-disk-0,discard=on,size=100G"}},
 		106: {Config: map[string]string{"scsi0": "local-lvm:vm-106-disk-0,size=32G"}},
+		107: {Config: map[string]string{"scsi0": "local-lvm:vm-107-disk-0,size=16G"}},
 	}), []guest.Observed{
 		obs(105, guest.QEMU, "running", map[string]string{"scsi0": "local-lvm:vm-105-disk-0,iothread=1,size=32G"}),
 		obs(106, guest.QEMU, "running", map[string]string{"scsi0": "local-lvm:vm-106-disk-0,iothread=1,replicate=1,size=32G"}),
+		obs(107, guest.QEMU, "running", map[string]string{"scsi0": "local-lvm:vm-107-disk-0,iothread=1,size=32G"}),
 	}, Options{})
-	want := `~ 105 scsi0: local-lvm:vm-105-disk-0,iothread=1,size=32G → local-lvm:vm-105-disk-0,discard=on,size=32G (drops iothread=1)
-~ 105 scsi0: size 32G → 100G (resize)
+	want := `~ 105 scsi0: size 32G → 100G (resize)
 ~ 106 scsi0: local-lvm:vm-106-disk-0,iothread=1,replicate=1,size=32G → local-lvm:vm-106-disk-0,size=32G (drops iothread=1)
+~ 107 scsi0: local-lvm:vm-107-disk-0,iothread=1,size=32G → local-lvm:vm-107-disk-0,size=32G (drops iothread=1)
+~ 107 scsi0: size 32G → 16G (resize)
 `
 	if got := p.Render(); got != want {
 		t.Errorf("Render:\ngot\n%s\nwant\n%s", got, want)
