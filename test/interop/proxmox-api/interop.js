@@ -1,7 +1,7 @@
 // Drives `steward sim` with proxmox-api, an unmodified third-party PVE
 // client written against real Proxmox: reads, a digest-checked config
-// write, an async start waited on through the task API, and PVE's error
-// shapes (status line reason phrases and bodies) as that client sees them.
+// write, an async start waited on through the task API, pools, volume
+// info, and PVE's error shapes (status line reason phrases and bodies) as that client sees them.
 // TLS is verified: run.sh hands Node the simulator's certificate.
 'use strict';
 const assert = require('node:assert/strict');
@@ -78,6 +78,20 @@ async function main() {
   });
   const stale = await fails(api.config.$put({ cores: 2, digest: cfg.digest }));
   check('stale digest: refused as PVE refuses it', () => assert.match(stale, /checksum mismatch \(file change by other user\?\)/));
+
+  const pools = await px.pools.$get();
+  check('pools: an empty list on a node without pools', () => assert.deepEqual(pools, []));
+  const disk = Object.entries(cfg).find(([k, v]) => /^(scsi|virtio|sata)\d+$/.test(k) && /^local-lvm:/.test(v));
+  assert.ok(disk, 'a local-lvm disk on the VM');
+  const volid = disk[1].split(',')[0];
+  const vol = await node.storage.$('local-lvm').content.$(volid).$get();
+  check('volume info: path, integer size and used, format', () => {
+    assert.equal(vol.path, '/dev/pve/' + volid.split(':')[1]);
+    assert.ok(Number.isInteger(vol.size) && vol.size > 0 && Number.isInteger(vol.used));
+    assert.equal(vol.format, 'raw');
+  });
+  const novol = await fails(node.storage.$('local-lvm').content.$('local-lvm:vm-999999-disk-0').$get());
+  check('missing volume: 500 as the storage plugin fails', () => assert.match(novol, /Error 500 can't get size of/));
 
   const next = await px.cluster.nextid.$get();
   check('nextid is a free vmid', () => assert.ok(Number(next) >= 100 && ![...vms, ...cts].some(g => g.vmid === Number(next))));
