@@ -60,8 +60,10 @@ func TestDiskGrowsThroughResize(t *testing.T) {
 		{
 			// cores and the resize in the first tick, the disk's options
 			// (iothread dropped, discard set) in the next, after the resize.
-			name:    "qemu grow, drop iothread and set cores",
-			spec:    qemuGuest(101, true, map[string]string{"scsi0": "local-lvm:vm-101-disk-0,iothread=1,size=32G"}),
+			name: "qemu grow, drop iothread and set cores",
+			// Stopped: on a running guest PVE keeps a change it cannot
+			// hotplug pending until a restart.
+			spec:    qemuGuest(101, false, map[string]string{"scsi0": "local-lvm:vm-101-disk-0,iothread=1,size=32G"}),
 			config:  `cores: 4, scsi0: "local-lvm:vm-101-disk-0,discard=on,size=64G"`,
 			vols:    map[string]int64{"local-lvm:vm-101-disk-0": 64 * gib},
 			wantCfg: map[string]string{"cores": "4", "scsi0": "local-lvm:vm-101-disk-0,discard=on,size=64G"},
