@@ -23,6 +23,9 @@ type Schema struct {
 	root *routeNode
 	// methods holds every method, keyed by "METHOD /path/{template}".
 	methods map[string]*Method
+
+	configOnce sync.Once
+	configs    map[string]*GuestConfig // by kind; see GuestConfig
 }
 
 // Method is one API method (an HTTP method on a path template) as the schema
@@ -92,6 +95,10 @@ type Returns struct {
 	Type        string
 	Optional    bool
 	Description string
+	// Properties are the property names of an object return, sorted, as
+	// the schema spells them ("net[n]"); nil for other returns. The
+	// slice is shared; do not modify it.
+	Properties []string
 }
 
 // AllowToken reports whether API tokens may call the method (allowtoken).
@@ -333,6 +340,13 @@ func buildMethod(hm, path string, rm *rawMethod, cache map[string]*regexp.Regexp
 	}
 	m.returns.Optional = perlTrue(rm.Returns["optional"])
 	m.returns.Description, _ = rm.Returns["description"].(string)
+	if props, ok := rm.Returns["properties"].(map[string]any); ok {
+		m.returns.Properties = make([]string, 0, len(props))
+		for k := range props {
+			m.returns.Properties = append(m.returns.Properties, k)
+		}
+		sort.Strings(m.returns.Properties)
+	}
 	perms, err := parsePermissions(rm.Permissions)
 	if err != nil {
 		return nil, fmt.Errorf("pveschema: %s %s: %w", hm, path, err)

@@ -2,6 +2,7 @@ package pveschema
 
 import (
 	"encoding/json"
+	"errors"
 	"regexp"
 	"sort"
 	"strconv"
@@ -257,8 +258,9 @@ func checkValue(v value, p *Param, path string) string {
 		return "value must be at least " + strconv.Itoa(*p.MinLength) + " characters long"
 	}
 	if (p.Maximum != nil || p.Minimum != nil) && numberRE.MatchString(s) {
+		// Out of float64's range is ±Inf, as Perl's numification gives.
 		f, err := strconv.ParseFloat(strings.TrimSuffix(s, "\n"), 64)
-		if err == nil {
+		if err == nil || errors.Is(err, strconv.ErrRange) {
 			if p.Maximum != nil && f > *p.Maximum {
 				return "value must have a maximum value of " + p.maxText
 			}
