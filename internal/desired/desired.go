@@ -34,6 +34,13 @@
 // computes or that are API call parameters rather than config keys (digest,
 // lock, vmid, delete, ...) are rejected too.
 //
+// Config keys and values are checked against PVE's own API schema (package
+// pveschema): the key must be a config key of the guest's kind and the
+// value must pass PVE's check of it, exactly as written (numbers keep the
+// operator's digits; see schema.go). A guest whose kind is not pinned is
+// checked against both kinds when parsed and against the kind its host
+// reports with Guest.CheckKind, before it is planned.
+//
 // The package is pure (no I/O); reading a document from a file lives in the
 // desiredfile subpackage.
 package desired
@@ -115,6 +122,11 @@ type Guest struct {
 	// Ignore lists keys (config keys, or description/tags) that are never
 	// reported as drift nor corrected, even when also listed in Config.
 	Ignore []string `json:"ignore,omitempty"`
+
+	// kindErrs are the config errors that only one kind has, of a parsed
+	// guest whose kind is not pinned (an empty map when there are none);
+	// nil for other guests. See CheckKind.
+	kindErrs kindErrs
 }
 
 // EffectiveMode returns g.Mode, or Enforce when it is empty.
@@ -178,16 +190,25 @@ func (Empty) Desired(ctx context.Context) (*Document, error) {
 // FieldError is one problem in a document, at Path (dotted, with [i] for
 // list items, e.g. "hosts.pve-a.guests.101.tags[1]"). Line is the 1-based
 // line in the parsed text, or 0 when unknown (a Document built in Go).
+// File names the file the text was read from (ParseFile), "" if unknown.
 type FieldError struct {
+	File string
 	Path string
 	Line int
 	Msg  string
 }
 
+// Error renders "desired: FILE:LINE: PATH: MSG", or "desired: line LINE:
+// PATH: MSG" without a file, leaving out what is unknown.
 func (e *FieldError) Error() string {
 	var b strings.Builder
 	b.WriteString("desired: ")
-	if e.Line > 0 {
+	switch {
+	case e.File != "" && e.Line > 0:
+		fmt.Fprintf(&b, "%s:%d: ", e.File, e.Line)
+	case e.File != "":
+		fmt.Fprintf(&b, "%s: ", e.File)
+	case e.Line > 0:
 		fmt.Fprintf(&b, "line %d: ", e.Line)
 	}
 	if e.Path != "" {
@@ -206,6 +227,7 @@ const maxErrors = 50
 
 // errList collects FieldErrors in document order.
 type errList struct {
+	file    string // the file the errors are in, "" if unknown
 	errs    []error
 	dropped int
 }
@@ -215,7 +237,7 @@ func (l *errList) add(path string, line int, format string, args ...any) {
 		l.dropped++
 		return
 	}
-	l.errs = append(l.errs, &FieldError{Path: path, Line: line, Msg: fmt.Sprintf(format, args...)})
+	l.errs = append(l.errs, &FieldError{File: l.file, Path: path, Line: line, Msg: fmt.Sprintf(format, args...)})
 }
 
 func (l *errList) len() int { return len(l.errs) + l.dropped }
@@ -223,7 +245,7 @@ func (l *errList) len() int { return len(l.errs) + l.dropped }
 func (l *errList) err() error {
 	if l.dropped > 0 {
 		last := l.errs[len(l.errs)-1].(*FieldError)
-		more := &FieldError{Path: last.Path, Line: last.Line, Msg: fmt.Sprintf("and %d more errors after this one; fix these first", l.dropped)}
+		more := &FieldError{File: l.file, Path: last.Path, Line: last.Line, Msg: fmt.Sprintf("and %d more errors after this one; fix these first", l.dropped)}
 		return errors.Join(append(l.errs[:len(l.errs):len(l.errs)], more)...)
 	}
 	return errors.Join(l.errs...)
@@ -236,7 +258,7 @@ func (l *errList) err() error {
 // kind Fleet. A nil d is valid and empty.
 func (d *Document) Validate() error {
 	var errs errList
-	d.validate(&errs, nil)
+	d.validate(&errs, nil, false)
 	return errs.err()
 }
 
@@ -244,7 +266,7 @@ func (d *Document) Validate() error {
 // for a Document built in Go.
 type lines map[string]int
 
-func (d *Document) validate(errs *errList, ln lines) {
+func (d *Document) validate(errs *errList, ln lines, record bool) {
 	if d == nil {
 		return
 	}
@@ -281,13 +303,13 @@ func (d *Document) validate(errs *errList, ln lines) {
 				errs.add(gp, at(gp), "vmid %d out of range; PVE vmids are %d..%d", vmid, MinVMID, MaxVMID)
 			}
 			if g := h.Guests[vmid]; g != nil {
-				g.validate(errs, gp, at)
+				g.validate(errs, gp, at, record)
 			}
 		}
 	}
 }
 
-func (g *Guest) validate(errs *errList, gp string, at func(string) int) {
+func (g *Guest) validate(errs *errList, gp string, at func(string) int, record bool) {
 	if g.Kind != "" {
 		if _, err := guest.ParseKind(string(g.Kind)); err != nil {
 			errs.add(gp+".kind", at(gp+".kind"), "invalid value %q; want qemu or lxc", g.Kind)
@@ -312,6 +334,7 @@ func (g *Guest) validate(errs *errList, gp string, at func(string) int) {
 			errs.add(p, at(p), "%s", msg)
 		}
 	}
+	var checked []string // keys whose syntax is fine, for the schema check
 	for _, k := range sortedKeys(g.Config) {
 		p := gp + ".config." + k
 		if msg := checkConfigKey(k); msg != "" {
@@ -320,8 +343,11 @@ func (g *Guest) validate(errs *errList, gp string, at func(string) int) {
 		}
 		if msg := checkConfigValue(g.Config[k]); msg != "" {
 			errs.add(p, at(p), "%s", msg)
+			continue
 		}
+		checked = append(checked, k)
 	}
+	g.validateSchema(errs, gp, at, checked, record)
 	for i, k := range g.Ignore {
 		p := fmt.Sprintf("%s.ignore[%d]", gp, i)
 		if !validKeySyntax(k) {

@@ -136,6 +136,11 @@ func TestParseErrors(t *testing.T) {
 		{"config empty value", head + "        config:\n          name: \"\"\n", []string{"config.name: empty value"}},
 		{"config newline value", head + "        config:\n          name: \"a\\nb\"\n", []string{"config.name: value contains a newline"}},
 		{"config inf", head + "        config:\n          cpulimit: .inf\n", []string{"config.cpulimit: invalid number"}},
+		{"config nan", head + "        config:\n          cpulimit: .nan\n", []string{"config.cpulimit: invalid number"}},
+		{"config hex", head + "        config:\n          cores: 0x10\n", []string{"line 8: hosts.pve-a.guests.101.config.cores: number \"0x10\" is not plain decimal (YAML reads it as 16)"}},
+		{"config octal", head + "        config:\n          cores: 017\n", []string{"config.cores: number \"017\" is not plain decimal (YAML reads it as 15)"}},
+		{"config leading zero", head + "        config:\n          cores: 08\n", []string{"config.cores: number \"08\" is not plain decimal"}},
+		{"config separators", head + "        config:\n          memory: 1_024\n", []string{"config.memory: number \"1_024\" is not plain decimal"}},
 		{"tags not list", head + "        tags: prod\n", []string{"guests.101.tags: want a list of tags"}},
 		{"bad tag", head + "        tags: [ok, \"bad tag\"]\n", []string{"guests.101.tags[1]: invalid tag \"bad tag\""}},
 		{"tag list item", head + "        tags: [[a]]\n", []string{"tags[0]: want a string, got a list"}},
@@ -191,27 +196,33 @@ func TestParseSeveralErrorsAreAllReported(t *testing.T) {
 }
 
 func TestParseConfigScalars(t *testing.T) {
-	tests := []struct{ yaml, want string }{
-		{"2", "2"},
-		{"0x10", "16"},
-		{"-3", "-3"},
-		{"1.5", "1.5"},
-		{"2.0", "2"},
-		{"true", "1"},
-		{"false", "0"},
-		{"yes", "yes"}, // YAML 1.2: a string; normalization decides what it means
-		{"\"2\"", "2"},
-		{"'virtio,bridge=vmbr0'", "virtio,bridge=vmbr0"},
-		{"18446744073709551615", "18446744073709551615"},
+	tests := []struct{ key, yaml, want string }{
+		{"cores", "2", "2"},
+		{"cores", "+5", "5"},
+		{"balloon", "-0", "0"},
+		{"cpulimit", "1.5", "1.5"},
+		{"cpulimit", "1.50", "1.50"}, // the operator's digits, not a float's
+		{"cpulimit", "1e1", "1e1"},
+		{"onboot", "true", "1"},
+		{"onboot", "false", "0"},
+		{"onboot", "yes", "1"}, // YAML 1.2 reads a string; onboot is boolean in PVE's schema
+		{"onboot", "Off", "0"},
+		{"name", "yes", "yes"}, // a string key keeps the string
+		{"cores", "\"2\"", "2"},
+		{"net0", "'virtio,bridge=vmbr0'", "virtio,bridge=vmbr0"},
+		// Exact: a float64 round trip would make these 100000000000000000000
+		// and 18446744073709551616.
+		{"cores", "99999999999999999999", "99999999999999999999"},
+		{"cores", "18446744073709551617", "18446744073709551617"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.yaml, func(t *testing.T) {
-			in := "apiVersion: steward/v1\nkind: Fleet\nhosts:\n  h:\n    guests:\n      100:\n        config:\n          key1: " + tt.yaml + "\n"
+		t.Run(tt.key+"="+tt.yaml, func(t *testing.T) {
+			in := "apiVersion: steward/v1\nkind: Fleet\nhosts:\n  h:\n    guests:\n      100:\n        config:\n          " + tt.key + ": " + tt.yaml + "\n"
 			doc, err := Parse([]byte(in))
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
 			}
-			if got := doc.ForHost("h").Guests[100].Config["key1"]; got != tt.want {
+			if got := doc.ForHost("h").Guests[100].Config[tt.key]; got != tt.want {
 				t.Errorf("got %q; want %q", got, tt.want)
 			}
 		})

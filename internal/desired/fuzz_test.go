@@ -4,6 +4,8 @@ import (
 	"errors"
 	"os"
 	"testing"
+
+	"github.com/steward-pve/steward/internal/guest"
 )
 
 // FuzzParse checks that Parse never panics, that it returns exactly one of a
@@ -26,6 +28,11 @@ func FuzzParse(f *testing.F) {
 		"---\n---\n",
 		"\xff\xfe",
 		"apiVersion: steward/v1\nkind: Fleet\nhosts:\n  h:\n    guests:\n      100:\n        config: {memory: 1e400}\n",
+		"apiVersion: steward/v1\nkind: Fleet\nhosts:\n  h:\n    guests:\n      100:\n        config: {memory: 1e308, cores: 99999999999999999999}\n",
+		"apiVersion: steward/v1\nkind: Fleet\nhosts:\n  h:\n    guests:\n      100:\n        kind: qemu\n        config: {cores: two, corse: 2, memory: 2G, net0: 'virtio,bridge=vmbr0,tag=5000'}\n",
+		"apiVersion: steward/v1\nkind: Fleet\nhosts:\n  h:\n    guests:\n      100:\n        config: {swap: 512, net0: 'name=eth0,bridge=vmbr0', onboot: yes, cpulimit: 1.50}\n",
+		"apiVersion: steward/v1\nkind: Fleet\nhosts:\n  h:\n    guests:\n      100:\n        kind: lxc\n        config: {rootfs: 'local-lvm:vm-100-disk-0,size=8G', mp0: 'local:1,mp=/x', cores: 0x10, memory: 017}\n",
+		`{"apiVersion":"steward/v1","kind":"Fleet","hosts":{"h":{"guests":{"100":{"config":{"cores":1e3,"cpulimit":-0.0,"scsi31":"x"}}}}}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -54,6 +61,28 @@ func FuzzParse(f *testing.F) {
 		}
 		if err := doc.Validate(); err != nil {
 			t.Fatalf("Parse accepted a document that Validate rejects: %v", err)
+		}
+		// Every config value of an accepted guest passes PVE's schema for
+		// its pinned kind, and for a guest without one CheckKind names
+		// every problem of a kind with its path and line.
+		for _, h := range doc.Hosts {
+			if h == nil {
+				continue
+			}
+			for _, g := range h.Guests {
+				for _, kind := range []guest.Kind{guest.QEMU, guest.LXC} {
+					err := g.CheckKind(kind)
+					if err == nil {
+						continue
+					}
+					for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+						var fe *FieldError
+						if !errors.As(e, &fe) || fe.Path == "" || fe.Line <= 0 {
+							t.Fatalf("CheckKind(%s) error %q lacks a path or line", kind, e)
+						}
+					}
+				}
+			}
 		}
 	})
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"strconv"
 	"strings"
 
@@ -22,24 +21,31 @@ import (
 // a line; a syntax error names its line. Zero bytes, whitespace, comments
 // only or a YAML null give a valid empty document.
 func Parse(data []byte) (*Document, error) {
+	return ParseFile("", data)
+}
+
+// ParseFile is Parse for a document read from the file name: every
+// *FieldError it returns, and every one that Guest.CheckKind reports for
+// the document later, names the file. An empty name is Parse.
+func ParseFile(name string, data []byte) (*Document, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var root yaml.Node
 	if err := dec.Decode(&root); err != nil {
 		if errors.Is(err, io.EOF) {
 			return &Document{}, nil
 		}
-		return nil, syntaxError(err)
+		return nil, syntaxError(name, err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
-		return nil, &FieldError{Line: extra.Line, Msg: "more than one YAML document; put the whole fleet in one document"}
+		return nil, &FieldError{File: name, Line: extra.Line, Msg: "more than one YAML document; put the whole fleet in one document"}
 	} else if !errors.Is(err, io.EOF) {
-		return nil, syntaxError(err)
+		return nil, syntaxError(name, err)
 	}
 
-	p := decoder{lines: lines{}}
+	p := decoder{lines: lines{}, errs: errList{file: name}}
 	doc := p.document(&root)
-	doc.validate(&p.errs, p.lines)
+	doc.validate(&p.errs, p.lines, true)
 	if p.errs.len() > 0 {
 		return nil, p.errs.err()
 	}
@@ -48,7 +54,7 @@ func Parse(data []byte) (*Document, error) {
 
 // syntaxError turns a yaml error into a FieldError carrying its line. yaml.v3
 // formats syntax errors as "yaml: line N: msg".
-func syntaxError(err error) error {
+func syntaxError(file string, err error) error {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	line := 0
 	if rest, ok := strings.CutPrefix(msg, "line "); ok {
@@ -61,7 +67,7 @@ func syntaxError(err error) error {
 	if line == 0 {
 		line = 1 // errors without a line (e.g. bad encoding) are about the input's start
 	}
-	return &FieldError{Line: line, Msg: "invalid YAML: " + msg}
+	return &FieldError{File: file, Line: line, Msg: "invalid YAML: " + msg}
 }
 
 type decoder struct {
@@ -249,7 +255,7 @@ func (p *decoder) guest(gp string, n *yaml.Node) *Guest {
 			p.mapping(fp, v, "config keys", func(key string, k, v *yaml.Node) {
 				cp := join(fp, key)
 				p.lines[cp] = k.Line
-				if s, ok := p.configValue(cp, v); ok {
+				if s, ok := p.configValue(cp, key, v); ok {
 					g.Config[key] = s
 				}
 			})
@@ -282,15 +288,24 @@ func (p *decoder) list(path string, n *yaml.Node, what string) []string {
 	return out
 }
 
-// configValue converts a scalar to PVE's string form: integers in decimal,
-// floats in shortest decimal, booleans "1"/"0", strings as written.
-func (p *decoder) configValue(path string, n *yaml.Node) (string, bool) {
+// configValue converts a scalar to PVE's string form, exactly as written:
+// numbers keep the operator's digits (never a float64 round trip, so
+// 99999999999999999999 stays that and 1e308 stays 1e308; whether a key
+// takes such a value is the schema check's decision), integers in plain
+// decimal only (YAML reads 0x1F, 0o17, 017 and 1_000 in other bases or
+// with separators: those are refused rather than silently converted),
+// booleans "1"/"0", strings as written except that a boolean spelling
+// ("yes", "on", "True") of a key PVE types boolean becomes "1"/"0".
+func (p *decoder) configValue(path, key string, n *yaml.Node) (string, bool) {
 	if n.Kind != yaml.ScalarNode || isNull(n) {
 		p.fail(path, n, "want a scalar value (string, number or boolean), got %s", kindName(n))
 		return "", false
 	}
 	switch n.ShortTag() {
 	case "!!str":
+		if b, ok := boolSpelling(n.Value); ok && n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) == 0 && boolKey(key) {
+			return b, true
+		}
 		return n.Value, true
 	case "!!bool":
 		var b bool
@@ -302,30 +317,37 @@ func (p *decoder) configValue(path string, n *yaml.Node) (string, bool) {
 			return "1", true
 		}
 		return "0", true
-	case "!!int":
-		var v any
-		if err := n.Decode(&v); err != nil {
-			p.fail(path, n, "invalid integer %q", n.Value)
+	case "!!int", "!!float":
+		v := n.Value
+		if plainInt(v) {
+			return canonInt(v), true
+		}
+		if n.ShortTag() == "!!float" && decimalNumber(v) && !leadingZeroInt(v) {
+			return v, true
+		}
+		var x any
+		if err := n.Decode(&x); err == nil && n.ShortTag() == "!!int" || leadingZeroInt(v) {
+			p.fail(path, n, "number %q is not plain decimal (YAML reads it as %s); write the digits in decimal without leading zeros or separators, or quote the value", v, yamlReads(x))
 			return "", false
 		}
-		switch x := v.(type) {
-		case int:
-			return strconv.Itoa(x), true
-		case int64:
-			return strconv.FormatInt(x, 10), true
-		case uint64:
-			return strconv.FormatUint(x, 10), true
-		}
-		p.fail(path, n, "integer %q out of range", n.Value)
+		p.fail(path, n, "invalid number %q; want a finite decimal such as 2, 1.5 or 1e3", v)
 		return "", false
-	case "!!float":
-		var f float64
-		if err := n.Decode(&f); err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
-			p.fail(path, n, "invalid number %q; want a finite decimal", n.Value)
-			return "", false
-		}
-		return strconv.FormatFloat(f, 'f', -1, 64), true
 	}
 	p.fail(path, n, "unsupported value of type %s; want a string, number or boolean", n.ShortTag())
 	return "", false
+}
+
+// leadingZeroInt reports whether s is an integer literal with a leading
+// zero ("017", "-08"), which YAML reads as octal or as a float.
+func leadingZeroInt(s string) bool {
+	s = strings.TrimPrefix(strings.TrimPrefix(s, "-"), "+")
+	if len(s) < 2 || s[0] != '0' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }

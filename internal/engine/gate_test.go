@@ -77,7 +77,11 @@ func TestHostileDesiredState(t *testing.T) {
 		{name: "replace lxc rootfs", vmid: 201, kind: guest.LXC, config: `rootfs: "local-lvm:vm-102-disk-0,size=8G"`, hostile: []string{"rootfs"}},
 		{name: "replace mp0", vmid: 201, kind: guest.LXC, config: `mp0: "local-lvm:vm-102-disk-0,mp=/data,size=8G"`, hostile: []string{"mp0"}},
 		{name: "bind-mount a host path as mp1", vmid: 201, kind: guest.LXC, config: `mp1: "/var/lib/vz,mp=/host"`, hostile: []string{"mp1"}},
-		{name: "unknown key foo", vmid: 101, kind: guest.QEMU, config: `foo: "bar"`, hostile: []string{"foo"}},
+		// A key PVE's schema does not know is refused when the document is
+		// parsed: it never becomes a payload that PVE rejects after the
+		// nonce is spent.
+		{name: "unknown key foo", vmid: 101, kind: guest.QEMU, config: `foo: "bar"`, parseErr: "hosts.pve.guests.101.config.foo: unknown config key for a qemu guest"},
+		{name: "lxc key on a qemu guest", vmid: 101, kind: guest.QEMU, config: `mp0: "local-lvm:vm-102-disk-0,mp=/data"`, parseErr: "hosts.pve.guests.101.config.mp0: unknown config key for a qemu guest"},
 		{name: "args", vmid: 101, kind: guest.QEMU, config: `args: "-drive file=/dev/sda"`, hostile: []string{"args"}},
 		{name: "hookscript", vmid: 101, kind: guest.QEMU, config: `hookscript: "local:snippets/wipe.sh"`, hostile: []string{"hookscript"}},
 		{name: "lxc hookscript", vmid: 201, kind: guest.LXC, config: `hookscript: "local:snippets/wipe.sh"`, hostile: []string{"hookscript"}},

@@ -33,7 +33,9 @@
 //     running guest plans a shutdown with Params["timeout"] in seconds (the
 //     executor shuts down gracefully, then stops).
 //   - A kind that does not match the real guest is an Error with no action,
-//     never a recreate. A desired guest absent from the host is an Error
+//     never a recreate. So is a guest whose kind desired state does not pin
+//     and whose config PVE's schema refuses for the kind the host reports
+//     (desired.Guest.CheckKind): nothing PVE would reject is planned. A desired guest absent from the host is an Error
 //     "not found on this host", never a create.
 //   - A guest whose config is needed (it manages config, description or
 //     tags) but could not be read (ConfigErr), was not read (nil Config) or
@@ -309,6 +311,11 @@ func (d *differ) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *guest
 	if g.Kind != "" && g.Kind != a.Kind {
 		st.Phase = Error
 		st.Err = "kind mismatch: desired " + string(g.Kind) + ", actual " + string(a.Kind)
+		return steps
+	}
+	if err := g.CheckKind(a.Kind); err != nil {
+		st.Phase = Error
+		st.Err = "desired config is invalid for this " + string(a.Kind) + " guest; nothing is planned for it: " + strings.ReplaceAll(err.Error(), "\n", "; ")
 		return steps
 	}
 	managesConfig := len(g.Config) > 0 || g.Description != nil || g.Tags != nil

@@ -410,6 +410,13 @@ func TestRealConfigCopiedPlansNothing(t *testing.T) {
 			cfg, digest := fixtureConfig(t, f.file)
 			g := &desired.Guest{Kind: f.kind, State: desired.Running, Config: map[string]string{}}
 			for k, v := range cfg {
+				switch {
+				case f.file == "gp-pve7-lxc-config.json" && k == "net0":
+					// Its hwaddr (5D:…) has the group bit set: PVE's
+					// schema refuses to set such a MAC, so desired state
+					// may not ask for it (the fixture's MAC was made up).
+					continue
+				}
 				switch k {
 				case "lxc", "meta": // not settable through the API
 				case "description":

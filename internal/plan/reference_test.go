@@ -103,6 +103,11 @@ func (d *refDiffer) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *gu
 		st.Err = "kind mismatch: desired " + string(g.Kind) + ", actual " + string(a.Kind)
 		return steps
 	}
+	if err := g.CheckKind(a.Kind); err != nil {
+		st.Phase = Error
+		st.Err = "desired config is invalid for this " + string(a.Kind) + " guest; nothing is planned for it: " + strings.ReplaceAll(err.Error(), "\n", "; ")
+		return steps
+	}
 	managesConfig := len(g.Config) > 0 || g.Description != nil || g.Tags != nil
 	if managesConfig {
 		switch {

@@ -106,7 +106,11 @@ func exactBounds(p *Param, s string) string {
 		return ""
 	}
 	s = strings.TrimSuffix(s, "\n")
-	if !exponentSmall(s) {
+	// Only a value equal to a bound in floating point can be out of range
+	// exactly; the others were decided by checkValue.
+	f, err := strconv.ParseFloat(s, 64)
+	atBound := err == nil && (p.Maximum != nil && f == *p.Maximum || p.Minimum != nil && f == *p.Minimum)
+	if !atBound || !exponentSmall(s) {
 		return ""
 	}
 	v, ok := new(big.Rat).SetString(s)

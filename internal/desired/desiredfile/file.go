@@ -68,7 +68,9 @@ type parsed struct {
 
 var _ desired.Provider = (*File)(nil)
 
-// Desired returns the document in the file, or an error naming the path.
+// Desired returns the document in the file, or an error naming the path:
+// for an invalid document, one *desired.FieldError per problem (joined),
+// each naming the path and line.
 // The document is shared with earlier and later calls until the file
 // changes: callers must not modify it.
 func (f *File) Desired(ctx context.Context) (*desired.Document, error) {
@@ -117,9 +119,10 @@ func (f *File) Desired(ctx context.Context) (*desired.Document, error) {
 		f.OnParse()
 	}
 	p := &parsed{id: id, racy: racy, sum: sum}
-	p.doc, p.err = desired.Parse(data)
+	// Parse errors name the file and line themselves (desired.FieldError).
+	p.doc, p.err = desired.ParseFile(f.Path, data)
 	if p.err != nil {
-		p.doc, p.err = nil, fmt.Errorf("desiredfile: %s: %w", f.Path, p.err)
+		p.doc = nil
 	}
 	f.last = p
 	return p.result()

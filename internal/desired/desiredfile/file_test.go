@@ -39,6 +39,7 @@ func TestFile(t *testing.T) {
 func TestFileErrors(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "nope.yaml")
 	bad := write(t, "bad.yaml", "apiVersion: steward/v1\nkind: Fleet\nhostz: {}\n")
+	schema := write(t, "schema.yaml", "apiVersion: steward/v1\nkind: Fleet\nhosts:\n  pve-a:\n    guests:\n      101: {kind: qemu,\n        config: {cores: two}}\n")
 	dir := t.TempDir()
 	tests := []struct {
 		name string
@@ -46,7 +47,8 @@ func TestFileErrors(t *testing.T) {
 		want string
 	}{
 		{"missing", missing, "nope.yaml"},
-		{"invalid", bad, "bad.yaml: desired: line 3: hostz: unknown field"},
+		{"invalid", bad, "bad.yaml:3: hostz: unknown field"},
+		{"schema", schema, "schema.yaml:7: hosts.pve-a.guests.101.config.cores: invalid value for a qemu guest: type check ('integer') failed - got 'two'; PVE's schema: cores <integer> (1 - N)"},
 		{"directory", dir, "not a regular file"},
 		{"no path", "", "no path configured"},
 	}
@@ -56,8 +58,8 @@ func TestFileErrors(t *testing.T) {
 			if err == nil || doc != nil {
 				t.Fatalf("got %#v, %v; want nil document and an error", doc, err)
 			}
-			if !strings.HasPrefix(err.Error(), "desiredfile: ") || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("got %q; want desiredfile: ... %q", err, tt.want)
+			if !strings.HasPrefix(err.Error(), "desired") || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "desiredfile: desired") {
+				t.Errorf("got %q; want one prefix and %q", err, tt.want)
 			}
 		})
 	}
