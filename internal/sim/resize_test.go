@@ -189,3 +189,27 @@ func TestResizeRefusals(t *testing.T) {
 		t.Errorf("lxc volume after refusals: got %d; want %d", got, 8*gib)
 	}
 }
+
+// TestRollbackRestoresVolumeSize: rolling back to a snapshot taken before a
+// resize returns the volume to the size the snapshot recorded (as an
+// LVM-thin rollback does), so config and volume agree again.
+func TestRollbackRestoresVolumeSize(t *testing.T) {
+	ts := startSim(t, Options{})
+	ts.addGuest(qemuSpec(101, false))
+	if _, st := ts.runTask("POST", "/nodes/pve/qemu/101/snapshot", url.Values{"snapname": {"before"}}); st["exitstatus"] != "OK" {
+		t.Fatalf("snapshot: %v", st["exitstatus"])
+	}
+	if _, st := ts.runTask("PUT", "/nodes/pve/qemu/101/resize", url.Values{"disk": {"scsi0"}, "size": {"40G"}}); st["exitstatus"] != "OK" {
+		t.Fatalf("resize: %v", st["exitstatus"])
+	}
+	if got := ts.volumeSize("local-lvm:vm-101-disk-0"); got != 40*gib {
+		t.Fatalf("after resize: %d; want %d", got, 40*gib)
+	}
+	if _, st := ts.runTask("POST", "/nodes/pve/qemu/101/snapshot/before/rollback", url.Values{}); st["exitstatus"] != "OK" {
+		t.Fatalf("rollback: %v", st["exitstatus"])
+	}
+	g, _ := ts.s.Guest(101)
+	if got := ts.volumeSize("local-lvm:vm-101-disk-0"); got != 32*gib || g.Config["scsi0"] != "local-lvm:vm-101-disk-0,size=32G" {
+		t.Errorf("after rollback: volume %d, scsi0 %q; want 32G both", got, g.Config["scsi0"])
+	}
+}

@@ -744,6 +744,7 @@ func (s *Sim) postRollback(k guest.Kind, q *request) response {
 		}
 		g.config = cloneMap(sn.config)
 		g.config["parent"] = name
+		g.realSize = nil // the volumes return to the sizes the snapshot recorded
 		g.running = sn.vmstate || q.bool("start")
 		if g.running {
 			g.startedAt = s.now()
