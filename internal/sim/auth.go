@@ -3,6 +3,7 @@ package sim
 import (
 	"crypto/subtle"
 	"strings"
+	"sync/atomic"
 )
 
 // token is an API token. admin tokens hold every privilege on every path.
@@ -11,6 +12,9 @@ type token struct {
 	secret string
 	admin  bool
 	privs  map[string]map[string]bool // ACL path -> privileges
+	// members is the simulator's current pool membership, through which
+	// a grant on /pool/<id> reaches the pool's guests and storages.
+	members *atomic.Pointer[membership]
 }
 
 func (t *token) user() string {
@@ -24,11 +28,27 @@ func normACLPath(p string) string {
 }
 
 // has reports whether t holds priv on path, granted there or on an
-// ancestor (grants propagate).
+// ancestor (grants propagate), or, for a guest (/vms/<vmid>) or storage
+// (/storage/<id>) in a resource pool, granted on the pool's path, as
+// PVE's pools pass their permissions on to their members.
 func (t *token) has(path, priv string) bool {
 	if t.admin {
 		return true
 	}
+	if t.hasOnPath(path, priv) {
+		return true
+	}
+	if t.members != nil {
+		for _, pool := range t.members.Load().poolsOf(normACLPath(path)) {
+			if t.hasOnPath("/pool/"+pool, priv) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (t *token) hasOnPath(path, priv string) bool {
 	p := normACLPath(path)
 	for {
 		if t.privs[p][priv] {

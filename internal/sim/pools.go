@@ -21,9 +21,12 @@ package sim
 //     guest when the create task succeeds; destroying a guest removes it
 //     from its pool (AccessControl remove_vm_access).
 //
+// A privilege granted on /pool/<id> holds on the pool's guests
+// (/vms/<vmid>) and storages (/storage/<id>), as PVE's pools pass their
+// permissions on to their members.
+//
 // Pools are made with AddPool or POST /_sim/pools; the API's own pool
-// writes (POST/PUT/DELETE /pools) are not simulated. Simplification: ACLs
-// granted on /pool/<id> do not extend to the pool's guests and storages.
+// writes (POST/PUT/DELETE /pools) are not simulated.
 
 import (
 	"fmt"
@@ -36,6 +39,50 @@ import (
 func init() {
 	addRoute("GET", "/pools", (*Sim).getPools)
 	addRoute("GET", "/pools/{poolid}", (*Sim).getPoolDeprecated)
+}
+
+// membership is an immutable snapshot of which pools hold which guests and
+// storages, published (Sim.members) whenever pools change, so permission
+// checks read it without the simulator's lock.
+type membership struct {
+	vm      map[int]string      // vmid -> pool
+	storage map[string][]string // storage id -> pools
+}
+
+// poolsOf is the pools whose permissions reach ACL path p (a guest or a
+// storage); nil for any other path. m may be nil.
+func (m *membership) poolsOf(p string) []string {
+	if m == nil {
+		return nil
+	}
+	if rest, ok := strings.CutPrefix(p, "/vms/"); ok {
+		if vmid, err := strconv.Atoi(rest); err == nil {
+			if pool := m.vm[vmid]; pool != "" {
+				return []string{pool}
+			}
+		}
+		return nil
+	}
+	if rest, ok := strings.CutPrefix(p, "/storage/"); ok {
+		return m.storage[rest]
+	}
+	return nil
+}
+
+// publishMembershipLocked snapshots the pools for permission checks;
+// s.mu must be held.
+func (s *Sim) publishMembershipLocked() {
+	m := &membership{vm: map[int]string{}, storage: map[string][]string{}}
+	for _, id := range sortedKeys(s.pools) {
+		p := s.pools[id]
+		for vmid := range p.vms {
+			m.vm[vmid] = id
+		}
+		for st := range p.storage {
+			m.storage[st] = append(m.storage[st], id)
+		}
+	}
+	s.members.Store(m)
 }
 
 // pool is one resource pool of user.cfg.
@@ -99,6 +146,7 @@ func (s *Sim) AddPool(p PoolSpec) error {
 		s.pools = map[string]*pool{}
 	}
 	s.pools[p.PoolID] = np
+	s.publishMembershipLocked()
 	return nil
 }
 
@@ -125,6 +173,7 @@ func (s *Sim) removeFromPoolLocked(vmid int) {
 	for _, p := range s.pools {
 		delete(p.vms, vmid)
 	}
+	s.publishMembershipLocked()
 }
 
 // addToPoolLocked adds vmid to pool id; like AccessControl
@@ -133,6 +182,7 @@ func (s *Sim) addToPoolLocked(id string, vmid int) {
 	if p := s.pools[id]; p != nil {
 		s.removeFromPoolLocked(vmid)
 		p.vms[vmid] = true
+		s.publishMembershipLocked()
 	}
 }
 

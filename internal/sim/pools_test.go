@@ -2,6 +2,7 @@ package sim
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -242,4 +243,79 @@ func TestPools(t *testing.T) {
 		t.Errorf("dev members after destroying 300: %q; want \"lxc/301\"", got)
 	}
 	ts.mustOK(ts.do("GET", "/cluster/nextid", url.Values{"vmid": {"300"}}))
+}
+
+// TestPoolPermissionsReachMembers: a privilege granted on /pool/<id>
+// holds on the pool's guests and storages, and on nothing else; joining
+// or leaving the pool (create, destroy) moves the permission with it.
+func TestPoolPermissionsReachMembers(t *testing.T) {
+	ts := startSim(t, Options{})
+	ts.addGuest(qemuSpec(101, false))
+	ts.addGuest(lxcSpec(102, false))
+	ts.addGuest(qemuSpec(103, false))
+	if err := ts.s.AddPool(PoolSpec{PoolID: "prod", VMIDs: []int{101, 102}, Storage: []string{"local-lvm"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.s.AddPool(PoolSpec{PoolID: "dev"}); err != nil {
+		t.Fatal(err)
+	}
+	ts.s.AddToken("team@pve!tk", "s3cret", map[string][]string{
+		"/pool/prod": {"VM.Audit", "VM.PowerMgmt", "Datastore.Audit", "Pool.Audit"},
+		"/pool/dev":  {"VM.Allocate", "VM.Audit"},
+	})
+	const team = "team@pve!tk=s3cret"
+
+	ids := func(path string, q url.Values, key string) string {
+		var out []string
+		for _, e := range ts.mustOK(ts.doTok(team, "GET", path, q)).dataList(t) {
+			out = append(out, fmt.Sprint(e.(map[string]any)[key]))
+		}
+		return strings.Join(out, " ")
+	}
+	if got := ids("/cluster/resources", url.Values{"type": {"vm"}}, "id"); got != "qemu/101 lxc/102" {
+		t.Errorf("resources seen through the pool: %q; want \"qemu/101 lxc/102\"", got)
+	}
+	if got := ids("/nodes/pve/storage", nil, "storage"); got != "local-lvm" {
+		t.Errorf("storages seen through the pool: %q; want local-lvm", got)
+	}
+	ts.mustOK(ts.doTok(team, "GET", "/nodes/pve/qemu/101/config", nil))
+	if r := ts.doTok(team, "GET", "/nodes/pve/qemu/103/config", nil); r.status != 403 || r.reason != "Permission check failed (/vms/103, VM.Audit)" {
+		t.Errorf("config of 103, outside the pool: %d %q; want 403", r.status, r.reason)
+	}
+	if _, st := ts.runTaskTok(team, "POST", "/nodes/pve/qemu/101/status/start"); st["exitstatus"] != "OK" {
+		t.Errorf("start of 101 through the pool's VM.PowerMgmt: %v; want OK", st["exitstatus"])
+	}
+	if r := ts.doTok(team, "POST", "/nodes/pve/qemu/103/status/start", url.Values{}); r.status != 403 {
+		t.Errorf("start of 103, outside the pool: %d %q; want 403", r.status, r.reason)
+	}
+
+	// VM.Allocate on the pool is enough to create into it, and the new
+	// guest is then visible through the pool.
+	if _, st := ts.runTaskTok(team, "POST", "/nodes/pve/qemu", "vmid", "300", "pool", "dev"); st["exitstatus"] != "OK" {
+		t.Fatalf("create into dev with the pool's VM.Allocate: %v", st["exitstatus"])
+	}
+	ts.mustOK(ts.doTok(team, "GET", "/nodes/pve/qemu/300/config", nil))
+	if r := ts.doTok(team, "POST", "/nodes/pve/qemu", url.Values{"vmid": {"301"}}); r.status != 403 || r.reason != "Permission check failed (/vms/301, VM.Allocate)" {
+		t.Errorf("create outside any pool: %d %q; want 403", r.status, r.reason)
+	}
+	ts.runTask("DELETE", "/nodes/pve/qemu/300", url.Values{})
+	ts.addGuest(qemuSpec(300, false)) // a new guest with the old id is in no pool
+	if r := ts.doTok(team, "GET", "/nodes/pve/qemu/300/config", nil); r.status != 403 {
+		t.Errorf("a new guest 300 after the pool member was destroyed: %d %q; want 403", r.status, r.reason)
+	}
+}
+
+// runTaskTok is runTask with another token; params are key, value pairs.
+func (ts *testServer) runTaskTok(tok, method, path string, kv ...string) (string, map[string]any) {
+	ts.t.Helper()
+	q := url.Values{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		q.Set(kv[i], kv[i+1])
+	}
+	r := ts.mustOK(ts.doTok(tok, method, path, q))
+	upid, ok := r.data().(string)
+	if !ok {
+		ts.t.Fatalf("%s %s: data %v; want a UPID string", method, path, r.data())
+	}
+	return upid, ts.waitTask(upid)
 }

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/steward-pve/steward/internal/guest"
@@ -110,7 +111,8 @@ type Sim struct {
 	rng       *mrand.Rand
 	tokens    map[string]*token // by USER@REALM!TOKENID
 	guests    map[int]*guestState
-	pools     map[string]*pool // by poolid; nil until the first pool (pools.go)
+	pools     map[string]*pool           // by poolid; nil until the first pool (pools.go)
+	members   atomic.Pointer[membership] // who is in which pool, for permission checks; read without mu
 	tasks     map[string]*task
 	taskOrder []*task
 	mutations []Mutation
@@ -242,7 +244,7 @@ func (s *Sim) AddToken(id, secret string, privs map[string][]string) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.tokens[id] = &token{id: id, secret: secret, privs: p}
+	s.tokens[id] = &token{id: id, secret: secret, privs: p, members: &s.members}
 }
 
 // AddGuest adds a guest. It fails if the VMID is taken or the spec is
