@@ -24,6 +24,19 @@ func Parse(data []byte) (*Document, error) {
 	return ParseFile("", data)
 }
 
+// UnmarshalJSON makes json.Unmarshal into a Document what Parse is: strict,
+// validated, and exact (numbers keep their digits; encoding/json would
+// refuse a number where Config wants a string, or round it through
+// float64 elsewhere). On error d is unchanged.
+func (d *Document) UnmarshalJSON(data []byte) error {
+	doc, err := Parse(data)
+	if err != nil {
+		return err
+	}
+	*d = *doc
+	return nil
+}
+
 // ParseFile is Parse for a document read from the file name: every
 // *FieldError it returns, and every one that Guest.CheckKind reports for
 // the document later, names the file. An empty name is Parse.

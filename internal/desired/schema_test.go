@@ -1,6 +1,7 @@
 package desired
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"strings"
@@ -277,5 +278,28 @@ func TestREADMEExamplesParse(t *testing.T) {
 	}
 	if n < 2 {
 		t.Errorf("found %d README examples; want at least 2 (the quick start and the desired-state section)", n)
+	}
+}
+
+// json.Unmarshal into a Document is Parse: exact numbers, the schema check.
+func TestUnmarshalJSONIsParse(t *testing.T) {
+	var d Document
+	in := `{"apiVersion":"steward/v1","kind":"Fleet","hosts":{"pve-a":{"guests":{"101":{"kind":"qemu","config":{"cores":99999999999999999999,"cpulimit":1.50,"onboot":true}}}}}}`
+	if err := json.Unmarshal([]byte(in), &d); err != nil {
+		t.Fatal(err)
+	}
+	cfg := d.ForHost("pve-a").Guests[101].Config
+	if cfg["cores"] != "99999999999999999999" || cfg["cpulimit"] != "1.50" || cfg["onboot"] != "1" {
+		t.Errorf("config = %v; want cores 99999999999999999999, cpulimit 1.50, onboot 1", cfg)
+	}
+	bad := strings.Replace(in, `"cores":99999999999999999999`, `"corse":2`, 1)
+	var d2 Document
+	err := json.Unmarshal([]byte(bad), &d2)
+	var fe *FieldError
+	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "config.corse: unknown config key for a qemu guest") {
+		t.Errorf("misspelt key: err = %v; want a *FieldError naming config.corse", err)
+	}
+	if d2.Hosts != nil {
+		t.Errorf("document changed by a failed unmarshal: %#v", d2)
 	}
 }

@@ -68,3 +68,44 @@ func FuzzValidate(f *testing.F) {
 		}
 	})
 }
+
+// FuzzGuestConfigCheck feeds arbitrary config keys and values to both
+// kinds' config schemas: Check never panics, never ends its message in a
+// newline, refuses what is not a config key, and agrees
+// with the config PUT's Validate whenever it accepts a value (its exact
+// bounds only ever refuse more).
+func FuzzGuestConfigCheck(f *testing.F) {
+	for _, s := range [][2]string{
+		{"cores", "99999999999999999999"}, {"memory", "1e308"}, {"cpulimit", "128.00000000000000000001"},
+		{"cpulimit", "1e99999"}, {"net0", "virtio,bridge=vmbr0,tag=5000"}, {"rootfs", "local:8,size=1e3G"},
+		{"mp255", "local:1,mp=/x"}, {"delete", "cores"}, {"onboot", "yes"}, {"balloon", "-0.0e-99999"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	s, err := Load()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, key, val string) {
+		for _, kind := range []string{"qemu", "lxc"} {
+			c, err := s.GuestConfig(kind)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg := c.Check(key, val)
+			if c.Key(key) == nil {
+				if msg == "" {
+					t.Fatalf("%s: Check(%q) accepted a key that is not a config key", kind, key)
+				}
+				continue
+			}
+			if strings.HasSuffix(msg, "\n") {
+				t.Fatalf("%s: Check(%q, %q) = %q ends in a newline", kind, key, val, msg)
+			}
+			m, _ := s.Method("PUT", guestConfigPaths[kind])
+			if msg == "" && len(m.Validate(map[string]any{"node": "pve", "vmid": "100", key: val})) != 0 {
+				t.Fatalf("%s: Check(%q, %q) accepted what Validate refuses: %v", kind, key, val, m.Validate(map[string]any{"node": "pve", "vmid": "100", key: val}))
+			}
+		}
+	})
+}
