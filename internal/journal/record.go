@@ -6,14 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"time"
+
+	"github.com/steward-pve/steward/internal/frame"
 )
 
 // Format constants; see the package doc.
 const (
 	headerSize      = 12
-	frameHeaderSize = 8
+	frameHeaderSize = frame.HeaderSize
 	formatVersion   = 1
 	// maxPayload bounds one record so that a damaged length field cannot
 	// make Open allocate or skip gigabytes.
@@ -21,8 +22,6 @@ const (
 )
 
 var magic = [8]byte{'S', 'T', 'W', 'D', 'J', 'R', 'N', 'L'}
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // fileHeader returns the 12-byte header of a version-1 journal.
 func fileHeader() []byte {
@@ -147,12 +146,16 @@ func encodePayload(r record) ([]byte, error) {
 	return p, nil
 }
 
-// appendFrame appends the framed payload (length, CRC-32C, payload) to dst.
-func appendFrame(dst, payload []byte) []byte {
-	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(payload)))
-	dst = binary.LittleEndian.AppendUint32(dst, crc32.Checksum(payload, castagnoli))
-	return append(dst, payload...)
-}
+// appendFrame appends the framed payload (package frame) to dst.
+func appendFrame(dst, payload []byte) []byte { return frame.Append(dst, payload) }
+
+// frames is the journal's frame format. Every payload this package writes
+// is a known type byte followed by a JSON object; checking that first
+// keeps the search for a valid record after a bad one from checksumming
+// at every offset.
+var frames = frame.Format{Min: 3, Max: maxPayload, Plausible: func(p []byte) bool {
+	return p[0] >= byte(typeBegin) && p[0] <= byte(typeProvenance) && p[1] == '{' && p[len(p)-1] == '}'
+}}
 
 // encodeFrame returns r framed for the file.
 func encodeFrame(r record) ([]byte, error) {
@@ -235,43 +238,6 @@ func (r record) validate() error {
 	return nil
 }
 
-// frameAt reports whether a whole, checksummed frame starts at data[off:],
-// and if so returns its payload.
-func frameAt(data []byte, off int) (payload []byte, ok bool) {
-	if len(data)-off < frameHeaderSize {
-		return nil, false
-	}
-	n := binary.LittleEndian.Uint32(data[off:])
-	if n == 0 || n > maxPayload || uint64(len(data)-off-frameHeaderSize) < uint64(n) {
-		return nil, false
-	}
-	p := data[off+frameHeaderSize : off+frameHeaderSize+int(n)]
-	// Every payload this package writes is a known type byte followed by a
-	// JSON object. Checking that first keeps the scan for valid records
-	// after a bad one (validRecordAfter) from checksumming at every offset.
-	if n < 3 || p[0] < byte(typeBegin) || p[0] > byte(typeProvenance) || p[1] != '{' || p[n-1] != '}' {
-		return nil, false
-	}
-	if crc32.Checksum(p, castagnoli) != binary.LittleEndian.Uint32(data[off+4:]) {
-		return nil, false
-	}
-	return p, true
-}
-
-// validRecordAfter reports whether a decodable record starts anywhere in
-// data after off. It separates a torn tail (nothing valid follows the bad
-// record) from corruption in the middle of the file.
-func validRecordAfter(data []byte, off int) (int, bool) {
-	for i := off + 1; i+frameHeaderSize < len(data); i++ {
-		if p, ok := frameAt(data, i); ok {
-			if _, err := decodePayload(p); err == nil {
-				return i, true
-			}
-		}
-	}
-	return 0, false
-}
-
 // CorruptError reports a journal file that cannot be trusted: damage that
 // is not a torn tail. It wraps ErrCorrupt.
 type CorruptError struct {
@@ -315,24 +281,24 @@ func decodeFile(data []byte) (decoded, error) {
 	if v := binary.LittleEndian.Uint32(data[8:]); v != formatVersion {
 		return decoded{}, &CorruptError{Offset: 8, Reason: fmt.Sprintf("format version %d, this steward reads version %d; run the steward version that wrote it", v, formatVersion)}
 	}
-	d := decoded{end: headerSize}
-	off := headerSize
-	for off < len(data) {
-		p, ok := frameAt(data, off)
-		if !ok {
-			if next, found := validRecordAfter(data, off); found {
-				return decoded{}, &CorruptError{Offset: int64(off), Reason: fmt.Sprintf("bad length or checksum, yet a valid record follows at offset %d", next)}
-			}
-			break // torn tail
-		}
+	d := decoded{}
+	decodable := func(p []byte) bool { _, err := decodePayload(p); return err == nil }
+	end, err := frames.Scan(data, headerSize, func(off int, p []byte) error {
 		r, err := decodePayload(p)
 		if err != nil {
-			return decoded{}, &CorruptError{Offset: int64(off), Reason: err.Error()}
+			return &CorruptError{Offset: int64(off), Reason: err.Error()}
 		}
 		d.records = append(d.records, r)
 		d.offsets = append(d.offsets, off)
-		off += frameHeaderSize + len(p)
-		d.end = off
+		return nil
+	}, decodable)
+	var de *frame.DamageError
+	switch {
+	case errors.As(err, &de):
+		return decoded{}, &CorruptError{Offset: int64(de.Offset), Reason: fmt.Sprintf("bad length or checksum, yet a valid record follows at offset %d", de.Next)}
+	case err != nil:
+		return decoded{}, err
 	}
+	d.end = end // bytes after end are a torn tail
 	return d, nil
 }

@@ -5,11 +5,17 @@
 // # On-disk format
 //
 // The store is one append-only file, nonces.log, in the store's directory.
-// It starts with the 8-byte magic "STWNONC1" and continues with records:
+// It starts with the 8-byte magic "STWNONC2" and continues with records
+// framed as every steward log is (package frame: uint32 little-endian
+// length, uint32 little-endian CRC-32C, payload); a record's payload is
 //
-//	uint32 big-endian  payload length n (9 ≤ n ≤ 9+MaxNonceLen)
-//	uint32 big-endian  CRC-32C (Castagnoli) of the payload
-//	payload            int64 big-endian expiry (Unix seconds), then the nonce bytes
+//	int64 little-endian  expiry (Unix seconds)
+//	bytes                the nonce (1..MaxNonceLen printable ASCII bytes)
+//
+// testdata/nonces-v2.golden pins the bytes. A version-1 store (magic
+// "STWNONC1", the same records with every integer big-endian) is read and
+// rewritten as version 2 by Open, so existing state directories keep
+// working.
 //
 // Use appends a record and fsyncs the file before it returns, so an
 // acknowledged nonce survives a crash. On Open a torn tail (a short record,
@@ -18,9 +24,10 @@
 // and the file is truncated to the last good record. A bad record followed
 // by a good one is damage to acknowledged data: Open fails with a
 // *CorruptError and changes nothing. Expired nonces are forgotten in memory at every
-// Use; the file is compacted (rewritten to the live set through a temp file,
-// fsync, rename, fsync of the directory) on Open and whenever it holds more
-// than twice as many records as are live, so it stays bounded by Max.
+// Use; the file is compacted (rewritten to the live set with package
+// atomicfile: temp file, fsync, rename, fsync of the directory) on Open
+// and whenever it holds more than twice as many records as are live, so it
+// stays bounded by Max.
 //
 // The store is bounded: once Max unexpired nonces are held, Use refuses new
 // nonces with ErrFull rather than forgetting one that could still be
@@ -31,17 +38,21 @@
 package nonce
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/steward-pve/steward/internal/atomicfile"
+	"github.com/steward-pve/steward/internal/frame"
 )
 
 // FileName is the store's file inside its directory.
@@ -54,10 +65,14 @@ const MaxNonceLen = 128
 const DefaultMax = 100000
 
 const (
-	magic     = "STWNONC1"
+	magic     = "STWNONC2"
+	magicV1   = "STWNONC1"
 	headerLen = 8
 	minRecord = 8 // expiry
 )
+
+// records is the frame format of a version-2 store.
+var records = frame.Format{Min: minRecord + 1, Max: minRecord + MaxNonceLen}
 
 var (
 	// ErrReplayed is returned by Use for a nonce already used and not yet
@@ -72,6 +87,7 @@ var (
 // ErrCorrupt is wrapped by the *CorruptError Open returns.
 var ErrCorrupt = errors.New("nonce: store corrupt")
 
+// castagnoli is the CRC table of version-1 records.
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Options configure a Store. The zero value is usable.
@@ -134,39 +150,58 @@ func Open(dir string, opts Options) (*Store, error) {
 
 func (s *Store) load(path string, data []byte) error {
 	if len(data) < headerLen {
-		if len(data) == 0 || string(data) == magic[:len(data)] {
+		if len(data) == 0 || string(data) == magic[:len(data)] || string(data) == magicV1[:len(data)] {
 			return nil // crashed while creating: empty store
 		}
 		return fmt.Errorf("nonce: %s is not a nonce store (bad header); move it aside if it is not needed", path)
 	}
-	if string(data[:headerLen]) != magic {
-		return fmt.Errorf("nonce: %s is not a nonce store (bad header); move it aside if it is not needed", path)
-	}
 	now := s.now().Unix()
+	keep := func(nonce string, exp int64) {
+		if exp > now {
+			s.live[nonce] = exp
+		}
+	}
+	switch string(data[:headerLen]) {
+	case magic:
+		_, err := records.Scan(data, headerLen, func(_ int, p []byte) error {
+			keep(string(p[8:]), int64(binary.LittleEndian.Uint64(p[:8])))
+			return nil
+		}, nil)
+		var de *frame.DamageError
+		if errors.As(err, &de) {
+			return &CorruptError{Path: path, Offset: int64(de.Offset)}
+		}
+		return err
+	case magicV1:
+		return s.loadV1(path, data, keep)
+	}
+	return fmt.Errorf("nonce: %s is not a nonce store (bad header); move it aside if it is not needed", path)
+}
+
+// loadV1 reads a version-1 store (big-endian frames); Open then rewrites
+// it as version 2.
+func (s *Store) loadV1(path string, data []byte, keep func(string, int64)) error {
 	rest := data[headerLen:]
 	for len(rest) > 0 {
-		nonce, exp, n, ok := decodeRecord(rest)
+		nonce, exp, n, ok := decodeRecordV1(rest)
 		if !ok {
 			off := len(data) - len(rest)
-			if decodableAfter(rest) {
+			if decodableAfterV1(rest) {
 				return &CorruptError{Path: path, Offset: int64(off)}
 			}
 			break // torn tail (nothing decodable after it): never acknowledged
 		}
 		rest = rest[n:]
-		if exp > now {
-			s.live[nonce] = exp
-		}
+		keep(nonce, exp)
 	}
 	return nil
 }
 
-// decodableAfter reports whether a valid record starts anywhere after the
-// first byte of b: then the bad record at b is not a torn final append
-// but damage to an acknowledged one.
-func decodableAfter(b []byte) bool {
+// decodableAfterV1 reports whether a valid version-1 record starts
+// anywhere after the first byte of b.
+func decodableAfterV1(b []byte) bool {
 	for i := 1; i+8 < len(b); i++ {
-		if _, _, _, ok := decodeRecord(b[i:]); ok {
+		if _, _, _, ok := decodeRecordV1(b[i:]); ok {
 			return true
 		}
 	}
@@ -189,7 +224,9 @@ func (e *CorruptError) Error() string {
 
 func (e *CorruptError) Unwrap() error { return ErrCorrupt }
 
-func decodeRecord(b []byte) (nonce string, exp int64, n int, ok bool) {
+// decodeRecordV1 decodes one version-1 record (big-endian length and
+// CRC-32C, big-endian expiry).
+func decodeRecordV1(b []byte) (nonce string, exp int64, n int, ok bool) {
 	if len(b) < 8 {
 		return "", 0, 0, false
 	}
@@ -204,13 +241,10 @@ func decodeRecord(b []byte) (nonce string, exp int64, n int, ok bool) {
 	return string(payload[8:]), int64(binary.BigEndian.Uint64(payload[:8])), 8 + int(l), true
 }
 
+// encodeRecord returns the version-2 record of nonce, expiring at exp.
 func encodeRecord(nonce string, exp int64) []byte {
-	b := make([]byte, 8+8+len(nonce))
-	binary.BigEndian.PutUint32(b[0:4], uint32(8+len(nonce)))
-	binary.BigEndian.PutUint64(b[8:16], uint64(exp))
-	copy(b[16:], nonce)
-	binary.BigEndian.PutUint32(b[4:8], crc32.Checksum(b[8:], castagnoli))
-	return b
+	p := binary.LittleEndian.AppendUint64(make([]byte, 0, 8+len(nonce)), uint64(exp))
+	return frame.Append(nil, append(p, nonce...))
 }
 
 // Use records nonce as used until expires. It returns nil only after the
@@ -304,36 +338,18 @@ func (s *Store) pruneLocked(now int64) {
 	}
 }
 
-// rewriteLocked replaces the file with one holding exactly the live set:
-// temp file, fsync, rename, fsync directory; then reopens it for appending.
+// rewriteLocked replaces the file with one holding exactly the live set,
+// in version 2 (atomicfile: temp file, fsync, rename, fsync directory);
+// then reopens it for appending.
 func (s *Store) rewriteLocked() error {
 	path := filepath.Join(s.dir, FileName)
-	tmp, err := os.CreateTemp(s.dir, FileName+".tmp*")
-	if err != nil {
+	b := make([]byte, 0, headerLen+len(s.live)*(frame.HeaderSize+8+32))
+	b = append(b, magic...)
+	for _, n := range slices.Sorted(maps.Keys(s.live)) {
+		b = append(b, encodeRecord(n, s.live[n])...)
+	}
+	if err := atomicfile.Write(path, b, 0o600); err != nil {
 		return fmt.Errorf("nonce: compact: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	w := bufio.NewWriter(tmp)
-	w.WriteString(magic)
-	for n, exp := range s.live {
-		w.Write(encodeRecord(n, exp))
-	}
-	if err := w.Flush(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("nonce: compact: write %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("nonce: compact: fsync %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("nonce: compact: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("nonce: compact: %w", err)
-	}
-	if err := syncDir(s.dir); err != nil {
-		return fmt.Errorf("nonce: compact: fsync directory %s: %w", s.dir, err)
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -345,15 +361,6 @@ func (s *Store) rewriteLocked() error {
 	s.f = f
 	s.records = len(s.live)
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 func validNonce(n string) error {
