@@ -100,24 +100,33 @@ type Report struct {
 	Host, Node string    // the engine's host id and PVE node
 	Time       time.Time // when the tick began observing
 	// Observed is every guest PVE listed, with the configs read for the
-	// guests desired state or a signed job names.
+	// guests desired state or a signed job names; the guests the tick
+	// acted on as PVE reported them after those actions.
 	Observed []guest.Observed
 	// Want is the desired state the tick converged toward (never nil).
-	Want     *desired.Host
-	Plan     plan.Plan
-	Guests   []GuestReport
-	Results  []Result
-	Pending  []gate.Decision // destructive actions waiting for signatures
+	Want *desired.Host
+	// Plan is what the tick planned from the state it observed first.
+	Plan    plan.Plan
+	Guests  []GuestReport
+	Results []Result
+	// Pending are the destructive actions waiting for signatures, each
+	// bound to the guest's state after this tick's actions ran.
+	Pending []gate.Decision
 	Rejected []gate.Decision // signed jobs presented and refused
+	// Jobs is the fate of each job presented, in the order given.
+	Jobs []JobReport
 }
 
-// GuestReport is one managed guest's sync status after the tick.
+// GuestReport is one managed guest's sync status after the tick: for a
+// guest the tick acted on, as PVE reports it once those actions ended.
 type GuestReport struct {
 	VMID      int
 	Phase     string // in_sync, converging, drift_observed, pending_signature, error
 	Drift     []plan.Change
 	Err       string
 	NextRetry time.Time
+	// Changed is true when at least one action ran on the guest this tick.
+	Changed bool
 }
 
 // Result is the fate of one action the tick submitted.
@@ -183,7 +192,9 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 	// Each signed job is read once; the gate decides on it below.
 	parsed := signedop.ParseJobs(jobs)
 	rep := Report{Host: e.Host, Node: e.Node, Time: e.now(), Want: want}
-	for _, pj := range parsed {
+	rep.Jobs = make([]JobReport, len(jobs))
+	for i, pj := range parsed {
+		rep.Jobs[i] = JobReport{Name: pj.Job.Name}
 		if pj.Err == nil && pj.Payload.Host == e.Host {
 			names[pj.Payload.VMID] = true
 		}
@@ -211,25 +222,28 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 		out    *executor.Outcome // written by the job, read after its ticket is done
 	}
 	var subs []submitted
-	pendingByVMID := map[int]bool{}
+	// held are the decisions holding an action for a signature, by guest;
+	// they are recorded and reported once the tick's actions ended.
+	held := map[int][]gate.Decision{}
 
-	submit := func(p gate.Permit, source, job, idem string) {
+	// submit queues p and returns the index of its Result.
+	submit := func(p gate.Permit, source, job, idem string) int {
 		a := p.Action()
 		r := Result{Action: a, Source: source, Job: job, Class: p.Verdict().Class}
 		if why, ok := blocked[a.VMID]; ok {
 			r.Skipped = why
 			rep.Results = append(rep.Results, r)
-			return
+			return len(rep.Results) - 1
 		}
 		if ok, next := e.Backoff.Ready(a.VMID); !ok {
 			r.Skipped = "backing off until " + next.Format(time.RFC3339)
 			rep.Results = append(rep.Results, r)
-			return
+			return len(rep.Results) - 1
 		}
 		if dryRun {
 			r.Skipped = "dry run"
 			rep.Results = append(rep.Results, r)
-			return
+			return len(rep.Results) - 1
 		}
 		rep.Results = append(rep.Results, r)
 		idx := len(rep.Results) - 1
@@ -241,18 +255,28 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 		}})
 		if err != nil {
 			rep.Results[idx].Err = err
-			return
+			return idx
 		}
 		subs = append(subs, submitted{idx: idx, ticket: t, out: out})
+		return idx
 	}
 
 	// Signed jobs first: they carry operator intent for this exact state.
 	signedVMIDs := map[int]bool{}
 	nonces := map[string]bool{} // nonces of the signed jobs submitted this tick
-	for _, pj := range parsed {
+	jobResults := map[int]int{} // index in rep.Jobs → index in rep.Results
+	for i, pj := range parsed {
+		jr := &rep.Jobs[i]
+		if pj.Err == nil {
+			jr.Action = gate.ActionOf(pj.Payload)
+		}
 		if e.Journal != nil && pj.Err == nil {
 			if res, done := e.Journal.Completed(jobKey(pj.Job)); done && !res.Retry {
-				continue // this job ran, or failed conclusively (a destructive one also spent its nonce)
+				// This job ran, or failed conclusively (a destructive one
+				// also spent its nonce), before this tick: it is reported
+				// as such and never run again.
+				jr.Status, jr.Reason = JobCompleted, completion(res)
+				continue
 			}
 		}
 		t := gate.Target{}
@@ -284,9 +308,13 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 		}
 		if d.Outcome != gate.Allowed {
 			rep.Rejected = append(rep.Rejected, d)
+			jr.Status, jr.Reason = JobRejected, d.Reason
+			if d.Action.Op != "" {
+				jr.Action = d.Action
+			}
 			continue
 		}
-		submit(d.Permit, "signed", pj.ID, jobKey(pj.Job))
+		jobResults[i] = submit(d.Permit, "signed", pj.ID, jobKey(pj.Job))
 		signedVMIDs[d.Action.VMID] = true
 	}
 
@@ -303,12 +331,11 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 			cfg = g.Config
 		}
 		for _, d := range e.Gate.DecideSplit(a, cfg, e.provenance(a.VMID, a.Digest)) {
-			e.recordDecision(d, dryRun)
 			if d.Outcome != gate.Allowed {
-				rep.Pending = append(rep.Pending, d)
-				pendingByVMID[a.VMID] = true
+				held[a.VMID] = append(held[a.VMID], d)
 				continue
 			}
+			e.recordDecision(d, dryRun)
 			submit(d.Permit, "reconcile", "", reconcileKey(d.Action, tickID))
 		}
 	}
@@ -331,8 +358,78 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 			e.Backoff.Failure(r.Action.VMID)
 		}
 	}
-	rep.Guests = e.guestReports(rep, pendingByVMID)
+	for i, ri := range jobResults {
+		e.jobOutcome(&rep.Jobs[i], rep.Results[ri], jobKey(parsed[i].Job))
+	}
+	if err := ctx.Err(); err != nil {
+		return rep, err
+	}
+
+	// The guests the tick acted on are read again: what is reported, and
+	// what a held action's payload is bound to, is the state those
+	// actions left. A change that mixes benign and destructive keys thus
+	// offers its payload against the digest its benign part produced, so
+	// the first payload offered is the one the agent will accept.
+	final := rep.Plan
+	touched := map[int]bool{}
+	for _, s := range subs {
+		touched[rep.Results[s.idx].Action.VMID] = true
+	}
+	if len(touched) > 0 {
+		after, err := e.observe(ctx, touched)
+		if err != nil {
+			e.log().Warn("re-reading the guests changed this tick failed; reporting them as first observed", "err", err)
+		} else {
+			rep.Observed = mergeObserved(actual, after, touched)
+			final = plan.Diff(want, rep.Observed, e.Plan)
+			for vmid := range touched {
+				delete(held, vmid)
+			}
+			for _, g := range after {
+				if touched[g.VMID] {
+					byID[g.VMID] = g
+				}
+			}
+			for _, st := range final.Steps {
+				a := st.Action
+				if !touched[a.VMID] {
+					continue
+				}
+				for _, d := range e.Gate.DecideSplit(a, byID[a.VMID].Config, e.provenance(a.VMID, a.Digest)) {
+					if d.Outcome != gate.Allowed {
+						held[a.VMID] = append(held[a.VMID], d)
+					}
+				}
+			}
+		}
+	}
+	for _, vmid := range slices.Sorted(maps.Keys(held)) {
+		for _, d := range held[vmid] {
+			e.recordDecision(d, dryRun)
+			rep.Pending = append(rep.Pending, d)
+		}
+	}
+	rep.Guests = e.guestReports(rep, final, held)
 	return rep, ctx.Err()
+}
+
+// mergeObserved returns actual with the guests in touched replaced by what
+// after says of them (dropped where after no longer lists them), sorted by
+// vmid.
+func mergeObserved(actual, after []guest.Observed, touched map[int]bool) []guest.Observed {
+	out := make([]guest.Observed, 0, len(actual))
+	for _, g := range actual {
+		if !touched[g.VMID] {
+			out = append(out, g)
+		}
+	}
+	for _, g := range after {
+		if touched[g.VMID] {
+			out = append(out, g)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].VMID < out[j].VMID })
+	return out
 }
 
 // jobKey is the idempotency key of a signed job: the hash of its exact
@@ -621,25 +718,28 @@ func (e *Engine) observe(ctx context.Context, names map[int]bool) ([]guest.Obser
 	return out, nil
 }
 
-func (e *Engine) guestReports(rep Report, pending map[int]bool) []GuestReport {
+// guestReports derives each desired guest's status from final, the plan
+// of the state after the tick's actions, the tick's results and the
+// actions held for a signature.
+func (e *Engine) guestReports(rep Report, final plan.Plan, pending map[int][]gate.Decision) []GuestReport {
 	failed := map[int]Result{}
 	ran := map[int]bool{}
 	for _, r := range rep.Results {
 		if r.Err != nil || (r.Skipped != "" && r.Skipped != "dry run" && r.Skipped != "already completed (idempotency key)") {
 			failed[r.Action.VMID] = r
-		} else {
+		} else if r.Skipped == "" {
 			ran[r.Action.VMID] = true
 		}
 	}
-	out := make([]GuestReport, 0, len(rep.Plan.Guests))
-	for _, gs := range rep.Plan.Guests {
-		gr := GuestReport{VMID: gs.VMID, Drift: gs.Drift, Err: gs.Err}
+	out := make([]GuestReport, 0, len(final.Guests))
+	for _, gs := range final.Guests {
+		gr := GuestReport{VMID: gs.VMID, Drift: gs.Drift, Err: gs.Err, Changed: ran[gs.VMID]}
 		switch {
 		case gs.Phase == plan.Error:
 			gr.Phase = PhaseError
 		case gs.Phase == plan.DriftObserved:
 			gr.Phase = PhaseDriftObserved
-		case pending[gs.VMID]:
+		case len(pending[gs.VMID]) > 0:
 			gr.Phase = PhasePendingSignature
 		case failed[gs.VMID].Action.Op != "":
 			r := failed[gs.VMID]

@@ -382,9 +382,10 @@ func (g *Gate) log(d Decision) {
 // is held. Any other action, or a config write that is wholly benign or
 // wholly destructive, gets the single Decide decision.
 //
-// The destructive part's payload is bound to the current digest; when the
-// benign part runs first, the digest changes and the next tick offers a new
-// payload (an old one is then refused as stale, never applied).
+// The destructive part's payload is bound to actual's digest. The benign
+// part changes that digest when it runs, so the engine offers the held
+// part's payload only after gating it again on the config the benign write
+// left (a payload bound to the old digest would be refused as stale).
 func (g *Gate) DecideSplit(a action.Action, actual guest.Config, prov classify.Provenance) []Decision {
 	whole := g.Decide(a, actual, prov)
 	if whole.Outcome == Allowed || a.Op != action.SetConfig {

@@ -59,4 +59,7 @@ func RejectionCode(err error) string {
 type Job struct {
 	Payload    []byte
 	Signatures [][]byte
+	// Name says where the job came from (its payload file), for messages
+	// only: it is not signed and never affects a verdict.
+	Name string
 }

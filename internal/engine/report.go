@@ -1,0 +1,115 @@
+package engine
+
+import (
+	"github.com/steward-pve/steward/internal/action"
+	"github.com/steward-pve/steward/internal/journal"
+)
+
+// JobReport is the fate of one signed job presented to a tick.
+type JobReport struct {
+	Name   string        // the job's Name (its payload file), for messages
+	Action action.Action // what the job asks for; zero when its payload does not parse
+	Status JobStatus
+	Reason string // why it was rejected, failed or is waiting; how a completed job ended
+}
+
+// JobStatus says what became of a signed job this tick.
+type JobStatus string
+
+// Job statuses. JobRan, JobFailed and JobCompleted are final: the job will
+// never run again, and its file may leave the inbox. JobRejected and
+// JobWaiting are not: a rejected job may become valid (a missing signature
+// arrives, say) and a waiting one runs at a later tick.
+const (
+	JobRan       JobStatus = "ran"       // it ran this tick and succeeded
+	JobFailed    JobStatus = "failed"    // it ran this tick and failed conclusively; only a new signature may try again
+	JobCompleted JobStatus = "completed" // it ran (or failed conclusively) before this tick; not run again
+	JobRejected  JobStatus = "rejected"  // refused: bad payload or signature, stale, another host...
+	JobWaiting   JobStatus = "waiting"   // not run this tick (backoff, an unresolved op, a retryable failure, dry run)
+)
+
+// Final reports whether s means the job will never run again.
+func (s JobStatus) Final() bool { return s == JobRan || s == JobFailed || s == JobCompleted }
+
+// jobOutcome sets jr from the result of the job's submitted action: ran,
+// failed conclusively (its journal entry ended without Retry), or still
+// waiting to run.
+func (e *Engine) jobOutcome(jr *JobReport, r Result, idem string) {
+	switch {
+	case r.Skipped == "already completed (idempotency key)":
+		jr.Status, jr.Reason = JobCompleted, "already completed"
+		if res, done := e.Journal.Completed(idem); done {
+			jr.Reason = completion(res)
+		}
+	case r.Skipped != "":
+		jr.Status, jr.Reason = JobWaiting, r.Skipped
+	case r.Err == nil:
+		jr.Status, jr.Reason = JobRan, ""
+	default:
+		jr.Status, jr.Reason = JobWaiting, r.Err.Error()
+		if e.Journal != nil {
+			if res, done := e.Journal.Completed(idem); done && !res.Retry {
+				jr.Status = JobFailed
+			}
+		}
+	}
+}
+
+// completion describes how a journaled op ended, for a job found
+// completed before this tick.
+func completion(res journal.Result) string {
+	switch {
+	case res.OK && res.ExitStatus != "":
+		return "ran before (task " + res.ExitStatus + ")"
+	case res.OK:
+		return "ran before"
+	case res.Error != "":
+		return "failed before: " + res.Error
+	}
+	return "failed before: " + res.Resolution
+}
+
+// Summary counts what one tick did, for the one line the agent logs per
+// tick and for the exit status of `steward agent --once`.
+type Summary struct {
+	Managed int // desired guests of this host
+	// Phases counts the guests in each phase (in_sync, converging,
+	// pending_signature, error, ...).
+	Phases           map[string]int
+	Changed          int // guests at least one action ran on
+	PendingSignature int // guests holding an action for a signature
+	Failed           int // guests in phase error (an action failed, or the guest cannot be planned)
+	ActionsFailed    int // actions that failed
+	JobsRan          int // signed jobs that ran this tick
+	JobsRejected     int // signed jobs refused this tick
+	JobsFailed       int // signed jobs that ran and failed this tick
+}
+
+// Summary counts r's guests, actions and jobs.
+func (r Report) Summary() Summary {
+	s := Summary{Managed: len(r.Guests), Phases: map[string]int{}}
+	for _, g := range r.Guests {
+		s.Phases[g.Phase]++
+		if g.Changed {
+			s.Changed++
+		}
+	}
+	s.PendingSignature = s.Phases[PhasePendingSignature]
+	s.Failed = s.Phases[PhaseError]
+	for _, res := range r.Results {
+		if res.Err != nil {
+			s.ActionsFailed++
+		}
+	}
+	for _, j := range r.Jobs {
+		switch j.Status {
+		case JobRan:
+			s.JobsRan++
+		case JobRejected:
+			s.JobsRejected++
+		case JobFailed:
+			s.JobsFailed++
+		}
+	}
+	return s
+}
