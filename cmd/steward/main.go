@@ -20,7 +20,9 @@ func main() {
 	err := cli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "steward:", err)
+		if !cli.Silent(err) {
+			fmt.Fprintln(os.Stderr, "steward:", err)
+		}
 		os.Exit(cli.ExitCode(err))
 	}
 }

@@ -132,3 +132,47 @@ func syncDir(dir string) error {
 	}
 	return err
 }
+
+// Move moves the regular file at src to dst, which must not exist, and
+// makes the move durable: both directories are synced before Move returns
+// nil. Within one file system it is a rename, so at any instant the file
+// is in exactly one of the two places. Across file systems (EXDEV) it
+// writes a durable copy at dst with src's permission bits, then removes
+// src: a crash in between leaves the file in both places, never in
+// neither.
+func Move(src, dst string) error {
+	st, err := os.Lstat(src)
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("atomicfile: %s is not a regular file", src)
+	}
+	if _, err := os.Lstat(dst); err == nil {
+		return fmt.Errorf("atomicfile: moving %s: %s already exists", src, dst)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err := os.Rename(src, dst); err != nil {
+		var le *os.LinkError
+		if !errors.As(err, &le) || !isCrossDevice(le.Err) {
+			return err
+		}
+		data, rerr := os.ReadFile(src)
+		if rerr != nil {
+			return rerr
+		}
+		if err := Write(dst, data, st.Mode().Perm()); err != nil {
+			return err
+		}
+		if err := os.Remove(src); err != nil {
+			return err
+		}
+	} else if err := syncDir(filepath.Dir(dst)); err != nil {
+		return fmt.Errorf("atomicfile: syncing %s after moving %s there: %w", filepath.Dir(dst), filepath.Base(src), err)
+	}
+	if err := syncDir(filepath.Dir(src)); err != nil {
+		return fmt.Errorf("atomicfile: syncing %s after moving %s out: %w", filepath.Dir(src), filepath.Base(src), err)
+	}
+	return nil
+}

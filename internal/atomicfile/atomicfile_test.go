@@ -178,3 +178,36 @@ func TestWriteConcurrent(t *testing.T) {
 		t.Errorf("directory holds %v; want %v", got, want)
 	}
 }
+
+func TestMove(t *testing.T) {
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "a"), filepath.Join(dir, "sub", "b")
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(src, []byte("job"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := Move(src, dst); err != nil {
+		t.Fatalf("Move: %v", err)
+	}
+	if b, err := os.ReadFile(dst); err != nil || string(b) != "job" {
+		t.Errorf("dst = %q, %v; want %q", b, err, "job")
+	}
+	if _, err := os.Stat(src); !os.IsNotExist(err) {
+		t.Errorf("src still exists (stat: %v)", err)
+	}
+	// An existing target is never replaced; a directory is not moved.
+	if err := os.WriteFile(src, []byte("other"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Move(src, dst); err == nil {
+		t.Errorf("Move over an existing file succeeded")
+	}
+	if b, _ := os.ReadFile(dst); string(b) != "job" {
+		t.Errorf("dst overwritten: %q", b)
+	}
+	if err := Move(filepath.Join(dir, "sub"), filepath.Join(dir, "sub2")); err == nil {
+		t.Errorf("Move of a directory succeeded")
+	}
+}

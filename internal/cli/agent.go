@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -46,6 +45,7 @@ type agentFlags struct {
 	once, dryRun                           bool
 	interval                               time.Duration
 	allowedSigners, policyFile, jobsDir    string
+	jobsRetention                          time.Duration
 	concurrency                            int
 	shutdownTimeout                        time.Duration
 	notRunGrace                            time.Duration
@@ -62,9 +62,19 @@ func newAgentCmd(stdout, stderr io.Writer) *cobra.Command {
 		Long: `The agent reads the guests of the local PVE node, plans toward desired state,
 runs benign changes, and holds destructive ones until operators sign them.
 
-With --once it runs one tick and prints the plan and the results; --dry-run
-prints only the plan. Without --once it ticks every --interval until
-interrupted.`,
+With --once it runs one tick and prints the plan, the results and each
+guest's state after its actions ran; --dry-run prints only the plan. Without
+--once it ticks every --interval until interrupted, logging one summary line
+per tick.
+
+Signed jobs are read from --signed-jobs (default <state-dir>/jobs). A job
+that ran, or had run before, is reported once and moved to
+<state-dir>/jobs/done/, kept there for --jobs-retention.
+
+Exit status of --once: 0 nothing changed; 2 something changed or an action
+waits for a signature; 1 an action failed, a guest is in error or a signed
+job was rejected (or the tick itself failed); 64 a usage error. --dry-run
+exits 0 unless it fails.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runAgent(cmd.Context(), f, stdout, stderr)
@@ -86,7 +96,8 @@ interrupted.`,
 	fl.DurationVar(&f.interval, "interval", 30*time.Second, "time between ticks")
 	fl.StringVar(&f.allowedSigners, "allowed-signers", "", "OpenSSH allowed_signers file of operators who may sign destructive ops (none: destructive ops never run)")
 	fl.StringVar(&f.policyFile, "policy", "", "signing policy file (default: one operator signature for any destructive op)")
-	fl.StringVar(&f.jobsDir, "signed-jobs", "", "directory of signed jobs: PAYLOAD.json with PAYLOAD.json.sig* signatures")
+	fl.StringVar(&f.jobsDir, "signed-jobs", "", "directory of signed jobs: PAYLOAD.json with PAYLOAD.json.sig* signatures (default <state-dir>/jobs; must exist when set)")
+	fl.DurationVar(&f.jobsRetention, "jobs-retention", inbox.DefaultRetention, "how long finished signed jobs are kept in <state-dir>/jobs/done/")
 	fl.IntVar(&f.concurrency, "concurrency", 3, "mutations in flight toward PVE at once")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 3*time.Minute, "graceful shutdown time before a guest is stopped")
 	fl.DurationVar(&f.notRunGrace, "not-run-grace", engine.DefaultNotRunGrace, "how long after an interrupted signed op began the agent waits before taking no task and no effect in PVE as proof it never ran")
@@ -123,6 +134,15 @@ func runAgent(ctx context.Context, f agentFlags, stdout, stderr io.Writer) error
 	if f.interval <= 0 {
 		return &UsageError{Err: fmt.Errorf("--interval must be positive, got %s", f.interval)}
 	}
+	if f.jobsRetention <= 0 {
+		return &UsageError{Err: fmt.Errorf("--jobs-retention must be positive, got %s", f.jobsRetention)}
+	}
+	defaultJobs := f.jobsDir == ""
+	if defaultJobs {
+		f.jobsDir = filepath.Join(f.stateDir, "jobs")
+	} else if err := inbox.CheckDir("--signed-jobs", f.jobsDir); err != nil {
+		return err
+	}
 	logger, err := newLogger(stderr, f.logLevel)
 	if err != nil {
 		return err
@@ -139,6 +159,11 @@ func runAgent(ctx context.Context, f agentFlags, stdout, stderr io.Writer) error
 	provider := desired.Provider(desired.Empty{})
 	if f.desiredFile != "" {
 		provider = &desiredfile.File{Path: f.desiredFile, MaxBytes: f.desiredMaxBytes}
+		if err := checkDesiredHost(ctx, provider, f.host, logger); err != nil {
+			return err
+		}
+	} else {
+		logger.Warn("no --desired file: no guest is managed; only signed jobs run")
 	}
 
 	g := &gate.Gate{Host: f.host, Logger: logger}
@@ -151,6 +176,9 @@ func runAgent(ctx context.Context, f agentFlags, stdout, stderr io.Writer) error
 		NotRunGrace: f.notRunGrace,
 	}
 	jobsInbox := &inbox.Inbox{Dir: f.jobsDir, Logger: logger}
+	if _, err := os.Stat(f.jobsDir); defaultJobs && f.dryRun && errors.Is(err, os.ErrNotExist) {
+		jobsInbox.Dir = "" // a dry run creates nothing, not even the default inbox
+	}
 	if f.dryRun {
 		doc, err := provider.Desired(ctx)
 		if err != nil {
@@ -205,11 +233,22 @@ func runAgent(ctx context.Context, f agentFlags, stdout, stderr io.Writer) error
 	}
 	pendingDir := filepath.Join(f.stateDir, "pending")
 	rememberPending(g, pendingDir)
+	if defaultJobs {
+		if err := os.MkdirAll(f.jobsDir, 0o700); err != nil {
+			return fmt.Errorf("agent: creating the signed-jobs directory: %w", err)
+		}
+	}
+	done := &inbox.Done{Dir: filepath.Join(f.stateDir, "jobs", "done"), Retention: f.jobsRetention, Logger: logger}
 	for {
 		rep, err := tick(ctx, eng, provider, jobsInbox, f)
+		var moveErr error
 		if err == nil {
 			if perr := writePending(pendingDir, rep, logger); perr != nil {
 				logger.Error("writing pending payloads", "dir", pendingDir, "err", perr)
+			}
+			moveErr = done.Settle(rep.Jobs)
+			if _, perr := done.Prune(); perr != nil {
+				logger.Warn("pruning finished signed jobs", "dir", done.Dir, "err", perr)
 			}
 		}
 		if f.once {
@@ -217,9 +256,12 @@ func runAgent(ctx context.Context, f agentFlags, stdout, stderr io.Writer) error
 				return err
 			}
 			printReport(stdout, rep, pendingDir)
-			return reportErr(rep)
+			return onceStatus(rep, moveErr)
 		}
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil // shutting down: not a failure
+			}
 			logger.Error("tick failed", "err", err)
 		} else {
 			logReport(logger, rep)
@@ -349,75 +391,4 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 		return nil, &UsageError{Err: fmt.Errorf("--log-level: %w", err)}
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
-}
-
-func printReport(w io.Writer, rep engine.Report, pendingDir string) {
-	fmt.Fprint(w, rep.Plan.Render())
-	if len(rep.Results) > 0 {
-		fmt.Fprintln(w, "\nResults:")
-	}
-	for _, r := range rep.Results {
-		switch {
-		case r.Skipped != "":
-			fmt.Fprintf(w, "  skip  %s (%s)\n", r.Action, r.Skipped)
-		case r.Err != nil:
-			fmt.Fprintf(w, "  FAIL  %s: %v\n", r.Action, r.Err)
-		default:
-			extra := ""
-			if r.Outcome.UPID != "" {
-				extra = " task " + r.Outcome.ExitStatus
-			}
-			fmt.Fprintf(w, "  ok    %s%s\n", r.Action, extra)
-		}
-	}
-	for _, d := range rep.Pending {
-		fmt.Fprintf(w, "\nPENDING SIGNATURE  %s\n  why: %s\n", d.Action, d.Reason)
-		if p, err := signedop.ParsePayload(d.Payload); err == nil {
-			fmt.Fprintf(w, "  payload: %s/%d-%s-%s.json (sign with `steward op sign --key KEY FILE`)\n", pendingDir, p.VMID, p.Op, p.Nonce[:8])
-		}
-	}
-	for _, d := range rep.Rejected {
-		fmt.Fprintf(w, "\nREJECTED signed job %s: %s\n", d.Action, d.Reason)
-	}
-	if len(rep.Guests) > 0 {
-		fmt.Fprintln(w, "\nGuests:")
-	}
-	for _, g := range rep.Guests {
-		line := fmt.Sprintf("  %d %s", g.VMID, g.Phase)
-		if g.Err != "" {
-			line += ": " + g.Err
-		}
-		if !g.NextRetry.IsZero() {
-			line += " (next retry " + g.NextRetry.Format(time.RFC3339) + ")"
-		}
-		fmt.Fprintln(w, line)
-	}
-}
-
-func logReport(l *slog.Logger, rep engine.Report) {
-	counts := map[string]int{}
-	for _, g := range rep.Guests {
-		counts[g.Phase]++
-	}
-	var parts []string
-	for k, v := range counts {
-		parts = append(parts, fmt.Sprintf("%s=%d", k, v))
-	}
-	sort.Strings(parts)
-	l.Info("tick done", "actions", len(rep.Results), "pending_signature", len(rep.Pending), "rejected", len(rep.Rejected), "guests", strings.Join(parts, " "))
-}
-
-// reportErr makes `agent --once` exit non-zero when an action failed, so
-// scripts notice.
-func reportErr(rep engine.Report) error {
-	n := 0
-	for _, r := range rep.Results {
-		if r.Err != nil {
-			n++
-		}
-	}
-	if n > 0 {
-		return fmt.Errorf("agent: %d action(s) failed", n)
-	}
-	return nil
 }

@@ -63,10 +63,11 @@ hosts:
 func TestAgentOnceConvergesAndReports(t *testing.T) {
 	f := newAgentFixture(t)
 	out, _, err := runCLI(t, f.args("--once", "--desired", f.desired(t, agentDoc))...)
-	if err != nil {
-		t.Fatalf("agent --once: %v\n%s", err, out)
+	if ExitCode(err) != ExitChanged {
+		t.Fatalf("agent --once: %v (exit %d); want exit %d (changed)\n%s", err, ExitCode(err), ExitChanged, out)
 	}
-	for _, want := range []string{"~ 101 cores: 1 → 2", "+ 101 start", "ok    config 101 cores=2", "ok    start 101"} {
+	for _, want := range []string{"~ 101 cores: 1 → 2", "+ 101 start", "ok    config 101 cores=2", "ok    start 101",
+		"101 in_sync (changed)", "Summary: managed=1 in_sync=1 changed=1 pending_signature=0 failed=0"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
@@ -142,8 +143,8 @@ func TestAgentUsageErrors(t *testing.T) {
 	} {
 		_, _, err := runCLI(t, tc.args...)
 		var ue *UsageError
-		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) || ExitCode(err) != 2 {
-			t.Errorf("%v: err = %v; want a usage error (exit 2) containing %q", tc.args, err, tc.want)
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) || ExitCode(err) != ExitUsage {
+			t.Errorf("%v: err = %v; want a usage error (exit %d) containing %q", tc.args, err, ExitUsage, tc.want)
 		}
 	}
 	_, _, err := runCLI(t, "agent", "--once", "--node", "pve", "--pve-token-file", filepath.Join(f.dir, "missing"))
@@ -219,7 +220,7 @@ hosts:
 `)
 	withSigners := f.args("--once", "--desired", doc, "--allowed-signers", ops.allowed)
 	out, _, err := runCLI(t, withSigners...)
-	if err != nil || !strings.Contains(out, "PENDING SIGNATURE  config 103") {
+	if ExitCode(err) != ExitChanged || !strings.Contains(out, "PENDING SIGNATURE  config 103") {
 		t.Fatalf("first run: err %v\n%s", err, out)
 	}
 	pending, _ := filepath.Glob(filepath.Join(f.state, "pending", "103-config-*.json"))
@@ -230,8 +231,8 @@ hosts:
 		t.Fatalf("held change reached PVE: %+v", m)
 	}
 	// A second tick offers the same payload: one thing to sign.
-	if _, _, err := runCLI(t, withSigners...); err != nil {
-		t.Fatal(err)
+	if _, _, err := runCLI(t, withSigners...); ExitCode(err) != ExitChanged {
+		t.Fatalf("second run: %v; want exit %d (holds an action for a signature)", err, ExitChanged)
 	}
 	if again, _ := filepath.Glob(filepath.Join(f.state, "pending", "103-config-*.json")); len(again) != 1 || again[0] != pending[0] {
 		t.Fatalf("pending files after a second tick = %v; want the same %v", again, pending)
@@ -246,7 +247,7 @@ hosts:
 		t.Fatalf("op sign: %v", err)
 	}
 	out, _, err = runCLI(t, append(withSigners, "--signed-jobs", jobs)...)
-	if err != nil || !strings.Contains(out, "ok    config 103 scsi1=local-lvm:vm-103-disk-7,size=10G") {
+	if ExitCode(err) != ExitChanged || !strings.Contains(out, "ok    config 103 scsi1=local-lvm:vm-103-disk-7,size=10G") {
 		t.Fatalf("signed run: err %v\n%s", err, out)
 	}
 	out, _, err = runCLI(t, append(withSigners, "--signed-jobs", jobs)...)

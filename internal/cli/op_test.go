@@ -135,8 +135,8 @@ func TestOpPayloadUsageErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, _, err := runCLI(t, append([]string{"op", "payload"}, tt.args...)...)
-			if ExitCode(err) != 2 {
-				t.Fatalf("got %v (exit %d); want usage error (exit 2)", err, ExitCode(err))
+			if ExitCode(err) != ExitUsage {
+				t.Fatalf("got %v (exit %d); want usage error (exit %d)", err, ExitCode(err), ExitUsage)
 			}
 		})
 	}

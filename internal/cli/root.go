@@ -16,19 +16,52 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// UsageError marks an error caused by how steward was invoked; it exits 2.
+// UsageError marks an error caused by how steward was invoked; it exits
+// ExitUsage.
 type UsageError struct{ Err error }
 
 func (e *UsageError) Error() string { return e.Err.Error() }
 func (e *UsageError) Unwrap() error { return e.Err }
 
-// ExitCode maps an error returned by Run to a process exit status.
+// Exit statuses. ExitUsage is sysexits' EX_USAGE, so that a mistyped flag
+// is never read as `steward agent --once`'s ExitChanged.
+const (
+	ExitFailure = 1
+	ExitChanged = 2
+	ExitUsage   = 64
+)
+
+// ExitStatus is a result that is not a failure but still sets the process
+// exit status, such as ExitChanged from `steward agent --once`. main
+// prints nothing for it (see Silent).
+type ExitStatus struct {
+	Code   int
+	Reason string // for tests and logs
+}
+
+func (e *ExitStatus) Error() string { return e.Reason }
+
+// Silent reports whether err only carries an exit status and is not to be
+// printed as an error.
+func Silent(err error) bool {
+	var es *ExitStatus
+	return errors.As(err, &es)
+}
+
+// ExitCode maps an error returned by Run to a process exit status: 0 for
+// nil, ExitUsage for a UsageError, an ExitStatus's code, else ExitFailure.
 func ExitCode(err error) int {
 	var ue *UsageError
-	if errors.As(err, &ue) {
-		return 2
+	var es *ExitStatus
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		return ExitUsage
+	case errors.As(err, &es):
+		return es.Code
 	}
-	return 1
+	return ExitFailure
 }
 
 // Run executes the steward command line in args, writing normal output to

@@ -68,7 +68,7 @@ func Scan(dir string) ([]Job, []Problem) {
 			problems = append(problems, Problem{File: p, Err: fmt.Errorf("inbox: signed job %s skipped: %w", p, err)})
 			continue
 		}
-		j := Job{File: p, Job: signedop.Job{Payload: b}}
+		j := Job{File: p, Job: signedop.Job{Payload: b, Name: p}}
 		ok := true
 		// Names are sorted, so the signatures of name form one run.
 		start, _ := slices.BinarySearch(names, name+".sig")

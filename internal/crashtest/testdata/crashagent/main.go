@@ -34,7 +34,9 @@ func main() {
 		})
 	}
 	if err := cli.Run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "steward:", err)
+		if !cli.Silent(err) {
+			fmt.Fprintln(os.Stderr, "steward:", err)
+		}
 		os.Exit(cli.ExitCode(err))
 	}
 }
