@@ -83,7 +83,7 @@ func TestAgentHostileJobsInbox(t *testing.T) {
 	mustDo(t, os.WriteFile(filepath.Join(jobs, "huge.json"), bytes.Repeat([]byte(" "), 1<<20), 0o600))
 
 	out, stderr, err := runBounded(t, f.args("--once", "--desired", f.desired(t, agentDoc), "--signed-jobs", jobs)...)
-	if err != nil {
+	if ExitCode(err) != ExitChanged {
 		t.Fatalf("agent --once with a hostile inbox: %v\n%s\n%s", err, out, stderr)
 	}
 	if g, _ := f.srv.Sim.Guest(101); g.Status != "running" || g.Config["cores"] != "2" {
@@ -121,11 +121,11 @@ func TestAgentDesiredMaxBytes(t *testing.T) {
 		t.Errorf("oversized desired file mutated: %+v", m)
 	}
 	_, _, err = runBounded(t, f.args("--once", "--desired", doc, "--desired-max-bytes", "0")...)
-	if ExitCode(err) != 2 || !strings.Contains(err.Error(), "--desired-max-bytes must be positive") {
+	if ExitCode(err) != ExitUsage || !strings.Contains(err.Error(), "--desired-max-bytes must be positive") {
 		t.Errorf("--desired-max-bytes 0: err = %v; want a usage error", err)
 	}
 	t.Setenv("STEWARD_DESIRED_MAX_BYTES", "4096")
-	if _, _, err := runBounded(t, f.args("--once", "--desired", doc)...); err != nil {
+	if _, _, err := runBounded(t, f.args("--once", "--desired", doc)...); ExitCode(err) != ExitChanged {
 		t.Errorf("with STEWARD_DESIRED_MAX_BYTES=4096: %v", err)
 	}
 }

@@ -111,7 +111,7 @@ type Report struct {
 	Results []Result
 	// Pending are the destructive actions waiting for signatures, each
 	// bound to the guest's state after this tick's actions ran.
-	Pending []gate.Decision
+	Pending  []gate.Decision
 	Rejected []gate.Decision // signed jobs presented and refused
 	// Jobs is the fate of each job presented, in the order given.
 	Jobs []JobReport

@@ -76,6 +76,12 @@ var reportFields = map[string]string{
 	"Pending.Code": "always empty: a held action is not refused", "Pending.Job": "always empty: signed jobs are never pending",
 	"Rejected.Payload": "always empty: only pending decisions carry a payload",
 	"Rejected.Permit":  "always the zero permit",
+	"Guests.Changed":   "actions (a guest with an action that ran without error or skip)",
+	"Jobs.Name":        "agent-local (the job's file); the hub knows a job by its id (actions.job, rejected.job)",
+	"Jobs.Action.Op":   "actions.action or rejected.action of the job", "Jobs.Action.VMID": "as Jobs.Action.Op",
+	"Jobs.Action.Kind": "as Jobs.Action.Op", "Jobs.Action.Params": "as Jobs.Action.Op", "Jobs.Action.Digest": "as Jobs.Action.Op",
+	"Jobs.Status": "actions (ran, failed, skipped) and rejected; a job completed before this tick was reported by the tick that ran it",
+	"Jobs.Reason": "actions.error, actions.skipped or rejected.reason",
 }
 
 // leaves lists the leaf field paths of t: struct fields are followed,
@@ -244,11 +250,12 @@ hosts:
 	if w.Host != "pve" || w.Facts.Node != h.srv.Sim.Node() || len(w.Guests) != 2 {
 		t.Fatalf("host %q node %q guests %d; want pve, %s, 2", w.Host, w.Facts.Node, len(w.Guests), h.srv.Sim.Node())
 	}
-	if g := w.Guests[0]; g.VMID != 101 || g.Name != "web" || g.Config["cores"] != "1" || g.Config["scsi0"] != "" || g.Digest == "" {
-		t.Errorf("guest 101 on the wire: %+v; want its name, digest and only the managed key cores=1", g)
+	// Guest 101 is reported as the tick's config write left it.
+	if g := w.Guests[0]; g.VMID != 101 || g.Name != "web" || g.Config["cores"] != "2" || g.Config["scsi0"] != "" || g.Digest == "" {
+		t.Errorf("guest 101 on the wire: %+v; want its name, digest and only the managed key cores=2", g)
 	}
-	if len(w.Sync) != 2 || w.Sync[0].Phase != wire.PhaseConverging || w.Sync[1].Phase != wire.PhaseInSync {
-		t.Errorf("sync: %+v; want 101 converging, 102 in_sync", w.Sync)
+	if len(w.Sync) != 2 || w.Sync[0].Phase != wire.PhaseInSync || w.Sync[1].Phase != wire.PhaseInSync {
+		t.Errorf("sync: %+v; want 101 and 102 in_sync", w.Sync)
 	}
 	if len(w.Rejected) != 2 || w.Rejected[0].Action != nil || w.Rejected[1].Action == nil || w.Rejected[1].Action.Op != "destroy" {
 		t.Fatalf("rejected: %+v; want the unparsable job without an action, then the destroy", w.Rejected)
