@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/steward-pve/steward/internal/pve"
 )
@@ -317,7 +318,10 @@ func TestDeleteDiskBecomesUnused(t *testing.T) {
 }
 
 func TestTaskLifecycle(t *testing.T) {
-	ts := startSim(t, Options{})
+	// The test holds a config lock across requests and releases it itself:
+	// a lock timeout as short as the default test one (20ms) would expire
+	// under load and fail the start it waits for.
+	ts := startSim(t, Options{LockTimeout: time.Minute})
 	ts.addGuest(qemuSpec(101, false))
 	ts.addGuest(func() GuestSpec { g := qemuSpec(103, true); g.IgnoreShutdown = true; return g }())
 
