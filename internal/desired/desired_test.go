@@ -207,7 +207,8 @@ func TestParseConfigScalars(t *testing.T) {
 		{"onboot", "false", "0"},
 		{"onboot", "yes", "1"}, // YAML 1.2 reads a string; onboot is boolean in PVE's schema
 		{"onboot", "Off", "0"},
-		{"name", "yes", "yes"}, // a string key keeps the string
+		{"onboot", "'on'", "1"}, // quoted or JSON strings too: the key decides
+		{"name", "yes", "yes"},  // a string key keeps the string
 		{"cores", "\"2\"", "2"},
 		{"net0", "'virtio,bridge=vmbr0'", "virtio,bridge=vmbr0"},
 		// Exact: a float64 round trip would make these 100000000000000000000

@@ -316,7 +316,7 @@ func (p *decoder) configValue(path, key string, n *yaml.Node) (string, bool) {
 	}
 	switch n.ShortTag() {
 	case "!!str":
-		if b, ok := boolSpelling(n.Value); ok && n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) == 0 && boolKey(key) {
+		if b, ok := boolSpelling(n.Value); ok && boolKey(key) {
 			return b, true
 		}
 		return n.Value, true
