@@ -171,7 +171,13 @@ func (ts *testServer) waitTask(upid string) map[string]any {
 // runTask sends a request that must return a UPID and waits for the task.
 func (ts *testServer) runTask(method, path string, params url.Values) (string, map[string]any) {
 	ts.t.Helper()
-	r := ts.mustOK(ts.do(method, path, params))
+	return ts.runTaskTok(ts.s.Token(), method, path, params)
+}
+
+// runTaskTok is runTask with token tok.
+func (ts *testServer) runTaskTok(tok, method, path string, params url.Values) (string, map[string]any) {
+	ts.t.Helper()
+	r := ts.mustOK(ts.doTok(tok, method, path, params))
 	upid, ok := r.data().(string)
 	if !ok {
 		ts.t.Fatalf("%s %s: data %v; want a UPID string", method, path, r.data())

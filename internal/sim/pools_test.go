@@ -282,7 +282,7 @@ func TestPoolPermissionsReachMembers(t *testing.T) {
 	if r := ts.doTok(team, "GET", "/nodes/pve/qemu/103/config", nil); r.status != 403 || r.reason != "Permission check failed (/vms/103, VM.Audit)" {
 		t.Errorf("config of 103, outside the pool: %d %q; want 403", r.status, r.reason)
 	}
-	if _, st := ts.runTaskTok(team, "POST", "/nodes/pve/qemu/101/status/start"); st["exitstatus"] != "OK" {
+	if _, st := ts.runTaskTok(team, "POST", "/nodes/pve/qemu/101/status/start", url.Values{}); st["exitstatus"] != "OK" {
 		t.Errorf("start of 101 through the pool's VM.PowerMgmt: %v; want OK", st["exitstatus"])
 	}
 	if r := ts.doTok(team, "POST", "/nodes/pve/qemu/103/status/start", url.Values{}); r.status != 403 {
@@ -291,7 +291,7 @@ func TestPoolPermissionsReachMembers(t *testing.T) {
 
 	// VM.Allocate on the pool is enough to create into it, and the new
 	// guest is then visible through the pool.
-	if _, st := ts.runTaskTok(team, "POST", "/nodes/pve/qemu", "vmid", "300", "pool", "dev"); st["exitstatus"] != "OK" {
+	if _, st := ts.runTaskTok(team, "POST", "/nodes/pve/qemu", url.Values{"vmid": {"300"}, "pool": {"dev"}}); st["exitstatus"] != "OK" {
 		t.Fatalf("create into dev with the pool's VM.Allocate: %v", st["exitstatus"])
 	}
 	ts.mustOK(ts.doTok(team, "GET", "/nodes/pve/qemu/300/config", nil))
@@ -303,19 +303,4 @@ func TestPoolPermissionsReachMembers(t *testing.T) {
 	if r := ts.doTok(team, "GET", "/nodes/pve/qemu/300/config", nil); r.status != 403 {
 		t.Errorf("a new guest 300 after the pool member was destroyed: %d %q; want 403", r.status, r.reason)
 	}
-}
-
-// runTaskTok is runTask with another token; params are key, value pairs.
-func (ts *testServer) runTaskTok(tok, method, path string, kv ...string) (string, map[string]any) {
-	ts.t.Helper()
-	q := url.Values{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		q.Set(kv[i], kv[i+1])
-	}
-	r := ts.mustOK(ts.doTok(tok, method, path, q))
-	upid, ok := r.data().(string)
-	if !ok {
-		ts.t.Fatalf("%s %s: data %v; want a UPID string", method, path, r.data())
-	}
-	return upid, ts.waitTask(upid)
 }
