@@ -153,7 +153,7 @@ func Move(src, dst string) error {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	if err := os.Rename(src, dst); err != nil {
+	if err := rename(src, dst); err != nil {
 		var le *os.LinkError
 		if !errors.As(err, &le) || !isCrossDevice(le.Err) {
 			return err

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -209,5 +210,29 @@ func TestMove(t *testing.T) {
 	}
 	if err := Move(filepath.Join(dir, "sub"), filepath.Join(dir, "sub2")); err == nil {
 		t.Errorf("Move of a directory succeeded")
+	}
+}
+
+// Across file systems (EXDEV) Move copies durably, keeps the permission
+// bits and removes the source.
+func TestMoveAcrossDevices(t *testing.T) {
+	rename = func(old, new string) error {
+		return &os.LinkError{Op: "rename", Old: old, New: new, Err: syscall.EXDEV}
+	}
+	t.Cleanup(func() { rename = os.Rename })
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	if err := os.WriteFile(src, []byte("job"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := Move(src, dst); err != nil {
+		t.Fatalf("Move: %v", err)
+	}
+	st, err := os.Stat(dst)
+	if b, _ := os.ReadFile(dst); err != nil || string(b) != "job" || st.Mode().Perm() != 0o640 {
+		t.Errorf("dst = %q (stat %v); want %q with mode 0640", b, err, "job")
+	}
+	if _, err := os.Stat(src); !os.IsNotExist(err) {
+		t.Errorf("src still exists (stat: %v)", err)
 	}
 }
