@@ -212,6 +212,13 @@ func TestAgentLoopSummaryAndJobReports(t *testing.T) {
 	if n := strings.Count(log, `msg="signed job rejected; it stays in the inbox and is reported again only if its verdict changes" file=`+rejected); n != 1 {
 		t.Errorf("rejected job reported %d times over %d ticks; want once\n%s", n, len(lines), log)
 	}
+	// The engine's own messages about a job name its file too.
+	if !strings.Contains(log, "source=signed job_file="+ran) {
+		t.Errorf("the signed job's op log does not name its file %s\n%s", ran, log)
+	}
+	if !strings.Contains(log, `msg="gate decision" job_file=`+rejected) {
+		t.Errorf("the rejected job's gate decision does not name its file %s\n%s", rejected, log)
+	}
 	if _, err := os.Stat(ran); !os.IsNotExist(err) {
 		t.Errorf("the job that ran is still in the inbox (stat: %v)", err)
 	}

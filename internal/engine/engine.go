@@ -226,8 +226,9 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 	// they are recorded and reported once the tick's actions ended.
 	held := map[int][]gate.Decision{}
 
-	// submit queues p and returns the index of its Result.
-	submit := func(p gate.Permit, source, job, idem string) int {
+	// submit queues p and returns the index of its Result; file names a
+	// signed job's file in the log.
+	submit := func(p gate.Permit, source, job, file, idem string) int {
 		a := p.Action()
 		r := Result{Action: a, Source: source, Job: job, Class: p.Verdict().Class}
 		if why, ok := blocked[a.VMID]; ok {
@@ -249,7 +250,7 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 		idx := len(rep.Results) - 1
 		out := new(executor.Outcome)
 		t, err := e.Queue.Submit(guestq.Job{VMID: a.VMID, Key: idem, Run: func(ctx context.Context) error {
-			o, err := e.execute(ctx, p, source, idem)
+			o, err := e.execute(ctx, p, source, file, idem)
 			*out = o
 			return err
 		}})
@@ -304,7 +305,7 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 		}
 		d := e.Gate.DecideJob(pj, t)
 		if d.Action.Op != "" {
-			e.recordDecision(d, dryRun)
+			e.recordDecision(d, dryRun, pj.Job.Name)
 		}
 		if d.Outcome != gate.Allowed {
 			rep.Rejected = append(rep.Rejected, d)
@@ -314,7 +315,7 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 			}
 			continue
 		}
-		jobResults[i] = submit(d.Permit, "signed", pj.ID, jobKey(pj.Job))
+		jobResults[i] = submit(d.Permit, "signed", pj.ID, pj.Job.Name, jobKey(pj.Job))
 		signedVMIDs[d.Action.VMID] = true
 	}
 
@@ -335,8 +336,8 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 				held[a.VMID] = append(held[a.VMID], d)
 				continue
 			}
-			e.recordDecision(d, dryRun)
-			submit(d.Permit, "reconcile", "", reconcileKey(d.Action, tickID))
+			e.recordDecision(d, dryRun, "")
+			submit(d.Permit, "reconcile", "", "", reconcileKey(d.Action, tickID))
 		}
 	}
 
@@ -405,7 +406,7 @@ func (e *Engine) Tick(ctx context.Context, want *desired.Host, jobs []signedop.J
 	}
 	for _, vmid := range slices.Sorted(maps.Keys(held)) {
 		for _, d := range held[vmid] {
-			e.recordDecision(d, dryRun)
+			e.recordDecision(d, dryRun, "")
 			rep.Pending = append(rep.Pending, d)
 		}
 	}
@@ -458,7 +459,7 @@ var errAlreadyDone = errors.New("engine: op with this idempotency key already co
 
 // execute runs one permitted action, journaled: begin is durable before
 // PVE is called, the UPID as soon as it is known, end when the outcome is.
-func (e *Engine) execute(ctx context.Context, p gate.Permit, source, idem string) (executor.Outcome, error) {
+func (e *Engine) execute(ctx context.Context, p gate.Permit, source, file, idem string) (executor.Outcome, error) {
 	a := p.Action()
 	id := randomID()
 	if res, done := e.Journal.Completed(idem); done && !res.Retry {
@@ -473,6 +474,9 @@ func (e *Engine) execute(ctx context.Context, p gate.Permit, source, idem string
 		idem += "/retry:" + id
 	}
 	log := e.log().With("op", id, "vmid", a.VMID, "action", a.Op, "source", source)
+	if file != "" {
+		log = log.With("job_file", file)
+	}
 	if err := e.recheckDigest(ctx, a); err != nil {
 		// Nothing is journaled or spent: a signed job stays runnable.
 		log.Warn("op not started: re-reading the guest failed", "err", err, "retryable", pve.IsRetryable(err))
@@ -630,7 +634,7 @@ func (e *Engine) remains(ctx context.Context, a action.Action) string {
 	return cfg.Digest
 }
 
-func (e *Engine) recordDecision(d gate.Decision, dryRun bool) {
+func (e *Engine) recordDecision(d gate.Decision, dryRun bool, file string) {
 	if dryRun || e.Journal == nil {
 		return
 	}
@@ -641,7 +645,11 @@ func (e *Engine) recordDecision(d gate.Decision, dryRun bool) {
 			return
 		}
 	}
-	e.log().Info("gate decision", "vmid", d.Action.VMID, "op", d.Action.Op, "class", d.Verdict.Class,
+	log := e.log()
+	if file != "" {
+		log = log.With("job_file", file)
+	}
+	log.Info("gate decision", "vmid", d.Action.VMID, "op", d.Action.Op, "class", d.Verdict.Class,
 		"outcome", d.Outcome, "reason", d.Reason, "signers", d.Permit.Signers())
 	err := e.Journal.Decision(journal.Decision{Time: e.now(), VMID: d.Action.VMID, Action: d.Action,
 		Class: string(d.Verdict.Class), Verdict: d.Outcome, Reason: d.Reason, Signers: d.Permit.Signers()})
