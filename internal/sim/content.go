@@ -85,7 +85,8 @@ func parseVolName(st storageDef, volname string) (volName, error) {
 // A volume exists while a guest's config, one of its snapshots or an
 // unusedN entry names it; its size is the size= the config records, or
 // the real size where a config write left size= claiming another
-// (resize.go).
+// (resize.go). used is 0, as LVM-thin reports it; a directory image would
+// report its allocated bytes, which the simulator does not model.
 func (s *Sim) getVolume(q *request) response {
 	storeid, volume := q.params["storage"], q.params["volume"]
 	volid := storeid + ":" + volume
