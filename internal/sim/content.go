@@ -163,6 +163,9 @@ func (s *Sim) volumeSizeLocked(volid string) (size int64, found bool) {
 		for _, v := range g.config {
 			note(v)
 		}
+		for _, v := range g.pending {
+			note(v)
+		}
 		for _, sn := range g.snapshots {
 			for _, v := range sn.config {
 				note(v)

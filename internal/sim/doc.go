@@ -22,9 +22,42 @@
 // (400), handler. TestFidelity* in fidelity_test.go each check one
 // statement of FIDELITY.md by request.
 //
-// Documented simplifications: config changes apply immediately (no pending
-// section; GET …/pending lists current values, digest included, never a
-// `pending` or `delete` field); task log download=1 is not streamed as a
+// Pending changes (pending.go) follow qemu-server and pve-container: a
+// config write goes through the pending section; a stopped guest applies
+// it at once, a running one applies only what it can take live and keeps
+// the rest pending until a restart. GET …/config shows the pending values
+// (current=1 the running ones), GET …/pending lists {key, value, pending,
+// delete} (digest included, as the loaded config carries it), the digest
+// covers the [PENDING] section, `revert` drops pending keys. What applies
+// live on a running guest:
+//
+//   - QEMU, always: the fast-plug keys (name, description, tags, onboot,
+//     startup, protection, shares, hookscript, lock, migrate_downtime,
+//     migrate_speed, vmstatestorage, the cloud-init keys and ipconfigN),
+//     cpulimit, cpuunits, balloon unless it turns the balloon device on
+//     or off. With the `hotplug` features (default network,disk,usb; "0"
+//     none): vcpus with cpu, memory with memory, netN with network (a
+//     change that keeps model and MAC also without), scsiN/virtioN with
+//     disk (never ide, sata, efidisk0, tpmstate0), usbN and tablet with
+//     usb. Everything else waits, notably cores, sockets, cpu, numa, bios,
+//     machine and agent. Deletes follow the same rules.
+//   - LXC: description, onboot, startup, protection, hostname, hookscript,
+//     cores, tags, lock, and cpulimit, cpuunits, memory, swap, netN, a new
+//     mpN or devN; deletes of those and of swap, cpulimit, cpuunits, netN.
+//     Everything else (rootfs, a changed mpN, features, arch, ostype,
+//     nameserver, ...) waits.
+//
+// QEMU applies pending changes when the guest stops and when it starts,
+// LXC when it starts; POST …/status/reboot (qmreboot/vzreboot, timeout =
+// the shutdown's) shuts down and starts again within its task, so they
+// are applied and the guest runs when the task ends (on PVE the restart
+// follows the task); a guest ignoring ACPI fails the reboot and keeps
+// running with its changes pending. Not modelled: hotplug errors (PVE
+// answers 400 and leaves the key pending; the limits qemu_memory_hotplug
+// enforces, agent sub-options), the machine-version condition of USB
+// hotplug.
+//
+// Documented simplifications: task log download=1 is not streamed as a
 // file; `digest` is the SHA-1
 // of the rendered config text, so it changes whenever the stored config
 // changes (a write that leaves the text unchanged keeps it, as on PVE); a

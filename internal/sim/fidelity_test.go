@@ -423,7 +423,7 @@ func TestFidelityOverruleShutdown(t *testing.T) {
 
 // §1.1 pending: [{key, value}] for every config scalar including digest
 // (the loaded config carries it); no pending/delete keys without a pending
-// section (the simulator applies changes at once, see the package doc).
+// section (TestHotplugVersusPending covers guests with one).
 func TestFidelityPending(t *testing.T) {
 	ts := startSim(t, Options{})
 	ts.addGuest(qemuSpec(101, false))

@@ -48,6 +48,7 @@ func init() {
 		addRoute("POST", base+"/{vmid}/status/start", bind((*Sim).postStart))
 		addRoute("POST", base+"/{vmid}/status/stop", bind((*Sim).postStop))
 		addRoute("POST", base+"/{vmid}/status/shutdown", bind((*Sim).postShutdown))
+		addRoute("POST", base+"/{vmid}/status/reboot", bind((*Sim).postReboot))
 		addRoute("PUT", base+"/{vmid}/resize", bind((*Sim).putResize))
 		addRoute("DELETE", base+"/{vmid}", bind((*Sim).deleteGuest))
 		addRoute("GET", base+"/{vmid}/snapshot", bind((*Sim).getSnapshots))
@@ -399,20 +400,16 @@ func (s *Sim) getConfig(k guest.Kind, q *request) response {
 			}
 			return reply(configJSON(k, c, g.digest()))
 		}
-		return reply(configJSON(k, g.config, g.digest()))
+		if q.bool("current") {
+			return reply(configJSON(k, g.config, g.digest()))
+		}
+		return reply(configJSON(k, g.view(), g.digest()))
 	})
 }
 
 func (s *Sim) getPending(k guest.Kind, q *request) response {
 	return s.withGuest(k, q, func(g *guestState) response {
-		// GuestHelpers config_with_pending_array lists every scalar of the
-		// loaded config, and the loaded config carries its digest.
-		out := []any{}
-		cj := configJSON(k, g.config, g.digest())
-		for _, key := range sortedKeys(cj) {
-			out = append(out, map[string]any{"key": key, "value": cj[key]})
-		}
-		return reply(out)
+		return reply(g.pendingJSON())
 	})
 }
 

@@ -72,7 +72,7 @@ type Mutation struct {
 	Time    time.Time         `json:"time"`
 	Method  string            `json:"method"`
 	Path    string            `json:"path"` // below /api2/json
-	Op      string            `json:"op"`   // start shutdown stop config resize create destroy snapshot rollback delsnapshot
+	Op      string            `json:"op"`   // start shutdown stop reboot config resize create destroy snapshot rollback delsnapshot
 	VMID    int               `json:"vmid"`
 	Params  map[string]string `json:"params"` // request parameters without the path's node and vmid
 	UPID    string            `json:"upid,omitempty"`
@@ -84,9 +84,14 @@ type GuestSnapshot struct {
 	VMID   int
 	Kind   guest.Kind
 	Status string            // "running" or "stopped"
-	Config map[string]string // raw config without digest; description as stored
-	Digest string
-	Lock   string
+	Config map[string]string // raw current config without digest; description as stored
+	// Pending holds the values waiting for a restart and PendingDelete the
+	// keys whose delete waits ('!' marks a forced delete); both empty when
+	// nothing is pending.
+	Pending       map[string]string
+	PendingDelete []string
+	Digest        string
+	Lock          string
 }
 
 // Sim is a simulated PVE node. All methods are safe for concurrent use.
@@ -342,7 +347,8 @@ func (s *Sim) Guest(vmid int) (GuestSnapshot, bool) {
 	if g.running {
 		st = "running"
 	}
-	return GuestSnapshot{VMID: vmid, Kind: g.kind, Status: st, Config: cloneMap(g.config), Digest: g.digest(), Lock: g.config["lock"]}, true
+	return GuestSnapshot{VMID: vmid, Kind: g.kind, Status: st, Config: cloneMap(g.config), Digest: g.digest(), Lock: g.config["lock"],
+		Pending: cloneMap(g.pending), PendingDelete: g.pendingDeleteList()}, true
 }
 
 // recordLocked appends a mutation; s.mu must be held.

@@ -30,7 +30,7 @@ type guestState struct {
 	running        bool
 	startedAt      time.Time
 	ignoreShutdown bool
-	config         map[string]string // raw; "lock" and "parent" live here as in the file
+	config         map[string]string // raw, current; "lock" and "parent" live here as in the file
 	snapshots      map[string]*snapshot
 	// unusedSize remembers the size of a volume detached to unusedN (whose
 	// config line carries no size), for the storage content endpoint.
@@ -38,6 +38,10 @@ type guestState struct {
 	// realSize holds the real size of a volume of this guest where it may
 	// differ from the size= its config records (see resize.go).
 	realSize map[string]int64
+	// pending is the [PENDING] section: values waiting for a restart, and
+	// keys whose delete waits (1, or 2 when forced). See pending.go.
+	pending    map[string]string
+	pendingDel map[string]int
 
 	// flock is the config file lock (flock on /var/lock/qemu-server/lock-<vmid>.conf);
 	// a token in the channel means it is held. Never guarded by Sim.mu.
@@ -46,7 +50,7 @@ type guestState struct {
 
 func newGuestState(vmid int, k guest.Kind) *guestState {
 	return &guestState{vmid: vmid, kind: k, config: map[string]string{}, snapshots: map[string]*snapshot{},
-		unusedSize: map[string]int64{}, flock: make(chan struct{}, 1)}
+		unusedSize: map[string]int64{}, pending: map[string]string{}, pendingDel: map[string]int{}, flock: make(chan struct{}, 1)}
 }
 
 func nameKey(k guest.Kind) string {
@@ -133,10 +137,11 @@ func renderSection(b *strings.Builder, cfg map[string]string) {
 }
 
 // render is the config file text; digest is its SHA-1, as PVE computes it
-// over the raw file including snapshot sections.
+// over the raw file including the pending and snapshot sections.
 func (g *guestState) render() string {
 	var b strings.Builder
 	renderSection(&b, g.config)
+	g.renderPending(&b)
 	for _, name := range sortedKeys(g.snapshots) {
 		sn := g.snapshots[name]
 		b.WriteString("\n[" + name + "]\n")
@@ -326,6 +331,7 @@ func (g *guestState) nextDiskNum() int {
 		}
 	}
 	scan(g.config)
+	scan(g.pending)
 	for _, sn := range g.snapshots {
 		scan(sn.config)
 	}

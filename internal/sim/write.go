@@ -134,6 +134,7 @@ func configPriv(k guest.Kind, key string) string {
 type configChange struct {
 	set    map[string]string
 	delete []string
+	revert []string
 }
 
 // prepareConfig does the checks PVE makes before taking the config lock.
@@ -149,6 +150,7 @@ func (s *Sim) prepareConfig(k guest.Kind, q *request) (configChange, response, b
 	}
 	ch.delete = splitList(q.params["delete"])
 	revert := splitList(q.params["revert"])
+	ch.revert = revert
 	if len(ch.set) == 0 && len(ch.delete) == 0 && len(revert) == 0 {
 		return ch, fail(500, "no options specified"), false
 	}
@@ -187,9 +189,10 @@ func containsStr(xs []string, x string) bool {
 }
 
 // applyConfigLocked applies ch to g (config lock and Sim.mu held): lock
-// field and digest checks, deletes (volumes move to unusedN; deleting an
-// unusedN destroys the volume), sets (new volumes allocated from
-// STORAGE:SIZE, MACs generated).
+// field and digest checks, reverts, then the write goes through the
+// pending section (new volumes allocated from STORAGE:SIZE, MACs
+// generated): a stopped guest applies all of it, a running one what it
+// can take live (see pending.go).
 func (s *Sim) applyConfigLocked(g *guestState, q *request, ch configChange) error {
 	if err := checkLockField(g, q.bool("skiplock")); err != nil {
 		return err
@@ -200,32 +203,15 @@ func (s *Sim) applyConfigLocked(g *guestState, q *request, ch configChange) erro
 		}
 		return taskErrf("checksum mismatch (file change by other user?)")
 	}
-	for _, key := range ch.delete {
-		old, present := g.config[key]
-		if !present {
-			continue
-		}
-		delete(g.config, key)
-		if isVolumeKey(g.kind, key) {
-			if vol := volumeOf(old); vol != "" {
-				g.addUnused(vol, volSize(old))
-			}
-		}
+	g.revertLocked(ch.revert)
+	set := cloneMap(ch.set)
+	s.fillMACsLocked(g.kind, set)
+	modified := g.writePendingLocked(configChange{set: set, delete: ch.delete}, g.kind == guest.QEMU && q.bool("force"))
+	if g.running {
+		g.hotplugLocked(modified)
+	} else {
+		g.applyPendingLocked()
 	}
-	for _, key := range sortedKeys(ch.set) {
-		v := ch.set[key]
-		if isVolumeKey(g.kind, key) {
-			old := g.config[key]
-			written := v
-			v = g.allocVolume(key, v)
-			v = g.storedDriveValue(key, written, v)
-			if ov := volumeOf(old); ov != "" && ov != volumeOf(v) {
-				g.addUnused(ov, volSize(old))
-			}
-		}
-		g.config[key] = v
-	}
-	s.fillMACsLocked(g.kind, g.config)
 	return nil
 }
 
@@ -418,6 +404,8 @@ func (s *Sim) postStart(k guest.Kind, q *request) response {
 			// Resuming a hibernated VM removes its lock (and vmstate).
 			delete(g.config, "lock")
 		}
+		// vm_start applies pending changes before the guest runs.
+		g.applyPendingLocked()
 		g.running = true
 		g.startedAt = s.now()
 		return nil
@@ -450,10 +438,20 @@ func (s *Sim) postStop(k guest.Kind, q *request) response {
 		if err := s.writableLocked(g, q.bool("skiplock")); err != nil {
 			return err
 		}
-		g.running = false
+		s.stoppedLocked(g)
 		return nil
 	}
 	return s.taskResponse(sp)
+}
+
+// stoppedLocked marks g stopped. A QEMU guest's pending changes are applied
+// as it stops (qemu-server's vm_stop_cleanup); a container keeps them until
+// it starts.
+func (s *Sim) stoppedLocked(g *guestState) {
+	g.running = false
+	if g.kind == guest.QEMU {
+		g.applyPendingLocked()
+	}
 }
 
 // abortGuestTasks stops the running tasks of type typ for vmid that the
@@ -516,7 +514,49 @@ func (s *Sim) postShutdown(k guest.Kind, q *request) response {
 				r.warnf("VM quit/powerdown failed - terminating now with SIGTERM")
 			}
 		}
-		g.running = false
+		s.stoppedLocked(g)
+		return nil
+	}
+	return s.taskResponse(sp)
+}
+
+// postReboot is POST …/status/reboot (task qmreboot / vzreboot): a
+// graceful shutdown within timeout (default: PVE's shutdown default), then
+// a start, which applies the pending changes. Real PVE ends the task when
+// the guest is down and starts it again from its event daemon; the
+// simulator does both inside the task, so the guest is running again when
+// the task ends. A guest that ignores ACPI makes the task fail as a
+// shutdown without forceStop does, and it keeps running.
+func (s *Sim) postReboot(k guest.Kind, q *request) response {
+	sp, resp, found := s.guestTask(k, q, prefix(k)+"reboot", "reboot")
+	if !found {
+		return resp
+	}
+	g := sp.g
+	s.mu.Lock()
+	running, ignores := g.running, g.ignoreShutdown
+	s.mu.Unlock()
+	if !running {
+		return fail(500, "%s %d not running", kindWord(k), g.vmid)
+	}
+	if ignores && q.int("timeout", 1) != 0 {
+		sp.extra = s.opts.TaskDuration
+	}
+	sp.apply = func(r *taskRun) error {
+		if err := s.writableLocked(g, false); err != nil {
+			return err
+		}
+		if !g.running {
+			return taskErrf("%s %d not running", kindWord(k), g.vmid)
+		}
+		if g.ignoreShutdown {
+			if k == guest.LXC {
+				return taskErrf("container did not stop")
+			}
+			return taskErrf("VM quit/powerdown failed - got timeout")
+		}
+		g.applyPendingLocked()
+		g.startedAt = s.now()
 		return nil
 	}
 	return s.taskResponse(sp)
@@ -745,6 +785,9 @@ func (s *Sim) postRollback(k guest.Kind, q *request) response {
 		g.config = cloneMap(sn.config)
 		g.config["parent"] = name
 		g.realSize = nil // the volumes return to the sizes the snapshot recorded
+		// The rolled-back file is the snapshot's section: no pending section.
+		clear(g.pending)
+		clear(g.pendingDel)
 		g.running = sn.vmstate || q.bool("start")
 		if g.running {
 			g.startedAt = s.now()
