@@ -14,6 +14,7 @@
 //	        kind: lxc          # qemu | lxc; pins the kind, a mismatch is an error
 //	        mode: enforce      # enforce (default) | observe
 //	        state: running     # running | stopped
+//	        restart: never     # never (default) | allowed: reboot to apply pending changes
 //	        description: web   # managed description ("" = none)
 //	        tags: [prod, web]  # managed tag set ([] = none)
 //	        config:            # PVE config keys in PVE's own units
@@ -89,6 +90,20 @@ const (
 	Stopped State = "stopped"
 )
 
+// Restart says whether the agent may restart a guest to apply config
+// changes PVE keeps pending until the next restart.
+type Restart string
+
+const (
+	// RestartNever leaves pending changes for the operator to apply (the
+	// guest is reported pending_restart). It is the default when Restart
+	// is empty.
+	RestartNever Restart = "never"
+	// RestartAllowed lets the agent reboot the guest (a graceful shutdown
+	// within the shutdown timeout, then a start) to apply them.
+	RestartAllowed Restart = "allowed"
+)
+
 // Document is one desired-state document. A nil Hosts is an empty document.
 type Document struct {
 	APIVersion string           `json:"apiVersion,omitempty"`
@@ -110,6 +125,8 @@ type Guest struct {
 	Mode Mode `json:"mode,omitempty"`
 	// State is "" (run state unmanaged), Running or Stopped.
 	State State `json:"state,omitempty"`
+	// Restart is RestartNever when empty.
+	Restart Restart `json:"restart,omitempty"`
 	// Description is nil when unmanaged; a pointer to "" means "no
 	// description".
 	Description *string `json:"description,omitempty"`
@@ -135,6 +152,14 @@ func (g *Guest) EffectiveMode() Mode {
 		return Enforce
 	}
 	return g.Mode
+}
+
+// EffectiveRestart returns g.Restart, or RestartNever when it is empty.
+func (g *Guest) EffectiveRestart() Restart {
+	if g.Restart == "" {
+		return RestartNever
+	}
+	return g.Restart
 }
 
 // Ignored reports whether key is listed in g.Ignore.
@@ -324,6 +349,11 @@ func (g *Guest) validate(errs *errList, gp string, at func(string) int, record b
 	case "", Running, Stopped:
 	default:
 		errs.add(gp+".state", at(gp+".state"), "invalid value %q; want running or stopped", g.State)
+	}
+	switch g.Restart {
+	case "", RestartNever, RestartAllowed:
+	default:
+		errs.add(gp+".restart", at(gp+".restart"), "invalid value %q; want never or allowed", g.Restart)
 	}
 	if g.Description != nil && len(*g.Description) > maxDescription {
 		errs.add(gp+".description", at(gp+".description"), "too long (%d bytes); PVE allows %d", len(*g.Description), maxDescription)

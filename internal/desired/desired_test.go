@@ -31,6 +31,7 @@ func TestParseFleetFile(t *testing.T) {
 					Kind:        guest.LXC,
 					Mode:        Enforce,
 					State:       Running,
+					Restart:     RestartAllowed,
 					Description: ptr("web frontend\n"),
 					Tags:        []string{"prod", "web"},
 					Config: map[string]string{
@@ -58,6 +59,9 @@ func TestParseFleetFile(t *testing.T) {
 	}
 	if got := doc.ForHost("pve-a").Guests[102].EffectiveMode(); got != Enforce {
 		t.Errorf("EffectiveMode of unset mode: got %q; want enforce", got)
+	}
+	if got := doc.ForHost("pve-a").Guests[102].EffectiveRestart(); got != RestartNever {
+		t.Errorf("EffectiveRestart of unset restart: got %q; want never", got)
 	}
 }
 
@@ -119,6 +123,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad kind", head + "        kind: vm\n", []string{"hosts.pve-a.guests.101.kind: invalid value \"vm\""}},
 		{"bad mode", head + "        mode: dry\n", []string{"guests.101.mode: invalid value \"dry\""}},
 		{"bad state", head + "        state: paused\n", []string{"guests.101.state: invalid value \"paused\""}},
+		{"bad restart", head + "        restart: always\n", []string{"guests.101.restart: invalid value \"always\"; want never or allowed"}},
 		{"vmid too small", "apiVersion: steward/v1\nkind: Fleet\nhosts:\n  pve-a:\n    guests:\n      99: {}\n", []string{"line 6: hosts.pve-a.guests.99: vmid 99 out of range"}},
 		{"vmid too big", "apiVersion: steward/v1\nkind: Fleet\nhosts:\n  pve-a:\n    guests:\n      1000000000: {}\n", []string{"guests.1000000000: vmid 1000000000 out of range"}},
 		{"vmid not a number", "apiVersion: steward/v1\nkind: Fleet\nhosts:\n  pve-a:\n    guests:\n      web: {}\n", []string{"guests.web: invalid vmid \"web\""}},

@@ -249,6 +249,9 @@ func (p *decoder) guest(gp string, n *yaml.Node) *Guest {
 		case "state":
 			s, _ := p.str(fp, v)
 			g.State = State(s)
+		case "restart":
+			s, _ := p.str(fp, v)
+			g.Restart = Restart(s)
 		case "description":
 			p.lines[fp] = v.Line
 			if isNull(v) {
@@ -273,7 +276,7 @@ func (p *decoder) guest(gp string, n *yaml.Node) *Guest {
 				}
 			})
 		default:
-			p.fail(fp, k, "unknown field (want kind, mode, state, description, tags, config, ignore)")
+			p.fail(fp, k, "unknown field (want kind, mode, state, restart, description, tags, config, ignore)")
 		}
 	})
 	return g
