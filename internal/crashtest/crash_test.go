@@ -78,7 +78,9 @@ func guests() []sim.GuestSpec {
 	return []sim.GuestSpec{
 		{VMID: 101, Kind: guest.QEMU, Name: "web", Config: map[string]string{"cores": "1", "memory": "2048", "scsi0": "local-lvm:vm-101-disk-0,size=32G"}},
 		{VMID: 102, Kind: guest.LXC, Name: "db", Running: true, Config: map[string]string{"cores": "1", "memory": "512", "rootfs": "local-lvm:vm-102-disk-0,size=8G"}},
-		{VMID: 103, Kind: guest.QEMU, Name: "cache", Running: true, Config: map[string]string{"cores": "1", "memory": "2048", "scsi0": "local-lvm:vm-103-disk-0,size=32G"}},
+		// 103 runs with memory hotplug, so its memory write applies live
+		// (without it, PVE keeps it pending until a restart).
+		{VMID: 103, Kind: guest.QEMU, Name: "cache", Running: true, Config: map[string]string{"cores": "1", "memory": "2048", "hotplug": "network,disk,usb,memory", "numa": "1", "scsi0": "local-lvm:vm-103-disk-0,size=32G"}},
 		{VMID: 104, Kind: guest.LXC, Name: "queue", Config: map[string]string{"cores": "1", "memory": "512", "rootfs": "local-lvm:vm-104-disk-0,size=8G"}},
 		{VMID: 105, Kind: guest.QEMU, Name: "unmanaged", Running: true, Config: map[string]string{"cores": "1", "memory": "1024"}},
 	}

@@ -220,6 +220,8 @@ func TestMutationsWireFormAndResult(t *testing.T) {
 			return c.Shutdown(ctx, "pve", guest.QEMU, 101, ShutdownOptions{Timeout: 90*time.Second + time.Millisecond, ForceStop: true})
 		}, "POST", "/nodes/pve/qemu/101/status/shutdown", "forceStop=1&timeout=91", "", true},
 		{"shutdown defaults", func() (Result, error) { return c.Shutdown(ctx, "pve", guest.LXC, 101, ShutdownOptions{}) }, "POST", "/nodes/pve/lxc/101/status/shutdown", "", "", true},
+		{"reboot", func() (Result, error) { return c.Reboot(ctx, "pve", guest.QEMU, 101, 90500*time.Millisecond) }, "POST", "/nodes/pve/qemu/101/status/reboot", "timeout=91", "", true},
+		{"reboot defaults", func() (Result, error) { return c.Reboot(ctx, "pve", guest.LXC, 101, 0) }, "POST", "/nodes/pve/lxc/101/status/reboot", "", "", true},
 		{"config qemu sync", func() (Result, error) {
 			return c.SetConfig(ctx, "pve", guest.QEMU, 101, ConfigChange{Set: map[string]string{"cores": "4", "description": "web\nfront"}, Delete: []string{"net1", "balloon", "net1"}, Digest: "abc"})
 		}, "PUT", "/nodes/pve/qemu/101/config", "cores=4&delete=balloon%2Cnet1&description=web%0Afront&digest=abc", "", false},
@@ -711,6 +713,14 @@ func TestReadDecodesPVEShapes(t *testing.T) {
 	ps, err := c.Pending(ctx, "pve", guest.QEMU, 101)
 	must(t, err)
 	eq(t, "pending", fmt.Sprint(ps), "[{cores 2 true 4 true 0} {net1 virtio=AA:BB:CC:DD:EE:FF,bridge=vmbr0 true  false 1} {name web true  false 0} {tags  false  true 0}]")
+	if _, err := PendingConfigOf(ps); err == nil {
+		t.Errorf("PendingConfigOf without a digest row: nil error; want one")
+	}
+	pc, err := PendingConfigOf(append(ps, PendingItem{Key: "digest", Value: "d1", HasValue: true}))
+	must(t, err)
+	eq(t, "pending view", fmt.Sprint(pc.Config.Values, " ", pc.Config.Digest), "map[cores:4 name:web tags:] d1")
+	eq(t, "current view", fmt.Sprint(pc.Current), "map[cores:2 name:web net1:virtio=AA:BB:CC:DD:EE:FF,bridge=vmbr0]")
+	eq(t, "pending keys", fmt.Sprint(pc.Pending), "[cores net1 tags]")
 	st, err := c.Storage(ctx, "pve")
 	must(t, err)
 	eq(t, "storage", fmt.Sprint(st), "[{local-lvm lvmthin rootdir,images true true false 100 40 60 0.4}]")

@@ -109,6 +109,27 @@ func (c *Client) Shutdown(ctx context.Context, node string, kind guest.Kind, vmi
 	return c.mutate(ctx, http.MethodPost, guestPath(node, kind, vmid, "status", "shutdown"), p)
 }
 
+// Reboot restarts a running guest (POST …/status/reboot, task qmreboot or
+// vzreboot): a graceful shutdown that may take up to timeout (0 means
+// PVE's default; whole seconds, rounded up), then a start, which applies
+// the config changes PVE kept pending. A guest that does not power off in
+// time is not forced: the task fails and the guest keeps running. A
+// stopped guest is refused ("… not running").
+func (c *Client) Reboot(ctx context.Context, node string, kind guest.Kind, vmid int, timeout time.Duration) (Result, error) {
+	if err := checkGuest(node, kind, vmid); err != nil {
+		return Result{}, err
+	}
+	if timeout < 0 {
+		return Result{}, fmt.Errorf("pve: reboot timeout %v is negative", timeout)
+	}
+	p := url.Values{}
+	if timeout > 0 {
+		secs := (timeout + time.Second - 1) / time.Second
+		p.Set("timeout", strconv.FormatInt(int64(secs), 10))
+	}
+	return c.mutate(ctx, http.MethodPost, guestPath(node, kind, vmid, "status", "reboot"), p)
+}
+
 // Stop hard-stops a guest (POST …/status/stop).
 func (c *Client) Stop(ctx context.Context, node string, kind guest.Kind, vmid int) (Result, error) {
 	if err := checkGuest(node, kind, vmid); err != nil {

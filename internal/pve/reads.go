@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 
 	"github.com/steward-pve/steward/internal/guest"
@@ -147,6 +148,67 @@ func (c *Client) Pending(ctx context.Context, node string, kind guest.Kind, vmid
 		return nil, err
 	}
 	return getList(ctx, c, guestPath(node, kind, vmid, "pending"), nil, wirePending.item)
+}
+
+// PendingConfig is a guest's config as one GET …/{vmid}/pending shows it:
+// Config is what GET …/config answers (pending values applied, keys with a
+// pending delete removed, the digest set), Current the values the running
+// guest uses (GET …/config?current=1, no digest), and Pending the keys
+// whose written value or delete waits for a restart (sorted; empty when
+// everything written is live). Keys PVE keeps as lists (LXC's raw `lxc`
+// entries) are not in the pending listing and so not here.
+type PendingConfig struct {
+	Config  GuestConfig
+	Current guest.Config
+	Pending []string
+}
+
+// ConfigWithPending reads GET …/{vmid}/pending once and returns both views
+// of the config and what is pending, so one request tells what a write
+// changed and whether it is live yet. A listing without a digest row is an
+// error (PVE always lists the loaded config's digest).
+func (c *Client) ConfigWithPending(ctx context.Context, node string, kind guest.Kind, vmid int) (PendingConfig, error) {
+	items, err := c.Pending(ctx, node, kind, vmid)
+	if err != nil {
+		return PendingConfig{}, err
+	}
+	pc, err := PendingConfigOf(items)
+	if err != nil {
+		return PendingConfig{}, fmt.Errorf("pve: GET %s: %w", guestPath(node, kind, vmid, "pending"), err)
+	}
+	return pc, nil
+}
+
+// PendingConfigOf builds a PendingConfig from the rows of GET …/pending.
+func PendingConfigOf(items []PendingItem) (PendingConfig, error) {
+	pc := PendingConfig{Config: GuestConfig{Values: make(guest.Config, len(items))}, Current: make(guest.Config, len(items))}
+	for _, it := range items {
+		if it.Key == "digest" {
+			pc.Config.Digest = it.Value
+			continue
+		}
+		if it.Key == "" {
+			return PendingConfig{}, errors.New("pending row without a key")
+		}
+		if it.HasValue {
+			pc.Current[it.Key] = it.Value
+		}
+		switch {
+		case it.Delete > 0:
+		case it.HasPending:
+			pc.Config.Values[it.Key] = it.Pending
+		case it.HasValue:
+			pc.Config.Values[it.Key] = it.Value
+		}
+		if it.Delete > 0 || it.HasPending {
+			pc.Pending = append(pc.Pending, it.Key)
+		}
+	}
+	if pc.Config.Digest == "" {
+		return PendingConfig{}, errors.New("pending listing has no digest row")
+	}
+	slices.Sort(pc.Pending)
+	return pc, nil
 }
 
 // TaskStatus reads GET /nodes/{node}/tasks/{upid}/status once; node ""

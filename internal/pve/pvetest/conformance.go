@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -302,8 +303,28 @@ func checkGuest(t *testing.T, c *pve.Client, node string, g pve.GuestSummary) {
 		// state in between is possible, but not on a quiet host.
 		t.Logf("%d: list status %q, status/current %q", g.VMID, g.Status, st.Status)
 	}
-	if _, err := c.Pending(ctx, node, g.Kind, g.VMID); err != nil {
+	if pc, err := c.ConfigWithPending(ctx, node, g.Kind, g.VMID); err != nil {
 		t.Errorf("pending of %d: %v", g.VMID, err)
+	} else if g.Lock == "" {
+		// One GET …/pending must tell what GET …/config tells (the agent
+		// reads only the former): the same digest and pending-applied
+		// values, except keys PVE keeps as lists, which it does not list.
+		if pc.Config.Digest != gc.Digest {
+			t.Errorf("%d: pending digest %q, config digest %q; want equal on a quiet host", g.VMID, pc.Config.Digest, gc.Digest)
+		}
+		for k, v := range gc.Values {
+			if strings.HasPrefix(v, "[") || strings.HasPrefix(v, "{") {
+				continue
+			}
+			if pv, ok := pc.Config.Values[k]; !ok || pv != v {
+				t.Errorf("%d: config %s=%q, pending view %q (present %v); want equal", g.VMID, k, v, pv, ok)
+			}
+		}
+		for k := range pc.Config.Values {
+			if _, ok := gc.Values[k]; !ok {
+				t.Errorf("%d: pending view has %s, config does not", g.VMID, k)
+			}
+		}
 	}
 	snaps, err := c.Snapshots(ctx, node, g.Kind, g.VMID)
 	if err != nil {
@@ -409,6 +430,42 @@ func runMutations(t *testing.T, c *pve.Client, cfg Config) {
 		}
 	} else {
 		t.Errorf("second start: %v, task %v; want a task that fails", err, ok)
+	}
+
+	// A change the running VM cannot take live (cores, without cpu
+	// hotplug) waits in the pending section; a reboot applies it.
+	r, err = c.SetConfig(ctx, node, guest.QEMU, vmid, pve.ConfigChange{Set: map[string]string{"cores": "3"}})
+	wait(t, "config on running", r, err)
+	pc, err := c.ConfigWithPending(ctx, node, guest.QEMU, vmid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pc.Config.Values["cores"] != "3" || pc.Current["cores"] != "2" || !slices.Equal(pc.Pending, []string{"cores"}) {
+		t.Errorf("after cores=3 on the running VM: config %q current %q pending %v; want 3, 2, [cores]",
+			pc.Config.Values["cores"], pc.Current["cores"], pc.Pending)
+	}
+	if gc3, err := c.GuestConfig(ctx, node, guest.QEMU, vmid); err != nil || gc3.Values["cores"] != "3" || gc3.Digest != pc.Config.Digest {
+		t.Errorf("GET config after the pending write: cores %q digest %q, %v; want 3 and the pending listing's digest %q", gc3.Values["cores"], gc3.Digest, err, pc.Config.Digest)
+	}
+	r, err = c.Reboot(ctx, node, guest.QEMU, vmid, 60*time.Second)
+	if _, ok := r.Task(); err == nil && !ok {
+		t.Errorf("reboot returned synchronously; PVE always runs it as a task")
+	}
+	wait(t, "reboot", r, err)
+	// PVE restarts the VM right after the reboot task ends.
+	for i := 0; ; i++ {
+		pc, err = c.ConfigWithPending(ctx, node, guest.QEMU, vmid)
+		st, serr := c.GuestStatus(ctx, node, guest.QEMU, vmid)
+		if err == nil && serr == nil && len(pc.Pending) == 0 && st.Status == "running" {
+			break
+		}
+		if i == 60 {
+			t.Fatalf("after reboot: pending %v (%v), status %+v (%v); want nothing pending and running", pc.Pending, err, st, serr)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if pc.Current["cores"] != "3" {
+		t.Errorf("after reboot: current cores %q; want 3", pc.Current["cores"])
 	}
 
 	r, err = c.SnapshotCreate(ctx, node, guest.QEMU, vmid, "conformance", "pvetest")
