@@ -21,6 +21,7 @@ const (
 	Start            Op = "start"             // POST status/start
 	Shutdown         Op = "shutdown"          // graceful shutdown with timeout, then stop
 	Stop             Op = "stop"              // POST status/stop (hard)
+	Reboot           Op = "reboot"            // POST status/reboot: graceful shutdown within Params "timeout", then start (applies pending changes)
 	SetConfig        Op = "config"            // PUT/POST config: Params are the keys to set plus "delete"
 	Resize           Op = "resize"            // PUT resize: Params "disk", "size"
 	Create           Op = "create"            // POST /nodes/{node}/{kind}: Params are the create parameters

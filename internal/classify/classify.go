@@ -90,6 +90,8 @@ func Classify(a action.Action, actual guest.Config, prov Provenance) Verdict {
 		j.runState("timeout", "forceStop", "keepActive")
 	case action.Stop:
 		j.runState("timeout", "keepActive", "overrule-shutdown")
+	case action.Reboot:
+		j.runState("timeout")
 	case action.SetConfig:
 		j.config()
 	case action.Resize:

@@ -104,6 +104,8 @@ func TestClassifyRunState(t *testing.T) {
 		{name: "start with timeout", a: action.Action{Op: action.Start, VMID: 101, Kind: guest.LXC, Params: p{"timeout": "30"}}, want: Benign},
 		{name: "shutdown with timeout and forceStop", a: action.Action{Op: action.Shutdown, VMID: 101, Kind: guest.QEMU, Params: p{"timeout": "60", "forceStop": "1"}}, actual: q, want: Benign},
 		{name: "stop", a: action.Action{Op: action.Stop, VMID: 101, Kind: guest.QEMU}, actual: q, want: Benign},
+		{name: "reboot with timeout", a: action.Action{Op: action.Reboot, VMID: 101, Kind: guest.QEMU, Params: p{"timeout": "180"}}, actual: q, want: Benign},
+		{name: "reboot with skiplock", a: action.Action{Op: action.Reboot, VMID: 101, Kind: guest.LXC, Params: p{"skiplock": "1"}}, actual: q, want: Destructive, reason: []string{"skiplock bypasses the guest's lock"}},
 		{name: "stop with skiplock", a: action.Action{Op: action.Stop, VMID: 101, Kind: guest.QEMU, Params: p{"skiplock": "1"}}, actual: q, want: Destructive, reason: []string{"skiplock bypasses the guest's lock"}},
 		{name: "start with unknown parameter", a: action.Action{Op: action.Start, VMID: 101, Kind: guest.QEMU, Params: p{"migratedfrom": "pve2"}}, actual: q, want: Destructive, reason: []string{`unknown parameter "migratedfrom"`}},
 	})

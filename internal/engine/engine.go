@@ -48,6 +48,10 @@ import (
 type Reader interface {
 	Guests(ctx context.Context, node string, kind guest.Kind) ([]pve.GuestSummary, error)
 	GuestConfig(ctx context.Context, node string, kind guest.Kind, vmid int) (pve.GuestConfig, error)
+	// ConfigWithPending is the observation read: one GET …/pending gives
+	// the config as written (what plans compare against), its digest and
+	// the keys still waiting for a restart.
+	ConfigWithPending(ctx context.Context, node string, kind guest.Kind, vmid int) (pve.PendingConfig, error)
 	TaskStatus(ctx context.Context, node string, upid pve.UPID) (pve.TaskStatus, error)
 	Tasks(ctx context.Context, node string, q pve.TaskQuery) ([]pve.TaskSummary, error)
 	Snapshots(ctx context.Context, node string, kind guest.Kind, vmid int) ([]pve.Snapshot, error)
@@ -121,8 +125,9 @@ type Report struct {
 // guest the tick acted on, as PVE reports it once those actions ended.
 type GuestReport struct {
 	VMID      int
-	Phase     string // in_sync, converging, drift_observed, pending_signature, error
+	Phase     string // in_sync, converging, drift_observed, pending_restart, pending_signature, error
 	Drift     []plan.Change
+	Pending   []string // managed keys PVE applies at the guest's next restart
 	Err       string
 	NextRetry time.Time
 	// Changed is true when at least one action ran on the guest this tick.
@@ -144,9 +149,13 @@ type Result struct {
 
 // Phases of a GuestReport.
 const (
-	PhaseInSync           = "in_sync"
-	PhaseConverging       = "converging"
-	PhaseDriftObserved    = "drift_observed"
+	PhaseInSync        = "in_sync"
+	PhaseConverging    = "converging"
+	PhaseDriftObserved = "drift_observed"
+	// PhasePendingRestart: the managed config is written but some of it
+	// is not live until the guest restarts, and the agent does not restart
+	// it (restart: never, observe mode, or the guest is stopped).
+	PhasePendingRestart   = "pending_restart"
 	PhasePendingSignature = "pending_signature"
 	PhaseError            = "error"
 )
@@ -682,7 +691,8 @@ func (e *Engine) provenance(vmid int, currentDigest string) classify.Provenance 
 // agent may destroy the remains without a signature.
 const DefaultProvisionCleanupWindow = time.Hour
 
-// observe reads both guest lists and the configs of the named guests.
+// observe reads both guest lists and the configs (with their pending
+// keys) of the named guests: 2 + one request per named guest.
 func (e *Engine) observe(ctx context.Context, names map[int]bool) ([]guest.Observed, error) {
 	var out []guest.Observed
 	for _, k := range []guest.Kind{guest.QEMU, guest.LXC} {
@@ -711,12 +721,15 @@ func (e *Engine) observe(ctx context.Context, names map[int]bool) ([]guest.Obser
 		go func(g *guest.Observed) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			cfg, err := e.PVE.GuestConfig(ctx, e.Node, g.Kind, g.VMID)
+			// One GET …/pending, not GET …/config: the same single request
+			// per guest gives the config as written (what plans compare
+			// against), its digest, and which keys wait for a restart.
+			pc, err := e.PVE.ConfigWithPending(ctx, e.Node, g.Kind, g.VMID)
 			if err != nil {
 				g.ConfigErr = err.Error()
 				return
 			}
-			g.Config, g.Digest = cfg.Values, cfg.Digest
+			g.Config, g.Digest, g.Pending = pc.Config.Values, pc.Config.Digest, pc.Pending
 		}(&out[i])
 	}
 	wg.Wait()
@@ -741,7 +754,7 @@ func (e *Engine) guestReports(rep Report, final plan.Plan, pending map[int][]gat
 	}
 	out := make([]GuestReport, 0, len(final.Guests))
 	for _, gs := range final.Guests {
-		gr := GuestReport{VMID: gs.VMID, Drift: gs.Drift, Err: gs.Err, Changed: ran[gs.VMID]}
+		gr := GuestReport{VMID: gs.VMID, Drift: gs.Drift, Err: gs.Err, Pending: gs.Pending, Changed: ran[gs.VMID]}
 		switch {
 		case gs.Phase == plan.Error:
 			gr.Phase = PhaseError
@@ -760,6 +773,8 @@ func (e *Engine) guestReports(rep Report, final plan.Plan, pending map[int][]gat
 			_, gr.NextRetry = e.Backoff.Ready(gs.VMID)
 		case gs.Phase == plan.Converging:
 			gr.Phase = PhaseConverging
+		case gs.Phase == plan.PendingRestart:
+			gr.Phase = PhasePendingRestart
 		default:
 			gr.Phase = PhaseInSync
 		}

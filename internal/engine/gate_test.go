@@ -497,11 +497,11 @@ type unreadable struct {
 	vmid int
 }
 
-func (u unreadable) GuestConfig(ctx context.Context, node string, kind guest.Kind, vmid int) (pve.GuestConfig, error) {
+func (u unreadable) ConfigWithPending(ctx context.Context, node string, kind guest.Kind, vmid int) (pve.PendingConfig, error) {
 	if vmid == u.vmid {
-		return pve.GuestConfig{}, errors.New("injected: config read failed")
+		return pve.PendingConfig{}, errors.New("injected: config read failed")
 	}
-	return u.Reader.GuestConfig(ctx, node, kind, vmid)
+	return u.Reader.ConfigWithPending(ctx, node, kind, vmid)
 }
 
 // TestGateHoles tries other ways a destructive action might reach PVE

@@ -137,12 +137,14 @@ func (e *Engine) notRunGrace() time.Duration {
 var taskTypes = map[guest.Kind]map[action.Op][]string{
 	guest.QEMU: {
 		action.Start: {"qmstart", "hastart"}, action.Stop: {"qmstop", "hastop"}, action.Shutdown: {"qmshutdown", "hastop"},
+		action.Reboot: {"qmreboot"},
 		action.Resize: {"resize"}, action.Create: {"qmcreate", "qmrestore"},
 		action.Destroy: {"qmdestroy"}, action.SnapshotCreate: {"qmsnapshot"}, action.SnapshotRollback: {"qmrollback"},
 		action.SnapshotDelete: {"qmdelsnapshot"},
 	},
 	guest.LXC: {
 		action.Start: {"vzstart", "hastart"}, action.Stop: {"vzstop", "hastop"}, action.Shutdown: {"vzshutdown", "hastop"},
+		action.Reboot: {"vzreboot"},
 		action.Resize: {"resize"}, action.Create: {"vzcreate", "vzrestore"},
 		action.Destroy: {"vzdestroy"}, action.SnapshotCreate: {"vzsnapshot"}, action.SnapshotRollback: {"vzrollback"},
 		action.SnapshotDelete: {"vzdelsnapshot"},
@@ -265,6 +267,16 @@ func (e *Engine) intentMet(ctx context.Context, a action.Action) (bool, string, 
 		return status == "running", "status " + status, nil
 	case action.Shutdown, action.Stop:
 		return status == "stopped", "status " + status, nil
+	case action.Reboot:
+		// A reboot's intent is that nothing waits for a restart.
+		pc, err := e.PVE.ConfigWithPending(ctx, e.Node, a.Kind, a.VMID)
+		if err != nil {
+			return false, "", err
+		}
+		if status == "running" && len(pc.Pending) == 0 {
+			return true, "running, nothing pending", nil
+		}
+		return false, fmt.Sprintf("status %s, pending %s", status, strings.Join(pc.Pending, ",")), nil
 	case action.SetConfig:
 		cfg, err := e.PVE.GuestConfig(ctx, e.Node, a.Kind, a.VMID)
 		if err != nil {

@@ -37,8 +37,8 @@ type rtAfterRead struct {
 	fn   func()
 }
 
-func (r rtAfterRead) GuestConfig(ctx context.Context, node string, kind guest.Kind, vmid int) (pve.GuestConfig, error) {
-	cfg, err := r.Reader.GuestConfig(ctx, node, kind, vmid)
+func (r rtAfterRead) ConfigWithPending(ctx context.Context, node string, kind guest.Kind, vmid int) (pve.PendingConfig, error) {
+	cfg, err := r.Reader.ConfigWithPending(ctx, node, kind, vmid)
 	if vmid == r.vmid {
 		r.once.Do(r.fn)
 	}

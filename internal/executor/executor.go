@@ -27,6 +27,7 @@ type PVE interface {
 	Start(ctx context.Context, node string, kind guest.Kind, vmid int) (pve.Result, error)
 	Shutdown(ctx context.Context, node string, kind guest.Kind, vmid int, o pve.ShutdownOptions) (pve.Result, error)
 	Stop(ctx context.Context, node string, kind guest.Kind, vmid int) (pve.Result, error)
+	Reboot(ctx context.Context, node string, kind guest.Kind, vmid int, timeout time.Duration) (pve.Result, error)
 	SetConfig(ctx context.Context, node string, kind guest.Kind, vmid int, ch pve.ConfigChange) (pve.Result, error)
 	Resize(ctx context.Context, node string, kind guest.Kind, vmid int, disk, size, digest string) (pve.Result, error)
 	Create(ctx context.Context, node string, kind guest.Kind, vmid int, params map[string]string) (pve.Result, error)
@@ -93,7 +94,7 @@ func (e *Executor) Run(ctx context.Context, a action.Action, onTask func(pve.UPI
 		timeout = t.Config
 	case action.Start, action.Stop:
 		timeout = t.Power
-	case action.Shutdown:
+	case action.Shutdown, action.Reboot:
 		timeout = t.Power + t.Shutdown + shutdownTimeout(a)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -151,6 +152,11 @@ func (e *Executor) call(ctx context.Context, a action.Action) (pve.Result, error
 		// power off within the timeout: PVE does both in one task
 		// (forceStop), so one journaled op covers the whole transition.
 		return c.Shutdown(ctx, node, k, id, pve.ShutdownOptions{Timeout: shutdownTimeout(a), ForceStop: true})
+	case action.Reboot:
+		// PVE's reboot: a graceful shutdown within the timeout, then a
+		// start, in one task. A guest that does not power off in time is
+		// not forced: the task fails and the guest keeps running.
+		return c.Reboot(ctx, node, k, id, shutdownTimeout(a))
 	case action.SetConfig:
 		ch := pve.ConfigChange{Set: map[string]string{}, Delete: a.DeleteKeys(), Digest: a.Digest}
 		for key, v := range p {

@@ -333,7 +333,7 @@ func staleJob(a action.Action, actual guest.Config, currentDigest string) (code,
 	switch a.Op {
 	case action.Create:
 		return "", ""
-	case action.Start, action.Shutdown, action.Stop:
+	case action.Start, action.Shutdown, action.Stop, action.Reboot:
 		if actual == nil {
 			return signedop.CodeNoSuchGuest, fmt.Sprintf("guest %d does not exist on this host", a.VMID)
 		}

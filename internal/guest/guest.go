@@ -55,4 +55,8 @@ type Observed struct {
 	Config    Config
 	Digest    string
 	ConfigErr string
+	// Pending lists the config keys whose written value (or delete) PVE
+	// keeps pending until the guest restarts, sorted; Config already
+	// shows them as written. Empty when everything written is live.
+	Pending []string
 }

@@ -43,8 +43,18 @@
 //     action: the state step is ordered after the config step it may depend
 //     on. A guest managing only its run state does not need its config and
 //     is planned from the guest list alone.
+//   - Values are compared with the config as written (PVE's pending values
+//     applied), so a change PVE keeps pending until a restart is never
+//     written again. Managed keys still pending (guest.Observed.Pending)
+//     are listed in GuestStatus.Pending; with nothing else to do the phase
+//     is PendingRestart. With restart: allowed, a running guest that has
+//     nothing to write and no run-state change gets a reboot (Params
+//     "timeout", the shutdown timeout), which applies them; config is
+//     written one tick, the reboot follows the next, so a change PVE took
+//     live never costs a reboot. A reboot applies every pending change of
+//     the guest, managed or not.
 //   - mode observe plans nothing; the drift is reported with Phase
-//     DriftObserved.
+//     DriftObserved (or PendingRestart when only pending keys remain).
 //   - Keys in ignore (config keys, "description", "tags" or "state") are
 //     neither reported nor corrected.
 //   - A template whose desired state is running, or a guest in a run state
@@ -93,6 +103,11 @@ const (
 	Converging Phase = "converging"
 	// DriftObserved: the guest is in observe mode and differs.
 	DriftObserved Phase = "drift_observed"
+	// PendingRestart: every managed field is written, but PVE keeps some
+	// of them pending until the guest restarts (GuestStatus.Pending), and
+	// no restart is planned (restart: never, observe mode, or the guest is
+	// stopped).
+	PendingRestart Phase = "pending_restart"
 	// Error: the guest cannot be planned (Err says why); see the package
 	// doc for which errors still allow actions.
 	Error Phase = "error"
@@ -123,6 +138,9 @@ type GuestStatus struct {
 	Err string
 	// Lock is the guest's PVE lock ("" when unlocked or not found).
 	Lock string
+	// Pending lists the managed keys whose written value PVE keeps
+	// pending until the guest restarts (see guest.Observed.Pending).
+	Pending []string
 }
 
 // Plan is the result of Diff: Steps to execute in order, and one status per
@@ -382,6 +400,18 @@ func (d *differ) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *guest
 		slices.SortFunc(d.pending, func(x, y pending) int { return strings.Compare(x.key, y.key) })
 	}
 
+	// Managed keys PVE keeps pending until a restart.
+	var waiting []string
+	for _, k := range a.Pending {
+		if g.Ignored(k) {
+			continue
+		}
+		if _, ok := g.Config[k]; ok || (k == "description" && manageDesc) || (k == "tags" && manageTags) {
+			waiting = append(waiting, k)
+		}
+	}
+	st.Pending = waiting
+
 	// Run state, from the guest list.
 	var stateOp action.Op
 	stateChanged := false
@@ -420,16 +450,21 @@ func (d *differ) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *guest
 
 	if g.EffectiveMode() == desired.Observe {
 		if st.Phase != Error {
-			if len(drift) > 0 {
+			switch {
+			case len(drift) > 0:
 				st.Phase = DriftObserved
-			} else {
+			case len(waiting) > 0:
+				st.Phase = PendingRestart
+			default:
 				st.Phase = InSync
 			}
 		}
 		return steps
 	}
 
-	if len(changes) > 0 || stateOp != "" {
+	reboot := len(waiting) > 0 && len(changes) == 0 && stateOp == "" && st.Phase != Error &&
+		a.Status == "running" && g.EffectiveRestart() == desired.RestartAllowed
+	if len(changes) > 0 || stateOp != "" || reboot {
 		steps = d.grow(steps)
 	}
 	if len(changes) > 0 {
@@ -501,10 +536,23 @@ func (d *differ) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *guest
 			Changes: drift[n : n+1 : n+1],
 		})
 	}
+	if reboot {
+		rc := make([]Change, len(waiting))
+		for i, k := range waiting {
+			rc[i] = Change{Key: k, From: "pending", To: "applied by reboot"}
+		}
+		steps = append(steps, Step{
+			Action:  action.Action{Op: action.Reboot, VMID: a.VMID, Kind: a.Kind, Params: map[string]string{"timeout": timeout}},
+			Changes: rc,
+		})
+	}
 	if st.Phase != Error {
-		if len(changes) > 0 || stateOp != "" {
+		switch {
+		case len(changes) > 0 || stateOp != "" || reboot:
 			st.Phase = Converging
-		} else {
+		case len(waiting) > 0:
+			st.Phase = PendingRestart
+		default:
 			st.Phase = InSync
 		}
 	}

@@ -22,6 +22,8 @@ import (
 //	? 104 cores: 2 → 4 (observe)        drift reported, not corrected
 //	! 105 kind mismatch: desired lxc, actual qemu   an error; nothing done for it
 //	* 106 locked: backup                a note
+//	* 108 pending restart: cores        written, PVE applies it at the next restart
+//	~ 109 reboot to apply pending cores (timeout 180s)
 //	= 107 in sync
 //
 // Values are written bare, or Go-quoted when empty-looking, multi-line,
@@ -63,6 +65,12 @@ func (p Plan) Render() string {
 				line(&b, "+", id, "start")
 			case action.Shutdown:
 				line(&b, "-", id, "shutdown (timeout "+s.Action.Params["timeout"]+"s)")
+			case action.Reboot:
+				keys := make([]string, len(s.Changes))
+				for i, c := range s.Changes {
+					keys[i] = c.Key
+				}
+				line(&b, "~", id, "reboot to apply pending "+strings.Join(keys, ", ")+" (timeout "+s.Action.Params["timeout"]+"s)")
 			default:
 				line(&b, "~", id, s.Action.String())
 			}
@@ -76,6 +84,8 @@ func (p Plan) Render() string {
 			if n == 0 {
 				line(&b, "=", id, "in sync")
 			}
+		case PendingRestart:
+			line(&b, "*", id, "pending restart: "+strings.Join(g.Pending, ", "))
 		}
 	}
 	return b.String()

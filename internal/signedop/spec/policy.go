@@ -48,7 +48,7 @@ func DefaultPolicy() Policy {
 	return Policy{Require: map[string]Requirement{"*": {Role: DefaultRole, Count: 1}}}
 }
 
-var knownOps = []action.Op{action.Start, action.Shutdown, action.Stop, action.SetConfig, action.Resize,
+var knownOps = []action.Op{action.Start, action.Shutdown, action.Stop, action.Reboot, action.SetConfig, action.Resize,
 	action.Create, action.Destroy, action.SnapshotCreate, action.SnapshotRollback, action.SnapshotDelete}
 
 // ParsePolicy parses a policy file (see Policy). Empty input gives
