@@ -58,6 +58,9 @@ func TestPendingRestartWrittenOnce(t *testing.T) {
 		if gr.Phase != engine.PhasePendingRestart || !slices.Equal(gr.Pending, []string{"cores"}) || len(gr.Drift) != 0 {
 			t.Errorf("tick %d: phase %s pending %v drift %v; want pending_restart [cores], no drift", i+2, gr.Phase, gr.Pending, gr.Drift)
 		}
+		if w := rep.Wire(); len(w.Sync) != 1 || w.Sync[0].Phase != "pending_restart" || !slices.Equal(w.Sync[0].Pending, []string{"cores"}) {
+			t.Errorf("tick %d: wire sync %+v; want pending_restart with pending [cores]", i+2, w.Sync)
+		}
 		if n := h.requests.n.Load() - before; n != 3 {
 			t.Errorf("tick %d made %d PVE requests; want 3 (2 lists + 1 pending read)", i+2, n)
 		}

@@ -74,6 +74,10 @@ type Sync struct {
 	Reason string   `json:"reason,omitempty"` // why it is not in sync (error text, skip reason)
 	Lock   string   `json:"lock,omitempty"`
 	Drift  []Change `json:"drift,omitempty"`
+	// Pending lists the managed config keys that are written but that PVE
+	// applies only at the guest's next restart (phase pending_restart, or
+	// converging while the agent reboots it).
+	Pending []string `json:"pending,omitempty"`
 	// NextRetry is when a failing guest is tried again; zero when not
 	// backing off.
 	NextRetry time.Time `json:"next_retry,omitzero"`
