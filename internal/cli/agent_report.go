@@ -96,6 +96,9 @@ func printReport(w io.Writer, rep engine.Report, pendingDir string) {
 		if g.Err != "" {
 			line += ": " + g.Err
 		}
+		if len(g.Pending) > 0 {
+			line += " (applied at the next restart: " + strings.Join(g.Pending, ", ") + ")"
+		}
 		if !g.NextRetry.IsZero() {
 			line += " (next retry " + g.NextRetry.Format(time.RFC3339) + ")"
 		}
