@@ -231,27 +231,40 @@ func (g *guestState) liveDelete(key string, feat map[string]bool) bool {
 	if g.kind == guest.LXC {
 		return lxcFastPlug[key] || key == "swap" || key == "cpulimit" || key == "cpuunits" || netRE.MatchString(key)
 	}
+	if live, ok := g.qemuDeviceLive(key, feat); ok {
+		return live
+	}
 	switch {
-	case qemuFastPlug[key] || ipconfigRE.MatchString(key) || key == "cpuunits" || key == "cpulimit":
+	case qemuFastPlug[key] || ipconfigRE.MatchString(key):
 		return true
 	case key == "hotplug":
 		return !strings.Contains(g.config["hotplug"], "cpu") && !strings.Contains(g.config["hotplug"], "memory")
-	case key == "tablet":
-		return feat["usb"]
-	case usbRE.MatchString(key):
-		return g.usbHotplug(feat)
-	case key == "vcpus":
-		return feat["cpu"]
 	case key == "balloon":
 		return g.config["balloon"] != "0"
 	case netRE.MatchString(key):
 		return feat["network"]
-	case diskKeyRE.MatchString(key):
-		return feat["disk"] && !qemuColdDisk(key)
-	case key == "memory":
-		return feat["memory"]
 	}
 	return false
+}
+
+// qemuDeviceLive decides the QEMU keys whose set and delete apply live
+// under the same condition; ok is false for every other key.
+func (g *guestState) qemuDeviceLive(key string, feat map[string]bool) (live, ok bool) {
+	switch {
+	case key == "cpuunits" || key == "cpulimit":
+		return true, true
+	case key == "tablet":
+		return feat["usb"], true
+	case usbRE.MatchString(key):
+		return g.usbHotplug(feat), true
+	case key == "vcpus":
+		return feat["cpu"], true
+	case key == "memory":
+		return feat["memory"], true
+	case diskKeyRE.MatchString(key):
+		return feat["disk"] && !qemuColdDisk(key), true
+	}
+	return false, false
 }
 
 func (g *guestState) liveSet(key, v string, feat map[string]bool) bool {
@@ -265,16 +278,13 @@ func (g *guestState) liveSet(key, v string, feat map[string]bool) bool {
 		}
 		return false
 	}
+	if live, ok := g.qemuDeviceLive(key, feat); ok {
+		return live
+	}
 	switch {
 	case key == "hotplug":
 		involved := func(s string) bool { return strings.Contains(s, "cpu") || strings.Contains(s, "memory") }
 		return !involved(v) && !involved(g.config["hotplug"])
-	case key == "tablet":
-		return feat["usb"]
-	case usbRE.MatchString(key):
-		return g.usbHotplug(feat)
-	case key == "vcpus":
-		return feat["cpu"]
 	case key == "balloon":
 		cur, set := g.config["balloon"]
 		return (!set || cur != "0") == (v != "0")
@@ -285,12 +295,6 @@ func (g *guestState) liveSet(key, v string, feat map[string]bool) bool {
 		cur, ok := g.config[key]
 		first := func(s string) string { f, _, _ := strings.Cut(s, ","); return f }
 		return ok && first(cur) == first(v)
-	case diskKeyRE.MatchString(key):
-		return feat["disk"] && !qemuColdDisk(key)
-	case key == "memory":
-		return feat["memory"]
-	case key == "cpuunits" || key == "cpulimit":
-		return true
 	}
 	return false
 }

@@ -485,14 +485,9 @@ func (s *Sim) postShutdown(k guest.Kind, q *request) response {
 		return resp
 	}
 	g := sp.g
-	s.mu.Lock()
-	running, ignores := g.running, g.ignoreShutdown
-	s.mu.Unlock()
+	running := s.shutdownPrelude(&sp)
 	if k == guest.LXC && !running {
 		return fail(500, "CT %d not running", g.vmid)
-	}
-	if ignores && running && q.int("timeout", 1) != 0 {
-		sp.extra = s.opts.TaskDuration
 	}
 	sp.apply = func(r *taskRun) error {
 		if err := s.writableLocked(g, q.bool("skiplock")); err != nil {
@@ -520,6 +515,19 @@ func (s *Sim) postShutdown(k guest.Kind, q *request) response {
 	return s.taskResponse(sp)
 }
 
+// shutdownPrelude reports whether the guest of a shutdown or reboot task
+// runs; a running guest that ignores ACPI makes the task wait out its
+// timeout (unless timeout=0).
+func (s *Sim) shutdownPrelude(sp *taskSpec) bool {
+	s.mu.Lock()
+	running, ignores := sp.g.running, sp.g.ignoreShutdown
+	s.mu.Unlock()
+	if ignores && running && sp.q.int("timeout", 1) != 0 {
+		sp.extra = s.opts.TaskDuration
+	}
+	return running
+}
+
 // postReboot is POST …/status/reboot (task qmreboot / vzreboot): a
 // graceful shutdown within timeout (default: PVE's shutdown default), then
 // a start, which applies the pending changes. Real PVE ends the task when
@@ -533,14 +541,8 @@ func (s *Sim) postReboot(k guest.Kind, q *request) response {
 		return resp
 	}
 	g := sp.g
-	s.mu.Lock()
-	running, ignores := g.running, g.ignoreShutdown
-	s.mu.Unlock()
-	if !running {
+	if !s.shutdownPrelude(&sp) {
 		return fail(500, "%s %d not running", kindWord(k), g.vmid)
-	}
-	if ignores && q.int("timeout", 1) != 0 {
-		sp.extra = s.opts.TaskDuration
 	}
 	sp.apply = func(r *taskRun) error {
 		if err := s.writableLocked(g, false); err != nil {
