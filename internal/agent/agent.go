@@ -1,0 +1,345 @@
+// Package agent is steward's host daemon as a library: it owns the state
+// directory (an exclusive lock, the journal, the nonce store and the
+// pending-signature outbox), resolves every interrupted op before it
+// mutates anything, and then runs the engine's reconcile tick on an
+// interval until its context ends.
+//
+// Inputs come through two seams the agent owns, so a hub can replace the
+// local files without the loop changing: a DesiredSource (the desired
+// file today) and a JobSource (the signed-jobs directory today).
+//
+// Run is the daemon; Once runs one tick and returns its report (steward
+// agent --once); Plan observes and plans without a state directory and
+// changes nothing (--dry-run). The command line only turns flags into a
+// Config and prints what these return.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/steward-pve/steward/internal/allowedsigners"
+	"github.com/steward-pve/steward/internal/backoff"
+	"github.com/steward-pve/steward/internal/desired"
+	"github.com/steward-pve/steward/internal/engine"
+	"github.com/steward-pve/steward/internal/executor"
+	"github.com/steward-pve/steward/internal/gate"
+	"github.com/steward-pve/steward/internal/guestq"
+	"github.com/steward-pve/steward/internal/journal"
+	"github.com/steward-pve/steward/internal/nonce"
+	"github.com/steward-pve/steward/internal/plan"
+	"github.com/steward-pve/steward/internal/pve"
+	"github.com/steward-pve/steward/internal/signedop"
+)
+
+// PVE is what the agent needs of the PVE API client (pve.Client): the
+// engine's reads and the executor's mutations. Methods block until PVE
+// answers or ctx ends and are safe for concurrent use.
+type PVE interface {
+	engine.Reader
+	executor.PVE
+}
+
+// Defaults for Config fields left zero.
+const (
+	DefaultInterval    = 30 * time.Second
+	DefaultConcurrency = 3
+)
+
+// DefaultBackoff is the per-guest retry policy after a failed action.
+var DefaultBackoff = backoff.Policy{Initial: 5 * time.Second, Max: 5 * time.Minute, Multiplier: 2, Jitter: 0.2}
+
+// Config is everything an Agent is built from. Node, PVE and (for Run and
+// Once) StateDir are required; every other zero field takes its default.
+type Config struct {
+	Node string // the PVE node name
+	Host string // the host id desired state names; default Node
+	// StateDir holds the lock, journal, nonce store and pending outbox;
+	// created (0700) when missing.
+	StateDir string
+	PVE      PVE
+	// TaskUser is the PVE user (USER@REALM!TOKENID) the agent acts as, so
+	// recovery adopts only its own tasks (engine.Engine.TaskUser).
+	TaskUser string
+
+	Desired DesiredSource // nil: nothing is desired, nothing changes
+	Jobs    JobSource     // nil: no signed jobs
+
+	// Signers are the operators who may sign destructive ops; nil means
+	// none, and destructive ops never run. Policy is the signing policy
+	// (zero: signedop.DefaultPolicy).
+	Signers *allowedsigners.Set
+	Policy  signedop.Policy
+
+	Interval        time.Duration // between ticks; default DefaultInterval
+	Concurrency     int           // mutations in flight toward PVE; default DefaultConcurrency
+	ShutdownTimeout time.Duration // graceful shutdown before a stop; default plan.DefaultShutdownTimeout
+	NotRunGrace     time.Duration // see engine.Engine.NotRunGrace
+	TaskWait        pve.WaitOptions
+	Timeouts        executor.Timeouts
+	Backoff         backoff.Policy // zero: DefaultBackoff
+
+	// Logger receives the daemon's log; nil discards it.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now. The tick interval is measured
+	// with the runtime's timers (so testing/synctest controls both).
+	Now func() time.Time
+	// OnTick, when set, is called by Run after every tick with its report
+	// or error (the report is the zero Report on error), from Run's
+	// goroutine.
+	OnTick func(engine.Report, error)
+}
+
+// Agent is one host's daemon. Build it with New; Run, Once and Plan may
+// be called one at a time (the state directory lock refuses a second
+// agent on the same directory, in this process or another).
+type Agent struct {
+	cfg    Config
+	log    *slog.Logger
+	gate   *gate.Gate
+	eng    *engine.Engine
+	outbox outbox
+}
+
+// ErrConfig is wrapped by New's errors: the Config is unusable as given.
+var ErrConfig = errors.New("agent: bad config")
+
+// New checks cfg and builds the agent's parts. It does no I/O: the state
+// directory is opened by Run and Once.
+func New(cfg Config) (*Agent, error) {
+	switch {
+	case cfg.Node == "":
+		return nil, fmt.Errorf("%w: Node (the PVE node name) is required", ErrConfig)
+	case cfg.PVE == nil:
+		return nil, fmt.Errorf("%w: PVE (the API client) is required", ErrConfig)
+	case cfg.Interval < 0:
+		return nil, fmt.Errorf("%w: Interval must be positive, got %s", ErrConfig, cfg.Interval)
+	}
+	if cfg.Host == "" {
+		cfg.Host = cfg.Node
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = DefaultConcurrency
+	}
+	if cfg.Backoff == (backoff.Policy{}) {
+		cfg.Backoff = DefaultBackoff
+	}
+	if cfg.Desired == nil {
+		cfg.Desired = NoDesired{}
+	}
+	if cfg.Jobs == nil {
+		cfg.Jobs = NoJobs{}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	g := &gate.Gate{Host: cfg.Host, Logger: log, Now: cfg.Now}
+	eng := &engine.Engine{
+		Host: cfg.Host, Node: cfg.Node, PVE: cfg.PVE, Gate: g, Logger: log, TaskUser: cfg.TaskUser,
+		Exec:        &executor.Executor{Client: cfg.PVE, Node: cfg.Node, Logger: log, Timeouts: cfg.Timeouts, Wait: cfg.TaskWait},
+		Backoff:     backoff.NewTracker(cfg.Backoff, now, nil),
+		Plan:        plan.Options{ShutdownTimeout: cfg.ShutdownTimeout},
+		NotRunGrace: cfg.NotRunGrace,
+		Now:         cfg.Now,
+	}
+	a := &Agent{cfg: cfg, log: log, gate: g, eng: eng}
+	if cfg.StateDir != "" {
+		a.outbox = outbox{dir: filepath.Join(cfg.StateDir, "pending"), log: log}
+	}
+	return a, nil
+}
+
+// PendingDir is the directory holding the payloads waiting for
+// signatures, one file each (see PendingFile).
+func (a *Agent) PendingDir() string { return a.outbox.dir }
+
+// Plan observes the host, plans toward desired state and gates the plan
+// and the signed jobs offered, executing and journaling nothing. It needs
+// no state directory.
+func (a *Agent) Plan(ctx context.Context) (engine.Report, error) {
+	want, jobs, err := a.inputs(ctx)
+	if err != nil {
+		return engine.Report{}, err
+	}
+	return a.eng.Tick(ctx, want, jobs, true)
+}
+
+// Once opens the state directory, resolves interrupted ops (once: a
+// failure is returned, not retried), runs one tick and updates the
+// pending outbox. The report is returned with the tick's error.
+func (a *Agent) Once(ctx context.Context) (engine.Report, error) {
+	st, err := a.open(ctx)
+	if err != nil {
+		return engine.Report{}, err
+	}
+	defer st.close(ctx)
+	if err := a.eng.Recover(ctx); err != nil {
+		return engine.Report{}, err
+	}
+	a.outbox.load(a.gate)
+	return a.tick(ctx)
+}
+
+// Run is the daemon: it opens the state directory, resolves interrupted
+// ops before any mutation (retrying every Interval until that succeeds:
+// nothing is changed meanwhile), then ticks every Interval until ctx
+// ends. It returns nil when ctx ends after recovery, ctx's error when it
+// ends during recovery, and an error when the state directory cannot be
+// opened. A failed tick is logged and the next one runs on schedule. On
+// return the queue is drained (up to a minute), and the journal, nonce
+// store and lock are released.
+func (a *Agent) Run(ctx context.Context) error {
+	st, err := a.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.close(ctx)
+	if err := a.recover(ctx); err != nil {
+		return err
+	}
+	a.outbox.load(a.gate)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		}
+		rep, err := a.tick(ctx)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return nil // shutting down: an interrupted tick is not a failure
+		case err != nil:
+			a.log.Error("tick failed", "err", err)
+		default:
+			logReport(a.log, rep)
+		}
+		if a.cfg.OnTick != nil {
+			a.cfg.OnTick(rep, err)
+		}
+		timer.Reset(a.cfg.Interval)
+	}
+}
+
+// recover resolves interrupted ops, retrying every Interval.
+func (a *Agent) recover(ctx context.Context) error {
+	err := a.eng.Recover(ctx)
+	for err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		a.log.Error("recovery failed; nothing will be changed until it succeeds", "err", err, "retry_in", a.cfg.Interval)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(a.cfg.Interval):
+		}
+		err = a.eng.Recover(ctx)
+	}
+	return nil
+}
+
+// inputs reads desired state for this host and the signed jobs offered.
+func (a *Agent) inputs(ctx context.Context) (want *desired.Host, jobs []signedop.Job, err error) {
+	doc, err := a.cfg.Desired.Desired(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	jobs, err = a.cfg.Jobs.Jobs(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return doc.ForHost(a.cfg.Host), jobs, nil
+}
+
+// tick runs one reconcile tick and, when it succeeded, updates the
+// pending outbox. A desired document or job list that cannot be read
+// fails the tick.
+func (a *Agent) tick(ctx context.Context) (engine.Report, error) {
+	want, jobs, err := a.inputs(ctx)
+	if err != nil {
+		return engine.Report{}, err
+	}
+	rep, err := a.eng.Tick(ctx, want, jobs, false)
+	if err == nil {
+		if perr := a.outbox.save(rep); perr != nil {
+			a.log.Error("writing pending payloads", "dir", a.outbox.dir, "err", perr)
+		}
+	}
+	return rep, err
+}
+
+// state is what open acquired; close releases it.
+type state struct {
+	unlock  func()
+	journal *journal.Journal
+	nonces  *nonce.Store
+	queue   *guestq.Queue
+}
+
+// open takes the state directory: creates it, locks it, opens the journal
+// and (with signers) the nonce store, starts the queue, and wires them
+// into the engine and gate.
+func (a *Agent) open(ctx context.Context) (*state, error) {
+	if a.cfg.StateDir == "" {
+		return nil, fmt.Errorf("%w: StateDir is required to run", ErrConfig)
+	}
+	unlock, err := lockDir(a.cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	st := &state{unlock: unlock}
+	st.journal, err = journal.Open(filepath.Join(a.cfg.StateDir, "journal"), journal.Options{Logger: a.log})
+	if err != nil {
+		st.close(ctx)
+		return nil, err
+	}
+	a.gate.Verifier = nil
+	if a.cfg.Signers != nil {
+		st.nonces, err = nonce.Open(filepath.Join(a.cfg.StateDir, "nonces"), nonce.Options{})
+		if err != nil {
+			st.close(ctx)
+			return nil, err
+		}
+		pol := a.cfg.Policy
+		if pol.Require == nil && pol.Roles == nil {
+			pol = signedop.DefaultPolicy()
+		}
+		a.gate.Verifier = &signedop.Verifier{Signers: a.cfg.Signers, Policy: pol, Nonces: st.nonces, Now: a.cfg.Now}
+	} else {
+		a.log.Warn("no --allowed-signers: destructive ops will never run on this host")
+	}
+	st.queue = guestq.New(guestq.Options{Concurrency: a.cfg.Concurrency, Logger: a.log})
+	a.eng.Journal, a.eng.Queue = st.journal, st.queue
+	return st, nil
+}
+
+// close drains the queue (up to a minute, even when ctx has ended), then
+// closes the nonce store and the journal and releases the lock.
+func (st *state) close(ctx context.Context) {
+	if st.queue != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		st.queue.Close(cctx)
+		cancel()
+	}
+	if st.nonces != nil {
+		st.nonces.Close()
+	}
+	if st.journal != nil {
+		st.journal.Close()
+	}
+	st.unlock()
+}
