@@ -177,8 +177,10 @@ func (a *Agent) Plan(ctx context.Context) (engine.Report, error) {
 }
 
 // Once opens the state directory, resolves interrupted ops (once: a
-// failure is returned, not retried), runs one tick and updates the
-// pending outbox. The report is returned with the tick's error.
+// failure is returned, not retried), runs one tick, updates the pending
+// outbox and settles the jobs. The report is returned with the tick's
+// error; when only settling a finished job failed, the error is a
+// *SettleError and the report is whole.
 func (a *Agent) Once(ctx context.Context) (engine.Report, error) {
 	st, err := a.open(ctx)
 	if err != nil {
@@ -189,8 +191,25 @@ func (a *Agent) Once(ctx context.Context) (engine.Report, error) {
 		return engine.Report{}, err
 	}
 	a.outbox.load(a.gate)
-	return a.tick(ctx)
+	rep, err := a.tick(ctx)
+	if err != nil {
+		return rep, err
+	}
+	if err := a.cfg.Jobs.Settle(ctx, rep.Jobs); err != nil {
+		return rep, &SettleError{Err: err}
+	}
+	return rep, nil
 }
+
+// SettleError is Once's error when the tick ran but a finished signed job
+// could not be settled (moved out of the inbox, reported to the hub).
+type SettleError struct{ Err error }
+
+func (e *SettleError) Error() string {
+	return "agent: settling a finished signed job: " + e.Err.Error()
+}
+
+func (e *SettleError) Unwrap() error { return e.Err }
 
 // Run is the daemon: it opens the state directory, resolves interrupted
 // ops before any mutation (retrying every Interval until that succeeds:
@@ -225,6 +244,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		case err != nil:
 			a.log.Error("tick failed", "err", err)
 		default:
+			// A job that could not be settled is logged by its source
+			// and settled by a later tick.
+			a.cfg.Jobs.Settle(ctx, rep.Jobs)
 			logReport(a.log, rep)
 		}
 		if a.cfg.OnTick != nil {
@@ -266,7 +288,7 @@ func (a *Agent) inputs(ctx context.Context) (want *desired.Host, jobs []signedop
 }
 
 // tick runs one reconcile tick and, when it succeeded, updates the
-// pending outbox. A desired document or job list that cannot be read
+// pending outbox (the jobs are settled by the caller). A desired document or job list that cannot be read
 // fails the tick.
 func (a *Agent) tick(ctx context.Context) (engine.Report, error) {
 	want, jobs, err := a.inputs(ctx)
@@ -297,7 +319,7 @@ func (a *Agent) open(ctx context.Context) (*state, error) {
 	if a.cfg.StateDir == "" {
 		return nil, fmt.Errorf("%w: StateDir is required to run", ErrConfig)
 	}
-	unlock, err := lockDir(a.cfg.StateDir)
+	unlock, err := LockDir(a.cfg.StateDir)
 	if err != nil {
 		return nil, err
 	}

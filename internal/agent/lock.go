@@ -7,9 +7,9 @@ import (
 	"syscall"
 )
 
-// lockDir creates dir (0700) when missing and takes an exclusive lock on
+// LockDir creates dir (0700) when missing and takes an exclusive lock on
 // it, so two agents never share a journal. The returned func releases it.
-func lockDir(dir string) (func(), error) {
+func LockDir(dir string) (func(), error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("agent: creating state directory: %w", err)
 	}

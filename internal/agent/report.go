@@ -1,24 +1,45 @@
 package agent
 
 import (
-	"fmt"
+	"context"
 	"log/slog"
-	"sort"
-	"strings"
+	"maps"
+	"slices"
 
 	"github.com/steward-pve/steward/internal/engine"
 )
 
-// logReport logs one line summing up a tick.
+// SummaryAttrs are a tick's summary as log attributes: the guests
+// managed, in sync, changed, pending signature and failed, then any other
+// phase with guests in it (converging, drift_observed, ...) and the signed
+// jobs that ran, failed or were rejected.
+func SummaryAttrs(s engine.Summary) []slog.Attr {
+	attrs := []slog.Attr{
+		slog.Int("managed", s.Managed),
+		slog.Int("in_sync", s.Phases[engine.PhaseInSync]),
+		slog.Int("changed", s.Changed),
+		slog.Int("pending_signature", s.PendingSignature),
+		slog.Int("failed", s.Failed),
+	}
+	for _, ph := range slices.Sorted(maps.Keys(s.Phases)) {
+		switch ph {
+		case engine.PhaseInSync, engine.PhasePendingSignature, engine.PhaseError:
+			continue
+		}
+		attrs = append(attrs, slog.Int(ph, s.Phases[ph]))
+	}
+	for _, kv := range []struct {
+		k string
+		n int
+	}{{"jobs_ran", s.JobsRan}, {"jobs_failed", s.JobsFailed}, {"jobs_rejected", s.JobsRejected}} {
+		if kv.n > 0 {
+			attrs = append(attrs, slog.Int(kv.k, kv.n))
+		}
+	}
+	return attrs
+}
+
+// logReport logs the one summary line of a tick.
 func logReport(l *slog.Logger, rep engine.Report) {
-	counts := map[string]int{}
-	for _, g := range rep.Guests {
-		counts[g.Phase]++
-	}
-	var parts []string
-	for k, v := range counts {
-		parts = append(parts, fmt.Sprintf("%s=%d", k, v))
-	}
-	sort.Strings(parts)
-	l.Info("tick done", "actions", len(rep.Results), "pending_signature", len(rep.Pending), "rejected", len(rep.Rejected), "guests", strings.Join(parts, " "))
+	l.LogAttrs(context.Background(), slog.LevelInfo, "tick", SummaryAttrs(rep.Summary())...)
 }

@@ -2,8 +2,12 @@ package agent
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"os"
 
 	"github.com/steward-pve/steward/internal/desired"
+	"github.com/steward-pve/steward/internal/engine"
 	"github.com/steward-pve/steward/internal/inbox"
 	"github.com/steward-pve/steward/internal/signedop"
 )
@@ -34,8 +38,15 @@ type DesiredSource interface {
 // need not remember what it handed out. No jobs is an empty slice. An
 // error fails the tick; a source should skip an unreadable job (and say
 // so itself) rather than fail the others.
+//
+// Settle is told, after each tick that ran, what became of every job it
+// offered (Report.Jobs): a directory source moves finished jobs aside, a
+// hub source reports results so the hub clears them. It must honour ctx.
+// An error means a finished job could not be settled; the journal still
+// keeps it from running again, and the next Settle sees it as completed.
 type JobSource interface {
 	Jobs(ctx context.Context) ([]signedop.Job, error)
+	Settle(ctx context.Context, jobs []engine.JobReport) error
 }
 
 // NoDesired is the DesiredSource of a host without desired state: it
@@ -53,15 +64,49 @@ type NoJobs struct{}
 // Jobs returns no jobs, or ctx's error.
 func (NoJobs) Jobs(ctx context.Context) ([]signedop.Job, error) { return nil, ctx.Err() }
 
+// Settle has nothing to settle.
+func (NoJobs) Settle(context.Context, []engine.JobReport) error { return nil }
+
 // DirJobs is the JobSource of a signed-jobs directory (package inbox): it
-// never blocks on more than reading the directory, and never fails: an
-// unreadable entry is skipped and logged once by the inbox.
-type DirJobs struct{ Inbox *inbox.Inbox }
+// never blocks on more than reading the directory, and Jobs never fails:
+// an unreadable entry is skipped and logged once by the inbox. Settle
+// moves finished jobs to Done and prunes it. For one goroutine at a time
+// (the agent's tick loop).
+type DirJobs struct {
+	Inbox *inbox.Inbox
+	// Done receives finished jobs; nil leaves them in the inbox (the
+	// journal keeps them from running again).
+	Done *inbox.Done
+	// Create makes the inbox directory (0700) on first use when missing:
+	// the default directory under the state directory.
+	Create bool
+	Logger *slog.Logger // nil: no logging
+}
 
 // Jobs returns the jobs in the directory, in payload file name order.
-func (d DirJobs) Jobs(ctx context.Context) ([]signedop.Job, error) {
+func (d *DirJobs) Jobs(ctx context.Context) ([]signedop.Job, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if d.Create && d.Inbox.Dir != "" {
+		if err := os.MkdirAll(d.Inbox.Dir, 0o700); err != nil {
+			return nil, fmt.Errorf("agent: creating the signed-jobs directory: %w", err)
+		}
+		d.Create = false
+	}
 	return inbox.Jobs(d.Inbox.Read()), nil
+}
+
+// Settle reports each job's fate once per verdict and moves finished jobs
+// to Done (see inbox.Done.Settle), then prunes Done; it returns the first
+// error moving a job.
+func (d *DirJobs) Settle(ctx context.Context, jobs []engine.JobReport) error {
+	if d.Done == nil {
+		return nil
+	}
+	err := d.Done.Settle(jobs)
+	if _, perr := d.Done.Prune(); perr != nil && d.Logger != nil {
+		d.Logger.Warn("pruning finished signed jobs", "dir", d.Done.Dir, "err", perr)
+	}
+	return err
 }

@@ -8,27 +8,17 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/steward-pve/steward/internal/agent"
 	"github.com/steward-pve/steward/internal/allowedsigners"
-	"github.com/steward-pve/steward/internal/atomicfile"
-	"github.com/steward-pve/steward/internal/backoff"
-	"github.com/steward-pve/steward/internal/desired"
 	"github.com/steward-pve/steward/internal/desired/desiredfile"
 	"github.com/steward-pve/steward/internal/engine"
 	"github.com/steward-pve/steward/internal/executor"
-	"github.com/steward-pve/steward/internal/gate"
-	"github.com/steward-pve/steward/internal/guestq"
 	"github.com/steward-pve/steward/internal/inbox"
-	"github.com/steward-pve/steward/internal/journal"
-	"github.com/steward-pve/steward/internal/nonce"
-	"github.com/steward-pve/steward/internal/plan"
 	"github.com/steward-pve/steward/internal/pve"
-	"github.com/steward-pve/steward/internal/safefile"
 	"github.com/steward-pve/steward/internal/signedop"
 )
 
@@ -147,242 +137,84 @@ func runAgent(ctx context.Context, f agentFlags, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	token, err := pve.LoadToken(f.tokenFile)
+	cfg, err := agentConfig(ctx, f, defaultJobs, logger)
 	if err != nil {
 		return err
 	}
-	client, err := pve.New(pve.Options{URL: f.pveURL, Token: token, Fingerprint: f.fingerprint, CAFile: f.caFile,
-		InsecureSkipVerify: f.insecure, Logger: logger})
+	a, err := agent.New(cfg)
 	if err != nil {
 		return err
 	}
-	provider := desired.Provider(desired.Empty{})
-	if f.desiredFile != "" {
-		provider = &desiredfile.File{Path: f.desiredFile, MaxBytes: f.desiredMaxBytes}
-		if err := checkDesiredHost(ctx, provider, f.host, logger); err != nil {
-			return err
-		}
-	} else {
-		logger.Warn("no --desired file: no guest is managed; only signed jobs run")
-	}
-
-	g := &gate.Gate{Host: f.host, Logger: logger}
-	eng := &engine.Engine{
-		Host: f.host, Node: f.node, PVE: client, Gate: g, Logger: logger, TaskUser: token.ID,
-		Exec: &executor.Executor{Client: client, Node: f.node, Logger: logger, Timeouts: f.timeouts,
-			Wait: pve.WaitOptions{Initial: f.taskPoll, Max: f.taskPollMax}},
-		Backoff:     backoff.NewTracker(backoff.Policy{Initial: 5 * time.Second, Max: 5 * time.Minute, Multiplier: 2, Jitter: 0.2}, time.Now, nil),
-		Plan:        plan.Options{ShutdownTimeout: f.shutdownTimeout},
-		NotRunGrace: f.notRunGrace,
-	}
-	jobsInbox := &inbox.Inbox{Dir: f.jobsDir, Logger: logger}
-	if _, err := os.Stat(f.jobsDir); defaultJobs && f.dryRun && errors.Is(err, os.ErrNotExist) {
-		jobsInbox.Dir = "" // a dry run creates nothing, not even the default inbox
-	}
-	if f.dryRun {
-		doc, err := provider.Desired(ctx)
-		if err != nil {
-			return err
-		}
-		rep, err := eng.Tick(ctx, doc.ForHost(f.host), inbox.Jobs(jobsInbox.Read()), true)
+	switch {
+	case f.dryRun:
+		rep, err := a.Plan(ctx)
 		if err != nil {
 			return err
 		}
 		fmt.Fprint(stdout, rep.Plan.Render())
 		return nil
-	}
-
-	if err := os.MkdirAll(f.stateDir, 0o700); err != nil {
-		return fmt.Errorf("agent: creating state directory: %w", err)
-	}
-	unlock, err := lockDir(f.stateDir)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	j, err := journal.Open(filepath.Join(f.stateDir, "journal"), journal.Options{Logger: logger})
-	if err != nil {
-		return err
-	}
-	defer j.Close()
-	if f.allowedSigners != "" {
-		v, closeNonces, err := newVerifier(f, logger)
-		if err != nil {
+	case f.once:
+		rep, err := a.Once(ctx)
+		var settle *agent.SettleError
+		if err != nil && !errors.As(err, &settle) {
 			return err
 		}
-		defer closeNonces()
-		g.Verifier = v
-	} else {
-		logger.Warn("no --allowed-signers: destructive ops will never run on this host")
-	}
-	q := guestq.New(guestq.Options{Concurrency: f.concurrency, Logger: logger})
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		defer cancel()
-		q.Close(cctx)
-	}()
-	eng.Journal, eng.Queue = j, q
-
-	if err := eng.Recover(ctx); err != nil {
-		if f.once {
-			return err
-		}
-		if err := retryRecover(ctx, eng, f.interval, logger); err != nil {
-			return err
-		}
-	}
-	pendingDir := filepath.Join(f.stateDir, "pending")
-	rememberPending(g, pendingDir)
-	if defaultJobs {
-		if err := os.MkdirAll(f.jobsDir, 0o700); err != nil {
-			return fmt.Errorf("agent: creating the signed-jobs directory: %w", err)
-		}
-	}
-	done := &inbox.Done{Dir: filepath.Join(f.stateDir, "jobs", "done"), Retention: f.jobsRetention, Logger: logger}
-	for {
-		rep, err := tick(ctx, eng, provider, jobsInbox, f)
+		printReport(stdout, rep, a.PendingDir())
 		var moveErr error
-		if err == nil {
-			if perr := writePending(pendingDir, rep, logger); perr != nil {
-				logger.Error("writing pending payloads", "dir", pendingDir, "err", perr)
+		if settle != nil {
+			moveErr = settle.Err
+		}
+		return onceStatus(rep, moveErr)
+	}
+	return a.Run(ctx)
+}
+
+// agentConfig turns the flags into the agent's Config: the PVE client,
+// the desired-state source (checked once against the host id), the jobs
+// inbox with its done/ directory, and the signers.
+func agentConfig(ctx context.Context, f agentFlags, defaultJobs bool, logger *slog.Logger) (agent.Config, error) {
+	token, err := pve.LoadToken(f.tokenFile)
+	if err != nil {
+		return agent.Config{}, err
+	}
+	client, err := pve.New(pve.Options{URL: f.pveURL, Token: token, Fingerprint: f.fingerprint, CAFile: f.caFile,
+		InsecureSkipVerify: f.insecure, Logger: logger})
+	if err != nil {
+		return agent.Config{}, err
+	}
+	cfg := agent.Config{
+		Node: f.node, Host: f.host, StateDir: f.stateDir, PVE: client, TaskUser: token.ID,
+		Interval: f.interval, Concurrency: f.concurrency, ShutdownTimeout: f.shutdownTimeout, NotRunGrace: f.notRunGrace,
+		TaskWait: pve.WaitOptions{Initial: f.taskPoll, Max: f.taskPollMax}, Timeouts: f.timeouts,
+		Logger: logger,
+	}
+	if f.desiredFile != "" {
+		src := &desiredfile.File{Path: f.desiredFile, MaxBytes: f.desiredMaxBytes}
+		if err := checkDesiredHost(ctx, src, f.host, logger); err != nil {
+			return agent.Config{}, err
+		}
+		cfg.Desired = src
+	} else {
+		logger.Warn("no --desired file: no guest is managed; only signed jobs run")
+	}
+	jobs := &agent.DirJobs{Inbox: &inbox.Inbox{Dir: f.jobsDir, Logger: logger}, Create: defaultJobs && !f.dryRun, Logger: logger,
+		Done: &inbox.Done{Dir: filepath.Join(f.stateDir, "jobs", "done"), Retention: f.jobsRetention, Logger: logger}}
+	if _, err := os.Stat(f.jobsDir); defaultJobs && f.dryRun && errors.Is(err, os.ErrNotExist) {
+		jobs.Inbox.Dir = "" // a dry run creates nothing, not even the default inbox
+	}
+	cfg.Jobs = jobs
+	if f.allowedSigners != "" {
+		if cfg.Signers, err = allowedsigners.ParseFile(f.allowedSigners); err != nil {
+			return agent.Config{}, fmt.Errorf("agent: --allowed-signers: %w", err)
+		}
+		cfg.Policy = signedop.DefaultPolicy()
+		if f.policyFile != "" {
+			if cfg.Policy, err = signedop.ReadPolicyFile(f.policyFile); err != nil {
+				return agent.Config{}, fmt.Errorf("agent: --policy: %w", err)
 			}
-			moveErr = done.Settle(rep.Jobs)
-			if _, perr := done.Prune(); perr != nil {
-				logger.Warn("pruning finished signed jobs", "dir", done.Dir, "err", perr)
-			}
-		}
-		if f.once {
-			if err != nil {
-				return err
-			}
-			printReport(stdout, rep, pendingDir)
-			return onceStatus(rep, moveErr)
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil // shutting down: not a failure
-			}
-			logger.Error("tick failed", "err", err)
-		} else {
-			logReport(logger, rep)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(f.interval):
 		}
 	}
-}
-
-// tick runs one reconcile tick. A bad entry in the jobs inbox never fails
-// it (the inbox skips and reports it); a desired file that cannot be read
-// does.
-func tick(ctx context.Context, eng *engine.Engine, p desired.Provider, jobs *inbox.Inbox, f agentFlags) (engine.Report, error) {
-	doc, err := p.Desired(ctx)
-	if err != nil {
-		return engine.Report{}, err
-	}
-	return eng.Tick(ctx, doc.ForHost(f.host), inbox.Jobs(jobs.Read()), false)
-}
-
-func retryRecover(ctx context.Context, eng *engine.Engine, every time.Duration, logger *slog.Logger) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(every):
-		}
-		err := eng.Recover(ctx)
-		if err == nil {
-			return nil
-		}
-		logger.Error("recovery failed; nothing will be changed until it succeeds", "err", err)
-	}
-}
-
-func newVerifier(f agentFlags, logger *slog.Logger) (*signedop.Verifier, func(), error) {
-	set, err := allowedsigners.ParseFile(f.allowedSigners)
-	if err != nil {
-		return nil, nil, fmt.Errorf("agent: --allowed-signers: %w", err)
-	}
-	pol := signedop.DefaultPolicy()
-	if f.policyFile != "" {
-		if pol, err = signedop.ReadPolicyFile(f.policyFile); err != nil {
-			return nil, nil, fmt.Errorf("agent: --policy: %w", err)
-		}
-	}
-	ns, err := nonce.Open(filepath.Join(f.stateDir, "nonces"), nonce.Options{})
-	if err != nil {
-		return nil, nil, err
-	}
-	return &signedop.Verifier{Signers: set, Policy: pol, Nonces: ns}, func() { ns.Close() }, nil
-}
-
-// writePending keeps dir holding exactly the payloads waiting for a
-// signature after this tick, one file each (mode 0600: a payload carries
-// the action's parameters), named VMID-OP-NONCE.json, ready for
-// `steward op sign`. Payloads are logged by file, never by content.
-func writePending(dir string, rep engine.Report, logger *slog.Logger) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	keep := map[string]bool{}
-	for _, d := range rep.Pending {
-		p, err := signedop.ParsePayload(d.Payload)
-		if err != nil {
-			continue
-		}
-		name := fmt.Sprintf("%d-%s-%s.json", p.VMID, p.Op, p.Nonce[:8])
-		keep[name] = true
-		path := filepath.Join(dir, name)
-		if _, err := os.Stat(path); err == nil {
-			continue
-		}
-		if err := atomicfile.Write(path, d.Payload, 0o600); err != nil {
-			return err
-		}
-		logger.Info("destructive action waiting for a signature", "vmid", p.VMID, "op", p.Op, "reason", d.Reason, "payload_file", path)
-	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if !keep[e.Name()] && strings.HasSuffix(e.Name(), ".json") {
-			os.Remove(filepath.Join(dir, e.Name()))
-		}
-	}
-	return nil
-}
-
-// rememberPending gives the gate the payloads offered before this start,
-// so a restart does not change what operators are asked to sign.
-// Unreadable files are ignored: the next tick rewrites the directory.
-func rememberPending(g *gate.Gate, dir string) {
-	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
-	for _, name := range files {
-		b, err := safefile.ReadFileNoFollow(name, signedop.MaxPayloadSize)
-		if err != nil {
-			continue
-		}
-		if p, err := signedop.ParsePayload(b); err == nil {
-			g.Remember(p)
-		}
-	}
-}
-
-// lockDir takes an exclusive lock on dir so two agents never share a
-// journal.
-func lockDir(dir string) (func(), error) {
-	fh, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
-	}
-	if err := syscall.Flock(int(fh.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		fh.Close()
-		return nil, fmt.Errorf("agent: state directory %s is in use by another steward agent (%w)", dir, err)
-	}
-	return func() { fh.Close() }, nil
+	return cfg, nil
 }
 
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {

@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
-	"slices"
+	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/steward-pve/steward/internal/agent"
 	"github.com/steward-pve/steward/internal/desired"
 	"github.com/steward-pve/steward/internal/engine"
-	"github.com/steward-pve/steward/internal/signedop"
 )
 
 // checkDesiredHost reads the desired document once at start and refuses
@@ -81,8 +80,8 @@ func printReport(w io.Writer, rep engine.Report, pendingDir string) {
 	}
 	for _, d := range rep.Pending {
 		fmt.Fprintf(w, "\nPENDING SIGNATURE  %s\n  why: %s\n", d.Action, d.Reason)
-		if p, err := signedop.ParsePayload(d.Payload); err == nil {
-			fmt.Fprintf(w, "  payload: %s/%d-%s-%s.json (sign with `steward op sign --key KEY FILE`)\n", pendingDir, p.VMID, p.Op, p.Nonce[:8])
+		if len(d.Payload) > 0 {
+			fmt.Fprintf(w, "  payload: %s (sign with `steward op sign --key KEY FILE`)\n", filepath.Join(pendingDir, agent.PendingFile(d.Offer)))
 		}
 	}
 	if len(rep.Guests) > 0 {
@@ -113,44 +112,13 @@ func printReport(w io.Writer, rep engine.Report, pendingDir string) {
 // jobs that ran, failed or were rejected.
 func summaryText(s engine.Summary) string {
 	var b strings.Builder
-	for _, kv := range summaryAttrs(s) {
+	for _, kv := range agent.SummaryAttrs(s) {
 		if b.Len() > 0 {
 			b.WriteByte(' ')
 		}
 		fmt.Fprintf(&b, "%s=%v", kv.Key, kv.Value)
 	}
 	return b.String()
-}
-
-func summaryAttrs(s engine.Summary) []slog.Attr {
-	attrs := []slog.Attr{
-		slog.Int("managed", s.Managed),
-		slog.Int("in_sync", s.Phases[engine.PhaseInSync]),
-		slog.Int("changed", s.Changed),
-		slog.Int("pending_signature", s.PendingSignature),
-		slog.Int("failed", s.Failed),
-	}
-	for _, ph := range slices.Sorted(maps.Keys(s.Phases)) {
-		switch ph {
-		case engine.PhaseInSync, engine.PhasePendingSignature, engine.PhaseError:
-			continue
-		}
-		attrs = append(attrs, slog.Int(ph, s.Phases[ph]))
-	}
-	for _, kv := range []struct {
-		k string
-		n int
-	}{{"jobs_ran", s.JobsRan}, {"jobs_failed", s.JobsFailed}, {"jobs_rejected", s.JobsRejected}} {
-		if kv.n > 0 {
-			attrs = append(attrs, slog.Int(kv.k, kv.n))
-		}
-	}
-	return attrs
-}
-
-// logReport logs the one summary line of a tick.
-func logReport(l *slog.Logger, rep engine.Report) {
-	l.LogAttrs(context.Background(), slog.LevelInfo, "tick", summaryAttrs(rep.Summary())...)
 }
 
 // onceStatus is the result of `agent --once` after a tick that ran: an

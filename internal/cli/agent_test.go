@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/steward-pve/steward/internal/agent"
 	"github.com/steward-pve/steward/internal/guest"
 	"github.com/steward-pve/steward/internal/sim"
 	"github.com/steward-pve/steward/internal/sim/simtest"
@@ -158,7 +159,7 @@ func TestAgentRefusesSharedStateDir(t *testing.T) {
 	if err := os.MkdirAll(f.state, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	unlock, err := lockDir(f.state)
+	unlock, err := agent.LockDir(f.state)
 	if err != nil {
 		t.Fatal(err)
 	}
