@@ -246,7 +246,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		default:
 			// A job that could not be settled is logged by its source
 			// and settled by a later tick.
-			a.cfg.Jobs.Settle(ctx, rep.Jobs)
+			_ = a.cfg.Jobs.Settle(ctx, rep.Jobs)
 			logReport(a.log, rep)
 		}
 		if a.cfg.OnTick != nil {

@@ -112,7 +112,11 @@ func TestPendingOutbox(t *testing.T) {
 	if len(rep.Pending) != 1 {
 		t.Fatalf("pending %+v; want the scsi1 replacement held", rep.Pending)
 	}
-	name := filepath.Join(a.PendingDir(), agent.PendingFile(rep.Pending[0].Offer))
+	base := agent.PendingFile(rep.Pending[0].Offer)
+	if nonce := rep.Pending[0].Offer.Nonce; len(nonce) < 8 || base != "103-config-"+nonce[:8]+".json" {
+		t.Fatalf("pending file name %q; want 103-config-NONCE8.json", base)
+	}
+	name := filepath.Join(a.PendingDir(), base)
 	b, err := os.ReadFile(name)
 	if err != nil {
 		t.Fatalf("pending payload file: %v", err)

@@ -163,26 +163,30 @@ func TestRunTicksEveryInterval(t *testing.T) {
 	}
 }
 
-// TestRunRecoversBeforeTicking: an op interrupted by a crash is resolved
-// before the first tick; while PVE cannot say what became of it, recovery
-// is retried every Interval and nothing is observed or changed.
-func TestRunRecoversBeforeTicking(t *testing.T) {
+// crashedStateDir returns a state directory whose journal holds what a
+// crash leaves: a start of guest 101 begun, its task recorded, not ended.
+func crashedStateDir(t *testing.T) string {
+	t.Helper()
 	dir := t.TempDir()
-	// A crash left a start of guest 101 begun with its task recorded.
 	j, err := journal.Open(dir+"/journal", journal.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	upid := "UPID:pve:00001234:00005678:67D3F6F1:qmstart:101:steward@pve!agent:"
+	defer j.Close()
 	if err := j.Begin(journal.Op{ID: "op-1", Source: "reconcile", Host: "pve", Action: action.Action{Op: action.Start, VMID: 101, Kind: guest.QEMU}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := j.Task("op-1", upid); err != nil {
+	if err := j.Task("op-1", "UPID:pve:00001234:00005678:67D3F6F1:qmstart:101:steward@pve!agent:"); err != nil {
 		t.Fatal(err)
 	}
-	if err := j.Close(); err != nil {
-		t.Fatal(err)
-	}
+	return dir
+}
+
+// TestRunRecoversBeforeTicking: an op interrupted by a crash is resolved
+// before the first tick; while PVE cannot say what became of it, recovery
+// is retried every Interval and nothing is observed or changed.
+func TestRunRecoversBeforeTicking(t *testing.T) {
+	dir := crashedStateDir(t)
 
 	synctest.Test(t, func(t *testing.T) {
 		p := &quietPVE{down: true}
@@ -218,7 +222,7 @@ func TestRunRecoversBeforeTicking(t *testing.T) {
 			t.Errorf("Run: %v", err)
 		}
 	})
-	j, err = journal.Open(dir+"/journal", journal.Options{})
+	j, err := journal.Open(dir+"/journal", journal.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,18 +236,7 @@ func TestRunRecoversBeforeTicking(t *testing.T) {
 // returns the context's error (nothing was resolved) and frees the
 // directory.
 func TestRunStoppedDuringRecovery(t *testing.T) {
-	dir := t.TempDir()
-	j, err := journal.Open(dir+"/journal", journal.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := j.Begin(journal.Op{ID: "op-1", Source: "reconcile", Host: "pve", UPID: "", Action: action.Action{Op: action.Start, VMID: 101, Kind: guest.QEMU}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := j.Task("op-1", "UPID:pve:00001234:00005678:67D3F6F1:qmstart:101:steward@pve!agent:"); err != nil {
-		t.Fatal(err)
-	}
-	j.Close()
+	dir := crashedStateDir(t)
 	synctest.Test(t, func(t *testing.T) {
 		a, _ := agent.New(agent.Config{Node: "pve", PVE: &quietPVE{down: true}, StateDir: dir, Interval: time.Minute})
 		ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
