@@ -42,6 +42,10 @@ func (p *quietPVE) GuestConfig(ctx context.Context, node string, kind guest.Kind
 	return pve.GuestConfig{}, errors.New("no such guest")
 }
 
+func (p *quietPVE) ConfigWithPending(ctx context.Context, node string, kind guest.Kind, vmid int) (pve.PendingConfig, error) {
+	return pve.PendingConfig{}, errors.New("no such guest")
+}
+
 func (p *quietPVE) TaskStatus(ctx context.Context, node string, upid pve.UPID) (pve.TaskStatus, error) {
 	return pve.TaskStatus{}, errDown
 }
@@ -75,6 +79,9 @@ func (p *quietPVE) Start(context.Context, string, guest.Kind, int) (pve.Result, 
 	return p.mutate()
 }
 func (p *quietPVE) Shutdown(context.Context, string, guest.Kind, int, pve.ShutdownOptions) (pve.Result, error) {
+	return p.mutate()
+}
+func (p *quietPVE) Reboot(context.Context, string, guest.Kind, int, time.Duration) (pve.Result, error) {
 	return p.mutate()
 }
 func (p *quietPVE) Stop(context.Context, string, guest.Kind, int) (pve.Result, error) {
