@@ -56,8 +56,8 @@ func newOpPayloadCmd(stdout io.Writer) *cobra.Command {
 	f.StringVar(&kind, "kind", "", "guest kind: qemu or lxc")
 	f.StringVar(&opName, "op", "", "operation: destroy, config, resize, snapshot_rollback, snapshot_delete, ...")
 	f.StringArrayVar(&params, "param", nil, "PVE API parameter as key=value (repeatable); exactly the action's parameters")
-	f.StringVar(&digest, "digest", "", "the guest's current PVE config digest (empty only for a guest that does not exist yet)")
-	f.DurationVar(&ttl, "ttl", time.Hour, "how long the signature stays valid")
+	f.StringVar(&digest, "digest", "", "the guest's current PVE config digest (required for config, resize, destroy and snapshot ops; empty for create, start, shutdown, stop)")
+	f.DurationVar(&ttl, "ttl", time.Hour, "how long the signature stays valid (agents accept at most "+signedop.DefaultMaxTTL.String()+", plus a clock-skew allowance of "+signedop.DefaultMaxSkew.String()+" at each end)")
 	f.StringVar(&reason, "reason", "", "why (recorded with the operation)")
 	for _, n := range []string{"host", "vmid", "kind", "op"} {
 		cmd.MarkFlagRequired(n)
@@ -83,6 +83,9 @@ func runOpPayload(_ context.Context, stdout io.Writer, host string, vmid int, ki
 	}
 	p, err := signedop.NewPayload(host, a, now, ttl, reason)
 	if err != nil {
+		return &UsageError{Err: fmt.Errorf("op payload: %w", err)}
+	}
+	if err := agentWouldRefuse(p); err != nil {
 		return &UsageError{Err: fmt.Errorf("op payload: %w", err)}
 	}
 	_, err = stdout.Write(p.Canonical())
@@ -130,6 +133,9 @@ func runOpSign(ctx context.Context, stdout, stderr io.Writer, key string, useAge
 	if err != nil {
 		return fmt.Errorf("op sign: refusing to sign %s: %w", payloadFile, err)
 	}
+	if err := agentWouldRefuse(p); err != nil {
+		return fmt.Errorf("op sign: refusing to sign %s: %w", payloadFile, err)
+	}
 	fmt.Fprintf(stderr, "Signing: %s\n", describePayload(p))
 	key = expandHome(key)
 	var sig []byte
@@ -153,6 +159,26 @@ func runOpSign(ctx context.Context, stdout, stderr io.Writer, key string, useAge
 	}
 	fmt.Fprintf(stderr, "Wrote signature to %s\n", out)
 	return nil
+}
+
+// agentWouldRefuse runs the agent's own payload checks
+// (signedop.Admissible, as the gate and the verifier call it) so that the
+// operator's tools never make or sign what every agent refuses.
+func agentWouldRefuse(p signedop.Payload) error {
+	var r *signedop.Rejection
+	if err := signedop.Admissible(p, 0); errors.As(err, &r) {
+		return fmt.Errorf("the agent would refuse it (%s): %s", r.Code, r.Reason)
+	}
+	return nil
+}
+
+// acceptWindow describes when an agent accepts p: the payload's window
+// widened by the verifier's clock-skew allowance at both ends.
+func acceptWindow(v *signedop.Verifier, p signedop.Payload) string {
+	from, until, skew := v.Window(p)
+	return fmt.Sprintf("the agent accepts it from %s until %s (its window %s to %s, widened by the agent's clock-skew allowance of %v at each end)",
+		from.UTC().Format(signedop.TimeLayout), until.UTC().Format(signedop.TimeLayout),
+		p.NotBefore.UTC().Format(signedop.TimeLayout), p.Expires.UTC().Format(signedop.TimeLayout), skew)
 }
 
 func describePayload(p signedop.Payload) string {
@@ -224,13 +250,15 @@ func runOpVerify(_ context.Context, stdout io.Writer, allowedPath, policyPath, h
 		job.Signatures = append(job.Signatures, s)
 	}
 	var a action.Action
+	v := &signedop.Verifier{Signers: set, Policy: pol, Now: func() time.Time { return now }}
+	window := ""
 	if p, err := signedop.ParsePayload(job.Payload); err == nil {
 		a = p.Action()
 		if !digestSet {
 			digest = p.Digest
 		}
+		window = acceptWindow(v, p)
 	}
-	v := &signedop.Verifier{Signers: set, Policy: pol, Now: func() time.Time { return now }}
 	auth, err := v.Check(job, host, a, digest)
 	if err != nil {
 		var r *signedop.Rejection
@@ -238,9 +266,13 @@ func runOpVerify(_ context.Context, stdout io.Writer, allowedPath, policyPath, h
 			return fmt.Errorf("op verify: %w", err)
 		}
 		fmt.Fprintf(stdout, "REJECTED (%s): %s\n", r.Code, r.Reason)
+		if window != "" {
+			fmt.Fprintf(stdout, "  %s\n", window)
+		}
 		return errRejected
 	}
 	fmt.Fprintf(stdout, "OK: %s\n", describePayload(auth.Payload))
+	fmt.Fprintf(stdout, "  %s\n", window)
 	for _, s := range auth.Signers {
 		fmt.Fprintf(stdout, "  signed by %s %s roles %s\n", s.Principal, s.Fingerprint, strings.Join(s.Roles, ","))
 	}

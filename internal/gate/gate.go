@@ -131,6 +131,10 @@ func (g *Gate) Decide(a action.Action, actual guest.Config, prov classify.Proven
 // currentDigest (the guest's config digest read just now). A benign action
 // in a signed job runs without consuming the signature.
 //
+// Every job, benign or not, must first be signedop.Admissible (a known op,
+// a validity window no longer than the verifier's MaxTTL, a digest where
+// the op needs one): the same check the operator's tools make.
+//
 // DecideSigned does not spend the nonce (see Permit.Nonce); it refuses a
 // job whose nonce the verifier's nonce store already holds (spent before
 // the journal recorded nonces, or by this agent since). The caller must
@@ -207,6 +211,16 @@ func (g *Gate) decideParsed(pj signedop.ParsedJob, actual guest.Config, currentD
 	a := ActionOf(p)
 	v := classify.Classify(a, actual, prov)
 	d := Decision{Action: a, Verdict: v}
+	// The checks `steward op payload`, `sign` and `verify` make too, for
+	// every job whatever its class.
+	var maxTTL time.Duration
+	if g.Verifier != nil {
+		maxTTL = g.Verifier.MaxTTL
+	}
+	if err := signedop.Admissible(p, maxTTL); err != nil {
+		d.Outcome, d.Code, d.Reason = Rejected, signedop.RejectionCode(err), err.Error()
+		return d
+	}
 	if v.Class == classify.Benign {
 		if code, reason := staleJob(a, actual, currentDigest); reason != "" {
 			d.Outcome, d.Code, d.Reason = Rejected, code, reason

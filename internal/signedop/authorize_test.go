@@ -52,7 +52,7 @@ func TestRejectionMatrix(t *testing.T) {
 		signedop.CodeBadHash, signedop.CodeLegacyRSASHA1, signedop.CodeNoUserPresence,
 		signedop.CodeUnknownSigner, signedop.CodeSignerNotYetValid, signedop.CodeSignerExpired,
 		signedop.CodeBadCertificate, signedop.CodeInsufficientSigners, signedop.CodeReplayed,
-		signedop.CodeNonceStoreFull,
+		signedop.CodeNonceStoreFull, signedop.CodeUnknownOp, signedop.CodeMissingDigest,
 	} {
 		if !codes[code] {
 			t.Errorf("rejection code %q has no matrix case", code)

@@ -10,6 +10,7 @@ import (
 	"github.com/steward-pve/steward/internal/action"
 	"github.com/steward-pve/steward/internal/allowedsigners"
 	"github.com/steward-pve/steward/internal/nonce"
+	"github.com/steward-pve/steward/internal/signedop/spec"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -30,7 +31,7 @@ type Authorization struct {
 // Defaults for Verifier fields left zero.
 const (
 	DefaultMaxSkew       = 5 * time.Minute
-	DefaultMaxTTL        = 7 * 24 * time.Hour
+	DefaultMaxTTL        = spec.DefaultMaxTTL
 	DefaultMaxSignatures = 16
 )
 
@@ -85,10 +86,10 @@ func (v *Verifier) skew() time.Duration {
 // the guest's config digest now currentDigest, and consumes the job's
 // nonce. It returns the authorization, or a *Rejection whose code says
 // which rule failed first. Checks, in order: signers configured; payload
-// canonical and version 1; op, host, vmid, kind, params and digest equal
-// to the action's; digest equal to currentDigest; now within
-// [not_before−MaxSkew, expires+MaxSkew) and the window no longer than
-// MaxTTL; every signature well-formed, in Namespace, sha256/sha512, not
+// canonical and version 1; Admissible (a known op, the window no longer
+// than MaxTTL, a digest where the op needs one); op, host, vmid, kind,
+// params and digest equal to the action's; digest equal to currentDigest;
+// now within [not_before−MaxSkew, expires+MaxSkew) (Window); every signature well-formed, in Namespace, sha256/sha512, not
 // SHA-1 RSA, with user presence for FIDO keys, cryptographically valid and
 // by a key allowed_signers accepts now for Namespace (any bad signature
 // rejects the job); distinct keys whose principals hold the roles the
@@ -136,6 +137,9 @@ func (v *Verifier) CheckParsed(pj ParsedJob, host string, a action.Action, curre
 		return Authorization{}, reject(pj.ErrCode, "%s", strings.TrimPrefix(pj.Err.Error(), "signedop: "))
 	}
 	job, p := pj.Job, pj.Payload
+	if err := Admissible(p, v.maxTTL()); err != nil {
+		return Authorization{}, err
+	}
 	if err := p.Matches(host, a); err != nil {
 		var me *MismatchError
 		errors.As(err, &me)
@@ -147,17 +151,11 @@ func (v *Verifier) CheckParsed(pj ParsedJob, host string, a action.Action, curre
 		return Authorization{}, reject(CodeStaleDigest, "guest %d's config changed since signing (signed against digest %q, now %q); review and sign again", p.VMID, p.Digest, currentDigest)
 	}
 	now := v.now()
-	skew := v.skew()
-	maxTTL := v.MaxTTL
-	if maxTTL <= 0 {
-		maxTTL = DefaultMaxTTL
-	}
+	from, until, skew := v.Window(p)
 	switch {
-	case p.Expires.Sub(p.NotBefore) > maxTTL:
-		return Authorization{}, reject(CodeTTLTooLong, "payload is valid for %v; this agent accepts at most %v", p.Expires.Sub(p.NotBefore), maxTTL)
-	case now.Before(p.NotBefore.Add(-skew)):
+	case now.Before(from):
 		return Authorization{}, reject(CodeNotYetValid, "payload is not valid before %s (agent time %s, skew allowed %v)", p.NotBefore.Format(TimeLayout), now.UTC().Format(TimeLayout), skew)
-	case !now.Before(p.Expires.Add(skew)):
+	case !now.Before(until):
 		return Authorization{}, reject(CodeExpired, "payload expired at %s (agent time %s, skew allowed %v)", p.Expires.Format(TimeLayout), now.UTC().Format(TimeLayout), skew)
 	}
 	if len(job.Signatures) == 0 {

@@ -270,6 +270,14 @@ func Cases() []Case {
 			e.Now = e.Now.Add(-time.Minute - 5*time.Minute - time.Second)
 			return a
 		}},
+		{"unknown op", signedop.CodeUnknownOp, func(e *Env) Attempt {
+			e.Action.Op = "format_disk"
+			return single(nil)(e)
+		}},
+		{"destroy without a digest", signedop.CodeMissingDigest, func(e *Env) Attempt {
+			e.Action.Digest = ""
+			return single(nil)(e)
+		}},
 		{"validity window too long", signedop.CodeTTLTooLong, single(func(p *signedop.Payload) { p.Expires = p.NotBefore.Add(30 * 24 * time.Hour) })},
 		{"no signatures", signedop.CodeNoSignatures, func(e *Env) Attempt { return e.Attempt(e.Job(nil)) }},
 		{"too many signatures", signedop.CodeTooManySignatures, func(e *Env) Attempt {
