@@ -177,6 +177,9 @@ func agentConfig(ctx context.Context, f agentFlags, defaultJobs bool, logger *sl
 	if err != nil {
 		return agent.Config{}, err
 	}
+	if w := pve.TokenFileWarning(f.tokenFile); f.tokenFile != "" && w != "" {
+		logger.Warn(w)
+	}
 	client, err := pve.New(pve.Options{URL: f.pveURL, Token: token, Fingerprint: f.fingerprint, CAFile: f.caFile,
 		InsecureSkipVerify: f.insecure, Logger: logger})
 	if err != nil {

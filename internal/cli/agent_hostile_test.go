@@ -129,3 +129,35 @@ func TestAgentDesiredMaxBytes(t *testing.T) {
 		t.Errorf("with STEWARD_DESIRED_MAX_BYTES=4096: %v", err)
 	}
 }
+
+// Issue 8 §6: the agent warns at start when its token file is readable by
+// every user, without printing the token.
+func TestAgentWarnsWorldReadableToken(t *testing.T) {
+	f := newAgentFixture(t)
+	mustDo(t, os.Chmod(f.token, 0o644))
+	_, stderr, err := runBounded(t, f.args("--dry-run", "--desired", f.desired(t, agentDoc))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := f.srv.Token[strings.LastIndexByte(f.srv.Token, '=')+1:]
+	if !strings.Contains(stderr, "readable by every user") || !strings.Contains(stderr, f.token) || strings.Contains(stderr, secret) {
+		t.Errorf("stderr: %s\nwant a warning naming %s, without the secret", stderr, f.token)
+	}
+}
+
+// Issue 8 §6: a bad policy file is reported like a bad desired file:
+// file, line, entry, what was expected, and no stacked prefixes.
+func TestAgentPolicyErrorReadsWell(t *testing.T) {
+	f := newAgentFixture(t)
+	ops := newOpFixture(t, "alice")
+	pol := filepath.Join(f.dir, "policy.yaml")
+	mustDo(t, os.WriteFile(pol, []byte("require:\n  destroy:\n    role: operator\n    count: 0\n"), 0o600))
+	_, _, err := runBounded(t, f.args("--once", "--desired", f.desired(t, agentDoc), "--allowed-signers", ops.allowed, "--policy", pol)...)
+	want := "agent: --policy: signedop: policy " + pol + `: line 4: require.destroy.count: want an integer from 1 to 100, got "0"`
+	if err == nil || err.Error() != want {
+		t.Fatalf("got  %v\nwant %s", err, want)
+	}
+	if m := f.srv.Sim.Mutations(); len(m) != 0 {
+		t.Errorf("bad policy mutated: %+v", m)
+	}
+}

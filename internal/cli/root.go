@@ -92,6 +92,9 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	for _, add := range subcommands {
 		root.AddCommand(add(stdout, stderr))
 	}
+	// steward --version prints what `steward version` prints.
+	root.Version = versionLine(readBuildInfo())
+	root.SetVersionTemplate("{{.Version}}\n")
 	return root
 }
 

@@ -81,6 +81,11 @@ type Client struct {
 	sleep func(ctx context.Context, d time.Duration) error
 	// jitter returns a factor in [0,1) for backoff jitter; replaced in tests.
 	jitter func() float64
+
+	// tlsHints: TLS is configured from Options (not a caller's HTTPClient),
+	// so a certificate failure can name the flag that fixes it.
+	tlsHints bool
+	caFile   string
 }
 
 // New validates opts and returns a Client. It does no I/O besides reading
@@ -138,6 +143,7 @@ func New(opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.tlsHints, c.caFile = true, opts.CAFile
 	if opts.InsecureSkipVerify {
 		c.log.Warn("pve: TLS CERTIFICATE VERIFICATION IS DISABLED (--pve-insecure-skip-verify): anyone on the network path can impersonate PVE and capture the API token; pin the node certificate with --pve-fingerprint instead",
 			"url", base)
@@ -356,7 +362,11 @@ func (c *Client) transportError(parent context.Context, method, path string, sen
 	if sent && mutation {
 		return &OutcomeUnknownError{Method: method, Path: path, Err: err}
 	}
-	return &TransportError{Method: method, Path: path, Sent: sent, Err: err, callerDone: parent.Err() != nil}
+	te := &TransportError{Method: method, Path: path, Sent: sent, Err: err, callerDone: parent.Err() != nil}
+	if c.tlsHints {
+		te.hint = certHint(err, c.caFile)
+	}
+	return te
 }
 
 func (c *Client) apiError(method, path string, resp *http.Response, raw []byte) *APIError {

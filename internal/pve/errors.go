@@ -136,10 +136,14 @@ type TransportError struct {
 	Sent   bool
 	Err    error
 
-	callerDone bool // the caller's context ended the request
+	callerDone bool   // the caller's context ended the request
+	hint       string // for a certificate failure: which setting fixes it
 }
 
 func (e *TransportError) Error() string {
+	if e.hint != "" {
+		return fmt.Sprintf("pve: %s %s: %v; %s", e.Method, e.Path, e.Err, e.hint)
+	}
 	return fmt.Sprintf("pve: %s %s: %v", e.Method, e.Path, e.Err)
 }
 
@@ -163,6 +167,24 @@ func isCertError(err error) bool {
 	var hn x509.HostnameError
 	var cv *tls.CertificateVerificationError
 	return errors.As(err, &fm) || errors.As(err, &ua) || errors.As(err, &ci) || errors.As(err, &hn) || errors.As(err, &cv)
+}
+
+// certHint says which setting fixes a certificate verification failure,
+// given how TLS was configured; "" when err is no such failure or already
+// says (a pinned fingerprint mismatch names --pve-fingerprint itself).
+func certHint(err error, caFile string) string {
+	var fm *FingerprintMismatchError
+	if !isCertError(err) || errors.As(err, &fm) {
+		return ""
+	}
+	var hn x509.HostnameError
+	switch {
+	case errors.As(err, &hn):
+		return "the certificate is not issued for the host name in --pve-url: use a name the certificate names (pvenode cert info), or pin the certificate with --pve-fingerprint"
+	case caFile != "":
+		return fmt.Sprintf("the certificate does not verify against --pve-ca-file %s: give the CA that signed it (on PVE: /etc/pve/pve-root-ca.pem), or pin the certificate with --pve-fingerprint (the node's ssl_fingerprint, from pvenode cert info)", caFile)
+	}
+	return "PVE's certificate is not signed by a CA this host trusts (PVE signs it with its own cluster CA): trust that CA with --pve-ca-file /etc/pve/pve-root-ca.pem, or pin the certificate with --pve-fingerprint (the node's ssl_fingerprint, from pvenode cert info)"
 }
 
 // FingerprintMismatchError is a TLS handshake refused because the server's

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/steward-pve/steward/internal/safefile"
 )
@@ -108,6 +109,35 @@ func LoadToken(file string) (Token, error) {
 		return Token{}, fmt.Errorf("%w (in %s)", err, file)
 	}
 	return t, nil
+}
+
+// TokenFileWarning returns a warning when the token file at path can be
+// read by more than the agent: by others (any user on the host), or by its
+// group when that group is not the agent's own (its effective group, as in
+// the recommended root:steward mode 0640). It returns "" when the mode is
+// fine or the file cannot be examined (LoadToken reports that). The
+// warning names the file and its mode, never its content.
+func TokenFileWarning(path string) string {
+	st, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	gid := -1
+	if s, ok := st.Sys().(*syscall.Stat_t); ok {
+		gid = int(s.Gid)
+	}
+	return tokenModeWarning(path, st.Mode().Perm(), gid, os.Getegid())
+}
+
+func tokenModeWarning(path string, perm os.FileMode, fileGid, egid int) string {
+	const fix = "chmod it 0640 with the agent's group (chown root:steward) or 0600 owned by the agent's user"
+	switch {
+	case perm&0o004 != 0:
+		return fmt.Sprintf("pve: the API token file %s is readable by every user on this host (mode %04o): %s", path, perm, fix)
+	case perm&0o040 != 0 && fileGid != egid:
+		return fmt.Sprintf("pve: the API token file %s is readable by its group, which is not the agent's (mode %04o, group %d): %s", path, perm, fileGid, fix)
+	}
+	return ""
 }
 
 // IsZero reports whether t is the zero Token.

@@ -101,18 +101,17 @@ const MaxPolicyFileSize = 1 << 20
 
 // ReadPolicyFile reads and parses the policy file at path (following
 // symlinks; only a regular file of at most MaxPolicyFileSize bytes, see
-// package safefile). Errors name the path.
+// package safefile). Errors are ParsePolicy's with File set to path.
 func ReadPolicyFile(path string) (Policy, error) {
 	b, err := safefile.ReadFile(path, MaxPolicyFileSize)
 	if err != nil {
 		return Policy{}, fmt.Errorf("signedop: policy: %w", err)
 	}
-	p, err := ParsePolicy(b)
-	if err != nil {
-		return Policy{}, fmt.Errorf("%w (file %s)", err, path)
-	}
-	return p, nil
+	return spec.ParsePolicyFile(b, path)
 }
+
+// PolicyError is spec.PolicyError: one problem in a policy document.
+type PolicyError = spec.PolicyError
 
 // ParseJob is spec.ParseJob.
 func ParseJob(j Job) ParsedJob { return spec.ParseJob(j) }

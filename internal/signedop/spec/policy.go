@@ -1,15 +1,12 @@
 package spec
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"slices"
 
 	"github.com/steward-pve/steward/internal/action"
-	"go.yaml.in/yaml/v3"
 )
 
 // DefaultRole is the role every allowed signer holds when a policy names
@@ -50,38 +47,6 @@ func DefaultPolicy() Policy {
 
 var knownOps = []action.Op{action.Start, action.Shutdown, action.Stop, action.Reboot, action.SetConfig, action.Resize,
 	action.Create, action.Destroy, action.SnapshotCreate, action.SnapshotRollback, action.SnapshotDelete}
-
-// ParsePolicy parses a policy file (see Policy). Empty input gives
-// DefaultPolicy. Errors name the offending entry.
-func ParsePolicy(b []byte) (Policy, error) {
-	var f struct {
-		Roles   map[string][]string    `yaml:"roles"`
-		Require map[string]Requirement `yaml:"require"`
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
-		if errors.Is(err, io.EOF) {
-			return DefaultPolicy(), nil
-		}
-		return Policy{}, fmt.Errorf("signedop: policy: %v", err)
-	}
-	var extra any
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return Policy{}, errors.New("signedop: policy: more than one YAML document")
-	}
-	p := Policy{Roles: f.Roles, Require: f.Require}
-	if err := p.Validate(); err != nil {
-		return Policy{}, err
-	}
-	if p.Require == nil {
-		p.Require = map[string]Requirement{}
-	}
-	if _, ok := p.Require["*"]; !ok {
-		p.Require["*"] = Requirement{Role: DefaultRole, Count: 1}
-	}
-	return p, nil
-}
 
 // Validate checks that every requirement names a known op or "*", a
 // non-empty role and a count of at least 1, and every role is non-empty.
