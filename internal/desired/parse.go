@@ -11,6 +11,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/yamlerr"
 )
 
 // Parse decodes and validates a desired-state document from YAML or JSON
@@ -68,18 +69,7 @@ func ParseFile(name string, data []byte) (*Document, error) {
 // syntaxError turns a yaml error into a FieldError carrying its line. yaml.v3
 // formats syntax errors as "yaml: line N: msg".
 func syntaxError(file string, err error) error {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	line := 0
-	if rest, ok := strings.CutPrefix(msg, "line "); ok {
-		if i := strings.Index(rest, ": "); i > 0 {
-			if n, err := strconv.Atoi(rest[:i]); err == nil {
-				line, msg = n, rest[i+2:]
-			}
-		}
-	}
-	if line == 0 {
-		line = 1 // errors without a line (e.g. bad encoding) are about the input's start
-	}
+	line, msg := yamlerr.Syntax(err) // the exact line, where yaml.v3's parser says one early
 	return &FieldError{File: file, Line: line, Msg: "invalid YAML: " + msg}
 }
 
