@@ -37,7 +37,7 @@ func TestOpPayloadRefusesWhatTheAgentRefuses(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			out, _, err := runCLI(t, append(base, tt.args...)...)
-			if err == nil || ExitCode(err) != 2 || out != "" {
+			if err == nil || ExitCode(err) != ExitUsage || out != "" {
 				t.Fatalf("got %q, %v; want a usage error and no payload", out, err)
 			}
 			// The agent's reason, word for word.
