@@ -56,7 +56,7 @@ func newOpPayloadCmd(stdout io.Writer) *cobra.Command {
 	f.StringVar(&kind, "kind", "", "guest kind: qemu or lxc")
 	f.StringVar(&opName, "op", "", "operation: destroy, config, resize, snapshot_rollback, snapshot_delete, ...")
 	f.StringArrayVar(&params, "param", nil, "PVE API parameter as key=value (repeatable); exactly the action's parameters")
-	f.StringVar(&digest, "digest", "", "the guest's current PVE config digest (required for config, resize, destroy and snapshot ops; empty for create, start, shutdown, stop)")
+	f.StringVar(&digest, "digest", "", "the guest's current PVE config digest (required for config, resize, destroy and snapshot ops; empty for create, start, shutdown, stop, reboot)")
 	f.DurationVar(&ttl, "ttl", time.Hour, "how long the signature stays valid (agents accept at most "+signedop.DefaultMaxTTL.String()+", plus a clock-skew allowance of "+signedop.DefaultMaxSkew.String()+" at each end)")
 	f.StringVar(&reason, "reason", "", "why (recorded with the operation)")
 	for _, n := range []string{"host", "vmid", "kind", "op"} {

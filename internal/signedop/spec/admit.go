@@ -25,7 +25,7 @@ func KnownOps() []action.Op { return slices.Clone(knownOps) }
 // NeedsDigest reports whether a payload for op must name the guest's
 // config digest: every op on an existing guest whose config or data it
 // reads or changes (config, resize, destroy and the snapshot ops). Start,
-// shutdown and stop act on run state only, and a create's guest does not
+// shutdown, stop and reboot act on run state only, and a create's guest does not
 // exist yet.
 func NeedsDigest(op action.Op) bool {
 	switch op {
