@@ -729,7 +729,7 @@ func (e *Engine) observe(ctx context.Context, names map[int]bool) ([]guest.Obser
 				g.ConfigErr = err.Error()
 				return
 			}
-			g.Config, g.Digest, g.Pending = pc.Config.Values, pc.Config.Digest, pc.Pending
+			g.Config, g.Digest, g.Pending, g.Current = pc.Config.Values, pc.Config.Digest, pc.Pending, pc.Current
 		}(&out[i])
 	}
 	wg.Wait()

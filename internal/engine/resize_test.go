@@ -190,3 +190,34 @@ func volumeSizeOK(h *harness, want int64) bool {
 	n, _ := h.srv.Sim.VolumeSize("local-lvm:vm-101-disk-0")
 	return n == want
 }
+
+// TestPendingDiskResizedOnce: a running container's rootfs change waits
+// for a restart; growing that disk resizes it once (from the size the
+// container runs with) and then writes the pending value again with the
+// new size, instead of resizing again every tick (which PVE refuses for a
+// container: "disk is already at specified size").
+func TestPendingDiskResizedOnce(t *testing.T) {
+	h := newHarness(t, sim.Options{}, lxcGuest(102, true, nil))
+	opts := mustParse(t, fleet(102, guest.LXC, `rootfs: "local-lvm:vm-102-disk-0,mountoptions=noatime,size=8G"`))
+	if rep := h.tick(opts); phaseOf(rep, 102) != engine.PhasePendingRestart {
+		t.Fatalf("after the rootfs write: phase %s results %+v; want pending_restart", phaseOf(rep, 102), rep.Results)
+	}
+	grown := mustParse(t, fleet(102, guest.LXC, `rootfs: "local-lvm:vm-102-disk-0,mountoptions=noatime,size=16G"`))
+	for i := range 3 {
+		rep := h.tick(grown)
+		for _, r := range rep.Results {
+			if r.Err != nil {
+				t.Fatalf("tick %d: %s failed: %v", i, r.Action, r.Err)
+			}
+		}
+	}
+	if m := h.mutations(); !slices.Equal(m, []string{"config 102", "resize 102", "config 102"}) {
+		t.Errorf("mutations = %v; want the write, one resize, the pending value written again", m)
+	}
+	if got := volumeSize(t, h, "local-lvm:vm-102-disk-0"); got != 16*gib {
+		t.Errorf("volume: %d; want %d", got, 16*gib)
+	}
+	if rep := h.tick(grown); phaseOf(rep, 102) != engine.PhasePendingRestart || len(rep.Results) != 0 {
+		t.Errorf("converged: phase %s results %+v; want pending_restart and nothing to do", phaseOf(rep, 102), rep.Results)
+	}
+}

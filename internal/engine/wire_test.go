@@ -45,6 +45,7 @@ var reportFields = map[string]string{
 	"Guests.NextRetry":    "sync.next_retry",
 	"Guests.Pending":      "sync.pending",
 	"Observed.Pending":    "sync.pending (the managed keys among them, via Guests.Pending)",
+	"Observed.Current":    "agent-local: the values the guest runs with, read to plan a resize of a pending disk; the hub sees the config as written (guests.config) and sync.pending",
 	"Plan.Guests.Pending": "sync.pending (via Guests.Pending)",
 	"Results.Action.Op":   "actions.action.op", "Results.Action.VMID": "actions.action.vmid",
 	"Results.Action.Kind": "actions.action.kind", "Results.Action.Params": "actions.action.params",

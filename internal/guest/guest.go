@@ -59,4 +59,9 @@ type Observed struct {
 	// keeps pending until the guest restarts, sorted; Config already
 	// shows them as written. Empty when everything written is live.
 	Pending []string
+	// Current is the config the guest runs with (GET …/config?current=1):
+	// it differs from Config in the Pending keys. A resize rewrites the
+	// size= here and leaves a pending value of the same disk as it was, so
+	// the size of a pending disk is read from Current. Nil when not read.
+	Current Config
 }

@@ -473,7 +473,7 @@ func (d *differ) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *guest
 		var resizes []sizeStep
 		var cfgChanges []Change // set once a size moved to a resize step
 		for i, pc := range d.pending {
-			if opts, want, have, hasHave, ok := sizeChange(a.Kind, pc.key, pc.to, pc.from); ok {
+			if opts, want, have, hasHave, ok := sizeChange(a.Kind, pc.key, pc.to, sizeRef(a, pc.key, pc.from)); ok {
 				if cfgChanges == nil {
 					cfgChanges = append(make([]Change, 0, len(changes)), changes[:i]...)
 				}

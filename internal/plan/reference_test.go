@@ -138,7 +138,7 @@ func (d *refDiffer) guest(steps []Step, st *GuestStatus, g *desired.Guest, a *gu
 		if params == nil {
 			params = make(map[string]string, len(g.Config)+2)
 		}
-		if opts, want, have, hasHave, ok := sizeChange(a.Kind, key, to, from); ok {
+		if opts, want, have, hasHave, ok := sizeChange(a.Kind, key, to, sizeRef(a, key, from)); ok {
 			// The size is a resize; the config write keeps the rest, by
 			// the next tick after a grow.
 			grow := hasHave && want > have

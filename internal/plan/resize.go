@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/steward-pve/steward/internal/action"
@@ -66,6 +67,21 @@ func sizeChange(kind guest.Kind, key, desired, actual string) (opts string, want
 		}
 	}
 	return propstr.FormatWithDefault(kept, dk), dSize, aSize, aHas, true
+}
+
+// sizeRef is the value whose size= a resize of key starts from: the
+// value the guest runs with when key is pending, else actual (the value as
+// written). PVE's resize rewrites the size= of the current value only, so
+// a pending value of a resized disk keeps the size PVE read when it was
+// written; judged by it, the disk would be resized again every tick (a
+// QEMU resize to the size the volume has changes nothing, an LXC one is
+// refused). Once the current size is the desired one, the pending value
+// is a plain config write, which records the size the volume now has.
+func sizeRef(a *guest.Observed, key, actual string) string {
+	if cur, ok := a.Current[key]; ok && slices.Contains(a.Pending, key) {
+		return cur
+	}
+	return actual
 }
 
 // resizable reports whether key is a disk or mount point of kind that PUT

@@ -143,6 +143,38 @@ func TestDiffDiskSize(t *testing.T) {
 			phase: Converging,
 		},
 	}
+	// A pending rootfs (an LXC rootfs change waits for a restart): its
+	// pending value keeps the size PVE read when it was written.
+	pendingCT := func(current, pendingVal string) []guest.Observed {
+		o := obs(106, L, "running", map[string]string{"rootfs": pendingVal})
+		o.Pending = []string{"rootfs"}
+		o.Current = guest.Config{"rootfs": current}
+		return []guest.Observed{o}
+	}
+	ctWant := host(map[int]*desired.Guest{106: {Config: map[string]string{"rootfs": "local-lvm:vm-106-disk-0,mountoptions=noatime,size=16G"}}})
+	tests = append(tests, []struct {
+		name   string
+		want   *desired.Host
+		actual []guest.Observed
+		steps  []Step
+		phase  Phase
+	}{
+		{
+			name:   "pending disk: the resize starts from the size the guest runs with",
+			want:   ctWant,
+			actual: pendingCT("local-lvm:vm-106-disk-0,size=8G", "local-lvm:vm-106-disk-0,mountoptions=noatime,size=8G"),
+			steps:  []Step{resizeOf(106, L, "rootfs", "16G", digestOf(106), "8G")},
+			phase:  Converging,
+		},
+		{
+			name:   "pending disk already resized: its pending value is written again, never resized twice",
+			want:   ctWant,
+			actual: pendingCT("local-lvm:vm-106-disk-0,size=16G", "local-lvm:vm-106-disk-0,mountoptions=noatime,size=8G"),
+			steps: []Step{cfgStep(106, L, map[string]string{"rootfs": "local-lvm:vm-106-disk-0,mountoptions=noatime,size=16G"},
+				Change{"rootfs", "local-lvm:vm-106-disk-0,mountoptions=noatime,size=8G", "local-lvm:vm-106-disk-0,mountoptions=noatime,size=16G"})},
+			phase: Converging,
+		},
+	}...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := Diff(tt.want, tt.actual, Options{})
