@@ -7,8 +7,8 @@ import (
 	"strings"
 )
 
-func init() {
-	addRoute("GET", "/nodes/{node}/storage/{storage}/content/{volume}", (*Sim).getVolume)
+func (t *routeTable) addContentRoutes() {
+	t.add("GET", "/nodes/{node}/storage/{storage}/content/{volume}", (*Sim).getVolume)
 }
 
 // PVE's storage layout for the simulated storages (pve-storage defaults:

@@ -223,10 +223,10 @@ func (s *Sim) handle(hr *http.Request) response {
 	segs := routeSegments(path)
 	vars := map[string]string{}
 	var rt *route
-	for i := range routes {
+	for i := range s.routes {
 		clear(vars)
-		if routes[i].method == hr.Method && match(routes[i].segs, segs, vars) {
-			rt = &routes[i]
+		if s.routes[i].method == hr.Method && match(s.routes[i].segs, segs, vars) {
+			rt = &s.routes[i]
 			break
 		}
 	}

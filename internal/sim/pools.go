@@ -36,9 +36,9 @@ import (
 	"strings"
 )
 
-func init() {
-	addRoute("GET", "/pools", (*Sim).getPools)
-	addRoute("GET", "/pools/{poolid}", (*Sim).getPoolDeprecated)
+func (t *routeTable) addPoolRoutes() {
+	t.add("GET", "/pools", (*Sim).getPools)
+	t.add("GET", "/pools/{poolid}", (*Sim).getPoolDeprecated)
 }
 
 // membership is an immutable snapshot of which pools hold which guests and

@@ -11,51 +11,60 @@ import (
 	"github.com/steward-pve/steward/internal/pve"
 )
 
-var routes []route
+// routeTable is the simulator's API surface: each route a method, a path
+// template and its handler, matched in order.
+type routeTable []route
 
-func addRoute(method, tmpl string, h handlerFunc) {
-	routes = append(routes, route{method: method, segs: routeSegments(tmpl), tmpl: tmpl, h: h})
+func (t *routeTable) add(method, tmpl string, h handlerFunc) {
+	*t = append(*t, route{method: method, segs: routeSegments(tmpl), tmpl: tmpl, h: h})
 }
 
-func init() {
-	addRoute("GET", "/version", (*Sim).getVersion)
-	addRoute("GET", "/nodes", (*Sim).getNodes)
-	addRoute("GET", "/nodes/{node}/status", (*Sim).getNodeStatus)
-	addRoute("GET", "/cluster/resources", (*Sim).getResources)
-	addRoute("GET", "/cluster/status", (*Sim).getClusterStatus)
-	addRoute("GET", "/cluster/nextid", (*Sim).getNextID)
-	addRoute("GET", "/nodes/{node}/storage", (*Sim).getStorage)
-	addRoute("GET", "/access/permissions", (*Sim).getPermissions)
-	addRoute("GET", "/nodes/{node}/tasks", (*Sim).getTasks)
-	addRoute("GET", "/nodes/{node}/tasks/{upid}/status", (*Sim).getTaskStatus)
-	addRoute("GET", "/nodes/{node}/tasks/{upid}/log", (*Sim).getTaskLog)
-	addRoute("DELETE", "/nodes/{node}/tasks/{upid}", (*Sim).deleteTask)
+// newRoutes builds the route table every Sim serves: the node, cluster,
+// task and guest routes here, the storage content and pool routes in
+// content.go and pools.go.
+func newRoutes() routeTable {
+	var t routeTable
+	t.add("GET", "/version", (*Sim).getVersion)
+	t.add("GET", "/nodes", (*Sim).getNodes)
+	t.add("GET", "/nodes/{node}/status", (*Sim).getNodeStatus)
+	t.add("GET", "/cluster/resources", (*Sim).getResources)
+	t.add("GET", "/cluster/status", (*Sim).getClusterStatus)
+	t.add("GET", "/cluster/nextid", (*Sim).getNextID)
+	t.add("GET", "/nodes/{node}/storage", (*Sim).getStorage)
+	t.add("GET", "/access/permissions", (*Sim).getPermissions)
+	t.add("GET", "/nodes/{node}/tasks", (*Sim).getTasks)
+	t.add("GET", "/nodes/{node}/tasks/{upid}/status", (*Sim).getTaskStatus)
+	t.add("GET", "/nodes/{node}/tasks/{upid}/log", (*Sim).getTaskLog)
+	t.add("DELETE", "/nodes/{node}/tasks/{upid}", (*Sim).deleteTask)
 	for _, k := range []guest.Kind{guest.QEMU, guest.LXC} {
 		k := k
 		base := "/nodes/{node}/" + string(k)
 		bind := func(h func(*Sim, guest.Kind, *request) response) handlerFunc {
 			return func(s *Sim, q *request) response { return h(s, k, q) }
 		}
-		addRoute("GET", base, bind((*Sim).getGuestList))
-		addRoute("POST", base, bind((*Sim).postCreate))
-		addRoute("GET", base+"/{vmid}/config", bind((*Sim).getConfig))
-		addRoute("PUT", base+"/{vmid}/config", bind((*Sim).putConfig))
+		t.add("GET", base, bind((*Sim).getGuestList))
+		t.add("POST", base, bind((*Sim).postCreate))
+		t.add("GET", base+"/{vmid}/config", bind((*Sim).getConfig))
+		t.add("PUT", base+"/{vmid}/config", bind((*Sim).putConfig))
 		if k == guest.QEMU {
-			addRoute("POST", base+"/{vmid}/config", bind((*Sim).postConfig))
+			t.add("POST", base+"/{vmid}/config", bind((*Sim).postConfig))
 		}
-		addRoute("GET", base+"/{vmid}/pending", bind((*Sim).getPending))
-		addRoute("GET", base+"/{vmid}/status/current", bind((*Sim).getStatusCurrent))
-		addRoute("POST", base+"/{vmid}/status/start", bind((*Sim).postStart))
-		addRoute("POST", base+"/{vmid}/status/stop", bind((*Sim).postStop))
-		addRoute("POST", base+"/{vmid}/status/shutdown", bind((*Sim).postShutdown))
-		addRoute("POST", base+"/{vmid}/status/reboot", bind((*Sim).postReboot))
-		addRoute("PUT", base+"/{vmid}/resize", bind((*Sim).putResize))
-		addRoute("DELETE", base+"/{vmid}", bind((*Sim).deleteGuest))
-		addRoute("GET", base+"/{vmid}/snapshot", bind((*Sim).getSnapshots))
-		addRoute("POST", base+"/{vmid}/snapshot", bind((*Sim).postSnapshot))
-		addRoute("POST", base+"/{vmid}/snapshot/{snapname}/rollback", bind((*Sim).postRollback))
-		addRoute("DELETE", base+"/{vmid}/snapshot/{snapname}", bind((*Sim).deleteSnapshot))
+		t.add("GET", base+"/{vmid}/pending", bind((*Sim).getPending))
+		t.add("GET", base+"/{vmid}/status/current", bind((*Sim).getStatusCurrent))
+		t.add("POST", base+"/{vmid}/status/start", bind((*Sim).postStart))
+		t.add("POST", base+"/{vmid}/status/stop", bind((*Sim).postStop))
+		t.add("POST", base+"/{vmid}/status/shutdown", bind((*Sim).postShutdown))
+		t.add("POST", base+"/{vmid}/status/reboot", bind((*Sim).postReboot))
+		t.add("PUT", base+"/{vmid}/resize", bind((*Sim).putResize))
+		t.add("DELETE", base+"/{vmid}", bind((*Sim).deleteGuest))
+		t.add("GET", base+"/{vmid}/snapshot", bind((*Sim).getSnapshots))
+		t.add("POST", base+"/{vmid}/snapshot", bind((*Sim).postSnapshot))
+		t.add("POST", base+"/{vmid}/snapshot/{snapname}/rollback", bind((*Sim).postRollback))
+		t.add("DELETE", base+"/{vmid}/snapshot/{snapname}", bind((*Sim).deleteSnapshot))
 	}
+	t.addContentRoutes()
+	t.addPoolRoutes()
+	return t
 }
 
 // Versions the simulator reports: PVE 9.1 (the schema's version).

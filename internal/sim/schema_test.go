@@ -28,7 +28,7 @@ func TestAcceptsExactlySchemaParams(t *testing.T) {
 	}
 	pathVals := map[string]string{"node": "pve", "vmid": "999", "snapname": "snap1", "upid": "UPID:pve:00000001:00000001:00000001:qmstart:999:root@pam:",
 		"storage": "local-lvm", "volume": "local-lvm:vm-999-disk-0", "poolid": "nosuchpool"}
-	for _, rt := range routes {
+	for _, rt := range ts.s.routes {
 		m, ok := sch.Method(rt.method, rt.tmpl)
 		if !ok {
 			t.Errorf("route %s %s is not in the schema", rt.method, rt.tmpl)

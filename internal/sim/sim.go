@@ -118,6 +118,7 @@ type Sim struct {
 	guests    map[int]*guestState
 	pools     map[string]*pool           // by poolid; nil until the first pool (pools.go)
 	members   atomic.Pointer[membership] // who is in which pool, for permission checks; read without mu
+	routes    routeTable                 // built once by New, read-only after
 	tasks     map[string]*task
 	taskOrder []*task
 	mutations []Mutation
@@ -157,6 +158,7 @@ func New(opts Options) (*Sim, error) {
 		log:      log,
 		now:      opts.Clock,
 		schema:   sch,
+		routes:   newRoutes(),
 		faults:   normFaults(opts.Faults),
 		rng:      mrand.New(mrand.NewPCG(uint64(opts.Seed), 0x5157a11d)),
 		tokens:   map[string]*token{},
