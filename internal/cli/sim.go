@@ -40,6 +40,7 @@ and optional injected faults. It prints the URL, the certificate fingerprint
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:8006", "address to listen on")
 	fl.StringVar(&f.opts.Node, "node", "pve", "node name")
 	fl.IntVar(&f.opts.Guests, "guests", 20, "number of seeded guests (a mix of VMs and containers)")
+	fl.BoolVar(&f.opts.Templates, "templates", true, "seed the QEMU template 9000 (disk and cloud-init drive) and the container template local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst, for creating guests")
 	fl.StringVar(&f.opts.Token, "token", "", "API token USER@REALM!TOKENID=SECRET with all privileges (default: generated)")
 	fl.Int64Var(&f.opts.Seed, "seed", 1, "seed for guests and faults")
 	fl.DurationVar(&f.opts.TaskDuration, "task-duration", 500*time.Millisecond, "how long asynchronous tasks run")

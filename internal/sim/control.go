@@ -15,6 +15,7 @@ import (
 //	PUT  /_sim/faults               <- Faults as JSON
 //	POST /_sim/guests               <- GuestSpec as JSON
 //	POST /_sim/pools                <- PoolSpec as JSON
+//	POST /_sim/templates            <- {} (AddTemplates)
 //	PUT  /_sim/guests/{vmid}/lock   <- {"lock":"backup"} ("" clears)
 //
 // Errors are {"error":"..."} with a 4xx status.
@@ -62,6 +63,12 @@ func (s *Sim) serveControl(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if err := s.AddPool(p); err != nil {
+			bad("%v", err)
+			return
+		}
+		controlJSON(w, 200, map[string]any{"data": nil})
+	case r.Method == http.MethodPost && path == "/templates":
+		if err := s.AddTemplates(); err != nil {
 			bad("%v", err)
 			return
 		}

@@ -23,8 +23,11 @@ import (
 // Options configures a Sim. The zero value is usable: node "pve", no
 // guests, a generated token, 50ms tasks, a 2s lock timeout, no faults.
 type Options struct {
-	Node         string        // node name; default "pve"
-	Guests       int           // number of seeded guests (a mix of qemu and lxc); 0 = none
+	Node   string // node name; default "pve"
+	Guests int    // number of seeded guests (a mix of qemu and lxc); 0 = none
+	// Templates seeds what creating guests needs (AddTemplates): the QEMU
+	// template 9000 and a container template in local's vztmpl content.
+	Templates    bool
 	Token        string        // full "USER@REALM!TOKENID=SECRET" with all privileges; "" = generate one
 	Seed         int64         // makes seeding and faults deterministic
 	TaskDuration time.Duration // how long async tasks run; default 50ms
@@ -116,6 +119,7 @@ type Sim struct {
 	rng       *mrand.Rand
 	tokens    map[string]*token // by USER@REALM!TOKENID
 	guests    map[int]*guestState
+	vztmpl    []vztmplVol                // container templates in storages' vztmpl content (templates.go)
 	pools     map[string]*pool           // by poolid; nil until the first pool (pools.go)
 	members   atomic.Pointer[membership] // who is in which pool, for permission checks; read without mu
 	routes    routeTable                 // built once by New, read-only after
@@ -186,7 +190,12 @@ func New(opts Options) (*Sim, error) {
 	if err := s.generateCert(); err != nil {
 		return nil, err
 	}
-	s.seedGuests(opts.Guests)
+	s.seedGuests(opts.Guests) // first: seeded guests stay what they were before templates existed
+	if opts.Templates {
+		if err := s.AddTemplates(); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 

@@ -407,7 +407,7 @@ func checkLastLog(t *testing.T, ts *testServer, upid, want string) {
 }
 
 func TestResizeSnapshotsCreateDestroy(t *testing.T) {
-	ts := startSim(t, Options{})
+	ts := startSim(t, Options{Templates: true})
 	ts.addGuest(qemuSpec(101, true))
 	ts.addGuest(lxcSpec(102, false))
 

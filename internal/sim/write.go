@@ -589,6 +589,12 @@ func (s *Sim) postCreate(k guest.Kind, q *request) response {
 		s.mu.Unlock()
 		return fail(500, "unable to create %s %d - %s %d already exists on node '%s'", kindWord(k), vmid, kindWord(other.kind), vmid, s.node)
 	}
+	// pve-container create_vm: the template must be a file the storage
+	// holds (abs_filesystem_path), checked before the task starts.
+	if t := q.params["ostemplate"]; k == guest.LXC && t != "-" && !s.vztmplExistsLocked(t) {
+		s.mu.Unlock()
+		return fail(500, "can't find file '%s'", t)
+	}
 	g := newGuestState(vmid, k)
 	g.config["lock"] = "create"
 	s.guests[vmid] = g
