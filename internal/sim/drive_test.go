@@ -15,10 +15,10 @@ import (
 // stored config names the new volume, first and bare, as PVE's
 // print_drive writes it.
 func TestExplicitDefaultKeyAllocates(t *testing.T) {
-	ts := startSim(t, Options{})
+	ts := startSim(t, Options{Templates: true})
 	ts.addGuest(qemuSpec(101, false))
 	ts.addGuest(lxcSpec(102, false))
-	const tmpl = "local:vztmpl/debian-12-standard_12.2-1_amd64.tar.zst"
+	const tmpl = TemplateVztmpl
 
 	tests := []struct {
 		name   string

@@ -57,7 +57,7 @@ func TestPools(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	ts := startSim(t, Options{Clock: clock})
+	ts := startSim(t, Options{Clock: clock, Templates: true})
 	ts.addGuest(qemuSpec(101, true))
 	ts.addGuest(lxcSpec(102, false))
 	ts.addGuest(qemuSpec(103, false))
@@ -231,7 +231,7 @@ func TestPools(t *testing.T) {
 		t.Fatalf("create into dev: %v", st["exitstatus"])
 	}
 	if _, st := ts.runTask("POST", "/nodes/pve/lxc", url.Values{"vmid": {"301"}, "pool": {"dev"},
-		"ostemplate": {"local:vztmpl/debian-12-standard_12.2-1_amd64.tar.zst"}}); st["exitstatus"] != "OK" {
+		"ostemplate": {TemplateVztmpl}}); st["exitstatus"] != "OK" {
 		t.Fatalf("create ct into dev: %v", st["exitstatus"])
 	}
 	if got := strings.Join(members(ts.mustOK(ts.do("GET", "/pools", url.Values{"poolid": {"dev"}}))), " "); got != "qemu/300 lxc/301" {
