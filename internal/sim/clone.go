@@ -9,8 +9,8 @@ import (
 	"github.com/steward-pve/steward/internal/guest"
 )
 
-func init() {
-	addRoute("POST", "/nodes/{node}/qemu/{vmid}/clone", (*Sim).postClone)
+func (t *routeTable) addCloneRoutes() {
+	t.add("POST", "/nodes/{node}/qemu/{vmid}/clone", (*Sim).postClone)
 }
 
 // postClone is qemu-server's clone_vm (task qmclone, its id the source

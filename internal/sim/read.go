@@ -20,8 +20,8 @@ func (t *routeTable) add(method, tmpl string, h handlerFunc) {
 }
 
 // newRoutes builds the route table every Sim serves: the node, cluster,
-// task and guest routes here, the storage content and pool routes in
-// content.go and pools.go.
+// task and guest routes here, the storage content, pool, content listing
+// and clone routes in content.go, pools.go, templates.go and clone.go.
 func newRoutes() routeTable {
 	var t routeTable
 	t.add("GET", "/version", (*Sim).getVersion)
@@ -64,6 +64,8 @@ func newRoutes() routeTable {
 	}
 	t.addContentRoutes()
 	t.addPoolRoutes()
+	t.addTemplateRoutes()
+	t.addCloneRoutes()
 	return t
 }
 

@@ -9,8 +9,8 @@ import (
 	"github.com/steward-pve/steward/internal/guest"
 )
 
-func init() {
-	addRoute("GET", "/nodes/{node}/storage/{storage}/content", (*Sim).getContent)
+func (t *routeTable) addTemplateRoutes() {
+	t.add("GET", "/nodes/{node}/storage/{storage}/content", (*Sim).getContent)
 }
 
 // Templates seeded by Options.Templates and AddTemplates: what creating a
