@@ -1,0 +1,727 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/steward-pve/steward/internal/hub/store"
+	"github.com/steward-pve/steward/internal/wire"
+)
+
+// CreateJoinToken implements store.Store.
+func (s *Store) CreateJoinToken(ctx context.Context, host, tokenHash string, expires time.Time) error {
+	if err := store.CheckHostID(host); err != nil {
+		return err
+	}
+	if err := store.CheckHash("join token hash", tokenHash); err != nil {
+		return err
+	}
+	now := s.now()
+	return s.write(ctx, "creating a join token", func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, "INSERT INTO hosts (id, created_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING", host, nanos(now)); err != nil {
+			return fmt.Errorf("sqlite: creating host %q: %w", host, err)
+		}
+		_, err := tx.ExecContext(ctx, "INSERT INTO join_tokens (token_hash, host, expires_at) VALUES (?, ?, ?)", tokenHash, host, nanos(expires))
+		if isUnique(err) {
+			return fmt.Errorf("%w: join token", store.ErrExists)
+		}
+		if err != nil {
+			return fmt.Errorf("sqlite: creating a join token for %q: %w", host, err)
+		}
+		return nil
+	})
+}
+
+// Enroll implements store.Store.
+func (s *Store) Enroll(ctx context.Context, joinTokenHash, hostTokenHash string) (string, error) {
+	if err := store.CheckHash("join token hash", joinTokenHash); err != nil {
+		return "", err
+	}
+	if err := store.CheckHash("host token hash", hostTokenHash); err != nil {
+		return "", err
+	}
+	now := s.now()
+	var host string
+	err := s.write(ctx, "enrolling", func(tx *sql.Tx) error {
+		var expires, used int64
+		err := tx.QueryRowContext(ctx, "SELECT host, expires_at, used_at FROM join_tokens WHERE token_hash = ?", joinTokenHash).Scan(&host, &expires, &used)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: join token unknown, used or expired", store.ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("sqlite: enrolling: %w", err)
+		}
+		if used != 0 || expires <= nanos(now) {
+			return fmt.Errorf("%w: join token unknown, used or expired", store.ErrNotFound)
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE join_tokens SET used_at = ? WHERE token_hash = ?", nanos(now), joinTokenHash); err != nil {
+			return fmt.Errorf("sqlite: enrolling %q: %w", host, err)
+		}
+		_, err = tx.ExecContext(ctx, "UPDATE hosts SET token_hash = ?, enrolled_at = ?, revoked_at = 0 WHERE id = ?", hostTokenHash, nanos(now), host)
+		if isUnique(err) {
+			return fmt.Errorf("%w: host token", store.ErrExists)
+		}
+		if err != nil {
+			return fmt.Errorf("sqlite: enrolling %q: %w", host, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return host, nil
+}
+
+const hostCols = `h.id, h.created_at, h.enrolled_at, h.revoked_at, h.blocked, h.blocked_reason, h.last_seen,
+	COALESCE(r.hash, ''), h.desired_generation FROM hosts h LEFT JOIN reports r ON r.host = h.id`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanHost(sc scanner) (store.Host, error) {
+	var h store.Host
+	var created, enrolled, revoked, seen int64
+	var blocked int
+	if err := sc.Scan(&h.ID, &created, &enrolled, &revoked, &blocked, &h.BlockedReason, &seen, &h.ReportHash, &h.DesiredGeneration); err != nil {
+		return h, err
+	}
+	h.CreatedAt, h.EnrolledAt, h.RevokedAt, h.LastSeen = fromNanos(created), fromNanos(enrolled), fromNanos(revoked), fromNanos(seen)
+	h.Blocked = blocked != 0
+	return h, nil
+}
+
+// HostByToken implements store.Store.
+func (s *Store) HostByToken(ctx context.Context, tokenHash string) (store.Host, error) {
+	h, err := scanHost(s.r.QueryRowContext(ctx, "SELECT "+hostCols+" WHERE h.token_hash = ? AND h.revoked_at = 0", tokenHash))
+	if errors.Is(err, sql.ErrNoRows) {
+		return h, fmt.Errorf("%w: host token unknown or revoked", store.ErrNotFound)
+	}
+	if err != nil {
+		return h, fmt.Errorf("sqlite: looking up a host token: %w", err)
+	}
+	return h, nil
+}
+
+// Host implements store.Store.
+func (s *Store) Host(ctx context.Context, id string) (store.Host, error) {
+	h, err := scanHost(s.r.QueryRowContext(ctx, "SELECT "+hostCols+" WHERE h.id = ?", id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return h, fmt.Errorf("%w: host %q", store.ErrNotFound, id)
+	}
+	if err != nil {
+		return h, fmt.Errorf("sqlite: reading host %q: %w", id, err)
+	}
+	return h, nil
+}
+
+// Hosts implements store.Store.
+func (s *Store) Hosts(ctx context.Context) ([]store.Host, error) {
+	rows, err := s.r.QueryContext(ctx, "SELECT "+hostCols+" ORDER BY h.id")
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: listing hosts: %w", err)
+	}
+	defer rows.Close()
+	out := []store.Host{}
+	for rows.Next() {
+		h, err := scanHost(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: listing hosts: %w", err)
+		}
+		out = append(out, h)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: listing hosts: %w", err)
+	}
+	return out, nil
+}
+
+// updateHost runs one UPDATE on the hosts row of id, ErrNotFound if none.
+func (s *Store) updateHost(ctx context.Context, what, id, query string, args ...any) error {
+	return s.write(ctx, what, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, query, args...)
+		if err != nil {
+			return fmt.Errorf("sqlite: %s %q: %w", what, id, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("%w: host %q", store.ErrNotFound, id)
+		}
+		return nil
+	})
+}
+
+// RevokeHost implements store.Store.
+func (s *Store) RevokeHost(ctx context.Context, id string) error {
+	now := nanos(s.now())
+	return s.write(ctx, "revoking", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "UPDATE hosts SET revoked_at = ?, token_hash = NULL WHERE id = ?", now, id)
+		if err != nil {
+			return fmt.Errorf("sqlite: revoking host %q: %w", id, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("%w: host %q", store.ErrNotFound, id)
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE join_tokens SET used_at = ? WHERE host = ? AND used_at = 0", now, id); err != nil {
+			return fmt.Errorf("sqlite: revoking the join tokens of %q: %w", id, err)
+		}
+		return nil
+	})
+}
+
+// SetBlocked implements store.Store.
+func (s *Store) SetBlocked(ctx context.Context, id string, blocked bool, reason string) error {
+	b := 0
+	if blocked {
+		b = 1
+	} else {
+		reason = ""
+	}
+	return s.updateHost(ctx, "blocking", id, "UPDATE hosts SET blocked = ?, blocked_reason = ? WHERE id = ?", b, reason, id)
+}
+
+// CreateOperator implements store.Store.
+func (s *Store) CreateOperator(ctx context.Context, name, tokenHash string) error {
+	if name == "" || len(name) > store.MaxHostIDLen {
+		return fmt.Errorf("%w: operator name must be 1..%d characters", store.ErrInvalid, store.MaxHostIDLen)
+	}
+	if err := store.CheckHash("operator token hash", tokenHash); err != nil {
+		return err
+	}
+	now := nanos(s.now())
+	return s.write(ctx, "creating an operator", func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "INSERT INTO operators (name, token_hash, created_at) VALUES (?, ?, ?)", name, tokenHash, now)
+		if isUnique(err) {
+			return fmt.Errorf("%w: operator %q (or its token)", store.ErrExists, name)
+		}
+		if err != nil {
+			return fmt.Errorf("sqlite: creating operator %q: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// OperatorByToken implements store.Store.
+func (s *Store) OperatorByToken(ctx context.Context, tokenHash string) (store.Operator, error) {
+	var o store.Operator
+	var created int64
+	err := s.r.QueryRowContext(ctx, "SELECT name, created_at FROM operators WHERE token_hash = ? AND revoked_at = 0", tokenHash).Scan(&o.Name, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return o, fmt.Errorf("%w: operator token unknown or revoked", store.ErrNotFound)
+	}
+	if err != nil {
+		return o, fmt.Errorf("sqlite: looking up an operator token: %w", err)
+	}
+	o.CreatedAt = fromNanos(created)
+	return o, nil
+}
+
+// Operators implements store.Store.
+func (s *Store) Operators(ctx context.Context) ([]store.Operator, error) {
+	rows, err := s.r.QueryContext(ctx, "SELECT name, created_at, revoked_at FROM operators ORDER BY name")
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: listing operators: %w", err)
+	}
+	defer rows.Close()
+	out := []store.Operator{}
+	for rows.Next() {
+		var o store.Operator
+		var c, r int64
+		if err := rows.Scan(&o.Name, &c, &r); err != nil {
+			return nil, fmt.Errorf("sqlite: listing operators: %w", err)
+		}
+		o.CreatedAt, o.RevokedAt = fromNanos(c), fromNanos(r)
+		out = append(out, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: listing operators: %w", err)
+	}
+	return out, nil
+}
+
+// RevokeOperator implements store.Store.
+func (s *Store) RevokeOperator(ctx context.Context, name string) error {
+	now := nanos(s.now())
+	return s.write(ctx, "revoking an operator", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "UPDATE operators SET revoked_at = ? WHERE name = ? AND revoked_at = 0", now, name)
+		if err != nil {
+			return fmt.Errorf("sqlite: revoking operator %q: %w", name, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			var one int
+			if err := tx.QueryRowContext(ctx, "SELECT 1 FROM operators WHERE name = ?", name).Scan(&one); errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("%w: operator %q", store.ErrNotFound, name)
+			}
+		}
+		return nil
+	})
+}
+
+// PutDesired implements store.Store.
+func (s *Store) PutDesired(ctx context.Context, host string, doc []byte, ifMatch int64, author string) (int64, error) {
+	if ifMatch < store.AnyGeneration {
+		return 0, fmt.Errorf("%w: If-Match generation %d", store.ErrInvalid, ifMatch)
+	}
+	now := nanos(s.now())
+	var gen int64
+	err := s.write(ctx, "storing desired state", func(tx *sql.Tx) error {
+		var cur int64
+		err := tx.QueryRowContext(ctx, "SELECT desired_generation FROM hosts WHERE id = ?", host).Scan(&cur)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: host %q", store.ErrNotFound, host)
+		}
+		if err != nil {
+			return fmt.Errorf("sqlite: storing desired state of %q: %w", host, err)
+		}
+		if ifMatch != store.AnyGeneration && ifMatch != cur {
+			return fmt.Errorf("%w: host %q is at generation %d, not %d", store.ErrConflict, host, cur, ifMatch)
+		}
+		gen = cur + 1
+		if _, err := tx.ExecContext(ctx, "INSERT INTO desired (host, generation, document, author, created_at) VALUES (?, ?, ?, ?, ?)",
+			host, gen, doc, author, now); err != nil {
+			return fmt.Errorf("sqlite: storing desired state of %q: %w", host, err)
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE hosts SET desired_generation = ? WHERE id = ?", gen, host); err != nil {
+			return fmt.Errorf("sqlite: storing desired state of %q: %w", host, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return gen, nil
+}
+
+// Desired implements store.Store.
+func (s *Store) Desired(ctx context.Context, host string) (store.Desired, error) {
+	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return store.Desired{}, fmt.Errorf("sqlite: reading desired state of %q: %w", host, err)
+	}
+	defer tx.Rollback()
+	var gen int64
+	err = tx.QueryRowContext(ctx, "SELECT desired_generation FROM hosts WHERE id = ?", host).Scan(&gen)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Desired{}, fmt.Errorf("%w: host %q", store.ErrNotFound, host)
+	}
+	if err != nil {
+		return store.Desired{}, fmt.Errorf("sqlite: reading desired state of %q: %w", host, err)
+	}
+	if gen == 0 {
+		return store.Desired{Host: host}, nil
+	}
+	d := store.Desired{Host: host, Generation: gen}
+	var created int64
+	if err := tx.QueryRowContext(ctx, "SELECT document, author, created_at FROM desired WHERE host = ? AND generation = ?", host, gen).
+		Scan(&d.Document, &d.Author, &created); err != nil {
+		return store.Desired{}, fmt.Errorf("sqlite: reading desired state of %q at generation %d: %w", host, gen, err)
+	}
+	d.CreatedAt = fromNanos(created)
+	return d, nil
+}
+
+// DesiredHistory implements store.Store.
+func (s *Store) DesiredHistory(ctx context.Context, host string, limit int) ([]store.Desired, error) {
+	if err := hostExists(ctx, s.r, host); err != nil {
+		return nil, err
+	}
+	rows, err := s.r.QueryContext(ctx, "SELECT generation, document, author, created_at FROM desired WHERE host = ? ORDER BY generation DESC LIMIT ?", host, limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: reading desired history of %q: %w", host, err)
+	}
+	defer rows.Close()
+	out := []store.Desired{}
+	for rows.Next() {
+		d := store.Desired{Host: host}
+		var created int64
+		if err := rows.Scan(&d.Generation, &d.Document, &d.Author, &created); err != nil {
+			return nil, fmt.Errorf("sqlite: reading desired history of %q: %w", host, err)
+		}
+		d.CreatedAt = fromNanos(created)
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: reading desired history of %q: %w", host, err)
+	}
+	return out, nil
+}
+
+// PutReport implements store.Store.
+func (s *Store) PutReport(ctx context.Context, host string, body []byte, hash string) error {
+	now := nanos(s.now())
+	return s.write(ctx, "storing a report", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "UPDATE hosts SET last_seen = ? WHERE id = ?", now, host)
+		if err != nil {
+			return fmt.Errorf("sqlite: storing the report of %q: %w", host, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("%w: host %q", store.ErrNotFound, host)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO reports (host, body, hash, received_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (host) DO UPDATE SET body = excluded.body, hash = excluded.hash, received_at = excluded.received_at`,
+			host, body, hash, now); err != nil {
+			return fmt.Errorf("sqlite: storing the report of %q: %w", host, err)
+		}
+		return nil
+	})
+}
+
+// Heartbeat implements store.Store.
+func (s *Store) Heartbeat(ctx context.Context, host, hash string) (bool, error) {
+	now := nanos(s.now())
+	var match bool
+	err := s.write(ctx, "recording a heartbeat", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "UPDATE hosts SET last_seen = ? WHERE id = ?", now, host)
+		if err != nil {
+			return fmt.Errorf("sqlite: recording a heartbeat of %q: %w", host, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("%w: host %q", store.ErrNotFound, host)
+		}
+		var have string
+		err = tx.QueryRowContext(ctx, "SELECT hash FROM reports WHERE host = ?", host).Scan(&have)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("sqlite: recording a heartbeat of %q: %w", host, err)
+		}
+		match = err == nil && have == hash
+		return nil
+	})
+	return match, err
+}
+
+// LastReport implements store.Store.
+func (s *Store) LastReport(ctx context.Context, host string) (store.Report, error) {
+	r := store.Report{Host: host}
+	var at int64
+	err := s.r.QueryRowContext(ctx, "SELECT body, hash, received_at FROM reports WHERE host = ?", host).Scan(&r.Body, &r.Hash, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Report{}, fmt.Errorf("%w: no report from host %q", store.ErrNotFound, host)
+	}
+	if err != nil {
+		return store.Report{}, fmt.Errorf("sqlite: reading the report of %q: %w", host, err)
+	}
+	r.ReceivedAt = fromNanos(at)
+	return r, nil
+}
+
+const jobCols = "host, id, payload, uploader, uploaded_at, state, result, updated_at FROM jobs"
+
+func scanJob(sc scanner) (store.Job, error) {
+	var j store.Job
+	var up, upd int64
+	var result []byte
+	if err := sc.Scan(&j.Host, &j.ID, &j.Payload, &j.Uploader, &up, &j.State, &result, &upd); err != nil {
+		return j, err
+	}
+	j.UploadedAt, j.UpdatedAt = fromNanos(up), fromNanos(upd)
+	if result != nil {
+		var r wire.JobResult
+		if err := json.Unmarshal(result, &r); err != nil {
+			return j, fmt.Errorf("job %s: stored result: %w", j.ID, err)
+		}
+		j.Result = &r
+	}
+	if j.Payload == nil {
+		j.Payload = []byte{}
+	}
+	return j, nil
+}
+
+// PutJob implements store.Store.
+func (s *Store) PutJob(ctx context.Context, host string, payload []byte, uploader string) (store.Job, error) {
+	if len(payload) == 0 {
+		return store.Job{}, fmt.Errorf("%w: empty job payload", store.ErrInvalid)
+	}
+	now := s.now()
+	j := store.Job{Host: host, ID: wire.JobID(payload), Payload: append([]byte(nil), payload...), Uploader: uploader,
+		UploadedAt: fromNanos(nanos(now)), State: store.JobWaiting, UpdatedAt: fromNanos(nanos(now))}
+	err := s.write(ctx, "storing a job", func(tx *sql.Tx) error {
+		if err := hostExists(ctx, tx, host); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO jobs (host, id, seq, payload, uploader, uploaded_at, state, updated_at)
+			VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs WHERE host = ?), ?, ?, ?, ?, ?)`,
+			host, j.ID, host, j.Payload, uploader, nanos(now), store.JobWaiting, nanos(now))
+		if isUnique(err) {
+			return fmt.Errorf("%w: job %s for host %q", store.ErrExists, j.ID, host)
+		}
+		if err != nil {
+			return fmt.Errorf("sqlite: storing job %s for %q: %w", j.ID, host, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return store.Job{}, err
+	}
+	return j, nil
+}
+
+// Job implements store.Store.
+func (s *Store) Job(ctx context.Context, host, id string) (store.Job, error) {
+	j, err := scanJob(s.r.QueryRowContext(ctx, "SELECT "+jobCols+" WHERE host = ? AND id = ?", host, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Job{}, fmt.Errorf("%w: job %s for host %q", store.ErrNotFound, id, host)
+	}
+	if err != nil {
+		return store.Job{}, fmt.Errorf("sqlite: reading job %s of %q: %w", id, host, err)
+	}
+	return j, nil
+}
+
+// Jobs implements store.Store.
+func (s *Store) Jobs(ctx context.Context, host, state string) ([]store.Job, error) {
+	if err := hostExists(ctx, s.r, host); err != nil {
+		return nil, err
+	}
+	rows, err := s.r.QueryContext(ctx, "SELECT "+jobCols+" WHERE host = ? AND (? = '' OR state = ?) ORDER BY seq", host, state, state)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: listing jobs of %q: %w", host, err)
+	}
+	defer rows.Close()
+	out := []store.Job{}
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: listing jobs of %q: %w", host, err)
+		}
+		out = append(out, j)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: listing jobs of %q: %w", host, err)
+	}
+	return out, nil
+}
+
+// SetJobResult implements store.Store.
+func (s *Store) SetJobResult(ctx context.Context, host string, r wire.JobResult) error {
+	var state string
+	switch r.State {
+	case wire.JobHeld:
+		state = store.JobWaiting
+	case wire.JobDone, wire.JobFailed, wire.JobRejected:
+		state = r.State
+	default:
+		return fmt.Errorf("%w: job result state %q", store.ErrInvalid, r.State)
+	}
+	body, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("sqlite: encoding a job result: %w", err)
+	}
+	now := nanos(s.now())
+	return s.write(ctx, "storing a job result", func(tx *sql.Tx) error {
+		var cur string
+		err := tx.QueryRowContext(ctx, "SELECT state FROM jobs WHERE host = ? AND id = ?", host, r.Job).Scan(&cur)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: job %s for host %q", store.ErrNotFound, r.Job, host)
+		}
+		if err != nil {
+			return fmt.Errorf("sqlite: storing the result of job %s: %w", r.Job, err)
+		}
+		if cur != store.JobWaiting {
+			if cur == r.State {
+				return nil
+			}
+			return fmt.Errorf("%w: job %s is already %s; result %s refused", store.ErrConflict, r.Job, cur, r.State)
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE jobs SET state = ?, result = ?, updated_at = ? WHERE host = ? AND id = ?",
+			state, body, now, host, r.Job); err != nil {
+			return fmt.Errorf("sqlite: storing the result of job %s: %w", r.Job, err)
+		}
+		return nil
+	})
+}
+
+// SetPending implements store.Store.
+func (s *Store) SetPending(ctx context.Context, host string, pending []wire.Pending) error {
+	bodies := make([][]byte, len(pending))
+	for i, p := range pending {
+		b, err := json.Marshal(p)
+		if err != nil {
+			return fmt.Errorf("sqlite: encoding pending[%d]: %w", i, err)
+		}
+		bodies[i] = b
+	}
+	return s.write(ctx, "storing pending signatures", func(tx *sql.Tx) error {
+		if err := hostExists(ctx, tx, host); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM pending WHERE host = ?", host); err != nil {
+			return fmt.Errorf("sqlite: storing pending signatures of %q: %w", host, err)
+		}
+		for i, b := range bodies {
+			if _, err := tx.ExecContext(ctx, "INSERT INTO pending (host, ord, pending) VALUES (?, ?, ?)", host, i, b); err != nil {
+				return fmt.Errorf("sqlite: storing pending signatures of %q: %w", host, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Pending implements store.Store.
+func (s *Store) Pending(ctx context.Context, host string) ([]wire.Pending, error) {
+	if err := hostExists(ctx, s.r, host); err != nil {
+		return nil, err
+	}
+	rows, err := s.r.QueryContext(ctx, "SELECT pending FROM pending WHERE host = ? ORDER BY ord", host)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: reading pending signatures of %q: %w", host, err)
+	}
+	defer rows.Close()
+	out := []wire.Pending{}
+	for rows.Next() {
+		var b []byte
+		var p wire.Pending
+		if err := rows.Scan(&b); err != nil {
+			return nil, fmt.Errorf("sqlite: reading pending signatures of %q: %w", host, err)
+		}
+		if err := json.Unmarshal(b, &p); err != nil {
+			return nil, fmt.Errorf("sqlite: decoding a pending signature of %q: %w", host, err)
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: reading pending signatures of %q: %w", host, err)
+	}
+	return out, nil
+}
+
+// head reads the host's chain head through q.
+func head(ctx context.Context, q queryer, host string) (store.ReceiptHead, error) {
+	h := store.ReceiptHead{Hash: wire.ZeroHash}
+	err := q.QueryRowContext(ctx, "SELECT seq, hash FROM receipts WHERE host = ? ORDER BY seq DESC LIMIT 1", host).Scan(&h.Seq, &h.Hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ReceiptHead{Hash: wire.ZeroHash}, nil
+	}
+	if err != nil {
+		return h, fmt.Errorf("sqlite: reading the receipt chain of %q: %w", host, err)
+	}
+	return h, nil
+}
+
+// AppendReceipts implements store.Store.
+func (s *Store) AppendReceipts(ctx context.Context, host string, rs []wire.Receipt) (store.ReceiptHead, error) {
+	var out store.ReceiptHead
+	err := s.write(ctx, "storing receipts", func(tx *sql.Tx) error {
+		if err := hostExists(ctx, tx, host); err != nil {
+			return err
+		}
+		h, err := head(ctx, tx, host)
+		if err != nil {
+			return err
+		}
+		// Skip a prefix the hub already holds with the same hashes (a
+		// retried batch); a differing one is a broken chain.
+		i := 0
+		for ; i < len(rs) && rs[i].Seq <= h.Seq; i++ {
+			var have string
+			err := tx.QueryRowContext(ctx, "SELECT hash FROM receipts WHERE host = ? AND seq = ?", host, rs[i].Seq).Scan(&have)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("sqlite: reading receipt %d of %q: %w", rs[i].Seq, host, err)
+			}
+			if have != rs[i].Hash {
+				return fmt.Errorf("%w: receipts[%d] (seq %d) differs from the one the hub holds for host %q", wire.ErrChainBroken, i, rs[i].Seq, host)
+			}
+		}
+		rest := rs[i:]
+		seq, hash, err := wire.VerifyChain(h.Seq, h.Hash, rest)
+		if err != nil {
+			return fmt.Errorf("host %q: %w", host, err)
+		}
+		for _, r := range rest {
+			b, err := json.Marshal(r)
+			if err != nil {
+				return fmt.Errorf("sqlite: encoding receipt %d: %w", r.Seq, err)
+			}
+			if _, err := tx.ExecContext(ctx, "INSERT INTO receipts (host, seq, hash, receipt) VALUES (?, ?, ?, ?)", host, r.Seq, r.Hash, b); err != nil {
+				return fmt.Errorf("sqlite: storing receipt %d of %q: %w", r.Seq, host, err)
+			}
+		}
+		out = store.ReceiptHead{Seq: seq, Hash: hash}
+		return nil
+	})
+	if err != nil {
+		return store.ReceiptHead{}, err
+	}
+	return out, nil
+}
+
+// ReceiptHead implements store.Store.
+func (s *Store) ReceiptHead(ctx context.Context, host string) (store.ReceiptHead, error) {
+	if err := hostExists(ctx, s.r, host); err != nil {
+		return store.ReceiptHead{}, err
+	}
+	return head(ctx, s.r, host)
+}
+
+// Receipts implements store.Store.
+func (s *Store) Receipts(ctx context.Context, host string, after uint64, limit int) ([]wire.Receipt, error) {
+	if err := hostExists(ctx, s.r, host); err != nil {
+		return nil, err
+	}
+	rows, err := s.r.QueryContext(ctx, "SELECT receipt FROM receipts WHERE host = ? AND seq > ? ORDER BY seq LIMIT ?", host, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: reading receipts of %q: %w", host, err)
+	}
+	defer rows.Close()
+	out := []wire.Receipt{}
+	for rows.Next() {
+		var b []byte
+		var r wire.Receipt
+		if err := rows.Scan(&b); err != nil {
+			return nil, fmt.Errorf("sqlite: reading receipts of %q: %w", host, err)
+		}
+		if err := json.Unmarshal(b, &r); err != nil {
+			return nil, fmt.Errorf("sqlite: decoding a receipt of %q: %w", host, err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: reading receipts of %q: %w", host, err)
+	}
+	return out, nil
+}
+
+// AppendAudit implements store.Store.
+func (s *Store) AppendAudit(ctx context.Context, e store.AuditEntry) (int64, error) {
+	if e.Time.IsZero() {
+		e.Time = s.now()
+	}
+	var id int64
+	err := s.write(ctx, "appending to the audit log", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "INSERT INTO audit (time, actor, action, host, detail) VALUES (?, ?, ?, ?, ?)",
+			nanos(e.Time), e.Actor, e.Action, e.Host, e.Detail)
+		if err != nil {
+			return fmt.Errorf("sqlite: appending to the audit log: %w", err)
+		}
+		id, err = res.LastInsertId()
+		if err != nil {
+			return fmt.Errorf("sqlite: appending to the audit log: %w", err)
+		}
+		return nil
+	})
+	return id, err
+}
+
+// Audit implements store.Store.
+func (s *Store) Audit(ctx context.Context, after int64, limit int) ([]store.AuditEntry, error) {
+	rows, err := s.r.QueryContext(ctx, "SELECT id, time, actor, action, host, detail FROM audit WHERE id > ? ORDER BY id LIMIT ?", after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: reading the audit log: %w", err)
+	}
+	defer rows.Close()
+	out := []store.AuditEntry{}
+	for rows.Next() {
+		var e store.AuditEntry
+		var t int64
+		if err := rows.Scan(&e.ID, &t, &e.Actor, &e.Action, &e.Host, &e.Detail); err != nil {
+			return nil, fmt.Errorf("sqlite: reading the audit log: %w", err)
+		}
+		e.Time = fromNanos(t)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: reading the audit log: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,280 @@
+// Package store defines the hub's Store: everything the hub keeps about
+// its fleet (hosts and their tokens, operator tokens, desired documents
+// with their generations, last reports, signed jobs, pending signatures,
+// journal receipts, and the operator audit log).
+//
+// The hub owns the interface; implementations (sqlite, later PostgreSQL)
+// live in their own packages and all pass the conformance suite in
+// storetest. The store holds no secret: tokens reach it only as their
+// HashToken, so a copy of the database does not let anyone act as a host
+// or an operator.
+//
+// Unless a method says otherwise, every method is safe for concurrent use,
+// may block on I/O (bounded by ctx), returns an error wrapping ErrNotFound
+// when the host, token or job it names does not exist, and changes nothing
+// when it returns an error.
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/steward-pve/steward/internal/wire"
+)
+
+// Errors, wrapped with context by implementations; test with errors.Is.
+var (
+	// ErrNotFound: the host, token or job named does not exist (or, for
+	// tokens, is expired, used or revoked: the caller cannot tell which,
+	// by design).
+	ErrNotFound = errors.New("store: not found")
+	// ErrExists: a record with that key exists already.
+	ErrExists = errors.New("store: already exists")
+	// ErrConflict: an If-Match generation did not match the current one;
+	// the caller reads the document again and retries.
+	ErrConflict = errors.New("store: generation conflict")
+	// ErrNewerSchema: the database was written by a newer steward; this
+	// one refuses to touch it.
+	ErrNewerSchema = errors.New("store: database schema is newer than this steward")
+	// ErrInvalid: an argument is malformed (empty host id, bad hash ...).
+	ErrInvalid = errors.New("store: invalid argument")
+)
+
+// Chain errors of AppendReceipts are wire.ErrChainGap and
+// wire.ErrChainBroken (wrapped).
+
+// AnyGeneration as PutDesired's ifMatch skips the optimistic check.
+const AnyGeneration int64 = -1
+
+// MaxHostIDLen bounds a host id.
+const MaxHostIDLen = 253
+
+// HashToken returns what the store keeps of a bearer token: the hex
+// SHA-256 of it. Tokens are high-entropy random strings, so a plain hash
+// suffices (no salt, no slow KDF), and lookups by hash need no
+// constant-time compare.
+func HashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// CheckHostID reports whether id can name a host: 1..MaxHostIDLen bytes
+// of letters, digits, '-', '_' and '.' (what a node name or host id
+// holds; nothing that needs escaping in a URL path).
+func CheckHostID(id string) error {
+	if id == "" || len(id) > MaxHostIDLen {
+		return fmt.Errorf("%w: host id %q must be 1..%d characters", ErrInvalid, id, MaxHostIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("%w: host id %q: character %q not allowed (letters, digits, '-', '_', '.')", ErrInvalid, id, c)
+		}
+	}
+	return nil
+}
+
+// CheckHash reports whether h is a HashToken result.
+func CheckHash(what, h string) error {
+	if len(h) != 64 {
+		return fmt.Errorf("%w: %s must be a hex SHA-256 (64 characters), got %d", ErrInvalid, what, len(h))
+	}
+	for i := 0; i < len(h); i++ {
+		if !('0' <= h[i] && h[i] <= '9' || 'a' <= h[i] && h[i] <= 'f') {
+			return fmt.Errorf("%w: %s must be lowercase hex", ErrInvalid, what)
+		}
+	}
+	return nil
+}
+
+// Host is what the hub knows about one host.
+type Host struct {
+	ID        string
+	CreatedAt time.Time
+	// EnrolledAt is zero until the host enrolled with a join token.
+	EnrolledAt time.Time
+	// RevokedAt is non-zero once an operator revoked the host's token;
+	// a new join token lets it enroll again.
+	RevokedAt     time.Time
+	Blocked       bool
+	BlockedReason string
+	// LastSeen is when the host last reported or sent a heartbeat (zero:
+	// never).
+	LastSeen time.Time
+	// ReportHash is the hash of the last full report (empty: none).
+	ReportHash string
+	// DesiredGeneration is the generation of the host's current desired
+	// document (0: none).
+	DesiredGeneration int64
+}
+
+// Operator is a named operator token (its hash only).
+type Operator struct {
+	Name      string
+	CreatedAt time.Time
+	RevokedAt time.Time // zero while valid
+}
+
+// Desired is one generation of a host's desired document.
+type Desired struct {
+	Host       string
+	Generation int64 // 0: the host has no document (Document is nil)
+	Document   []byte
+	Author     string // the operator who stored it
+	CreatedAt  time.Time
+}
+
+// Report is the last full report of a host, byte for byte as received.
+type Report struct {
+	Host       string
+	Body       []byte
+	Hash       string
+	ReceivedAt time.Time
+}
+
+// Job states. A job is waiting until its agent reports a final result;
+// a held result leaves it waiting.
+const (
+	JobWaiting  = "waiting"
+	JobDone     = wire.JobDone
+	JobFailed   = wire.JobFailed
+	JobRejected = wire.JobRejected
+)
+
+// Job is a signed job, its payload kept byte for byte.
+type Job struct {
+	Host       string
+	ID         string // wire.JobID(Payload)
+	Payload    []byte // the signed job file as uploaded, unaltered
+	Uploader   string
+	UploadedAt time.Time
+	State      string // JobWaiting, JobDone, JobFailed, JobRejected
+	// Result is the agent's last report on the job (a held result
+	// included); nil before the first.
+	Result    *wire.JobResult
+	UpdatedAt time.Time
+}
+
+// ReceiptHead is where a host's receipt chain ends.
+type ReceiptHead struct {
+	Seq  uint64 // 0: no receipt yet
+	Hash string // wire.ZeroHash when Seq is 0
+}
+
+// AuditEntry is one operator action.
+type AuditEntry struct {
+	ID     int64 // assigned by AppendAudit, increasing
+	Time   time.Time
+	Actor  string // operator name
+	Action string // "desired.put", "host.revoke", ...
+	Host   string // empty when the action names no host
+	Detail string
+}
+
+// Store is the hub's storage. See the package doc for the common contract
+// (concurrency, ErrNotFound, nothing changed on error).
+type Store interface {
+	// CreateJoinToken records a single-use join token (by its hash) for
+	// host, valid until expires; it creates the host if it does not
+	// exist. ErrExists if the hash is already recorded.
+	CreateJoinToken(ctx context.Context, host, tokenHash string, expires time.Time) error
+	// Enroll consumes a join token and gives its host the host token
+	// hostTokenHash, replacing any earlier one and clearing a revocation.
+	// It returns the host id. A join token that is unknown, used or
+	// expired is ErrNotFound; exactly one of concurrent Enrolls with the
+	// same token succeeds.
+	Enroll(ctx context.Context, joinTokenHash, hostTokenHash string) (string, error)
+	// HostByToken returns the host whose current, unrevoked token hashes
+	// to tokenHash; ErrNotFound otherwise (revocation takes effect at
+	// once).
+	HostByToken(ctx context.Context, tokenHash string) (Host, error)
+	// Host returns one host; ErrNotFound if unknown.
+	Host(ctx context.Context, id string) (Host, error)
+	// Hosts returns every host, by id.
+	Hosts(ctx context.Context) ([]Host, error)
+	// RevokeHost invalidates the host's token and unused join tokens.
+	RevokeHost(ctx context.Context, id string) error
+	// SetBlocked blocks (with a reason) or unblocks a host.
+	SetBlocked(ctx context.Context, id string, blocked bool, reason string) error
+
+	// CreateOperator records a named operator token. ErrExists if the
+	// name or the hash is taken (a revoked name stays taken).
+	CreateOperator(ctx context.Context, name, tokenHash string) error
+	// OperatorByToken returns the unrevoked operator whose token hashes
+	// to tokenHash; ErrNotFound otherwise.
+	OperatorByToken(ctx context.Context, tokenHash string) (Operator, error)
+	// Operators returns every operator token record, by name.
+	Operators(ctx context.Context) ([]Operator, error)
+	// RevokeOperator revokes a named operator token.
+	RevokeOperator(ctx context.Context, name string) error
+
+	// PutDesired stores doc as the host's next desired document and
+	// returns its generation, one more than the current one, assigned
+	// atomically. With ifMatch other than AnyGeneration, it stores only
+	// if the current generation equals ifMatch (0: none yet), else
+	// ErrConflict. The document is stored as given; the caller validates
+	// it.
+	PutDesired(ctx context.Context, host string, doc []byte, ifMatch int64, author string) (int64, error)
+	// Desired returns the host's current document; Generation 0 and a nil
+	// Document when it has none. ErrNotFound only for an unknown host.
+	Desired(ctx context.Context, host string) (Desired, error)
+	// DesiredHistory returns up to limit generations, newest first.
+	DesiredHistory(ctx context.Context, host string, limit int) ([]Desired, error)
+
+	// PutReport stores the host's last full report and its hash, and
+	// marks the host seen.
+	PutReport(ctx context.Context, host string, body []byte, hash string) error
+	// Heartbeat marks the host seen and reports whether hash names the
+	// last full report stored (false: the hub wants the full report).
+	Heartbeat(ctx context.Context, host, hash string) (bool, error)
+	// LastReport returns the host's last full report; ErrNotFound if the
+	// host is unknown or has not reported.
+	LastReport(ctx context.Context, host string) (Report, error)
+
+	// PutJob stores a signed job for host byte for byte, waiting. Its id
+	// is wire.JobID(payload). ErrExists if that job is already stored for
+	// the host.
+	PutJob(ctx context.Context, host string, payload []byte, uploader string) (Job, error)
+	// Job returns one job of host.
+	Job(ctx context.Context, host, id string) (Job, error)
+	// Jobs returns the host's jobs in upload order; state "" means all,
+	// else only jobs in that state.
+	Jobs(ctx context.Context, host, state string) ([]Job, error)
+	// SetJobResult records an agent's result for one of its jobs: done,
+	// failed and rejected are final, held leaves it waiting. Once final, the
+	// same state again is accepted and changes nothing (an agent's retry);
+	// any other state is ErrConflict. ErrNotFound if the host has no such
+	// job.
+	SetJobResult(ctx context.Context, host string, r wire.JobResult) error
+
+	// SetPending replaces the host's set of actions waiting for
+	// signatures (from its last report).
+	SetPending(ctx context.Context, host string, pending []wire.Pending) error
+	// Pending returns the host's pending actions in the order SetPending
+	// was given them.
+	Pending(ctx context.Context, host string) ([]wire.Pending, error)
+
+	// AppendReceipts appends journal receipts to the host's chain. They
+	// must continue it (wire.VerifyChain): a gap wraps wire.ErrChainGap,
+	// a mismatch wire.ErrChainBroken, and then nothing is stored.
+	// Receipts already stored with the same hash (an agent's retry) are
+	// skipped. It returns the new head.
+	AppendReceipts(ctx context.Context, host string, rs []wire.Receipt) (ReceiptHead, error)
+	// ReceiptHead returns where the host's chain ends.
+	ReceiptHead(ctx context.Context, host string) (ReceiptHead, error)
+	// Receipts returns up to limit receipts with Seq > after, in order.
+	Receipts(ctx context.Context, host string, after uint64, limit int) ([]wire.Receipt, error)
+
+	// AppendAudit records an operator action and returns its id; Time is
+	// set by the store when zero.
+	AppendAudit(ctx context.Context, e AuditEntry) (int64, error)
+	// Audit returns up to limit entries with ID > after, oldest first.
+	Audit(ctx context.Context, after int64, limit int) ([]AuditEntry, error)
+
+	// Close releases the store; no method may be called after it.
+	Close() error
+}

@@ -1,0 +1,643 @@
+// Package storetest is the conformance suite every store.Store
+// implementation runs: one set of behaviours the hub depends on, checked
+// the same way against SQLite today and PostgreSQL later.
+//
+// An implementation's test calls Run with a function that opens a fresh,
+// empty store for each subtest (and arranges for it to be closed).
+package storetest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/steward-pve/steward/internal/hub/store"
+	"github.com/steward-pve/steward/internal/wire"
+)
+
+// Open returns a fresh, empty store for one subtest.
+type Open func(t *testing.T) store.Store
+
+// Run runs every conformance test against stores from open.
+func Run(t *testing.T, open Open) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"Enroll", testEnroll},
+		{"JoinTokenExpired", testJoinTokenExpired},
+		{"JoinTokenSingleUseUnderRace", testJoinTokenRace},
+		{"RevokeHost", testRevokeHost},
+		{"Block", testBlock},
+		{"Operators", testOperators},
+		{"InvalidArguments", testInvalid},
+		{"DesiredGenerations", testDesired},
+		{"DesiredIfMatch", testDesiredIfMatch},
+		{"DesiredConcurrentPuts", testDesiredConcurrent},
+		{"DesiredConcurrentIfMatch", testDesiredConcurrentIfMatch},
+		{"Reports", testReports},
+		{"Jobs", testJobs},
+		{"Pending", testPending},
+		{"Receipts", testReceipts},
+		{"ReceiptChainErrors", testReceiptChainErrors},
+		{"Audit", testAudit},
+		{"UnknownHost", testUnknownHost},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
+	}
+}
+
+// tok returns the hash of a made-up token.
+func tok(s string) string { return store.HashToken("token-" + s) }
+
+// enrolled creates host id and enrolls it with the host token "host-"+id.
+func enrolled(t *testing.T, s store.Store, id string) {
+	t.Helper()
+	ctx := t.Context()
+	if err := s.CreateJoinToken(ctx, id, tok("join-"+id), time.Now().Add(time.Hour)); err != nil {
+		t.Fatalf("CreateJoinToken(%q): %v", id, err)
+	}
+	if _, err := s.Enroll(ctx, tok("join-"+id), tok("host-"+id)); err != nil {
+		t.Fatalf("Enroll(%q): %v", id, err)
+	}
+}
+
+func wantErr(t *testing.T, what string, err, target error) {
+	t.Helper()
+	if !errors.Is(err, target) {
+		t.Fatalf("%s: got error %v; want %v", what, err, target)
+	}
+}
+
+func testEnroll(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	before := time.Now().Add(-time.Second)
+	if err := s.CreateJoinToken(ctx, "pve-a", tok("j1"), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	h, err := s.Host(ctx, "pve-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !h.EnrolledAt.IsZero() || h.CreatedAt.Before(before) {
+		t.Fatalf("invited host: got %+v; want created now, not enrolled", h)
+	}
+	wantErr(t, "same join token twice", s.CreateJoinToken(ctx, "pve-b", tok("j1"), time.Now().Add(time.Hour)), store.ErrExists)
+	_, err = s.HostByToken(ctx, tok("h1"))
+	wantErr(t, "HostByToken before enrolling", err, store.ErrNotFound)
+
+	host, err := s.Enroll(ctx, tok("j1"), tok("h1"))
+	if err != nil || host != "pve-a" {
+		t.Fatalf("Enroll: got %q, %v; want pve-a", host, err)
+	}
+	h, err = s.HostByToken(ctx, tok("h1"))
+	if err != nil || h.ID != "pve-a" || h.EnrolledAt.IsZero() {
+		t.Fatalf("HostByToken: got %+v, %v; want pve-a enrolled", h, err)
+	}
+	_, err = s.Enroll(ctx, tok("j1"), tok("h2"))
+	wantErr(t, "second Enroll with the same join token", err, store.ErrNotFound)
+	if _, err := s.HostByToken(ctx, tok("h1")); err != nil {
+		t.Fatalf("host token after a refused second enroll: %v", err)
+	}
+
+	// A second join token re-enrolls the host and replaces its token.
+	if err := s.CreateJoinToken(ctx, "pve-a", tok("j2"), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Enroll(ctx, tok("j2"), tok("h3")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.HostByToken(ctx, tok("h1"))
+	wantErr(t, "old host token after re-enroll", err, store.ErrNotFound)
+	if h, err := s.HostByToken(ctx, tok("h3")); err != nil || h.ID != "pve-a" {
+		t.Fatalf("new host token: got %+v, %v", h, err)
+	}
+	hosts, err := s.Hosts(ctx)
+	if err != nil || len(hosts) != 1 || hosts[0].ID != "pve-a" {
+		t.Fatalf("Hosts: got %+v, %v; want [pve-a]", hosts, err)
+	}
+}
+
+func testJoinTokenExpired(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	if err := s.CreateJoinToken(ctx, "pve-a", tok("old"), time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Enroll(ctx, tok("old"), tok("h"))
+	wantErr(t, "Enroll with an expired join token", err, store.ErrNotFound)
+	_, err = s.Enroll(ctx, tok("never-made"), tok("h"))
+	wantErr(t, "Enroll with an unknown join token", err, store.ErrNotFound)
+	if _, err := s.HostByToken(ctx, tok("h")); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a refused Enroll left a usable host token (err %v)", err)
+	}
+}
+
+func testJoinTokenRace(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	if err := s.CreateJoinToken(ctx, "pve-a", tok("j"), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	const n = 8
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { _, errs[i] = s.Enroll(ctx, tok("j"), tok(fmt.Sprint("h", i))) })
+	}
+	wg.Wait()
+	ok := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+			if _, err := s.HostByToken(ctx, tok(fmt.Sprint("h", i))); err != nil {
+				t.Errorf("winner's token: %v", err)
+			}
+		case !errors.Is(err, store.ErrNotFound):
+			t.Errorf("Enroll %d: %v; want ErrNotFound for the losers", i, err)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d of %d concurrent Enrolls with one join token succeeded; want exactly 1", ok, n)
+	}
+}
+
+func testRevokeHost(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	enrolled(t, s, "pve-a")
+	if err := s.CreateJoinToken(ctx, "pve-a", tok("spare"), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeHost(ctx, "pve-a"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.HostByToken(ctx, tok("host-pve-a"))
+	wantErr(t, "HostByToken after revoke", err, store.ErrNotFound)
+	_, err = s.Enroll(ctx, tok("spare"), tok("h2"))
+	wantErr(t, "Enroll with a join token made before the revoke", err, store.ErrNotFound)
+	h, err := s.Host(ctx, "pve-a")
+	if err != nil || h.RevokedAt.IsZero() {
+		t.Fatalf("Host after revoke: got %+v, %v; want RevokedAt set", h, err)
+	}
+	wantErr(t, "RevokeHost of an unknown host", s.RevokeHost(ctx, "nope"), store.ErrNotFound)
+
+	// A new join token after the revoke lets it enroll again.
+	if err := s.CreateJoinToken(ctx, "pve-a", tok("again"), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Enroll(ctx, tok("again"), tok("h3")); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := s.HostByToken(ctx, tok("h3")); err != nil || !h.RevokedAt.IsZero() {
+		t.Fatalf("re-enrolled host: got %+v, %v; want it unrevoked", h, err)
+	}
+}
+
+func testBlock(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	enrolled(t, s, "pve-a")
+	if err := s.SetBlocked(ctx, "pve-a", true, "disk replacement"); err != nil {
+		t.Fatal(err)
+	}
+	h, _ := s.HostByToken(ctx, tok("host-pve-a"))
+	if !h.Blocked || h.BlockedReason != "disk replacement" {
+		t.Fatalf("after block: got blocked=%v reason=%q; want true, %q", h.Blocked, h.BlockedReason, "disk replacement")
+	}
+	if err := s.SetBlocked(ctx, "pve-a", false, "ignored"); err != nil {
+		t.Fatal(err)
+	}
+	h, _ = s.Host(ctx, "pve-a")
+	if h.Blocked || h.BlockedReason != "" {
+		t.Fatalf("after unblock: got blocked=%v reason=%q; want false, empty", h.Blocked, h.BlockedReason)
+	}
+	wantErr(t, "SetBlocked of an unknown host", s.SetBlocked(ctx, "nope", true, "x"), store.ErrNotFound)
+}
+
+func testOperators(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	if err := s.CreateOperator(ctx, "alice", tok("alice")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateOperator(ctx, "bob", tok("bob")); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, "second operator named alice", s.CreateOperator(ctx, "alice", tok("other")), store.ErrExists)
+	wantErr(t, "second operator with alice's token", s.CreateOperator(ctx, "carol", tok("alice")), store.ErrExists)
+	o, err := s.OperatorByToken(ctx, tok("alice"))
+	if err != nil || o.Name != "alice" {
+		t.Fatalf("OperatorByToken: got %+v, %v; want alice", o, err)
+	}
+	if err := s.RevokeOperator(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.OperatorByToken(ctx, tok("alice"))
+	wantErr(t, "OperatorByToken after revoke", err, store.ErrNotFound)
+	if o, err := s.OperatorByToken(ctx, tok("bob")); err != nil || o.Name != "bob" {
+		t.Fatalf("bob after alice's revoke: got %+v, %v", o, err)
+	}
+	wantErr(t, "revoke unknown operator", s.RevokeOperator(ctx, "zed"), store.ErrNotFound)
+	wantErr(t, "reuse a revoked name", s.CreateOperator(ctx, "alice", tok("alice2")), store.ErrExists)
+	ops, err := s.Operators(ctx)
+	if err != nil || len(ops) != 2 || ops[0].Name != "alice" || ops[0].RevokedAt.IsZero() || ops[1].Name != "bob" || !ops[1].RevokedAt.IsZero() {
+		t.Fatalf("Operators: got %+v, %v; want alice (revoked), bob", ops, err)
+	}
+	// A host token is not an operator token.
+	enrolled(t, s, "pve-a")
+	_, err = s.OperatorByToken(ctx, tok("host-pve-a"))
+	wantErr(t, "OperatorByToken with a host token", err, store.ErrNotFound)
+}
+
+func testInvalid(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for _, id := range []string{"", "a/b", "a b", "../x", string(make([]byte, store.MaxHostIDLen+1))} {
+		wantErr(t, fmt.Sprintf("CreateJoinToken(%q)", id), s.CreateJoinToken(ctx, id, tok("x"), time.Now().Add(time.Hour)), store.ErrInvalid)
+	}
+	wantErr(t, "join token hash not a hash", s.CreateJoinToken(ctx, "pve-a", "plaintext-token", time.Now().Add(time.Hour)), store.ErrInvalid)
+	wantErr(t, "operator token hash not a hash", s.CreateOperator(ctx, "alice", "plaintext-token"), store.ErrInvalid)
+	if hosts, err := s.Hosts(ctx); err != nil || len(hosts) != 0 {
+		t.Fatalf("refused calls created hosts: %+v, %v", hosts, err)
+	}
+}
+
+func testDesired(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	enrolled(t, s, "pve-a")
+	d, err := s.Desired(ctx, "pve-a")
+	if err != nil || d.Generation != 0 || d.Document != nil {
+		t.Fatalf("Desired before any PUT: got %+v, %v; want generation 0, no document", d, err)
+	}
+	docs := [][]byte{[]byte(`{"a":1}`), []byte(`{"a":2}`), []byte(`{"a":3}`)}
+	for i, doc := range docs {
+		gen, err := s.PutDesired(ctx, "pve-a", doc, store.AnyGeneration, "alice")
+		if err != nil || gen != int64(i+1) {
+			t.Fatalf("PutDesired #%d: got %d, %v; want %d", i+1, gen, err, i+1)
+		}
+	}
+	d, err = s.Desired(ctx, "pve-a")
+	if err != nil || d.Generation != 3 || !bytes.Equal(d.Document, docs[2]) || d.Author != "alice" || d.CreatedAt.IsZero() {
+		t.Fatalf("Desired: got %+v, %v; want generation 3 %s by alice", d, err, docs[2])
+	}
+	if h, _ := s.Host(ctx, "pve-a"); h.DesiredGeneration != 3 {
+		t.Fatalf("Host.DesiredGeneration: got %d; want 3", h.DesiredGeneration)
+	}
+	hist, err := s.DesiredHistory(ctx, "pve-a", 2)
+	if err != nil || len(hist) != 2 || hist[0].Generation != 3 || hist[1].Generation != 2 || !bytes.Equal(hist[1].Document, docs[1]) {
+		t.Fatalf("DesiredHistory(2): got %+v, %v; want generations 3, 2", hist, err)
+	}
+	// Another host's generations are its own.
+	enrolled(t, s, "pve-b")
+	if gen, err := s.PutDesired(ctx, "pve-b", docs[0], store.AnyGeneration, "bob"); err != nil || gen != 1 {
+		t.Fatalf("first PUT on pve-b: got %d, %v; want 1", gen, err)
+	}
+}
+
+func testDesiredIfMatch(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	enrolled(t, s, "pve-a")
+	_, err := s.PutDesired(ctx, "pve-a", []byte(`{}`), 1, "alice")
+	wantErr(t, "If-Match 1 on a host with none", err, store.ErrConflict)
+	if gen, err := s.PutDesired(ctx, "pve-a", []byte(`{"v":1}`), 0, "alice"); err != nil || gen != 1 {
+		t.Fatalf("If-Match 0 on a host with none: got %d, %v; want 1", gen, err)
+	}
+	_, err = s.PutDesired(ctx, "pve-a", []byte(`{"v":"stale"}`), 0, "bob")
+	wantErr(t, "stale If-Match 0", err, store.ErrConflict)
+	if gen, err := s.PutDesired(ctx, "pve-a", []byte(`{"v":2}`), 1, "alice"); err != nil || gen != 2 {
+		t.Fatalf("If-Match 1: got %d, %v; want 2", gen, err)
+	}
+	d, _ := s.Desired(ctx, "pve-a")
+	if string(d.Document) != `{"v":2}` {
+		t.Fatalf("after a refused stale PUT: got %s; want {\"v\":2}", d.Document)
+	}
+	_, err = s.PutDesired(ctx, "pve-a", []byte(`{}`), -2, "alice")
+	wantErr(t, "If-Match -2", err, store.ErrInvalid)
+}
+
+func testDesiredConcurrent(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	enrolled(t, s, "pve-a")
+	const n = 16
+	gens := make([]int64, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			gens[i], errs[i] = s.PutDesired(ctx, "pve-a", fmt.Appendf(nil, `{"i":%d}`, i), store.AnyGeneration, "alice")
+		})
+	}
+	wg.Wait()
+	seen := map[int64]int{}
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("PutDesired %d: %v", i, errs[i])
+		}
+		if j, dup := seen[gens[i]]; dup {
+			t.Fatalf("PUTs %d and %d both got generation %d", j, i, gens[i])
+		}
+		seen[gens[i]] = i
+	}
+	for g := int64(1); g <= n; g++ {
+		if _, ok := seen[g]; !ok {
+			t.Fatalf("generations %v skip %d; want exactly 1..%d", seen, g, n)
+		}
+	}
+	d, _ := s.Desired(ctx, "pve-a")
+	if want := fmt.Sprintf(`{"i":%d}`, seen[n]); d.Generation != n || string(d.Document) != want {
+		t.Fatalf("Desired: got generation %d %s; want %d %s (the PUT that got %d)", d.Generation, d.Document, n, want, n)
+	}
+	hist, _ := s.DesiredHistory(ctx, "pve-a", 100)
+	if len(hist) != n {
+		t.Fatalf("history: got %d generations; want %d", len(hist), n)
+	}
+}
+
+func testDesiredConcurrentIfMatch(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	enrolled(t, s, "pve-a")
+	if _, err := s.PutDesired(ctx, "pve-a", []byte(`{}`), store.AnyGeneration, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 12
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			_, errs[i] = s.PutDesired(ctx, "pve-a", fmt.Appendf(nil, `{"i":%d}`, i), 1, "alice")
+		})
+	}
+	wg.Wait()
+	ok := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, store.ErrConflict):
+			t.Errorf("PUT %d: %v; want nil or ErrConflict", i, err)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d of %d concurrent PUTs with If-Match 1 succeeded; want exactly 1", ok, n)
+	}
+	if d, _ := s.Desired(ctx, "pve-a"); d.Generation != 2 {
+		t.Fatalf("generation: got %d; want 2", d.Generation)
+	}
+}
+
+func testReports(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	enrolled(t, s, "pve-a")
+	_, err := s.LastReport(ctx, "pve-a")
+	wantErr(t, "LastReport before any", err, store.ErrNotFound)
+	if match, err := s.Heartbeat(ctx, "pve-a", "h0"); err != nil || match {
+		t.Fatalf("Heartbeat before any report: got %v, %v; want false (send the full report)", match, err)
+	}
+	h, _ := s.Host(ctx, "pve-a")
+	if h.LastSeen.IsZero() {
+		t.Fatal("a heartbeat did not mark the host seen")
+	}
+	body := []byte(`{"host":"pve-a","guests":[]}`)
+	if err := s.PutReport(ctx, "pve-a", body, "h1"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.LastReport(ctx, "pve-a")
+	if err != nil || !bytes.Equal(r.Body, body) || r.Hash != "h1" || r.ReceivedAt.IsZero() {
+		t.Fatalf("LastReport: got %+v, %v; want the body and hash h1", r, err)
+	}
+	if match, err := s.Heartbeat(ctx, "pve-a", "h1"); err != nil || !match {
+		t.Fatalf("Heartbeat with the stored hash: got %v, %v; want true", match, err)
+	}
+	if match, _ := s.Heartbeat(ctx, "pve-a", "h2"); match {
+		t.Fatal("Heartbeat with another hash matched")
+	}
+	if err := s.PutReport(ctx, "pve-a", []byte(`{"v":2}`), "h2"); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := s.Host(ctx, "pve-a"); h.ReportHash != "h2" {
+		t.Fatalf("Host.ReportHash: got %q; want h2", h.ReportHash)
+	}
+}
+
+func testJobs(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	enrolled(t, s, "pve-a")
+	enrolled(t, s, "pve-b")
+	// Payload bytes that a re-encoding would change: trailing space, CRLF.
+	p1 := []byte("steward-signed-job v1\r\nop: destroy \n")
+	p2 := []byte("second job\n")
+	j1, err := s.PutJob(ctx, "pve-a", p1, "alice")
+	if err != nil || j1.ID != wire.JobID(p1) || j1.State != store.JobWaiting {
+		t.Fatalf("PutJob: got %+v, %v; want id %s waiting", j1, err, wire.JobID(p1))
+	}
+	if _, err := s.PutJob(ctx, "pve-a", p2, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.PutJob(ctx, "pve-a", p1, "bob")
+	wantErr(t, "same job twice", err, store.ErrExists)
+	_, err = s.PutJob(ctx, "pve-a", nil, "bob")
+	wantErr(t, "empty job", err, store.ErrInvalid)
+	got, err := s.Job(ctx, "pve-a", j1.ID)
+	if err != nil || !bytes.Equal(got.Payload, p1) || got.Uploader != "alice" {
+		t.Fatalf("Job: got %+v, %v; want payload byte for byte", got, err)
+	}
+	_, err = s.Job(ctx, "pve-b", j1.ID)
+	wantErr(t, "host B reading host A's job", err, store.ErrNotFound)
+	if jobs, _ := s.Jobs(ctx, "pve-b", ""); len(jobs) != 0 {
+		t.Fatalf("host B's jobs: got %d; want 0", len(jobs))
+	}
+	wantErr(t, "host B reporting on host A's job", s.SetJobResult(ctx, "pve-b", wire.JobResult{Job: j1.ID, State: wire.JobDone}), store.ErrNotFound)
+
+	jobs, err := s.Jobs(ctx, "pve-a", store.JobWaiting)
+	if err != nil || len(jobs) != 2 || jobs[0].ID != j1.ID || jobs[1].ID != wire.JobID(p2) {
+		t.Fatalf("waiting jobs: got %+v, %v; want j1, j2 in upload order", jobs, err)
+	}
+	held := wire.JobResult{Job: j1.ID, State: wire.JobHeld, Reason: "guest locked"}
+	if err := s.SetJobResult(ctx, "pve-a", held); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.Job(ctx, "pve-a", j1.ID)
+	if got.State != store.JobWaiting || got.Result == nil || got.Result.Reason != "guest locked" {
+		t.Fatalf("after held: got state %q result %+v; want waiting with the held reason", got.State, got.Result)
+	}
+	rej := wire.JobResult{Job: j1.ID, State: wire.JobRejected, Code: "expired", Reason: "signature expired"}
+	if err := s.SetJobResult(ctx, "pve-a", rej); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetJobResult(ctx, "pve-a", rej); err != nil {
+		t.Fatalf("the same final result again (a retry): %v", err)
+	}
+	wantErr(t, "done after rejected", s.SetJobResult(ctx, "pve-a", wire.JobResult{Job: j1.ID, State: wire.JobDone}), store.ErrConflict)
+	got, _ = s.Job(ctx, "pve-a", j1.ID)
+	if got.State != store.JobRejected || got.Result.Code != "expired" || !bytes.Equal(got.Payload, p1) {
+		t.Fatalf("after rejected: got %+v; want rejected, code expired, payload unchanged", got)
+	}
+	if jobs, _ := s.Jobs(ctx, "pve-a", store.JobWaiting); len(jobs) != 1 || jobs[0].ID != wire.JobID(p2) {
+		t.Fatalf("waiting after one rejected: got %+v; want only j2", jobs)
+	}
+	if jobs, _ := s.Jobs(ctx, "pve-a", ""); len(jobs) != 2 {
+		t.Fatalf("all jobs: got %d; want 2", len(jobs))
+	}
+	wantErr(t, "unknown job", s.SetJobResult(ctx, "pve-a", wire.JobResult{Job: wire.JobID([]byte("x")), State: wire.JobDone}), store.ErrNotFound)
+}
+
+func testPending(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	enrolled(t, s, "pve-a")
+	if p, err := s.Pending(ctx, "pve-a"); err != nil || len(p) != 0 {
+		t.Fatalf("Pending before any: got %+v, %v; want none", p, err)
+	}
+	ps := []wire.Pending{
+		{Action: wire.Action{Op: "destroy", VMID: 101, Kind: "lxc"}, Reason: "destroys a guest", Payload: []byte("p1\n")},
+		{Action: wire.Action{Op: "config", VMID: 102, Kind: "qemu"}, Reason: "shrinks a disk", Destroys: []string{"scsi0"}, Payload: []byte("p2\n")},
+	}
+	if err := s.SetPending(ctx, "pve-a", ps); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Pending(ctx, "pve-a")
+	if err != nil || len(got) != 2 || got[0].Action.VMID != 101 || !bytes.Equal(got[1].Payload, []byte("p2\n")) || got[1].Destroys[0] != "scsi0" {
+		t.Fatalf("Pending: got %+v, %v; want both, in order, payload byte for byte", got, err)
+	}
+	if err := s.SetPending(ctx, "pve-a", ps[1:]); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Pending(ctx, "pve-a"); len(got) != 1 || got[0].Action.VMID != 102 {
+		t.Fatalf("Pending after replace: got %+v; want only 102", got)
+	}
+}
+
+// receipts returns n chained receipts continuing (seq, prev).
+func receipts(seq uint64, prev string, n int) []wire.Receipt {
+	rs := make([]wire.Receipt, n)
+	for i := range rs {
+		rs[i] = wire.Receipt{Time: time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC), Type: wire.ReceiptBegin, Op: fmt.Sprint("op", seq+uint64(i)+1), Source: "reconcile"}
+	}
+	wire.Chain(seq, prev, rs)
+	return rs
+}
+
+func testReceipts(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	enrolled(t, s, "pve-a")
+	if h, err := s.ReceiptHead(ctx, "pve-a"); err != nil || h.Seq != 0 || h.Hash != wire.ZeroHash {
+		t.Fatalf("ReceiptHead of a new host: got %+v, %v; want 0, ZeroHash", h, err)
+	}
+	first := receipts(0, wire.ZeroHash, 3)
+	h, err := s.AppendReceipts(ctx, "pve-a", first)
+	if err != nil || h.Seq != 3 || h.Hash != first[2].Hash {
+		t.Fatalf("AppendReceipts: got %+v, %v; want seq 3", h, err)
+	}
+	// A retried batch that overlaps what is stored is accepted.
+	second := receipts(3, first[2].Hash, 2)
+	h, err = s.AppendReceipts(ctx, "pve-a", append(first[1:], second...))
+	if err != nil || h.Seq != 5 || h.Hash != second[1].Hash {
+		t.Fatalf("overlapping batch: got %+v, %v; want seq 5", h, err)
+	}
+	if h, err := s.AppendReceipts(ctx, "pve-a", second); err != nil || h.Seq != 5 {
+		t.Fatalf("a batch entirely stored: got %+v, %v; want head 5 unchanged", h, err)
+	}
+	got, err := s.Receipts(ctx, "pve-a", 1, 3)
+	if err != nil || len(got) != 3 || got[0].Seq != 2 || got[2].Seq != 4 {
+		t.Fatalf("Receipts(after 1, 3): got %d, %v; want seqs 2..4", len(got), err)
+	}
+	if got[0].Hash != wire.ReceiptHash(got[0]) || !got[0].Time.Equal(first[1].Time) {
+		t.Fatalf("a stored receipt no longer hashes to its hash: %+v", got[0])
+	}
+}
+
+func testReceiptChainErrors(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	enrolled(t, s, "pve-a")
+	rs := receipts(0, wire.ZeroHash, 4)
+	if _, err := s.AppendReceipts(ctx, "pve-a", rs[:2]); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.AppendReceipts(ctx, "pve-a", rs[3:])
+	wantErr(t, "a batch after a gap", err, wire.ErrChainGap)
+
+	forged := receipts(2, wire.ZeroHash, 1) // does not link to rs[1]
+	_, err = s.AppendReceipts(ctx, "pve-a", forged)
+	wantErr(t, "a batch that does not link", err, wire.ErrChainBroken)
+
+	altered := append([]wire.Receipt(nil), rs[2:4]...)
+	altered[1].Source = "tampered"
+	_, err = s.AppendReceipts(ctx, "pve-a", altered)
+	wantErr(t, "a batch with an altered receipt", err, wire.ErrChainBroken)
+
+	rewritten := receipts(0, wire.ZeroHash, 2)
+	rewritten[1].Op = "other"
+	wire.Chain(0, wire.ZeroHash, rewritten)
+	_, err = s.AppendReceipts(ctx, "pve-a", rewritten)
+	wantErr(t, "a batch rewriting stored history", err, wire.ErrChainBroken)
+
+	if h, _ := s.ReceiptHead(ctx, "pve-a"); h.Seq != 2 || h.Hash != rs[1].Hash {
+		t.Fatalf("head after refused batches: got %+v; want seq 2 (nothing stored from a refused batch)", h)
+	}
+	if h, err := s.AppendReceipts(ctx, "pve-a", rs[2:]); err != nil || h.Seq != 4 {
+		t.Fatalf("the right continuation after refusals: got %+v, %v", h, err)
+	}
+}
+
+func testAudit(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	id1, err := s.AppendAudit(ctx, store.AuditEntry{Time: at, Actor: "alice", Action: "desired.put", Host: "pve-a", Detail: "generation 1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id2, err := s.AppendAudit(ctx, store.AuditEntry{Actor: "bob", Action: "operator.create"})
+	if err != nil || id2 <= id1 {
+		t.Fatalf("second AppendAudit: got id %d, %v; want > %d", id2, err, id1)
+	}
+	all, err := s.Audit(ctx, 0, 10)
+	if err != nil || len(all) != 2 {
+		t.Fatalf("Audit: got %d, %v; want 2", len(all), err)
+	}
+	if e := all[0]; e.ID != id1 || !e.Time.Equal(at) || e.Actor != "alice" || e.Action != "desired.put" || e.Host != "pve-a" || e.Detail != "generation 1" {
+		t.Fatalf("entry 1: got %+v", e)
+	}
+	if all[1].Time.IsZero() {
+		t.Fatal("an entry without a time got none; want the store's clock")
+	}
+	if rest, _ := s.Audit(ctx, id1, 10); len(rest) != 1 || rest[0].ID != id2 {
+		t.Fatalf("Audit(after %d): got %+v; want only %d", id1, rest, id2)
+	}
+}
+
+func testUnknownHost(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	const h = "ghost"
+	check := func(what string, err error) {
+		t.Helper()
+		wantErr(t, what+" of an unknown host", err, store.ErrNotFound)
+	}
+	_, err := s.Host(ctx, h)
+	check("Host", err)
+	_, err = s.PutDesired(ctx, h, []byte(`{}`), store.AnyGeneration, "alice")
+	check("PutDesired", err)
+	_, err = s.Desired(ctx, h)
+	check("Desired", err)
+	_, err = s.DesiredHistory(ctx, h, 5)
+	check("DesiredHistory", err)
+	check("PutReport", s.PutReport(ctx, h, []byte(`{}`), "x"))
+	_, err = s.Heartbeat(ctx, h, "x")
+	check("Heartbeat", err)
+	_, err = s.LastReport(ctx, h)
+	check("LastReport", err)
+	_, err = s.PutJob(ctx, h, []byte("job"), "alice")
+	check("PutJob", err)
+	_, err = s.Jobs(ctx, h, "")
+	check("Jobs", err)
+	check("SetPending", s.SetPending(ctx, h, nil))
+	_, err = s.Pending(ctx, h)
+	check("Pending", err)
+	_, err = s.AppendReceipts(ctx, h, receipts(0, wire.ZeroHash, 1))
+	check("AppendReceipts", err)
+	_, err = s.ReceiptHead(ctx, h)
+	check("ReceiptHead", err)
+	_, err = s.Receipts(ctx, h, 0, 5)
+	check("Receipts", err)
+	if hosts, _ := s.Hosts(ctx); len(hosts) != 0 {
+		t.Fatalf("calls on an unknown host created hosts: %+v", hosts)
+	}
+}
