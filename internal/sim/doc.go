@@ -71,6 +71,14 @@
 // size, an LXC rootfs stores what was written), only PUT …/resize grows
 // one; VolumeSize reports it (see resize.go).
 //
+// Creating guests (templates.go, clone.go, cloudinit.go): Options.Templates
+// seeds a QEMU template 9000 (base disk, cloud-init drive) and a container
+// template in local's vztmpl content; POST …/qemu/{vmid}/clone is
+// clone_vm's qmclone task; an LXC create needs its ostemplate in a
+// storage's content; cloud-init changes are remembered in the config's
+// [special:cloudinit] section until PUT …/cloudinit or a start
+// regenerates the drive.
+//
 // Routing follows pve-common's find_handler: empty path segments are
 // skipped, and below /nodes/{node}/storage/{storage}/content the rest of
 // the path is one volume id. Resource pools are read as on PVE (pools.go);

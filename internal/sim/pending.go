@@ -166,6 +166,7 @@ func (g *guestState) applyDeleteLocked(key string) {
 		return
 	}
 	delete(g.config, key)
+	g.ciRecordLocked(key, old, true)
 	if isVolumeKey(g.kind, key) && !force {
 		if vol := volumeOf(old); vol != "" {
 			g.addUnused(vol, volSize(old))
@@ -176,8 +177,9 @@ func (g *guestState) applyDeleteLocked(key string) {
 func (g *guestState) applySetLocked(key string) {
 	v := g.pending[key]
 	delete(g.pending, key)
-	old := g.config[key]
+	old, had := g.config[key]
 	g.config[key] = v
+	g.ciRecordLocked(key, old, had)
 	if isVolumeKey(g.kind, key) {
 		if ov := volumeOf(old); ov != "" && ov != volumeOf(v) {
 			g.addUnused(ov, volSize(old))

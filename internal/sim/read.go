@@ -66,6 +66,7 @@ func newRoutes() routeTable {
 	t.addPoolRoutes()
 	t.addTemplateRoutes()
 	t.addCloneRoutes()
+	t.addCloudinitRoutes()
 	return t
 }
 

@@ -42,6 +42,11 @@ type guestState struct {
 	// keys whose delete waits (1, or 2 when forced). See pending.go.
 	pending    map[string]string
 	pendingDel map[string]int
+	// ciOld and ciAdded are the [special:cloudinit] section: the values
+	// the cloud-init drive was generated with, for the keys changed since,
+	// and the keys added since (cloudinit.go).
+	ciOld   map[string]string
+	ciAdded []string
 
 	// flock is the config file lock (flock on /var/lock/qemu-server/lock-<vmid>.conf);
 	// a token in the channel means it is held. Never guarded by Sim.mu.
@@ -142,6 +147,7 @@ func (g *guestState) render() string {
 	var b strings.Builder
 	renderSection(&b, g.config)
 	g.renderPending(&b)
+	g.renderCloudinit(&b)
 	for _, name := range sortedKeys(g.snapshots) {
 		sn := g.snapshots[name]
 		b.WriteString("\n[" + name + "]\n")
@@ -374,6 +380,14 @@ func (g *guestState) allocVolume(key, v string) string {
 		return v
 	}
 	rest := strings.Join(opts, ",")
+	if sid, ok := strings.CutSuffix(first, ":cloudinit"); ok && g.kind == guest.QEMU && newVolRE.MatchString(sid+":1") {
+		// create_disks: STORAGE:cloudinit allocates vm-<vmid>-cloudinit as a cdrom.
+		out := fmt.Sprintf("%s:vm-%d-cloudinit", sid, g.vmid)
+		if !strings.Contains(","+rest+",", ",media=cdrom,") {
+			opts = append(opts, "media=cdrom")
+		}
+		return strings.Join(append([]string{out}, opts...), ",")
+	}
 	m := newVolRE.FindStringSubmatch(first)
 	if m == nil {
 		if rest == "" {

@@ -166,6 +166,11 @@ func (s *Sim) prepareConfig(k guest.Kind, q *request) (configChange, response, b
 			return ch, paramFail(map[string]string{"delete": fmt.Sprintf("you can't use '-%s' and '-delete %s' at the same time", key, key)}), false
 		}
 	}
+	if v, ok := ch.set["sshkeys"]; ok && k == guest.QEMU {
+		if err := checkSSHKeys(v); err != nil {
+			return ch, syncError(err), false
+		}
+	}
 	if k == guest.LXC && containsStr(ch.delete, "rootfs") {
 		return ch, paramFail(map[string]string{"delete": "unable to delete required option 'rootfs'"}), false
 	}
@@ -404,8 +409,10 @@ func (s *Sim) postStart(k guest.Kind, q *request) response {
 			// Resuming a hibernated VM removes its lock (and vmstate).
 			delete(g.config, "lock")
 		}
-		// vm_start applies pending changes before the guest runs.
+		// vm_start applies pending changes before the guest runs, then
+		// generates the cloud-init drive anew.
 		g.applyPendingLocked()
+		g.ciRegenerateLocked()
 		g.running = true
 		g.startedAt = s.now()
 		return nil
@@ -558,6 +565,7 @@ func (s *Sim) postReboot(k guest.Kind, q *request) response {
 			return taskErrf("VM quit/powerdown failed - got timeout")
 		}
 		g.applyPendingLocked()
+		g.ciRegenerateLocked() // the start half generates the cloud-init drive
 		g.startedAt = s.now()
 		return nil
 	}
@@ -583,6 +591,11 @@ func (s *Sim) postCreate(k guest.Kind, q *request) response {
 			return fail(403, "Permission check failed (/pool/%s, VM.Allocate)", pool)
 		}
 		return fail(403, "Permission check failed (%s, VM.Allocate)", vmPath)
+	}
+	if v, ok := q.params["sshkeys"]; ok && k == guest.QEMU {
+		if err := checkSSHKeys(v); err != nil {
+			return syncError(err)
+		}
 	}
 	s.mu.Lock()
 	if other, exists := s.guests[vmid]; exists {
