@@ -149,7 +149,10 @@ const (
 type Job struct {
 	Host       string
 	ID         string // wire.JobID(Payload)
-	Payload    []byte // the signed job file as uploaded, unaltered
+	Payload    []byte // the signed payload as uploaded, unaltered
+	// Signatures are the armored SSHSIG signatures of Payload as
+	// uploaded, unaltered, in upload order.
+	Signatures [][]byte
 	Uploader   string
 	UploadedAt time.Time
 	State      string // JobWaiting, JobDone, JobFailed, JobRejected
@@ -235,10 +238,11 @@ type Store interface {
 	// host is unknown or has not reported.
 	LastReport(ctx context.Context, host string) (Report, error)
 
-	// PutJob stores a signed job for host byte for byte, waiting. Its id
-	// is wire.JobID(payload). ErrExists if that job is already stored for
-	// the host.
-	PutJob(ctx context.Context, host string, payload []byte, uploader string) (Job, error)
+	// PutJob stores a signed job (payload and signatures) for host byte
+	// for byte, waiting. Its id is wire.JobID(payload). ErrExists if that
+	// job is already stored for the host. The store checks no signature:
+	// the agent does.
+	PutJob(ctx context.Context, host string, payload []byte, signatures [][]byte, uploader string) (Job, error)
 	// Job returns one job of host.
 	Job(ctx context.Context, host, id string) (Job, error)
 	// Jobs returns the host's jobs in upload order; state "" means all,

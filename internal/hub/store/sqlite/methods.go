@@ -405,16 +405,19 @@ func (s *Store) LastReport(ctx context.Context, host string) (store.Report, erro
 	return r, nil
 }
 
-const jobCols = "host, id, payload, uploader, uploaded_at, state, result, updated_at FROM jobs"
+const jobCols = "host, id, payload, signatures, uploader, uploaded_at, state, result, updated_at FROM jobs"
 
 func scanJob(sc scanner) (store.Job, error) {
 	var j store.Job
 	var up, upd int64
-	var result []byte
-	if err := sc.Scan(&j.Host, &j.ID, &j.Payload, &j.Uploader, &up, &j.State, &result, &upd); err != nil {
+	var result, sigs []byte
+	if err := sc.Scan(&j.Host, &j.ID, &j.Payload, &sigs, &j.Uploader, &up, &j.State, &result, &upd); err != nil {
 		return j, err
 	}
 	j.UploadedAt, j.UpdatedAt = fromNanos(up), fromNanos(upd)
+	if err := json.Unmarshal(sigs, &j.Signatures); err != nil {
+		return j, fmt.Errorf("job %s: stored signatures: %w", j.ID, err)
+	}
 	if result != nil {
 		var r wire.JobResult
 		if err := json.Unmarshal(result, &r); err != nil {
@@ -429,20 +432,28 @@ func scanJob(sc scanner) (store.Job, error) {
 }
 
 // PutJob implements store.Store.
-func (s *Store) PutJob(ctx context.Context, host string, payload []byte, uploader string) (store.Job, error) {
+func (s *Store) PutJob(ctx context.Context, host string, payload []byte, signatures [][]byte, uploader string) (store.Job, error) {
 	if len(payload) == 0 {
 		return store.Job{}, fmt.Errorf("%w: empty job payload", store.ErrInvalid)
 	}
+	sigs := make([][]byte, len(signatures))
+	for i, sig := range signatures {
+		sigs[i] = append([]byte{}, sig...)
+	}
+	sigJSON, err := json.Marshal(sigs)
+	if err != nil {
+		return store.Job{}, fmt.Errorf("sqlite: encoding signatures: %w", err)
+	}
 	now := s.now()
-	j := store.Job{Host: host, ID: wire.JobID(payload), Payload: append([]byte(nil), payload...), Uploader: uploader,
+	j := store.Job{Host: host, ID: wire.JobID(payload), Payload: append([]byte(nil), payload...), Signatures: sigs, Uploader: uploader,
 		UploadedAt: fromNanos(nanos(now)), State: store.JobWaiting, UpdatedAt: fromNanos(nanos(now))}
-	err := s.write(ctx, "storing a job", func(tx *sql.Tx) error {
+	err = s.write(ctx, "storing a job", func(tx *sql.Tx) error {
 		if err := hostExists(ctx, tx, host); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO jobs (host, id, seq, payload, uploader, uploaded_at, state, updated_at)
-			VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs WHERE host = ?), ?, ?, ?, ?, ?)`,
-			host, j.ID, host, j.Payload, uploader, nanos(now), store.JobWaiting, nanos(now))
+		_, err := tx.ExecContext(ctx, `INSERT INTO jobs (host, id, seq, payload, signatures, uploader, uploaded_at, state, updated_at)
+			VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs WHERE host = ?), ?, ?, ?, ?, ?, ?)`,
+			host, j.ID, host, j.Payload, sigJSON, uploader, nanos(now), store.JobWaiting, nanos(now))
 		if isUnique(err) {
 			return fmt.Errorf("%w: job %s for host %q", store.ErrExists, j.ID, host)
 		}

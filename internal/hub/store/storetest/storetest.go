@@ -426,20 +426,23 @@ func testJobs(t *testing.T, s store.Store) {
 	// Payload bytes that a re-encoding would change: trailing space, CRLF.
 	p1 := []byte("steward-signed-job v1\r\nop: destroy \n")
 	p2 := []byte("second job\n")
-	j1, err := s.PutJob(ctx, "pve-a", p1, "alice")
+	sig1 := []byte("-----BEGIN SSH SIGNATURE-----\nAAAA\n-----END SSH SIGNATURE-----\n")
+	sig2 := []byte("second\r\n")
+	j1, err := s.PutJob(ctx, "pve-a", p1, [][]byte{sig1, sig2}, "alice")
 	if err != nil || j1.ID != wire.JobID(p1) || j1.State != store.JobWaiting {
 		t.Fatalf("PutJob: got %+v, %v; want id %s waiting", j1, err, wire.JobID(p1))
 	}
-	if _, err := s.PutJob(ctx, "pve-a", p2, "alice"); err != nil {
+	if _, err := s.PutJob(ctx, "pve-a", p2, nil, "alice"); err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.PutJob(ctx, "pve-a", p1, "bob")
+	_, err = s.PutJob(ctx, "pve-a", p1, nil, "bob")
 	wantErr(t, "same job twice", err, store.ErrExists)
-	_, err = s.PutJob(ctx, "pve-a", nil, "bob")
+	_, err = s.PutJob(ctx, "pve-a", nil, nil, "bob")
 	wantErr(t, "empty job", err, store.ErrInvalid)
 	got, err := s.Job(ctx, "pve-a", j1.ID)
-	if err != nil || !bytes.Equal(got.Payload, p1) || got.Uploader != "alice" {
-		t.Fatalf("Job: got %+v, %v; want payload byte for byte", got, err)
+	if err != nil || !bytes.Equal(got.Payload, p1) || got.Uploader != "alice" || len(got.Signatures) != 2 ||
+		!bytes.Equal(got.Signatures[0], sig1) || !bytes.Equal(got.Signatures[1], sig2) {
+		t.Fatalf("Job: got %+v, %v; want payload and signatures byte for byte", got, err)
 	}
 	_, err = s.Job(ctx, "pve-b", j1.ID)
 	wantErr(t, "host B reading host A's job", err, store.ErrNotFound)
@@ -624,7 +627,7 @@ func testUnknownHost(t *testing.T, s store.Store) {
 	check("Heartbeat", err)
 	_, err = s.LastReport(ctx, h)
 	check("LastReport", err)
-	_, err = s.PutJob(ctx, h, []byte("job"), "alice")
+	_, err = s.PutJob(ctx, h, []byte("job"), nil, "alice")
 	check("PutJob", err)
 	_, err = s.Jobs(ctx, h, "")
 	check("Jobs", err)

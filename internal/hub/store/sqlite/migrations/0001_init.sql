@@ -46,6 +46,7 @@ CREATE TABLE jobs (
 	id          TEXT NOT NULL,
 	seq         INTEGER NOT NULL,
 	payload     BLOB NOT NULL,
+	signatures  BLOB NOT NULL, -- JSON array of base64 strings
 	uploader    TEXT NOT NULL,
 	uploaded_at INTEGER NOT NULL,
 	state       TEXT NOT NULL,
