@@ -1,0 +1,616 @@
+package hub
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/steward-pve/steward/internal/desired"
+	"github.com/steward-pve/steward/internal/hub/store"
+	"github.com/steward-pve/steward/internal/signedop"
+	"github.com/steward-pve/steward/internal/wire"
+)
+
+// ---- agent API ----
+
+type enrollRequest struct {
+	JoinToken string `json:"join_token"`
+}
+
+type enrollResponse struct {
+	Host  string `json:"host"`
+	Token string `json:"token"`
+}
+
+func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
+	req, ok := decodeStrict[enrollRequest](w, r, 4<<10, "the enroll request")
+	if !ok {
+		return
+	}
+	if req.JoinToken == "" {
+		writeError(w, http.StatusBadRequest, "bad_body", "join_token is required")
+		return
+	}
+	tok := NewToken("stwh_")
+	host, err := s.st.Enroll(r.Context(), store.HashToken(req.JoinToken), store.HashToken(tok))
+	if err != nil {
+		s.storeError(w, r, err, http.StatusUnauthorized, "bad_join_token",
+			"the join token is unknown, used or expired; ask an operator for a new one (POST /v1/hosts/{host}/join-token)")
+		return
+	}
+	s.log.Info("host enrolled", "host", host)
+	writeJSON(w, http.StatusOK, enrollResponse{Host: host, Token: tok})
+}
+
+// control builds the control envelope of host h.
+func (s *Server) control(w http.ResponseWriter, r *http.Request, h store.Host) {
+	waiting, err := s.st.Jobs(r.Context(), h.ID, store.JobWaiting)
+	if err != nil {
+		s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
+		return
+	}
+	writeJSON(w, http.StatusOK, wire.Control{PollInterval: s.poll, DesiredGeneration: h.DesiredGeneration,
+		JobsWaiting: len(waiting) > 0, Blocked: h.Blocked, BlockedReason: h.BlockedReason})
+}
+
+// ReportHash is the hash of a report body the hub keeps and a heartbeat
+// names: the hex SHA-256 of the exact bytes posted.
+func ReportHash(body []byte) string {
+	sum := sha256.Sum256(body)
+	return hex.EncodeToString(sum[:])
+}
+
+func (s *Server) report(w http.ResponseWriter, r *http.Request) {
+	h := hostOf(r)
+	body, ok := readBody(w, r, wire.MaxReportSize)
+	if !ok {
+		return
+	}
+	rep, err := wire.DecodeReport(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_report", err.Error())
+		return
+	}
+	if rep.Host != h.ID {
+		writeError(w, http.StatusBadRequest, "bad_report", fmt.Sprintf("the report names host %q; this is host %q", rep.Host, h.ID))
+		return
+	}
+	if err := s.st.PutReport(r.Context(), h.ID, body, ReportHash(body)); err != nil {
+		s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
+		return
+	}
+	if err := s.st.SetPending(r.Context(), h.ID, rep.Pending); err != nil {
+		s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
+		return
+	}
+	s.control(w, r, h)
+}
+
+type heartbeatRequest struct {
+	Hash string `json:"hash"`
+}
+
+func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
+	h := hostOf(r)
+	req, ok := decodeStrict[heartbeatRequest](w, r, 1<<10, "the heartbeat")
+	if !ok {
+		return
+	}
+	match, err := s.st.Heartbeat(r.Context(), h.ID, req.Hash)
+	if err != nil {
+		s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
+		return
+	}
+	if !match {
+		writeError(w, http.StatusConflict, "report_required", "the hub holds no report with that hash; send the full report")
+		return
+	}
+	s.control(w, r, h)
+}
+
+// parseWait reads the wait parameter: a Go duration ("90s", "5m") or
+// whole seconds; default DefaultWait, capped at MaxWait.
+func parseWait(v string) (time.Duration, error) {
+	if v == "" {
+		return DefaultWait, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		n, err2 := strconv.ParseInt(v, 10, 64)
+		if err2 != nil {
+			return 0, fmt.Errorf("wait=%q is neither a duration (90s, 5m) nor whole seconds", v)
+		}
+		d = time.Duration(n) * time.Second
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("wait=%q is negative", v)
+	}
+	return min(d, MaxWait), nil
+}
+
+func (s *Server) agentDesired(w http.ResponseWriter, r *http.Request) {
+	h := hostOf(r)
+	q := r.URL.Query()
+	var after int64 = -1
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			writeError(w, http.StatusBadRequest, "bad_query", fmt.Sprintf("after=%q is not a generation (a whole number >= 0)", v))
+			return
+		}
+		after = n
+	}
+	wait, err := parseWait(q.Get("wait"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_query", err.Error())
+		return
+	}
+	// Take the wake-up channel before reading, so a PUT between the read
+	// and the wait is not missed.
+	wake := s.waiter(h.ID)
+	d, err := s.st.Desired(r.Context(), h.ID)
+	if err != nil {
+		s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
+		return
+	}
+	if after >= 0 && d.Generation <= after && wait > 0 {
+		s.held.Add(1)
+		t := time.NewTimer(wait + jitter(wait))
+		select {
+		case <-wake:
+		case <-t.C:
+		case <-s.closing:
+		case <-r.Context().Done():
+		}
+		t.Stop()
+		s.held.Add(-1)
+		if r.Context().Err() != nil {
+			return // the agent went away
+		}
+		if d, err = s.st.Desired(r.Context(), h.ID); err != nil {
+			s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
+			return
+		}
+	}
+	writeDesired(w, d)
+}
+
+func writeDesired(w http.ResponseWriter, d store.Desired) {
+	w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(d.Generation, 10)))
+	writeJSON(w, http.StatusOK, wire.Desired{Host: d.Host, Generation: d.Generation, Document: d.Document})
+}
+
+// JobJSON is a signed job as the API carries it (bytes as base64).
+type JobJSON struct {
+	ID         string          `json:"id,omitempty"`
+	Payload    []byte          `json:"payload"`
+	Signatures [][]byte        `json:"signatures"`
+	State      string          `json:"state,omitempty"`
+	Uploader   string          `json:"uploader,omitempty"`
+	UploadedAt *time.Time      `json:"uploaded_at,omitempty"`
+	Result     *wire.JobResult `json:"result,omitempty"`
+}
+
+func jobJSON(j store.Job, full bool) JobJSON {
+	out := JobJSON{ID: j.ID, Payload: j.Payload, Signatures: j.Signatures}
+	if out.Signatures == nil {
+		out.Signatures = [][]byte{}
+	}
+	if full {
+		t := j.UploadedAt
+		out.State, out.Uploader, out.UploadedAt, out.Result = j.State, j.Uploader, &t, j.Result
+	}
+	return out
+}
+
+func (s *Server) agentJobs(w http.ResponseWriter, r *http.Request) {
+	jobs, err := s.st.Jobs(r.Context(), hostOf(r).ID, store.JobWaiting)
+	if err != nil {
+		s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
+		return
+	}
+	out := make([]JobJSON, len(jobs))
+	for i, j := range jobs {
+		out[i] = jobJSON(j, false)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"jobs": out})
+}
+
+func (s *Server) jobResults(w http.ResponseWriter, r *http.Request) {
+	h := hostOf(r)
+	body, ok := readBody(w, r, wire.MaxJobResultsSize)
+	if !ok {
+		return
+	}
+	jr, err := wire.DecodeJobResults(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_job_results", err.Error())
+		return
+	}
+	if jr.Host != h.ID {
+		writeError(w, http.StatusBadRequest, "bad_job_results", fmt.Sprintf("the results name host %q; this is host %q", jr.Host, h.ID))
+		return
+	}
+	// Each result is applied on its own; the first failure is answered
+	// and names its index (the ones before it are stored; a retry of the
+	// whole batch is safe, SetJobResult being idempotent).
+	for i, res := range jr.Results {
+		if err := s.st.SetJobResult(r.Context(), h.ID, res); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				writeError(w, http.StatusNotFound, "no_such_job", fmt.Sprintf("results[%d]: the hub holds no job %s for host %q", i, res.Job, h.ID))
+				return
+			}
+			s.storeError(w, r, fmt.Errorf("results[%d]: %w", i, err), http.StatusNotFound, "not_found", "")
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"stored": len(jr.Results)})
+}
+
+func (s *Server) receipts(w http.ResponseWriter, r *http.Request) {
+	h := hostOf(r)
+	body, ok := readBody(w, r, wire.MaxReceiptsSize)
+	if !ok {
+		return
+	}
+	rs, err := wire.DecodeReceipts(body)
+	if err != nil {
+		code := "bad_receipts"
+		if errors.Is(err, wire.ErrChainBroken) || errors.Is(err, wire.ErrChainGap) {
+			code = "chain_broken"
+		}
+		writeError(w, http.StatusBadRequest, code, err.Error())
+		return
+	}
+	if rs.Host != h.ID {
+		writeError(w, http.StatusBadRequest, "bad_receipts", fmt.Sprintf("the receipts name host %q; this is host %q", rs.Host, h.ID))
+		return
+	}
+	head, err := s.st.AppendReceipts(r.Context(), h.ID, rs.Receipts)
+	switch {
+	case errors.Is(err, wire.ErrChainGap):
+		cur, _ := s.st.ReceiptHead(r.Context(), h.ID)
+		s.log.Warn("receipt chain gap", "host", h.ID, "have_seq", cur.Seq)
+		writeError(w, http.StatusConflict, "chain_gap", fmt.Sprintf("%v (the hub holds up to seq %d; send from %d)", err, cur.Seq, cur.Seq+1))
+		return
+	case errors.Is(err, wire.ErrChainBroken):
+		s.log.Warn("receipt chain broken", "host", h.ID, "err", err)
+		writeError(w, http.StatusConflict, "chain_broken", err.Error())
+		return
+	case err != nil:
+		s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"seq": head.Seq, "hash": head.Hash})
+}
+
+// ---- operator API ----
+
+func (s *Server) auditLog(r *http.Request, action, host, detail string) {
+	if _, err := s.st.AppendAudit(r.Context(), store.AuditEntry{Actor: operatorOf(r).Name, Action: action, Host: host, Detail: detail}); err != nil {
+		s.log.Error("audit log", "action", action, "host", host, "err", err)
+	}
+}
+
+// HostJSON is a host as the operator API shows it.
+type HostJSON struct {
+	ID                string          `json:"id"`
+	CreatedAt         time.Time       `json:"created_at"`
+	EnrolledAt        *time.Time      `json:"enrolled_at,omitempty"`
+	RevokedAt         *time.Time      `json:"revoked_at,omitempty"`
+	Blocked           bool            `json:"blocked,omitempty"`
+	BlockedReason     string          `json:"blocked_reason,omitempty"`
+	LastSeen          *time.Time      `json:"last_seen,omitempty"`
+	ReportHash        string          `json:"report_hash,omitempty"`
+	DesiredGeneration int64           `json:"desired_generation"`
+	Report            json.RawMessage `json:"report,omitempty"`
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func hostJSON(h store.Host) HostJSON {
+	return HostJSON{ID: h.ID, CreatedAt: h.CreatedAt, EnrolledAt: timePtr(h.EnrolledAt), RevokedAt: timePtr(h.RevokedAt),
+		Blocked: h.Blocked, BlockedReason: h.BlockedReason, LastSeen: timePtr(h.LastSeen), ReportHash: h.ReportHash,
+		DesiredGeneration: h.DesiredGeneration}
+}
+
+func (s *Server) listHosts(w http.ResponseWriter, r *http.Request) {
+	hosts, err := s.st.Hosts(r.Context())
+	if err != nil {
+		s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
+		return
+	}
+	out := make([]HostJSON, len(hosts))
+	for i, h := range hosts {
+		out[i] = hostJSON(h)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"hosts": out})
+}
+
+func (s *Server) showHost(w http.ResponseWriter, r *http.Request) {
+	h, err := s.st.Host(r.Context(), r.PathValue("host"))
+	if err != nil {
+		s.storeError(w, r, err, http.StatusNotFound, "no_such_host", "")
+		return
+	}
+	out := hostJSON(h)
+	if rep, err := s.st.LastReport(r.Context(), h.ID); err == nil {
+		out.Report = rep.Body
+	} else if !errors.Is(err, store.ErrNotFound) {
+		s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) joinToken(w http.ResponseWriter, r *http.Request) {
+	host := r.PathValue("host")
+	if err := store.CheckHostID(host); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_host", err.Error())
+		return
+	}
+	tok := NewToken("stwj_")
+	expires := s.now().Add(s.ttl).UTC().Truncate(time.Second)
+	if err := s.st.CreateJoinToken(r.Context(), host, store.HashToken(tok), expires); err != nil {
+		s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
+		return
+	}
+	s.auditLog(r, "host.join_token", host, "expires "+expires.Format(time.RFC3339))
+	writeJSON(w, http.StatusOK, map[string]any{"host": host, "join_token": tok, "expires": expires})
+}
+
+func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
+	host := r.PathValue("host")
+	if err := s.st.RevokeHost(r.Context(), host); err != nil {
+		s.storeError(w, r, err, http.StatusNotFound, "no_such_host", "")
+		return
+	}
+	s.auditLog(r, "host.revoke", host, "")
+	writeJSON(w, http.StatusOK, map[string]string{"host": host, "status": "revoked"})
+}
+
+type blockRequest struct {
+	Reason string `json:"reason"`
+}
+
+func (s *Server) block(w http.ResponseWriter, r *http.Request) {
+	host := r.PathValue("host")
+	req, ok := decodeStrict[blockRequest](w, r, MaxOperatorBody, "the block request")
+	if !ok {
+		return
+	}
+	if req.Reason == "" || len(req.Reason) > wire.MaxTextLen {
+		writeError(w, http.StatusBadRequest, "bad_body", fmt.Sprintf("reason is required (at most %d bytes): say why the host is blocked", wire.MaxTextLen))
+		return
+	}
+	if err := s.st.SetBlocked(r.Context(), host, true, req.Reason); err != nil {
+		s.storeError(w, r, err, http.StatusNotFound, "no_such_host", "")
+		return
+	}
+	s.auditLog(r, "host.block", host, req.Reason)
+	writeJSON(w, http.StatusOK, map[string]any{"host": host, "blocked": true})
+}
+
+func (s *Server) unblock(w http.ResponseWriter, r *http.Request) {
+	host := r.PathValue("host")
+	if err := s.st.SetBlocked(r.Context(), host, false, ""); err != nil {
+		s.storeError(w, r, err, http.StatusNotFound, "no_such_host", "")
+		return
+	}
+	s.auditLog(r, "host.unblock", host, "")
+	writeJSON(w, http.StatusOK, map[string]any{"host": host, "blocked": false})
+}
+
+// validDesired parses a desired document (YAML or JSON) for host and
+// returns it as the JSON the hub stores and serves. The document may name
+// only host.
+func validDesired(host string, body []byte) ([]byte, error) {
+	doc, err := desired.Parse(body)
+	if err != nil {
+		return nil, err
+	}
+	for id := range doc.Hosts {
+		if id != host {
+			return nil, fmt.Errorf("the document names host %q; a document PUT for host %q may name only it", id, host)
+		}
+	}
+	out, err := json.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the document: %w", err)
+	}
+	if _, err := desired.Parse(out); err != nil { // what agents will parse
+		return nil, fmt.Errorf("the document does not survive its JSON encoding: %w", err)
+	}
+	return out, nil
+}
+
+// parseIfMatch reads If-Match: a generation, quoted or not; absent means
+// store.AnyGeneration.
+func parseIfMatch(v string) (int64, error) {
+	if v == "" {
+		return store.AnyGeneration, nil
+	}
+	if v == "*" {
+		return store.AnyGeneration, nil
+	}
+	n, err := strconv.ParseInt(strings.Trim(strings.TrimPrefix(v, "W/"), `"`), 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("If-Match %q is not a generation (a whole number >= 0, as the ETag of GET …/desired)", v)
+	}
+	return n, nil
+}
+
+func (s *Server) putDesired(w http.ResponseWriter, r *http.Request) {
+	host := r.PathValue("host")
+	ifMatch, err := parseIfMatch(r.Header.Get("If-Match"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_if_match", err.Error())
+		return
+	}
+	body, ok := readBody(w, r, wire.MaxDesiredSize)
+	if !ok {
+		return
+	}
+	doc, err := validDesired(host, body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_document", err.Error())
+		return
+	}
+	gen, err := s.st.PutDesired(r.Context(), host, doc, ifMatch, operatorOf(r).Name)
+	if err != nil {
+		s.storeError(w, r, err, http.StatusNotFound, "no_such_host", fmt.Sprintf("no host %q: create it with POST /v1/hosts/%s/join-token", host, host))
+		return
+	}
+	s.notify(host)
+	s.auditLog(r, "desired.put", host, fmt.Sprintf("generation %d", gen))
+	w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(gen, 10)))
+	writeJSON(w, http.StatusOK, map[string]any{"host": host, "generation": gen})
+}
+
+func (s *Server) getDesired(w http.ResponseWriter, r *http.Request) {
+	d, err := s.st.Desired(r.Context(), r.PathValue("host"))
+	if err != nil {
+		s.storeError(w, r, err, http.StatusNotFound, "no_such_host", "")
+		return
+	}
+	writeDesired(w, d)
+}
+
+// limitParam reads limit (default def, 1..max).
+func limitParam(r *http.Request, def, max int) (int, error) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > max {
+		return 0, fmt.Errorf("limit=%q: want a whole number 1..%d", v, max)
+	}
+	return n, nil
+}
+
+func (s *Server) desiredHistory(w http.ResponseWriter, r *http.Request) {
+	limit, err := limitParam(r, 20, 1000)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_query", err.Error())
+		return
+	}
+	hist, err := s.st.DesiredHistory(r.Context(), r.PathValue("host"), limit)
+	if err != nil {
+		s.storeError(w, r, err, http.StatusNotFound, "no_such_host", "")
+		return
+	}
+	type entry struct {
+		Generation int64           `json:"generation"`
+		Author     string          `json:"author"`
+		CreatedAt  time.Time       `json:"created_at"`
+		Document   json.RawMessage `json:"document"`
+	}
+	out := make([]entry, len(hist))
+	for i, d := range hist {
+		out[i] = entry{Generation: d.Generation, Author: d.Author, CreatedAt: d.CreatedAt, Document: d.Document}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"history": out})
+}
+
+func (s *Server) pending(w http.ResponseWriter, r *http.Request) {
+	p, err := s.st.Pending(r.Context(), r.PathValue("host"))
+	if err != nil {
+		s.storeError(w, r, err, http.StatusNotFound, "no_such_host", "")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"pending": p})
+}
+
+// MaxSignatures bounds the signatures of one uploaded job.
+const MaxSignatures = 16
+
+func (s *Server) uploadJob(w http.ResponseWriter, r *http.Request) {
+	host := r.PathValue("host")
+	req, ok := decodeStrict[JobJSON](w, r, 1<<20, "the job")
+	if !ok {
+		return
+	}
+	if req.ID != "" || req.State != "" || req.Uploader != "" || req.UploadedAt != nil || req.Result != nil {
+		writeError(w, http.StatusBadRequest, "bad_body", "a job upload carries only payload and signatures")
+		return
+	}
+	p, err := signedop.ParsePayload(req.Payload)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_payload", err.Error())
+		return
+	}
+	if p.Host != host {
+		writeError(w, http.StatusBadRequest, "wrong_host", fmt.Sprintf("the payload is for host %q, not %q", p.Host, host))
+		return
+	}
+	if len(req.Signatures) == 0 || len(req.Signatures) > MaxSignatures {
+		writeError(w, http.StatusBadRequest, "bad_signatures", fmt.Sprintf("a job needs 1..%d signatures (ssh-keygen -Y sign -n steward)", MaxSignatures))
+		return
+	}
+	for i, sig := range req.Signatures {
+		if _, err := signedop.ParseSignature(sig); err != nil {
+			writeError(w, http.StatusBadRequest, "bad_signatures", fmt.Sprintf("signatures[%d]: %v", i, err))
+			return
+		}
+	}
+	j, err := s.st.PutJob(r.Context(), host, req.Payload, req.Signatures, operatorOf(r).Name)
+	if err != nil {
+		s.storeError(w, r, err, http.StatusNotFound, "no_such_host", "")
+		return
+	}
+	s.auditLog(r, "job.upload", host, fmt.Sprintf("job %s: %s vmid %d", j.ID, p.Op, p.VMID))
+	writeJSON(w, http.StatusOK, map[string]string{"id": j.ID})
+}
+
+func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
+	state := r.URL.Query().Get("state")
+	switch state {
+	case "", store.JobWaiting, store.JobDone, store.JobFailed, store.JobRejected:
+	default:
+		writeError(w, http.StatusBadRequest, "bad_query", fmt.Sprintf("state=%q: want waiting, done, failed or rejected", state))
+		return
+	}
+	jobs, err := s.st.Jobs(r.Context(), r.PathValue("host"), state)
+	if err != nil {
+		s.storeError(w, r, err, http.StatusNotFound, "no_such_host", "")
+		return
+	}
+	out := make([]JobJSON, len(jobs))
+	for i, j := range jobs {
+		out[i] = jobJSON(j, true)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"jobs": out})
+}
+
+func (s *Server) audit(w http.ResponseWriter, r *http.Request) {
+	limit, err := limitParam(r, 100, 1000)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_query", err.Error())
+		return
+	}
+	var after int64
+	if v := r.URL.Query().Get("after"); v != "" {
+		if after, err = strconv.ParseInt(v, 10, 64); err != nil || after < 0 {
+			writeError(w, http.StatusBadRequest, "bad_query", fmt.Sprintf("after=%q: want an audit entry id", v))
+			return
+		}
+	}
+	es, err := s.st.Audit(r.Context(), after, limit)
+	if err != nil {
+		s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"entries": es})
+}

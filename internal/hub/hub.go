@@ -1,0 +1,376 @@
+// Package hub is steward's hub server: the HTTP API agents and operators
+// use, over a store.Store.
+//
+// # API
+//
+// Agents (Authorization: Bearer HOST-TOKEN, scoped to the host the token
+// was issued to; any other host in the path is 403):
+//
+//	POST /v1/enroll                              {"join_token": T} -> {"host": H, "token": HOST-TOKEN} (no bearer)
+//	POST /v1/agent/hosts/{host}/report           wire.Report -> wire.Control
+//	POST /v1/agent/hosts/{host}/heartbeat        {"hash": H} -> wire.Control, or 409 report_required
+//	GET  /v1/agent/hosts/{host}/desired?after=G&wait=D  -> wire.Desired (blocking query)
+//	GET  /v1/agent/hosts/{host}/jobs             -> {"jobs": [{"id", "payload", "signatures"}]} (waiting jobs)
+//	POST /v1/agent/hosts/{host}/job-results      wire.JobResults
+//	POST /v1/agent/hosts/{host}/receipts         wire.Receipts -> {"seq", "hash"}; 409 chain_gap / chain_broken
+//
+// Operators (Authorization: Bearer OPERATOR-TOKEN):
+//
+//	GET  /v1/hosts                               hosts with last seen and generation
+//	GET  /v1/hosts/{host}                        one host, with its last report
+//	POST /v1/hosts/{host}/join-token             -> {"join_token", "expires"} (creates the host)
+//	POST /v1/hosts/{host}/revoke
+//	POST /v1/hosts/{host}/block                  {"reason": R}
+//	POST /v1/hosts/{host}/unblock
+//	PUT  /v1/hosts/{host}/desired                YAML or JSON document; If-Match: G -> {"generation"}
+//	GET  /v1/hosts/{host}/desired                wire.Desired, ETag: "G"
+//	GET  /v1/hosts/{host}/desired/history?limit=N
+//	GET  /v1/hosts/{host}/pending                pending signatures with their payloads
+//	POST /v1/hosts/{host}/jobs                   {"payload", "signatures"} (base64) -> {"id"}
+//	GET  /v1/hosts/{host}/jobs                   every job with its state
+//	GET  /v1/audit?after=ID&limit=N              operator actions
+//
+// Health: GET /healthz (the process runs), GET /readyz (the store answers
+// and the server is not shutting down).
+//
+// Every body is bounded and strictly decoded (unknown fields refused);
+// every error is JSON {"error": reason, "code": code}. Tokens are never
+// logged: the request log names method, path, status and latency only.
+package hub
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/steward-pve/steward/internal/hub/store"
+)
+
+// Defaults of Options.
+const (
+	DefaultPollInterval = 60 * time.Second
+	DefaultJoinTokenTTL = time.Hour
+	DefaultWait         = 5 * time.Minute
+	MaxWait             = 10 * time.Minute
+	// MaxOperatorBody bounds small operator JSON bodies.
+	MaxOperatorBody = 64 << 10
+)
+
+// Options configure a Server. The zero value is usable.
+type Options struct {
+	Logger       *slog.Logger // nil: discard
+	PollInterval time.Duration
+	JoinTokenTTL time.Duration
+	Now          func() time.Time
+}
+
+// Server serves the hub API. Create it with New; it is safe for concurrent
+// use. Shutdown answers every blocked long-poll.
+type Server struct {
+	st   store.Store
+	log  *slog.Logger
+	poll time.Duration
+	ttl  time.Duration
+	now  func() time.Time
+
+	closing   chan struct{}
+	closeOnce sync.Once
+	held      atomic.Int64 // long-polls held now
+
+	mu      sync.Mutex
+	waiters map[string]chan struct{} // host -> closed when its generation moves
+}
+
+// New returns a Server over st.
+func New(st store.Store, opt Options) *Server {
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opt.PollInterval <= 0 {
+		opt.PollInterval = DefaultPollInterval
+	}
+	if opt.JoinTokenTTL <= 0 {
+		opt.JoinTokenTTL = DefaultJoinTokenTTL
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	return &Server{st: st, log: opt.Logger, poll: opt.PollInterval, ttl: opt.JoinTokenTTL, now: opt.Now,
+		closing: make(chan struct{}), waiters: map[string]chan struct{}{}}
+}
+
+// Shutdown makes every held long-poll answer at once (with the current
+// generation) and /readyz fail; call it before http.Server.Shutdown so
+// that drains promptly. Safe to call more than once.
+func (s *Server) Shutdown() { s.closeOnce.Do(func() { close(s.closing) }) }
+
+// HeldPolls returns how many desired long-polls are being held.
+func (s *Server) HeldPolls() int64 { return s.held.Load() }
+
+// NewToken returns a fresh bearer token: 32 random bytes, hex, with a
+// prefix naming its kind ("stwh_" host, "stwj_" join, "stwo_" operator).
+func NewToken(prefix string) string {
+	b := make([]byte, 32)
+	crand.Read(b) // never fails (crypto/rand)
+	return prefix + hex.EncodeToString(b)
+}
+
+// waiter returns the channel closed at host's next generation change.
+func (s *Server) waiter(host string) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch, ok := s.waiters[host]
+	if !ok {
+		ch = make(chan struct{})
+		s.waiters[host] = ch
+	}
+	return ch
+}
+
+// notify wakes the long-polls of host.
+func (s *Server) notify(host string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ch, ok := s.waiters[host]; ok {
+		close(ch)
+		delete(s.waiters, host)
+	}
+}
+
+// Handler returns the hub's HTTP handler, with request logging.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, map[string]string{"status": "ok"}) })
+	mux.HandleFunc("GET /readyz", s.ready)
+
+	mux.HandleFunc("POST /v1/enroll", s.enroll)
+	mux.HandleFunc("POST /v1/agent/hosts/{host}/report", s.agent(s.report))
+	mux.HandleFunc("POST /v1/agent/hosts/{host}/heartbeat", s.agent(s.heartbeat))
+	mux.HandleFunc("GET /v1/agent/hosts/{host}/desired", s.agent(s.agentDesired))
+	mux.HandleFunc("GET /v1/agent/hosts/{host}/jobs", s.agent(s.agentJobs))
+	mux.HandleFunc("POST /v1/agent/hosts/{host}/job-results", s.agent(s.jobResults))
+	mux.HandleFunc("POST /v1/agent/hosts/{host}/receipts", s.agent(s.receipts))
+
+	mux.HandleFunc("GET /v1/hosts", s.operator(s.listHosts))
+	mux.HandleFunc("GET /v1/hosts/{host}", s.operator(s.showHost))
+	mux.HandleFunc("POST /v1/hosts/{host}/join-token", s.operator(s.joinToken))
+	mux.HandleFunc("POST /v1/hosts/{host}/revoke", s.operator(s.revoke))
+	mux.HandleFunc("POST /v1/hosts/{host}/block", s.operator(s.block))
+	mux.HandleFunc("POST /v1/hosts/{host}/unblock", s.operator(s.unblock))
+	mux.HandleFunc("PUT /v1/hosts/{host}/desired", s.operator(s.putDesired))
+	mux.HandleFunc("GET /v1/hosts/{host}/desired", s.operator(s.getDesired))
+	mux.HandleFunc("GET /v1/hosts/{host}/desired/history", s.operator(s.desiredHistory))
+	mux.HandleFunc("GET /v1/hosts/{host}/pending", s.operator(s.pending))
+	mux.HandleFunc("POST /v1/hosts/{host}/jobs", s.operator(s.uploadJob))
+	mux.HandleFunc("GET /v1/hosts/{host}/jobs", s.operator(s.listJobs))
+	mux.HandleFunc("GET /v1/audit", s.operator(s.audit))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	return s.logged(mux)
+}
+
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-s.closing:
+		writeError(w, http.StatusServiceUnavailable, "shutting_down", "the hub is shutting down")
+		return
+	default:
+	}
+	if _, err := s.st.Audit(r.Context(), 1<<62, 1); err != nil {
+		s.log.Error("readiness: store", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "store_unavailable", "the hub's store does not answer")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// statusWriter records the status code for the request log.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// logged logs every request: method, path, status and latency; never a
+// header or a query value (tokens travel in headers; the query of the
+// API carries none, but it is left out all the same).
+func (s *Server) logged(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		h.ServeHTTP(sw, r)
+		s.log.Info("request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "latency", time.Since(start))
+	})
+}
+
+type ctxKey int
+
+const (
+	keyHost ctxKey = iota
+	keyOperator
+)
+
+// bearer returns the request's bearer token ("" if none).
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	const p = "Bearer "
+	if len(h) > len(p) && strings.EqualFold(h[:len(p)], p) {
+		return strings.TrimSpace(h[len(p):])
+	}
+	return ""
+}
+
+// agent authenticates a host token and scopes the request to its host.
+func (s *Server) agent(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok := bearer(r)
+		if tok == "" {
+			writeError(w, http.StatusUnauthorized, "unauthenticated", "a host bearer token is required (enroll with a join token first)")
+			return
+		}
+		host, err := s.st.HostByToken(r.Context(), store.HashToken(tok))
+		if err != nil {
+			s.storeError(w, r, err, http.StatusUnauthorized, "unauthenticated", "the host token is unknown or revoked; enroll again with a new join token")
+			return
+		}
+		if host.ID != r.PathValue("host") {
+			writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("this token belongs to host %q; it cannot act for host %q", host.ID, r.PathValue("host")))
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), keyHost, host)))
+	}
+}
+
+// operator authenticates an operator token.
+func (s *Server) operator(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok := bearer(r)
+		if tok == "" {
+			writeError(w, http.StatusUnauthorized, "unauthenticated", "an operator bearer token is required")
+			return
+		}
+		op, err := s.st.OperatorByToken(r.Context(), store.HashToken(tok))
+		if err != nil {
+			s.storeError(w, r, err, http.StatusUnauthorized, "unauthenticated", "the operator token is unknown or revoked")
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), keyOperator, op)))
+	}
+}
+
+func hostOf(r *http.Request) store.Host         { return r.Context().Value(keyHost).(store.Host) }
+func operatorOf(r *http.Request) store.Operator { return r.Context().Value(keyOperator).(store.Operator) }
+
+// apiError is the body of every error response.
+type apiError struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"encoding the response failed","code":"internal"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, apiError{Error: msg, Code: code})
+}
+
+// storeError answers a store error: ErrNotFound as (nfStatus, nfCode,
+// nfMsg), the other sentinels as their status, anything else as 500
+// (logged, not shown).
+func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error, nfStatus int, nfCode, nfMsg string) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		if nfMsg == "" {
+			nfMsg = err.Error()
+		}
+		writeError(w, nfStatus, nfCode, nfMsg)
+	case errors.Is(err, store.ErrConflict):
+		writeError(w, http.StatusPreconditionFailed, "conflict", err.Error())
+	case errors.Is(err, store.ErrExists):
+		writeError(w, http.StatusConflict, "exists", err.Error())
+	case errors.Is(err, store.ErrInvalid):
+		writeError(w, http.StatusBadRequest, "invalid", err.Error())
+	case errors.Is(err, context.Canceled):
+		writeError(w, http.StatusServiceUnavailable, "canceled", "the request was canceled")
+	default:
+		s.log.Error("store", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInternalServerError, "internal", "the hub's store failed; see the hub's log")
+	}
+}
+
+// readBody reads the whole body, at most max bytes; on failure it has
+// answered and returns ok false.
+func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, bool) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("the body is larger than %d bytes", max))
+		return nil, false
+	case err != nil:
+		writeError(w, http.StatusBadRequest, "bad_body", "reading the body: "+err.Error())
+		return nil, false
+	}
+	return b, true
+}
+
+// decodeStrict decodes one JSON value of T with no unknown field and
+// nothing after it; on failure it has answered.
+func decodeStrict[T any](w http.ResponseWriter, r *http.Request, max int64, what string) (T, bool) {
+	var v T
+	b, ok := readBody(w, r, max)
+	if !ok {
+		return v, false
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_body", fmt.Sprintf("decoding %s: %v", what, err))
+		return v, false
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		writeError(w, http.StatusBadRequest, "bad_body", fmt.Sprintf("decoding %s: data after the JSON value", what))
+		return v, false
+	}
+	return v, true
+}
+
+// jitter returns a random duration in [0, d/16].
+func jitter(d time.Duration) time.Duration {
+	if d < 16 {
+		return 0
+	}
+	return rand.N(d/16 + 1)
+}
