@@ -151,7 +151,9 @@ func (s *Server) notify(host string) {
 // Handler returns the hub's HTTP handler, with request logging.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, map[string]string{"status": "ok"}) })
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
 	mux.HandleFunc("GET /readyz", s.ready)
 
 	mux.HandleFunc("POST /v1/enroll", s.enroll)
@@ -283,8 +285,10 @@ func (s *Server) operator(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-func hostOf(r *http.Request) store.Host         { return r.Context().Value(keyHost).(store.Host) }
-func operatorOf(r *http.Request) store.Operator { return r.Context().Value(keyOperator).(store.Operator) }
+func hostOf(r *http.Request) store.Host { return r.Context().Value(keyHost).(store.Host) }
+func operatorOf(r *http.Request) store.Operator {
+	return r.Context().Value(keyOperator).(store.Operator)
+}
 
 // apiError is the body of every error response.
 type apiError struct {

@@ -147,9 +147,9 @@ const (
 
 // Job is a signed job, its payload kept byte for byte.
 type Job struct {
-	Host       string
-	ID         string // wire.JobID(Payload)
-	Payload    []byte // the signed payload as uploaded, unaltered
+	Host    string
+	ID      string // wire.JobID(Payload)
+	Payload []byte // the signed payload as uploaded, unaltered
 	// Signatures are the armored SSHSIG signatures of Payload as
 	// uploaded, unaltered, in upload order.
 	Signatures [][]byte
