@@ -1,0 +1,251 @@
+package cli
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/steward-pve/steward/internal/atomicfile"
+	"github.com/steward-pve/steward/internal/hub"
+	"github.com/steward-pve/steward/internal/hub/store"
+	"github.com/steward-pve/steward/internal/hub/store/sqlite"
+	"github.com/steward-pve/steward/internal/pve"
+)
+
+func init() { register(newHubCmd) }
+
+type hubFlags struct {
+	dataDir      string
+	listen       string
+	tlsCert      string
+	tlsKey       string
+	insecureHTTP bool
+	pollInterval time.Duration
+	joinTTL      time.Duration
+	verbose      bool
+}
+
+// Files in the hub's data directory.
+const (
+	hubDBFile   = "hub.db"
+	hubCertFile = "tls.crt"
+	hubKeyFile  = "tls.key"
+	// hubAdminOperator names the operator token made on first start.
+	hubAdminOperator = "admin"
+)
+
+func newHubCmd(stdout, stderr io.Writer) *cobra.Command {
+	var f hubFlags
+	cmd := &cobra.Command{
+		Use:   "hub",
+		Short: "Run the hub: hosts, desired state, reports and signed jobs for the fleet",
+		Long: `hub serves the agent and operator API over HTTPS from one SQLite database in
+--data-dir. On first start it creates the database, a self-signed TLS
+certificate (kept in the data directory, so its fingerprint stays the same)
+and an operator token named "admin", which it prints once: store it. It
+prints the certificate's SHA-256 fingerprint (as PVE does) on every start,
+for agents to pin.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runHub(cmd.Context(), f, stdout, stderr)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the hub's database and TLS files (required; created 0700)")
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:8440", "address to listen on")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate file (default: a self-signed one in --data-dir)")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key file for --tls-cert")
+	fl.BoolVar(&f.insecureHTTP, "insecure-http", false, "serve plain HTTP (development only; refused unless --listen is a loopback address)")
+	fl.DurationVar(&f.pollInterval, "poll-interval", hub.DefaultPollInterval, "report interval the hub tells agents")
+	fl.DurationVar(&f.joinTTL, "join-token-ttl", hub.DefaultJoinTokenTTL, "how long a join token stays valid")
+	fl.BoolVar(&f.verbose, "verbose", false, "log every request to stderr")
+	return cmd
+}
+
+func runHub(ctx context.Context, f hubFlags, stdout, stderr io.Writer) error {
+	if f.dataDir == "" {
+		return &UsageError{Err: errors.New("hub: --data-dir is required (where the hub keeps its database and TLS files)")}
+	}
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return &UsageError{Err: errors.New("hub: --tls-cert and --tls-key go together")}
+	}
+	if f.insecureHTTP && f.tlsCert != "" {
+		return &UsageError{Err: errors.New("hub: --insecure-http and --tls-cert exclude each other")}
+	}
+	if f.pollInterval < time.Second {
+		return &UsageError{Err: fmt.Errorf("hub: --poll-interval %v is shorter than 1s", f.pollInterval)}
+	}
+	if f.joinTTL < time.Minute {
+		return &UsageError{Err: fmt.Errorf("hub: --join-token-ttl %v is shorter than 1m", f.joinTTL)}
+	}
+	if f.insecureHTTP {
+		host, _, err := net.SplitHostPort(f.listen)
+		ip := net.ParseIP(host)
+		if err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
+			return &UsageError{Err: fmt.Errorf("hub: --insecure-http serves tokens in clear text, so only on a loopback address; --listen is %q", f.listen)}
+		}
+	}
+	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+		return fmt.Errorf("hub: creating --data-dir: %w", err)
+	}
+	level := slog.LevelWarn
+	if f.verbose {
+		level = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	st, err := sqlite.Open(ctx, filepath.Join(f.dataDir, hubDBFile), sqlite.Options{})
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	defer st.Close()
+	opTok, err := firstOperator(ctx, st)
+	if err != nil {
+		return err
+	}
+
+	var cert *tls.Certificate
+	if !f.insecureHTTP {
+		certFile, keyFile := f.tlsCert, f.tlsKey
+		if certFile == "" {
+			certFile, keyFile = filepath.Join(f.dataDir, hubCertFile), filepath.Join(f.dataDir, hubKeyFile)
+			if err := ensureSelfSigned(certFile, keyFile); err != nil {
+				return err
+			}
+		}
+		c, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return fmt.Errorf("hub: loading the TLS certificate %s and key %s: %w", certFile, keyFile, err)
+		}
+		cert = &c
+	}
+
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("hub: listen on %s: %w", f.listen, err)
+	}
+	h := hub.New(st, hub.Options{Logger: log, PollInterval: f.pollInterval, JoinTokenTTL: f.joinTTL})
+	srv := &http.Server{
+		Handler:           h.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	if cert != nil {
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+		fmt.Fprintf(stdout, "URL:         https://%s\nFingerprint: %s\n", ln.Addr(), pve.CertFingerprint(cert.Certificate[0]))
+	} else {
+		fmt.Fprintf(stdout, "URL:         http://%s (plain HTTP: development only)\n", ln.Addr())
+	}
+	if opTok != "" {
+		fmt.Fprintf(stdout, "Operator token (%q, shown only now; the hub keeps only its hash):\n  %s\n", hubAdminOperator, opTok)
+	}
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("hub: serving on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	// Answer the held long-polls first, so the drain below is quick.
+	h.Shutdown()
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		_ = srv.Close()
+	}
+	<-errc
+	return nil
+}
+
+// firstOperator creates the "admin" operator token when the hub has no
+// operator yet and returns it ("" when operators exist).
+func firstOperator(ctx context.Context, st store.Store) (string, error) {
+	ops, err := st.Operators(ctx)
+	if err != nil {
+		return "", fmt.Errorf("hub: %w", err)
+	}
+	if len(ops) > 0 {
+		return "", nil
+	}
+	tok := hub.NewToken("stwo_")
+	if err := st.CreateOperator(ctx, hubAdminOperator, store.HashToken(tok)); err != nil {
+		return "", fmt.Errorf("hub: creating the first operator token: %w", err)
+	}
+	return tok, nil
+}
+
+// ensureSelfSigned creates a self-signed ECDSA P-256 certificate and its
+// key (0600) unless both files exist. Its SANs are localhost, the loopback
+// addresses and the machine's host name.
+func ensureSelfSigned(certFile, keyFile string) error {
+	_, errC := os.Stat(certFile)
+	_, errK := os.Stat(keyFile)
+	switch {
+	case errC == nil && errK == nil:
+		return nil
+	case errC == nil || errK == nil:
+		return fmt.Errorf("hub: only one of %s and %s exists; restore the other or remove both to make a new certificate (agents pinned to the old fingerprint must then be told the new one)", certFile, keyFile)
+	case !errors.Is(errC, fs.ErrNotExist) || !errors.Is(errK, fs.ErrNotExist):
+		return fmt.Errorf("hub: reading the TLS files: %w", errors.Join(errC, errK))
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("hub: generating a TLS key: %w", err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return fmt.Errorf("hub: generating a certificate serial: %w", err)
+	}
+	names := []string{"localhost"}
+	if hn, err := os.Hostname(); err == nil && hn != "" && hn != "localhost" {
+		names = append(names, hn)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: names[len(names)-1], Organization: []string{"steward hub"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		DNSNames:              names,
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return fmt.Errorf("hub: creating the certificate: %w", err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return fmt.Errorf("hub: encoding the TLS key: %w", err)
+	}
+	if err := atomicfile.Write(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return fmt.Errorf("hub: writing %s: %w", keyFile, err)
+	}
+	if err := atomicfile.Write(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return fmt.Errorf("hub: writing %s: %w", certFile, err)
+	}
+	return nil
+}
