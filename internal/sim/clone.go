@@ -111,6 +111,7 @@ func (s *Sim) postClone(q *request) response {
 			r.warnf("found pending changes for '%s', discarding for clone", strings.Join(plan.pending, ","))
 		}
 		ng.config = cfg
+		ng.ciGen = cloneMap(src.ciGen) // clone_vm copies the [special:cloudinit] record as any other key
 		if pool != "" {
 			s.addToPoolLocked(pool, newid)
 		}

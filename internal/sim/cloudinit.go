@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/url"
-	"sort"
 	"strings"
 
 	"golang.org/x/crypto/ssh"
@@ -19,103 +18,72 @@ func (t *routeTable) addCloudinitRoutes() {
 	t.add("GET", "/nodes/{node}/qemu/{vmid}/cloudinit/dump", (*Sim).getCloudinitDump)
 }
 
-// Cloud-init as qemu-server keeps it: a VM with a cloud-init drive
-// (vm-<vmid>-cloudinit) remembers, in its config's [special:cloudinit]
-// section (part of the digest), the values the drive was generated with
-// for every cloud-init key changed since: the old value, or the key in
-// "added" when it had none. GET …/cloudinit lists each key with value
-// (as generated) and pending (as configured), PUT …/cloudinit regenerates
-// the drive and forgets the section, as does a start (or the start half
-// of a reboot). Changing a key back to its generated value drops it from
-// the section.
+// Cloud-init as qemu-server keeps it: generating the drive (PUT
+// …/cloudinit, a start, the start half of a reboot) records the config's
+// cloud-init state in its [special:cloudinit] section (part of the digest):
+// the cloud-init options set, name, netN and the cloud-init drives. GET
+// …/cloudinit compares the config with that record (get_pending_config).
+// A clone copies the record with the rest of the config, as clone_vm does.
+
+// ciOptions are the non-ipconfig keys of cloudinit_config_properties.
+var ciOptions = []string{"cicustom", "cipassword", "citype", "ciupgrade", "ciuser", "nameserver", "searchdomain", "sshkeys"}
 
 // isCloudinitKey is a key of qemu-server's cloud-init options.
 func isCloudinitKey(key string) bool {
-	switch key {
-	case "cicustom", "cipassword", "citype", "ciupgrade", "ciuser", "nameserver", "searchdomain", "sshkeys":
-		return true
+	return containsStr(ciOptions, key) || ipconfigRE.MatchString(key)
+}
+
+// isCloudinitDrive reports whether the drive value v holds a cloud-init volume.
+func isCloudinitDrive(key, v string) bool {
+	if !diskKeyRE.MatchString(key) {
+		return false
 	}
-	return ipconfigRE.MatchString(key)
+	vol, _ := splitVolume(guest.QEMU, v)
+	return isCloudinitVolume(vol)
 }
 
 // hasCloudinit is has_cloudinit: some drive of the config is a cloud-init volume.
 func hasCloudinit(cfg map[string]string) bool {
 	for key, v := range cfg {
-		if diskKeyRE.MatchString(key) {
-			if vol, _ := splitVolume(guest.QEMU, v); isCloudinitVolume(vol) {
-				return true
-			}
+		if isCloudinitDrive(key, v) {
+			return true
 		}
 	}
 	return false
 }
 
-// ciRecordLocked notes that key changed from old (had: it was set) to
-// the config's current value, for the [special:cloudinit] section.
-func (g *guestState) ciRecordLocked(key, old string, had bool) {
-	if g.kind != guest.QEMU || !isCloudinitKey(key) || !hasCloudinit(g.config) {
-		return
-	}
-	if g.ciOld == nil {
-		g.ciOld = map[string]string{}
-	}
-	cur, set := g.config[key]
-	switch {
-	case containsStr(g.ciAdded, key):
-		if !set {
-			g.ciAdded = removeStr(g.ciAdded, key)
-		}
-		return
-	case !had:
-		if _, known := g.ciOld[key]; !known && set {
-			g.ciAdded = append(g.ciAdded, key)
-			sort.Strings(g.ciAdded)
-		}
-	default:
-		if _, known := g.ciOld[key]; !known {
-			g.ciOld[key] = old
-		}
-	}
-	if gen, known := g.ciOld[key]; known && set && gen == cur {
-		delete(g.ciOld, key)
-	}
-}
-
-// ciRegenerateLocked is generating the drive anew: the section is gone.
+// ciRegenerateLocked generates the cloud-init drive, if there is one:
+// the [special:cloudinit] section becomes the config's cloud-init state.
 func (g *guestState) ciRegenerateLocked() {
-	g.ciOld = nil
-	g.ciAdded = nil
-}
-
-func removeStr(xs []string, x string) []string {
-	var out []string
-	for _, v := range xs {
-		if v != x {
-			out = append(out, v)
+	if g.kind != guest.QEMU || !hasCloudinit(g.config) {
+		return
+	}
+	g.ciGen = map[string]string{}
+	for key, v := range g.config {
+		if isCloudinitKey(key) || key == "name" || netRE.MatchString(key) || isCloudinitDrive(key, v) {
+			g.ciGen[key] = v
 		}
 	}
-	return out
 }
 
 // renderCloudinit writes the [special:cloudinit] section.
 func (g *guestState) renderCloudinit(b *strings.Builder) {
-	if len(g.ciOld) == 0 && len(g.ciAdded) == 0 {
+	if g.ciGen == nil {
 		return
 	}
 	b.WriteString("\n[special:cloudinit]\n")
-	c := cloneMap(g.ciOld)
-	if len(g.ciAdded) > 0 {
-		c["added"] = strings.Join(g.ciAdded, ",")
-	}
-	renderSection(b, c)
+	renderSection(b, g.ciGen)
 }
 
 const maskedPassword = "**********"
 
-// getCloudinit is qemu-server's cloudinit_pending: the keys added since
-// the drive was generated (pending only), every configured key (value as
-// generated, pending if it changed since), then the deleted ones (delete
-// 1). cipassword is masked. Sorted by key within each group.
+// getCloudinit is qemu-server's cloudinit_pending (get_pending_config):
+// one item per cloud-init option, name, cloud-init drive and, where the
+// interface or its ipconfigN is set, netN (as macaddr=…) and ipconfigN;
+// value is what the drive was generated with, pending the configured
+// value where it differs (or nothing was generated), delete 1 where it was
+// removed since. Without a record, name still has the value "VM<vmid>"
+// (PVE's default hostname). cipassword is masked. Sorted by key.
 func (s *Sim) getCloudinit(q *request) response {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -123,33 +91,55 @@ func (s *Sim) getCloudinit(q *request) response {
 	if !found {
 		return resp
 	}
-	mask := func(k, v string) string {
-		if k == "cipassword" {
-			return maskedPassword
+	cur, gen := cloneMap(g.config), cloneMap(g.ciGen)
+	if gen == nil {
+		gen = map[string]string{}
+	}
+	keys := map[string]bool{"name": true}
+	for _, k := range ciOptions {
+		keys[k] = true
+	}
+	for _, c := range []map[string]string{cur, gen} {
+		for k, v := range c {
+			if isCloudinitDrive(k, v) {
+				keys[k] = true
+			}
 		}
-		return v
 	}
-	out := []any{}
-	for _, k := range g.ciAdded {
-		out = append(out, map[string]any{"key": k, "pending": mask(k, g.config[k])})
-	}
-	for _, k := range sortedKeys(g.config) {
-		if !isCloudinitKey(k) || g.config[k] == "" || containsStr(g.ciAdded, k) {
+	for i := 0; i < 32; i++ {
+		ipc, net := fmt.Sprintf("ipconfig%d", i), fmt.Sprintf("net%d", i)
+		if cur[net] == "" && gen[net] == "" && cur[ipc] == "" && gen[ipc] == "" {
 			continue
 		}
+		keys[ipc], keys[net] = true, true
+		for _, c := range []map[string]string{cur, gen} {
+			if m := qemuNetRE.FindStringSubmatch(c[net]); m != nil && m[2] != "" {
+				c[net] = "macaddr=" + m[2][1:]
+			}
+		}
+	}
+	for _, c := range []map[string]string{cur, gen} {
+		if c["name"] == "" {
+			c["name"] = fmt.Sprintf("VM%d", g.vmid)
+		}
+		if _, ok := c["cipassword"]; ok {
+			c["cipassword"] = maskedPassword
+		}
+	}
+	out := []any{}
+	for _, k := range sortedKeys(keys) {
 		item := map[string]any{"key": k}
-		if old, ok := g.ciOld[k]; ok {
-			item["value"] = mask(k, old)
-			item["pending"] = mask(k, g.config[k])
-		} else {
-			item["value"] = mask(k, g.config[k])
+		if gv := gen[k]; gv != "" {
+			item["value"] = gv
+			if cv, ok := cur[k]; !ok {
+				item["delete"] = 1
+			} else if cv != gv {
+				item["pending"] = cv
+			}
+		} else if cv := cur[k]; cv != "" {
+			item["pending"] = cv
 		}
 		out = append(out, item)
-	}
-	for _, k := range sortedKeys(g.ciOld) {
-		if g.config[k] == "" {
-			out = append(out, map[string]any{"key": k, "delete": 1})
-		}
 	}
 	return reply(out)
 }
@@ -168,13 +158,10 @@ func (s *Sim) putCloudinit(q *request) response {
 	})
 }
 
-// getCloudinitDump is qemu-server's cloudinit_generated_config_dump for
-// the nocloud format (the default citype): the user data (hostname, fqdn
-// with searchdomain, user, password hash, SSH keys, package upgrade),
-// the meta data (instance-id: the SHA-1 of the user and network data) or
-// the network data (version 1: one physical interface per ipconfigN with
-// its netN MAC, DHCP or static addresses, nameservers and search
-// domains). Simplification: cicustom snippets are not read.
+// getCloudinitDump is qemu-server's dump_cloudinit_config for the nocloud
+// format (the default citype for Linux): the user data, the network data
+// (version 1) or the meta data (instance-id: the SHA-1 of both). Like
+// PVE's dump, it shows the generated data, never cicustom snippets.
 func (s *Sim) getCloudinitDump(q *request) response {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -193,22 +180,43 @@ func (s *Sim) getCloudinitDump(q *request) response {
 	}
 }
 
+// ciHostname is get_hostname_fqdn: name (default VM<vmid>); a name with
+// dots is the fqdn, else the fqdn is name.searchdomain when one is set.
+func ciHostname(g *guestState) (host, fqdn string) {
+	host = g.config["name"]
+	if host == "" {
+		host = fmt.Sprintf("VM%d", g.vmid)
+	}
+	if strings.Contains(host, ".") {
+		fqdn = host
+		host, _, _ = strings.Cut(host, ".")
+	} else if d := g.config["searchdomain"]; d != "" {
+		fqdn = host + "." + d
+	}
+	return host, fqdn
+}
+
+// ciUserData is cloudinit_userdata.
 func ciUserData(g *guestState) string {
 	c := g.config
 	var b strings.Builder
-	b.WriteString("#cloud-config\n")
-	host := g.name()
-	fmt.Fprintf(&b, "hostname: %s\nmanage_etc_hosts: true\n", host)
-	if d := c["searchdomain"]; d != "" {
-		fmt.Fprintf(&b, "fqdn: %s.%s\n", host, strings.Fields(d)[0])
+	host, fqdn := ciHostname(g)
+	fmt.Fprintf(&b, "#cloud-config\nhostname: %s\nmanage_etc_hosts: true\n", host)
+	if fqdn != "" {
+		fmt.Fprintf(&b, "fqdn: %s\n", fqdn)
 	}
-	if u := c["ciuser"]; u != "" {
-		fmt.Fprintf(&b, "user: %s\n", u)
+	user, hasUser := c["ciuser"]
+	if hasUser {
+		fmt.Fprintf(&b, "user: %s\n", user)
+		if user == "root" {
+			b.WriteString("disable_root: False\n")
+		}
 	}
-	if p := c["cipassword"]; p != "" {
+	if p, ok := c["cipassword"]; ok {
 		fmt.Fprintf(&b, "password: %s\n", p)
 	}
-	if keys, err := url.PathUnescape(c["sshkeys"]); err == nil && keys != "" {
+	if raw, ok := c["sshkeys"]; ok {
+		keys, _ := url.PathUnescape(raw)
 		b.WriteString("ssh_authorized_keys:\n")
 		for _, k := range strings.Split(keys, "\n") {
 			if strings.TrimSpace(k) != "" {
@@ -217,12 +225,18 @@ func ciUserData(g *guestState) string {
 		}
 	}
 	b.WriteString("chpasswd:\n  expire: False\n")
-	if c["ciupgrade"] != "0" {
+	if !hasUser || user != "root" {
+		b.WriteString("users:\n  - default\n")
+	}
+	if v, ok := c["ciupgrade"]; !ok || v != "0" {
 		b.WriteString("package_upgrade: true\n")
 	}
 	return b.String()
 }
 
+// ciNetworkData is nocloud_network (version 1). The simulated host's
+// resolv.conf has neither nameservers nor search domains, so without
+// nameserver and searchdomain the nameserver entry is empty.
 func ciNetworkData(g *guestState) string {
 	c := g.config
 	var b strings.Builder
@@ -230,7 +244,7 @@ func ciNetworkData(g *guestState) string {
 	for i := 0; i < 32; i++ {
 		ipc, ok := c[fmt.Sprintf("ipconfig%d", i)]
 		net := c[fmt.Sprintf("net%d", i)]
-		if !ok || net == "" {
+		if !ok || ipc == "" || net == "" {
 			continue
 		}
 		mac := ""
@@ -243,44 +257,42 @@ func ciNetworkData(g *guestState) string {
 			k, v, _ := strings.Cut(it, "=")
 			opts[k] = v
 		}
-		switch ip := opts["ip"]; ip {
-		case "dhcp":
-			b.WriteString("      - type: dhcp4\n")
-		case "", "manual":
-		default:
-			addr, bits, _ := strings.Cut(ip, "/")
-			fmt.Fprintf(&b, "      - type: static\n        address: '%s'\n        netmask: '%s'\n", addr, netmask(bits))
-			if gw := opts["gw"]; gw != "" {
-				fmt.Fprintf(&b, "        gateway: '%s'\n", gw)
+		if ip, ok := opts["ip"]; ok {
+			if ip == "dhcp" {
+				b.WriteString("      - type: dhcp4\n")
+			} else {
+				addr, bits, _ := strings.Cut(ip, "/")
+				fmt.Fprintf(&b, "      - type: static\n        address: '%s'\n        netmask: '%s'\n", addr, netmask(bits))
+				if gw, ok := opts["gw"]; ok {
+					fmt.Fprintf(&b, "        gateway: '%s'\n", gw)
+				}
 			}
 		}
-		switch ip6 := opts["ip6"]; ip6 {
-		case "dhcp":
-			b.WriteString("      - type: dhcp6\n")
-		case "auto":
-			b.WriteString("      - type: ipv6_slaac\n")
-		case "", "manual":
-		default:
-			fmt.Fprintf(&b, "      - type: static6\n        address: '%s'\n", ip6)
-			if gw := opts["gw6"]; gw != "" {
-				fmt.Fprintf(&b, "        gateway: '%s'\n", gw)
+		if ip6, ok := opts["ip6"]; ok {
+			switch ip6 {
+			case "dhcp":
+				b.WriteString("      - type: dhcp6\n")
+			case "auto":
+				b.WriteString("      - type: ipv6_slaac\n")
+			default:
+				fmt.Fprintf(&b, "      - type: static6\n        address: '%s'\n", ip6)
+				if gw, ok := opts["gw6"]; ok {
+					fmt.Fprintf(&b, "        gateway: '%s'\n", gw)
+				}
 			}
 		}
 	}
-	ns, sd := strings.Fields(c["nameserver"]), strings.Fields(c["searchdomain"])
-	if len(ns) > 0 || len(sd) > 0 {
-		b.WriteString("    - type: nameserver\n")
-		if len(ns) > 0 {
-			b.WriteString("      address:\n")
-			for _, n := range ns {
-				fmt.Fprintf(&b, "      - '%s'\n", n)
-			}
+	b.WriteString("    - type: nameserver\n")
+	if ns := strings.Fields(c["nameserver"]); len(ns) > 0 {
+		b.WriteString("      address:\n")
+		for _, n := range ns {
+			fmt.Fprintf(&b, "      - '%s'\n", n)
 		}
-		if len(sd) > 0 {
-			b.WriteString("      search:\n")
-			for _, d := range sd {
-				fmt.Fprintf(&b, "      - '%s'\n", d)
-			}
+	}
+	if sd := strings.Fields(c["searchdomain"]); len(sd) > 0 {
+		b.WriteString("      search:\n")
+		for _, d := range sd {
+			fmt.Fprintf(&b, "      - '%s'\n", d)
 		}
 	}
 	return b.String()

@@ -216,3 +216,27 @@ func TestCreateFromScratch(t *testing.T) {
 		t.Errorf("qemu create on the template's id: got %d %q", r.status, r.reason)
 	}
 }
+
+// TestCreationResponsesMatchSchema holds the storage content list and the
+// cloud-init list to the items of their schema's returns.
+func TestCreationResponsesMatchSchema(t *testing.T) {
+	ts := startSim(t, Options{Templates: true})
+	ts.mustOK(ts.do("PUT", "/nodes/pve/qemu/9000/config", url.Values{"ciuser": {"ops"}, "nameserver": {"10.0.0.53"}}))
+	for _, tc := range []struct {
+		schemaPath, path string
+		extra            bool // pve-storage's list adds "content", which the schema omits
+	}{
+		{"/nodes/{node}/storage/{storage}/content", "/nodes/pve/storage/local/content", true},
+		{"/nodes/{node}/storage/{storage}/content", "/nodes/pve/storage/local-lvm/content", true},
+		{"/nodes/{node}/qemu/{vmid}/cloudinit", "/nodes/pve/qemu/9000/cloudinit", false},
+	} {
+		items, _ := returnsSchema(t, tc.schemaPath, "GET")["items"].(map[string]any)
+		list := ts.mustOK(ts.do("GET", tc.path, nil)).dataList(t)
+		if len(list) == 0 {
+			t.Errorf("%s: empty list", tc.path)
+		}
+		for i, e := range list {
+			checkObjectAgainst(t, tc.path+"["+itoa(i)+"]", items, e.(map[string]any), tc.extra)
+		}
+	}
+}

@@ -75,9 +75,9 @@
 // seeds a QEMU template 9000 (base disk, cloud-init drive) and a container
 // template in local's vztmpl content; POST …/qemu/{vmid}/clone is
 // clone_vm's qmclone task; an LXC create needs its ostemplate in a
-// storage's content; cloud-init changes are remembered in the config's
-// [special:cloudinit] section until PUT …/cloudinit or a start
-// regenerates the drive.
+// storage's content; generating the cloud-init drive (PUT …/cloudinit, a
+// start) records the config's cloud-init state in its [special:cloudinit]
+// section, which GET …/cloudinit compares with the config.
 //
 // Routing follows pve-common's find_handler: empty path segments are
 // skipped, and below /nodes/{node}/storage/{storage}/content the rest of

@@ -166,7 +166,6 @@ func (g *guestState) applyDeleteLocked(key string) {
 		return
 	}
 	delete(g.config, key)
-	g.ciRecordLocked(key, old, true)
 	if isVolumeKey(g.kind, key) && !force {
 		if vol := volumeOf(old); vol != "" {
 			g.addUnused(vol, volSize(old))
@@ -177,9 +176,8 @@ func (g *guestState) applyDeleteLocked(key string) {
 func (g *guestState) applySetLocked(key string) {
 	v := g.pending[key]
 	delete(g.pending, key)
-	old, had := g.config[key]
+	old := g.config[key]
 	g.config[key] = v
-	g.ciRecordLocked(key, old, had)
 	if isVolumeKey(g.kind, key) {
 		if ov := volumeOf(old); ov != "" && ov != volumeOf(v) {
 			g.addUnused(ov, volSize(old))

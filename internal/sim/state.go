@@ -42,11 +42,9 @@ type guestState struct {
 	// keys whose delete waits (1, or 2 when forced). See pending.go.
 	pending    map[string]string
 	pendingDel map[string]int
-	// ciOld and ciAdded are the [special:cloudinit] section: the values
-	// the cloud-init drive was generated with, for the keys changed since,
-	// and the keys added since (cloudinit.go).
-	ciOld   map[string]string
-	ciAdded []string
+	// ciGen is the [special:cloudinit] section: the cloud-init state the
+	// drive was last generated from; nil if never (cloudinit.go).
+	ciGen map[string]string
 
 	// flock is the config file lock (flock on /var/lock/qemu-server/lock-<vmid>.conf);
 	// a token in the channel means it is held. Never guarded by Sim.mu.
