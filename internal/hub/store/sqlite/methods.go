@@ -119,23 +119,7 @@ func (s *Store) Host(ctx context.Context, id string) (store.Host, error) {
 
 // Hosts implements store.Store.
 func (s *Store) Hosts(ctx context.Context) ([]store.Host, error) {
-	rows, err := s.r.QueryContext(ctx, "SELECT "+hostCols+" ORDER BY h.id")
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: listing hosts: %w", err)
-	}
-	defer rows.Close()
-	out := []store.Host{}
-	for rows.Next() {
-		h, err := scanHost(rows)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: listing hosts: %w", err)
-		}
-		out = append(out, h)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite: listing hosts: %w", err)
-	}
-	return out, nil
+	return queryAll(ctx, s.r, "listing hosts", func(r *sql.Rows) (store.Host, error) { return scanHost(r) }, "SELECT "+hostCols+" ORDER BY h.id")
 }
 
 // updateHost runs one UPDATE on the hosts row of id, ErrNotFound if none.
@@ -219,25 +203,13 @@ func (s *Store) OperatorByToken(ctx context.Context, tokenHash string) (store.Op
 
 // Operators implements store.Store.
 func (s *Store) Operators(ctx context.Context) ([]store.Operator, error) {
-	rows, err := s.r.QueryContext(ctx, "SELECT name, created_at, revoked_at FROM operators ORDER BY name")
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: listing operators: %w", err)
-	}
-	defer rows.Close()
-	out := []store.Operator{}
-	for rows.Next() {
+	return queryAll(ctx, s.r, "listing operators", func(r *sql.Rows) (store.Operator, error) {
 		var o store.Operator
-		var c, r int64
-		if err := rows.Scan(&o.Name, &c, &r); err != nil {
-			return nil, fmt.Errorf("sqlite: listing operators: %w", err)
-		}
-		o.CreatedAt, o.RevokedAt = fromNanos(c), fromNanos(r)
-		out = append(out, o)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite: listing operators: %w", err)
-	}
-	return out, nil
+		var c, rv int64
+		err := r.Scan(&o.Name, &c, &rv)
+		o.CreatedAt, o.RevokedAt = fromNanos(c), fromNanos(rv)
+		return o, err
+	}, "SELECT name, created_at, revoked_at FROM operators ORDER BY name")
 }
 
 // RevokeOperator implements store.Store.
@@ -326,25 +298,13 @@ func (s *Store) DesiredHistory(ctx context.Context, host string, limit int) ([]s
 	if err := hostExists(ctx, s.r, host); err != nil {
 		return nil, err
 	}
-	rows, err := s.r.QueryContext(ctx, "SELECT generation, document, author, created_at FROM desired WHERE host = ? ORDER BY generation DESC LIMIT ?", host, limit)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: reading desired history of %q: %w", host, err)
-	}
-	defer rows.Close()
-	out := []store.Desired{}
-	for rows.Next() {
+	return queryAll(ctx, s.r, "reading the desired history of "+host, func(r *sql.Rows) (store.Desired, error) {
 		d := store.Desired{Host: host}
 		var created int64
-		if err := rows.Scan(&d.Generation, &d.Document, &d.Author, &created); err != nil {
-			return nil, fmt.Errorf("sqlite: reading desired history of %q: %w", host, err)
-		}
+		err := r.Scan(&d.Generation, &d.Document, &d.Author, &created)
 		d.CreatedAt = fromNanos(created)
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite: reading desired history of %q: %w", host, err)
-	}
-	return out, nil
+		return d, err
+	}, "SELECT generation, document, author, created_at FROM desired WHERE host = ? ORDER BY generation DESC LIMIT ?", host, limit)
 }
 
 // PutReport implements store.Store.
@@ -485,23 +445,8 @@ func (s *Store) Jobs(ctx context.Context, host, state string) ([]store.Job, erro
 	if err := hostExists(ctx, s.r, host); err != nil {
 		return nil, err
 	}
-	rows, err := s.r.QueryContext(ctx, "SELECT "+jobCols+" WHERE host = ? AND (? = '' OR state = ?) ORDER BY seq", host, state, state)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: listing jobs of %q: %w", host, err)
-	}
-	defer rows.Close()
-	out := []store.Job{}
-	for rows.Next() {
-		j, err := scanJob(rows)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: listing jobs of %q: %w", host, err)
-		}
-		out = append(out, j)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite: listing jobs of %q: %w", host, err)
-	}
-	return out, nil
+	return queryAll(ctx, s.r, "listing the jobs of "+host, func(r *sql.Rows) (store.Job, error) { return scanJob(r) },
+		"SELECT "+jobCols+" WHERE host = ? AND (? = '' OR state = ?) ORDER BY seq", host, state, state)
 }
 
 // SetJobResult implements store.Store.
@@ -574,27 +519,7 @@ func (s *Store) Pending(ctx context.Context, host string) ([]wire.Pending, error
 	if err := hostExists(ctx, s.r, host); err != nil {
 		return nil, err
 	}
-	rows, err := s.r.QueryContext(ctx, "SELECT pending FROM pending WHERE host = ? ORDER BY ord", host)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: reading pending signatures of %q: %w", host, err)
-	}
-	defer rows.Close()
-	out := []wire.Pending{}
-	for rows.Next() {
-		var b []byte
-		var p wire.Pending
-		if err := rows.Scan(&b); err != nil {
-			return nil, fmt.Errorf("sqlite: reading pending signatures of %q: %w", host, err)
-		}
-		if err := json.Unmarshal(b, &p); err != nil {
-			return nil, fmt.Errorf("sqlite: decoding a pending signature of %q: %w", host, err)
-		}
-		out = append(out, p)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite: reading pending signatures of %q: %w", host, err)
-	}
-	return out, nil
+	return queryAll(ctx, s.r, "reading the pending signatures of "+host, scanJSON[wire.Pending], "SELECT pending FROM pending WHERE host = ? ORDER BY ord", host)
 }
 
 // head reads the host's chain head through q.
@@ -670,27 +595,7 @@ func (s *Store) Receipts(ctx context.Context, host string, after uint64, limit i
 	if err := hostExists(ctx, s.r, host); err != nil {
 		return nil, err
 	}
-	rows, err := s.r.QueryContext(ctx, "SELECT receipt FROM receipts WHERE host = ? AND seq > ? ORDER BY seq LIMIT ?", host, after, limit)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: reading receipts of %q: %w", host, err)
-	}
-	defer rows.Close()
-	out := []wire.Receipt{}
-	for rows.Next() {
-		var b []byte
-		var r wire.Receipt
-		if err := rows.Scan(&b); err != nil {
-			return nil, fmt.Errorf("sqlite: reading receipts of %q: %w", host, err)
-		}
-		if err := json.Unmarshal(b, &r); err != nil {
-			return nil, fmt.Errorf("sqlite: decoding a receipt of %q: %w", host, err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite: reading receipts of %q: %w", host, err)
-	}
-	return out, nil
+	return queryAll(ctx, s.r, "reading the receipts of "+host, scanJSON[wire.Receipt], "SELECT receipt FROM receipts WHERE host = ? AND seq > ? ORDER BY seq LIMIT ?", host, after, limit)
 }
 
 // AppendAudit implements store.Store.
@@ -716,23 +621,43 @@ func (s *Store) AppendAudit(ctx context.Context, e store.AuditEntry) (int64, err
 
 // Audit implements store.Store.
 func (s *Store) Audit(ctx context.Context, after int64, limit int) ([]store.AuditEntry, error) {
-	rows, err := s.r.QueryContext(ctx, "SELECT id, time, actor, action, host, detail FROM audit WHERE id > ? ORDER BY id LIMIT ?", after, limit)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: reading the audit log: %w", err)
-	}
-	defer rows.Close()
-	out := []store.AuditEntry{}
-	for rows.Next() {
+	return queryAll(ctx, s.r, "reading the audit log", func(r *sql.Rows) (store.AuditEntry, error) {
 		var e store.AuditEntry
 		var t int64
-		if err := rows.Scan(&e.ID, &t, &e.Actor, &e.Action, &e.Host, &e.Detail); err != nil {
-			return nil, fmt.Errorf("sqlite: reading the audit log: %w", err)
-		}
+		err := r.Scan(&e.ID, &t, &e.Actor, &e.Action, &e.Host, &e.Detail)
 		e.Time = fromNanos(t)
-		out = append(out, e)
+		return e, err
+	}, "SELECT id, time, actor, action, host, detail FROM audit WHERE id > ? ORDER BY id LIMIT ?", after, limit)
+}
+
+// queryAll runs a read query and scans every row with scan.
+func queryAll[T any](ctx context.Context, db *sql.DB, what string, scan func(*sql.Rows) (T, error), query string, args ...any) ([]T, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: %s: %w", what, err)
+	}
+	defer rows.Close()
+	out := []T{}
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: %s: %w", what, err)
+		}
+		out = append(out, v)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite: reading the audit log: %w", err)
+		return nil, fmt.Errorf("sqlite: %s: %w", what, err)
 	}
 	return out, nil
+}
+
+// scanJSON scans one JSON column into a T.
+func scanJSON[T any](r *sql.Rows) (T, error) {
+	var v T
+	var b []byte
+	if err := r.Scan(&b); err != nil {
+		return v, err
+	}
+	err := json.Unmarshal(b, &v)
+	return v, err
 }
