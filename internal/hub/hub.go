@@ -26,6 +26,7 @@
 //	GET  /v1/hosts/{host}/desired                wire.Desired, ETag: "G"
 //	GET  /v1/hosts/{host}/desired/history?limit=N
 //	GET  /v1/hosts/{host}/pending                pending signatures with their payloads
+//	GET  /v1/hosts/{host}/plan                   the shared planner on the last report and the desired document
 //	POST /v1/hosts/{host}/jobs                   {"payload", "signatures"} (base64) -> {"id"}
 //	GET  /v1/hosts/{host}/jobs                   every job with its state
 //	GET  /v1/audit?after=ID&limit=N              operator actions
@@ -174,6 +175,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/hosts/{host}/desired", s.operator(s.getDesired))
 	mux.HandleFunc("GET /v1/hosts/{host}/desired/history", s.operator(s.desiredHistory))
 	mux.HandleFunc("GET /v1/hosts/{host}/pending", s.operator(s.pending))
+	mux.HandleFunc("GET /v1/hosts/{host}/plan", s.operator(s.plan))
 	mux.HandleFunc("POST /v1/hosts/{host}/jobs", s.operator(s.uploadJob))
 	mux.HandleFunc("GET /v1/hosts/{host}/jobs", s.operator(s.listJobs))
 	mux.HandleFunc("GET /v1/audit", s.operator(s.audit))

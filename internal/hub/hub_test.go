@@ -599,3 +599,28 @@ func TestAuditAndNoTokenInLogs(t *testing.T) {
 		}
 	}
 }
+
+func TestPlan(t *testing.T) {
+	e := newEnv(t)
+	tok := e.enroll("pve-a")
+	if code, b := e.do("GET", "/v1/hosts/pve-a/plan", e.opTok, nil); code != 404 || errCode(t, b) != "no_report" {
+		t.Fatalf("plan before a report: got %d %s; want 404 no_report", code, b)
+	}
+	rep := report("pve-a")
+	rep.Guests = []wire.Guest{{VMID: 101, Kind: "lxc", Status: "stopped", Digest: "d1", Config: map[string]string{"cores": "1"}}}
+	body, _ := wire.EncodeReport(rep)
+	e.must(200, "POST", "/v1/agent/hosts/pve-a/report", tok, body, nil)
+	e.must(200, "PUT", "/v1/hosts/pve-a/desired", e.opTok, []byte(docA), nil)
+	var p PlanJSON
+	e.must(200, "GET", "/v1/hosts/pve-a/plan", e.opTok, nil, &p)
+	if p.DesiredGeneration != 1 || len(p.Steps) != 2 || len(p.Guests) != 1 || p.Guests[0].Phase != "converging" {
+		t.Fatalf("plan: got %+v; want generation 1, a config step and a start, guest 101 converging", p)
+	}
+	cfg, start := p.Steps[0], p.Steps[1]
+	if cfg.Action.Op != "config" || cfg.Action.Params["cores"] != "2" || cfg.Class != "benign" || start.Action.Op != "start" {
+		t.Fatalf("steps: got %+v; want config cores=2 (benign) then start", p.Steps)
+	}
+	if !strings.Contains(p.Text, "101") {
+		t.Fatalf("plan text names no guest:\n%s", p.Text)
+	}
+}

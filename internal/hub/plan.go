@@ -1,0 +1,106 @@
+package hub
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/steward-pve/steward/internal/classify"
+	"github.com/steward-pve/steward/internal/desired"
+	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/hub/store"
+	"github.com/steward-pve/steward/internal/plan"
+	"github.com/steward-pve/steward/internal/wire"
+)
+
+// PlanJSON is the operator's view of what the host's agent would do: the
+// shared planner run on the host's last report and its current desired
+// document. The report carries only the config keys the agent managed at
+// that time, so a key the new document adds shows as a change until the
+// agent reports again; classes are the classifier's without provenance
+// (the agent's own journal may make a destroy of a guest it created
+// benign; the hub never can).
+type PlanJSON struct {
+	Host              string          `json:"host"`
+	DesiredGeneration int64           `json:"desired_generation"`
+	ReportTime        time.Time       `json:"report_time"`
+	Steps             []PlanStepJSON  `json:"steps"`
+	Guests            []PlanGuestJSON `json:"guests"`
+	Text              string          `json:"text"` // as `steward agent --dry-run` prints it
+}
+
+// PlanStepJSON is one planned action.
+type PlanStepJSON struct {
+	Action  wire.Action   `json:"action"`
+	Class   string        `json:"class"`
+	Reason  string        `json:"reason,omitempty"`
+	Changes []wire.Change `json:"changes,omitempty"`
+}
+
+// PlanGuestJSON is one desired guest's planned status.
+type PlanGuestJSON struct {
+	VMID  int           `json:"vmid"`
+	Phase string        `json:"phase"`
+	Drift []wire.Change `json:"drift,omitempty"`
+	Error string        `json:"error,omitempty"`
+	Lock  string        `json:"lock,omitempty"`
+}
+
+func changes(cs []plan.Change) []wire.Change {
+	var out []wire.Change
+	for _, c := range cs {
+		out = append(out, wire.Change{Key: c.Key, From: c.From, To: c.To})
+	}
+	return out
+}
+
+func (s *Server) plan(w http.ResponseWriter, r *http.Request) {
+	host := r.PathValue("host")
+	d, err := s.st.Desired(r.Context(), host)
+	if err != nil {
+		s.storeError(w, r, err, http.StatusNotFound, "no_such_host", "")
+		return
+	}
+	rep, err := s.st.LastReport(r.Context(), host)
+	if errors.Is(err, store.ErrNotFound) {
+		writeError(w, http.StatusNotFound, "no_report", fmt.Sprintf("host %q has not reported yet; a plan needs what its agent saw", host))
+		return
+	}
+	if err != nil {
+		s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
+		return
+	}
+	wr, err := wire.DecodeReport(rep.Body)
+	if err != nil {
+		s.storeError(w, r, fmt.Errorf("the stored report of %q: %w", host, err), http.StatusNotFound, "not_found", "")
+		return
+	}
+	var want *desired.Host
+	if d.Generation > 0 {
+		doc, err := desired.Parse(d.Document)
+		if err != nil {
+			s.storeError(w, r, fmt.Errorf("the stored desired document of %q: %w", host, err), http.StatusNotFound, "not_found", "")
+			return
+		}
+		want = doc.ForHost(host)
+	}
+	actual := make([]guest.Observed, len(wr.Guests))
+	configs := map[int]guest.Config{}
+	for i, g := range wr.Guests {
+		actual[i] = guest.Observed{VMID: g.VMID, Kind: guest.Kind(g.Kind), Name: g.Name, Status: g.Status, Lock: g.Lock,
+			Template: g.Template, Config: guest.Config(g.Config), Digest: g.Digest, ConfigErr: g.ConfigError}
+		configs[g.VMID] = actual[i].Config
+	}
+	p := plan.Diff(want, actual, plan.Options{})
+	out := PlanJSON{Host: host, DesiredGeneration: d.Generation, ReportTime: wr.Time, Steps: []PlanStepJSON{}, Guests: []PlanGuestJSON{}, Text: p.Render()}
+	for _, st := range p.Steps {
+		v := classify.Classify(st.Action, configs[st.Action.VMID], classify.Provenance{})
+		a := wire.Action{Op: string(st.Action.Op), VMID: st.Action.VMID, Kind: string(st.Action.Kind), Params: st.Action.Params, Digest: st.Action.Digest}
+		out.Steps = append(out.Steps, PlanStepJSON{Action: a, Class: string(v.Class), Reason: v.Reason, Changes: changes(st.Changes)})
+	}
+	for _, g := range p.Guests {
+		out.Guests = append(out.Guests, PlanGuestJSON{VMID: g.VMID, Phase: string(g.Phase), Drift: changes(g.Drift), Error: g.Err, Lock: g.Lock})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
