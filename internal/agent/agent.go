@@ -173,7 +173,7 @@ func (a *Agent) Plan(ctx context.Context) (engine.Report, error) {
 	if err != nil {
 		return engine.Report{}, err
 	}
-	return a.eng.Tick(ctx, want, jobs, true)
+	return a.eng.PlanOnly(ctx, want, jobs)
 }
 
 // Once opens the state directory, resolves interrupted ops (once: a
@@ -295,7 +295,7 @@ func (a *Agent) tick(ctx context.Context) (engine.Report, error) {
 	if err != nil {
 		return engine.Report{}, err
 	}
-	rep, err := a.eng.Tick(ctx, want, jobs, false)
+	rep, err := a.eng.Tick(ctx, want, jobs)
 	if err == nil {
 		if perr := a.outbox.save(rep); perr != nil {
 			a.log.Error("writing pending payloads", "dir", a.outbox.dir, "err", perr)

@@ -124,7 +124,7 @@ func (h *harness) open() {
 
 func (h *harness) tick(want *desired.Host, jobs ...signedop.Job) engine.Report {
 	h.t.Helper()
-	rep, err := h.eng.Tick(h.t.Context(), want, jobs, false)
+	rep, err := h.eng.Tick(h.t.Context(), want, jobs)
 	if err != nil {
 		h.t.Fatalf("Tick: %v", err)
 	}

@@ -123,7 +123,7 @@ func TestSignedJobSurvivesCrash(t *testing.T) {
 			job := signedDestroy(t, h, env, 101)
 			ctx, cancel := context.WithCancel(t.Context())
 			crashAt(t, point, cancel)
-			h.eng.Tick(ctx, nil, []signedop.Job{job}, false)
+			h.eng.Tick(ctx, nil, []signedop.Job{job})
 			crashpoint.SetHook(nil)
 			// Restart past the not-run grace: the journal then proves
 			// whether PVE ever got the call.
@@ -153,7 +153,7 @@ func TestSignedJobInFlightWithinGraceWaits(t *testing.T) {
 	job := signedDestroy(t, h, env, 101)
 	ctx, cancel := context.WithCancel(t.Context())
 	crashAt(t, crashpoint.AfterBegin, cancel)
-	h.eng.Tick(ctx, nil, []signedop.Job{job}, false)
+	h.eng.Tick(ctx, nil, []signedop.Job{job})
 	crashpoint.SetHook(nil)
 	h.open()
 	rep := h.tick(nil, job)
@@ -258,7 +258,7 @@ func TestRecoveryDoesNotAdoptAnotherOpsTask(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	crashAt(t, crashpoint.AfterBegin, cancel)
-	h.eng.Tick(ctx, want, nil, false)
+	h.eng.Tick(ctx, want, nil)
 	crashpoint.SetHook(nil)
 	h.open()
 	b, err := os.ReadFile(filepath.Join(h.dir, "journal"))

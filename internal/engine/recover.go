@@ -200,13 +200,13 @@ func (e *Engine) resolve(ctx context.Context, op journal.Op) (res journal.Result
 		return journal.Result{OK: false, Error: "fate unknown",
 			Resolution: "recovered: fate unknown: no task user configured to find this op's task (" + what + "); not run again, check the guest"}, "", nil
 	}
-	if op.Source == "signed" && e.now().Sub(op.Time) < e.notRunGrace() {
+	if Source(op.Source) == SourceSigned && e.now().Sub(op.Time) < e.notRunGrace() {
 		// Retry would let the signed job run again; a reconcile action
 		// is planned again only from what PVE then says.
 		return journal.Result{}, "", errTooEarly
 	}
 	next := "a reconcile action is planned again if still desired"
-	if op.Source == "signed" {
+	if Source(op.Source) == SourceSigned {
 		next = "the signed job stays runnable while its signature is valid"
 	}
 	return journal.Result{OK: false, Error: "not applied", Retry: true,

@@ -1,8 +1,14 @@
 package engine
 
 import (
+	"context"
+	"maps"
+	"slices"
+
 	"github.com/steward-pve/steward/internal/action"
+	"github.com/steward-pve/steward/internal/gate"
 	"github.com/steward-pve/steward/internal/journal"
+	"github.com/steward-pve/steward/internal/plan"
 )
 
 // JobReport is the fate of one signed job presented to a tick.
@@ -36,12 +42,12 @@ func (s JobStatus) Final() bool { return s == JobRan || s == JobFailed || s == J
 // waiting to run.
 func (e *Engine) jobOutcome(jr *JobReport, r Result, idem string) {
 	switch {
-	case r.Skipped == "already completed (idempotency key)":
+	case r.Skip == SkipDone:
 		jr.Status, jr.Reason = JobCompleted, "already completed"
 		if res, done := e.Journal.Completed(idem); done {
 			jr.Reason = completion(res)
 		}
-	case r.Skipped != "":
+	case r.Skip != NotSkipped:
 		jr.Status, jr.Reason = JobWaiting, r.Skipped
 	case r.Err == nil:
 		jr.Status, jr.Reason = JobRan, ""
@@ -112,4 +118,99 @@ func (r Report) Summary() Summary {
 		}
 	}
 	return s
+}
+
+// report is the last step. The guests the tick acted on are read again:
+// what is reported, and what a held action's payload is bound to, is the
+// state those actions left. A change that mixes benign and destructive
+// keys thus offers its payload against the digest its benign part
+// produced, so the first payload offered is the one the agent will
+// accept. Then the held decisions are recorded and each desired guest's
+// status derived.
+func (t *tick) report(ctx context.Context) {
+	e := t.e
+	final := t.rep.Plan
+	touched := map[int]bool{}
+	for _, s := range t.subs {
+		touched[t.rep.Results[s.idx].Action.VMID] = true
+	}
+	if len(touched) > 0 {
+		after, err := e.observe(ctx, touched)
+		if err != nil {
+			e.log().Warn("re-reading the guests changed this tick failed; reporting them as first observed", "err", err)
+		} else {
+			t.rep.Observed = mergeObserved(t.actual, after, touched)
+			final = plan.Diff(t.want, t.rep.Observed, e.Plan)
+			for vmid := range touched {
+				delete(t.held, vmid)
+			}
+			for _, g := range after {
+				if touched[g.VMID] {
+					t.byID[g.VMID] = g
+				}
+			}
+			for _, st := range final.Steps {
+				a := st.Action
+				if !touched[a.VMID] {
+					continue
+				}
+				for _, d := range e.Gate.DecideSplit(a, t.byID[a.VMID].Config, e.provenance(a.VMID, a.Digest)) {
+					if d.Outcome != gate.Allowed {
+						t.held[a.VMID] = append(t.held[a.VMID], d)
+					}
+				}
+			}
+		}
+	}
+	for _, vmid := range slices.Sorted(maps.Keys(t.held)) {
+		for _, d := range t.held[vmid] {
+			e.recordDecision(d, t.planOnly, "")
+			t.rep.Pending = append(t.rep.Pending, d)
+		}
+	}
+	t.rep.Guests = e.guestReports(t.rep, final, t.held)
+}
+
+// guestReports derives each desired guest's status from final, the plan
+// of the state after the tick's actions, the tick's results and the
+// actions held for a signature.
+func (e *Engine) guestReports(rep Report, final plan.Plan, pending map[int][]gate.Decision) []GuestReport {
+	failed := map[int]Result{}
+	ran := map[int]bool{}
+	for _, r := range rep.Results {
+		if r.Err != nil || r.Skip.Blocks() {
+			failed[r.Action.VMID] = r
+		} else if r.Skip == NotSkipped {
+			ran[r.Action.VMID] = true
+		}
+	}
+	out := make([]GuestReport, 0, len(final.Guests))
+	for _, gs := range final.Guests {
+		gr := GuestReport{VMID: gs.VMID, Drift: gs.Drift, Err: gs.Err, Pending: gs.Pending, Changed: ran[gs.VMID]}
+		switch {
+		case gs.Phase == plan.Error:
+			gr.Phase = PhaseError
+		case gs.Phase == plan.DriftObserved:
+			gr.Phase = PhaseDriftObserved
+		case len(pending[gs.VMID]) > 0:
+			gr.Phase = PhasePendingSignature
+		case failed[gs.VMID].Action.Op != "":
+			r := failed[gs.VMID]
+			gr.Phase = PhaseError
+			if r.Err != nil {
+				gr.Err = r.Err.Error()
+			} else {
+				gr.Err = r.Skipped
+			}
+			_, gr.NextRetry = e.Backoff.Ready(gs.VMID)
+		case gs.Phase == plan.Converging:
+			gr.Phase = PhaseConverging
+		case gs.Phase == plan.PendingRestart:
+			gr.Phase = PhasePendingRestart
+		default:
+			gr.Phase = PhaseInSync
+		}
+		out = append(out, gr)
+	}
+	return out
 }

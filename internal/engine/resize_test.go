@@ -150,7 +150,7 @@ func TestInterruptedResizeRecovered(t *testing.T) {
 			want := mustParse(t, fleet(101, guest.QEMU, `scsi0: "local-lvm:vm-101-disk-0,size=40G"`))
 			ctx, cancel := context.WithCancel(t.Context())
 			crashAt(t, crashpoint.AfterTaskReturned, cancel)
-			h.eng.Tick(ctx, want, nil, false)
+			h.eng.Tick(ctx, want, nil)
 			crashpoint.SetHook(nil)
 			if !tc.taskUser {
 				h.taskUser = ""

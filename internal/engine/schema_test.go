@@ -36,7 +36,11 @@ hosts:
         config: {cores: 99999999999999999999}
 `)
 	for _, dry := range []bool{true, false} {
-		rep, err := h.eng.Tick(t.Context(), want, nil, dry)
+		pass := h.eng.Tick
+		if dry {
+			pass = h.eng.PlanOnly
+		}
+		rep, err := pass(t.Context(), want, nil)
 		if err != nil {
 			t.Fatalf("Tick(dry run %v): %v", dry, err)
 		}

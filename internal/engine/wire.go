@@ -41,7 +41,7 @@ func (r Report) Wire() wire.Report {
 		w.Sync = append(w.Sync, s)
 	}
 	for _, res := range r.Results {
-		ar := wire.ActionResult{Action: wireAction(res.Action), Source: res.Source, Class: string(res.Class), Job: res.Job,
+		ar := wire.ActionResult{Action: wireAction(res.Action), Source: string(res.Source), Class: string(res.Class), Job: res.Job,
 			UPID: res.Outcome.UPID, ExitStatus: res.Outcome.ExitStatus, Warnings: res.Outcome.Warnings, Skipped: res.Skipped}
 		if res.Err != nil {
 			ar.Error = res.Err.Error()

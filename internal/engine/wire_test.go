@@ -53,6 +53,7 @@ var reportFields = map[string]string{
 	"Results.Class": "actions.class", "Results.Outcome.UPID": "actions.upid",
 	"Results.Outcome.ExitStatus": "actions.exit_status", "Results.Outcome.Warnings": "actions.warnings",
 	"Results.Err": "actions.error", "Results.Skipped": "actions.skipped",
+	"Results.Skip":      "actions.skipped (the agent-local kind of the reason the text gives)",
 	"Pending.Action.Op": "pending.action.op", "Pending.Action.VMID": "pending.action.vmid",
 	"Pending.Action.Kind": "pending.action.kind", "Pending.Action.Params": "pending.action.params",
 	"Pending.Action.Digest":  "pending.action.digest",

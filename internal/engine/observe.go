@@ -1,0 +1,114 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/signedop"
+)
+
+// observe is the first step: the two guest lists plus one config read per
+// guest that desired state or a signed job names; nothing per unmanaged
+// guest. Each signed job is parsed here, once; the gate decides on it in
+// the signed-jobs step. Ops whose outcome a previous tick could not learn
+// are resolved now, before their guest is mutated again (not in a
+// plan-only pass).
+func (t *tick) observe(ctx context.Context, jobs []signedop.Job) error {
+	e := t.e
+	names := map[int]bool{}
+	for vmid := range t.want.Guests {
+		names[vmid] = true
+	}
+	t.parsed = signedop.ParseJobs(jobs)
+	t.rep = Report{Host: e.Host, Node: e.Node, Time: e.now(), Want: t.want}
+	t.rep.Jobs = make([]JobReport, len(jobs))
+	for i, pj := range t.parsed {
+		t.rep.Jobs[i] = JobReport{Name: pj.Job.Name}
+		if pj.Err == nil && pj.Payload.Host == e.Host {
+			names[pj.Payload.VMID] = true
+		}
+	}
+	actual, err := e.observe(ctx, names)
+	if err != nil {
+		return err
+	}
+	t.actual, t.rep.Observed = actual, actual
+	if !t.planOnly {
+		t.blocked = e.resolveLeftovers(ctx)
+	}
+	t.byID = make(map[int]guest.Observed, len(actual))
+	for _, g := range actual {
+		t.byID[g.VMID] = g
+	}
+	return nil
+}
+
+// observe reads both guest lists and the configs (with their pending
+// keys) of the named guests: 2 + one request per named guest.
+func (e *Engine) observe(ctx context.Context, names map[int]bool) ([]guest.Observed, error) {
+	var out []guest.Observed
+	for _, k := range []guest.Kind{guest.QEMU, guest.LXC} {
+		list, err := e.PVE.Guests(ctx, e.Node, k)
+		if err != nil {
+			return nil, fmt.Errorf("engine: listing %s guests on node %s: %w", k, e.Node, err)
+		}
+		for _, g := range list {
+			out = append(out, guest.Observed{VMID: g.VMID, Kind: k, Name: g.Name, Status: g.Status, Lock: g.Lock, Template: g.Template})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].VMID < out[j].VMID })
+
+	limit := e.ReadConcurrency
+	if limit <= 0 {
+		limit = 4
+	}
+	sem := make(chan struct{}, limit)
+	var wg sync.WaitGroup
+	for i := range out {
+		if !names[out[i].VMID] {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(g *guest.Observed) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			// One GET …/pending, not GET …/config: the same single request
+			// per guest gives the config as written (what plans compare
+			// against), its digest, and which keys wait for a restart.
+			pc, err := e.PVE.ConfigWithPending(ctx, e.Node, g.Kind, g.VMID)
+			if err != nil {
+				g.ConfigErr = err.Error()
+				return
+			}
+			g.Config, g.Digest, g.Pending, g.Current = pc.Config.Values, pc.Config.Digest, pc.Pending, pc.Current
+		}(&out[i])
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// mergeObserved returns actual with the guests in touched replaced by what
+// after says of them (dropped where after no longer lists them), sorted by
+// vmid.
+func mergeObserved(actual, after []guest.Observed, touched map[int]bool) []guest.Observed {
+	out := make([]guest.Observed, 0, len(actual))
+	for _, g := range actual {
+		if !touched[g.VMID] {
+			out = append(out, g)
+		}
+	}
+	for _, g := range after {
+		if touched[g.VMID] {
+			out = append(out, g)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].VMID < out[j].VMID })
+	return out
+}

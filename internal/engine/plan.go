@@ -1,0 +1,49 @@
+package engine
+
+import (
+	"github.com/steward-pve/steward/internal/action"
+	"github.com/steward-pve/steward/internal/gate"
+	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/plan"
+)
+
+// plan is the third step: the reconcile plan from the state observed
+// first, each action gated; what the gate allows is submitted, what it
+// holds waits for a signature. Guests a signed job changes this tick are
+// left out: their plan was made before that change and is made again,
+// from what PVE then says, by the next tick.
+func (t *tick) plan() {
+	e := t.e
+	t.rep.Plan = plan.Diff(t.want, t.actual, e.Plan)
+	for _, st := range t.rep.Plan.Steps {
+		a := st.Action
+		if t.signedVMIDs[a.VMID] {
+			continue
+		}
+		var cfg guest.Config
+		if g, ok := t.byID[a.VMID]; ok {
+			cfg = g.Config
+		}
+		for _, d := range e.Gate.DecideSplit(a, cfg, e.provenance(a.VMID, a.Digest)) {
+			if d.Outcome != gate.Allowed {
+				t.held[a.VMID] = append(t.held[a.VMID], d)
+				continue
+			}
+			e.recordDecision(d, t.planOnly, "")
+			t.submit(d.Permit, SourceReconcile, "", "", reconcileKey(d.Action, t.id))
+		}
+	}
+}
+
+// reconcileKey is the idempotency key of a reconcile action. A config write
+// is keyed by the digest it was planned against: once it ran, the config
+// (and so the digest) changed, and the same write against the same digest
+// can never be due again. Run-state actions leave the digest unchanged, so
+// they are keyed per tick; recovery, not the key, keeps them exactly-once
+// across crashes.
+func reconcileKey(a action.Action, tickID string) string {
+	if a.Op == action.SetConfig && a.Digest != "" {
+		return "reconcile:" + a.Key() + "@" + a.Digest
+	}
+	return "reconcile:" + a.Key() + "#" + tickID
+}
