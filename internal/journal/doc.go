@@ -79,7 +79,7 @@
 //
 //	received   the job file is in the inbox. Durable: the file only.
 //	verified   the gate checked signatures, policy, digest and window
-//	           (gate.DecideSigned). Nothing is written: a crash, a skip for
+//	           (gate.DecideJob). Nothing is written: a crash, a skip for
 //	           backoff or a failed config re-read leave it received.
 //	committed  Begin appended the op with its Nonce and fsynced it. This one
 //	           record both spends the nonce and commits the job; Begin refuses
