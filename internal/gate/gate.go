@@ -125,26 +125,6 @@ func (g *Gate) Decide(a action.Action, actual guest.Config, prov classify.Proven
 	return d
 }
 
-// DecideSigned gates the action a signed job carries. The job's payload
-// must parse; its action is classified like any other; a destructive action
-// runs only when the verifier authorizes the job for exactly that action on
-// currentDigest (the guest's config digest read just now). A benign action
-// in a signed job runs without consuming the signature.
-//
-// Every job, benign or not, must first be signedop.Admissible (a known op,
-// a validity window no longer than the verifier's MaxTTL, a digest where
-// the op needs one): the same check the operator's tools make.
-//
-// DecideSigned does not spend the nonce (see Permit.Nonce); it refuses a
-// job whose nonce the verifier's nonce store already holds (spent before
-// the journal recorded nonces, or by this agent since). The caller must
-// refuse a nonce its journal shows committed; DecideJob does both.
-func (g *Gate) DecideSigned(job signedop.Job, actual guest.Config, currentDigest string, prov classify.Provenance) Decision {
-	d := g.decideParsed(signedop.ParseJob(job), actual, currentDigest, prov)
-	g.log(d)
-	return d
-}
-
 // Target is the guest a signed job names, as the tick observed it.
 type Target struct {
 	// Guest is the observed guest; nil when no guest has the job's vmid.
@@ -162,7 +142,7 @@ type Target struct {
 // DecideJob is the gate's one decision on a signed job, parsed once per
 // tick: every refusal is made here, in this order: a payload that does
 // not parse, a job for another host, a guest whose config could not be
-// read, a job for another kind of guest, then DecideSigned's checks
+// read, a job for another kind of guest, then decideParsed's checks
 // (staleness, signatures, policy, the nonce store), then a nonce t.Spent
 // reports committed. The decision carries the job's id and, when refused,
 // a signedop rejection code.
@@ -203,6 +183,21 @@ func (g *Gate) decideJob(pj signedop.ParsedJob, t Target) Decision {
 	return d
 }
 
+// decideParsed gates the action a parsed signed job carries. The job's
+// payload must parse; its action is classified like any other; a
+// destructive action runs only when the verifier authorizes the job for
+// exactly that action on currentDigest (the guest's config digest read
+// just now). A benign action in a signed job runs without consuming the
+// signature.
+//
+// Every job, benign or not, must first be signedop.Admissible (a known op,
+// a validity window no longer than the verifier's MaxTTL, a digest where
+// the op needs one): the same check the operator's tools make.
+//
+// It does not spend the nonce (see Permit.Nonce); it refuses a job whose
+// nonce the verifier's nonce store already holds (spent before the journal
+// recorded nonces, or by this agent since). Refusing a nonce the journal
+// shows committed is DecideJob's.
 func (g *Gate) decideParsed(pj signedop.ParsedJob, actual guest.Config, currentDigest string, prov classify.Provenance) Decision {
 	if pj.Err != nil {
 		return Decision{Outcome: Rejected, Code: pj.ErrCode, Reason: pj.Err.Error()}
