@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/url"
+	"regexp"
 	"strings"
 
 	"golang.org/x/crypto/ssh"
@@ -52,11 +53,16 @@ func hasCloudinit(cfg map[string]string) bool {
 	return false
 }
 
-// ciRegenerateLocked generates the cloud-init drive, if there is one:
-// the [special:cloudinit] section becomes the config's cloud-init state.
-func (g *guestState) ciRegenerateLocked() {
+// ciRegenerateLocked generates g's cloud-init drive, if it has one: the
+// cicustom snippets must exist (read_cloudinit_snippets_file), then the
+// [special:cloudinit] section becomes the config's cloud-init state.
+// s.mu must be held.
+func (s *Sim) ciRegenerateLocked(g *guestState) error {
 	if g.kind != guest.QEMU || !hasCloudinit(g.config) {
-		return
+		return nil
+	}
+	if err := s.checkCicustomLocked(g.config["cicustom"]); err != nil {
+		return err
 	}
 	g.ciGen = map[string]string{}
 	for key, v := range g.config {
@@ -64,6 +70,53 @@ func (g *guestState) ciRegenerateLocked() {
 			g.ciGen[key] = v
 		}
 	}
+	return nil
+}
+
+// snippetRE is a volume name in a directory storage's snippets content.
+var snippetRE = regexp.MustCompile(`^snippets/([^/]+)$`)
+
+// checkCicustomLocked reads the cicustom snippets as qemu-server's
+// get_custom_cloudinit_files does: each volume must be a snippet
+// ("… is not in the snippets directory") that exists (file_get_contents
+// fails). s.mu must be held.
+func (s *Sim) checkCicustomLocked(cicustom string) error {
+	if cicustom == "" {
+		return nil
+	}
+	for _, item := range strings.Split(cicustom, ",") {
+		_, volid, ok := strings.Cut(item, "=")
+		if !ok {
+			continue
+		}
+		_, volname, _ := strings.Cut(volid, ":")
+		m := snippetRE.FindStringSubmatch(volname)
+		if m == nil {
+			return taskErrf("%s is not in the snippets directory", volid)
+		}
+		if _, ok := s.snippets[volid]; !ok {
+			return taskErrf("unable to open file '%s/snippets/%s' - No such file or directory", dirPath, m[1])
+		}
+	}
+	return nil
+}
+
+// AddSnippet adds a cloud-init snippet (for cicustom) to a directory
+// storage's snippets content: volid is "STORAGE:snippets/NAME". It
+// replaces a snippet of the same volid.
+func (s *Sim) AddSnippet(volid, content string) error {
+	sid, volname, _ := strings.Cut(volid, ":")
+	st, ok := storageByID(sid)
+	if !ok || st.typ != "dir" || !snippetRE.MatchString(volname) {
+		return fmt.Errorf("sim: snippet %q: want STORAGE:snippets/NAME on a directory storage (local)", volid)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.snippets == nil {
+		s.snippets = map[string]string{}
+	}
+	s.snippets[volid] = content
+	return nil
 }
 
 // renderCloudinit writes the [special:cloudinit] section.
@@ -152,7 +205,9 @@ func (s *Sim) putCloudinit(q *request) response {
 		if !hasCloudinit(g.config) {
 			return reply(nil)
 		}
-		g.ciRegenerateLocked()
+		if err := s.ciRegenerateLocked(g); err != nil {
+			return syncError(err)
+		}
 		s.recordLocked(Mutation{Method: q.method, Path: q.path, Op: "cloudinit", VMID: g.vmid, Params: q.opParams(), TokenID: q.tok.id})
 		return reply(nil)
 	})

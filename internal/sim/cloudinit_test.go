@@ -144,3 +144,39 @@ func TestCloudinitRefusesBadSSHKeys(t *testing.T) {
 		t.Errorf("after create: got %v; want ciuser and ide2 pending (never generated)", got)
 	}
 }
+
+// TestCloudinitCicustomNeedsSnippets: generating the drive reads the
+// cicustom snippets; a missing one fails the start and PUT …/cloudinit as
+// PVE fails, an added one lets both through.
+func TestCloudinitCicustomNeedsSnippets(t *testing.T) {
+	ts := startSim(t, Options{Templates: true})
+	_, st := ts.runTask("POST", "/nodes/pve/qemu/9000/clone", url.Values{"newid": {"120"}})
+	if st["exitstatus"] != "OK" {
+		t.Fatalf("clone: %v", st["exitstatus"])
+	}
+	ts.mustOK(ts.do("PUT", "/nodes/pve/qemu/120/config", url.Values{"cicustom": {"user=local:snippets/user.yaml"}}))
+	const missing = "unable to open file '/var/lib/vz/snippets/user.yaml' - No such file or directory"
+	if r := ts.do("PUT", "/nodes/pve/qemu/120/cloudinit", nil); r.status != 500 || r.reason != missing {
+		t.Errorf("regenerate with a missing snippet: got %d %q; want 500 %q", r.status, r.reason, missing)
+	}
+	_, st = ts.runTask("POST", "/nodes/pve/qemu/120/status/start", url.Values{})
+	if g, _ := ts.s.Guest(120); st["exitstatus"] != missing || g.Status != "stopped" {
+		t.Errorf("start with a missing snippet: exit %v status %s; want %q, stopped", st["exitstatus"], g.Status, missing)
+	}
+	ts.mustOK(ts.do("PUT", "/nodes/pve/qemu/120/config", url.Values{"cicustom": {"user=local:iso/user.yaml"}}))
+	if r := ts.do("PUT", "/nodes/pve/qemu/120/cloudinit", nil); r.status != 500 || r.reason != "local:iso/user.yaml is not in the snippets directory" {
+		t.Errorf("regenerate with a non-snippet: got %d %q", r.status, r.reason)
+	}
+	if err := ts.s.AddSnippet("local-lvm:snippets/user.yaml", ""); err == nil {
+		t.Error("AddSnippet on LVM-thin: no error")
+	}
+	if err := ts.s.AddSnippet("local:snippets/user.yaml", "#cloud-config\n"); err != nil {
+		t.Fatal(err)
+	}
+	ts.mustOK(ts.do("PUT", "/nodes/pve/qemu/120/config", url.Values{"cicustom": {"user=local:snippets/user.yaml"}}))
+	ts.mustOK(ts.do("PUT", "/nodes/pve/qemu/120/cloudinit", nil))
+	_, st = ts.runTask("POST", "/nodes/pve/qemu/120/status/start", url.Values{})
+	if g, _ := ts.s.Guest(120); st["exitstatus"] != "OK" || g.Status != "running" {
+		t.Errorf("start with the snippet: exit %v status %s", st["exitstatus"], g.Status)
+	}
+}

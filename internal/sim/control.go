@@ -16,6 +16,7 @@ import (
 //	POST /_sim/guests               <- GuestSpec as JSON
 //	POST /_sim/pools                <- PoolSpec as JSON
 //	POST /_sim/templates            <- {} (AddTemplates)
+//	POST /_sim/snippets             <- {"volid":"local:snippets/user.yaml","content":"..."} (AddSnippet)
 //	PUT  /_sim/guests/{vmid}/lock   <- {"lock":"backup"} ("" clears)
 //
 // Errors are {"error":"..."} with a 4xx status.
@@ -69,6 +70,20 @@ func (s *Sim) serveControl(w http.ResponseWriter, r *http.Request) {
 		controlJSON(w, 200, map[string]any{"data": nil})
 	case r.Method == http.MethodPost && path == "/templates":
 		if err := s.AddTemplates(); err != nil {
+			bad("%v", err)
+			return
+		}
+		controlJSON(w, 200, map[string]any{"data": nil})
+	case r.Method == http.MethodPost && path == "/snippets":
+		var sn struct {
+			VolID   string `json:"volid"`
+			Content string `json:"content"`
+		}
+		if err := json.Unmarshal(body, &sn); err != nil {
+			bad("sim: POST /_sim/snippets: body must be {\"volid\":\"local:snippets/NAME\",\"content\":\"...\"}: %v", err)
+			return
+		}
+		if err := s.AddSnippet(sn.VolID, sn.Content); err != nil {
 			bad("%v", err)
 			return
 		}

@@ -120,6 +120,7 @@ type Sim struct {
 	tokens    map[string]*token // by USER@REALM!TOKENID
 	guests    map[int]*guestState
 	vztmpl    []vztmplVol                // container templates in storages' vztmpl content (templates.go)
+	snippets  map[string]string          // cloud-init snippets by volid, for cicustom (cloudinit.go)
 	pools     map[string]*pool           // by poolid; nil until the first pool (pools.go)
 	members   atomic.Pointer[membership] // who is in which pool, for permission checks; read without mu
 	routes    routeTable                 // built once by New, read-only after

@@ -412,7 +412,9 @@ func (s *Sim) postStart(k guest.Kind, q *request) response {
 		// vm_start applies pending changes before the guest runs, then
 		// generates the cloud-init drive anew.
 		g.applyPendingLocked()
-		g.ciRegenerateLocked()
+		if err := s.ciRegenerateLocked(g); err != nil {
+			return err
+		}
 		g.running = true
 		g.startedAt = s.now()
 		return nil
@@ -565,7 +567,10 @@ func (s *Sim) postReboot(k guest.Kind, q *request) response {
 			return taskErrf("VM quit/powerdown failed - got timeout")
 		}
 		g.applyPendingLocked()
-		g.ciRegenerateLocked() // the start half generates the cloud-init drive
+		if err := s.ciRegenerateLocked(g); err != nil { // the start half generates the cloud-init drive
+			g.running = false // shut down, then the start failed
+			return err
+		}
 		g.startedAt = s.now()
 		return nil
 	}
