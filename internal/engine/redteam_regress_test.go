@@ -166,11 +166,15 @@ func TestRedteamHoleSignedDestroyAfterGuestChanged(t *testing.T) {
 // unprivileged=0 as needing a signature; the default must be judged the
 // same.
 func TestRedteamHoleUnsignedPrivilegedContainerByDefault(t *testing.T) {
-	h := newHarness(t, sim.Options{})
+	// Templates: the simulator has the ostemplate, so a create that got
+	// through would really run (without it PVE refuses every create and
+	// this test could not fail).
+	h := newHarness(t, sim.Options{Templates: true})
 	env := signingEnv(t)
 	useVerifier(h, env)
+	const tmpl = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
 	env.Action = action.Action{Op: action.Create, VMID: 250, Kind: guest.LXC,
-		Params: map[string]string{"ostemplate": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst", "rootfs": "local-lvm:8"}}
+		Params: map[string]string{"ostemplate": tmpl, "rootfs": "local-lvm:8"}}
 	job := env.Job(func(p *signedop.Payload) { p.Digest = "" })
 	job.Signatures = nil
 
@@ -180,6 +184,20 @@ func TestRedteamHoleUnsignedPrivilegedContainerByDefault(t *testing.T) {
 		if m.Op == "create" && m.Params["unprivileged"] != "1" {
 			t.Fatalf("unsigned create of a privileged container reached PVE: %v (rejected %+v)", m.Params, rep.Rejected)
 		}
+	}
+	if _, ok := h.srv.Sim.Guest(250); ok {
+		t.Fatalf("guest 250 exists after an unsigned privileged create; want it refused")
+	}
+
+	// Control: the same create, unprivileged, is benign and runs, so the
+	// refusal above is the gate's and not the simulator's.
+	env.Action = action.Action{Op: action.Create, VMID: 251, Kind: guest.LXC,
+		Params: map[string]string{"ostemplate": tmpl, "rootfs": "local-lvm:8", "unprivileged": "1"}}
+	ok := env.Job(func(p *signedop.Payload) { p.Digest = "" })
+	ok.Signatures = nil
+	h.tick(nil, ok)
+	if _, exists := h.srv.Sim.Guest(251); !exists {
+		t.Fatalf("unprivileged create of 251 did not run (mutations %v); the harness cannot tell a refusal from a failure", h.srv.Sim.Mutations())
 	}
 }
 
