@@ -89,6 +89,7 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
 		return
 	}
+	s.m.reports.WithLabelValues("report").Inc()
 	s.control(w, r, h)
 }
 
@@ -107,6 +108,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
 		return
 	}
+	s.m.reports.WithLabelValues("heartbeat").Inc()
 	if !match {
 		writeError(w, http.StatusConflict, "report_required", "the hub holds no report with that hash; send the full report")
 		return
@@ -177,6 +179,17 @@ func (s *Server) agentDesired(w http.ResponseWriter, r *http.Request) {
 			s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
 			return
 		}
+	}
+	// The first fetch of a generation this hub stored measures its
+	// propagation.
+	s.mu.Lock()
+	pt, ok := s.putAt[h.ID]
+	if ok && pt.gen == d.Generation {
+		delete(s.putAt, h.ID)
+	}
+	s.mu.Unlock()
+	if ok && pt.gen == d.Generation {
+		s.m.propagation.Observe(time.Since(pt.at).Seconds())
 	}
 	writeDesired(w, d)
 }
@@ -472,7 +485,7 @@ func (s *Server) putDesired(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err, http.StatusNotFound, "no_such_host", fmt.Sprintf("no host %q: create it with POST /v1/hosts/%s/join-token", host, host))
 		return
 	}
-	s.notify(host)
+	s.notify(host, gen)
 	s.auditLog(r, "desired.put", host, fmt.Sprintf("generation %d", gen))
 	w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(gen, 10)))
 	writeJSON(w, http.StatusOK, map[string]any{"host": host, "generation": gen})

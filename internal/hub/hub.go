@@ -89,8 +89,18 @@ type Server struct {
 	closeOnce sync.Once
 	held      atomic.Int64 // long-polls held now
 
+	m *metrics
+
 	mu      sync.Mutex
 	waiters map[string]chan struct{} // host -> closed when its generation moves
+	// putAt is when this hub stored each host's current generation, for
+	// the propagation histogram.
+	putAt map[string]genTime
+}
+
+type genTime struct {
+	gen int64
+	at  time.Time
 }
 
 // New returns a Server over st.
@@ -107,8 +117,10 @@ func New(st store.Store, opt Options) *Server {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	return &Server{st: st, log: opt.Logger, poll: opt.PollInterval, ttl: opt.JoinTokenTTL, now: opt.Now,
-		closing: make(chan struct{}), waiters: map[string]chan struct{}{}}
+	s := &Server{st: st, log: opt.Logger, poll: opt.PollInterval, ttl: opt.JoinTokenTTL, now: opt.Now,
+		closing: make(chan struct{}), waiters: map[string]chan struct{}{}, putAt: map[string]genTime{}}
+	s.m = newMetrics(s)
+	return s
 }
 
 // Shutdown makes every held long-poll answer at once (with the current
@@ -139,10 +151,11 @@ func (s *Server) waiter(host string) <-chan struct{} {
 	return ch
 }
 
-// notify wakes the long-polls of host.
-func (s *Server) notify(host string) {
+// notify wakes the long-polls of host, which has just got generation gen.
+func (s *Server) notify(host string, gen int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.putAt[host] = genTime{gen: gen, at: time.Now()}
 	if ch, ok := s.waiters[host]; ok {
 		close(ch)
 		delete(s.waiters, host)
@@ -156,6 +169,7 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
+	mux.Handle("GET /metrics", s.m.handler())
 
 	mux.HandleFunc("POST /v1/enroll", s.enroll)
 	mux.HandleFunc("POST /v1/agent/hosts/{host}/report", s.agent(s.report))
@@ -228,6 +242,7 @@ func (s *Server) logged(h http.Handler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		h.ServeHTTP(sw, r)
+		s.m.observeRequest(r.Pattern, sw.status, time.Since(start))
 		s.log.Info("request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "latency", time.Since(start))
 	})
 }

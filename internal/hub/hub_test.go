@@ -624,3 +624,32 @@ func TestPlan(t *testing.T) {
 		t.Fatalf("plan text names no guest:\n%s", p.Text)
 	}
 }
+
+func TestMetrics(t *testing.T) {
+	e := newEnv(t)
+	tok := e.enroll("pve-a")
+	body, _ := wire.EncodeReport(report("pve-a"))
+	e.must(200, "POST", "/v1/agent/hosts/pve-a/report", tok, body, nil)
+	e.must(200, "POST", "/v1/agent/hosts/pve-a/heartbeat", tok, fmt.Appendf(nil, `{"hash":%q}`, ReportHash(body)), nil)
+	e.must(200, "PUT", "/v1/hosts/pve-a/desired", e.opTok, []byte(docA), nil)
+	e.must(200, "GET", "/v1/agent/hosts/pve-a/desired?after=0", tok, nil, nil)
+	e.must(200, "GET", "/v1/agent/hosts/pve-a/desired?after=0", tok, nil, nil)
+	code, b := e.do("GET", "/metrics", "", nil)
+	if code != 200 {
+		t.Fatalf("/metrics: got %d", code)
+	}
+	for _, want := range []string{
+		`steward_hub_reports_total{kind="report"} 1`,
+		`steward_hub_reports_total{kind="heartbeat"} 1`,
+		`steward_hub_desired_propagation_seconds_count 1`,
+		`steward_hub_long_polls_held 0`,
+		`steward_hub_request_duration_seconds_count{code="OK",route="GET /v1/agent/hosts/{host}/desired"} 2`,
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if strings.Contains(string(b), "pve-a") {
+		t.Error("/metrics names a host: label values must stay bounded")
+	}
+}
