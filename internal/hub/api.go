@@ -19,17 +19,8 @@ import (
 
 // ---- agent API ----
 
-type enrollRequest struct {
-	JoinToken string `json:"join_token"`
-}
-
-type enrollResponse struct {
-	Host  string `json:"host"`
-	Token string `json:"token"`
-}
-
 func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
-	req, ok := decodeStrict[enrollRequest](w, r, 4<<10, "the enroll request")
+	req, ok := decodeStrict[wire.EnrollRequest](w, r, 4<<10, "the enroll request")
 	if !ok {
 		return
 	}
@@ -45,7 +36,7 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("host enrolled", "host", host)
-	writeJSON(w, http.StatusOK, enrollResponse{Host: host, Token: tok})
+	writeJSON(w, http.StatusOK, wire.EnrollResponse{Host: host, Token: tok})
 }
 
 // control builds the control envelope of host h.

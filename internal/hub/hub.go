@@ -56,6 +56,7 @@ import (
 	"time"
 
 	"github.com/steward-pve/steward/internal/hub/store"
+	"github.com/steward-pve/steward/internal/wire"
 )
 
 // Defaults of Options.
@@ -307,12 +308,6 @@ func operatorOf(r *http.Request) store.Operator {
 	return r.Context().Value(keyOperator).(store.Operator)
 }
 
-// apiError is the body of every error response.
-type apiError struct {
-	Error string `json:"error"`
-	Code  string `json:"code"`
-}
-
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -324,7 +319,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, apiError{Error: msg, Code: code})
+	writeJSON(w, status, wire.Error{Error: msg, Code: code})
 }
 
 // storeError answers a store error: ErrNotFound as (nfStatus, nfCode,

@@ -120,7 +120,7 @@ func (e *env) enroll(host string) string {
 		JoinToken string `json:"join_token"`
 	}
 	e.must(200, "POST", "/v1/hosts/"+host+"/join-token", e.opTok, nil, &jt)
-	var er enrollResponse
+	var er wire.EnrollResponse
 	e.must(200, "POST", "/v1/enroll", "", fmt.Appendf(nil, `{"join_token":%q}`, jt.JoinToken), &er)
 	if er.Host != host || !strings.HasPrefix(er.Token, "stwh_") {
 		e.t.Fatalf("enroll: got %+v; want host %s and a host token", er, host)
@@ -130,7 +130,7 @@ func (e *env) enroll(host string) string {
 
 func errCode(t *testing.T, b []byte) string {
 	t.Helper()
-	var ae apiError
+	var ae wire.Error
 	if err := json.Unmarshal(b, &ae); err != nil || ae.Error == "" {
 		t.Fatalf("error body %s is not JSON {error, code}: %v", b, err)
 	}

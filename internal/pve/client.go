@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +22,7 @@ import (
 	"time"
 
 	"github.com/steward-pve/steward/internal/safefile"
+	"github.com/steward-pve/steward/internal/tlspin"
 )
 
 // DefaultTimeout is the per-request timeout when Options.Timeout is zero.
@@ -186,22 +185,10 @@ func tlsConfig(opts Options) (*tls.Config, error) {
 		if err != nil {
 			return nil, err
 		}
-		// Pinning: Go's built-in verification (CA chain + host name) is
-		// turned off and replaced by VerifyConnection, which runs on every
-		// handshake including resumed sessions and accepts only a leaf
-		// certificate whose SHA-256 is the pinned one. This is the only
-		// place InsecureSkipVerify is set without the user asking for it.
-		conf.InsecureSkipVerify = true
-		conf.VerifyConnection = func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return errors.New("pve: server presented no certificate")
-			}
-			got := sha256.Sum256(cs.PeerCertificates[0].Raw)
-			if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
-				return &FingerprintMismatchError{Want: FormatFingerprint(want[:]), Got: FormatFingerprint(got[:])}
-			}
-			return nil
-		}
+		// Pinning (package tlspin) replaces Go's CA and host-name
+		// verification; this is the only place verification is turned
+		// off without the user asking for it.
+		conf = tlspin.Config(want, func(w, g string) error { return &FingerprintMismatchError{Want: w, Got: g} })
 	case opts.CAFile != "":
 		pem, err := safefile.ReadFile(opts.CAFile, MaxCAFileSize)
 		if err != nil {
@@ -225,37 +212,20 @@ const MaxCAFileSize = 4 << 20
 // ParseFingerprint parses a SHA-256 certificate fingerprint in PVE's
 // colon-hex form ("80:D4:…:F5"); case and colons are optional.
 func ParseFingerprint(s string) ([sha256.Size]byte, error) {
-	var out [sha256.Size]byte
-	h := strings.ReplaceAll(strings.TrimSpace(s), ":", "")
-	if len(h) != 2*sha256.Size {
-		return out, fmt.Errorf("pve: fingerprint must be a SHA-256 in colon-hex (32 bytes, e.g. 80:D4:…:F5 as PVE shows ssl_fingerprint), got %d hex digits", len(h))
+	fp, err := tlspin.Parse(s)
+	if err != nil {
+		return fp, fmt.Errorf("pve: %w (as PVE shows ssl_fingerprint)", err)
 	}
-	if _, err := hex.Decode(out[:], []byte(h)); err != nil {
-		return out, fmt.Errorf("pve: fingerprint is not hex: %w", err)
-	}
-	return out, nil
+	return fp, nil
 }
 
 // FormatFingerprint formats a digest as PVE does: upper-case hex bytes
 // separated by colons.
-func FormatFingerprint(sum []byte) string {
-	const hexd = "0123456789ABCDEF"
-	b := make([]byte, 0, len(sum)*3)
-	for i, x := range sum {
-		if i > 0 {
-			b = append(b, ':')
-		}
-		b = append(b, hexd[x>>4], hexd[x&0xf])
-	}
-	return string(b)
-}
+func FormatFingerprint(sum []byte) string { return tlspin.Format(sum) }
 
 // CertFingerprint returns the PVE-style SHA-256 fingerprint of a DER
 // certificate.
-func CertFingerprint(der []byte) string {
-	sum := sha256.Sum256(der)
-	return FormatFingerprint(sum[:])
-}
+func CertFingerprint(der []byte) string { return tlspin.Of(der) }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
