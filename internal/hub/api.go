@@ -145,7 +145,9 @@ func (s *Server) agentDesired(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Take the wake-up channel before reading, so a PUT between the read
-	// and the wait is not missed.
+	// and the wait is not missed. A wake-up that brings no generation
+	// beyond after (a duplicate notification, another poller's) waits on
+	// until the deadline.
 	wake := s.waiter(h.ID)
 	d, err := s.st.Desired(r.Context(), h.ID)
 	if err != nil {
@@ -155,18 +157,30 @@ func (s *Server) agentDesired(w http.ResponseWriter, r *http.Request) {
 	if after >= 0 && d.Generation <= after && wait > 0 {
 		s.held.Add(1)
 		t := time.NewTimer(wait + jitter(wait))
-		select {
-		case <-wake:
-		case <-t.C:
-		case <-s.closing:
-		case <-r.Context().Done():
+		for over := false; err == nil && d.Generation <= after && !over; {
+			s.holding(h.ID, wake, d.Generation)
+			select {
+			case <-wake:
+			case <-t.C:
+				over = true
+			case <-s.closing:
+				over = true
+			case <-r.Context().Done():
+			}
+			if r.Context().Err() != nil {
+				break
+			}
+			if !over {
+				wake = s.waiter(h.ID) // before the read, as above
+			}
+			d, err = s.st.Desired(r.Context(), h.ID)
 		}
 		t.Stop()
 		s.held.Add(-1)
 		if r.Context().Err() != nil {
 			return // the agent went away
 		}
-		if d, err = s.st.Desired(r.Context(), h.ID); err != nil {
+		if err != nil {
 			s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
 			return
 		}
@@ -476,7 +490,7 @@ func (s *Server) putDesired(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err, http.StatusNotFound, "no_such_host", fmt.Sprintf("no host %q: create it with POST /v1/hosts/%s/join-token", host, host))
 		return
 	}
-	s.notify(host, gen)
+	s.notify(r.Context(), host, gen)
 	s.auditLog(r, "desired.put", host, fmt.Sprintf("generation %d", gen))
 	w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(gen, 10)))
 	writeJSON(w, http.StatusOK, map[string]any{"host": host, "generation": gen})

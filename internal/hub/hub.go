@@ -64,6 +64,9 @@ const (
 	DefaultPollInterval = 60 * time.Second
 	DefaultJoinTokenTTL = time.Hour
 	DefaultWait         = 5 * time.Minute
+	// DefaultRecheck bounds how long a lost cross-hub notification can
+	// delay a long-poll.
+	DefaultRecheck = 10 * time.Second
 	MaxWait             = 10 * time.Minute
 	// MaxOperatorBody bounds small operator JSON bodies.
 	MaxOperatorBody = 64 << 10
@@ -75,6 +78,14 @@ type Options struct {
 	PollInterval time.Duration
 	JoinTokenTTL time.Duration
 	Now          func() time.Time
+	// Notifier carries desired changes between the hubs sharing the
+	// store (nil: a LocalNotifier of this hub's own). Replicas on
+	// PostgreSQL pass a postgres.Notifier.
+	Notifier Notifier
+	// Recheck is how often the hub re-reads the generations of hosts
+	// with held long-polls, in case a notification was lost (default
+	// DefaultRecheck).
+	Recheck time.Duration
 }
 
 // Server serves the hub API. Create it with New; it is safe for concurrent
@@ -92,8 +103,13 @@ type Server struct {
 
 	m *metrics
 
+	notifier     Notifier
+	recheckEvery time.Duration
+	stop         context.CancelFunc // ends the subscription and re-check goroutines
+	bg           sync.WaitGroup     // those goroutines
+
 	mu      sync.Mutex
-	waiters map[string]chan struct{} // host -> closed when its generation moves
+	waiters map[string]*waitEntry // host -> its held long-polls' wake-up
 	// putAt is when this hub stored each host's current generation, for
 	// the propagation histogram.
 	putAt map[string]genTime
@@ -104,7 +120,9 @@ type genTime struct {
 	at  time.Time
 }
 
-// New returns a Server over st.
+// New returns a Server over st. It starts two goroutines (the
+// notification subscription and the periodic re-check) that Shutdown
+// stops.
 func New(st store.Store, opt Options) *Server {
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
@@ -118,16 +136,34 @@ func New(st store.Store, opt Options) *Server {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
+	if opt.Notifier == nil {
+		opt.Notifier = &LocalNotifier{}
+	}
+	if opt.Recheck <= 0 {
+		opt.Recheck = DefaultRecheck
+	}
 	s := &Server{st: st, log: opt.Logger, poll: opt.PollInterval, ttl: opt.JoinTokenTTL, now: opt.Now,
-		closing: make(chan struct{}), waiters: map[string]chan struct{}{}, putAt: map[string]genTime{}}
+		notifier: opt.Notifier, recheckEvery: opt.Recheck,
+		closing: make(chan struct{}), waiters: map[string]*waitEntry{}, putAt: map[string]genTime{}}
 	s.m = newMetrics(s)
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	s.bg.Go(func() { s.subscribe(ctx) })
+	s.bg.Go(func() { s.recheckLoop(ctx) })
 	return s
 }
 
 // Shutdown makes every held long-poll answer at once (with the current
-// generation) and /readyz fail; call it before http.Server.Shutdown so
-// that drains promptly. Safe to call more than once.
-func (s *Server) Shutdown() { s.closeOnce.Do(func() { close(s.closing) }) }
+// generation) and /readyz fail, and stops the Server's goroutines; call it
+// before http.Server.Shutdown so that drains promptly. Safe to call more
+// than once.
+func (s *Server) Shutdown() {
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		s.stop()
+		s.bg.Wait()
+	})
+}
 
 // HeldPolls returns how many desired long-polls are being held.
 func (s *Server) HeldPolls() int64 { return s.held.Load() }
@@ -138,29 +174,6 @@ func NewToken(prefix string) string {
 	b := make([]byte, 32)
 	crand.Read(b) // never fails (crypto/rand)
 	return prefix + hex.EncodeToString(b)
-}
-
-// waiter returns the channel closed at host's next generation change.
-func (s *Server) waiter(host string) <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ch, ok := s.waiters[host]
-	if !ok {
-		ch = make(chan struct{})
-		s.waiters[host] = ch
-	}
-	return ch
-}
-
-// notify wakes the long-polls of host, which has just got generation gen.
-func (s *Server) notify(host string, gen int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.putAt[host] = genTime{gen: gen, at: time.Now()}
-	if ch, ok := s.waiters[host]; ok {
-		close(ch)
-		delete(s.waiters, host)
-	}
 }
 
 // Handler returns the hub's HTTP handler, with request logging.
@@ -212,7 +225,25 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "store_unavailable", "the hub's store does not answer")
 		return
 	}
+	if ws, ok := s.st.(writableStore); ok {
+		if err := ws.Writable(r.Context()); errors.Is(err, store.ErrNewerSchema) {
+			writeError(w, http.StatusServiceUnavailable, "schema_newer", err.Error())
+			return
+		} else if err != nil {
+			s.log.Error("readiness: store", "err", err)
+			writeError(w, http.StatusServiceUnavailable, "store_unavailable", "the hub's store does not answer")
+			return
+		}
+	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// writableStore is a store that can refuse writes while it still reads
+// (postgres: a replica older than the database's schema); /readyz fails
+// then, so a load balancer sends its traffic to the replicas that can
+// write.
+type writableStore interface {
+	Writable(ctx context.Context) error
 }
 
 // statusWriter records the status code for the request log.
@@ -338,6 +369,8 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error, n
 		writeError(w, http.StatusConflict, "exists", err.Error())
 	case errors.Is(err, store.ErrInvalid):
 		writeError(w, http.StatusBadRequest, "invalid", err.Error())
+	case errors.Is(err, store.ErrNewerSchema):
+		writeError(w, http.StatusServiceUnavailable, "schema_newer", err.Error())
 	case errors.Is(err, context.Canceled):
 		writeError(w, http.StatusServiceUnavailable, "canceled", "the request was canceled")
 	default:
