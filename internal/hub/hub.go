@@ -67,7 +67,7 @@ const (
 	// DefaultRecheck bounds how long a lost cross-hub notification can
 	// delay a long-poll.
 	DefaultRecheck = 10 * time.Second
-	MaxWait             = 10 * time.Minute
+	MaxWait        = 10 * time.Minute
 	// MaxOperatorBody bounds small operator JSON bodies.
 	MaxOperatorBody = 64 << 10
 )
