@@ -29,6 +29,7 @@
 //	GET  /v1/hosts/{host}/plan                   the shared planner on the last report and the desired document
 //	POST /v1/hosts/{host}/jobs                   {"payload", "signatures"} (base64) -> {"id"}
 //	GET  /v1/hosts/{host}/jobs                   every job with its state
+//	GET  /v1/hosts/{host}/history?vmid=N&after=SEQ&limit=N  the audit trail from the agent's journal receipts (HistoryJSON)
 //	GET  /v1/audit?after=ID&limit=N              operator actions
 //
 // Health: GET /healthz (the process runs), GET /readyz (the store answers
@@ -206,6 +207,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/hosts/{host}/plan", s.operator(s.plan))
 	mux.HandleFunc("POST /v1/hosts/{host}/jobs", s.operator(s.uploadJob))
 	mux.HandleFunc("GET /v1/hosts/{host}/jobs", s.operator(s.listJobs))
+	mux.HandleFunc("GET /v1/hosts/{host}/history", s.operator(s.history))
 	mux.HandleFunc("GET /v1/audit", s.operator(s.audit))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
