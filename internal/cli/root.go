@@ -65,11 +65,20 @@ func ExitCode(err error) int {
 }
 
 // Run executes the steward command line in args, writing normal output to
-// stdout and diagnostics to stderr. It returns when the command finishes or
-// ctx is cancelled.
+// stdout and diagnostics to stderr, with no input (a command that would
+// prompt reads end of input, which answers no). It returns when the
+// command finishes or ctx is cancelled.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return RunIO(ctx, args, strings.NewReader(""), stdout, stderr)
+}
+
+// RunIO is Run with stdin, from which commands read answers to prompts
+// (`steward login` asks to trust the hub's certificate and for a token).
+// When stdin is a terminal, a secret is read without echo.
+func RunIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	root := newRoot(stdout, stderr)
 	root.SetArgs(args)
+	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)

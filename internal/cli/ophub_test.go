@@ -1,0 +1,118 @@
+package cli
+
+import (
+	"bytes"
+	"crypto/tls"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/steward-pve/steward/internal/hub"
+	"github.com/steward-pve/steward/internal/hub/store"
+	"github.com/steward-pve/steward/internal/hub/store/sqlite"
+	"github.com/steward-pve/steward/internal/tlspin"
+)
+
+// testHub is a real hub (internal/hub over SQLite) on an httptest TLS
+// server on loopback, with one operator token, for the operator commands'
+// end-to-end tests.
+type testHub struct {
+	URL         string
+	Fingerprint string
+	Token       string // operator "admin"
+	Store       store.Store
+	Server      *hub.Server
+}
+
+func newTestHub(t *testing.T) *testHub {
+	t.Helper()
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "hub.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatalf("sqlite.Open: %v", err)
+	}
+	tok := hub.NewToken("stwo_")
+	if err := st.CreateOperator(t.Context(), "admin", store.HashToken(tok)); err != nil {
+		t.Fatalf("CreateOperator: %v", err)
+	}
+	h := hub.New(st, hub.Options{})
+	// A certificate of its own (httptest's is shared by every server),
+	// as `steward hub` makes it.
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := ensureSelfSigned(certFile, keyFile); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h.Handler())
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	srv.StartTLS()
+	t.Cleanup(func() {
+		h.Shutdown()
+		srv.Close()
+		st.Close()
+	})
+	return &testHub{URL: srv.URL, Fingerprint: tlspin.Of(srv.Certificate().Raw), Token: tok, Store: st, Server: h}
+}
+
+// opEnv is one operator's workstation: a config file path.
+type opEnv struct {
+	t      *testing.T
+	config string
+}
+
+func newOpEnv(t *testing.T) *opEnv {
+	return &opEnv{t: t, config: filepath.Join(t.TempDir(), "xdg", "steward", "config.yaml")}
+}
+
+// run runs `steward args... --config CONFIG` with stdin and returns
+// stdout, stderr and the error.
+func (e *opEnv) run(stdin string, args ...string) (string, string, error) {
+	e.t.Helper()
+	var out, errb bytes.Buffer
+	args = append(args, "--config", e.config)
+	err := RunIO(e.t.Context(), args, strings.NewReader(stdin), &out, &errb)
+	return out.String(), errb.String(), err
+}
+
+// login logs e in to h as context name, pinning by flag and reading the
+// token from a file.
+func (e *opEnv) login(h *testHub, name string) {
+	e.t.Helper()
+	tf := filepath.Join(e.t.TempDir(), "token")
+	if err := os.WriteFile(tf, []byte(h.Token+"\n"), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, stderr, err := e.run("", "login", "--hub", h.URL, "--hub-fingerprint", h.Fingerprint, "--token-file", tf, "--context", name); err != nil {
+		e.t.Fatalf("login: %v\n%s", err, stderr)
+	}
+}
+
+// golden compares got with testdata/name, after replace (old, new pairs)
+// made it independent of ports and keys; STEWARD_UPDATE_GOLDEN=1
+// rewrites the file.
+func golden(t *testing.T, name, got string, replace ...string) {
+	t.Helper()
+	got = strings.NewReplacer(replace...).Replace(got)
+	path := filepath.Join("testdata", name)
+	if os.Getenv("STEWARD_UPDATE_GOLDEN") == "1" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("golden file: %v (run the test with STEWARD_UPDATE_GOLDEN=1 to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from the golden file (STEWARD_UPDATE_GOLDEN=1 rewrites it if the change is intended)\ngot:\n%s\nwant:\n%s", name, got, want)
+	}
+}
