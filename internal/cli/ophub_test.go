@@ -3,16 +3,20 @@ package cli
 import (
 	"bytes"
 	"crypto/tls"
+	"encoding/json"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/steward-pve/steward/internal/hub"
 	"github.com/steward-pve/steward/internal/hub/store"
 	"github.com/steward-pve/steward/internal/hub/store/sqlite"
+	"github.com/steward-pve/steward/internal/hubclient"
 	"github.com/steward-pve/steward/internal/tlspin"
+	"github.com/steward-pve/steward/internal/wire"
 )
 
 // testHub is a real hub (internal/hub over SQLite) on an httptest TLS
@@ -116,3 +120,42 @@ func golden(t *testing.T, name, got string, replace ...string) {
 		t.Errorf("%s differs from the golden file (STEWARD_UPDATE_GOLDEN=1 rewrites it if the change is intended)\ngot:\n%s\nwant:\n%s", name, got, want)
 	}
 }
+
+// agentClient enrolls host with a join token made through `steward hosts
+// add -o json` and returns a client carrying the host's token, as an
+// agent holds it.
+func (e *opEnv) agentClient(h *testHub, host string) *hubclient.Client {
+	e.t.Helper()
+	out, stderr, err := e.run("", "hosts", "add", host, "-o", "json")
+	if err != nil {
+		e.t.Fatalf("hosts add %s: %v\n%s", host, err, stderr)
+	}
+	var j JoinJSON
+	if err := json.Unmarshal([]byte(out), &j); err != nil {
+		e.t.Fatalf("hosts add -o json: %v\n%s", err, out)
+	}
+	c, err := hubclient.New(hubclient.Options{URL: h.URL, Fingerprint: h.Fingerprint})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp, err := c.Enroll(e.t.Context(), j.JoinToken)
+	if err != nil {
+		e.t.Fatalf("enroll %s: %v", host, err)
+	}
+	return c.WithToken(resp.Token)
+}
+
+// postReport posts r as host r.Host's agent would.
+func postReport(t *testing.T, c *hubclient.Client, r wire.Report) {
+	t.Helper()
+	if err := c.JSON(t.Context(), "POST", "/v1/agent/hosts/"+r.Host+"/report", nil, r, nil); err != nil {
+		t.Fatalf("posting the report of %s: %v", r.Host, err)
+	}
+}
+
+// timeRe matches the RFC 3339 times of -o json/yaml output, for golden
+// files.
+var timeRe = regexp.MustCompile(`"?\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)"?`)
+
+// stableTimes replaces every time in s with TIME.
+func stableTimes(s string) string { return timeRe.ReplaceAllString(s, `"TIME"`) }
