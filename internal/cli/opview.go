@@ -66,7 +66,7 @@ type GuestStatusJSON struct {
 	Drift []wire.Change `json:"drift,omitempty"`
 	// PendingRestart are config keys written but applied by PVE only at
 	// the next restart.
-	PendingRestart []string `json:"pending_restart,omitempty"`
+	PendingRestart []string   `json:"pending_restart,omitempty"`
 	NextRetry      *time.Time `json:"next_retry,omitempty"`
 	// PendingSignature are the destructive actions held for this guest.
 	PendingSignature []PendingActionJSON `json:"pending_signature,omitempty"`
