@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -26,6 +27,7 @@ import (
 	"github.com/steward-pve/steward/internal/atomicfile"
 	"github.com/steward-pve/steward/internal/hub"
 	"github.com/steward-pve/steward/internal/hub/store"
+	"github.com/steward-pve/steward/internal/hub/store/postgres"
 	"github.com/steward-pve/steward/internal/hub/store/sqlite"
 	"github.com/steward-pve/steward/internal/pve"
 )
@@ -34,6 +36,7 @@ func init() { register(newHubCmd) }
 
 type hubFlags struct {
 	dataDir      string
+	store        string
 	listen       string
 	tlsCert      string
 	tlsKey       string
@@ -62,14 +65,23 @@ func newHubCmd(stdout, stderr io.Writer) *cobra.Command {
 certificate (kept in the data directory, so its fingerprint stays the same)
 and an operator token named "admin", which it prints once: store it. It
 prints the certificate's SHA-256 fingerprint (as PVE does) on every start,
-for agents to pin.`,
+for agents to pin.
+
+With --store postgres://USER@HOST/DB several hub replicas share one
+PostgreSQL database behind a load balancer. Each replica needs the same
+URL and the same TLS certificate (--tls-cert/--tls-key, or tls.crt and
+tls.key copied into each --data-dir); nothing else is kept on a replica.
+The "admin" token is made once, by the first replica to start, which
+alone prints it. Prefer STEWARD_STORE, PGPASSWORD or ~/.pgpass to a
+password on the command line.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runHub(cmd.Context(), f, stdout, stderr)
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the hub's database and TLS files (required; created 0700)")
+	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the hub's SQLite database and TLS files (created 0700; required unless --store is PostgreSQL)")
+	fl.StringVar(&f.store, "store", "", "where the hub keeps its state: empty or \"sqlite\" for DIR/hub.db in --data-dir, or a postgres:// URL shared by hub replicas")
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:8440", "address to listen on")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate file (default: a self-signed one in --data-dir)")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key file for --tls-cert")
@@ -81,7 +93,11 @@ for agents to pin.`,
 }
 
 func runHub(ctx context.Context, f hubFlags, stdout, stderr io.Writer) error {
-	if f.dataDir == "" {
+	pg, err := hubStoreKind(f.store)
+	if err != nil {
+		return err
+	}
+	if f.dataDir == "" && !pg {
 		return &UsageError{Err: errors.New("hub: --data-dir is required (where the hub keeps its database and TLS files)")}
 	}
 	if (f.tlsCert == "") != (f.tlsKey == "") {
@@ -89,6 +105,9 @@ func runHub(ctx context.Context, f hubFlags, stdout, stderr io.Writer) error {
 	}
 	if f.insecureHTTP && f.tlsCert != "" {
 		return &UsageError{Err: errors.New("hub: --insecure-http and --tls-cert exclude each other")}
+	}
+	if pg && f.dataDir == "" && f.tlsCert == "" && !f.insecureHTTP {
+		return &UsageError{Err: errors.New("hub: with --store postgres://… give every replica the same certificate: --tls-cert and --tls-key, or --data-dir holding tls.crt and tls.key (created there if missing; copy them to the other replicas)")}
 	}
 	if f.pollInterval < time.Second {
 		return &UsageError{Err: fmt.Errorf("hub: --poll-interval %v is shorter than 1s", f.pollInterval)}
@@ -103,8 +122,10 @@ func runHub(ctx context.Context, f hubFlags, stdout, stderr io.Writer) error {
 			return &UsageError{Err: fmt.Errorf("hub: --insecure-http serves tokens in clear text, so only on a loopback address; --listen is %q", f.listen)}
 		}
 	}
-	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
-		return fmt.Errorf("hub: creating --data-dir: %w", err)
+	if f.dataDir != "" {
+		if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+			return fmt.Errorf("hub: creating --data-dir: %w", err)
+		}
 	}
 	level := slog.LevelWarn
 	if f.verbose {
@@ -112,9 +133,25 @@ func runHub(ctx context.Context, f hubFlags, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	st, err := sqlite.Open(ctx, filepath.Join(f.dataDir, hubDBFile), sqlite.Options{})
-	if err != nil {
-		return fmt.Errorf("hub: %w", err)
+	var st store.Store
+	opt := hub.Options{Logger: log, PollInterval: f.pollInterval, JoinTokenTTL: f.joinTTL}
+	if pg {
+		ps, err := postgres.Open(ctx, f.store, postgres.Options{})
+		if err != nil {
+			return fmt.Errorf("hub: %w", err)
+		}
+		st, opt.Notifier = ps, ps.Notifier()
+		if err := ps.Writable(ctx); err != nil {
+			// Serve all the same: reads work, /readyz fails, writes
+			// answer why (a rolling upgrade in progress).
+			log.Error("this replica refuses writes", "err", err)
+		}
+	} else {
+		ss, err := sqlite.Open(ctx, filepath.Join(f.dataDir, hubDBFile), sqlite.Options{})
+		if err != nil {
+			return fmt.Errorf("hub: %w", err)
+		}
+		st = ss
 	}
 	defer st.Close()
 	opTok, err := firstOperator(ctx, st)
@@ -142,7 +179,7 @@ func runHub(ctx context.Context, f hubFlags, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("hub: listen on %s: %w", f.listen, err)
 	}
-	h := hub.New(st, hub.Options{Logger: log, PollInterval: f.pollInterval, JoinTokenTTL: f.joinTTL})
+	h := hub.New(st, opt)
 	srv := &http.Server{
 		Handler:           h.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -155,6 +192,9 @@ func runHub(ctx context.Context, f hubFlags, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "URL:         https://%s\nFingerprint: %s\n", ln.Addr(), pve.CertFingerprint(cert.Certificate[0]))
 	} else {
 		fmt.Fprintf(stdout, "URL:         http://%s (plain HTTP: development only)\n", ln.Addr())
+	}
+	if pg {
+		fmt.Fprintf(stdout, "Store:       PostgreSQL %s\n", postgres.Redact(f.store))
 	}
 	if opTok != "" {
 		fmt.Fprintf(stdout, "Operator token (%q, shown only now; the hub keeps only its hash):\n  %s\n", hubAdminOperator, opTok)
@@ -178,8 +218,22 @@ func runHub(ctx context.Context, f hubFlags, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// hubStoreKind reads --store: false for SQLite in --data-dir, true for a
+// PostgreSQL URL.
+func hubStoreKind(v string) (bool, error) {
+	switch {
+	case v == "" || v == "sqlite":
+		return false, nil
+	case strings.HasPrefix(v, "postgres://") || strings.HasPrefix(v, "postgresql://"):
+		return true, nil
+	}
+	return false, &UsageError{Err: errors.New(`hub: --store must be empty or "sqlite" (the database in --data-dir) or a postgres://USER@HOST:PORT/DB URL`)}
+}
+
 // firstOperator creates the "admin" operator token when the hub has no
-// operator yet and returns it ("" when operators exist).
+// operator yet and returns it ("" when operators exist). Of replicas
+// starting together on one database exactly one creates it (the name is
+// unique); the others return "".
 func firstOperator(ctx context.Context, st store.Store) (string, error) {
 	ops, err := st.Operators(ctx)
 	if err != nil {
@@ -189,7 +243,9 @@ func firstOperator(ctx context.Context, st store.Store) (string, error) {
 		return "", nil
 	}
 	tok := hub.NewToken("stwo_")
-	if err := st.CreateOperator(ctx, hubAdminOperator, store.HashToken(tok)); err != nil {
+	if err := st.CreateOperator(ctx, hubAdminOperator, store.HashToken(tok)); errors.Is(err, store.ErrExists) {
+		return "", nil // another replica made it a moment ago
+	} else if err != nil {
 		return "", fmt.Errorf("hub: creating the first operator token: %w", err)
 	}
 	return tok, nil
