@@ -79,6 +79,7 @@ password on the command line.`,
 			return runHub(cmd.Context(), f, stdout, stderr)
 		},
 	}
+	cmd.AddCommand(newHubMigrateCmd(stdout, stderr), newHubBackupCmd(stdout, stderr))
 	fl := cmd.Flags()
 	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the hub's SQLite database and TLS files (created 0700; required unless --store is PostgreSQL)")
 	fl.StringVar(&f.store, "store", "", "where the hub keeps its state: empty or \"sqlite\" for DIR/hub.db in --data-dir, or a postgres:// URL shared by hub replicas")
