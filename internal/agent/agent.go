@@ -34,6 +34,7 @@ import (
 	"github.com/steward-pve/steward/internal/plan"
 	"github.com/steward-pve/steward/internal/pve"
 	"github.com/steward-pve/steward/internal/signedop"
+	"github.com/steward-pve/steward/internal/wire"
 )
 
 // PVE is what the agent needs of the PVE API client (pve.Client): the
@@ -69,6 +70,14 @@ type Config struct {
 	Desired DesiredSource // nil: nothing is desired, nothing changes
 	Jobs    JobSource     // nil: no signed jobs
 
+	// Hub, when set, is the hub the agent is enrolled with: it is the
+	// desired-state source (Desired must then be nil), its signed jobs
+	// are offered next to Jobs', every tick is reported to it, and its
+	// long poll runs in a goroutine Run owns, waking the loop when the
+	// desired generation moves. Its poll interval then replaces
+	// Interval (within MinHubInterval..MaxHubInterval).
+	Hub *Hub
+
 	// Signers are the operators who may sign destructive ops; nil means
 	// none, and destructive ops never run. Policy is the signing policy
 	// (zero: signedop.DefaultPolicy).
@@ -103,6 +112,10 @@ type Agent struct {
 	gate   *gate.Gate
 	eng    *engine.Engine
 	outbox outbox
+
+	// Touched only by the goroutine running Run or Once.
+	holding     bool // the last tick was held (frozen or blocked)
+	jobsWaiting bool // the hub said jobs wait that the last tick did not get
 }
 
 // ErrConfig is wrapped by New's errors: the Config is unusable as given.
@@ -118,6 +131,13 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("%w: PVE (the API client) is required", ErrConfig)
 	case cfg.Interval < 0:
 		return nil, fmt.Errorf("%w: Interval must be positive, got %s", ErrConfig, cfg.Interval)
+	case cfg.Hub != nil && cfg.Desired != nil:
+		return nil, fmt.Errorf("%w: desired state comes from the hub or from a file, not both", ErrConfig)
+	case cfg.Hub != nil && cfg.Hub.host != cfg.Host && cfg.Host != "":
+		return nil, fmt.Errorf("%w: the hub enrolled this agent as host %q, not %q", ErrConfig, cfg.Hub.host, cfg.Host)
+	}
+	if cfg.Host == "" && cfg.Hub != nil {
+		cfg.Host = cfg.Hub.host
 	}
 	if cfg.Host == "" {
 		cfg.Host = cfg.Node
@@ -136,6 +156,10 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.Jobs == nil {
 		cfg.Jobs = NoJobs{}
+	}
+	if cfg.Hub != nil {
+		cfg.Desired = cfg.Hub
+		cfg.Jobs = &bothJobs{local: cfg.Jobs, hub: cfg.Hub}
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -169,6 +193,12 @@ func (a *Agent) PendingDir() string { return a.outbox.dir }
 // and the signed jobs offered, executing and journaling nothing. It needs
 // no state directory.
 func (a *Agent) Plan(ctx context.Context) (engine.Report, error) {
+	if h := a.cfg.Hub; h != nil && a.cfg.StateDir != "" {
+		if err := h.load(a.cfg.StateDir, false); err != nil {
+			return engine.Report{}, err
+		}
+		a.fetchOnce(ctx)
+	}
 	want, jobs, err := a.inputs(ctx)
 	if err != nil {
 		return engine.Report{}, err
@@ -191,14 +221,29 @@ func (a *Agent) Once(ctx context.Context) (engine.Report, error) {
 		return engine.Report{}, err
 	}
 	a.outbox.load(a.gate)
+	a.fetchOnce(ctx)
 	rep, err := a.tick(ctx)
 	if err != nil {
 		return rep, err
 	}
+	a.report(ctx, rep)
 	if err := a.cfg.Jobs.Settle(ctx, rep.Jobs); err != nil {
 		return rep, &SettleError{Err: err}
 	}
 	return rep, nil
+}
+
+// fetchOnce asks the hub for its desired document without waiting, for
+// a single tick (Once, Plan); a hub that cannot be reached leaves the
+// document held.
+func (a *Agent) fetchOnce(ctx context.Context) {
+	h := a.cfg.Hub
+	if h == nil {
+		return
+	}
+	if _, err := h.fetch(ctx, 0); err != nil && ctx.Err() == nil {
+		a.log.Warn("fetching desired state from the hub failed; using the last document held", "err", err, "generation", h.Generation())
+	}
 }
 
 // SettleError is Once's error when the tick ran but a finished signed job
@@ -229,6 +274,18 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.outbox.load(a.gate)
+	var wake <-chan struct{}
+	if h := a.cfg.Hub; h != nil {
+		pctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			h.poll(pctx)
+		}()
+		defer func() { stop(); <-done }()
+		wake = h.wake()
+	}
+	interval := a.cfg.Interval
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -236,6 +293,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-timer.C:
+		case <-wake:
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
 		}
 		rep, err := a.tick(ctx)
 		switch {
@@ -246,14 +310,59 @@ func (a *Agent) Run(ctx context.Context) error {
 		default:
 			// A job that could not be settled is logged by its source
 			// and settled by a later tick.
+			if ctl, ok := a.report(ctx, rep); ok {
+				interval = pollInterval(ctl.PollInterval)
+			}
 			_ = a.cfg.Jobs.Settle(ctx, rep.Jobs)
 			logReport(a.log, rep)
 		}
 		if a.cfg.OnTick != nil {
 			a.cfg.OnTick(rep, err)
 		}
-		timer.Reset(a.cfg.Interval)
+		next := interval
+		if a.jobsWaiting {
+			next = 0 // the hub holds jobs this tick did not see
+			a.jobsWaiting = false
+		}
+		timer.Reset(next)
 	}
+}
+
+// report sends rep to the hub (when there is one) and notes whether the
+// hub holds jobs the tick did not see.
+func (a *Agent) report(ctx context.Context, rep engine.Report) (wire.Control, bool) {
+	h := a.cfg.Hub
+	if h == nil {
+		return wire.Control{}, false
+	}
+	frozen, _ := Frozen(a.cfg.StateDir)
+	ctl, ok := h.report(ctx, rep, frozen, a.now())
+	a.jobsWaiting = ok && ctl.JobsWaiting && h.lastHubJobs == 0 && h.jobsFetchErr == ""
+	return ctl, ok
+}
+
+func (a *Agent) now() time.Time {
+	if a.cfg.Now != nil {
+		return a.cfg.Now()
+	}
+	return time.Now()
+}
+
+// hold returns why the agent must change nothing now ("" when it may):
+// the local freeze file, or the hub's block.
+func (a *Agent) hold() string {
+	if frozen, reason := Frozen(a.cfg.StateDir); frozen {
+		return "frozen (" + FreezeFile + " in the state directory): " + reason
+	}
+	if h := a.cfg.Hub; h != nil {
+		if blocked, reason := h.Blocked(); blocked {
+			if reason == "" {
+				reason = "no reason given"
+			}
+			return "blocked by the hub: " + reason
+		}
+	}
+	return ""
 }
 
 // recover resolves interrupted ops, retrying every Interval.
@@ -295,7 +404,31 @@ func (a *Agent) tick(ctx context.Context) (engine.Report, error) {
 	if err != nil {
 		return engine.Report{}, err
 	}
-	rep, err := a.eng.Tick(ctx, want, jobs)
+	var rep engine.Report
+	if hold := a.hold(); hold != "" {
+		// Observe, plan and report; change nothing.
+		rep, err = a.eng.PlanOnly(ctx, want, jobs)
+		for i := range rep.Results {
+			if rep.Results[i].Skip == engine.SkipPlanOnly {
+				rep.Results[i].Skipped = hold
+			}
+		}
+		for i := range rep.Jobs {
+			if rep.Jobs[i].Status == engine.JobWaiting {
+				rep.Jobs[i].Reason = hold
+			}
+		}
+		if err == nil && !a.holding {
+			a.log.Warn("changing nothing", "why", hold)
+		}
+		a.holding = true
+	} else {
+		if a.holding {
+			a.log.Info("no longer held: changes resume")
+		}
+		a.holding = false
+		rep, err = a.eng.Tick(ctx, want, jobs)
+	}
 	if err == nil {
 		if perr := a.outbox.save(rep); perr != nil {
 			a.log.Error("writing pending payloads", "dir", a.outbox.dir, "err", perr)
@@ -328,6 +461,12 @@ func (a *Agent) open(ctx context.Context) (*state, error) {
 	if err != nil {
 		st.close(ctx)
 		return nil, err
+	}
+	if a.cfg.Hub != nil {
+		if err := a.cfg.Hub.load(a.cfg.StateDir, true); err != nil {
+			st.close(ctx)
+			return nil, err
+		}
 	}
 	a.gate.Verifier = nil
 	if a.cfg.Signers != nil {

@@ -2,9 +2,11 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/steward-pve/steward/internal/desired"
 	"github.com/steward-pve/steward/internal/engine"
@@ -109,4 +111,40 @@ func (d *DirJobs) Settle(ctx context.Context, jobs []engine.JobReport) error {
 		d.Logger.Warn("pruning finished signed jobs", "dir", d.Done.Dir, "err", perr)
 	}
 	return err
+}
+
+// bothJobs offers the local jobs and the hub's side by side, and settles
+// each with the source it came from (hub jobs are named HubJobPrefix…;
+// local ones by their file path).
+type bothJobs struct {
+	local JobSource
+	hub   *Hub
+}
+
+// Jobs returns the local jobs, then the hub's. A local source's error
+// fails the tick as before; the hub's never does.
+func (b *bothJobs) Jobs(ctx context.Context) ([]signedop.Job, error) {
+	local, err := b.local.Jobs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	hub, err := b.hub.Jobs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return append(local, hub...), nil
+}
+
+// Settle settles every job with its own source; it returns the first
+// error.
+func (b *bothJobs) Settle(ctx context.Context, jobs []engine.JobReport) error {
+	var local, hub []engine.JobReport
+	for _, j := range jobs {
+		if strings.HasPrefix(j.Name, HubJobPrefix) {
+			hub = append(hub, j)
+		} else {
+			local = append(local, j)
+		}
+	}
+	return errors.Join(b.local.Settle(ctx, local), b.hub.Settle(ctx, hub))
 }

@@ -42,6 +42,10 @@ type agentFlags struct {
 	taskPoll, taskPollMax                  time.Duration
 	timeouts                               executor.Timeouts
 	logLevel                               string
+	// The hub: once enrolled (hub.json in the state directory) none of
+	// these is needed; when given they override the enrollment's.
+	hubURL, hubFingerprint, hubCAFile, joinToken string
+	hostSet                                      bool // --host was given
 }
 
 func newAgentCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -67,9 +71,11 @@ job was rejected (or the tick itself failed); 64 a usage error. --dry-run
 exits 0 unless it fails.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			f.hostSet = cmd.Flags().Changed("host")
 			return runAgent(cmd.Context(), f, stdout, stderr)
 		},
 	}
+	cmd.AddCommand(newAgentFreezeCmd(stdout), newAgentUnfreezeCmd(stdout))
 	fl := cmd.Flags()
 	fl.StringVar(&f.pveURL, "pve-url", "https://127.0.0.1:8006", "PVE API base URL")
 	fl.StringVar(&f.tokenFile, "pve-token-file", "", "file holding the PVE API token USER@REALM!TOKENID=SECRET (default: $STEWARD_PVE_TOKEN)")
@@ -78,8 +84,12 @@ exits 0 unless it fails.`,
 	fl.BoolVar(&f.insecure, "pve-insecure-skip-verify", false, "DANGEROUS: do not verify PVE's TLS certificate")
 	fl.StringVar(&f.node, "node", "", "PVE node name (required)")
 	fl.StringVar(&f.host, "host", "", "host id in desired state (default: the node name)")
-	fl.StringVar(&f.stateDir, "state-dir", "/var/lib/steward", "directory for the journal and nonce store")
-	fl.StringVar(&f.desiredFile, "desired", "", "desired-state file (YAML or JSON); none means change nothing")
+	fl.StringVar(&f.stateDir, "state-dir", "/var/lib/steward", "directory for the journal, nonce store, hub enrollment and freeze file")
+	fl.StringVar(&f.desiredFile, "desired", "", "desired-state file (YAML or JSON); none means change nothing (not with a hub)")
+	fl.StringVar(&f.hubURL, "hub", "", "hub URL, https://HOST:PORT; needed once, to enroll (saved in <state-dir>/hub.json)")
+	fl.StringVar(&f.hubFingerprint, "hub-fingerprint", "", "pin the hub's certificate SHA-256 fingerprint, as `steward hub` prints it")
+	fl.StringVar(&f.hubCAFile, "hub-ca-file", "", "PEM CA bundle to verify the hub's certificate (instead of --hub-fingerprint)")
+	fl.StringVar(&f.joinToken, "join-token", "", "one-time join token to enroll with the hub (an operator makes it); ignored once enrolled")
 	fl.Int64Var(&f.desiredMaxBytes, "desired-max-bytes", desiredfile.DefaultMaxBytes, "largest desired-state file accepted, in bytes (the file is re-parsed only when it changes)")
 	fl.BoolVar(&f.once, "once", false, "run one tick, print the plan and results, and exit")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "print the plan only; change nothing (implies --once)")
@@ -103,9 +113,6 @@ exits 0 unless it fails.`,
 func runAgent(ctx context.Context, f agentFlags, stdout, stderr io.Writer) error {
 	if f.node == "" {
 		return &UsageError{Err: errors.New("--node is required (the PVE node name, see `hostname` on the PVE host)")}
-	}
-	if f.host == "" {
-		f.host = f.node
 	}
 	if f.dryRun {
 		f.once = true
@@ -185,19 +192,29 @@ func agentConfig(ctx context.Context, f agentFlags, defaultJobs bool, logger *sl
 	if err != nil {
 		return agent.Config{}, err
 	}
+	hub, err := agentHub(ctx, f, logger)
+	if err != nil {
+		return agent.Config{}, err
+	}
+	if hub == nil && f.host == "" {
+		f.host = f.node
+	}
 	cfg := agent.Config{
-		Node: f.node, Host: f.host, StateDir: f.stateDir, PVE: client, TaskUser: token.ID,
+		Node: f.node, Host: f.host, Hub: hub, StateDir: f.stateDir, PVE: client, TaskUser: token.ID,
 		Interval: f.interval, Concurrency: f.concurrency, ShutdownTimeout: f.shutdownTimeout, NotRunGrace: f.notRunGrace,
 		TaskWait: pve.WaitOptions{Initial: f.taskPoll, Max: f.taskPollMax}, Timeouts: f.timeouts,
 		Logger: logger,
 	}
-	if f.desiredFile != "" {
+	switch {
+	case hub != nil:
+		cfg.Host = ""    // the enrolled host (Connect checked --host)
+	case f.desiredFile != "":
 		src := &desiredfile.File{Path: f.desiredFile, MaxBytes: f.desiredMaxBytes}
 		if err := checkDesiredHost(ctx, src, f.host, logger); err != nil {
 			return agent.Config{}, err
 		}
 		cfg.Desired = src
-	} else {
+	default:
 		logger.Warn("no --desired file: no guest is managed; only signed jobs run")
 	}
 	jobs := &agent.DirJobs{Inbox: &inbox.Inbox{Dir: f.jobsDir, Logger: logger}, Create: defaultJobs && !f.dryRun, Logger: logger,
@@ -226,4 +243,27 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 		return nil, &UsageError{Err: fmt.Errorf("--log-level: %w", err)}
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// agentHub connects to the hub the state directory is enrolled with,
+// enrolling first when --join-token is given; nil without a hub.
+func agentHub(ctx context.Context, f agentFlags, logger *slog.Logger) (*agent.Hub, error) {
+	if f.dryRun && f.joinToken != "" {
+		if e, _ := agent.LoadEnrollment(f.stateDir); e == nil {
+			return nil, &UsageError{Err: errors.New("--dry-run changes nothing, enrollment included: enroll without --dry-run first")}
+		}
+	}
+	host := ""
+	if f.hostSet {
+		host = f.host
+	}
+	client, e, err := agent.Connect(ctx, agent.ConnectOptions{StateDir: f.stateDir, URL: f.hubURL, Fingerprint: f.hubFingerprint,
+		CAFile: f.hubCAFile, JoinToken: f.joinToken, Host: host, Logger: logger})
+	if err != nil || client == nil {
+		return nil, err
+	}
+	if f.desiredFile != "" {
+		return nil, &UsageError{Err: fmt.Errorf("--desired and a hub exclude each other: this agent is enrolled with %s (%s), which serves its desired state", e.URL, filepath.Join(f.stateDir, agent.EnrollmentFile))}
+	}
+	return agent.NewHub(agent.HubOptions{Client: client, Host: e.Host, AgentVersion: agentVersion(), Logger: logger})
 }
