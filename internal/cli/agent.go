@@ -207,7 +207,7 @@ func agentConfig(ctx context.Context, f agentFlags, defaultJobs bool, logger *sl
 	}
 	switch {
 	case hub != nil:
-		cfg.Host = ""    // the enrolled host (Connect checked --host)
+		cfg.Host = "" // the enrolled host (Connect checked --host)
 	case f.desiredFile != "":
 		src := &desiredfile.File{Path: f.desiredFile, MaxBytes: f.desiredMaxBytes}
 		if err := checkDesiredHost(ctx, src, f.host, logger); err != nil {
