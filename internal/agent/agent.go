@@ -311,7 +311,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			// A job that could not be settled is logged by its source
 			// and settled by a later tick.
 			if ctl, ok := a.report(ctx, rep); ok {
-				interval = pollInterval(ctl.PollInterval)
+				interval = a.cfg.Hub.pollInterval(ctl.PollInterval)
 			}
 			_ = a.cfg.Jobs.Settle(ctx, rep.Jobs)
 			logReport(a.log, rep)

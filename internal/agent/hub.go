@@ -60,7 +60,10 @@ type HubOptions struct {
 	// DefaultHubRequestTimeout.
 	RequestTimeout time.Duration
 	Backoff        backoff.Policy // zero: DefaultHubBackoff
-	AgentVersion   string         // reported in the host's facts
+	// MinInterval is the shortest poll interval the hub may set; default
+	// MinHubInterval (tests lower it).
+	MinInterval  time.Duration
+	AgentVersion string // reported in the host's facts
 	Logger         *slog.Logger   // nil: no logging
 }
 
@@ -78,6 +81,7 @@ type Hub struct {
 	wait    time.Duration
 	timeout time.Duration
 	backoff backoff.Policy
+	minIntv time.Duration
 	version string
 	log     *slog.Logger
 
@@ -123,6 +127,9 @@ func NewHub(o HubOptions) (*Hub, error) {
 	}
 	if h.timeout <= 0 {
 		h.timeout = DefaultHubRequestTimeout
+	}
+	if h.minIntv = o.MinInterval; h.minIntv <= 0 {
+		h.minIntv = MinHubInterval
 	}
 	if h.backoff == (backoff.Policy{}) {
 		h.backoff = DefaultHubBackoff
@@ -587,6 +594,6 @@ func (h *Hub) setBlocked(blocked bool, reason string) {
 }
 
 // pollInterval is the hub's poll interval within sane bounds.
-func pollInterval(d time.Duration) time.Duration {
-	return min(max(d, MinHubInterval), MaxHubInterval)
+func (h *Hub) pollInterval(d time.Duration) time.Duration {
+	return min(max(d, h.minIntv), MaxHubInterval)
 }

@@ -1,0 +1,455 @@
+package agent_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/steward-pve/steward/internal/agent"
+	"github.com/steward-pve/steward/internal/allowedsigners"
+	"github.com/steward-pve/steward/internal/backoff"
+	"github.com/steward-pve/steward/internal/engine"
+	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/hub"
+	"github.com/steward-pve/steward/internal/hub/store"
+	"github.com/steward-pve/steward/internal/hub/store/sqlite"
+	"github.com/steward-pve/steward/internal/hubclient"
+	"github.com/steward-pve/steward/internal/pve"
+	"github.com/steward-pve/steward/internal/signedop/signedoptest"
+	"github.com/steward-pve/steward/internal/sim"
+	"github.com/steward-pve/steward/internal/sim/simtest"
+	"github.com/steward-pve/steward/internal/tlspin"
+	"github.com/steward-pve/steward/internal/wire"
+)
+
+// testHub is an in-process hub (SQLite store, TLS on loopback) that can
+// be stopped and started again on the same address and database.
+type testHub struct {
+	t      *testing.T
+	dbPath string
+	addr   string
+	opTok  string
+	fp     string
+
+	st  store.Store
+	srv *hub.Server
+	web *httptest.Server
+	op  *hubclient.Client
+}
+
+func startHub(t *testing.T) *testHub {
+	t.Helper()
+	h := &testHub{t: t, dbPath: filepath.Join(t.TempDir(), "hub.db"), opTok: hub.NewToken("stwo_")}
+	h.start()
+	if err := h.st.CreateOperator(t.Context(), "alice", store.HashToken(h.opTok)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.stop)
+	return h
+}
+
+// start opens the store and serves the hub on h.addr (a fresh loopback
+// port the first time).
+func (h *testHub) start() {
+	h.t.Helper()
+	st, err := sqlite.Open(context.Background(), h.dbPath, sqlite.Options{})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.st = st
+	h.srv = hub.New(st, hub.Options{PollInterval: time.Second})
+	addr := h.addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		h.t.Fatalf("listening on %s: %v", addr, err)
+	}
+	h.addr = ln.Addr().String()
+	h.web = httptest.NewUnstartedServer(h.srv.Handler())
+	h.web.Listener.Close()
+	h.web.Listener = ln
+	h.web.StartTLS()
+	h.fp = tlspin.Of(h.web.Certificate().Raw)
+	h.op, err = hubclient.New(hubclient.Options{URL: h.url(), Fingerprint: h.fp, Token: h.opTok})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *testHub) url() string { return "https://" + h.addr }
+
+// stop answers held long polls, closes the server and the store.
+func (h *testHub) stop() {
+	if h.web == nil {
+		return
+	}
+	h.srv.Shutdown()
+	h.web.CloseClientConnections()
+	h.web.Close()
+	h.st.Close()
+	h.web = nil
+}
+
+func (h *testHub) joinToken(host string) string {
+	h.t.Helper()
+	var out struct {
+		JoinToken string `json:"join_token"`
+	}
+	if err := h.op.JSON(h.t.Context(), http.MethodPost, "/v1/hosts/"+host+"/join-token", nil, nil, &out); err != nil {
+		h.t.Fatal(err)
+	}
+	return out.JoinToken
+}
+
+func (h *testHub) putDesired(host, doc string) int64 {
+	h.t.Helper()
+	resp, err := h.op.Do(h.t.Context(), hubclient.Request{Method: http.MethodPut, Path: "/v1/hosts/" + host + "/desired",
+		Body: []byte(doc), Header: http.Header{"Content-Type": {"application/yaml"}}})
+	if err == nil {
+		err = resp.Err(http.MethodPut, "desired")
+	}
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out struct {
+		Generation int64 `json:"generation"`
+	}
+	json.Unmarshal(resp.Body, &out)
+	return out.Generation
+}
+
+// lastReport returns the host's last report on the hub (zero if none).
+func (h *testHub) lastReport(host string) wire.Report {
+	h.t.Helper()
+	var out hub.HostJSON
+	if err := h.op.JSON(h.t.Context(), http.MethodGet, "/v1/hosts/"+host, nil, nil, &out); err != nil {
+		h.t.Fatal(err)
+	}
+	if len(out.Report) == 0 {
+		return wire.Report{}
+	}
+	rep, err := wire.DecodeReport(out.Report)
+	if err != nil {
+		h.t.Fatalf("the hub's last report does not decode: %v", err)
+	}
+	return rep
+}
+
+func (h *testHub) pending(host string) []wire.Pending {
+	h.t.Helper()
+	var out struct {
+		Pending []wire.Pending `json:"pending"`
+	}
+	if err := h.op.JSON(h.t.Context(), http.MethodGet, "/v1/hosts/"+host+"/pending", nil, nil, &out); err != nil {
+		h.t.Fatal(err)
+	}
+	return out.Pending
+}
+
+func (h *testHub) uploadJob(host string, payload []byte, sigs ...[]byte) string {
+	h.t.Helper()
+	var out struct {
+		ID string `json:"id"`
+	}
+	if err := h.op.JSON(h.t.Context(), http.MethodPost, "/v1/hosts/"+host+"/jobs", nil, hub.JobJSON{Payload: payload, Signatures: sigs}, &out); err != nil {
+		h.t.Fatal(err)
+	}
+	return out.ID
+}
+
+func (h *testHub) jobs(host string) []hub.JobJSON {
+	h.t.Helper()
+	var out struct {
+		Jobs []hub.JobJSON `json:"jobs"`
+	}
+	if err := h.op.JSON(h.t.Context(), http.MethodGet, "/v1/hosts/"+host+"/jobs", nil, nil, &out); err != nil {
+		h.t.Fatal(err)
+	}
+	return out.Jobs
+}
+
+// eventually polls cond until it holds or the test's patience ends.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// hubAgent is an agent enrolled with a hub, over a simulator.
+type hubAgent struct {
+	t      *testing.T
+	dir    string
+	srv    *simtest.Server
+	cancel context.CancelFunc
+	done   chan error
+
+	mu    sync.Mutex
+	ticks []engine.Report
+}
+
+func testHubOptions(c *hubclient.Client, host string) agent.HubOptions {
+	return agent.HubOptions{Client: c, Host: host, Wait: 2 * time.Second, RequestTimeout: 5 * time.Second,
+		Backoff: backoff.Policy{Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond, Multiplier: 2, Jitter: 0.5}, MinInterval: 100 * time.Millisecond}
+}
+
+// runHubAgent connects (enrolling with joinToken when given) and runs the
+// agent until the test ends or stop is called.
+func runHubAgent(t *testing.T, h *testHub, srv *simtest.Server, dir, joinToken, signers string) *hubAgent {
+	t.Helper()
+	client, e, err := agent.Connect(t.Context(), agent.ConnectOptions{StateDir: dir, URL: h.url(), Fingerprint: h.fp, JoinToken: joinToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb, err := agent.NewHub(testHubOptions(client, e.Host))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := pve.ParseToken(srv.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := pve.New(pve.Options{URL: srv.URL, Token: tok, HTTPClient: srv.Client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ha := &hubAgent{t: t, dir: dir, srv: srv, done: make(chan error, 1)}
+	cfg := agent.Config{Node: srv.Sim.Node(), PVE: pc, TaskUser: tok.ID, StateDir: dir, Hub: hb,
+		Interval: time.Hour, TaskWait: pve.WaitOptions{Initial: time.Millisecond, Max: 5 * time.Millisecond},
+		OnTick: func(rep engine.Report, err error) {
+			ha.mu.Lock()
+			defer ha.mu.Unlock()
+			if err == nil {
+				ha.ticks = append(ha.ticks, rep)
+			}
+		}}
+	if signers != "" {
+		set, err := allowedsigners.Parse(strings.NewReader(signers))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Signers = set
+	}
+	a, err := agent.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ha.cancel = cancel
+	go func() { ha.done <- a.Run(ctx) }()
+	t.Cleanup(ha.stop)
+	return ha
+}
+
+func (ha *hubAgent) stop() {
+	if ha.cancel == nil {
+		return
+	}
+	ha.cancel()
+	ha.cancel = nil
+	if err := <-ha.done; err != nil {
+		ha.t.Errorf("agent.Run: %v", err)
+	}
+}
+
+func (ha *hubAgent) tickCount() int {
+	ha.mu.Lock()
+	defer ha.mu.Unlock()
+	return len(ha.ticks)
+}
+
+// mutationsOf returns the simulator's mutations of vmid.
+func mutationsOf(srv *simtest.Server, vmid int) []sim.Mutation {
+	var out []sim.Mutation
+	for _, m := range srv.Sim.Mutations() {
+		if m.VMID == vmid {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+const (
+	disk0   = "local-lvm:vm-101-disk-0,size=32G"
+	newDisk = "local-lvm:vm-101-disk-9,size=32G"
+)
+
+func fleetYAML(host, config string) string {
+	return fmt.Sprintf("apiVersion: steward/v1\nkind: Fleet\nhosts:\n  %s:\n    guests:\n      101:\n        kind: qemu\n        config: {%s}\n", host, config)
+}
+
+func startSim(t *testing.T) *simtest.Server {
+	t.Helper()
+	srv := simtest.Start(t, sim.Options{TaskDuration: 2 * time.Millisecond})
+	if err := srv.Sim.AddGuest(sim.GuestSpec{VMID: 101, Kind: guest.QEMU, Name: "web", Config: map[string]string{"cores": "1", "scsi0": disk0}}); err != nil {
+		t.Fatal(err)
+	}
+	return srv
+}
+
+// TestHubEndToEnd: enroll, converge to what the hub holds, report, hold a
+// destructive change as pending on the hub, run the operator's signed
+// job once and clear it; keep converging to the persisted document while
+// the hub is down, and resume when it is back.
+func TestHubEndToEnd(t *testing.T) {
+	h := startHub(t)
+	srv := startSim(t)
+	env := signedoptest.NewEnv(t)
+	dir := t.TempDir()
+
+	ha := runHubAgent(t, h, srv, dir, h.joinToken("pve"), env.AllowedSigners)
+	b, err := os.ReadFile(filepath.Join(dir, agent.EnrollmentFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(filepath.Join(dir, agent.EnrollmentFile)); st.Mode().Perm() != 0o600 {
+		t.Errorf("%s mode %v; want 0600 (it holds the host token)", agent.EnrollmentFile, st.Mode().Perm())
+	}
+	var e agent.Enrollment
+	if err := json.Unmarshal(b, &e); err != nil || e.Host != "pve" || e.URL != h.url() || e.Fingerprint != h.fp || !strings.HasPrefix(e.Token, "stwh_") {
+		t.Fatalf("enrollment %+v (%v); want host pve, the hub's URL and fingerprint and a host token", e, err)
+	}
+
+	// Benign desired state converges, and the report reaches the hub.
+	gen := h.putDesired("pve", fleetYAML("pve", "cores: 2"))
+	eventually(t, "the agent sets cores=2", func() bool {
+		g, _ := srv.Sim.Guest(101)
+		return g.Config["cores"] == "2"
+	})
+	eventually(t, "the hub holds a report in sync at the new generation", func() bool {
+		r := h.lastReport("pve")
+		return r.DesiredGeneration == gen && len(r.Sync) == 1 && r.Sync[0].Phase == wire.PhaseInSync
+	})
+
+	// A destructive change is pending on the hub and never runs.
+	h.putDesired("pve", fleetYAML("pve", "cores: 2, scsi0: \""+newDisk+"\""))
+	var pend []wire.Pending
+	eventually(t, "the disk replacement is pending on the hub", func() bool {
+		pend = h.pending("pve")
+		return len(pend) == 1 && len(pend[0].Payload) > 0
+	})
+	before := ha.tickCount()
+	eventually(t, "two more ticks", func() bool { return ha.tickCount() >= before+2 })
+	for _, m := range mutationsOf(srv, 101) {
+		if m.Params["scsi0"] != "" {
+			t.Fatalf("the unsigned disk replacement reached PVE: %+v", m)
+		}
+	}
+
+	// The operator signs the payload; the job runs once and is cleared.
+	payload := pend[0].Payload
+	id := h.uploadJob("pve", payload, env.Sign(payload, env.Alice.Signer))
+	eventually(t, "the hub shows the job done", func() bool {
+		js := h.jobs("pve")
+		return len(js) == 1 && js[0].State == wire.JobDone
+	})
+	if id != wire.JobID(payload) {
+		t.Errorf("hub job id %s; want the payload's %s", id, wire.JobID(payload))
+	}
+	ran := 0
+	for _, m := range mutationsOf(srv, 101) {
+		if m.Params["scsi0"] == newDisk {
+			ran++
+		}
+	}
+	if ran != 1 {
+		t.Fatalf("the signed disk replacement ran %d times; want once", ran)
+	}
+	eventually(t, "nothing pending on the hub", func() bool { return len(h.pending("pve")) == 0 })
+
+	// The hub goes away: the agent keeps converging to the document it
+	// persisted.
+	h.stop()
+	setCores(t, srv, "4") // someone changes the guest meanwhile
+	ha.stop()
+	ha = runHubAgent(t, h, srv, dir, "", env.AllowedSigners) // restarted while the hub is down
+	eventually(t, "the agent restores cores=2 without the hub", func() bool {
+		g, _ := srv.Sim.Guest(101)
+		return g.Config["cores"] == "2"
+	})
+
+	// The hub is back: a new generation reaches the agent.
+	h.start()
+	gen = h.putDesired("pve", fleetYAML("pve", "cores: 3, scsi0: \""+newDisk+"\""))
+	eventually(t, "the agent sets cores=3 from the restarted hub", func() bool {
+		g, _ := srv.Sim.Guest(101)
+		return g.Config["cores"] == "3"
+	})
+	eventually(t, "the restarted hub holds a report at the new generation", func() bool {
+		return h.lastReport("pve").DesiredGeneration == gen
+	})
+	for _, m := range mutationsOf(srv, 101) {
+		if m.Op == "destroy" {
+			t.Fatalf("a destructive call reached PVE: %+v", m)
+		}
+	}
+}
+
+// TestEnrollOnce: a join token given again after enrollment is ignored;
+// an agent whose --host is not the enrolled host is refused; a hub URL
+// without an enrollment or a join token is refused.
+func TestEnrollOnce(t *testing.T) {
+	h := startHub(t)
+	dir := t.TempDir()
+	if _, _, err := agent.Connect(t.Context(), agent.ConnectOptions{StateDir: dir, URL: h.url(), Fingerprint: h.fp}); !errors.Is(err, agent.ErrNotEnrolled) {
+		t.Fatalf("a hub without a join token or an enrollment: got %v; want ErrNotEnrolled", err)
+	}
+	tok := h.joinToken("pve-a")
+	c, e, err := agent.Connect(t.Context(), agent.ConnectOptions{StateDir: dir, URL: h.url(), Fingerprint: h.fp, JoinToken: tok})
+	if err != nil || c == nil || e.Host != "pve-a" {
+		t.Fatalf("enrolling: %v, %+v", err, e)
+	}
+	// Again, with the (now used) token: ignored, the enrollment is kept.
+	_, e2, err := agent.Connect(t.Context(), agent.ConnectOptions{StateDir: dir, JoinToken: tok})
+	if err != nil || e2.Token != e.Token {
+		t.Fatalf("reconnecting with a used join token: %v; want the saved enrollment kept", err)
+	}
+	// Without any hub flag the state directory is enough.
+	c, _, err = agent.Connect(t.Context(), agent.ConnectOptions{StateDir: dir})
+	if err != nil || c == nil {
+		t.Fatalf("reconnecting from the state directory alone: %v", err)
+	}
+	if _, err := c.Jobs(t.Context(), "pve-a"); err != nil {
+		t.Errorf("the saved token does not authenticate: %v", err)
+	}
+	_, _, err = agent.Connect(t.Context(), agent.ConnectOptions{StateDir: dir, Host: "pve-b"})
+	if err == nil || !strings.Contains(err.Error(), `enrolled this agent as host "pve-a" but --host is "pve-b"`) {
+		t.Errorf("a host id mismatch: got %v; want it refused naming both ids", err)
+	}
+	// No hub at all: file-only operation.
+	if c, e, err := agent.Connect(t.Context(), agent.ConnectOptions{StateDir: t.TempDir()}); c != nil || e != nil || err != nil {
+		t.Errorf("no hub: got %v, %v, %v; want nothing", c, e, err)
+	}
+}
+
+// setCores changes guest 101's cores behind the agent's back.
+func setCores(t *testing.T, srv *simtest.Server, cores string) {
+	t.Helper()
+	tok, err := pve.ParseToken(srv.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := pve.New(pve.Options{URL: srv.URL, Token: tok, HTTPClient: srv.Client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.SetConfig(t.Context(), srv.Sim.Node(), guest.QEMU, 101, pve.ConfigChange{Set: map[string]string{"cores": cores}}); err != nil {
+		t.Fatal(err)
+	}
+}
