@@ -63,8 +63,8 @@ type HubOptions struct {
 	// MinInterval is the shortest poll interval the hub may set; default
 	// MinHubInterval (tests lower it).
 	MinInterval  time.Duration
-	AgentVersion string // reported in the host's facts
-	Logger         *slog.Logger   // nil: no logging
+	AgentVersion string       // reported in the host's facts
+	Logger       *slog.Logger // nil: no logging
 }
 
 // Hub is the agent's link to a hub: a DesiredSource fed by a long poll,
