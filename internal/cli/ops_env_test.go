@@ -4,51 +4,34 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/steward-pve/steward/internal/action"
 	"github.com/steward-pve/steward/internal/guest"
 	"github.com/steward-pve/steward/internal/hub"
-	"github.com/steward-pve/steward/internal/hub/store"
-	"github.com/steward-pve/steward/internal/hub/store/sqlite"
 	"github.com/steward-pve/steward/internal/hubclient"
 	"github.com/steward-pve/steward/internal/signedop"
 	"github.com/steward-pve/steward/internal/wire"
 )
 
-// opsHub is a real hub in process (SQLite in a temp dir, plain HTTP on
-// loopback) with one operator token, for the operator commands' tests.
+// opsHub is the test hub (newTestHub) with an operator client, plus the
+// agent side of the API, for the operator commands' tests.
 type opsHub struct {
-	t     *testing.T
-	url   string
-	token string
-	op    *hubclient.Client // the operator's client
-	st    store.Store
+	*testHub
+	t  *testing.T
+	op *hubclient.Client // the operator's client
 }
 
 func newOpsHub(t *testing.T) *opsHub {
 	t.Helper()
-	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "hub.db"), sqlite.Options{})
+	h := newTestHub(t)
+	c, err := hubclient.New(hubclient.Options{URL: h.URL, Fingerprint: h.Fingerprint, Token: h.Token})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
-	tok := hub.NewToken("stwo_")
-	if err := st.CreateOperator(t.Context(), "alice", store.HashToken(tok)); err != nil {
-		t.Fatal(err)
-	}
-	h := hub.New(st, hub.Options{})
-	srv := httptest.NewServer(h.Handler())
-	t.Cleanup(func() { h.Shutdown(); srv.Close() })
-	c, err := hubclient.New(hubclient.Options{URL: srv.URL, Token: tok})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &opsHub{t: t, url: srv.URL, token: tok, op: c, st: st}
+	return &opsHub{testHub: h, t: t, op: c}
 }
 
 // enroll creates host on the hub and returns a client with its host token.
@@ -60,7 +43,7 @@ func (o *opsHub) enroll(host string) *hubclient.Client {
 	if err := o.op.JSON(o.t.Context(), "POST", "/v1/hosts/"+host+"/join-token", nil, nil, &jt); err != nil {
 		o.t.Fatal(err)
 	}
-	anon, err := hubclient.New(hubclient.Options{URL: o.url})
+	anon, err := hubclient.New(hubclient.Options{URL: o.URL, Fingerprint: o.Fingerprint})
 	if err != nil {
 		o.t.Fatal(err)
 	}

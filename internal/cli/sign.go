@@ -7,11 +7,18 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
+	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/steward-pve/steward/internal/hub"
 	"github.com/steward-pve/steward/internal/hubclient"
@@ -19,6 +26,123 @@ import (
 	"github.com/steward-pve/steward/internal/signedop/sign"
 	"github.com/steward-pve/steward/internal/wire"
 )
+
+func init() { register(newSignCmd) }
+
+func newSignCmd(stdout, stderr io.Writer) *cobra.Command {
+	var opt signOptions
+	cmd := &cobra.Command{
+		Use:   "sign [--host H] [--key KEY | --agent] [--yes] [--wait 5m]",
+		Short: "Review, sign and upload the destructive operations waiting for an operator's signature",
+		Long: `sign lists the operations agents hold for a signature (on --host, or on every host),
+each with what it would destroy and the guest state its payload is bound to, asks
+for confirmation of each (or --yes signs every one), signs the payload exactly as
+the agent made it, uploads the signed job to the hub, and follows it until the
+agent reports its fate (--wait; 0 does not wait).
+
+A payload the agent would refuse is refused here, before anything is signed: an
+expired one, one bound to a config digest the host's last report no longer shows
+(the guest changed since), one for another host or another action than listed.
+
+Signing runs ssh-keygen -Y sign -n ` + signedop.Namespace + ` -f KEY, so passphrases and
+FIDO security keys prompt on the terminal as with OpenSSH; --agent signs through the
+ssh-agent at $SSH_AUTH_SOCK instead (with the agent key whose public half is KEY.pub,
+or its only key when --key is not given).
+
+-o json|yaml prints {"results": [{"host", "vmid", "kind", "op", "job", "state",
+"code", "reason", "upid", "exit_status"}]} where state is refused, declined,
+waiting, done, failed or rejected. Exit status: 0 when every signed operation ran
+(or none was waiting, or the operator declined), 1 when one was refused,
+rejected, failed or still waiting at the end of --wait.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			format, err := outputFormat(cmd)
+			if err != nil {
+				return err
+			}
+			if opt.Agent && opt.Key == "" {
+				opt.Sign = signWithOnlyAgentKey
+			}
+			c, err := operatorClient(cmd)
+			if err != nil {
+				return err
+			}
+			res, runErr := runSign(cmd.Context(), c, cmd.InOrStdin(), stderr, opt)
+			if res == nil {
+				return runErr
+			}
+			out := struct {
+				Results []SignResult `json:"results"`
+			}{res}
+			if err := writeOutput(stdout, format, out, func(w io.Writer) error { return signSummary(w, res) }); err != nil {
+				return err
+			}
+			if errors.Is(runErr, errSignFailed) {
+				return &ExitStatus{Code: ExitFailure, Reason: runErr.Error()}
+			}
+			return runErr
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&opt.Host, "host", "", "only this host's operations (default: every host)")
+	fl.StringVar(&opt.Key, "key", "", "OpenSSH private key to sign with (with --agent: its public key, KEY.pub)")
+	fl.BoolVar(&opt.Agent, "agent", false, "sign through ssh-agent ($SSH_AUTH_SOCK)")
+	fl.BoolVarP(&opt.Yes, "yes", "y", false, "sign every admissible operation without asking")
+	fl.DurationVar(&opt.Wait, "wait", 5*time.Minute, "how long to follow the signed jobs until the agents report them (0: do not wait)")
+	addOperatorFlags(cmd)
+	addOutputFlag(cmd)
+	return cmd
+}
+
+// signSummary is sign's text output: one line per operation.
+func signSummary(w io.Writer, res []SignResult) error {
+	if len(res) == 0 {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tVMID\tOP\tSTATE\tDETAIL")
+	for _, r := range res {
+		detail := r.Reason
+		if r.State == wire.JobDone || r.State == wire.JobFailed || r.State == wire.JobRejected {
+			detail = strings.TrimPrefix(jobFate(r), r.State)
+			detail = strings.TrimLeft(detail, ":, ")
+		}
+		if r.State == jobWaiting {
+			detail = "job " + r.Job
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s %s\t%s\t%s\n", r.Host, r.VMID, r.Op, r.Kind, r.State, detail)
+	}
+	return tw.Flush()
+}
+
+// signWithOnlyAgentKey signs through ssh-agent with its only key; with
+// none or several it says which --key to give.
+func signWithOnlyAgentKey(_ context.Context, payload []byte) ([]byte, error) {
+	sock := os.Getenv("SSH_AUTH_SOCK")
+	if sock == "" {
+		return nil, errors.New("--agent: SSH_AUTH_SOCK is not set; start ssh-agent, or sign with --key KEY")
+	}
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		return nil, fmt.Errorf("--agent: connect to ssh-agent: %w", err)
+	}
+	defer conn.Close()
+	signers, err := agent.NewClient(conn).Signers()
+	if err != nil {
+		return nil, fmt.Errorf("--agent: list agent keys: %w", err)
+	}
+	switch len(signers) {
+	case 0:
+		return nil, errors.New("--agent: ssh-agent holds no key; ssh-add one first")
+	case 1:
+		return signedop.Sign(payload, signers[0])
+	}
+	var fps []string
+	for _, s := range signers {
+		fps = append(fps, ssh.FingerprintSHA256(s.PublicKey()))
+	}
+	return nil, fmt.Errorf("--agent: ssh-agent holds %d keys (%s): name the one to sign with, --key ~/.ssh/KEY.pub", len(signers), strings.Join(fps, ", "))
+}
 
 // signOptions configure runSign.
 type signOptions struct {

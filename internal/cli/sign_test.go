@@ -65,8 +65,8 @@ func TestSignUploadsAndFollowsTheJob(t *testing.T) {
 		}
 	}
 	jobs := o.jobs("pve-a")
-	if len(jobs) != 1 || string(jobs[0].Payload) != string(pd.Payload) || jobs[0].Uploader != "alice" {
-		t.Fatalf("hub's jobs: got %+v; want the agent's payload byte for byte, uploaded by alice", jobs)
+	if len(jobs) != 1 || string(jobs[0].Payload) != string(pd.Payload) || jobs[0].Uploader != "admin" {
+		t.Fatalf("hub's jobs: got %+v; want the agent's payload byte for byte, uploaded by admin", jobs)
 	}
 	if _, err := signedop.ParseSignature(jobs[0].Signatures[0]); err != nil {
 		t.Errorf("uploaded signature: %v", err)
