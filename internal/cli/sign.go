@@ -280,9 +280,11 @@ func runSign(ctx context.Context, c *hubclient.Client, in io.Reader, errw io.Wri
 				res.State, res.Reason = signRefused, err.Error()
 				var r *signedop.Rejection
 				if errors.As(err, &r) {
-					res.Code = r.Code
+					res.Code, res.Reason = r.Code, r.Reason
+					fmt.Fprintf(errw, "  REFUSED, not signed (%s): %s\n", r.Code, r.Reason)
+				} else {
+					fmt.Fprintf(errw, "  REFUSED, not signed: %v\n", err)
 				}
-				fmt.Fprintf(errw, "  REFUSED, not signed: %v\n", err)
 				results = append(results, res)
 				continue
 			}

@@ -113,7 +113,7 @@ func TestSignRefusesExpiredAndStale(t *testing.T) {
 			if len(res) != 1 || res[0].State != signRefused || res[0].Code != c.code || !strings.Contains(res[0].Reason, c.says) {
 				t.Fatalf("result: got %+v; want refused, code %q, saying %q", res, c.code, c.says)
 			}
-			if !strings.Contains(errw.String(), "REFUSED, not signed: ") {
+			if !strings.Contains(errw.String(), "REFUSED, not signed") {
 				t.Errorf("output does not say it refused:\n%s", errw.String())
 			}
 			if s.calls != 0 || len(o.jobs("pve-a")) != 0 {
