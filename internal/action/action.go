@@ -25,6 +25,7 @@ const (
 	SetConfig        Op = "config"            // PUT/POST config: Params are the keys to set plus "delete"
 	Resize           Op = "resize"            // PUT resize: Params "disk", "size"
 	Create           Op = "create"            // POST /nodes/{node}/{kind}: Params are the create parameters
+	Clone            Op = "clone"             // POST /nodes/{node}/qemu/{source}/clone: VMID is the new guest (PVE's newid), Params "source" plus the clone parameters
 	Destroy          Op = "destroy"           // DELETE /nodes/{node}/{kind}/{vmid}: Params "purge", "destroy-unreferenced-disks"
 	SnapshotCreate   Op = "snapshot"          // POST snapshot: Params "snapname", ...
 	SnapshotRollback Op = "snapshot_rollback" // POST snapshot/{snapname}/rollback: Params "snapname"

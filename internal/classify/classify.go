@@ -24,7 +24,12 @@
 //     size= as informational, so the planner resizes instead).
 //   - create: benign when the guest does not exist, force is not set and
 //     every parameter is known and harmless (data-bearing parameters must
-//     allocate new volumes).
+//     allocate new volumes; cicustom only names snippets).
+//   - clone: benign when the new guest does not exist and every parameter
+//     is one of PVE's clone parameters.
+//   - config keys a create takes (cloud-init, boot, ...) but that are not
+//     on the config allow-list: benign only on the agent's own new guest
+//     that has not run yet (Provenance.Fresh); destructive otherwise.
 //   - destroy: destructive, except the agent's own failed provision, which
 //     only the Provenance argument (the agent's journal) can attest.
 //   - snapshot, snapshot_rollback, snapshot_delete, and any unknown op:
@@ -40,6 +45,7 @@ package classify
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/steward-pve/steward/internal/action"
@@ -76,6 +82,12 @@ type Provenance struct {
 	CreatedByAgent bool
 	// CreateFailed: that create, or the provision it belongs to, failed.
 	CreateFailed bool
+	// Fresh: that create (or clone) succeeded and the guest has not run
+	// since, so it holds no one's data but what its creation put there.
+	// Setting it up as a create would (cloud-init, boot order, ...) is
+	// then benign on its config too: a clone takes its config on the
+	// tick after the clone task.
+	Fresh bool
 }
 
 // Classify judges action a against the guest's current config actual (nil
@@ -93,11 +105,13 @@ func Classify(a action.Action, actual guest.Config, prov Provenance) Verdict {
 	case action.Reboot:
 		j.runState("timeout")
 	case action.SetConfig:
-		j.config()
+		j.config(prov)
 	case action.Resize:
 		j.resize()
 	case action.Create:
 		j.create()
+	case action.Clone:
+		j.clone()
 	case action.Destroy:
 		j.destroy(prov)
 	case action.SnapshotCreate:
@@ -169,7 +183,7 @@ func (j *judge) runState(allowed ...string) {
 	j.ok(fmt.Sprintf("%s %d changes run state only", j.a.Op, j.a.VMID))
 }
 
-func (j *judge) config() {
+func (j *judge) config(prov Provenance) {
 	kind := j.a.Kind
 	if kind != guest.QEMU && kind != guest.LXC {
 		j.bad(fmt.Sprintf("unknown guest kind %q: config keys cannot be judged", kind))
@@ -186,6 +200,14 @@ func (j *judge) config() {
 			j.judgeDriveSet(k, j.a.Params[k])
 		case isBenignKey(kind, k):
 			benign = append(benign, k)
+		case prov.Fresh && prov.CreatedByAgent && (isCreateKey(kind, k) || k == "cicustom" && kind == guest.QEMU):
+			if k == "cicustom" {
+				if msg := checkCicustom(j.a.Params[k]); msg != "" {
+					j.bad(msg)
+					continue
+				}
+			}
+			benign = append(benign, k+" (the agent's own new guest, not yet started)")
 		default:
 			j.bad(unknownKey(kind, k))
 		}
@@ -539,6 +561,10 @@ func (j *judge) create() {
 			}
 			j.judgeAttach(k, nd, "")
 		case isBenignKey(kind, k) || isCreateKey(kind, k):
+		case k == "cicustom" && kind == guest.QEMU:
+			if msg := checkCicustom(j.a.Params[k]); msg != "" {
+				j.bad("create: " + msg)
+			}
 		default:
 			j.bad(fmt.Sprintf("create: parameter %q is not on the %s create allow-list", k, kind))
 		}
@@ -553,6 +579,57 @@ func (j *judge) create() {
 	} else {
 		j.ok(fmt.Sprintf("create: new guest %d", j.a.VMID))
 	}
+}
+
+// cloneParams are the parameters of PVE's clone call a clone action may
+// carry, besides "source" (the vmid cloned, in the call's path).
+var cloneParams = setOf("full", "storage", "name", "pool", "format", "description", "snapname", "bwlimit")
+
+// clone judges a clone of guest Params["source"] into new guest VMID: it
+// destroys nothing when VMID does not exist (PVE refuses an existing
+// newid, but a clone onto an existing guest is never judged benign).
+func (j *judge) clone() {
+	if j.a.Kind != guest.QEMU {
+		j.bad(fmt.Sprintf("clone: unsupported guest kind %q (qemu only)", j.a.Kind))
+		return
+	}
+	src, err := strconv.Atoi(j.a.Params["source"])
+	if err != nil || src < 100 || src == j.a.VMID || strconv.Itoa(src) != j.a.Params["source"] {
+		j.bad(fmt.Sprintf("clone: source %q is not another guest's vmid", j.a.Params["source"]))
+	}
+	if j.actual != nil {
+		j.addKeys(dataKeys(guest.QEMU, j.actual)...)
+		j.bad(fmt.Sprintf("clone: guest %d exists; cloning onto it would overwrite it", j.a.VMID))
+	}
+	for _, k := range j.sortedParams() {
+		if k != "source" && !cloneParams[k] {
+			j.bad(fmt.Sprintf("clone: parameter %q is not on the clone allow-list", k))
+		}
+	}
+	j.ok(fmt.Sprintf("clone: new guest %d from %s", j.a.VMID, j.a.Params["source"]))
+}
+
+// checkCicustom says why a cicustom value is not only references to
+// snippets (user=, network=, meta=, vendor= naming STORAGE:snippets/FILE
+// volumes), or "". A snippet reaches only the new guest's cloud-init
+// drive; anything else is not judged.
+func checkCicustom(v string) string {
+	props, err := propstr.Parse(v, "")
+	if err != nil || len(props) == 0 {
+		return fmt.Sprintf("cicustom: cannot parse %q", v)
+	}
+	for _, p := range props {
+		switch p.Key {
+		case "user", "network", "meta", "vendor":
+		default:
+			return fmt.Sprintf("cicustom: unknown item %q", p.Key)
+		}
+		sid, file, ok := strings.Cut(p.Value, ":")
+		if !ok || sid == "" || !strings.HasPrefix(file, "snippets/") || strings.Contains(file, "..") || len(file) == len("snippets/") {
+			return fmt.Sprintf("cicustom: %s=%s is not a snippets volume (STORAGE:snippets/FILE)", p.Key, p.Value)
+		}
+	}
+	return ""
 }
 
 func (j *judge) destroy(prov Provenance) {

@@ -20,6 +20,8 @@
 //	        config:            # PVE config keys in PVE's own units
 //	          cores: 2
 //	        ignore: [net0]     # keys never reported nor corrected
+//	        create:            # how to create it when missing (create.go)
+//	          ostemplate: local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst
 //
 // Every field is optional. An empty document (zero bytes, only whitespace or
 // comments, or a YAML null) is valid and manages nothing; it never means
@@ -55,6 +57,7 @@ import (
 	"strings"
 
 	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/normalize"
 )
 
 // APIVersion and DocumentKind are the only accepted header values.
@@ -139,6 +142,9 @@ type Guest struct {
 	// Ignore lists keys (config keys, or description/tags) that are never
 	// reported as drift nor corrected, even when also listed in Config.
 	Ignore []string `json:"ignore,omitempty"`
+	// Create says how to create the guest when it does not exist; nil
+	// means a missing guest is an error, never created.
+	Create *Create `json:"create,omitempty"`
 
 	// kindErrs are the config errors that only one kind has, of a parsed
 	// guest whose kind is not pinned (an empty map when there are none);
@@ -375,9 +381,16 @@ func (g *Guest) validate(errs *errList, gp string, at func(string) int, record b
 			errs.add(p, at(p), "%s", msg)
 			continue
 		}
+		if k == "sshkeys" {
+			if msg := checkSSHKeys(g.Config[k]); msg != "" {
+				errs.add(p, at(p), "%s", msg)
+				continue
+			}
+		}
 		checked = append(checked, k)
 	}
 	g.validateSchema(errs, gp, at, checked, record)
+	g.validateCreate(errs, gp, at)
 	for i, k := range g.Ignore {
 		p := fmt.Sprintf("%s.ignore[%d]", gp, i)
 		if !validKeySyntax(k) {
@@ -460,6 +473,7 @@ var forbiddenKeys = map[string]string{
 	"runningcpu":       "computed by PVE for a running guest; it cannot be managed",
 	"pending":          "computed by PVE (pending changes); it cannot be managed",
 	"lxc":              "raw lxc.* lines cannot be set through the PVE API",
+	"cipassword":       "PVE stores only a hash of it and reads it back as '**********', so it can never be compared; use sshkeys, or a cicustom user snippet",
 	"vmid":             "the vmid is the guest's map key, not a config key",
 	"node":             "an API call parameter, not a config key",
 	"delete":           "an API call parameter, not a config key; deleting keys is not supported in desired state",
@@ -491,6 +505,25 @@ func checkConfigValue(v string) string {
 		return fmt.Sprintf("value too long (%d bytes)", len(v))
 	case strings.ContainsAny(v, "\n\r\x00"):
 		return "value contains a newline or NUL byte; PVE config values are single-line"
+	}
+	return ""
+}
+
+// checkSSHKeys checks a config sshkeys value as stored (URL-encoded, as
+// Parse writes it): every line must be an SSH public key, as qemu-server's
+// validate_ssh_public_keys requires.
+func checkSSHKeys(v string) string {
+	if !normalize.IsURLEncoded(v) {
+		return "not URL-encoded as PVE stores sshkeys; in a document, write the keys as they are (a string or a list, one key each) and the parser encodes them"
+	}
+	lines := normalize.SSHKeyLines(normalize.DecodeSSHKeys(v))
+	if len(lines) == 0 {
+		return "no SSH public key; omit the key to leave it unmanaged"
+	}
+	for i, l := range lines {
+		if msg := normalize.CheckSSHKey(l); msg != "" {
+			return fmt.Sprintf("key %d: %s", i+1, msg)
+		}
 	}
 	return ""
 }

@@ -11,6 +11,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/normalize"
 	"github.com/steward-pve/steward/internal/yamlerr"
 )
 
@@ -265,11 +266,75 @@ func (p *decoder) guest(gp string, n *yaml.Node) *Guest {
 					g.Config[key] = s
 				}
 			})
+		case "create":
+			p.lines[fp] = v.Line
+			g.Create = p.create(fp, v)
 		default:
-			p.fail(fp, k, "unknown field (want kind, mode, state, restart, description, tags, config, ignore)")
+			p.fail(fp, k, "unknown field (want kind, mode, state, restart, description, tags, config, ignore, create)")
 		}
 	})
 	return g
+}
+
+// create decodes a guest's create block.
+func (p *decoder) create(cp string, n *yaml.Node) *Create {
+	c := &Create{}
+	if isNull(n) {
+		p.fail(cp, n, "null is not a create block; omit create: for a guest that must exist, or say how to create it (clone:, disks:, ostemplate:)")
+		return c
+	}
+	p.mapping(cp, n, "a create block", func(key string, k, v *yaml.Node) {
+		fp := join(cp, key)
+		p.lines[fp] = k.Line
+		switch key {
+		case "clone":
+			s, ok := p.str(fp, v)
+			if !ok {
+				return
+			}
+			id, err := strconv.Atoi(s)
+			if err != nil || v.ShortTag() != "!!int" || strconv.Itoa(id) != s {
+				p.fail(fp, v, "want the vmid of the guest to clone (a decimal integer), got %q", s)
+				return
+			}
+			if id == 0 {
+				p.fail(fp, v, "vmid 0 out of range; PVE vmids are %d..%d", MinVMID, MaxVMID)
+				return
+			}
+			c.Clone = id
+		case "full":
+			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!bool" {
+				p.fail(fp, v, "want true or false, got %s", kindName(v))
+				return
+			}
+			var b bool
+			if err := v.Decode(&b); err != nil {
+				p.fail(fp, v, "invalid boolean %q", v.Value)
+				return
+			}
+			c.Full = &b
+		case "storage":
+			c.Storage, _ = p.str(fp, v)
+		case "name":
+			c.Name, _ = p.str(fp, v)
+		case "pool":
+			c.Pool, _ = p.str(fp, v)
+		case "ostemplate":
+			c.OSTemplate, _ = p.str(fp, v)
+		case "disks":
+			c.Disks = map[string]string{}
+			p.mapping(fp, v, "disks by config key", func(key string, k, v *yaml.Node) {
+				dp := join(fp, key)
+				p.lines[dp] = k.Line
+				if s, ok := p.str(dp, v); ok {
+					c.Disks[key] = s
+				}
+			})
+		default:
+			p.fail(fp, k, "unknown field (want clone, full, storage, name, pool, disks, ostemplate)")
+		}
+	})
+	return c
 }
 
 // list decodes a sequence of scalars; null and a missing field differ: a
@@ -303,6 +368,9 @@ func (p *decoder) list(path string, n *yaml.Node, what string) []string {
 // booleans "1"/"0", strings as written except that a boolean spelling
 // ("yes", "on", "True") of a key PVE types boolean becomes "1"/"0".
 func (p *decoder) configValue(path, key string, n *yaml.Node) (string, bool) {
+	if key == "sshkeys" {
+		return p.sshkeys(path, n)
+	}
 	if n.Kind != yaml.ScalarNode || isNull(n) {
 		p.fail(path, n, "want a scalar value (string, number or boolean), got %s", kindName(n))
 		return "", false
@@ -341,6 +409,34 @@ func (p *decoder) configValue(path, key string, n *yaml.Node) (string, bool) {
 	}
 	p.fail(path, n, "unsupported value of type %s; want a string, number or boolean", n.ShortTag())
 	return "", false
+}
+
+// sshkeys decodes config.sshkeys: the public keys as they are (one string,
+// several lines of one, or a list of them), stored URL-encoded as PVE
+// stores the key (see package normalize). A value already URL-encoded is
+// kept as written.
+func (p *decoder) sshkeys(path string, n *yaml.Node) (string, bool) {
+	var lines []string
+	switch {
+	case n.Kind == yaml.SequenceNode:
+		for i, it := range n.Content {
+			s, ok := p.str(fmt.Sprintf("%s[%d]", path, i), it)
+			if !ok {
+				return "", false
+			}
+			lines = append(lines, s)
+		}
+	case n.Kind == yaml.ScalarNode && !isNull(n):
+		if normalize.IsURLEncoded(n.Value) {
+			return n.Value, true
+		}
+		lines = []string{n.Value}
+	default:
+		p.fail(path, n, "want SSH public keys (a string, or a list of them), got %s", kindName(n))
+		return "", false
+	}
+	text := strings.Join(normalize.SSHKeyLines(strings.Join(lines, "\n")), "\n")
+	return normalize.EncodeSSHKeys(text), true
 }
 
 // leadingZeroInt reports whether s is an integer literal with a leading

@@ -337,10 +337,10 @@ func (g *Gate) Remember(p signedop.Payload) {
 // guest's current digest (so the write passes it and PVE refuses it if the
 // guest changed), and may not target a guest that does not exist (where
 // every disk slot would look empty). Run-state jobs need the guest; a
-// create needs none.
+// create or clone needs none.
 func staleJob(a action.Action, actual guest.Config, currentDigest string) (code, reason string) {
 	switch a.Op {
-	case action.Create:
+	case action.Create, action.Clone:
 		return "", ""
 	case action.Start, action.Shutdown, action.Stop, action.Reboot:
 		if actual == nil {

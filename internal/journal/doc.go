@@ -3,8 +3,8 @@
 // starts, its PVE task id is recorded as soon as it is known, and its result
 // ends it. At start-up the agent resolves every op that was begun and never
 // ended before it mutates anything; completed idempotency keys keep an op
-// from running twice; create records give the agent provenance over guests
-// it provisioned itself.
+// from running twice; create (and clone) records give the agent provenance
+// over guests it provisioned itself.
 //
 // # Files
 //
@@ -40,7 +40,7 @@
 //	             written only by compaction, the summary of an ended op whose
 //	             idempotency key is still within retention or whose spent
 //	             nonce has not expired
-//	6 provenance {"vmid","create_op","failed","time"}: written only by
+//	6 provenance {"vmid","create_op","failed","time","remains","started"}: written only by
 //	             compaction, the create provenance of a guest whose create op
 //	             has ended
 //

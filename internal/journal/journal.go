@@ -352,7 +352,8 @@ func (j *Journal) Provenance(vmid int) Provenance {
 	if !ok {
 		return Provenance{}
 	}
-	out := Provenance{CreatedByAgent: true, CreateFailed: p.ended && p.failed, CreateOpID: p.createOp}
+	out := Provenance{CreatedByAgent: true, CreateFailed: p.ended && p.failed, CreateOpID: p.createOp,
+		Created: p.ended && !p.failed, Started: p.started}
 	if out.CreateFailed {
 		out.FailedAt, out.RemainsDigest = p.at, p.remains
 	}

@@ -89,6 +89,7 @@ type provenanceRecord struct {
 	Failed   bool      `json:"failed,omitempty"`
 	Time     time.Time `json:"time"`
 	Remains  string    `json:"remains,omitempty"`
+	Started  bool      `json:"started,omitempty"`
 }
 
 // record is one decoded record; exactly the field matching Type is set.

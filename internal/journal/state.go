@@ -79,6 +79,13 @@ type Provenance struct {
 	RemainsDigest string
 	// CreateOpID is the id of the latest create op for the vmid.
 	CreateOpID string
+	// Created is true when that create op ended successfully: PVE made
+	// the guest the agent asked for.
+	Created bool
+	// Started is true when a start or reboot of the guest began (from any
+	// source) after that create op: the guest may have run since it was
+	// created, so it is no longer the untouched guest the create made.
+	Started bool
 }
 
 type flight struct {
@@ -103,6 +110,7 @@ type provenance struct {
 	seq      uint64 // sequence of the create op's begin
 	ended    bool   // the create op has ended (else it is in flight)
 	failed   bool
+	started  bool // a start or reboot began after the create
 	at       time.Time
 }
 
@@ -163,8 +171,10 @@ func (s *state) apply(r record) error {
 		if op.UPID != "" {
 			s.upids[op.UPID] = op.ID
 		}
-		if op.Action.Op == action.Create {
+		if isCreate(op.Action.Op) {
 			s.prov[op.Action.VMID] = &provenance{createOp: op.ID, seq: s.seq, at: op.Time}
+		} else if p, ok := s.prov[op.Action.VMID]; ok && (op.Action.Op == action.Start || op.Action.Op == action.Reboot) {
+			p.started = true
 		}
 	case typeTask:
 		f, ok := s.inflight[r.Task.ID]
@@ -208,7 +218,7 @@ func (s *state) apply(r record) error {
 		}
 	case typeProvenance:
 		p := r.Provenance
-		s.prov[p.VMID] = &provenance{createOp: p.CreateOp, seq: s.seq, ended: true, failed: p.Failed, at: p.Time, remains: p.Remains}
+		s.prov[p.VMID] = &provenance{createOp: p.CreateOp, seq: s.seq, ended: true, failed: p.Failed, at: p.Time, remains: p.Remains, started: p.Started}
 	default:
 		return fmt.Errorf("unknown record type %d", byte(r.Type))
 	}
@@ -222,12 +232,12 @@ func (s *state) endProvenance(op Op, seq uint64, r Result, at time.Time) {
 		return
 	}
 	switch {
-	case op.Action.Op == action.Create && p.createOp == op.ID && op.UPID == "" && !r.OK:
+	case isCreate(op.Action.Op) && p.createOp == op.ID && op.UPID == "" && !r.OK:
 		// PVE never started a create task for this op (the request was
 		// refused, for example because the vmid was taken meanwhile, or
 		// never sent): whatever guest has this vmid is not the agent's.
 		delete(s.prov, op.Action.VMID)
-	case op.Action.Op == action.Create && p.createOp == op.ID:
+	case isCreate(op.Action.Op) && p.createOp == op.ID:
 		p.ended, p.failed, p.at = true, !r.OK, at
 		if !r.OK {
 			p.remains = r.RemainsDigest
@@ -240,6 +250,10 @@ func (s *state) endProvenance(op Op, seq uint64, r Result, at time.Time) {
 		p.failed = false
 	}
 }
+
+// isCreate reports whether op makes a new guest (create or clone): both
+// give the agent provenance over it.
+func isCreate(op action.Op) bool { return op == action.Create || op == action.Clone }
 
 // prune drops completed idempotency keys and decisions older than cutoff,
 // except a completion whose spent nonce has not expired at now: it is kept
@@ -284,7 +298,7 @@ func (s *state) snapshot() []record {
 		if !p.ended {
 			continue // rebuilt by the in-flight create's begin record
 		}
-		items = append(items, item{p.seq, record{Type: typeProvenance, Provenance: &provenanceRecord{VMID: vmid, CreateOp: p.createOp, Failed: p.failed, Time: p.at, Remains: p.remains}}})
+		items = append(items, item{p.seq, record{Type: typeProvenance, Provenance: &provenanceRecord{VMID: vmid, CreateOp: p.createOp, Failed: p.failed, Time: p.at, Remains: p.remains, Started: p.started}}})
 	}
 	for _, e := range s.decisions {
 		d := e.d

@@ -35,8 +35,13 @@
 //   - A kind that does not match the real guest is an Error with no action,
 //     never a recreate. So is a guest whose kind desired state does not pin
 //     and whose config PVE's schema refuses for the kind the host reports
-//     (desired.Guest.CheckKind): nothing PVE would reject is planned. A desired guest absent from the host is an Error
-//     "not found on this host", never a create.
+//     (desired.Guest.CheckKind): nothing PVE would reject is planned.
+//   - A desired guest absent from the host is created when its entry has a
+//     create block (CreateStep: one create or clone step; the next ticks
+//     plan its config, then its run state, as for any guest); in observe
+//     mode that is reported as drift. Without a create block it is an
+//     Error "not found on this host". Whether the vmid is free in the
+//     whole cluster is the caller's check (the planner sees one host).
 //   - A guest whose config is needed (it manages config, description or
 //     tags) but could not be read (ConfigErr), was not read (nil Config) or
 //     has no digest gets an Error and no action at all, not even a run-state
@@ -197,7 +202,7 @@ func Diff(want *desired.Host, actual []guest.Observed, opts Options) Plan {
 		}
 		switch {
 		case j == len(ao) || aids[uint32(ao[j])] != id:
-			st.Phase, st.Err = Error, "not found on this host"
+			p.Steps = missing(p.Steps, &st, id, g)
 		case j+1 < len(ao) && aids[uint32(ao[j+1])] == id:
 			st.Phase, st.Err = Error, "listed more than once by PVE; refusing to act on an ambiguous vmid"
 		default:

@@ -18,6 +18,7 @@ import (
 //	~ 101 scsi0: A,iothread=1 → A (drops iothread=1)   options the new value omits
 //	~ 101 scsi0: size 32G → 100G (resize)   a disk grown (or shrunk) by resize
 //	+ 102 start                         run state: start
+//	+ 110 create clone of 9000 (full onto local-lvm)   a guest created
 //	- 103 shutdown (timeout 180s)       run state: graceful shutdown, then stop
 //	? 104 cores: 2 → 4 (observe)        drift reported, not corrected
 //	! 105 kind mismatch: desired lxc, actual qemu   an error; nothing done for it
@@ -61,6 +62,8 @@ func (p Plan) Render() string {
 				for _, c := range s.Changes {
 					line(&b, "~", id, c.Key+": size "+value(c.From)+" → "+value(c.To)+" (resize)")
 				}
+			case action.Create, action.Clone:
+				line(&b, "+", id, "create "+s.Changes[0].To)
 			case action.Start:
 				line(&b, "+", id, "start")
 			case action.Shutdown:
