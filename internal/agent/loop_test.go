@@ -96,6 +96,15 @@ func (p *quietPVE) Resize(context.Context, string, guest.Kind, int, string, stri
 func (p *quietPVE) Create(context.Context, string, guest.Kind, int, map[string]string) (pve.Result, error) {
 	return p.mutate()
 }
+func (p *quietPVE) Clone(context.Context, string, int, int, map[string]string) (pve.Result, error) {
+	return p.mutate()
+}
+func (p *quietPVE) ClusterResources(context.Context, string) ([]pve.Resource, error) {
+	return nil, errDown
+}
+func (p *quietPVE) VolumeInfo(context.Context, string, string) (pve.Volume, error) {
+	return pve.Volume{}, errDown
+}
 func (p *quietPVE) Destroy(context.Context, string, guest.Kind, int, pve.DestroyOptions) (pve.Result, error) {
 	return p.mutate()
 }

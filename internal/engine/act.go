@@ -34,7 +34,11 @@ func (t *tick) submit(p gate.Permit, source Source, job, file, idem string) int 
 		return skip(SkipHeld, why)
 	}
 	if ok, next := e.Backoff.Ready(a.VMID); !ok {
-		return skip(SkipBackoff, "backing off until "+next.Format(time.RFC3339))
+		why := "backing off until " + next.Format(time.RFC3339)
+		if r := e.lastRefusal(a.VMID); r != "" {
+			why += " after: " + r
+		}
+		return skip(SkipBackoff, why)
 	}
 	if t.planOnly {
 		return skip(SkipPlanOnly, "dry run")
@@ -72,6 +76,7 @@ func (t *tick) act(ctx context.Context) {
 		switch {
 		case r.Err == nil:
 			e.Backoff.Success(r.Action.VMID)
+			e.clearRefusal(r.Action.VMID)
 		case ctx.Err() != nil:
 		default:
 			e.Backoff.Failure(r.Action.VMID)
@@ -168,7 +173,7 @@ func (e *Engine) execute(ctx context.Context, p gate.Permit, source Source, file
 		res.Error = err.Error()
 		// PVE's answer proves nothing ran: the intent may run again.
 		res.Retry = pve.IsRetryable(err)
-		if a.Op == action.Create && out.UPID != "" {
+		if (a.Op == action.Create || a.Op == action.Clone) && out.UPID != "" {
 			res.RemainsDigest = e.remains(ctx, a)
 		}
 	}

@@ -48,6 +48,12 @@ type Reader interface {
 	Tasks(ctx context.Context, node string, q pve.TaskQuery) ([]pve.TaskSummary, error)
 	Snapshots(ctx context.Context, node string, kind guest.Kind, vmid int) ([]pve.Snapshot, error)
 	WaitTask(ctx context.Context, upid pve.UPID, o pve.WaitOptions) (pve.TaskResult, error)
+	// ClusterResources lists the cluster's resources of a type ("vm"):
+	// every guest on every node, to refuse creating over a vmid in use.
+	ClusterResources(ctx context.Context, typ string) ([]pve.Resource, error)
+	// VolumeInfo reads one volume (STORAGE:NAME), to check that a
+	// cicustom snippet exists before it is written.
+	VolumeInfo(ctx context.Context, node, volid string) (pve.Volume, error)
 }
 
 // Engine converges the guests of one host. Build it with all fields set
@@ -85,6 +91,7 @@ type Engine struct {
 	recovered bool
 	mu        sync.Mutex
 	active    map[string]bool // op ids execute is running now; guarded by mu
+	refusals  map[int]string  // why a guest's last action was refused before it ran (create.go); guarded by mu
 	// Held and refused decisions recorded by the previous tick and this
 	// one; see recordDecision.
 	lastDecisions, seenDecisions map[string]bool

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"context"
+
 	"github.com/steward-pve/steward/internal/action"
 	"github.com/steward-pve/steward/internal/gate"
 	"github.com/steward-pve/steward/internal/guest"
@@ -8,13 +10,17 @@ import (
 )
 
 // plan is the third step: the reconcile plan from the state observed
-// first, each action gated; what the gate allows is submitted, what it
+// first (with the remains of a failed create replaced by their cleanup,
+// see create.go), each action gated, and a create checked against the
+// cluster before it runs; what the gate allows is submitted, what it
 // holds waits for a signature. Guests a signed job changes this tick are
 // left out: their plan was made before that change and is made again,
 // from what PVE then says, by the next tick.
-func (t *tick) plan() {
+func (t *tick) plan(ctx context.Context) {
 	e := t.e
 	t.rep.Plan = plan.Diff(t.want, t.actual, e.Plan)
+	t.cleanups(&t.rep.Plan)
+	t.freshness(ctx, t.rep.Plan.Steps)
 	for _, st := range t.rep.Plan.Steps {
 		a := st.Action
 		if t.signedVMIDs[a.VMID] {
@@ -24,10 +30,16 @@ func (t *tick) plan() {
 		if g, ok := t.byID[a.VMID]; ok {
 			cfg = g.Config
 		}
-		for _, d := range e.Gate.DecideSplit(a, cfg, e.provenance(a.VMID, a.Digest)) {
+		for _, d := range e.Gate.DecideSplit(a, cfg, t.provenance(a.VMID, a.Digest)) {
 			if d.Outcome != gate.Allowed {
 				t.held[a.VMID] = append(t.held[a.VMID], d)
 				continue
+			}
+			if ok, _ := e.Backoff.Ready(a.VMID); ok && !t.planOnly && t.blocked[a.VMID] == "" {
+				if why := t.precheck(ctx, d.Action); why != "" {
+					t.refuse(d.Action, d.Verdict.Class, why)
+					continue
+				}
 			}
 			e.recordDecision(d, t.planOnly, "")
 			t.submit(d.Permit, SourceReconcile, "", "", reconcileKey(d.Action, t.id))

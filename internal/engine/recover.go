@@ -138,7 +138,7 @@ var taskTypes = map[guest.Kind]map[action.Op][]string{
 	guest.QEMU: {
 		action.Start: {"qmstart", "hastart"}, action.Stop: {"qmstop", "hastop"}, action.Shutdown: {"qmshutdown", "hastop"},
 		action.Reboot: {"qmreboot"},
-		action.Resize: {"resize"}, action.Create: {"qmcreate", "qmrestore"},
+		action.Resize: {"resize"}, action.Create: {"qmcreate", "qmrestore"}, action.Clone: {"qmclone"},
 		action.Destroy: {"qmdestroy"}, action.SnapshotCreate: {"qmsnapshot"}, action.SnapshotRollback: {"qmrollback"},
 		action.SnapshotDelete: {"qmdelsnapshot"},
 	},
@@ -192,6 +192,10 @@ func (e *Engine) resolve(ctx context.Context, op journal.Op) (res journal.Result
 	if met {
 		return journal.Result{OK: true, Resolution: "recovered: already applied (" + what + ")"}, "", nil
 	}
+	if strings.HasPrefix(what, lockedRemains) {
+		return journal.Result{OK: false, Error: "fate unknown",
+			Resolution: "recovered: fate unknown: no task of this op found and the " + what + " (a task still running, or one that died); not run again, check the guest"}, "", nil
+	}
 	if ambiguous > 0 {
 		return journal.Result{OK: false, Error: "fate unknown",
 			Resolution: fmt.Sprintf("recovered: fate unknown: %d tasks could be this op's and none is provably it (%s); not run again, check the guest", ambiguous, what)}, "", nil
@@ -217,16 +221,27 @@ func (e *Engine) resolve(ctx context.Context, op journal.Op) (res journal.Result
 // started no earlier than the second op began (UPIDs have seconds
 // precision), by this agent's own token, of a type op starts, on its
 // guest, and not recorded in the journal for another op. Exactly one is
-// op's task; none means PVE started none; more is ambiguous.
+// op's task; none means PVE started none; more is ambiguous. A clone's
+// task (qmclone) runs in the name of the guest cloned, not the new one:
+// two clones of one template begun in the same second by ops whose tasks
+// the journal does not hold are ambiguous.
 func (e *Engine) findTask(ctx context.Context, op journal.Op) ([]pve.UPID, error) {
 	types := taskTypes[op.Action.Kind][op.Action.Op]
 	if len(types) == 0 || e.TaskUser == "" {
 		return nil, nil
 	}
+	vmid := op.Action.VMID
+	if op.Action.Op == action.Clone {
+		src, err := strconv.Atoi(op.Action.Params["source"])
+		if err != nil {
+			return nil, nil // never sent: the executor refuses such a clone
+		}
+		vmid = src
+	}
 	since := op.Time.Truncate(time.Second)
-	tasks, err := e.PVE.Tasks(ctx, e.Node, pve.TaskQuery{VMID: op.Action.VMID, Source: "all", Since: since})
+	tasks, err := e.PVE.Tasks(ctx, e.Node, pve.TaskQuery{VMID: vmid, Source: "all", Since: since})
 	if err != nil {
-		return nil, fmt.Errorf("listing tasks of guest %d: %w", op.Action.VMID, err)
+		return nil, fmt.Errorf("listing tasks of guest %d: %w", vmid, err)
 	}
 	var found []pve.UPID
 	for _, t := range tasks {
@@ -234,7 +249,7 @@ func (e *Engine) findTask(ctx context.Context, op journal.Op) ([]pve.UPID, error
 		// Only a task this agent's own token started can be this op's:
 		// another user's task on the same guest must never be taken for
 		// ours (its failed create would otherwise pass for our provenance).
-		if u.User != e.TaskUser || u.ID != fmt.Sprint(op.Action.VMID) || u.Started().Before(since) || !slices.Contains(types, u.Type) {
+		if u.User != e.TaskUser || u.ID != fmt.Sprint(vmid) || u.Started().Before(since) || !slices.Contains(types, u.Type) {
 			continue
 		}
 		if owner, ok := e.Journal.TaskOwner(u.String()); ok && owner != op.ID {
@@ -249,12 +264,17 @@ func (e *Engine) findTask(ctx context.Context, op journal.Op) ([]pve.UPID, error
 // intentMet compares the guest as PVE shows it now with what a should have
 // done. what says what was compared, for the journal.
 func (e *Engine) intentMet(ctx context.Context, a action.Action) (bool, string, error) {
-	status, exists, err := e.guestStatus(ctx, a.VMID, a.Kind)
+	status, lock, exists, err := e.guestStatus(ctx, a.VMID, a.Kind)
 	if err != nil {
 		return false, "", err
 	}
 	switch a.Op {
-	case action.Create:
+	case action.Create, action.Clone:
+		if exists && (lock == "create" || lock == "clone") {
+			// PVE's task still runs, or died and left its remains: this
+			// is not the guest the op asked for, and not provably ours.
+			return false, lockedRemains + lock, nil
+		}
 		return exists, fmt.Sprintf("guest exists: %v", exists), nil
 	case action.Destroy:
 		return !exists, fmt.Sprintf("guest exists: %v", exists), nil
@@ -353,17 +373,21 @@ func (e *Engine) resizeMet(ctx context.Context, a action.Action) (bool, string, 
 	return have >= want, what, nil
 }
 
-func (e *Engine) guestStatus(ctx context.Context, vmid int, kind guest.Kind) (status string, exists bool, err error) {
+// lockedRemains starts intentMet's answer for a create whose guest exists
+// under a create or clone lock.
+const lockedRemains = "guest exists with lock "
+
+func (e *Engine) guestStatus(ctx context.Context, vmid int, kind guest.Kind) (status, lock string, exists bool, err error) {
 	list, err := e.PVE.Guests(ctx, e.Node, kind)
 	if err != nil {
-		return "", false, fmt.Errorf("listing %s guests: %w", kind, err)
+		return "", "", false, fmt.Errorf("listing %s guests: %w", kind, err)
 	}
 	for _, g := range list {
 		if g.VMID == vmid {
-			return g.Status, true, nil
+			return g.Status, g.Lock, true, nil
 		}
 	}
-	return "", false, nil
+	return "", "", false, nil
 }
 
 func (e *Engine) waitOptions() pve.WaitOptions {

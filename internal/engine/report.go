@@ -154,7 +154,7 @@ func (t *tick) report(ctx context.Context) {
 				if !touched[a.VMID] {
 					continue
 				}
-				for _, d := range e.Gate.DecideSplit(a, t.byID[a.VMID].Config, e.provenance(a.VMID, a.Digest)) {
+				for _, d := range e.Gate.DecideSplit(a, t.byID[a.VMID].Config, t.provenance(a.VMID, a.Digest)) {
 					if d.Outcome != gate.Allowed {
 						t.held[a.VMID] = append(t.held[a.VMID], d)
 					}

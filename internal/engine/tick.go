@@ -10,6 +10,7 @@ import (
 	"github.com/steward-pve/steward/internal/guest"
 	"github.com/steward-pve/steward/internal/guestq"
 	"github.com/steward-pve/steward/internal/journal"
+	"github.com/steward-pve/steward/internal/pve"
 	"github.com/steward-pve/steward/internal/signedop"
 )
 
@@ -60,6 +61,12 @@ type tick struct {
 	// signedVMIDs are the guests a signed job changes this tick.
 	signedVMIDs map[int]bool
 	jobResults  map[int]int // index in rep.Jobs → index in rep.Results
+	// fresh says, for the guests a config step touches, whether the agent
+	// created them and they have not run since (create.go).
+	fresh map[int]bool
+	// resources is the cluster's guest list, read once a tick when a
+	// create is due (create.go); nil until then.
+	resources []pve.Resource
 }
 
 // submitted is an action handed to the per-guest queue.
@@ -82,7 +89,7 @@ func (e *Engine) pass(ctx context.Context, want *desired.Host, jobs []signedop.J
 	}
 	// Signed jobs first: they carry operator intent for this exact state.
 	t.signedJobs()
-	t.plan()
+	t.plan(ctx)
 	t.act(ctx)
 	if err := ctx.Err(); err != nil {
 		return t.rep, err

@@ -31,6 +31,7 @@ type PVE interface {
 	SetConfig(ctx context.Context, node string, kind guest.Kind, vmid int, ch pve.ConfigChange) (pve.Result, error)
 	Resize(ctx context.Context, node string, kind guest.Kind, vmid int, disk, size, digest string) (pve.Result, error)
 	Create(ctx context.Context, node string, kind guest.Kind, vmid int, params map[string]string) (pve.Result, error)
+	Clone(ctx context.Context, node string, source, newid int, params map[string]string) (pve.Result, error)
 	Destroy(ctx context.Context, node string, kind guest.Kind, vmid int, o pve.DestroyOptions) (pve.Result, error)
 	SnapshotCreate(ctx context.Context, node string, kind guest.Kind, vmid int, name, description string) (pve.Result, error)
 	SnapshotRollback(ctx context.Context, node string, kind guest.Kind, vmid int, name string) (pve.Result, error)
@@ -44,7 +45,7 @@ type Timeouts struct {
 	Config   time.Duration // default 2m
 	Power    time.Duration // start/stop; default 5m
 	Shutdown time.Duration // extra time beyond the action's own shutdown timeout; default 2m
-	Disk     time.Duration // resize, create, destroy, snapshots; default 30m
+	Disk     time.Duration // resize, create, clone, destroy, snapshots; default 30m
 }
 
 func (t Timeouts) withDefaults() Timeouts {
@@ -169,6 +170,23 @@ func (e *Executor) call(ctx context.Context, a action.Action) (pve.Result, error
 		return c.Resize(ctx, node, k, id, p["disk"], p["size"], a.Digest)
 	case action.Create:
 		return c.Create(ctx, node, k, id, p)
+	case action.Clone:
+		// The action is about the new guest (VMID); PVE's call is made on
+		// the source, in whose name its qmclone task runs.
+		if k != guest.QEMU {
+			return pve.Result{}, fmt.Errorf("%w: clone of a %s guest", ErrUnsupported, k)
+		}
+		src, err := strconv.Atoi(p["source"])
+		if err != nil {
+			return pve.Result{}, fmt.Errorf("executor: clone %d: source %q is not a vmid", id, p["source"])
+		}
+		rest := make(map[string]string, len(p))
+		for key, v := range p {
+			if key != "source" {
+				rest[key] = v
+			}
+		}
+		return c.Clone(ctx, node, src, id, rest)
 	case action.Destroy:
 		return c.Destroy(ctx, node, k, id, pve.DestroyOptions{Purge: p["purge"] == "1", DestroyUnreferencedDisks: p["destroy-unreferenced-disks"] == "1"})
 	case action.SnapshotCreate:

@@ -175,21 +175,27 @@ func TestProvenance(t *testing.T) {
 		{"no ops", nil, Provenance{}},
 		{"other vmid created", []step{ended(createOp("c", 106), false)}, Provenance{}},
 		{"create in flight", []step{{op: create("c")}}, Provenance{CreatedByAgent: true, CreateOpID: "c"}},
-		{"create succeeded", []step{ended(create("c"), true)}, Provenance{CreatedByAgent: true, CreateOpID: "c"}},
+		{"create succeeded", []step{ended(create("c"), true)}, Provenance{CreatedByAgent: true, CreateOpID: "c", Created: true}},
+		{"clone succeeded", []step{ended(cloneGuestOp("c", vm), true)}, Provenance{CreatedByAgent: true, CreateOpID: "c", Created: true}},
+		{"clone failed leaving remains", []step{{op: cloneGuestOp("c", vm), end: true, remains: "77aa"}}, Provenance{CreatedByAgent: true, CreateFailed: true, CreateOpID: "c", RemainsDigest: "77aa"}},
+		{"create succeeded, then configured", []step{ended(create("c"), true), ended(simpleOp("s", action.SetConfig, vm), true)}, Provenance{CreatedByAgent: true, CreateOpID: "c", Created: true}},
+		{"create succeeded, then started", []step{ended(create("c"), true), ended(simpleOp("s", action.Start, vm), false)}, Provenance{CreatedByAgent: true, CreateOpID: "c", Created: true, Started: true}},
+		{"create succeeded, reboot in flight", []step{ended(create("c"), true), {op: simpleOp("s", action.Reboot, vm)}}, Provenance{CreatedByAgent: true, CreateOpID: "c", Created: true, Started: true}},
+		{"started before the create", []step{ended(simpleOp("s", action.Start, vm), true), ended(create("c"), true)}, Provenance{CreatedByAgent: true, CreateOpID: "c", Created: true}},
 		{"create failed", []step{ended(create("c"), false)}, Provenance{CreatedByAgent: true, CreateFailed: true, CreateOpID: "c"}},
-		{"create failed, later config succeeded", []step{ended(create("c"), false), ended(simpleOp("s", action.SetConfig, vm), true)}, Provenance{CreatedByAgent: true, CreateOpID: "c"}},
-		{"create failed, later start failed", []step{ended(create("c"), false), ended(simpleOp("s", action.Start, vm), false)}, Provenance{CreatedByAgent: true, CreateFailed: true, CreateOpID: "c"}},
-		{"create failed, later start in flight", []step{ended(create("c"), false), {op: simpleOp("s", action.Start, vm)}}, Provenance{CreatedByAgent: true, CreateFailed: true, CreateOpID: "c"}},
+		{"create failed, later config succeeded", []step{ended(create("c"), false), ended(simpleOp("s", action.SetConfig, vm), true)}, Provenance{CreatedByAgent: true, CreateOpID: "c", Created: true}},
+		{"create failed, later start failed", []step{ended(create("c"), false), ended(simpleOp("s", action.Start, vm), false)}, Provenance{CreatedByAgent: true, CreateFailed: true, CreateOpID: "c", Started: true}},
+		{"create failed, later start in flight", []step{ended(create("c"), false), {op: simpleOp("s", action.Start, vm)}}, Provenance{CreatedByAgent: true, CreateFailed: true, CreateOpID: "c", Started: true}},
 		{"create failed, other guest touched", []step{ended(create("c"), false), ended(simpleOp("s", action.Start, vm+1), true)}, Provenance{CreatedByAgent: true, CreateFailed: true, CreateOpID: "c"}},
 		{"create failed, cleaned up by destroy", []step{ended(create("c"), false), ended(simpleOp("d", action.Destroy, vm), true)}, Provenance{}},
 		{"create failed, destroy failed", []step{ended(create("c"), false), ended(simpleOp("d", action.Destroy, vm), false)}, Provenance{CreatedByAgent: true, CreateFailed: true, CreateOpID: "c"}},
 		{"destroyed, then recreated and failed", []step{ended(create("c1"), true), ended(simpleOp("d", action.Destroy, vm), true), ended(create("c2"), false)}, Provenance{CreatedByAgent: true, CreateFailed: true, CreateOpID: "c2"}},
 		{"op begun before the create ends OK after it failed", []step{{op: simpleOp("s", action.Stop, vm)}, ended(create("c"), false), {op: Op{ID: "s"}, ok: true, end: true}}, Provenance{CreatedByAgent: true, CreateFailed: true, CreateOpID: "c"}},
 		{"create failed leaving remains", []step{{op: create("c"), end: true, remains: "9f0c"}}, Provenance{CreatedByAgent: true, CreateFailed: true, CreateOpID: "c", RemainsDigest: "9f0c"}},
-		{"create succeeded, remains digest ignored", []step{{op: create("c"), end: true, ok: true, remains: "9f0c"}}, Provenance{CreatedByAgent: true, CreateOpID: "c"}},
+		{"create succeeded, remains digest ignored", []step{{op: create("c"), end: true, ok: true, remains: "9f0c"}}, Provenance{CreatedByAgent: true, CreateOpID: "c", Created: true}},
 		{"create refused before PVE started a task", []step{{op: create("c"), end: true, noTask: true}}, Provenance{}},
 		{"create refused, destroy attempt", []step{{op: create("c"), end: true, noTask: true}, ended(simpleOp("d", action.Destroy, vm), false)}, Provenance{}},
-		{"op begun after the create, in flight across compaction, ends OK", []step{ended(create("c"), false), {op: simpleOp("s", action.Start, vm)}, {op: Op{ID: "s"}, ok: true, end: true}}, Provenance{CreatedByAgent: true, CreateOpID: "c"}},
+		{"op begun after the create, in flight across compaction, ends OK", []step{ended(create("c"), false), {op: simpleOp("s", action.Start, vm)}, {op: Op{ID: "s"}, ok: true, end: true}}, Provenance{CreatedByAgent: true, CreateOpID: "c", Created: true, Started: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -203,13 +209,13 @@ func TestProvenance(t *testing.T) {
 				if !begun[s.op.ID] {
 					must(t, j.Begin(s.op))
 					begun[s.op.ID] = true
-					if s.op.Action.Op == action.Create && !s.noTask {
+					if isCreate(s.op.Action.Op) && !s.noTask {
 						must(t, j.Task(s.op.ID, fmt.Sprintf("UPID:pve-a:0000A1B3:0001C3E0:67D3F6F0:qmcreate:%d:steward@pve!agent:", vm)))
 					}
 				}
 				if s.end {
 					must(t, j.End(s.op.ID, Result{OK: s.ok, RemainsDigest: s.remains}))
-					if s.op.Action.Op == action.Create && !s.ok {
+					if isCreate(s.op.Action.Op) && !s.ok {
 						failedAt = clk.Now().UTC()
 					}
 				}
@@ -245,6 +251,6 @@ func TestProvenance(t *testing.T) {
 
 // noTime drops FailedAt, which TestProvenance checks on its own.
 func noTime(p Provenance) Provenance {
-	p.FailedAt = time.Time{}
+	p.FailedAt, p.At = time.Time{}, time.Time{}
 	return p
 }

@@ -63,6 +63,12 @@ func configOp(id string, vmid int, key string) Op {
 	}
 }
 
+// cloneGuestOp is a reconcile clone of template 9000 into vmid.
+func cloneGuestOp(id string, vmid int) Op {
+	return Op{ID: id, Source: "reconcile", Host: "pve-a", IdemKey: "clone-" + id,
+		Action: action.Action{Op: action.Clone, VMID: vmid, Kind: guest.QEMU, Params: map[string]string{"source": "9000", "full": "1"}}}
+}
+
 func createOp(id string, vmid int) Op {
 	return Op{
 		ID:      id,
@@ -91,7 +97,7 @@ func summary(j *Journal, keys []string, vmids []int) string {
 	}
 	for _, v := range vmids {
 		p := j.Provenance(v)
-		p.FailedAt = time.Time{} // a time, not state: checked in TestProvenance
+		p.FailedAt, p.At = time.Time{}, time.Time{} // times, not state: checked in TestProvenance
 		fmt.Fprintf(&b, "provenance %d=%+v\n", v, p)
 	}
 	return b.String()

@@ -353,7 +353,7 @@ func (j *Journal) Provenance(vmid int) Provenance {
 		return Provenance{}
 	}
 	out := Provenance{CreatedByAgent: true, CreateFailed: p.ended && p.failed, CreateOpID: p.createOp,
-		Created: p.ended && !p.failed, Started: p.started}
+		Created: p.ended && !p.failed, Started: p.started, At: p.at}
 	if out.CreateFailed {
 		out.FailedAt, out.RemainsDigest = p.at, p.remains
 	}

@@ -131,10 +131,10 @@ func TestGolden(t *testing.T) {
 		`completed "create-op-2"=false {OK:false ExitStatus: Error: Resolution: RemainsDigest: Retry:false}`,
 		`completed "k-op-3"=false {OK:false ExitStatus: Error: Resolution: RemainsDigest: Retry:false}`,
 		`completed "cfg-103-a"=true {OK:true ExitStatus: Error: Resolution: RemainsDigest: Retry:false}`,
-		`provenance 101={CreatedByAgent:false CreateFailed:false FailedAt:0001-01-01 00:00:00 +0000 UTC RemainsDigest: CreateOpID:}`,
-		`provenance 102={CreatedByAgent:false CreateFailed:false FailedAt:0001-01-01 00:00:00 +0000 UTC RemainsDigest: CreateOpID:}`,
-		`provenance 103={CreatedByAgent:false CreateFailed:false FailedAt:0001-01-01 00:00:00 +0000 UTC RemainsDigest: CreateOpID:}`,
-		`provenance 105={CreatedByAgent:true CreateFailed:true FailedAt:0001-01-01 00:00:00 +0000 UTC RemainsDigest: CreateOpID:op-2}`,
+		`provenance 101={CreatedByAgent:false CreateFailed:false FailedAt:0001-01-01 00:00:00 +0000 UTC RemainsDigest: CreateOpID: At:0001-01-01 00:00:00 +0000 UTC Created:false Started:false}`,
+		`provenance 102={CreatedByAgent:false CreateFailed:false FailedAt:0001-01-01 00:00:00 +0000 UTC RemainsDigest: CreateOpID: At:0001-01-01 00:00:00 +0000 UTC Created:false Started:false}`,
+		`provenance 103={CreatedByAgent:false CreateFailed:false FailedAt:0001-01-01 00:00:00 +0000 UTC RemainsDigest: CreateOpID: At:0001-01-01 00:00:00 +0000 UTC Created:false Started:false}`,
+		`provenance 105={CreatedByAgent:true CreateFailed:true FailedAt:0001-01-01 00:00:00 +0000 UTC RemainsDigest: CreateOpID:op-2 At:0001-01-01 00:00:00 +0000 UTC Created:false Started:false}`,
 	}, "\n") + "\n"
 	if compactedSum != want {
 		t.Errorf("compacted journal answers:\ngot  %s\nwant %s", compactedSum, want)

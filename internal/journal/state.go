@@ -79,8 +79,11 @@ type Provenance struct {
 	RemainsDigest string
 	// CreateOpID is the id of the latest create op for the vmid.
 	CreateOpID string
-	// Created is true when that create op ended successfully: PVE made
-	// the guest the agent asked for.
+	// At is when that create op began, or ended once it has.
+	At time.Time
+	// Created is true when that create op ended successfully (PVE made
+	// the guest the agent asked for), or failed and a later op on the
+	// guest succeeded.
 	Created bool
 	// Started is true when a start or reboot of the guest began (from any
 	// source) after that create op: the guest may have run since it was

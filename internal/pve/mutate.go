@@ -231,6 +231,38 @@ func (c *Client) Create(ctx context.Context, node string, kind guest.Kind, vmid 
 	return c.mutate(ctx, http.MethodPost, pathOf("nodes", node, string(kind)), p)
 }
 
+// cloneParams are the parameters Clone passes on (PVE's clone_vm takes
+// these besides node, vmid and newid; target, another node, is left to
+// migration).
+var cloneParams = map[string]bool{"full": true, "storage": true, "name": true, "pool": true, "format": true,
+	"description": true, "snapname": true, "bwlimit": true}
+
+// Clone clones QEMU guest source into the new guest newid (POST
+// /nodes/{node}/qemu/{source}/clone, task qmclone, whose UPID names the
+// source's vmid). params are PVE's clone parameters (full, storage, name,
+// pool, format, description, snapname, bwlimit); any other is an error
+// before anything is sent. A taken newid fails synchronously ("… config
+// file already exists").
+func (c *Client) Clone(ctx context.Context, node string, source, newid int, params map[string]string) (Result, error) {
+	if err := checkGuest(node, guest.QEMU, source); err != nil {
+		return Result{}, err
+	}
+	if err := checkGuest(node, guest.QEMU, newid); err != nil {
+		return Result{}, err
+	}
+	if source == newid {
+		return Result{}, fmt.Errorf("pve: clone of guest %d onto itself", source)
+	}
+	p := url.Values{"newid": {strconv.Itoa(newid)}}
+	for k, v := range params {
+		if !cloneParams[k] {
+			return Result{}, fmt.Errorf("pve: %q is not a clone parameter", truncate(k, 40))
+		}
+		p.Set(k, v)
+	}
+	return c.mutate(ctx, http.MethodPost, guestPath(node, guest.QEMU, source, "clone"), p)
+}
+
 // Destroy deletes a guest and its owned disks (DELETE …/{vmid}).
 func (c *Client) Destroy(ctx context.Context, node string, kind guest.Kind, vmid int, o DestroyOptions) (Result, error) {
 	if err := checkGuest(node, kind, vmid); err != nil {

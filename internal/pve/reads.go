@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/steward-pve/steward/internal/guest"
 )
@@ -297,6 +298,26 @@ func (c *Client) Storage(ctx context.Context, node string) ([]Storage, error) {
 		return nil, err
 	}
 	return getList(ctx, c, pathOf("nodes", node, "storage"), nil, wireStorage.storage)
+}
+
+// VolumeInfo returns GET /nodes/{node}/storage/{storage}/content/{volume}
+// for volid ("STORAGE:NAME"): the volume's path, size and format. A volume
+// that does not exist is an *APIError (500: the storage plugin cannot size
+// it); reading one needs Datastore.Allocate on the storage for most
+// content types (403 otherwise).
+func (c *Client) VolumeInfo(ctx context.Context, node, volid string) (Volume, error) {
+	if err := checkNode(node); err != nil {
+		return Volume{}, err
+	}
+	sid, name, ok := strings.Cut(volid, ":")
+	if !ok || sid == "" || name == "" {
+		return Volume{}, fmt.Errorf("pve: volume id %q is not STORAGE:NAME", truncate(volid, 80))
+	}
+	w, err := get[wireVolume](ctx, c, pathOf("nodes", node, "storage", sid, "content", volid), nil)
+	if err != nil {
+		return Volume{}, err
+	}
+	return Volume{Path: string(w.Path), Size: int64(w.Size), Format: string(w.Format)}, nil
 }
 
 // Snapshots returns GET …/{vmid}/snapshot, including PVE's "current"

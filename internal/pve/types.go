@@ -443,6 +443,20 @@ func (w wireTaskSummary) summary() TaskSummary {
 	return s
 }
 
+// Volume is GET …/storage/{storage}/content/{volume}: where a volume is
+// and how big.
+type Volume struct {
+	Path   string
+	Size   int64
+	Format string
+}
+
+type wireVolume struct {
+	Path   flexString `json:"path"`
+	Size   flexInt    `json:"size"`
+	Format flexString `json:"format"`
+}
+
 // Storage is one row of GET /nodes/{node}/storage.
 type Storage struct {
 	Storage      string
