@@ -412,6 +412,10 @@ func (j *judge) judgeAttach(k string, nd drive, note string) {
 		j.bad(fmt.Sprintf("%s: attaches existing volume %s as a cdrom (it may belong to another guest)%s", k, nd.volume, note))
 	case isAllocation(nd.volume):
 		j.ok(fmt.Sprintf("%s: allocates a new volume %s%s", k, nd.volume, note))
+	case j.a.Kind == guest.QEMU && isCloudinitAllocation(nd.volume):
+		// qemu-server's create_disks allocates vm-<vmid>-cloudinit for
+		// STORAGE:cloudinit and makes it a cdrom, media= or not.
+		j.ok(fmt.Sprintf("%s: allocates a new cloud-init drive on %s%s", k, strings.TrimSuffix(nd.volume, ":cloudinit"), note))
 	case nd.volume == "none" && j.a.Kind == guest.QEMU:
 		j.ok(fmt.Sprintf("%s: adds a drive without a volume%s", k, note))
 	case strings.HasPrefix(nd.volume, "/"):
@@ -436,6 +440,13 @@ func (j *judge) safeCdrom(vol string) bool {
 		return true
 	}
 	return name == "cloudinit" || name == fmt.Sprintf("vm-%d-cloudinit", j.a.VMID)
+}
+
+// isCloudinitAllocation reports whether vol is STORAGE:cloudinit, QEMU's
+// syntax for a new cloud-init drive.
+func isCloudinitAllocation(vol string) bool {
+	storage, name, ok := strings.Cut(vol, ":")
+	return ok && name == "cloudinit" && storage != "" && !strings.ContainsAny(storage, " \t\n\r\f\v/")
 }
 
 // isAllocation reports whether vol is PVE's new-volume syntax

@@ -24,7 +24,7 @@ var (
 	// lvmNameRE is LVMPlugin/LvmThinPlugin parse_volname.
 	lvmNameRE = regexp.MustCompile(`^((vm|base)-(\d+)-\S+)$`)
 	// Plugin::parse_volname for directory storages (abridged to images,
-	// ISO images, container templates and backups).
+	// ISO images, container templates, snippets and backups).
 	dirImageRE  = regexp.MustCompile(`^(\d+)/(\S+)$`)
 	dirImgName  = regexp.MustCompile(`^((base-)?[^/\s]+\.(raw|qcow2|vmdk|subvol))$`)
 	dirISORE    = regexp.MustCompile(`(?i)^iso/([^/]+\.(iso|img))$`)
@@ -67,6 +67,9 @@ func parseVolName(st storageDef, volname string) (volName, error) {
 	if m := dirVztmplRE.FindStringSubmatch(volname); m != nil {
 		return volName{vtype: "vztmpl", name: m[1], format: "t" + m[2], path: dirPath + "/template/cache/" + m[1]}, nil
 	}
+	if m := snippetRE.FindStringSubmatch(volname); m != nil {
+		return volName{vtype: "snippets", name: m[1], format: "raw", path: dirPath + "/snippets/" + m[1]}, nil
+	}
 	if m := dirBackupRE.FindStringSubmatch(volname); m != nil {
 		return volName{vtype: "backup", name: m[1], path: dirPath + "/dump/" + m[1]}, nil
 	}
@@ -82,8 +85,9 @@ func parseVolName(st storageDef, volname string) (volName, error) {
 // exist fails where the storage plugin fails to size it (LVM-thin: lvs
 // finds no logical volume; directory: no format).
 //
-// A volume exists while a guest's config, one of its snapshots or an
-// unusedN entry names it; its size is the size= the config records, or
+// A snippet exists once added (AddSnippet), with its content's length as
+// its size. Another volume exists while a guest's config, one of its
+// snapshots or an unusedN entry names it; its size is the size= the config records, or
 // the real size where a config write left size= claiming another
 // (resize.go). used is 0, as LVM-thin reports it; a directory image would
 // report its allocated bytes, which the simulator does not model.
@@ -130,6 +134,11 @@ func (s *Sim) getVolume(q *request) response {
 	}
 	s.mu.Lock()
 	size, found := s.volumeSizeLocked(volid)
+	if vn.vtype == "snippets" {
+		var content string
+		content, found = s.snippets[volid]
+		size = int64(len(content))
+	}
 	s.mu.Unlock()
 	if !found {
 		if st.typ == "lvmthin" {
@@ -137,7 +146,7 @@ func (s *Sim) getVolume(q *request) response {
 		}
 		return fail(500, "volume_size_info on '%s' failed - no format", volid)
 	}
-	if size == 0 && vn.format != "subvol" {
+	if size == 0 && vn.format != "subvol" && vn.vtype != "snippets" {
 		return fail(500, "volume '%s' has size zero", volid)
 	}
 	return reply(map[string]any{"path": vn.path, "size": size, "used": 0, "format": vn.format})

@@ -98,6 +98,9 @@ func TestVolumeInfo(t *testing.T) {
 	delete(dirVM.Config, "scsi1")
 	ts.addGuest(dirVM)
 	ts.s.AddToken("audit@pve!ro", "s3cret", map[string][]string{"/storage": {"Datastore.Audit"}, "/vms": {"VM.Audit"}})
+	if err := ts.s.AddSnippet("local:snippets/user.yaml", "#cloud-config\n"); err != nil {
+		t.Fatal(err)
+	}
 	schema := returnsSchema(t, "/nodes/{node}/storage/{storage}/content/{volume}", "GET")
 
 	ok := []struct {
@@ -114,6 +117,9 @@ func TestVolumeInfo(t *testing.T) {
 			map[string]any{"path": "/var/lib/vz/images/150/vm-150-disk-0.qcow2", "size": json.Number("2147483648"), "used": json.Number("0"), "format": "qcow2"}},
 		{"/nodes/pve/storage/local/content/" + url.PathEscape("local:150/vm-150-disk-0.qcow2"),
 			map[string]any{"path": "/var/lib/vz/images/150/vm-150-disk-0.qcow2", "size": json.Number("2147483648"), "used": json.Number("0"), "format": "qcow2"}},
+		// A cloud-init snippet (the agent checks cicustom's exist).
+		{"/nodes/pve/storage/local/content/" + url.PathEscape("local:snippets/user.yaml"),
+			map[string]any{"path": "/var/lib/vz/snippets/user.yaml", "size": json.Number("14"), "format": "raw"}},
 	}
 	for _, tc := range ok {
 		r := ts.do("GET", tc.path, nil)
@@ -145,6 +151,10 @@ func TestVolumeInfo(t *testing.T) {
 		{"missing file", "", "/nodes/pve/storage/local/content/local:150/vm-150-disk-7.qcow2", 500,
 			"volume_size_info on 'local:150/vm-150-disk-7.qcow2' failed - no format", nil},
 		{"unknown storage", "", "/nodes/pve/storage/nfs1/content/nfs1:vm-101-disk-0", 500, "storage 'nfs1' does not exist", nil},
+		{"missing snippet", "", "/nodes/pve/storage/local/content/local:snippets/none.yaml", 500,
+			"volume_size_info on 'local:snippets/none.yaml' failed - no format", nil},
+		{"audit is not enough for snippets", "audit@pve!ro=s3cret", "/nodes/pve/storage/local/content/local:snippets/user.yaml", 403,
+			"Permission check failed (/storage/local, Datastore.Allocate)", nil},
 		{"not an lvm name", "", "/nodes/pve/storage/local-lvm/content/local-lvm:disk0", 500, "unable to parse lvm volume name 'disk0'", nil},
 		{"unknown node", "", "/nodes/pve2/storage/local-lvm/content/local-lvm:vm-101-disk-0", 500,
 			"hostname lookup 'pve2' failed - failed to get address info for: pve2: Name or service not known", nil},
