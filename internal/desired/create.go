@@ -61,7 +61,11 @@ func (c *Create) IsClone() bool { return c != nil && c.Clone != 0 }
 var (
 	qemuCreateDiskRE = regexp.MustCompile(`^(scsi([0-9]|[12][0-9]|30)|virtio([0-9]|1[0-5])|sata[0-5]|ide[0-3]|efidisk0|tpmstate0|cdrom)$`)
 	lxcCreateDiskRE  = regexp.MustCompile(`^(rootfs|mp([0-9]|[1-9][0-9]|1[0-9][0-9]|2[0-4][0-9]|25[0-5]))$`)
-	ostemplateRE     = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9\-_.]*[a-zA-Z0-9]:vztmpl/[^/\x00]+$`)
+	// poolRE is pve-access-control's verify_poolname (nested pools, at
+	// most three levels, since PVE 8.1); pveschema does not check the
+	// pve-poolid format.
+	poolRE       = regexp.MustCompile(`^[A-Za-z0-9.\-_]+(/[A-Za-z0-9.\-_]+){0,2}$`)
+	ostemplateRE = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9\-_.]*[a-zA-Z0-9]:vztmpl/[^/\x00]+$`)
 )
 
 // validateCreate checks a guest's create block.
@@ -131,6 +135,9 @@ func (g *Guest) validateCreate(errs *errList, gp string, at func(string) int) {
 		if msg := checkCreateParam(g.Kind, c.IsClone(), f.field, f.v); msg != "" {
 			errs.add(p(f.field), at(p(f.field)), "%s", msg)
 		}
+	}
+	if c.Pool != "" && !poolRE.MatchString(c.Pool) {
+		errs.add(p("pool"), at(p("pool")), "invalid value %q: pool name '%s' contains invalid characters", c.Pool, c.Pool)
 	}
 	re := qemuCreateDiskRE
 	if g.Kind == guest.LXC {

@@ -33,6 +33,9 @@ func FuzzParse(f *testing.F) {
 		"apiVersion: steward/v1\nkind: Fleet\nhosts:\n  h:\n    guests:\n      100:\n        config: {swap: 512, net0: 'name=eth0,bridge=vmbr0', onboot: yes, cpulimit: 1.50}\n",
 		"apiVersion: steward/v1\nkind: Fleet\nhosts:\n  h:\n    guests:\n      100:\n        kind: lxc\n        config: {rootfs: 'local-lvm:vm-100-disk-0,size=8G', mp0: 'local:1,mp=/x', cores: 0x10, memory: 017}\n",
 		`{"apiVersion":"steward/v1","kind":"Fleet","hosts":{"h":{"guests":{"100":{"config":{"cores":1e3,"cpulimit":-0.0,"scsi31":"x"}}}}}}`,
+		"apiVersion: steward/v1\nkind: Fleet\nhosts:\n  h:\n    guests:\n      120:\n        kind: qemu\n        create: {clone: 9000, full: true, storage: local-lvm, pool: a/b}\n        config: {sshkeys: [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOldEEHXRJbKuE453AGQyJq8GVUpkK1aV9xjsaW3kdJ0 op\"], ciuser: admin}\n",
+		"apiVersion: steward/v1\nkind: Fleet\nhosts:\n  h:\n    guests:\n      130:\n        kind: lxc\n        create: {ostemplate: 'local:vztmpl/d.tar.zst', disks: {rootfs: 'local-lvm:8', scsi0: x}}\n",
+		`{"apiVersion":"steward/v1","kind":"Fleet","hosts":{"h":{"guests":{"121":{"kind":"qemu","create":{"disks":{"scsi0":"local-lvm:32"},"full":false,"clone":0}}}}}}`,
 	} {
 		f.Add([]byte(s))
 	}
