@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/json"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/steward-pve/steward/internal/hub"
@@ -28,6 +30,17 @@ type testHub struct {
 	Token       string // operator "admin"
 	Store       store.Store
 	Server      *hub.Server
+
+	mu     sync.Mutex
+	before func(r *http.Request) // called before the hub serves each request
+}
+
+// intercept makes f run before the hub serves each request (nil: none),
+// for tests that need another operator to act at an exact moment.
+func (h *testHub) intercept(f func(r *http.Request)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.before = f
 }
 
 func newTestHub(t *testing.T) *testHub {
@@ -52,7 +65,17 @@ func newTestHub(t *testing.T) *testHub {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(h.Handler())
+	th := &testHub{Store: st, Server: h, Token: tok}
+	handler := h.Handler()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		th.mu.Lock()
+		f := th.before
+		th.mu.Unlock()
+		if f != nil {
+			f(r)
+		}
+		handler.ServeHTTP(w, r)
+	}))
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	srv.StartTLS()
 	t.Cleanup(func() {
@@ -60,7 +83,8 @@ func newTestHub(t *testing.T) *testHub {
 		srv.Close()
 		st.Close()
 	})
-	return &testHub{URL: srv.URL, Fingerprint: tlspin.Of(srv.Certificate().Raw), Token: tok, Store: st, Server: h}
+	th.URL, th.Fingerprint = srv.URL, tlspin.Of(srv.Certificate().Raw)
+	return th
 }
 
 // opEnv is one operator's workstation: a config file path.

@@ -36,6 +36,10 @@ type PlanStepJSON struct {
 	Class   string        `json:"class"`
 	Reason  string        `json:"reason,omitempty"`
 	Changes []wire.Change `json:"changes,omitempty"`
+	// Destroys names what a destructive step would destroy or overwrite
+	// (disk and mount point keys); empty when the whole action is (a
+	// destroy, a rollback) or the step is benign.
+	Destroys []string `json:"destroys,omitempty"`
 }
 
 // PlanGuestJSON is one desired guest's planned status.
@@ -85,6 +89,15 @@ func (s *Server) plan(w http.ResponseWriter, r *http.Request) {
 		}
 		want = doc.ForHost(host)
 	}
+	out := PlanReport(host, d.Generation, want, wr)
+	writeJSON(w, http.StatusOK, out)
+}
+
+// PlanReport runs the shared planner on the guests of report wr toward
+// want (nil: no desired state) of generation gen: what GET …/plan serves,
+// and what `steward apply` shows for a document before storing it.
+// Classes are the classifier's without provenance.
+func PlanReport(host string, gen int64, want *desired.Host, wr wire.Report) PlanJSON {
 	actual := make([]guest.Observed, len(wr.Guests))
 	configs := map[int]guest.Config{}
 	for i, g := range wr.Guests {
@@ -93,14 +106,18 @@ func (s *Server) plan(w http.ResponseWriter, r *http.Request) {
 		configs[g.VMID] = actual[i].Config
 	}
 	p := plan.Diff(want, actual, plan.Options{})
-	out := PlanJSON{Host: host, DesiredGeneration: d.Generation, ReportTime: wr.Time, Steps: []PlanStepJSON{}, Guests: []PlanGuestJSON{}, Text: p.Render()}
+	out := PlanJSON{Host: host, DesiredGeneration: gen, ReportTime: wr.Time, Steps: []PlanStepJSON{}, Guests: []PlanGuestJSON{}, Text: p.Render()}
 	for _, st := range p.Steps {
 		v := classify.Classify(st.Action, configs[st.Action.VMID], classify.Provenance{})
 		a := wire.Action{Op: string(st.Action.Op), VMID: st.Action.VMID, Kind: string(st.Action.Kind), Params: st.Action.Params, Digest: st.Action.Digest}
-		out.Steps = append(out.Steps, PlanStepJSON{Action: a, Class: string(v.Class), Reason: v.Reason, Changes: changes(st.Changes)})
+		step := PlanStepJSON{Action: a, Class: string(v.Class), Reason: v.Reason, Changes: changes(st.Changes)}
+		if v.Class == classify.Destructive {
+			step.Destroys = v.Keys
+		}
+		out.Steps = append(out.Steps, step)
 	}
 	for _, g := range p.Guests {
 		out.Guests = append(out.Guests, PlanGuestJSON{VMID: g.VMID, Phase: string(g.Phase), Drift: changes(g.Drift), Error: g.Err, Lock: g.Lock})
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out
 }
