@@ -54,3 +54,35 @@ func BenchmarkParse(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAgentStart measures what a starting agent pays for the schema:
+// the parse plus the two guest-config schemas desired state is checked
+// against. Against BenchmarkParseAll it shows what lazy method building
+// saves.
+func BenchmarkAgentStart(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		s, err := parse(apidata)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, k := range []string{"qemu", "lxc"} {
+			if _, err := s.GuestConfig(k); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// BenchmarkParseAll is parse plus building every method (what the
+// simulator ends up doing).
+func BenchmarkParseAll(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		s, err := parse(apidata)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.Methods()
+	}
+}

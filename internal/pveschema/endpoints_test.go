@@ -274,3 +274,29 @@ func TestLookupEveryMethod(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryMethodBuilds builds each method of the embedded schema from its
+// JSON. Methods are built lazily and a failure panics at first use
+// (entry.method), so this test is what keeps that panic unreachable.
+func TestEveryMethodBuilds(t *testing.T) {
+	s, err := parse(apidata)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pc patternCache
+	n := 0
+	for key, e := range s.methods {
+		m, err := e.build(&pc)
+		if err != nil {
+			t.Errorf("%s: %v", key, err)
+			continue
+		}
+		if m.HTTPMethod+" "+m.Path != key {
+			t.Errorf("%s built as %s %s", key, m.HTTPMethod, m.Path)
+		}
+		n++
+	}
+	if n < 500 {
+		t.Errorf("built %d methods; the PVE 8/9 schema has over 500", n)
+	}
+}

@@ -302,10 +302,30 @@ func TestLookupLiteralWins(t *testing.T) {
 	}
 }
 
+// TestParseRejectsCorruptSchema: a corrupt tree fails parse; a corrupt
+// method fails its build (methods are built on first use, and
+// TestEveryMethodBuilds builds every embedded one).
 func TestParseRejectsCorruptSchema(t *testing.T) {
 	for _, in := range []string{``, `{`, `[]`, `[{"path":"/a","info":{"GET":{"parameters":{"properties":{"x":{"minimum":"abc"}}}}}}]`} {
-		if _, err := parse([]byte(in)); err == nil || !strings.HasPrefix(err.Error(), "pveschema: ") {
+		err := parseAndBuild([]byte(in))
+		if err == nil || !strings.HasPrefix(err.Error(), "pveschema: ") {
 			t.Errorf("parse(%q) error = %v; want a pveschema: error", in, err)
 		}
 	}
+}
+
+// parseAndBuild parses data and builds every method, returning the first
+// error.
+func parseAndBuild(data []byte) error {
+	s, err := parse(data)
+	if err != nil {
+		return err
+	}
+	var pc patternCache
+	for _, e := range s.methods {
+		if _, err := e.build(&pc); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -22,7 +22,11 @@ var apidata []byte
 type Schema struct {
 	root *routeNode
 	// methods holds every method, keyed by "METHOD /path/{template}".
-	methods map[string]*Method
+	// A method is built from its JSON on first use (see entry): a
+	// process that needs a few methods (the agent) does not pay for all.
+	methods map[string]*entry
+	// patterns caches compiled Perl patterns across methods.
+	patterns patternCache
 
 	configOnce sync.Once
 	configs    map[string]*GuestConfig // by kind; see GuestConfig
@@ -124,8 +128,8 @@ func (m *Method) ParamNames() []string {
 // Methods returns every method in the schema, sorted by path then method.
 func (s *Schema) Methods() []*Method {
 	out := make([]*Method, 0, len(s.methods))
-	for _, m := range s.methods {
-		out = append(out, m)
+	for _, e := range s.methods {
+		out = append(out, e.method(&s.patterns))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Path != out[j].Path {
@@ -139,15 +143,18 @@ func (s *Schema) Methods() []*Method {
 // Method returns the method for an HTTP method and a path template such as
 // "/nodes/{node}/qemu"; ok is false if the schema has no such method.
 func (s *Schema) Method(httpMethod, template string) (m *Method, ok bool) {
-	m, ok = s.methods[httpMethod+" "+template]
-	return m, ok
+	e, ok := s.methods[httpMethod+" "+template]
+	if !ok {
+		return nil, false
+	}
+	return e.method(&s.patterns), true
 }
 
 type routeNode struct {
 	literal map[string]*routeNode
 	varName string // name of the {var} child, "" if none
 	varNode *routeNode
-	methods map[string]*Method
+	methods map[string]*entry
 }
 
 // Lookup finds the method serving httpMethod on a concrete path below
@@ -164,14 +171,14 @@ func (s *Schema) Lookup(httpMethod, path string) (m *Method, pathVars map[string
 		}
 	}
 	vars := map[string]string{}
-	m = s.root.find(httpMethod, segs, vars)
-	if m == nil {
+	e := s.root.find(httpMethod, segs, vars)
+	if e == nil {
 		return nil, nil, false
 	}
-	return m, vars, true
+	return e.method(&s.patterns), vars, true
 }
 
-func (n *routeNode) find(httpMethod string, segs []string, vars map[string]string) *Method {
+func (n *routeNode) find(httpMethod string, segs []string, vars map[string]string) *entry {
 	if len(segs) == 0 {
 		return n.methods[httpMethod]
 	}
@@ -202,10 +209,12 @@ func Load() (*Schema, error) {
 	return loadSchema, loadErr
 }
 
+// rawNode is the schema's tree with each method kept as its JSON, built
+// into a Method on first use.
 type rawNode struct {
-	Path     string               `json:"path"`
-	Info     map[string]rawMethod `json:"info"`
-	Children []rawNode            `json:"children"`
+	Path     string                     `json:"path"`
+	Info     map[string]json.RawMessage `json:"info"`
+	Children []rawNode                  `json:"children"`
 }
 
 type rawMethod struct {
@@ -243,24 +252,22 @@ type rawProp struct {
 	KeyAlias    string          `json:"keyAlias"`
 }
 
+// parse reads the schema's tree: every path and method, each method's
+// JSON kept whole and built on first use. The embedded file is fixed at
+// build time and every method of it is built by the package's tests, so
+// a method that fails to build is a broken binary (see entry.method).
 func parse(data []byte) (*Schema, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
 	var roots []rawNode
-	if err := dec.Decode(&roots); err != nil {
+	if err := json.Unmarshal(data, &roots); err != nil {
 		return nil, fmt.Errorf("pveschema: decode embedded apidata.json: %w (the embedded file is corrupt; restore it from pve-docs)", err)
 	}
-	s := &Schema{root: &routeNode{}, methods: map[string]*Method{}}
-	cache := map[string]*regexp.Regexp{} // compiled patterns, shared
+	s := &Schema{root: &routeNode{}, methods: map[string]*entry{}}
 	var walk func(n *rawNode) error
 	walk = func(n *rawNode) error {
-		for hm, rm := range n.Info {
-			m, err := buildMethod(hm, n.Path, &rm, cache)
-			if err != nil {
-				return err
-			}
-			s.methods[hm+" "+n.Path] = m
-			if err := s.root.add(n.Path, m); err != nil {
+		for hm, raw := range n.Info {
+			e := &entry{hm: hm, path: n.Path, raw: raw}
+			s.methods[hm+" "+n.Path] = e
+			if err := s.root.add(n.Path, hm, e); err != nil {
 				return err
 			}
 		}
@@ -282,7 +289,66 @@ func parse(data []byte) (*Schema, error) {
 	return s, nil
 }
 
-func (n *routeNode) add(path string, m *Method) error {
+// entry is one method of the schema, built from its JSON on first use.
+// Safe for concurrent use.
+type entry struct {
+	hm, path string
+	raw      json.RawMessage
+	once     sync.Once
+	m        *Method
+}
+
+// method returns the built Method. A method whose JSON does not build
+// panics: the schema is embedded at build time and TestEveryMethodBuilds
+// builds each one, so this is a corrupt binary, not bad input.
+func (e *entry) method(pc *patternCache) *Method {
+	e.once.Do(func() {
+		m, err := e.build(pc)
+		if err != nil {
+			panic(fmt.Sprintf("%v (the embedded apidata.json is corrupt; rebuild steward from a clean checkout)", err))
+		}
+		e.m, e.raw = m, nil
+	})
+	return e.m
+}
+
+func (e *entry) build(pc *patternCache) (*Method, error) {
+	dec := json.NewDecoder(bytes.NewReader(e.raw))
+	dec.UseNumber() // exact bounds: see exactBounds
+	var rm rawMethod
+	if err := dec.Decode(&rm); err != nil {
+		return nil, fmt.Errorf("pveschema: %s %s: %w", e.hm, e.path, err)
+	}
+	return buildMethod(e.hm, e.path, &rm, pc)
+}
+
+// patternCache holds compiled Perl patterns by source; safe for
+// concurrent use.
+type patternCache struct {
+	mu sync.Mutex
+	m  map[string]*regexp.Regexp
+}
+
+// get returns pat compiled anchored (m/^pat$/, as PVE matches a
+// parameter's pattern), or nil if it does not compile.
+func (c *patternCache) get(pat string) *regexp.Regexp {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if re, ok := c.m[pat]; ok {
+		return re
+	}
+	re, err := compilePerl("^" + pat + "$")
+	if err != nil {
+		re = nil
+	}
+	if c.m == nil {
+		c.m = map[string]*regexp.Regexp{}
+	}
+	c.m[pat] = re
+	return re
+}
+
+func (n *routeNode) add(path, httpMethod string, e *entry) error {
 	cur := n
 	for _, seg := range strings.Split(path, "/") {
 		if seg == "" {
@@ -309,13 +375,13 @@ func (n *routeNode) add(path string, m *Method) error {
 		cur = c
 	}
 	if cur.methods == nil {
-		cur.methods = map[string]*Method{}
+		cur.methods = map[string]*entry{}
 	}
-	cur.methods[m.HTTPMethod] = m
+	cur.methods[httpMethod] = e
 	return nil
 }
 
-func buildMethod(hm, path string, rm *rawMethod, cache map[string]*regexp.Regexp) (*Method, error) {
+func buildMethod(hm, path string, rm *rawMethod, cache *patternCache) (*Method, error) {
 	m := &Method{
 		HTTPMethod:  hm,
 		Path:        path,
@@ -374,7 +440,7 @@ var numberedMax = map[string]int{
 	"ide": 3, "sata": 5, "scsi": 30, "virtio": 15,
 }
 
-func buildParam(name string, rp *rawProp, cache map[string]*regexp.Regexp) (*Param, error) {
+func buildParam(name string, rp *rawProp, cache *patternCache) (*Param, error) {
 	p := &Param{
 		Name:        name,
 		Optional:    perlTrue(rp.Optional),
@@ -443,12 +509,7 @@ func buildParam(name string, rp *rawProp, cache map[string]*regexp.Regexp) (*Par
 	if p.Pattern != "" {
 		// A pattern Go cannot compile is left unchecked; TestAllPatternsCompile
 		// keeps the embedded schema free of such patterns.
-		re, ok := cache[p.Pattern]
-		if !ok {
-			re, _ = compilePerl("^" + p.Pattern + "$")
-			cache[p.Pattern] = re
-		}
-		p.patternRE = re
+		p.patternRE = cache.get(p.Pattern)
 	}
 	if mm := numberedRE.FindStringSubmatch(name); mm != nil {
 		p.Numbered = true
