@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,19 +10,6 @@ import (
 	"github.com/steward-pve/steward/internal/signedop"
 	"github.com/steward-pve/steward/internal/wire"
 )
-
-// sshKey makes an ed25519 key file with ssh-keygen, as an operator has.
-func sshKey(t *testing.T) string {
-	t.Helper()
-	if _, err := exec.LookPath("ssh-keygen"); err != nil {
-		t.Fatalf("ssh-keygen is needed (install openssh-client): %v", err)
-	}
-	keyFile := filepath.Join(t.TempDir(), "id_ed25519")
-	if out, err := exec.CommandContext(t.Context(), "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "op@test", "-f", keyFile).CombinedOutput(); err != nil {
-		t.Fatalf("ssh-keygen: %v: %s", err, out)
-	}
-	return keyFile
-}
 
 // TestSignHistoryCommands runs steward sign and steward history as an
 // operator does, logged in to a real hub: an expired payload is refused
@@ -35,7 +20,7 @@ func TestSignHistoryCommands(t *testing.T) {
 	o := newOpsHub(t)
 	e := newOpEnv(t)
 	e.login(o.testHub, "lab")
-	key := sshKey(t)
+	key := newOpFixture(t, "op").keys["op"]
 	agent := o.enroll("pve-a")
 
 	made := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)

@@ -34,8 +34,8 @@ func newOpsHub(t *testing.T) *opsHub {
 	return &opsHub{testHub: h, t: t, op: c}
 }
 
-// enroll creates host on the hub and returns a client with its host token.
-func (o *opsHub) enroll(host string) *hubclient.Client {
+// joinTokenFor creates host on the hub and returns a join token for it.
+func (o *opsHub) joinTokenFor(host string) string {
 	o.t.Helper()
 	var jt struct {
 		JoinToken string `json:"join_token"`
@@ -43,11 +43,18 @@ func (o *opsHub) enroll(host string) *hubclient.Client {
 	if err := o.op.JSON(o.t.Context(), "POST", "/v1/hosts/"+host+"/join-token", nil, nil, &jt); err != nil {
 		o.t.Fatal(err)
 	}
+	return jt.JoinToken
+}
+
+// enroll creates host on the hub and returns a client with its host token.
+func (o *opsHub) enroll(host string) *hubclient.Client {
+	o.t.Helper()
+	jt := o.joinTokenFor(host)
 	anon, err := hubclient.New(hubclient.Options{URL: o.URL, Fingerprint: o.Fingerprint})
 	if err != nil {
 		o.t.Fatal(err)
 	}
-	er, err := anon.Enroll(o.t.Context(), jt.JoinToken)
+	er, err := anon.Enroll(o.t.Context(), jt)
 	if err != nil {
 		o.t.Fatal(err)
 	}
