@@ -15,9 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/steward-pve/steward/internal/action"
 	"github.com/steward-pve/steward/internal/agent"
 	"github.com/steward-pve/steward/internal/allowedsigners"
 	"github.com/steward-pve/steward/internal/backoff"
+	"github.com/steward-pve/steward/internal/desired"
 	"github.com/steward-pve/steward/internal/engine"
 	"github.com/steward-pve/steward/internal/guest"
 	"github.com/steward-pve/steward/internal/hub"
@@ -25,6 +27,7 @@ import (
 	"github.com/steward-pve/steward/internal/hub/store/sqlite"
 	"github.com/steward-pve/steward/internal/hubclient"
 	"github.com/steward-pve/steward/internal/pve"
+	"github.com/steward-pve/steward/internal/signedop"
 	"github.com/steward-pve/steward/internal/signedop/signedoptest"
 	"github.com/steward-pve/steward/internal/sim"
 	"github.com/steward-pve/steward/internal/sim/simtest"
@@ -452,4 +455,169 @@ func setCores(t *testing.T, srv *simtest.Server, cores string) {
 	if _, err := pc.SetConfig(t.Context(), srv.Sim.Node(), guest.QEMU, 101, pve.ConfigChange{Set: map[string]string{"cores": cores}}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// hostileHub is a test double of a hub in the wrong hands: it serves
+// whatever desired envelope and jobs the test sets, at once, and records
+// the job results it is sent.
+type hostileHub struct {
+	mu          sync.Mutex
+	desired     wire.Desired
+	jobs        []hubclient.Job
+	results     map[string]string // job id -> state
+	desiredGets int
+}
+
+func (hh *hostileHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hh.mu.Lock()
+	defer hh.mu.Unlock()
+	reply := func(v any) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(v)
+	}
+	switch {
+	case r.URL.Path == "/v1/enroll":
+		reply(wire.EnrollResponse{Host: "pve", Token: "stwh_hostile"})
+	case strings.HasSuffix(r.URL.Path, "/report"), strings.HasSuffix(r.URL.Path, "/heartbeat"):
+		reply(wire.Control{PollInterval: time.Second, DesiredGeneration: hh.desired.Generation})
+	case strings.HasSuffix(r.URL.Path, "/desired"):
+		hh.desiredGets++
+		reply(hh.desired)
+	case strings.HasSuffix(r.URL.Path, "/jobs"):
+		reply(map[string]any{"jobs": hh.jobs})
+	case strings.HasSuffix(r.URL.Path, "/job-results"):
+		var jr wire.JobResults
+		json.NewDecoder(r.Body).Decode(&jr)
+		for _, res := range jr.Results {
+			hh.results[res.Job] = res.State
+		}
+		reply(map[string]int{"stored": len(jr.Results)})
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func (hh *hostileHub) serve(d wire.Desired) {
+	hh.mu.Lock()
+	defer hh.mu.Unlock()
+	hh.desired = d
+}
+
+func (hh *hostileHub) gets() int {
+	hh.mu.Lock()
+	defer hh.mu.Unlock()
+	return hh.desiredGets
+}
+
+func (hh *hostileHub) result(id string) string {
+	hh.mu.Lock()
+	defer hh.mu.Unlock()
+	return hh.results[id]
+}
+
+func docJSON(t *testing.T, host, config string) json.RawMessage {
+	t.Helper()
+	d, err := desiredParse(fleetYAML(host, config))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestHostileHub: a hub that serves another host's document, rolls the
+// generation back, changes the document without a new generation,
+// rewrites a signed job's bytes or replays a job that ran causes no
+// destructive call: the agent keeps converging to the last document it
+// accepted, and a signed job runs exactly once.
+func TestHostileHub(t *testing.T) {
+	srv := startSim(t)
+	if err := srv.Sim.AddGuest(sim.GuestSpec{VMID: 102, Kind: guest.QEMU, Name: "scratch", Config: map[string]string{"scsi0": "local-lvm:vm-102-disk-0,size=8G"}}); err != nil {
+		t.Fatal(err)
+	}
+	env := signedoptest.NewEnv(t)
+	hh := &hostileHub{results: map[string]string{}}
+	web := httptest.NewTLSServer(hh)
+	t.Cleanup(web.Close)
+	dir := t.TempDir()
+	h := &testHub{addr: strings.TrimPrefix(web.URL, "https://"), fp: tlspin.Of(web.Certificate().Raw)}
+
+	hh.serve(wire.Desired{Host: "pve", Generation: 5, Document: docJSON(t, "pve", "cores: 2")})
+	ha := runHubAgent(t, h, srv, dir, "stwj_any", env.AllowedSigners)
+	eventually(t, "the agent converges to generation 5 (cores=2)", func() bool {
+		g, _ := srv.Sim.Guest(101)
+		return g.Config["cores"] == "2"
+	})
+
+	refused := []struct {
+		name string
+		d    wire.Desired
+	}{
+		{"another host's envelope", wire.Desired{Host: "other", Generation: 6, Document: docJSON(t, "other", "cores: 3, scsi0: \""+newDisk+"\"")}},
+		{"a document naming another host", wire.Desired{Host: "pve", Generation: 6, Document: docJSON(t, "other", "cores: 3, scsi0: \""+newDisk+"\"")}},
+		{"a rolled-back generation", wire.Desired{Host: "pve", Generation: 3, Document: docJSON(t, "pve", "cores: 1")}},
+		{"another document at the held generation", wire.Desired{Host: "pve", Generation: 5, Document: docJSON(t, "pve", "cores: 4")}},
+	}
+	for _, tt := range refused {
+		hh.serve(tt.d)
+		n, ticks := hh.gets(), ha.tickCount()
+		eventually(t, tt.name+" was fetched and two ticks ran", func() bool { return hh.gets() >= n+2 && ha.tickCount() >= ticks+2 })
+		if g, _ := srv.Sim.Guest(101); g.Config["cores"] != "2" || g.Config["scsi0"] != disk0 {
+			t.Fatalf("%s: guest 101 is now cores=%s scsi0=%s; want the accepted generation 5 kept (cores=2, %s)", tt.name, g.Config["cores"], g.Config["scsi0"], disk0)
+		}
+		b, _ := os.ReadFile(filepath.Join(dir, agent.HubStateFile))
+		if !strings.Contains(string(b), `"generation":5`) {
+			t.Errorf("%s: the persisted state is %s; want generation 5", tt.name, b)
+		}
+	}
+
+	// An operator's signed destroy of 102, and the same signature over
+	// bytes the hub rewrote to destroy 101.
+	g102, _ := srv.Sim.Guest(102)
+	p, err := signedopNewPayload("pve", 102, g102.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	honest := p.Canonical()
+	sig := env.Sign(honest, env.Alice.Signer)
+	g101, _ := srv.Sim.Guest(101)
+	p.VMID, p.Digest = 101, g101.Digest
+	rewritten := p.Canonical()
+	hh.mu.Lock()
+	hh.jobs = []hubclient.Job{{ID: wire.JobID(honest), Payload: rewritten, Signatures: [][]byte{sig}}, {ID: wire.JobID(honest), Payload: honest, Signatures: [][]byte{sig}}}
+	hh.mu.Unlock()
+	eventually(t, "the honest job is reported done", func() bool { return hh.result(wire.JobID(honest)) == wire.JobDone })
+	if got := hh.result(wire.JobID(rewritten)); got != wire.JobRejected {
+		t.Errorf("the rewritten job's result is %q; want rejected", got)
+	}
+	// The hub keeps serving both (a replay): nothing runs again.
+	ticks := ha.tickCount()
+	eventually(t, "three more ticks", func() bool { return ha.tickCount() >= ticks+3 })
+	destroys := 0
+	for _, m := range srv.Sim.Mutations() {
+		if m.Op == "destroy" {
+			destroys++
+			if m.VMID != 102 {
+				t.Errorf("destroy of %d reached PVE", m.VMID)
+			}
+		}
+		if m.VMID == 101 && m.Params["scsi0"] != "" {
+			t.Errorf("a disk change of 101 reached PVE: %+v", m)
+		}
+	}
+	if destroys != 1 {
+		t.Errorf("%d destroys reached PVE; want exactly the one signed", destroys)
+	}
+}
+
+func desiredParse(s string) (*desired.Document, error) { return desired.Parse([]byte(s)) }
+
+// signedopNewPayload is a payload authorizing the destroy of qemu vmid
+// (at config digest) on host, valid from a minute ago for an hour.
+func signedopNewPayload(host string, vmid int, digest string) (signedop.Payload, error) {
+	a := action.Action{Op: action.Destroy, VMID: vmid, Kind: guest.QEMU, Params: map[string]string{"purge": "1", "destroy-unreferenced-disks": "1"}, Digest: digest}
+	return signedop.NewPayload(host, a, time.Now().Add(-time.Minute), time.Hour, "test: destroy scratch VM")
 }
