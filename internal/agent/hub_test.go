@@ -234,7 +234,7 @@ func runHubAgent(t *testing.T, h *testHub, srv *simtest.Server, dir, joinToken, 
 	}
 	ha := &hubAgent{t: t, dir: dir, srv: srv, done: make(chan error, 1)}
 	cfg := agent.Config{Node: srv.Sim.Node(), PVE: pc, TaskUser: tok.ID, StateDir: dir, Hub: hb,
-		Interval: time.Hour, TaskWait: pve.WaitOptions{Initial: time.Millisecond, Max: 5 * time.Millisecond},
+		Interval: 200 * time.Millisecond, TaskWait: pve.WaitOptions{Initial: time.Millisecond, Max: 5 * time.Millisecond},
 		OnTick: func(rep engine.Report, err error) {
 			ha.mu.Lock()
 			defer ha.mu.Unlock()
@@ -620,4 +620,44 @@ func desiredParse(s string) (*desired.Document, error) { return desired.Parse([]
 func signedopNewPayload(host string, vmid int, digest string) (signedop.Payload, error) {
 	a := action.Action{Op: action.Destroy, VMID: vmid, Kind: guest.QEMU, Params: map[string]string{"purge": "1", "destroy-unreferenced-disks": "1"}, Digest: digest}
 	return signedop.NewPayload(host, a, time.Now().Add(-time.Minute), time.Hour, "test: destroy scratch VM")
+}
+
+// TestHubBlock: a host the hub blocked changes nothing, says so in its
+// report, stays blocked across a restart while the hub is away, and
+// converges once unblocked.
+func TestHubBlock(t *testing.T) {
+	h := startHub(t)
+	srv := startSim(t)
+	dir := t.TempDir()
+	ha := runHubAgent(t, h, srv, dir, h.joinToken("pve"), "")
+	if err := h.op.JSON(t.Context(), http.MethodPost, "/v1/hosts/pve/block", nil, map[string]string{"reason": "maintenance"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	blocked := func() bool {
+		b, _ := os.ReadFile(filepath.Join(dir, agent.HubStateFile))
+		return strings.Contains(string(b), `"blocked":true`)
+	}
+	eventually(t, "the agent learns it is blocked", blocked)
+	h.putDesired("pve", fleetYAML("pve", "cores: 2"))
+	eventually(t, "the hub's report shows the held action", func() bool {
+		r := h.lastReport("pve")
+		return len(r.Actions) == 1 && r.Actions[0].Skipped == "blocked by the hub: maintenance"
+	})
+	// Restarted while the hub is down: still blocked.
+	h.stop()
+	ha.stop()
+	ha = runHubAgent(t, h, srv, dir, "", "")
+	ticks := ha.tickCount()
+	eventually(t, "two ticks without the hub", func() bool { return ha.tickCount() >= ticks+2 })
+	if m := mutationsOf(srv, 101); len(m) != 0 {
+		t.Fatalf("a blocked agent changed PVE: %+v", m)
+	}
+	h.start()
+	if err := h.op.JSON(t.Context(), http.MethodPost, "/v1/hosts/pve/unblock", nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the unblocked agent sets cores=2", func() bool {
+		g, _ := srv.Sim.Guest(101)
+		return g.Config["cores"] == "2"
+	})
 }
