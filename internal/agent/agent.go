@@ -114,8 +114,9 @@ type Agent struct {
 	outbox outbox
 
 	// Touched only by the goroutine running Run or Once.
-	holding     bool // the last tick was held (frozen or blocked)
-	jobsWaiting bool // the hub said jobs wait that the last tick did not get
+	receipts    *receipts // the open state's receipt log (with a hub)
+	holding     bool      // the last tick was held (frozen or blocked)
+	jobsWaiting bool      // the hub said jobs wait that the last tick did not get
 }
 
 // ErrConfig is wrapped by New's errors: the Config is unusable as given.
@@ -338,6 +339,14 @@ func (a *Agent) report(ctx context.Context, rep engine.Report) (wire.Control, bo
 	frozen, _ := Frozen(a.cfg.StateDir)
 	ctl, ok := h.report(ctx, rep, frozen, a.now())
 	a.jobsWaiting = ok && ctl.JobsWaiting && h.lastHubJobs == 0 && h.jobsFetchErr == ""
+	if ok && a.receipts != nil {
+		cctx, cancel := context.WithTimeout(ctx, h.timeout)
+		err := a.receipts.ship(cctx, h.client)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			a.log.Warn("shipping journal receipts to the hub failed; the next tick sends them again", "err", err)
+		}
+	}
 	return ctl, ok
 }
 
@@ -439,10 +448,11 @@ func (a *Agent) tick(ctx context.Context) (engine.Report, error) {
 
 // state is what open acquired; close releases it.
 type state struct {
-	unlock  func()
-	journal *journal.Journal
-	nonces  *nonce.Store
-	queue   *guestq.Queue
+	unlock   func()
+	receipts *receipts // nil without a hub
+	journal  *journal.Journal
+	nonces   *nonce.Store
+	queue    *guestq.Queue
 }
 
 // open takes the state directory: creates it, locks it, opens the journal
@@ -457,7 +467,16 @@ func (a *Agent) open(ctx context.Context) (*state, error) {
 		return nil, err
 	}
 	st := &state{unlock: unlock}
-	st.journal, err = journal.Open(filepath.Join(a.cfg.StateDir, "journal"), journal.Options{Logger: a.log})
+	jopts := journal.Options{Logger: a.log}
+	if a.cfg.Hub != nil {
+		if st.receipts, err = openReceipts(a.cfg.StateDir, a.cfg.Host, a.log); err != nil {
+			st.close(ctx)
+			return nil, err
+		}
+		jopts.OnRecord = st.receipts.record
+	}
+	a.receipts = st.receipts
+	st.journal, err = journal.Open(filepath.Join(a.cfg.StateDir, "journal"), jopts)
 	if err != nil {
 		st.close(ctx)
 		return nil, err
@@ -501,6 +520,9 @@ func (st *state) close(ctx context.Context) {
 	}
 	if st.journal != nil {
 		st.journal.Close()
+	}
+	if st.receipts != nil {
+		st.receipts.close()
 	}
 	st.unlock()
 }

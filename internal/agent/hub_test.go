@@ -375,6 +375,22 @@ func TestHubEndToEnd(t *testing.T) {
 		t.Fatalf("the signed disk replacement ran %d times; want once", ran)
 	}
 	eventually(t, "nothing pending on the hub", func() bool { return len(h.pending("pve")) == 0 })
+	// The journal reached the hub as a verified chain naming the signer.
+	eventually(t, "the hub holds the signed op's receipts", func() bool {
+		rs, err := h.st.Receipts(t.Context(), "pve", 0, 10000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := wire.VerifyChain(0, wire.ZeroHash, rs); err != nil {
+			t.Fatalf("the hub's receipt chain: %v", err)
+		}
+		for _, r := range rs {
+			if r.Type == wire.ReceiptBegin && r.Source == "signed" && len(r.Signers) == 1 && r.Signers[0] == env.Alice.Fingerprint() {
+				return true
+			}
+		}
+		return false
+	})
 
 	// The hub goes away: the agent keeps converging to the document it
 	// persisted.

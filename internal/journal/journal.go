@@ -62,6 +62,48 @@ type Options struct {
 	// Now is the clock used for record times and retention; time.Now when
 	// nil.
 	Now func() time.Time
+	// OnRecord, when set, is called with every begin, task, end and
+	// decision record once it is durable, before the call that appended it
+	// returns (the agent ships them to the hub as receipts). It runs with
+	// the journal's lock held, so records of one op arrive in their order
+	// and two calls never overlap; it must not call the Journal. Records
+	// read back at Open and rewritten by compaction are not passed again.
+	OnRecord func(Event)
+}
+
+// Event is one record as Options.OnRecord sees it: Type is "begin",
+// "task", "end" or "decision", and the matching fields are set (Op for
+// begin, OpID and UPID for task, OpID and Result for end, Decision for
+// decision).
+type Event struct {
+	Type     string
+	Time     time.Time
+	OpID     string
+	Op       *Op
+	UPID     string
+	Result   *Result
+	Decision *Decision
+}
+
+// event returns r as an Event; ok is false for record types OnRecord does
+// not see.
+func (r record) event() (Event, bool) {
+	switch r.Type {
+	case typeBegin:
+		op := cloneOp(*r.Begin)
+		return Event{Type: "begin", Time: op.Time, OpID: op.ID, Op: &op}, true
+	case typeTask:
+		return Event{Type: "task", Time: r.Task.Time, OpID: r.Task.ID, UPID: r.Task.UPID}, true
+	case typeEnd:
+		res := r.End.Result
+		return Event{Type: "end", Time: r.End.Time, OpID: r.End.ID, Result: &res}, true
+	case typeDecision:
+		d := *r.Decision
+		d.Action = cloneAction(d.Action)
+		d.Signers = slices.Clone(d.Signers)
+		return Event{Type: "decision", Time: d.Time, Decision: &d}, true
+	}
+	return Event{}, false
 }
 
 // Journal is an open journal file. All methods are safe for concurrent use.
@@ -72,6 +114,7 @@ type Journal struct {
 	maxBytes  int64
 	log       *slog.Logger
 	now       func() time.Time
+	onRecord  func(Event)
 
 	mu   sync.Mutex
 	cond *sync.Cond // signals changes of syncing, synced and err; uses mu
@@ -106,6 +149,7 @@ func Open(dir string, opts Options) (*Journal, error) {
 		maxBytes:  opts.MaxBytes,
 		log:       opts.Logger,
 		now:       opts.Now,
+		onRecord:  opts.OnRecord,
 	}
 	if j.retention <= 0 {
 		j.retention = DefaultRetention
@@ -432,6 +476,11 @@ func (j *Journal) append(r record, check func() error) error {
 	j.written++
 	if err := j.waitSyncedLocked(j.written); err != nil {
 		return err
+	}
+	if j.onRecord != nil {
+		if ev, ok := r.event(); ok {
+			j.onRecord(ev)
+		}
 	}
 	if j.size > j.compactAt {
 		if err := j.compactLocked(); err != nil {
