@@ -205,6 +205,7 @@ func runHub(ctx context.Context, f hubFlags, stdout, stderr io.Writer) error {
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
+		h.Close()
 		return fmt.Errorf("hub: serving on %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
 	}
@@ -216,6 +217,7 @@ func runHub(ctx context.Context, f hubFlags, stdout, stderr io.Writer) error {
 		_ = srv.Close()
 	}
 	<-errc
+	h.Close() // writes the heartbeats held in memory before the store closes
 	return nil
 }
 

@@ -36,6 +36,10 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("host enrolled", "host", host)
+	s.fleetMu.Lock()
+	s.fleet[host] = &hostState{}
+	s.fleetMu.Unlock()
+	s.event(r.Context(), store.Event{Type: store.EventHostEnrolled, Host: host})
 	writeJSON(w, http.StatusOK, wire.EnrollResponse{Host: host, Token: tok})
 }
 
@@ -46,7 +50,7 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request, h store.Host) {
 		s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
 		return
 	}
-	writeJSON(w, http.StatusOK, wire.Control{PollInterval: s.poll, DesiredGeneration: h.DesiredGeneration,
+	writeJSON(w, http.StatusOK, wire.Control{PollInterval: s.pollInterval(), DesiredGeneration: h.DesiredGeneration,
 		JobsWaiting: len(waiting) > 0, Blocked: h.Blocked, BlockedReason: h.BlockedReason})
 }
 
@@ -72,7 +76,18 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_report", fmt.Sprintf("the report names host %q; this is host %q", rep.Host, h.ID))
 		return
 	}
-	if err := s.st.PutReport(r.Context(), h.ID, body, ReportHash(body)); err != nil {
+	hash := ReportHash(body)
+	// The status before this report, for host.status: only when the
+	// content changed (an identical report changes no status).
+	before, changed := "", hash != h.ReportHash
+	if changed && h.ReportHash != "" {
+		if old, err := s.st.LastReport(r.Context(), h.ID); err == nil {
+			if o, err := wire.DecodeReport(old.Body); err == nil {
+				before = statusSummary(o)
+			}
+		}
+	}
+	if err := s.st.PutReport(r.Context(), h.ID, body, hash); err != nil {
 		s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
 		return
 	}
@@ -81,6 +96,14 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.m.reports.WithLabelValues("report").Inc()
+	s.seen(r.Context(), h.ID, false)
+	if after := statusSummary(rep); changed && after != before {
+		detail := after
+		if before != "" {
+			detail += " (was: " + before + ")"
+		}
+		s.event(r.Context(), store.Event{Type: store.EventHostStatus, Host: h.ID, Detail: detail})
+	}
 	s.control(w, r, h)
 }
 
@@ -94,13 +117,12 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	match, err := s.st.Heartbeat(r.Context(), h.ID, req.Hash)
-	if err != nil {
-		s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
-		return
-	}
+	// h is as the store holds it, read by the authentication: its report
+	// hash is current. Last-seen goes to memory, written in batches (see
+	// the package doc).
 	s.m.reports.WithLabelValues("heartbeat").Inc()
-	if !match {
+	s.seen(r.Context(), h.ID, true)
+	if req.Hash == "" || req.Hash != h.ReportHash {
 		writeError(w, http.StatusConflict, "report_required", "the hub holds no report with that hash; send the full report")
 		return
 	}
@@ -259,7 +281,21 @@ func (s *Server) jobResults(w http.ResponseWriter, r *http.Request) {
 	// and names its index (the ones before it are stored; a retry of the
 	// whole batch is safe, SetJobResult being idempotent).
 	for i, res := range jr.Results {
-		if err := s.st.SetJobResult(r.Context(), h.ID, res); err != nil {
+		final := res.State == wire.JobDone || res.State == wire.JobFailed || res.State == wire.JobRejected
+		wasWaiting := false
+		if final {
+			j, err := s.st.Job(r.Context(), h.ID, res.Job)
+			wasWaiting = err == nil && j.State == store.JobWaiting
+		}
+		err := s.st.SetJobResult(r.Context(), h.ID, res)
+		if err == nil && wasWaiting {
+			detail := "job " + res.Job
+			if res.Reason != "" {
+				detail += ": " + res.Reason
+			}
+			s.event(r.Context(), store.Event{Type: "job." + res.State, Host: h.ID, Detail: detail})
+		}
+		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				writeError(w, http.StatusNotFound, "no_such_job", fmt.Sprintf("results[%d]: the hub holds no job %s for host %q", i, res.Job, h.ID))
 				return
@@ -282,6 +318,7 @@ func (s *Server) receipts(w http.ResponseWriter, r *http.Request) {
 		code := "bad_receipts"
 		if errors.Is(err, wire.ErrChainBroken) || errors.Is(err, wire.ErrChainGap) {
 			code = "chain_broken"
+			s.event(r.Context(), store.Event{Type: store.EventReceiptsBroken, Host: h.ID, Detail: err.Error()})
 		}
 		writeError(w, http.StatusBadRequest, code, err.Error())
 		return
@@ -295,10 +332,12 @@ func (s *Server) receipts(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, wire.ErrChainGap):
 		cur, _ := s.st.ReceiptHead(r.Context(), h.ID)
 		s.log.Warn("receipt chain gap", "host", h.ID, "have_seq", cur.Seq)
+		s.event(r.Context(), store.Event{Type: store.EventReceiptsBroken, Host: h.ID, Detail: fmt.Sprintf("gap: %v (the hub holds up to seq %d)", err, cur.Seq)})
 		writeError(w, http.StatusConflict, "chain_gap", fmt.Sprintf("%v (the hub holds up to seq %d; send from %d)", err, cur.Seq, cur.Seq+1))
 		return
 	case errors.Is(err, wire.ErrChainBroken):
 		s.log.Warn("receipt chain broken", "host", h.ID, "err", err)
+		s.event(r.Context(), store.Event{Type: store.EventReceiptsBroken, Host: h.ID, Detail: err.Error()})
 		writeError(w, http.StatusConflict, "chain_broken", err.Error())
 		return
 	case err != nil:
@@ -337,7 +376,12 @@ func timePtr(t time.Time) *time.Time {
 	return &t
 }
 
-func hostJSON(h store.Host) HostJSON {
+// hostJSON shows h; its last-seen is the newer of the store's and this
+// hub's memory (heartbeats are written in batches).
+func (s *Server) hostJSON(h store.Host) HostJSON {
+	if t := s.lastSeen(h.ID); t.After(h.LastSeen) {
+		h.LastSeen = t.UTC()
+	}
 	return HostJSON{ID: h.ID, CreatedAt: h.CreatedAt, EnrolledAt: timePtr(h.EnrolledAt), RevokedAt: timePtr(h.RevokedAt),
 		Blocked: h.Blocked, BlockedReason: h.BlockedReason, LastSeen: timePtr(h.LastSeen), ReportHash: h.ReportHash,
 		DesiredGeneration: h.DesiredGeneration}
@@ -351,7 +395,7 @@ func (s *Server) listHosts(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]HostJSON, len(hosts))
 	for i, h := range hosts {
-		out[i] = hostJSON(h)
+		out[i] = s.hostJSON(h)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"hosts": out})
 }
@@ -362,7 +406,7 @@ func (s *Server) showHost(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err, http.StatusNotFound, "no_such_host", "")
 		return
 	}
-	out := hostJSON(h)
+	out := s.hostJSON(h)
 	if rep, err := s.st.LastReport(r.Context(), h.ID); err == nil {
 		out.Report = rep.Body
 	} else if !errors.Is(err, store.ErrNotFound) {
@@ -395,6 +439,8 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.auditLog(r, "host.revoke", host, "")
+	s.forget(host)
+	s.operatorEvent(r, store.EventHostRevoked, host, "")
 	writeJSON(w, http.StatusOK, map[string]string{"host": host, "status": "revoked"})
 }
 
@@ -417,6 +463,7 @@ func (s *Server) block(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.auditLog(r, "host.block", host, req.Reason)
+	s.operatorEvent(r, store.EventHostBlocked, host, req.Reason)
 	writeJSON(w, http.StatusOK, map[string]any{"host": host, "blocked": true})
 }
 
@@ -427,6 +474,7 @@ func (s *Server) unblock(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.auditLog(r, "host.unblock", host, "")
+	s.operatorEvent(r, store.EventHostUnblocked, host, "")
 	writeJSON(w, http.StatusOK, map[string]any{"host": host, "blocked": false})
 }
 
@@ -492,6 +540,7 @@ func (s *Server) putDesired(w http.ResponseWriter, r *http.Request) {
 	}
 	s.notify(r.Context(), host, gen)
 	s.auditLog(r, "desired.put", host, fmt.Sprintf("generation %d", gen))
+	s.operatorEvent(r, store.EventDesiredChanged, host, fmt.Sprintf("generation %d", gen))
 	w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(gen, 10)))
 	writeJSON(w, http.StatusOK, map[string]any{"host": host, "generation": gen})
 }
@@ -589,6 +638,7 @@ func (s *Server) uploadJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.auditLog(r, "job.upload", host, fmt.Sprintf("job %s: %s vmid %d", j.ID, p.Op, p.VMID))
+	s.operatorEvent(r, store.EventJobUploaded, host, fmt.Sprintf("job %s: %s vmid %d", j.ID, p.Op, p.VMID))
 	writeJSON(w, http.StatusOK, map[string]string{"id": j.ID})
 }
 

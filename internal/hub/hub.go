@@ -31,9 +31,27 @@
 //	GET  /v1/hosts/{host}/jobs                   every job with its state
 //	GET  /v1/hosts/{host}/history?vmid=N&after=SEQ&limit=N  the audit trail from the agent's journal receipts (HistoryJSON)
 //	GET  /v1/audit?after=ID&limit=N              operator actions
+//	GET  /v1/events?after=ID&wait=D&limit=N      fleet events (blocking query, as desired)
+//	POST /v1/tokens                              {"name": N} -> {"name", "token", "created_at"} (token shown once)
+//	GET  /v1/tokens                              operator tokens: name, created, last used, revoked (never a secret)
+//	POST /v1/tokens/{name}/revoke                at once; the last valid token cannot be revoked (409 last_token)
 //
 // Health: GET /healthz (the process runs), GET /readyz (the store answers
 // and the server is not shutting down).
+//
+// # Fleet state in memory
+//
+// A heartbeat changes nothing but the host's last-seen time, so the hub
+// keeps last-seen in memory and writes every host's in one transaction
+// each FlushInterval (default 5s) and at Close, instead of one write per
+// heartbeat. A crash loses at most FlushInterval of last-seen progress
+// (the operator API overlays the in-memory times, so a running hub shows
+// them at once); full reports, desired state, jobs and everything else
+// are written before the request is answered. The same memory counts
+// connected agents (seen within 2 poll intervals), sizes the fleet for
+// PollInterval, and records host.silent when a host has been quiet for 2
+// poll intervals (checked every SweepInterval; with several replicas,
+// each may record it).
 //
 // Every body is bounded and strictly decoded (unknown fields refused);
 // every error is JSON {"error": reason, "code": code}. Tokens are never
@@ -69,16 +87,23 @@ const (
 	// delay a long-poll.
 	DefaultRecheck = 10 * time.Second
 	MaxWait        = 10 * time.Minute
+	// DefaultReportBudget is the fleet's total report rate (reports and
+	// heartbeats per second) the poll interval is stretched to stay under.
+	DefaultReportBudget  = 200.0
+	DefaultFlushInterval = 5 * time.Second
+	DefaultSweepInterval = 15 * time.Second
 	// MaxOperatorBody bounds small operator JSON bodies.
 	MaxOperatorBody = 64 << 10
 )
 
 // Options configure a Server. The zero value is usable.
 type Options struct {
-	Logger       *slog.Logger // nil: discard
+	Logger *slog.Logger // nil: discard
+	// PollInterval is the base report interval (see PollInterval, the
+	// function, for how it stretches with ReportBudget).
 	PollInterval time.Duration
+	ReportBudget float64 // reports/s; default DefaultReportBudget; < 0: never stretch
 	JoinTokenTTL time.Duration
-	Now          func() time.Time
 	// Notifier carries desired changes between the hubs sharing the
 	// store (nil: a LocalNotifier of this hub's own). Replicas on
 	// PostgreSQL pass a postgres.Notifier.
@@ -87,20 +112,39 @@ type Options struct {
 	// with held long-polls, in case a notification was lost (default
 	// DefaultRecheck).
 	Recheck time.Duration
+	// EventRetention and EventKeep bound the event log: events older
+	// than EventRetention go, and all but the newest EventKeep.
+	EventRetention time.Duration
+	EventKeep      int
+	// FlushInterval is how often heartbeats held in memory are written;
+	// SweepInterval how often silence is checked and the log pruned.
+	FlushInterval time.Duration
+	SweepInterval time.Duration
+	Now           func() time.Time
 }
 
 // Server serves the hub API. Create it with New; it is safe for concurrent
 // use. Shutdown answers every blocked long-poll.
 type Server struct {
-	st   store.Store
-	log  *slog.Logger
-	poll time.Duration
-	ttl  time.Duration
-	now  func() time.Time
+	st     store.Store
+	log    *slog.Logger
+	poll   time.Duration
+	budget float64
+	ttl    time.Duration
+	now    func() time.Time
 
-	closing   chan struct{}
-	closeOnce sync.Once
-	held      atomic.Int64 // long-polls held now
+	eventAge   time.Duration
+	eventKeep  int
+	flushEvery time.Duration
+	sweepEvery time.Duration
+
+	closing    chan struct{}
+	closeOnce  sync.Once
+	loopStop   chan struct{} // closed by Close: the housekeeping loop ends
+	stopOnce   sync.Once
+	loopDone   chan struct{}
+	held       atomic.Int64 // desired long-polls held now
+	eventPolls atomic.Int64 // event long-polls held now
 
 	m *metrics
 
@@ -109,8 +153,13 @@ type Server struct {
 	stop         context.CancelFunc // ends the subscription and re-check goroutines
 	bg           sync.WaitGroup     // those goroutines
 
-	mu      sync.Mutex
-	waiters map[string]*waitEntry // host -> its held long-polls' wake-up
+	fleetMu sync.Mutex
+	fleet   map[string]*hostState // enrolled hosts
+	dirty   map[string]time.Time  // heartbeats not yet written
+
+	mu        sync.Mutex
+	eventWake chan struct{}         // closed at the next event
+	waiters   map[string]*waitEntry // host -> its held long-polls' wake-up
 	// putAt is when this hub stored each host's current generation, for
 	// the propagation histogram.
 	putAt map[string]genTime
@@ -121,15 +170,30 @@ type genTime struct {
 	at  time.Time
 }
 
-// New returns a Server over st. It starts two goroutines (the
-// notification subscription and the periodic re-check) that Shutdown
-// stops.
+// New returns a Server over st. It starts the notification subscription
+// and the periodic re-check, which Shutdown stops, and the housekeeping
+// (heartbeat writes, silence checks, event pruning), which Close stops.
 func New(st store.Store, opt Options) *Server {
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opt.PollInterval <= 0 {
 		opt.PollInterval = DefaultPollInterval
+	}
+	if opt.ReportBudget == 0 {
+		opt.ReportBudget = DefaultReportBudget
+	}
+	if opt.EventRetention <= 0 {
+		opt.EventRetention = DefaultEventRetention
+	}
+	if opt.EventKeep <= 0 {
+		opt.EventKeep = DefaultEventKeep
+	}
+	if opt.FlushInterval <= 0 {
+		opt.FlushInterval = DefaultFlushInterval
+	}
+	if opt.SweepInterval <= 0 {
+		opt.SweepInterval = DefaultSweepInterval
 	}
 	if opt.JoinTokenTTL <= 0 {
 		opt.JoinTokenTTL = DefaultJoinTokenTTL
@@ -143,15 +207,29 @@ func New(st store.Store, opt Options) *Server {
 	if opt.Recheck <= 0 {
 		opt.Recheck = DefaultRecheck
 	}
-	s := &Server{st: st, log: opt.Logger, poll: opt.PollInterval, ttl: opt.JoinTokenTTL, now: opt.Now,
+	s := &Server{log: opt.Logger, poll: opt.PollInterval, budget: opt.ReportBudget, ttl: opt.JoinTokenTTL, now: opt.Now,
 		notifier: opt.Notifier, recheckEvery: opt.Recheck,
-		closing: make(chan struct{}), waiters: map[string]*waitEntry{}, putAt: map[string]genTime{}}
+		eventAge: opt.EventRetention, eventKeep: opt.EventKeep, flushEvery: opt.FlushInterval, sweepEvery: opt.SweepInterval,
+		closing: make(chan struct{}), loopStop: make(chan struct{}), loopDone: make(chan struct{}),
+		fleet: map[string]*hostState{}, dirty: map[string]time.Time{},
+		eventWake: make(chan struct{}), waiters: map[string]*waitEntry{}, putAt: map[string]genTime{}}
 	s.m = newMetrics(s)
+	s.st = timedStore{st: st, h: s.m.store}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	s.bg.Go(func() { s.subscribe(ctx) })
 	s.bg.Go(func() { s.recheckLoop(ctx) })
+	go s.loop()
 	return s
+}
+
+// Close stops the housekeeping and writes the heartbeats held in memory;
+// call it after http.Server.Shutdown and before closing the store. Safe
+// to call more than once.
+func (s *Server) Close() {
+	s.Shutdown()
+	s.stopOnce.Do(func() { close(s.loopStop) })
+	<-s.loopDone
 }
 
 // Shutdown makes every held long-poll answer at once (with the current
@@ -168,6 +246,9 @@ func (s *Server) Shutdown() {
 
 // HeldPolls returns how many desired long-polls are being held.
 func (s *Server) HeldPolls() int64 { return s.held.Load() }
+
+// HeldEventPolls returns how many event long-polls are being held.
+func (s *Server) HeldEventPolls() int64 { return s.eventPolls.Load() }
 
 // NewToken returns a fresh bearer token: 32 random bytes, hex, with a
 // prefix naming its kind ("stwh_" host, "stwj_" join, "stwo_" operator).
@@ -209,6 +290,10 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/hosts/{host}/jobs", s.operator(s.listJobs))
 	mux.HandleFunc("GET /v1/hosts/{host}/history", s.operator(s.history))
 	mux.HandleFunc("GET /v1/audit", s.operator(s.audit))
+	mux.HandleFunc("GET /v1/events", s.operator(s.events))
+	mux.HandleFunc("POST /v1/tokens", s.operator(s.createToken))
+	mux.HandleFunc("GET /v1/tokens", s.operator(s.listTokens))
+	mux.HandleFunc("POST /v1/tokens/{name}/revoke", s.operator(s.revokeToken))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
@@ -332,6 +417,7 @@ func (s *Server) operator(h http.HandlerFunc) http.HandlerFunc {
 			s.storeError(w, r, err, http.StatusUnauthorized, "unauthenticated", "the operator token is unknown or revoked")
 			return
 		}
+		s.touchOperator(r, op)
 		h(w, r.WithContext(context.WithValue(r.Context(), keyOperator, op)))
 	}
 }

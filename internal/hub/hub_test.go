@@ -53,6 +53,12 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvOpt(t, Options{PollInterval: 30 * time.Second})
+}
+
+// newEnvOpt is newEnv with the hub's options (the logger is the env's).
+func newEnvOpt(t *testing.T, opt Options) *env {
+	t.Helper()
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "hub.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -63,9 +69,10 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	logBuf := &syncBuffer{}
-	h := New(st, Options{Logger: slog.New(slog.NewTextHandler(logBuf, nil)), PollInterval: 30 * time.Second})
+	opt.Logger = slog.New(slog.NewTextHandler(logBuf, nil))
+	h := New(st, opt)
 	srv := httptest.NewServer(h.Handler())
-	t.Cleanup(func() { h.Shutdown(); srv.Close() })
+	t.Cleanup(func() { h.Shutdown(); srv.Close(); h.Close() })
 	return &env{t: t, hub: h, url: srv.URL, opTok: opTok, log: logBuf, st: st}
 }
 
@@ -634,6 +641,7 @@ func TestMetrics(t *testing.T) {
 	e.must(200, "PUT", "/v1/hosts/pve-a/desired", e.opTok, []byte(docA), nil)
 	e.must(200, "GET", "/v1/agent/hosts/pve-a/desired?after=0", tok, nil, nil)
 	e.must(200, "GET", "/v1/agent/hosts/pve-a/desired?after=0", tok, nil, nil)
+	e.hub.sweep(t.Context(), time.Now(), false)
 	code, b := e.do("GET", "/metrics", "", nil)
 	if code != 200 {
 		t.Fatalf("/metrics: got %d", code)
@@ -644,6 +652,12 @@ func TestMetrics(t *testing.T) {
 		`steward_hub_desired_propagation_seconds_count 1`,
 		`steward_hub_long_polls_held 0`,
 		`steward_hub_request_duration_seconds_count{code="OK",route="GET /v1/agent/hosts/{host}/desired"} 2`,
+		`steward_hub_connected_agents 1`,
+		`steward_hub_enrolled_hosts 1`,
+		`steward_hub_poll_interval_seconds 30`,
+		`steward_hub_pending_signatures 1`,
+		`steward_hub_event_polls_held 0`,
+		`steward_hub_store_duration_seconds_count{op="PutReport"} 1`,
 	} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("/metrics lacks %q", want)

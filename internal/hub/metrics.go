@@ -16,6 +16,8 @@ type metrics struct {
 	reports     *prometheus.CounterVec // by kind: report, heartbeat
 	requests    *prometheus.HistogramVec
 	propagation prometheus.Histogram
+	pending     prometheus.Gauge
+	store       *prometheus.HistogramVec // by store method
 }
 
 func newMetrics(s *Server) *metrics {
@@ -34,10 +36,29 @@ func newMetrics(s *Server) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 		}),
 	}
+	m.pending = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "steward_hub_pending_signatures", Help: "Actions waiting for operator signatures across the fleet (refreshed every sweep).",
+	})
+	m.store = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "steward_hub_store_duration_seconds", Help: "Store call latency by method.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+	}, []string{"op"})
 	held := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "steward_hub_long_polls_held", Help: "Desired-state long-polls being held now.",
 	}, func() float64 { return float64(s.HeldPolls()) })
-	m.reg.MustRegister(m.reports, m.requests, m.propagation, held,
+	eventsHeld := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "steward_hub_event_polls_held", Help: "Event long-polls (GET /v1/events) being held now.",
+	}, func() float64 { return float64(s.HeldEventPolls()) })
+	connected := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "steward_hub_connected_agents", Help: "Enrolled hosts that reported or sent a heartbeat within 2 poll intervals.",
+	}, func() float64 { return float64(s.connected(s.now())) })
+	hosts := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "steward_hub_enrolled_hosts", Help: "Enrolled, unrevoked hosts this hub knows of.",
+	}, func() float64 { return float64(s.fleetSize()) })
+	interval := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "steward_hub_poll_interval_seconds", Help: "The report interval the hub tells agents (stretched as the fleet grows).",
+	}, func() float64 { return s.pollInterval().Seconds() })
+	m.reg.MustRegister(m.reports, m.requests, m.propagation, held, eventsHeld, connected, hosts, interval, m.pending, m.store,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -1,7 +1,7 @@
 // Package store defines the hub's Store: everything the hub keeps about
 // its fleet (hosts and their tokens, operator tokens, desired documents
 // with their generations, last reports, signed jobs, pending signatures,
-// journal receipts, and the operator audit log).
+// journal receipts, the operator audit log, and the fleet's event log).
 //
 // The hub owns the interface; implementations (sqlite, later PostgreSQL)
 // live in their own packages and all pass the conformance suite in
@@ -42,6 +42,10 @@ var (
 	ErrNewerSchema = errors.New("store: database schema is newer than this steward")
 	// ErrInvalid: an argument is malformed (empty host id, bad hash ...).
 	ErrInvalid = errors.New("store: invalid argument")
+	// ErrLastOperator: revoking this operator token would leave the hub
+	// with none, and nobody could use the operator API again; create
+	// another token first.
+	ErrLastOperator = errors.New("store: the last valid operator token cannot be revoked")
 )
 
 // Chain errors of AppendReceipts are wire.ErrChainGap and
@@ -117,6 +121,9 @@ type Operator struct {
 	Name      string
 	CreatedAt time.Time
 	RevokedAt time.Time // zero while valid
+	// LastUsed is when the token last authenticated a request, as
+	// TouchOperator recorded it (zero: never).
+	LastUsed time.Time
 }
 
 // Desired is one generation of a host's desired document.
@@ -178,6 +185,33 @@ type AuditEntry struct {
 	Detail string
 }
 
+// Event types of the fleet's event log.
+const (
+	EventHostEnrolled   = "host.enrolled"
+	EventHostRevoked    = "host.revoked"
+	EventHostStatus     = "host.status" // a report whose status summary changed
+	EventHostSilent     = "host.silent" // no report nor heartbeat for 2 poll intervals
+	EventHostReturned   = "host.returned"
+	EventHostBlocked    = "host.blocked"
+	EventHostUnblocked  = "host.unblocked"
+	EventDesiredChanged = "desired.changed"
+	EventJobUploaded    = "job.uploaded"
+	EventJobDone        = "job.done"
+	EventJobRejected    = "job.rejected"
+	EventJobFailed      = "job.failed"
+	EventReceiptsBroken = "receipts.broken" // a gap or a broken hash chain
+)
+
+// Event is one entry of the fleet's event log.
+type Event struct {
+	ID     int64 // assigned by AppendEvent, increasing
+	Time   time.Time
+	Type   string // one of the Event* constants
+	Host   string // empty when the event names no host
+	Actor  string // the operator who caused it; empty for agents and the hub
+	Detail string
+}
+
 // Store is the hub's storage. See the package doc for the common contract
 // (concurrency, ErrNotFound, nothing changed on error).
 type Store interface {
@@ -212,8 +246,15 @@ type Store interface {
 	OperatorByToken(ctx context.Context, tokenHash string) (Operator, error)
 	// Operators returns every operator token record, by name.
 	Operators(ctx context.Context) ([]Operator, error)
-	// RevokeOperator revokes a named operator token.
+	// RevokeOperator revokes a named operator token, at once. Revoking
+	// the last unrevoked token is ErrLastOperator (checked atomically:
+	// of two concurrent revokes of the last two tokens, one fails).
+	// Revoking a revoked token changes nothing and is no error.
 	RevokeOperator(ctx context.Context, name string) error
+	// TouchOperator records that the named token authenticated a request
+	// at at; an earlier at than the one stored changes nothing.
+	// ErrNotFound for an unknown name.
+	TouchOperator(ctx context.Context, name string, at time.Time) error
 
 	// PutDesired stores doc as the host's next desired document and
 	// returns its generation, one more than the current one, assigned
@@ -234,6 +275,10 @@ type Store interface {
 	// Heartbeat marks the host seen and reports whether hash names the
 	// last full report stored (false: the hub wants the full report).
 	Heartbeat(ctx context.Context, host, hash string) (bool, error)
+	// TouchHosts marks each host seen at its time, in one write (the hub
+	// batches heartbeats this way); a time earlier than the one stored
+	// changes nothing, and unknown hosts are skipped.
+	TouchHosts(ctx context.Context, seen map[string]time.Time) error
 	// LastReport returns the host's last full report; ErrNotFound if the
 	// host is unknown or has not reported.
 	LastReport(ctx context.Context, host string) (Report, error)
@@ -261,6 +306,9 @@ type Store interface {
 	// Pending returns the host's pending actions in the order SetPending
 	// was given them.
 	Pending(ctx context.Context, host string) ([]wire.Pending, error)
+	// PendingCount returns how many actions wait for signatures across
+	// every host.
+	PendingCount(ctx context.Context) (int, error)
 
 	// AppendReceipts appends journal receipts to the host's chain. They
 	// must continue it (wire.VerifyChain): a gap wraps wire.ErrChainGap,
@@ -278,6 +326,18 @@ type Store interface {
 	AppendAudit(ctx context.Context, e AuditEntry) (int64, error)
 	// Audit returns up to limit entries with ID > after, oldest first.
 	Audit(ctx context.Context, after int64, limit int) ([]AuditEntry, error)
+
+	// AppendEvent records a fleet event and returns its id, greater than
+	// every id given before; Time is set by the store when zero.
+	AppendEvent(ctx context.Context, e Event) (int64, error)
+	// Events returns up to limit events with ID > after, oldest first.
+	Events(ctx context.Context, after int64, limit int) ([]Event, error)
+	// LastEventID returns the id of the newest event (0: none).
+	LastEventID(ctx context.Context) (int64, error)
+	// PruneEvents deletes the events older than before and, of the rest,
+	// all but the newest keep; it returns how many it deleted. The ids of
+	// the events kept do not change.
+	PruneEvents(ctx context.Context, before time.Time, keep int) (int64, error)
 
 	// Close releases the store; no method may be called after it.
 	Close() error

@@ -184,15 +184,15 @@ func (s *Store) CreateOperator(ctx context.Context, name, tokenHash string) erro
 // OperatorByToken implements store.Store.
 func (s *Store) OperatorByToken(ctx context.Context, tokenHash string) (store.Operator, error) {
 	var o store.Operator
-	var created int64
-	err := s.pool.QueryRow(ctx, "SELECT name, created_at FROM operators WHERE token_hash = $1 AND revoked_at = 0", tokenHash).Scan(&o.Name, &created)
+	var created, used int64
+	err := s.pool.QueryRow(ctx, "SELECT name, created_at, last_used FROM operators WHERE token_hash = $1 AND revoked_at = 0", tokenHash).Scan(&o.Name, &created, &used)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return o, fmt.Errorf("%w: operator token unknown or revoked", store.ErrNotFound)
 	}
 	if err != nil {
 		return o, fmt.Errorf("postgres: looking up an operator token: %w", err)
 	}
-	o.CreatedAt = fromNanos(created)
+	o.CreatedAt, o.LastUsed = fromNanos(created), fromNanos(used)
 	return o, nil
 }
 
@@ -200,26 +200,59 @@ func (s *Store) OperatorByToken(ctx context.Context, tokenHash string) (store.Op
 func (s *Store) Operators(ctx context.Context) ([]store.Operator, error) {
 	return queryAll(ctx, s.pool, "listing operators", func(r pgx.Rows) (store.Operator, error) {
 		var o store.Operator
-		var c, rv int64
-		err := r.Scan(&o.Name, &c, &rv)
-		o.CreatedAt, o.RevokedAt = fromNanos(c), fromNanos(rv)
+		var c, rv, lu int64
+		err := r.Scan(&o.Name, &c, &rv, &lu)
+		o.CreatedAt, o.RevokedAt, o.LastUsed = fromNanos(c), fromNanos(rv), fromNanos(lu)
 		return o, err
-	}, "SELECT name, created_at, revoked_at FROM operators ORDER BY name")
+	}, "SELECT name, created_at, revoked_at, last_used FROM operators ORDER BY name")
 }
 
-// RevokeOperator implements store.Store.
+// RevokeOperator implements store.Store. Revocations hold operatorLock,
+// so two replicas revoking the last two tokens cannot both succeed.
 func (s *Store) RevokeOperator(ctx context.Context, name string) error {
 	now := nanos(s.now())
 	return s.write(ctx, "revoking an operator", func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, "UPDATE operators SET revoked_at = $1 WHERE name = $2 AND revoked_at = 0", now, name)
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", operatorLock); err != nil {
+			return fmt.Errorf("postgres: revoking operator %q: %w", name, err)
+		}
+		var revoked int64
+		err := tx.QueryRow(ctx, "SELECT revoked_at FROM operators WHERE name = $1", name).Scan(&revoked)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w: operator %q", store.ErrNotFound, name)
+		}
 		if err != nil {
 			return fmt.Errorf("postgres: revoking operator %q: %w", name, err)
 		}
-		if tag.RowsAffected() == 0 {
-			var one int
-			if err := tx.QueryRow(ctx, "SELECT 1 FROM operators WHERE name = $1", name).Scan(&one); errors.Is(err, pgx.ErrNoRows) {
-				return fmt.Errorf("%w: operator %q", store.ErrNotFound, name)
-			}
+		if revoked != 0 {
+			return nil
+		}
+		var others int
+		if err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM operators WHERE revoked_at = 0 AND name <> $1", name).Scan(&others); err != nil {
+			return fmt.Errorf("postgres: revoking operator %q: %w", name, err)
+		}
+		if others == 0 {
+			return fmt.Errorf("%w: %q is the only one left", store.ErrLastOperator, name)
+		}
+		if _, err := tx.Exec(ctx, "UPDATE operators SET revoked_at = $1 WHERE name = $2", now, name); err != nil {
+			return fmt.Errorf("postgres: revoking operator %q: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// TouchOperator implements store.Store.
+func (s *Store) TouchOperator(ctx context.Context, name string, at time.Time) error {
+	return s.write(ctx, "recording an operator token's use", func(tx pgx.Tx) error {
+		var one int
+		err := tx.QueryRow(ctx, "SELECT 1 FROM operators WHERE name = $1", name).Scan(&one)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w: operator %q", store.ErrNotFound, name)
+		}
+		if err != nil {
+			return fmt.Errorf("postgres: recording the use of operator %q: %w", name, err)
+		}
+		if _, err := tx.Exec(ctx, "UPDATE operators SET last_used = $1 WHERE name = $2 AND last_used < $1", nanos(at), name); err != nil {
+			return fmt.Errorf("postgres: recording the use of operator %q: %w", name, err)
 		}
 		return nil
 	})
@@ -345,6 +378,27 @@ func (s *Store) Heartbeat(ctx context.Context, host, hash string) (bool, error) 
 		return nil
 	})
 	return match, err
+}
+
+// TouchHosts implements store.Store: one UPDATE over the batch, each
+// host's last_seen raised to its time, never lowered.
+func (s *Store) TouchHosts(ctx context.Context, seen map[string]time.Time) error {
+	if len(seen) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(seen))
+	ats := make([]int64, 0, len(seen))
+	for h, t := range seen {
+		ids = append(ids, h)
+		ats = append(ats, nanos(t))
+	}
+	return s.write(ctx, "recording heartbeats", func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `UPDATE hosts SET last_seen = v.at FROM unnest($1::text[], $2::bigint[]) AS v(id, at)
+			WHERE hosts.id = v.id AND hosts.last_seen < v.at`, ids, ats); err != nil {
+			return fmt.Errorf("postgres: recording heartbeats: %w", err)
+		}
+		return nil
+	})
 }
 
 // LastReport implements store.Store.
@@ -524,6 +578,15 @@ func (s *Store) Pending(ctx context.Context, host string) ([]wire.Pending, error
 	return queryAll(ctx, s.pool, "reading the pending signatures of "+host, scanJSON[wire.Pending], "SELECT pending FROM pending WHERE host = $1 ORDER BY ord", host)
 }
 
+// PendingCount implements store.Store.
+func (s *Store) PendingCount(ctx context.Context) (int, error) {
+	var n int
+	if err := s.pool.QueryRow(ctx, "SELECT COUNT(*) FROM pending").Scan(&n); err != nil {
+		return 0, fmt.Errorf("postgres: counting pending signatures: %w", err)
+	}
+	return n, nil
+}
+
 // head reads the host's chain head through q.
 func head(ctx context.Context, q queryer, host string) (store.ReceiptHead, error) {
 	h := store.ReceiptHead{Hash: wire.ZeroHash}
@@ -634,6 +697,68 @@ func (s *Store) Audit(ctx context.Context, after int64, limit int) ([]store.Audi
 		e.Time = fromNanos(t)
 		return e, err
 	}, "SELECT id, time, actor, action, host, detail FROM audit WHERE id > $1 ORDER BY id LIMIT $2", after, max(limit, 0))
+}
+
+// AppendEvent implements store.Store. Appends hold eventLock, so ids
+// become visible in order (a follower never skips one).
+func (s *Store) AppendEvent(ctx context.Context, e store.Event) (int64, error) {
+	if e.Time.IsZero() {
+		e.Time = s.now()
+	}
+	if e.Type == "" {
+		return 0, fmt.Errorf("%w: an event needs a type", store.ErrInvalid)
+	}
+	var id int64
+	err := s.write(ctx, "appending to the event log", func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", eventLock); err != nil {
+			return fmt.Errorf("postgres: appending to the event log: %w", err)
+		}
+		err := tx.QueryRow(ctx, "INSERT INTO events (time, type, host, actor, detail) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+			nanos(e.Time), e.Type, e.Host, e.Actor, e.Detail).Scan(&id)
+		if err != nil {
+			return fmt.Errorf("postgres: appending to the event log: %w", err)
+		}
+		return nil
+	})
+	return id, err
+}
+
+// Events implements store.Store.
+func (s *Store) Events(ctx context.Context, after int64, limit int) ([]store.Event, error) {
+	return queryAll(ctx, s.pool, "reading the event log", func(r pgx.Rows) (store.Event, error) {
+		var e store.Event
+		var t int64
+		err := r.Scan(&e.ID, &t, &e.Type, &e.Host, &e.Actor, &e.Detail)
+		e.Time = fromNanos(t)
+		return e, err
+	}, "SELECT id, time, type, host, actor, detail FROM events WHERE id > $1 ORDER BY id LIMIT $2", after, max(limit, 0))
+}
+
+// LastEventID implements store.Store.
+func (s *Store) LastEventID(ctx context.Context) (int64, error) {
+	var id int64
+	if err := s.pool.QueryRow(ctx, "SELECT COALESCE(MAX(id), 0) FROM events").Scan(&id); err != nil {
+		return 0, fmt.Errorf("postgres: reading the event log: %w", err)
+	}
+	return id, nil
+}
+
+// PruneEvents implements store.Store.
+func (s *Store) PruneEvents(ctx context.Context, before time.Time, keep int) (int64, error) {
+	if keep < 0 {
+		return 0, fmt.Errorf("%w: keep %d events", store.ErrInvalid, keep)
+	}
+	var n int64
+	err := s.write(ctx, "pruning the event log", func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `DELETE FROM events WHERE time < $1
+			OR id <= COALESCE((SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET $2), 0)`, nanos(before), keep)
+		if err != nil {
+			return fmt.Errorf("postgres: pruning the event log: %w", err)
+		}
+		n = tag.RowsAffected()
+		return nil
+	})
+	return n, err
 }
 
 // queryAll runs a read query and scans every row with scan.

@@ -52,6 +52,11 @@ var migrationFS embed.FS
 const (
 	schemaLock int64 = 0x73747764_00000001
 	auditLock  int64 = 0x73747764_00000002
+	// operatorLock serializes revocations, so the last valid operator
+	// token is never revoked by two at once.
+	operatorLock int64 = 0x73747764_00000003
+	// eventLock orders event ids by commit, as auditLock does for audit.
+	eventLock int64 = 0x73747764_00000004
 )
 
 // migrations returns the embedded migrations in order.

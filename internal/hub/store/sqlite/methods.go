@@ -190,14 +190,15 @@ func (s *Store) CreateOperator(ctx context.Context, name, tokenHash string) erro
 func (s *Store) OperatorByToken(ctx context.Context, tokenHash string) (store.Operator, error) {
 	var o store.Operator
 	var created int64
-	err := s.r.QueryRowContext(ctx, "SELECT name, created_at FROM operators WHERE token_hash = ? AND revoked_at = 0", tokenHash).Scan(&o.Name, &created)
+	var used int64
+	err := s.r.QueryRowContext(ctx, "SELECT name, created_at, last_used FROM operators WHERE token_hash = ? AND revoked_at = 0", tokenHash).Scan(&o.Name, &created, &used)
 	if errors.Is(err, sql.ErrNoRows) {
 		return o, fmt.Errorf("%w: operator token unknown or revoked", store.ErrNotFound)
 	}
 	if err != nil {
 		return o, fmt.Errorf("sqlite: looking up an operator token: %w", err)
 	}
-	o.CreatedAt = fromNanos(created)
+	o.CreatedAt, o.LastUsed = fromNanos(created), fromNanos(used)
 	return o, nil
 }
 
@@ -205,26 +206,55 @@ func (s *Store) OperatorByToken(ctx context.Context, tokenHash string) (store.Op
 func (s *Store) Operators(ctx context.Context) ([]store.Operator, error) {
 	return queryAll(ctx, s.r, "listing operators", func(r *sql.Rows) (store.Operator, error) {
 		var o store.Operator
-		var c, rv int64
-		err := r.Scan(&o.Name, &c, &rv)
-		o.CreatedAt, o.RevokedAt = fromNanos(c), fromNanos(rv)
+		var c, rv, lu int64
+		err := r.Scan(&o.Name, &c, &rv, &lu)
+		o.CreatedAt, o.RevokedAt, o.LastUsed = fromNanos(c), fromNanos(rv), fromNanos(lu)
 		return o, err
-	}, "SELECT name, created_at, revoked_at FROM operators ORDER BY name")
+	}, "SELECT name, created_at, revoked_at, last_used FROM operators ORDER BY name")
 }
 
 // RevokeOperator implements store.Store.
 func (s *Store) RevokeOperator(ctx context.Context, name string) error {
 	now := nanos(s.now())
 	return s.write(ctx, "revoking an operator", func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, "UPDATE operators SET revoked_at = ? WHERE name = ? AND revoked_at = 0", now, name)
+		var revoked int64
+		err := tx.QueryRowContext(ctx, "SELECT revoked_at FROM operators WHERE name = ?", name).Scan(&revoked)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: operator %q", store.ErrNotFound, name)
+		}
 		if err != nil {
 			return fmt.Errorf("sqlite: revoking operator %q: %w", name, err)
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			var one int
-			if err := tx.QueryRowContext(ctx, "SELECT 1 FROM operators WHERE name = ?", name).Scan(&one); errors.Is(err, sql.ErrNoRows) {
-				return fmt.Errorf("%w: operator %q", store.ErrNotFound, name)
-			}
+		if revoked != 0 {
+			return nil
+		}
+		var others int
+		if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM operators WHERE revoked_at = 0 AND name <> ?", name).Scan(&others); err != nil {
+			return fmt.Errorf("sqlite: revoking operator %q: %w", name, err)
+		}
+		if others == 0 {
+			return fmt.Errorf("%w: %q is the only one left", store.ErrLastOperator, name)
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE operators SET revoked_at = ? WHERE name = ?", now, name); err != nil {
+			return fmt.Errorf("sqlite: revoking operator %q: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// TouchOperator implements store.Store.
+func (s *Store) TouchOperator(ctx context.Context, name string, at time.Time) error {
+	return s.write(ctx, "recording an operator token's use", func(tx *sql.Tx) error {
+		var one int
+		err := tx.QueryRowContext(ctx, "SELECT 1 FROM operators WHERE name = ?", name).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: operator %q", store.ErrNotFound, name)
+		}
+		if err != nil {
+			return fmt.Errorf("sqlite: recording the use of operator %q: %w", name, err)
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE operators SET last_used = ? WHERE name = ? AND last_used < ?", nanos(at), name, nanos(at)); err != nil {
+			return fmt.Errorf("sqlite: recording the use of operator %q: %w", name, err)
 		}
 		return nil
 	})
@@ -348,6 +378,26 @@ func (s *Store) Heartbeat(ctx context.Context, host, hash string) (bool, error) 
 		return nil
 	})
 	return match, err
+}
+
+// TouchHosts implements store.Store.
+func (s *Store) TouchHosts(ctx context.Context, seen map[string]time.Time) error {
+	if len(seen) == 0 {
+		return nil
+	}
+	return s.write(ctx, "recording heartbeats", func(tx *sql.Tx) error {
+		st, err := tx.PrepareContext(ctx, "UPDATE hosts SET last_seen = ? WHERE id = ? AND last_seen < ?")
+		if err != nil {
+			return fmt.Errorf("sqlite: recording heartbeats: %w", err)
+		}
+		defer st.Close()
+		for host, at := range seen {
+			if _, err := st.ExecContext(ctx, nanos(at), host, nanos(at)); err != nil {
+				return fmt.Errorf("sqlite: recording the heartbeat of %q: %w", host, err)
+			}
+		}
+		return nil
+	})
 }
 
 // LastReport implements store.Store.
@@ -522,6 +572,15 @@ func (s *Store) Pending(ctx context.Context, host string) ([]wire.Pending, error
 	return queryAll(ctx, s.r, "reading the pending signatures of "+host, scanJSON[wire.Pending], "SELECT pending FROM pending WHERE host = ? ORDER BY ord", host)
 }
 
+// PendingCount implements store.Store.
+func (s *Store) PendingCount(ctx context.Context) (int, error) {
+	var n int
+	if err := s.r.QueryRowContext(ctx, "SELECT COUNT(*) FROM pending").Scan(&n); err != nil {
+		return 0, fmt.Errorf("sqlite: counting pending signatures: %w", err)
+	}
+	return n, nil
+}
+
 // head reads the host's chain head through q.
 func head(ctx context.Context, q queryer, host string) (store.ReceiptHead, error) {
 	h := store.ReceiptHead{Hash: wire.ZeroHash}
@@ -628,6 +687,68 @@ func (s *Store) Audit(ctx context.Context, after int64, limit int) ([]store.Audi
 		e.Time = fromNanos(t)
 		return e, err
 	}, "SELECT id, time, actor, action, host, detail FROM audit WHERE id > ? ORDER BY id LIMIT ?", after, limit)
+}
+
+// AppendEvent implements store.Store.
+func (s *Store) AppendEvent(ctx context.Context, e store.Event) (int64, error) {
+	if e.Time.IsZero() {
+		e.Time = s.now()
+	}
+	if e.Type == "" {
+		return 0, fmt.Errorf("%w: an event needs a type", store.ErrInvalid)
+	}
+	var id int64
+	err := s.write(ctx, "appending to the event log", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "INSERT INTO events (time, type, host, actor, detail) VALUES (?, ?, ?, ?, ?)",
+			nanos(e.Time), e.Type, e.Host, e.Actor, e.Detail)
+		if err != nil {
+			return fmt.Errorf("sqlite: appending to the event log: %w", err)
+		}
+		id, err = res.LastInsertId()
+		if err != nil {
+			return fmt.Errorf("sqlite: appending to the event log: %w", err)
+		}
+		return nil
+	})
+	return id, err
+}
+
+// Events implements store.Store.
+func (s *Store) Events(ctx context.Context, after int64, limit int) ([]store.Event, error) {
+	return queryAll(ctx, s.r, "reading the event log", func(r *sql.Rows) (store.Event, error) {
+		var e store.Event
+		var t int64
+		err := r.Scan(&e.ID, &t, &e.Type, &e.Host, &e.Actor, &e.Detail)
+		e.Time = fromNanos(t)
+		return e, err
+	}, "SELECT id, time, type, host, actor, detail FROM events WHERE id > ? ORDER BY id LIMIT ?", after, limit)
+}
+
+// LastEventID implements store.Store.
+func (s *Store) LastEventID(ctx context.Context) (int64, error) {
+	var id int64
+	if err := s.r.QueryRowContext(ctx, "SELECT COALESCE(MAX(id), 0) FROM events").Scan(&id); err != nil {
+		return 0, fmt.Errorf("sqlite: reading the event log: %w", err)
+	}
+	return id, nil
+}
+
+// PruneEvents implements store.Store.
+func (s *Store) PruneEvents(ctx context.Context, before time.Time, keep int) (int64, error) {
+	if keep < 0 {
+		return 0, fmt.Errorf("%w: keep %d events", store.ErrInvalid, keep)
+	}
+	var n int64
+	err := s.write(ctx, "pruning the event log", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE time < ?
+			OR id <= COALESCE((SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?), 0)`, nanos(before), keep)
+		if err != nil {
+			return fmt.Errorf("sqlite: pruning the event log: %w", err)
+		}
+		n, _ = res.RowsAffected()
+		return nil
+	})
+	return n, err
 }
 
 // queryAll runs a read query and scans every row with scan.

@@ -33,17 +33,22 @@ func Run(t *testing.T, open Open) {
 		{"RevokeHost", testRevokeHost},
 		{"Block", testBlock},
 		{"Operators", testOperators},
+		{"OperatorLastUsed", testOperatorLastUsed},
+		{"LastOperatorUnderRace", testLastOperatorRace},
 		{"InvalidArguments", testInvalid},
 		{"DesiredGenerations", testDesired},
 		{"DesiredIfMatch", testDesiredIfMatch},
 		{"DesiredConcurrentPuts", testDesiredConcurrent},
 		{"DesiredConcurrentIfMatch", testDesiredConcurrentIfMatch},
 		{"Reports", testReports},
+		{"TouchHosts", testTouchHosts},
 		{"Jobs", testJobs},
 		{"Pending", testPending},
 		{"Receipts", testReceipts},
 		{"ReceiptChainErrors", testReceiptChainErrors},
 		{"Audit", testAudit},
+		{"Events", testEvents},
+		{"PruneEvents", testPruneEvents},
 		{"UnknownHost", testUnknownHost},
 	}
 	for _, tt := range tests {
@@ -244,10 +249,78 @@ func testOperators(t *testing.T, s store.Store) {
 	if err != nil || len(ops) != 2 || ops[0].Name != "alice" || ops[0].RevokedAt.IsZero() || ops[1].Name != "bob" || !ops[1].RevokedAt.IsZero() {
 		t.Fatalf("Operators: got %+v, %v; want alice (revoked), bob", ops, err)
 	}
+	if err := s.RevokeOperator(ctx, "alice"); err != nil {
+		t.Fatalf("revoking a revoked token again: %v; want no error", err)
+	}
+	// bob is the last valid token: revoking it would lock everyone out.
+	wantErr(t, "revoke the last valid token", s.RevokeOperator(ctx, "bob"), store.ErrLastOperator)
+	if _, err := s.OperatorByToken(ctx, tok("bob")); err != nil {
+		t.Fatalf("bob after a refused revoke: %v; want still valid", err)
+	}
 	// A host token is not an operator token.
 	enrolled(t, s, "pve-a")
 	_, err = s.OperatorByToken(ctx, tok("host-pve-a"))
 	wantErr(t, "OperatorByToken with a host token", err, store.ErrNotFound)
+}
+
+func testOperatorLastUsed(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	if err := s.CreateOperator(ctx, "alice", tok("alice")); err != nil {
+		t.Fatal(err)
+	}
+	if o, _ := s.OperatorByToken(ctx, tok("alice")); !o.LastUsed.IsZero() {
+		t.Fatalf("a new token's LastUsed: got %v; want zero", o.LastUsed)
+	}
+	at := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
+	if err := s.TouchOperator(ctx, "alice", at); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.TouchOperator(ctx, "alice", at.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	ops, err := s.Operators(ctx)
+	if err != nil || len(ops) != 1 || !ops[0].LastUsed.Equal(at) {
+		t.Fatalf("Operators after touches at T and T-1h: got %+v, %v; want LastUsed %v (an earlier touch changes nothing)", ops, err, at)
+	}
+	if o, _ := s.OperatorByToken(ctx, tok("alice")); !o.LastUsed.Equal(at) {
+		t.Fatalf("OperatorByToken LastUsed: got %v; want %v", o.LastUsed, at)
+	}
+	wantErr(t, "TouchOperator of an unknown name", s.TouchOperator(ctx, "zed", at), store.ErrNotFound)
+}
+
+func testLastOperatorRace(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for _, n := range []string{"alice", "bob"} {
+		if err := s.CreateOperator(ctx, n, tok(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each revokes the other at once: exactly one may succeed.
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, n := range []string{"alice", "bob"} {
+		wg.Go(func() { errs[i] = s.RevokeOperator(ctx, n) })
+	}
+	wg.Wait()
+	ok := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, store.ErrLastOperator):
+			t.Errorf("revoke %d: %v; want nil or ErrLastOperator", i, err)
+		}
+	}
+	ops, _ := s.Operators(ctx)
+	valid := 0
+	for _, o := range ops {
+		if o.RevokedAt.IsZero() {
+			valid++
+		}
+	}
+	if ok != 1 || valid != 1 {
+		t.Fatalf("concurrent revokes of the last two tokens: %d succeeded, %d valid left; want 1 and 1", ok, valid)
+	}
 }
 
 func testInvalid(t *testing.T, s store.Store) {
@@ -419,6 +492,30 @@ func testReports(t *testing.T, s store.Store) {
 	}
 }
 
+func testTouchHosts(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	enrolled(t, s, "pve-a")
+	enrolled(t, s, "pve-b")
+	t1 := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
+	if err := s.TouchHosts(ctx, map[string]time.Time{"pve-a": t1, "pve-b": t1.Add(time.Second), "ghost": t1}); err != nil {
+		t.Fatalf("TouchHosts with an unknown host among them: %v; want it skipped", err)
+	}
+	if err := s.TouchHosts(ctx, map[string]time.Time{"pve-a": t1.Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.TouchHosts(ctx, nil); err != nil {
+		t.Fatalf("TouchHosts(nil): %v", err)
+	}
+	a, _ := s.Host(ctx, "pve-a")
+	b, _ := s.Host(ctx, "pve-b")
+	if !a.LastSeen.Equal(t1) || !b.LastSeen.Equal(t1.Add(time.Second)) {
+		t.Fatalf("LastSeen: got %v, %v; want %v, %v (an earlier time changes nothing)", a.LastSeen, b.LastSeen, t1, t1.Add(time.Second))
+	}
+	if hosts, _ := s.Hosts(ctx); len(hosts) != 2 {
+		t.Fatalf("TouchHosts created hosts: %+v", hosts)
+	}
+}
+
 func testJobs(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	enrolled(t, s, "pve-a")
@@ -506,6 +603,13 @@ func testPending(t *testing.T, s store.Store) {
 	}
 	if got, _ := s.Pending(ctx, "pve-a"); len(got) != 1 || got[0].Action.VMID != 102 {
 		t.Fatalf("Pending after replace: got %+v; want only 102", got)
+	}
+	enrolled(t, s, "pve-b")
+	if err := s.SetPending(ctx, "pve-b", ps); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PendingCount(ctx); err != nil || n != 3 {
+		t.Fatalf("PendingCount: got %d, %v; want 3 (1 on pve-a, 2 on pve-b)", n, err)
 	}
 }
 
@@ -605,6 +709,89 @@ func testAudit(t *testing.T, s store.Store) {
 	if rest, _ := s.Audit(ctx, id1, 10); len(rest) != 1 || rest[0].ID != id2 {
 		t.Fatalf("Audit(after %d): got %+v; want only %d", id1, rest, id2)
 	}
+}
+
+func testEvents(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	if id, err := s.LastEventID(ctx); err != nil || id != 0 {
+		t.Fatalf("LastEventID of an empty log: got %d, %v; want 0", id, err)
+	}
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	id1, err := s.AppendEvent(ctx, store.Event{Time: at, Type: store.EventDesiredChanged, Host: "pve-a", Actor: "alice", Detail: "generation 1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id2, err := s.AppendEvent(ctx, store.Event{Type: store.EventHostSilent, Host: "pve-b"})
+	if err != nil || id2 <= id1 {
+		t.Fatalf("second AppendEvent: got id %d, %v; want > %d", id2, err, id1)
+	}
+	_, err = s.AppendEvent(ctx, store.Event{Host: "pve-a"})
+	wantErr(t, "an event without a type", err, store.ErrInvalid)
+	if id, err := s.LastEventID(ctx); err != nil || id != id2 {
+		t.Fatalf("LastEventID: got %d, %v; want %d", id, err, id2)
+	}
+	all, err := s.Events(ctx, 0, 10)
+	if err != nil || len(all) != 2 {
+		t.Fatalf("Events: got %d, %v; want 2", len(all), err)
+	}
+	if e := all[0]; e.ID != id1 || !e.Time.Equal(at) || e.Type != store.EventDesiredChanged || e.Host != "pve-a" || e.Actor != "alice" || e.Detail != "generation 1" {
+		t.Fatalf("event 1: got %+v", e)
+	}
+	if all[1].Time.IsZero() || all[1].Actor != "" {
+		t.Fatalf("event 2: got %+v; want the store's clock and no actor", all[1])
+	}
+	if rest, _ := s.Events(ctx, id1, 10); len(rest) != 1 || rest[0].ID != id2 {
+		t.Fatalf("Events(after %d): got %+v; want only %d", id1, rest, id2)
+	}
+	if none, err := s.Events(ctx, id2, 10); err != nil || len(none) != 0 {
+		t.Fatalf("Events(after the newest): got %+v, %v; want none", none, err)
+	}
+	if one, _ := s.Events(ctx, 0, 1); len(one) != 1 || one[0].ID != id1 {
+		t.Fatalf("Events(limit 1): got %+v; want only %d", one, id1)
+	}
+}
+
+func testPruneEvents(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	base := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	var ids []int64
+	for i := range 10 {
+		id, err := s.AppendEvent(ctx, store.Event{Time: base.Add(time.Duration(i) * time.Minute), Type: store.EventHostStatus, Host: fmt.Sprint("h", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	// Older than minute 2: events 0 and 1 go.
+	n, err := s.PruneEvents(ctx, base.Add(2*time.Minute), 100)
+	if err != nil || n != 2 {
+		t.Fatalf("PruneEvents by age: got %d, %v; want 2", n, err)
+	}
+	// Keep the newest 5 of the 8 left: 3 more go.
+	n, err = s.PruneEvents(ctx, base, 5)
+	if err != nil || n != 3 {
+		t.Fatalf("PruneEvents by count: got %d, %v; want 3", n, err)
+	}
+	left, _ := s.Events(ctx, 0, 100)
+	if len(left) != 5 || left[0].ID != ids[5] || left[4].ID != ids[9] || left[0].Host != "h5" {
+		t.Fatalf("after pruning: got %+v; want events 5..9 with their ids", left)
+	}
+	if n, err := s.PruneEvents(ctx, base, 5); err != nil || n != 0 {
+		t.Fatalf("PruneEvents again: got %d, %v; want 0", n, err)
+	}
+	// Ids keep growing after a prune.
+	id, err := s.AppendEvent(ctx, store.Event{Type: store.EventHostStatus})
+	if err != nil || id <= ids[9] {
+		t.Fatalf("AppendEvent after pruning: got %d, %v; want > %d", id, err, ids[9])
+	}
+	if n, err := s.PruneEvents(ctx, base, 0); err != nil || n != 6 {
+		t.Fatalf("PruneEvents keeping none: got %d, %v; want 6", n, err)
+	}
+	if id, _ := s.LastEventID(ctx); id != 0 {
+		t.Fatalf("LastEventID after pruning all: got %d; want 0 (nothing left)", id)
+	}
+	_, err = s.PruneEvents(ctx, base, -1)
+	wantErr(t, "PruneEvents keeping -1", err, store.ErrInvalid)
 }
 
 func testUnknownHost(t *testing.T, s store.Store) {
