@@ -42,7 +42,10 @@ type hubFlags struct {
 	tlsKey       string
 	insecureHTTP bool
 	pollInterval time.Duration
+	reportBudget float64
 	joinTTL      time.Duration
+	eventAge     time.Duration
+	eventKeep    int
 	verbose      bool
 }
 
@@ -73,7 +76,12 @@ URL and the same TLS certificate (--tls-cert/--tls-key, or tls.crt and
 tls.key copied into each --data-dir); nothing else is kept on a replica.
 The "admin" token is made once, by the first replica to start, which
 alone prints it. Prefer STEWARD_STORE, PGPASSWORD or ~/.pgpass to a
-password on the command line.`,
+password on the command line.
+
+Every flag can also be set as STEWARD_<FLAG> in the environment or as a
+key of the YAML file named by --config (for example "listen: 0.0.0.0:8440"
+and "poll-interval: 2m"); a flag wins over the environment, which wins
+over the file.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runHub(cmd.Context(), f, stdout, stderr)
@@ -87,9 +95,13 @@ password on the command line.`,
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate file (default: a self-signed one in --data-dir)")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key file for --tls-cert")
 	fl.BoolVar(&f.insecureHTTP, "insecure-http", false, "serve plain HTTP (development only; refused unless --listen is a loopback address)")
-	fl.DurationVar(&f.pollInterval, "poll-interval", hub.DefaultPollInterval, "report interval the hub tells agents")
+	fl.DurationVar(&f.pollInterval, "poll-interval", hub.DefaultPollInterval, "base report interval the hub tells agents (stretched past --report-budget)")
+	fl.Float64Var(&f.reportBudget, "report-budget", hub.DefaultReportBudget, "reports per second the whole fleet may send: the interval becomes max(--poll-interval, hosts / budget); 0 never stretches")
+	fl.DurationVar(&f.eventAge, "event-retention", hub.DefaultEventRetention, "how long fleet events are kept")
+	fl.IntVar(&f.eventKeep, "event-keep", hub.DefaultEventKeep, "most fleet events kept (the oldest go first)")
 	fl.DurationVar(&f.joinTTL, "join-token-ttl", hub.DefaultJoinTokenTTL, "how long a join token stays valid")
 	fl.BoolVar(&f.verbose, "verbose", false, "log every request to stderr")
+	addConfigFlag(cmd)
 	return cmd
 }
 
@@ -113,6 +125,12 @@ func runHub(ctx context.Context, f hubFlags, stdout, stderr io.Writer) error {
 	if f.pollInterval < time.Second {
 		return &UsageError{Err: fmt.Errorf("hub: --poll-interval %v is shorter than 1s", f.pollInterval)}
 	}
+	if f.reportBudget < 0 {
+		return &UsageError{Err: fmt.Errorf("hub: --report-budget %v is negative (0 means never stretch the interval)", f.reportBudget)}
+	}
+	if f.eventAge < time.Hour || f.eventKeep < 1 {
+		return &UsageError{Err: fmt.Errorf("hub: --event-retention (%v) must be at least 1h and --event-keep (%d) at least 1", f.eventAge, f.eventKeep)}
+	}
 	if f.joinTTL < time.Minute {
 		return &UsageError{Err: fmt.Errorf("hub: --join-token-ttl %v is shorter than 1m", f.joinTTL)}
 	}
@@ -135,7 +153,12 @@ func runHub(ctx context.Context, f hubFlags, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	var st store.Store
-	opt := hub.Options{Logger: log, PollInterval: f.pollInterval, JoinTokenTTL: f.joinTTL}
+	budget := f.reportBudget
+	if budget == 0 {
+		budget = -1 // hub.Options: < 0 never stretches
+	}
+	opt := hub.Options{Logger: log, PollInterval: f.pollInterval, ReportBudget: budget, JoinTokenTTL: f.joinTTL,
+		EventRetention: f.eventAge, EventKeep: f.eventKeep}
 	if pg {
 		ps, err := postgres.Open(ctx, f.store, postgres.Options{})
 		if err != nil {

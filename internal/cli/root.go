@@ -1,7 +1,9 @@
 // Package cli implements steward's command line: one file per subcommand,
 // each building its dependencies from flags and calling into internal
 // packages. Flags are the source of truth; every flag can also be set from
-// the environment as STEWARD_<FLAG_NAME> (--hub-url → STEWARD_HUB_URL).
+// the environment as STEWARD_<FLAG_NAME> (--hub-url → STEWARD_HUB_URL),
+// and, for a command with a --config flag, from a YAML file whose keys
+// are flag names (precedence: flag, environment, file, default).
 package cli
 
 import (
@@ -95,7 +97,10 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			return bindEnv(cmd)
+			if err := bindEnv(cmd); err != nil {
+				return err
+			}
+			return applyConfigFile(cmd)
 		},
 	}
 	for _, add := range subcommands {

@@ -55,7 +55,9 @@ func TestOperatorTokens(t *testing.T) {
 		t.Fatalf("create with a host token: got %d; want 401", code)
 	}
 
-	var a struct{ Entries []struct{ Action, Detail string } }
+	var a struct {
+		Entries []struct{ Action, Detail string }
+	}
 	e.must(200, "GET", "/v1/audit", e.opTok, nil, &a)
 	var acts []string
 	for _, en := range a.Entries {
