@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -141,7 +140,7 @@ drift_observed, pending_signature, pending_restart, error),
 					return err
 				}
 				now := time.Now()
-				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				tw := newTable(w)
 				fmt.Fprintln(tw, "HOST\tSTATE\tLAST SEEN\tVERSION\tSYNC")
 				for _, h := range out.Hosts {
 					ver := h.AgentVersion
@@ -241,6 +240,9 @@ func runHostDetail(cmd *cobra.Command, host string, vmid int, stdout io.Writer) 
 		out.Guests = keep
 	}
 	return writeOutput(stdout, format, out, func(w io.Writer) error {
+		if vmid > 0 {
+			return writeGuestDetail(w, out.Host, out.Guests[0], time.Now())
+		}
 		return writeHostDetail(w, out, time.Now())
 	})
 }
@@ -264,7 +266,7 @@ func writeHostDetail(w io.Writer, d HostDetailJSON, now time.Time) error {
 		return nil
 	}
 	fmt.Fprintln(w)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := newTable(w)
 	fmt.Fprintln(tw, "VMID\tKIND\tNAME\tSTATUS\tPHASE\tDETAIL")
 	for _, g := range d.Guests {
 		phase := g.Phase
@@ -306,11 +308,7 @@ func guestDetail(g GuestStatusJSON, now time.Time) string {
 		parts = append(parts, s)
 	}
 	if g.NextRetry != nil {
-		d := g.NextRetry.Sub(now).Round(time.Second)
-		if d < 0 {
-			d = 0
-		}
-		parts = append(parts, "next retry in "+d.String())
+		parts = append(parts, "next retry "+retryIn(*g.NextRetry, now))
 	}
 	if g.ConfigError != "" {
 		parts = append(parts, "config unreadable: "+g.ConfigError)
@@ -364,4 +362,64 @@ unblocked; it keeps reporting. --reason is required and shown in status.`
 		addOperatorFlags(cmd)
 		return cmd
 	}
+}
+
+// writeGuestDetail prints one guest of host h, one field a line.
+func writeGuestDetail(w io.Writer, h HostSummaryJSON, g GuestStatusJSON, now time.Time) error {
+	tw := newTable(w)
+	fmt.Fprintf(tw, "Guest:\t%s/%d", h.Host, g.VMID)
+	if g.Kind != "" || g.Name != "" {
+		fmt.Fprintf(tw, " (%s %q)", orDash(g.Kind), g.Name)
+	}
+	fmt.Fprintln(tw)
+	status := g.Status
+	if status == "" {
+		status = "not on the host"
+	}
+	fmt.Fprintf(tw, "Status:\t%s\n", status)
+	if g.Lock != "" {
+		fmt.Fprintf(tw, "Lock:\t%s\n", g.Lock)
+	}
+	if !g.Managed {
+		fmt.Fprintf(tw, "Phase:\tunmanaged (no desired state names it)\n")
+		return tw.Flush()
+	}
+	fmt.Fprintf(tw, "Phase:\t%s\n", g.Phase)
+	if g.Reason != "" {
+		label := "Reason:"
+		if g.Phase == "error" {
+			label = "Last error:"
+		}
+		fmt.Fprintf(tw, "%s\t%s\n", label, g.Reason)
+	}
+	if g.NextRetry != nil {
+		fmt.Fprintf(tw, "Next retry:\t%s (%s)\n", retryIn(*g.NextRetry, now), g.NextRetry.Local().Format(time.RFC3339))
+	}
+	for _, c := range g.Drift {
+		fmt.Fprintf(tw, "Drift:\t%s %s → %s\n", c.Key, planValue(c.From), planValue(c.To))
+	}
+	if len(g.PendingRestart) > 0 {
+		fmt.Fprintf(tw, "At next restart:\t%s\n", strings.Join(g.PendingRestart, ", "))
+	}
+	for _, p := range g.PendingSignature {
+		s := p.Op
+		if len(p.Destroys) > 0 {
+			s += " [destroys " + strings.Join(p.Destroys, ", ") + "]"
+		}
+		fmt.Fprintf(tw, "Needs signature:\t%s (steward sign --host %s)\n", s, h.Host)
+	}
+	if g.ConfigError != "" {
+		fmt.Fprintf(tw, "Config error:\t%s\n", g.ConfigError)
+	}
+	return tw.Flush()
+}
+
+// retryIn says when a retry at t is due: "in 1m30s", or "due" once past
+// (the agent retries at its next tick).
+func retryIn(t, now time.Time) string {
+	d := t.Sub(now).Round(time.Second)
+	if d <= 0 {
+		return "due (at the agent's next tick)"
+	}
+	return "in " + d.String()
 }

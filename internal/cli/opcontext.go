@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"io"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 )
@@ -59,7 +58,7 @@ tokens are never printed.`,
 					fmt.Fprintf(w, "No contexts in %s: log in with steward login --hub URL\n", path)
 					return nil
 				}
-				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				tw := newTable(w)
 				fmt.Fprintln(tw, "CURRENT\tNAME\tHUB\tFINGERPRINT")
 				for _, c := range out.Contexts {
 					mark := ""

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
@@ -161,6 +162,9 @@ func jsonNode(dec *json.Decoder) (*yaml.Node, error) {
 	}
 	return nil, fmt.Errorf("unexpected JSON token %T", tok)
 }
+
+// newTable returns the tabwriter every text table uses.
+func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }
 
 // yaml11Bool are the YAML 1.1 spellings of booleans other than
 // true/false.
