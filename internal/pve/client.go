@@ -63,6 +63,12 @@ type Options struct {
 	// must be empty: TLS is then the caller's business, and silently
 	// ignoring a pin would be worse than an error.
 	HTTPClient *http.Client
+	// Observe, when set, is called once per request after it finished,
+	// with the method, the path as a route template (Route), the HTTP
+	// status (0 when no response arrived) and how long it took. It is
+	// for metrics: it must be quick and safe for concurrent use, and it
+	// never sees parameters, bodies or the token.
+	Observe func(method, route string, status int, d time.Duration) `json:"-"`
 }
 
 // Client talks to one PVE API endpoint. It is safe for concurrent use.
@@ -85,6 +91,8 @@ type Client struct {
 	// so a certificate failure can name the flag that fixes it.
 	tlsHints bool
 	caFile   string
+
+	observe func(method, route string, status int, d time.Duration)
 }
 
 // New validates opts and returns a Client. It does no I/O besides reading
@@ -122,6 +130,7 @@ func New(opts Options) (*Client, error) {
 		log:     opts.Logger,
 		sleep:   sleepCtx,
 		jitter:  rand.Float64,
+		observe: opts.Observe,
 	}
 	if c.timeout <= 0 {
 		c.timeout = DefaultTimeout
@@ -294,11 +303,13 @@ func (c *Client) call(ctx context.Context, method, path string, params url.Value
 	start := time.Now()
 	resp, err := c.http.Do(req)
 	if err != nil {
+		c.observeRequest(method, path, 0, start)
 		c.log.Debug("pve request failed", "method", method, "path", path, "sent", sent.Load(), "err", c.redact(err))
 		return nil, c.transportError(parent, method, path, sent.Load(), mutation, err)
 	}
 	defer resp.Body.Close()
 	raw, rerr := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
+	c.observeRequest(method, path, resp.StatusCode, start)
 	c.log.Debug("pve request", "method", method, "path", path, "status", resp.StatusCode, "bytes", len(raw), "duration", time.Since(start))
 
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
@@ -322,6 +333,37 @@ func (c *Client) call(ctx context.Context, method, path string, params url.Value
 		return nil, fmt.Errorf("pve: %s %s: response is not PVE's JSON envelope: %w", method, path, err)
 	}
 	return env.Data, nil
+}
+
+func (c *Client) observeRequest(method, path string, status int, start time.Time) {
+	if c.observe != nil {
+		c.observe(method, Route(path), status, time.Since(start))
+	}
+}
+
+// Route turns a request path below /api2/json into its route template,
+// so that metrics have few label values: the node, VMID, task id,
+// snapshot and storage segments become {node}, {vmid}, {upid},
+// {snapname} and {storage}: "/nodes/pve/qemu/101/status/start" →
+// "/nodes/{node}/qemu/{vmid}/status/start".
+func Route(path string) string {
+	segs := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	for i := 1; i < len(segs); i++ {
+		prev := segs[i-1]
+		switch {
+		case prev == "nodes" && i == 1:
+			segs[i] = "{node}"
+		case (prev == "qemu" || prev == "lxc") && segs[i] != "":
+			segs[i] = "{vmid}"
+		case prev == "tasks":
+			segs[i] = "{upid}"
+		case prev == "snapshot":
+			segs[i] = "{snapname}"
+		case prev == "storage" && i == 3:
+			segs[i] = "{storage}"
+		}
+	}
+	return "/" + strings.Join(segs, "/")
 }
 
 // transportError classifies a failure without response. parent is the

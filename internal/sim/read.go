@@ -338,38 +338,73 @@ var allPrivs = []string{"Datastore.Allocate", "Datastore.AllocateSpace", "Datast
 	"VM.Config.Disk", "VM.Config.HWType", "VM.Config.Memory", "VM.Config.Network", "VM.Config.Options",
 	"VM.Console", "VM.Migrate", "VM.PowerMgmt", "VM.Snapshot", "VM.Snapshot.Rollback"}
 
+// getPermissions is GET /access/permissions (pve-access-control's
+// API2::AccessControl permissions): the effective privileges of the
+// caller, or of the token userid names (another's need Sys.Audit on
+// /access), on the one path asked for (the answer's key is the path as
+// given, an empty map when nothing is held), or on every path
+// RPCEnvironment's get_effective_permissions walks: the top-level paths,
+// every path with a grant (any token's: the ACL tree is shared) and every
+// pool member's path, leaving out paths where nothing is held. Each
+// privilege maps to its propagate flag: 1 for a grant on the path or an
+// ancestor, 0 where only a resource pool passes it on (pool-derived roles
+// never propagate).
 func (s *Sim) getPermissions(q *request) response {
 	t := q.tok
-	out := map[string]map[string]int{}
-	if p, okP := q.params["path"]; okP {
-		p = normACLPath(p)
-		m := map[string]int{}
-		for _, pr := range allPrivs {
-			if t.has(p, pr) {
-				m[pr] = 1
-			}
+	if uid, ok := q.params["userid"]; ok && uid != t.id {
+		if !t.has("/access", "Sys.Audit") {
+			return fail(403, "Permission check failed (/access, Sys.Audit)")
 		}
-		out[p] = m
-		return reply(out)
+		s.mu.Lock()
+		t = s.tokens[uid]
+		s.mu.Unlock()
 	}
-	if t.admin {
-		m := map[string]int{}
-		for _, pr := range allPrivs {
-			m[pr] = 1
-		}
-		out["/"] = m
-		return reply(out)
+	if p := q.params["path"]; p != "" && p != "0" { // Perl truth
+		return reply(map[string]map[string]int{p: effectivePrivs(t, normACLPath(p))})
 	}
+	paths := map[string]bool{"/": true, "/access": true, "/access/groups": true, "/nodes": true,
+		"/pool": true, "/sdn": true, "/storage": true, "/vms": true}
 	s.mu.Lock()
-	for path, privs := range t.privs {
-		m := map[string]int{}
-		for pr := range privs {
-			m[pr] = 1
+	for _, tok := range s.tokens {
+		for p := range tok.privs {
+			paths[p] = true
 		}
-		out[path] = m
+	}
+	for _, pl := range s.pools {
+		for vmid := range pl.vms {
+			paths["/vms/"+strconv.Itoa(vmid)] = true
+		}
+		for st := range pl.storage {
+			paths["/storage/"+st] = true
+		}
 	}
 	s.mu.Unlock()
+	out := map[string]map[string]int{}
+	for p := range paths {
+		if m := effectivePrivs(t, p); len(m) > 0 {
+			out[p] = m
+		}
+	}
 	return reply(out)
+}
+
+// effectivePrivs is what RPCEnvironment::permissions answers for t on the
+// normalized ACL path p: privilege -> propagate flag. A nil t (an
+// unknown token) holds nothing.
+func effectivePrivs(t *token, p string) map[string]int {
+	m := map[string]int{}
+	if t == nil {
+		return m
+	}
+	for _, pr := range allPrivs {
+		switch {
+		case t.admin || t.hasOnPath(p, pr):
+			m[pr] = 1
+		case t.has(p, pr):
+			m[pr] = 0 // from a pool
+		}
+	}
+	return m
 }
 
 // getGuest finds a guest of kind k by the request's vmid.

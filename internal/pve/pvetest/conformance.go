@@ -232,6 +232,33 @@ func RunConformance(t *testing.T, c *pve.Client, cfg Config) {
 		}
 	})
 
+	t.Run("own permissions", func(t *testing.T) {
+		// Any token may read its own privileges; steward agent check
+		// depends on it. The whole tree never lists a path without
+		// privileges, and a path asked for comes back under that key.
+		all, err := c.Permissions(ctx, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for p, privs := range all {
+			if len(privs) == 0 || !strings.HasPrefix(p, "/") {
+				t.Errorf("whole tree lists %q with %v; want an ACL path with privileges", p, privs)
+			}
+		}
+		one, err := c.Permissions(ctx, "/vms")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := one["/vms"]; !ok || len(one) != 1 {
+			t.Errorf("path=/vms answered %v; want exactly the key /vms", one)
+		}
+		for priv := range all["/vms"] {
+			if !one.Has("/vms", priv) {
+				t.Errorf("whole tree holds %s on /vms but path=/vms does not", priv)
+			}
+		}
+	})
+
 	t.Run("tasks", func(t *testing.T) {
 		ts, err := c.Tasks(ctx, cfg.Node, pve.TaskQuery{Limit: 5})
 		if err != nil {
