@@ -94,42 +94,6 @@ var configMeta = map[string]bool{
 	"force": true, "background_delay": true,
 }
 
-var cloudinitKeys = map[string]bool{"cicustom": true, "cipassword": true, "citype": true, "ciupgrade": true, "ciuser": true, "nameserver": true, "searchdomain": true, "sshkeys": true}
-
-// configPriv is the privilege PVE's check_vm_modify_config_perm /
-// check_ct_modify_config_perm requires for changing key (abridged: keys
-// PVE reserves to root@pam fall under VM.Config.HWType / Options here).
-func configPriv(k guest.Kind, key string) string {
-	base := key
-	if sm := numberedRE.FindStringSubmatch(key); sm != nil {
-		base = sm[1]
-	}
-	switch base {
-	case "cores", "sockets", "cpu", "vcpus", "cpulimit", "cpuunits", "affinity", "numa":
-		return "VM.Config.CPU"
-	case "memory", "balloon", "shares", "swap":
-		return "VM.Config.Memory"
-	case "net":
-		return "VM.Config.Network"
-	case "scsi", "virtio", "sata", "ide", "efidisk", "tpmstate", "unused", "rootfs", "mp":
-		return "VM.Config.Disk"
-	case "ipconfig":
-		return "VM.Config.Cloudinit"
-	}
-	if cloudinitKeys[key] && k == guest.QEMU {
-		return "VM.Config.Cloudinit"
-	}
-	if k == guest.LXC {
-		return "VM.Config.Options"
-	}
-	switch key {
-	case "agent", "autostart", "bios", "boot", "bootdisk", "description", "freeze", "keyboard", "localtime",
-		"name", "onboot", "ostype", "protection", "reboot", "startdate", "startup", "tablet", "tags", "vmstatestorage", "hookscript":
-		return "VM.Config.Options"
-	}
-	return "VM.Config.HWType"
-}
-
 // configChange is a validated config update.
 type configChange struct {
 	set    map[string]string
@@ -176,7 +140,7 @@ func (s *Sim) prepareConfig(k guest.Kind, q *request) (configChange, response, b
 	}
 	vmPath := "/vms/" + q.params["vmid"]
 	for _, key := range append(sortedKeys(ch.set), ch.delete...) {
-		priv := configPriv(k, key)
+		priv := pveschema.ConfigPrivilege(string(k), key)
 		if !q.tok.has(vmPath, priv) {
 			return ch, fail(403, "Permission check failed (%s, %s)", vmPath, priv), false
 		}
