@@ -18,6 +18,7 @@ import (
 //	POST /_sim/templates            <- {} (AddTemplates)
 //	POST /_sim/snippets             <- {"volid":"local:snippets/user.yaml","content":"..."} (AddSnippet)
 //	PUT  /_sim/guests/{vmid}/lock   <- {"lock":"backup"} ("" clears)
+//	POST /_sim/tokens               <- {"id":"USER@REALM!TOKENID","secret":"...","privs":{"/vms":["VM.Audit"]}} (AddToken)
 //
 // Errors are {"error":"..."} with a 4xx status.
 func (s *Sim) serveControl(w http.ResponseWriter, r *http.Request) {
@@ -87,6 +88,29 @@ func (s *Sim) serveControl(w http.ResponseWriter, r *http.Request) {
 			bad("%v", err)
 			return
 		}
+		controlJSON(w, 200, map[string]any{"data": nil})
+	case r.Method == http.MethodPost && path == "/tokens":
+		var tk struct {
+			ID     string              `json:"id"`
+			Secret string              `json:"secret"`
+			Privs  map[string][]string `json:"privs"`
+		}
+		if err := json.Unmarshal(body, &tk); err != nil {
+			bad("sim: POST /_sim/tokens: body must be {\"id\":\"USER@REALM!TOKENID\",\"secret\":\"...\",\"privs\":{\"/vms\":[\"VM.Audit\"]}}: %v", err)
+			return
+		}
+		if !tokenRE.MatchString(tk.ID) || tk.Secret == "" || strings.ContainsAny(tk.Secret, " \t\r\n=") {
+			bad("sim: POST /_sim/tokens: id must be USER@REALM!TOKENID (as pveum user token add names it) and secret non-empty without spaces or '='")
+			return
+		}
+		s.mu.Lock()
+		admin := s.tokens[tk.ID] != nil && s.tokens[tk.ID].admin
+		s.mu.Unlock()
+		if admin {
+			bad("sim: POST /_sim/tokens: %s is the admin token; choose another id", tk.ID)
+			return
+		}
+		s.AddToken(tk.ID, tk.Secret, tk.Privs)
 		controlJSON(w, 200, map[string]any{"data": nil})
 	case r.Method == http.MethodPut && strings.HasPrefix(path, "/guests/") && strings.HasSuffix(path, "/lock"):
 		vmid, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(path, "/guests/"), "/lock"))

@@ -152,6 +152,9 @@ func (s *Sim) putResize(k guest.Kind, q *request) response {
 		s.mu.Unlock()
 		if err != nil {
 			var fe resizeFormatError
+			if strings.HasPrefix(err.Error(), "Permission check failed") {
+				return fail(403, "%s", err.Error()) // pve-container checks before forking its worker
+			}
 			if errors.As(err, &fe) {
 				r := fail(500, "%s", fe.Error())
 				r.errors = fe.errs
@@ -220,6 +223,10 @@ func (s *Sim) resizeTargetLocked(g *guestState, q *request) (resizeTarget, error
 	if g.kind == guest.QEMU && strings.Contains(val, "media=cdrom") {
 		return resizeTarget{}, taskErrf("you can't resize a cdrom")
 	}
+	// Both resize_vm handlers check the volume's storage before sizing it.
+	if st, _, _ := strings.Cut(volid, ":"); !q.tok.has("/storage/"+st, "Datastore.AllocateSpace") {
+		return resizeTarget{}, permDenied("/storage/"+st, "Datastore.AllocateSpace")
+	}
 	cur, known := g.realVolumeSize(volid)
 	if !known {
 		return resizeTarget{}, taskErrf("Could not determine current size of volume '%s'", volid)
@@ -241,4 +248,40 @@ func (s *Sim) resizeTargetLocked(g *guestState, q *request) (resizeTarget, error
 		return resizeTarget{}, taskErrf("disk is already at specified size")
 	}
 	return resizeTarget{vol: volid, oldSize: cur, newSize: n}, nil
+}
+
+// newDiskRE is qemu-server's NEW_DISK_RE: a drive value that allocates a
+// new volume, "STORAGE:SIZE" (STORAGE optional: the default storage).
+var newDiskRE = regexp.MustCompile(`^(([^:\s]+):)?(\d+(\.\d+)?)$`)
+
+// checkNewDiskSpace is check_storage_access (qemu-server) and
+// check_ct_modify_config_perm's volume check (pve-container) for the
+// volumes a create or config write allocates: Datastore.AllocateSpace on
+// /storage/<id> for every "STORAGE:SIZE" value, in key order, answered
+// with PVE's 403 before anything runs. def is the storage a value
+// without one allocates on.
+func checkNewDiskSpace(k guest.Kind, tok *token, set map[string]string, def string) (response, bool) {
+	for _, key := range sortedKeys(set) {
+		if !isVolumeKey(k, key) {
+			continue
+		}
+		m := newDiskRE.FindStringSubmatch(driveVolid(set[key]))
+		if m == nil {
+			continue
+		}
+		st := m[2]
+		if st == "" {
+			st = def
+		}
+		if st != "" && !tok.has("/storage/"+st, "Datastore.AllocateSpace") {
+			return fail(403, "Permission check failed (/storage/%s, Datastore.AllocateSpace)", st), false
+		}
+	}
+	return response{}, true
+}
+
+// permDenied is the text of raise_perm_exc for priv on path: a 403 in a
+// synchronous handler, a task's exit status inside a worker.
+func permDenied(path, priv string) error {
+	return taskErrf("Permission check failed (%s, %s)", path, priv)
 }

@@ -145,6 +145,9 @@ func (s *Sim) prepareConfig(k guest.Kind, q *request) (configChange, response, b
 			return ch, fail(403, "Permission check failed (%s, %s)", vmPath, priv), false
 		}
 	}
+	if r, ok := checkNewDiskSpace(k, q.tok, ch.set, ""); !ok {
+		return ch, r, false
+	}
 	return ch, response{}, true
 }
 
@@ -560,6 +563,9 @@ func (s *Sim) postCreate(k guest.Kind, q *request) response {
 			return fail(403, "Permission check failed (/pool/%s, VM.Allocate)", pool)
 		}
 		return fail(403, "Permission check failed (%s, VM.Allocate)", vmPath)
+	}
+	if r, ok := checkNewDiskSpace(k, q.tok, q.params, q.params["storage"]); !ok {
+		return r
 	}
 	if v, ok := q.params["sshkeys"]; ok && k == guest.QEMU {
 		if err := checkSSHKeys(v); err != nil {
