@@ -110,7 +110,7 @@ func failed(rs []Result) []Result {
 func TestAllPassWithTheNeededPrivileges(t *testing.T) {
 	e := newPVE(t)
 	for name, tok := range map[string]string{
-		"admin": e.s.Token(),
+		"admin":                                  e.s.Token(),
 		"exactly the needs on /vms and /storage": e.restricted("steward@pve!agent", map[string][]Need{"/vms": GuestNeeds, "/storage": StorageNeeds}),
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -406,4 +406,3 @@ func TestHubChecks(t *testing.T) {
 		})
 	}
 }
-

@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
-	"strings"
 	"reflect"
+	"strings"
 	"testing"
 )
 
