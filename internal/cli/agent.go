@@ -76,7 +76,9 @@ exits 0 unless it fails.`,
 		},
 	}
 	cmd.AddCommand(newAgentFreezeCmd(stdout), newAgentUnfreezeCmd(stdout))
-	fl := cmd.Flags()
+	// Persistent: `steward agent check` reads the same flags (and
+	// environment) as the agent it checks.
+	fl := cmd.PersistentFlags()
 	fl.StringVar(&f.pveURL, "pve-url", "https://127.0.0.1:8006", "PVE API base URL")
 	fl.StringVar(&f.tokenFile, "pve-token-file", "", "file holding the PVE API token USER@REALM!TOKENID=SECRET (default: $STEWARD_PVE_TOKEN)")
 	fl.StringVar(&f.fingerprint, "pve-fingerprint", "", "pin the PVE certificate's SHA-256 fingerprint, colon-hex as pvenode cert info shows it")
@@ -107,6 +109,7 @@ exits 0 unless it fails.`,
 	fl.DurationVar(&f.timeouts.Power, "timeout-power", 5*time.Minute, "time allowed for a start or stop (a shutdown also gets --shutdown-timeout)")
 	fl.DurationVar(&f.timeouts.Disk, "timeout-disk", 30*time.Minute, "time allowed for resize, create, destroy and snapshot tasks")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.AddCommand(newAgentCheckCmd(&f, stdout, stderr))
 	return cmd
 }
 

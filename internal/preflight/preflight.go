@@ -49,7 +49,10 @@ type PVE interface {
 type Config struct {
 	PVE    PVE
 	PVEURL string // for messages; the --pve-url the agent uses
-	Node   string
+	// TokenID is the API token's USER@REALM!TOKENID (never the secret),
+	// named in the pveum command a failed privilege check suggests.
+	TokenID string
+	Node    string
 	// Desired is this host's desired state, when known: privileges are
 	// then checked on each managed guest's /vms/<vmid> (plus the
 	// privileges its config keys need) and on each storage its disks
@@ -167,7 +170,7 @@ func checkPVE(ctx context.Context, cfg Config) []Result {
 	}
 	rs = append(rs, Result{Check: "pve node", OK: true, Detail: fmt.Sprintf("node %q found", cfg.Node)})
 	for _, pc := range pathChecks(cfg.Desired) {
-		rs = append(rs, checkPrivileges(ctx, cfg.PVE, pc))
+		rs = append(rs, checkPrivileges(ctx, cfg.PVE, pc, cfg.TokenID))
 	}
 	return rs
 }
@@ -208,7 +211,7 @@ func pveConnFailure(where string, err error) []Result {
 func tlsFix(err error) string {
 	msg := err.Error()
 	if strings.Contains(msg, "--pve-") {
-		return "see above"
+		return "" // the client's error already names the setting that fixes it
 	}
 	return "pin PVE's certificate with --pve-fingerprint (the node's ssl_fingerprint, from pvenode cert info) or trust its CA with --pve-ca-file /etc/pve/pve-root-ca.pem"
 }
@@ -310,7 +313,10 @@ func diskStorage(v string) string {
 
 // checkPrivileges asks PVE for the token's privileges on pc.path and
 // names every missing one.
-func checkPrivileges(ctx context.Context, p PVE, pc pathCheck) Result {
+func checkPrivileges(ctx context.Context, p PVE, pc pathCheck, tokenID string) Result {
+	if tokenID == "" {
+		tokenID = "USER@REALM!TOKENID"
+	}
 	name := "pve privileges " + pc.path
 	got, err := p.Permissions(ctx, pc.path)
 	if err != nil {
@@ -335,6 +341,6 @@ func checkPrivileges(ctx context.Context, p PVE, pc pathCheck) Result {
 		}
 	}
 	return Result{Check: name, Detail: "missing " + strings.Join(missing, ", "),
-		Fix: fmt.Sprintf("grant them to the token on %s or a parent path, e.g. a role with %s (pveum role add / pveum acl modify %s --tokens USER@REALM!TOKENID --roles ROLE); a privilege-separated token also needs them on its user",
-			pc.path, strings.Join(privs, ","), pc.path)}
+		Fix: fmt.Sprintf("grant them on %s or a parent path: pveum role add ROLE --privs %s; pveum acl modify %s --tokens '%s' --roles ROLE (a privilege-separated token needs them on its user too)",
+			pc.path, strings.Join(privs, ","), pc.path, tokenID)}
 }

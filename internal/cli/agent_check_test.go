@@ -1,0 +1,85 @@
+package cli
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/steward-pve/steward/internal/preflight"
+)
+
+// checkArgs is `steward agent check` with the fixture's agent flags.
+func (f *agentFixture) checkArgs(extra ...string) []string {
+	a := f.args(extra...)
+	return append([]string{"agent", "check"}, a[1:]...)
+}
+
+func TestAgentCheck(t *testing.T) {
+	f := newAgentFixture(t)
+	doc := f.desired(t, agentDoc)
+	out, _, err := runCLI(t, f.checkArgs("--desired", doc)...)
+	if err != nil {
+		t.Fatalf("agent check with the admin token: %v\n%s", err, out)
+	}
+	for _, want := range []string{"PASS pve reachable: ", "PASS pve tls: ", "PASS pve token: ", `PASS pve node: node "pve" found`,
+		"PASS pve privileges /vms/101: ", "PASS pve privileges /storage: "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if n := strings.Count(out, "\n"); n != 6 {
+		t.Errorf("%d lines; want one per check (6):\n%s", n, out)
+	}
+
+	// A token without VM.PowerMgmt fails naming it, where, and what for.
+	var privs []string
+	for _, n := range preflight.GuestNeeds {
+		if n.Priv != "VM.PowerMgmt" {
+			privs = append(privs, n.Priv)
+		}
+	}
+	f.srv.Sim.AddToken("steward@pve!agent", "restricted-1", map[string][]string{"/vms": privs, "/storage": {"Datastore.AllocateSpace"}})
+	if err := os.WriteFile(f.token, []byte("steward@pve!agent=restricted-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err = runCLI(t, f.checkArgs("--desired", doc)...)
+	if ExitCode(err) != ExitFailure || !Silent(err) {
+		t.Fatalf("restricted token: %v (exit %d); want a silent exit 1\n%s", err, ExitCode(err), out)
+	}
+	want := "FAIL pve privileges /vms/101: missing VM.PowerMgmt (to start, shut down, stop and reboot guests); grant them on /vms/101 or a parent path: pveum role add ROLE --privs VM.PowerMgmt; pveum acl modify /vms/101 --tokens 'steward@pve!agent' --roles ROLE"
+	if !strings.Contains(out, want) || !strings.Contains(out, "PASS pve privileges /storage") {
+		t.Errorf("output lacks %q (and the passing storage check):\n%s", want, out)
+	}
+	if strings.Contains(out, "restricted-1") {
+		t.Errorf("the token secret is in the output:\n%s", out)
+	}
+	if m := f.srv.Sim.Mutations(); len(m) != 0 {
+		t.Errorf("agent check mutated: %+v", m)
+	}
+	if _, err := os.Stat(f.state); err == nil {
+		t.Errorf("agent check created the state directory")
+	}
+}
+
+func TestAgentCheckFromEnvironmentAndBadSettings(t *testing.T) {
+	f := newAgentFixture(t)
+	t.Setenv("STEWARD_PVE_TOKEN", f.srv.Token)
+	t.Setenv("STEWARD_NODE", "pve")
+	t.Setenv("STEWARD_PVE_FINGERPRINT", f.srv.Fingerprint)
+	t.Setenv("STEWARD_PVE_URL", f.srv.URL)
+	out, _, err := runCLI(t, "agent", "check")
+	if err != nil || !strings.Contains(out, "PASS pve privileges /vms:") {
+		t.Fatalf("agent check from the environment: %v\n%s", err, out)
+	}
+
+	out, _, err = runCLI(t, "agent", "check", "--pve-token-file", filepath.Join(f.dir, "missing"))
+	if ExitCode(err) != ExitFailure || !strings.HasPrefix(out, "FAIL agent settings: ") || strings.Count(out, "\n") != 1 {
+		t.Errorf("missing token file: %v (exit %d); want one FAIL agent settings line\n%s", err, ExitCode(err), out)
+	}
+
+	t.Setenv("STEWARD_NODE", "")
+	if _, _, err := runCLI(t, "agent", "check", "--node", ""); ExitCode(err) != ExitUsage {
+		t.Errorf("no node: exit %d; want %d", ExitCode(err), ExitUsage)
+	}
+}
