@@ -83,3 +83,42 @@ func TestAgentCheckFromEnvironmentAndBadSettings(t *testing.T) {
 		t.Errorf("no node: exit %d; want %d", ExitCode(err), ExitUsage)
 	}
 }
+
+// TestAgentCheckWithHub: before enrollment the check reaches the hub and
+// its pinned certificate without spending the join token; once enrolled
+// it authenticates with the host token from the state directory alone.
+func TestAgentCheckWithHub(t *testing.T) {
+	f := newAgentFixture(t)
+	h := newCLIHub(t)
+	tok := h.joinToken(t, "pve")
+
+	out, _, err := runCLI(t, f.checkArgs("--hub", h.url, "--hub-fingerprint", h.fp, "--join-token", tok)...)
+	if err != nil || !strings.Contains(out, "PASS hub reachable: ") || !strings.Contains(out, "PASS hub certificate: matches the pinned fingerprint") ||
+		!strings.Contains(out, "PASS hub enrollment: not enrolled yet") {
+		t.Fatalf("before enrollment: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(f.state, "hub.json")); err == nil {
+		t.Fatal("agent check enrolled")
+	}
+	wrong := strings.Repeat("AB:", 31) + "AB"
+	out, _, err = runCLI(t, f.checkArgs("--hub", h.url, "--hub-fingerprint", wrong, "--join-token", tok)...)
+	if ExitCode(err) != ExitFailure || !strings.Contains(out, "FAIL hub certificate: hub certificate fingerprint") {
+		t.Errorf("wrong pin: %v\n%s", err, out)
+	}
+
+	// The agent enrolls (spending the token the checks left unspent).
+	if _, _, err := runCLI(t, f.args("--once", "--hub", h.url, "--hub-fingerprint", h.fp, "--join-token", tok)...); ExitCode(err) == ExitFailure || ExitCode(err) == ExitUsage {
+		t.Fatalf("enrolling: %v", err)
+	}
+	out, _, err = runCLI(t, f.checkArgs()...)
+	if err != nil || !strings.Contains(out, "PASS hub authentication: the hub accepts the token of host pve") {
+		t.Fatalf("enrolled: %v\n%s", err, out)
+	}
+	if n := strings.Count(out, "\n"); n != 9 {
+		t.Errorf("%d lines; want 6 PVE and 3 hub checks:\n%s", n, out)
+	}
+	out, _, err = runCLI(t, f.checkArgs("--host", "other")...)
+	if ExitCode(err) != ExitFailure || !strings.HasPrefix(out, "FAIL agent settings: ") || !strings.Contains(out, `enrolled this agent as host "pve"`) {
+		t.Errorf("--host other than enrolled: %v\n%s", err, out)
+	}
+}

@@ -54,6 +54,10 @@ func checkHub(ctx context.Context, cfg Config) []Result {
 	default:
 		rs = append(rs, Result{Check: "hub certificate", OK: true, Detail: "verified"})
 	}
+	if cfg.HubEnrollPending {
+		return append(rs, Result{Check: "hub enrollment", OK: true,
+			Detail: "not enrolled yet: the agent enrolls with its --join-token when it starts (the one-time token is not spent by this check)"})
+	}
 	path := "/v1/agent/hosts/" + url.PathEscape(cfg.HubHost) + "/jobs"
 	resp, err = cfg.Hub.Do(ctx, hubclient.Request{Method: http.MethodGet, Path: path})
 	if err != nil {

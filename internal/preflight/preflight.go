@@ -68,6 +68,11 @@ type Config struct {
 	// HubPinned says whether the hub client pins a certificate
 	// fingerprint (for the message of a passing TLS check).
 	HubPinned bool
+	// HubEnrollPending says the agent is not enrolled yet but has a join
+	// token: Hub carries no token, and instead of authenticating (which
+	// would spend the one-time join token) the check says the agent will
+	// enroll when it starts.
+	HubEnrollPending bool
 }
 
 // Result is one check's outcome.
