@@ -101,6 +101,9 @@ type Config struct {
 	// or error (the report is the zero Report on error), from Run's
 	// goroutine.
 	OnTick func(engine.Report, error)
+	// JournalSync, when set, is called after every fsync of the journal
+	// with its duration (journal.Options.OnSync), for metrics.
+	JournalSync func(time.Duration)
 }
 
 // Agent is one host's daemon. Build it with New; Run, Once and Plan may
@@ -467,7 +470,7 @@ func (a *Agent) open(ctx context.Context) (*state, error) {
 		return nil, err
 	}
 	st := &state{unlock: unlock}
-	jopts := journal.Options{Logger: a.log}
+	jopts := journal.Options{Logger: a.log, OnSync: a.cfg.JournalSync}
 	if a.cfg.Hub != nil {
 		if st.receipts, err = openReceipts(a.cfg.StateDir, a.cfg.Host, a.log); err != nil {
 			st.close(ctx)

@@ -65,6 +65,10 @@ type HubOptions struct {
 	MinInterval  time.Duration
 	AgentVersion string       // reported in the host's facts
 	Logger       *slog.Logger // nil: no logging
+	// OnError, when set, is called for every failed call to the hub
+	// ("desired" for the long poll, "report" for reports and heartbeats),
+	// for metrics. It must be quick and safe for concurrent use.
+	OnError func(call string)
 }
 
 // Hub is the agent's link to a hub: a DesiredSource fed by a long poll,
@@ -84,6 +88,7 @@ type Hub struct {
 	minIntv time.Duration
 	version string
 	log     *slog.Logger
+	onError func(call string)
 
 	wakeC chan struct{} // a new desired document was accepted
 
@@ -121,7 +126,7 @@ func NewHub(o HubOptions) (*Hub, error) {
 		return nil, fmt.Errorf("%w: a Hub needs a client and the enrolled host id", ErrConfig)
 	}
 	h := &Hub{client: o.Client, host: o.Host, wait: o.Wait, timeout: o.RequestTimeout, backoff: o.Backoff,
-		version: o.AgentVersion, log: o.Logger, wakeC: make(chan struct{}, 1), posted: map[string]string{}}
+		version: o.AgentVersion, log: o.Logger, onError: o.OnError, wakeC: make(chan struct{}, 1), posted: map[string]string{}}
 	if h.wait <= 0 {
 		h.wait = DefaultHubWait
 	}
@@ -319,7 +324,7 @@ func (h *Hub) poll(ctx context.Context) {
 		case err != nil:
 			fails++
 			delay = h.backoff.Delay(fails, nil)
-			h.logHubError("fetching desired state from the hub failed; converging to the last document held", err, fails, delay)
+			h.logHubError("desired", "fetching desired state from the hub failed; converging to the last document held", err, fails, delay)
 		default:
 			if fails > 0 {
 				h.log.Info("hub reachable again", "generation", h.Generation())
@@ -358,7 +363,10 @@ func (h *Hub) logRefusal(err error) {
 }
 
 // logHubError logs a failed hub call with what to do about it.
-func (h *Hub) logHubError(msg string, err error, attempt int, retry time.Duration) {
+func (h *Hub) logHubError(call, msg string, err error, attempt int, retry time.Duration) {
+	if h.onError != nil {
+		h.onError(call)
+	}
 	attrs := []any{"err", err, "attempt", attempt}
 	if retry > 0 {
 		attrs = append(attrs, "retry_in", retry.Round(time.Millisecond))
@@ -561,7 +569,7 @@ func (h *Hub) report(ctx context.Context, rep engine.Report, frozen bool, now ti
 		delay := h.backoff.Delay(h.reportFails, nil)
 		h.reportAfter = now.Add(delay)
 		h.lastHash = "" // the next report that gets through is a full one
-		h.logHubError("reporting to the hub failed", err, h.reportFails, delay)
+		h.logHubError("report", "reporting to the hub failed", err, h.reportFails, delay)
 		return ctl, false
 	}
 	if h.reportFails > 0 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/steward-pve/steward/internal/agent"
+	"github.com/steward-pve/steward/internal/agentmetrics"
 	"github.com/steward-pve/steward/internal/allowedsigners"
 	"github.com/steward-pve/steward/internal/desired/desiredfile"
 	"github.com/steward-pve/steward/internal/engine"
@@ -46,6 +48,11 @@ type agentFlags struct {
 	// these is needed; when given they override the enrollment's.
 	hubURL, hubFingerprint, hubCAFile, joinToken string
 	hostSet                                      bool // --host was given
+	// metricsListen is --metrics-listen; metrics is built from it by
+	// runAgent (nil: no metrics) and hooked into the PVE client, the hub,
+	// the journal and the tick loop by agentConfig.
+	metricsListen string
+	metrics       *agentmetrics.Metrics
 }
 
 func newAgentCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -109,6 +116,7 @@ exits 0 unless it fails.`,
 	fl.DurationVar(&f.timeouts.Power, "timeout-power", 5*time.Minute, "time allowed for a start or stop (a shutdown also gets --shutdown-timeout)")
 	fl.DurationVar(&f.timeouts.Disk, "timeout-disk", 30*time.Minute, "time allowed for resize, create, destroy and snapshot tasks")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&f.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (default: off; not with --once)")
 	cmd.AddCommand(newAgentCheckCmd(&f, stdout, stderr))
 	return cmd
 }
@@ -147,6 +155,17 @@ func runAgent(ctx context.Context, f agentFlags, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	var metricsLn net.Listener
+	if f.metricsListen != "" {
+		if f.once {
+			return &UsageError{Err: errors.New("--metrics-listen serves the daemon's metrics; it cannot be combined with --once or --dry-run")}
+		}
+		if metricsLn, err = agentmetrics.Listen(f.metricsListen); err != nil {
+			return err
+		}
+		defer metricsLn.Close()
+		f.metrics = agentmetrics.New()
+	}
 	cfg, err := agentConfig(ctx, f, defaultJobs, logger)
 	if err != nil {
 		return err
@@ -154,6 +173,18 @@ func runAgent(ctx context.Context, f agentFlags, stdout, stderr io.Writer) error
 	a, err := agent.New(cfg)
 	if err != nil {
 		return err
+	}
+	if f.metrics != nil {
+		mctx, stop := context.WithCancel(ctx)
+		served := make(chan error, 1)
+		go func() { served <- f.metrics.Serve(mctx, metricsLn, logger) }()
+		defer func() {
+			stop()
+			if err := <-served; err != nil {
+				logger.Warn("metrics server", "err", err)
+			}
+		}()
+		logger.Info("serving metrics", "url", "http://"+metricsLn.Addr().String()+"/metrics")
 	}
 	switch {
 	case f.dryRun:
@@ -190,8 +221,12 @@ func agentConfig(ctx context.Context, f agentFlags, defaultJobs bool, logger *sl
 	if w := pve.TokenFileWarning(f.tokenFile); f.tokenFile != "" && w != "" {
 		logger.Warn(w)
 	}
-	client, err := pve.New(pve.Options{URL: f.pveURL, Token: token, Fingerprint: f.fingerprint, CAFile: f.caFile,
-		InsecureSkipVerify: f.insecure, Logger: logger})
+	popts := pve.Options{URL: f.pveURL, Token: token, Fingerprint: f.fingerprint, CAFile: f.caFile,
+		InsecureSkipVerify: f.insecure, Logger: logger}
+	if f.metrics != nil {
+		popts.Observe = f.metrics.ObservePVE
+	}
+	client, err := pve.New(popts)
 	if err != nil {
 		return agent.Config{}, err
 	}
@@ -207,6 +242,9 @@ func agentConfig(ctx context.Context, f agentFlags, defaultJobs bool, logger *sl
 		Interval: f.interval, Concurrency: f.concurrency, ShutdownTimeout: f.shutdownTimeout, NotRunGrace: f.notRunGrace,
 		TaskWait: pve.WaitOptions{Initial: f.taskPoll, Max: f.taskPollMax}, Timeouts: f.timeouts,
 		Logger: logger,
+	}
+	if f.metrics != nil {
+		cfg.OnTick, cfg.JournalSync = f.metrics.ObserveTick, f.metrics.ObserveFsync
 	}
 	switch {
 	case hub != nil:
@@ -268,5 +306,9 @@ func agentHub(ctx context.Context, f agentFlags, logger *slog.Logger) (*agent.Hu
 	if f.desiredFile != "" {
 		return nil, &UsageError{Err: fmt.Errorf("--desired and a hub exclude each other: this agent is enrolled with %s (%s), which serves its desired state", e.URL, filepath.Join(f.stateDir, agent.EnrollmentFile))}
 	}
-	return agent.NewHub(agent.HubOptions{Client: client, Host: e.Host, AgentVersion: agentVersion(), Logger: logger})
+	ho := agent.HubOptions{Client: client, Host: e.Host, AgentVersion: agentVersion(), Logger: logger}
+	if f.metrics != nil {
+		ho.OnError = f.metrics.ObserveHubError
+	}
+	return agent.NewHub(ho)
 }

@@ -69,6 +69,10 @@ type Options struct {
 	// and two calls never overlap; it must not call the Journal. Records
 	// read back at Open and rewritten by compaction are not passed again.
 	OnRecord func(Event)
+	// OnSync, when set, is called after every fsync of the journal file
+	// that succeeded, with how long it took (for metrics). It runs with no
+	// lock held and must be quick and safe for concurrent use.
+	OnSync func(time.Duration)
 }
 
 // Event is one record as Options.OnRecord sees it: Type is "begin",
@@ -115,6 +119,7 @@ type Journal struct {
 	log       *slog.Logger
 	now       func() time.Time
 	onRecord  func(Event)
+	onSync    func(time.Duration)
 
 	mu   sync.Mutex
 	cond *sync.Cond // signals changes of syncing, synced and err; uses mu
@@ -150,6 +155,7 @@ func Open(dir string, opts Options) (*Journal, error) {
 		log:       opts.Logger,
 		now:       opts.Now,
 		onRecord:  opts.OnRecord,
+		onSync:    opts.OnSync,
 	}
 	if j.retention <= 0 {
 		j.retention = DefaultRetention
@@ -507,7 +513,11 @@ func (j *Journal) waitSyncedLocked(seq uint64) error {
 		j.syncing = true
 		target, f := j.written, j.f
 		j.mu.Unlock()
+		start := time.Now()
 		err := j.syncFile(f)
+		if err == nil && j.onSync != nil {
+			j.onSync(time.Since(start))
+		}
 		j.mu.Lock()
 		j.syncing = false
 		if err != nil {
