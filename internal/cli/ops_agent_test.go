@@ -98,9 +98,12 @@ hosts:
 		t.Errorf("import of a vmid the report lacks: got %v; want a usage error naming it", err)
 	}
 
-	o.putDesiredFile("pve", file)
+	out, stderr, err := e.run("", "apply", "-f", file, "-o", "json")
+	if ExitCode(err) != ExitChanged || !strings.Contains(out, `"steps": []`) {
+		t.Fatalf("apply of the import: %v (exit %d); want exit 2 (the document changed) and a plan without steps\n%s\n%s", err, ExitCode(err), out, stderr)
+	}
 	n := len(f.srv.Sim.Mutations())
-	out, stderr, err := runCLI(t, f.args("--once")...)
+	out, stderr, err = runCLI(t, f.args("--once")...)
 	if err != nil {
 		t.Fatalf("agent tick after applying the import: %v (exit %d; 0 is nothing changed)\n%s\n%s", err, ExitCode(err), out, stderr)
 	}
@@ -115,6 +118,9 @@ hosts:
 		if g.Phase != wire.PhaseInSync {
 			t.Errorf("guest %d: phase %s; want in_sync", g.VMID, g.Phase)
 		}
+	}
+	if out, stderr, err := e.run("", "apply", "-f", file); err != nil || !strings.Contains(out, "No changes") {
+		t.Fatalf("apply of the import again: %v (exit %d); want exit 0, no changes\n%s\n%s", err, ExitCode(err), out, stderr)
 	}
 }
 
