@@ -41,11 +41,12 @@ type upProc struct {
 	line chan string
 }
 
-func startUp(t *testing.T, dir, cfg string) *upProc {
+// startUp starts `steward up` in cwd.
+func startUp(t *testing.T, cwd, dir, cfg string) *upProc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "up", "--data-dir", dir, "--config", cfg)
 	cmd.Env = append(os.Environ(), "STEWARD_TEST_CLI_MAIN=1", "NO_COLOR=1")
-	cmd.Dir = t.TempDir() // no examples/fleet.yaml here: up writes its own copy
+	cmd.Dir = cwd
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -121,18 +122,20 @@ func (p *upProc) interrupt(t *testing.T) {
 	}
 }
 
-// TestUpConvergesStopsAndResumes starts `steward up` as a subprocess until
-// its guests converge, uses the CLI it logged in, stops it with SIGINT
-// (exit 0, its ports closed), and starts it again on the same directory,
-// which resumes.
+// TestUpConvergesStopsAndResumes starts `steward up` as a subprocess in a
+// checkout (as the README's quick start does, whose output it must print)
+// until its guests converge, uses the CLI it logged in, stops it with
+// SIGINT (exit 0, its ports closed), and starts it again on the same
+// directory outside a checkout, which resumes.
 func TestUpConvergesStopsAndResumes(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "up")
 	cfg := filepath.Join(t.TempDir(), "config.yaml")
 
-	p := startUp(t, dir, cfg)
+	p := startUp(t, filepath.Join("..", ".."), dir, cfg)
 	p.waitFor(t, "Every named guest has settled.")
-	p.waitFor(t, "steward is up.")
+	p.waitFor(t, "steward import pve")
 	out := p.output()
+	checkREADMEQuickStart(t, out, dir)
 	for _, want := range []string{"Starting afresh in " + dir, "pve 101: in sync", "pve 102: in sync", "pve 103: in sync",
 		"steward sign --key " + filepath.Join(dir, "demo_key")} {
 		if !strings.Contains(out, want) {
@@ -165,7 +168,7 @@ func TestUpConvergesStopsAndResumes(t *testing.T) {
 		t.Fatalf("the hub's port %s still accepts connections after up exited", st.HubAddr)
 	}
 
-	p = startUp(t, dir, cfg)
+	p = startUp(t, t.TempDir(), dir, cfg) // no examples/fleet.yaml: up writes its own copy
 	p.waitFor(t, "steward is up.")
 	out = p.output()
 	if !strings.Contains(out, "Resuming in "+dir) || !strings.Contains(out, st.HubAddr) || !strings.Contains(out, "pve 102: in sync") {
@@ -183,5 +186,42 @@ func TestUpFleetIsTheExample(t *testing.T) {
 	}
 	if string(b) != string(upFleet) {
 		t.Fatal("internal/cli/up_fleet.yaml differs from examples/fleet.yaml: copy the example over it")
+	}
+}
+
+// checkREADMEQuickStart holds the README's quick start to what up printed:
+// the command is `go run ./cmd/steward up`, and every line of the output
+// block shown after it appears in out (a line with "…" up to the "…";
+// ~/.local/state/steward/up stands for the data directory).
+func checkREADMEQuickStart(t *testing.T, out, dir string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	if !strings.Contains(readme, "```sh\ngo run ./cmd/steward up\n```") {
+		t.Error("README: the quick start is not `go run ./cmd/steward up`")
+	}
+	_, block, ok := strings.Cut(readme, "```text\nStarting afresh")
+	if !ok {
+		t.Fatal("README: no output block of steward up (```text starting with \"Starting afresh\")")
+	}
+	block, _, _ = strings.Cut("Starting afresh"+block, "```")
+	have := map[string]bool{}
+	for _, l := range strings.Split(out, "\n") {
+		have[strings.TrimRight(l, " ")] = true
+	}
+	for _, l := range strings.Split(strings.TrimRight(block, "\n"), "\n") {
+		l = strings.ReplaceAll(l, "~/.local/state/steward/up", dir)
+		if before, _, cut := strings.Cut(l, "…"); cut {
+			if !strings.Contains(out, strings.TrimLeft(before, " ")) {
+				t.Errorf("README quick start shows %q; steward up printed nothing like it", l)
+			}
+			continue
+		}
+		if !have[l] {
+			t.Errorf("README quick start shows %q; steward up did not print that line:\n%s", l, out)
+		}
 	}
 }
