@@ -95,10 +95,16 @@ func SchemaVersion() int {
 type Options struct {
 	// Now is the clock (default time.Now).
 	Now func() time.Time
-	// MaxConns bounds the connection pool (default: pgxpool's, or
-	// pool_max_conns in the URL).
+	// MaxConns bounds the connection pool (default: pool_max_conns in the
+	// URL, else DefaultMaxConns). The notifier's listening connection
+	// comes on top.
 	MaxConns int32
 }
+
+// DefaultMaxConns is a replica's pool size when neither Options nor the
+// URL sets one (pgxpool's own default, 4 on a small machine, would queue
+// a busy replica's requests behind each other).
+const DefaultMaxConns = 16
 
 // Store is a store.Store on a PostgreSQL database. Safe for concurrent use.
 type Store struct {
@@ -135,8 +141,11 @@ func Open(ctx context.Context, connURL string, opt Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: the connection string %s does not parse (want postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=...)", where)
 	}
-	if opt.MaxConns > 0 {
+	switch {
+	case opt.MaxConns > 0:
 		cfg.MaxConns = opt.MaxConns
+	case !strings.Contains(connURL, "pool_max_conns"):
+		cfg.MaxConns = DefaultMaxConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -363,3 +363,21 @@ func TestMigrationsNumbered(t *testing.T) {
 		t.Fatalf("migrations: got %d, %v", len(m), err)
 	}
 }
+
+func TestPoolSize(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	for _, tc := range []struct {
+		url  string
+		opt  Options
+		want int32
+	}{
+		{url, Options{}, DefaultMaxConns},
+		{url, Options{MaxConns: 3}, 3},
+		{url + "&pool_max_conns=7", Options{}, 7},
+	} {
+		s := open(t, tc.url, tc.opt)
+		if got := s.pool.Config().MaxConns; got != tc.want {
+			t.Errorf("%s %+v: pool size %d; want %d", Redact(tc.url), tc.opt, got, tc.want)
+		}
+	}
+}
