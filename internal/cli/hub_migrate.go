@@ -23,7 +23,8 @@ func newHubMigrateCmd(stdout, _ io.Writer) *cobra.Command {
 		Short: "Copy a SQLite hub's state into an empty PostgreSQL database and verify the copy",
 		Long: `migrate copies everything a SQLite hub keeps (hosts and their token hashes,
 join tokens, operator tokens, every desired generation, reports, signed jobs
-and their results, pending signatures, journal receipts, the audit log) from
+and their results, pending signatures, journal receipts, the audit log, the
+event log, operator tokens' last use) from
 the hub data directory DIR into an empty PostgreSQL database, in one
 transaction, then reads the copy back and compares every table with the
 source (row count and SHA-256 of its content). Agents and operators keep

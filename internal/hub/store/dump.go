@@ -25,6 +25,7 @@ type Dump struct {
 	Pending    []DumpPending   // by Host then Ord
 	Receipts   []DumpReceipt   // by Host then Seq
 	Audit      []AuditEntry    // by ID
+	Events     []Event         // by ID
 }
 
 // DumpHost is a host with its current token's hash ("" when none).
@@ -76,7 +77,7 @@ type Exporter interface {
 }
 
 // Importer is a store that can load a Dump into itself while it is empty
-// (no host, operator or audit entry), in one transaction: on error it
+// (no host, operator, audit entry or event), in one transaction: on error it
 // holds nothing of it.
 type Importer interface {
 	Import(ctx context.Context, d *Dump) error
@@ -115,6 +116,7 @@ func (d *Dump) Sums() ([]TableSum, error) {
 		{"pending", len(d.Pending), d.Pending},
 		{"receipts", len(d.Receipts), d.Receipts},
 		{"audit", len(d.Audit), d.Audit},
+		{"events", len(d.Events), d.Events},
 	} {
 		if err := add(t.name, t.n, t.rows); err != nil {
 			return nil, err

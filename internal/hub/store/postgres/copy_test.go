@@ -56,6 +56,13 @@ func fill(t *testing.T, s store.Store) {
 		_, err := s.AppendAudit(ctx, store.AuditEntry{Actor: "alice", Action: "desired.put", Host: "pve-a", Detail: fmt.Sprint(i)})
 		must(err)
 	}
+	must(s.TouchOperator(ctx, "alice", time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)))
+	for i := range 4 {
+		_, err := s.AppendEvent(ctx, store.Event{Type: store.EventDesiredChanged, Host: "pve-a", Actor: "alice", Detail: fmt.Sprint(i)})
+		must(err)
+	}
+	_, err = s.PruneEvents(ctx, time.Time{}, 2) // ids 3 and 4 kept: the copy keeps ids
+	must(err)
 }
 
 // TestCopyFromSQLite: a hub's SQLite store copied into PostgreSQL is the
@@ -79,7 +86,7 @@ func TestCopyFromSQLite(t *testing.T) {
 	for _, s := range sums {
 		counts[s.Table] = s.Count
 	}
-	want := map[string]int{"hosts": 4, "join_tokens": 4, "operators": 2, "desired": 3, "reports": 1, "jobs": 2, "pending": 1, "receipts": 3, "audit": 3}
+	want := map[string]int{"hosts": 4, "join_tokens": 4, "operators": 2, "desired": 3, "reports": 1, "jobs": 2, "pending": 1, "receipts": 3, "audit": 3, "events": 2}
 	for table, n := range want {
 		if counts[table] != n {
 			t.Errorf("%s: copied %d rows; want %d", table, counts[table], n)
@@ -98,8 +105,8 @@ func TestCopyFromSQLite(t *testing.T) {
 	if _, err := dst.Enroll(ctx, store.HashToken("unused"), store.HashToken("h-new")); err != nil {
 		t.Fatalf("the unused join token after the copy: %v", err)
 	}
-	if o, err := dst.OperatorByToken(ctx, store.HashToken("op-alice")); err != nil || o.Name != "alice" {
-		t.Fatalf("alice's token: %+v, %v", o, err)
+	if o, err := dst.OperatorByToken(ctx, store.HashToken("op-alice")); err != nil || o.Name != "alice" || !o.LastUsed.Equal(time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Fatalf("alice's token: %+v, %v; want it, last used 2026-02-01", o, err)
 	}
 	if _, err := dst.OperatorByToken(ctx, store.HashToken("op-bob")); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("bob's revoked token: %v; want ErrNotFound", err)
@@ -123,6 +130,12 @@ func TestCopyFromSQLite(t *testing.T) {
 	}
 	if id, err := dst.AppendAudit(ctx, store.AuditEntry{Actor: "alice", Action: "x"}); err != nil || id != 4 {
 		t.Fatalf("next audit id: %d, %v; want 4", id, err)
+	}
+	if evs, err := dst.Events(ctx, 0, 10); err != nil || len(evs) != 2 || evs[0].ID != 3 || evs[1].Detail != "3" {
+		t.Fatalf("events after the copy: %+v, %v; want ids 3 and 4", evs, err)
+	}
+	if id, err := dst.AppendEvent(ctx, store.Event{Type: store.EventHostBlocked}); err != nil || id != 5 {
+		t.Fatalf("next event id: %d, %v; want 5", id, err)
 	}
 
 	// Into a database that is no longer empty: refused, nothing added.

@@ -65,13 +65,13 @@ func (s *Store) Export(ctx context.Context) (*store.Dump, error) {
 			})
 		},
 		func() error {
-			return each("operators", `SELECT name, token_hash, created_at, revoked_at FROM operators ORDER BY name COLLATE "C"`, func(r pgx.Rows) error {
+			return each("operators", `SELECT name, token_hash, created_at, revoked_at, last_used FROM operators ORDER BY name COLLATE "C"`, func(r pgx.Rows) error {
 				var o store.DumpOperator
-				var c, rv int64
-				if err := r.Scan(&o.Name, &o.TokenHash, &c, &rv); err != nil {
+				var c, rv, lu int64
+				if err := r.Scan(&o.Name, &o.TokenHash, &c, &rv, &lu); err != nil {
 					return err
 				}
-				o.CreatedAt, o.RevokedAt = fromNanos(c), fromNanos(rv)
+				o.CreatedAt, o.RevokedAt, o.LastUsed = fromNanos(c), fromNanos(rv), fromNanos(lu)
 				d.Operators = append(d.Operators, o)
 				return nil
 			})
@@ -157,6 +157,18 @@ func (s *Store) Export(ctx context.Context) (*store.Dump, error) {
 				return nil
 			})
 		},
+		func() error {
+			return each("events", "SELECT id, time, type, host, actor, detail FROM events ORDER BY id", func(r pgx.Rows) error {
+				var e store.Event
+				var t int64
+				if err := r.Scan(&e.ID, &t, &e.Type, &e.Host, &e.Actor, &e.Detail); err != nil {
+					return err
+				}
+				e.Time = fromNanos(t)
+				d.Events = append(d.Events, e)
+				return nil
+			})
+		},
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
@@ -175,15 +187,15 @@ type seqRow struct {
 func (s seqRow) Scan(dest ...any) error { return s.r.Scan(append([]any{s.seq}, dest...)...) }
 
 // Import implements store.Importer: one transaction, refused unless the
-// database holds no host, operator or audit entry.
+// database holds no host, operator, audit entry or event.
 func (s *Store) Import(ctx context.Context, d *store.Dump) error {
 	return s.write(ctx, "importing", func(tx pgx.Tx) error {
 		var used bool
-		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM hosts) OR EXISTS (SELECT 1 FROM operators) OR EXISTS (SELECT 1 FROM audit)").Scan(&used); err != nil {
+		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM hosts) OR EXISTS (SELECT 1 FROM operators) OR EXISTS (SELECT 1 FROM audit) OR EXISTS (SELECT 1 FROM events)").Scan(&used); err != nil {
 			return fmt.Errorf("postgres: importing: %w", err)
 		}
 		if used {
-			return fmt.Errorf("postgres: importing into %s: the database already holds hosts, operators or audit entries; import only into an empty one", s.where)
+			return fmt.Errorf("postgres: importing into %s: the database already holds hosts, operators, audit entries or events; import only into an empty one", s.where)
 		}
 		b := &pgx.Batch{}
 		for _, h := range d.Hosts {
@@ -199,7 +211,8 @@ func (s *Store) Import(ctx context.Context, d *store.Dump) error {
 			b.Queue("INSERT INTO join_tokens (token_hash, host, expires_at, used_at) VALUES ($1, $2, $3, $4)", j.TokenHash, j.Host, j.ExpiresAt, j.UsedAt)
 		}
 		for _, o := range d.Operators {
-			b.Queue("INSERT INTO operators (name, token_hash, created_at, revoked_at) VALUES ($1, $2, $3, $4)", o.Name, o.TokenHash, nanos(o.CreatedAt), nanos(o.RevokedAt))
+			b.Queue("INSERT INTO operators (name, token_hash, created_at, revoked_at, last_used) VALUES ($1, $2, $3, $4, $5)",
+				o.Name, o.TokenHash, nanos(o.CreatedAt), nanos(o.RevokedAt), nanos(o.LastUsed))
 		}
 		for _, x := range d.Desired {
 			b.Queue("INSERT INTO desired (host, generation, document, author, created_at) VALUES ($1, $2, $3, $4, $5)",
@@ -241,9 +254,15 @@ func (s *Store) Import(ctx context.Context, d *store.Dump) error {
 		for _, e := range d.Audit {
 			b.Queue("INSERT INTO audit (id, time, actor, action, host, detail) VALUES ($1, $2, $3, $4, $5, $6)", e.ID, nanos(e.Time), e.Actor, e.Action, e.Host, e.Detail)
 		}
+		for _, e := range d.Events {
+			b.Queue("INSERT INTO events (id, time, type, host, actor, detail) VALUES ($1, $2, $3, $4, $5, $6)", e.ID, nanos(e.Time), e.Type, e.Host, e.Actor, e.Detail)
+		}
+		// New entries continue after the imported ids.
 		if len(d.Audit) > 0 {
-			// New entries continue after the imported ids.
 			b.Queue("SELECT setval(pg_get_serial_sequence('audit', 'id'), (SELECT max(id) FROM audit))")
+		}
+		if len(d.Events) > 0 {
+			b.Queue("SELECT setval(pg_get_serial_sequence('events', 'id'), (SELECT max(id) FROM events))")
 		}
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return fmt.Errorf("postgres: importing into %s: %w", s.where, err)

@@ -65,13 +65,13 @@ func (s *Store) Export(ctx context.Context) (*store.Dump, error) {
 			})
 		},
 		func() error {
-			return each("operators", "SELECT name, token_hash, created_at, revoked_at FROM operators ORDER BY name", func(r *sql.Rows) error {
+			return each("operators", "SELECT name, token_hash, created_at, revoked_at, last_used FROM operators ORDER BY name", func(r *sql.Rows) error {
 				var o store.DumpOperator
-				var c, rv int64
-				if err := r.Scan(&o.Name, &o.TokenHash, &c, &rv); err != nil {
+				var c, rv, lu int64
+				if err := r.Scan(&o.Name, &o.TokenHash, &c, &rv, &lu); err != nil {
 					return err
 				}
-				o.CreatedAt, o.RevokedAt = fromNanos(c), fromNanos(rv)
+				o.CreatedAt, o.RevokedAt, o.LastUsed = fromNanos(c), fromNanos(rv), fromNanos(lu)
 				d.Operators = append(d.Operators, o)
 				return nil
 			})
@@ -152,6 +152,18 @@ func (s *Store) Export(ctx context.Context) (*store.Dump, error) {
 				}
 				e.Time = fromNanos(t)
 				d.Audit = append(d.Audit, e)
+				return nil
+			})
+		},
+		func() error {
+			return each("events", "SELECT id, time, type, host, actor, detail FROM events ORDER BY id", func(r *sql.Rows) error {
+				var e store.Event
+				var t int64
+				if err := r.Scan(&e.ID, &t, &e.Type, &e.Host, &e.Actor, &e.Detail); err != nil {
+					return err
+				}
+				e.Time = fromNanos(t)
+				d.Events = append(d.Events, e)
 				return nil
 			})
 		},
