@@ -7,9 +7,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/spf13/pflag"
+
+	"github.com/steward-pve/steward/internal/cli"
 )
 
 func TestDebVersion(t *testing.T) {
@@ -293,5 +298,48 @@ func TestBuildRefusesBadInput(t *testing.T) {
 	}
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Errorf("%s exists after refused builds (err %v); want nothing written", out, err)
+	}
+}
+
+// TestSettingsNameRealFlags: a STEWARD_ variable that matches no flag is
+// ignored without a word, so every one the units set, and every one the
+// .env files suggest, must be the environment name of a flag of the
+// command the unit runs.
+func TestSettingsNameRealFlags(t *testing.T) {
+	root := cli.Tree()
+	envOf := func(cmdName string) map[string]bool {
+		c, _, err := root.Find([]string{cmdName})
+		if err != nil || c.Name() != cmdName {
+			t.Fatalf("no command %q in the CLI", cmdName)
+		}
+		m := map[string]bool{}
+		c.Flags().VisitAll(func(f *pflag.Flag) { m[cli.EnvName(f.Name)] = true })
+		return m
+	}
+	varName := regexp.MustCompile(`STEWARD_[A-Z0-9_]+`)
+	for _, tc := range []struct{ unit, env, command string }{
+		{"steward-agent.service", "agent.env", "agent"},
+		{"steward-hub.service", "hub.env", "hub"},
+	} {
+		flags := envOf(tc.command)
+		for _, name := range []string{tc.unit, tc.env} {
+			b, err := assets.ReadFile(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			found := varName.FindAllString(string(b), -1)
+			if len(found) == 0 {
+				t.Errorf("%s names no STEWARD_ variable", name)
+			}
+			for _, v := range found {
+				if !flags[v] {
+					t.Errorf("%s: %s is no flag of `steward %s`", name, v, tc.command)
+				}
+			}
+		}
+		u, _ := assets.ReadFile(tc.unit)
+		if !strings.Contains(string(u), "ExecStart=/usr/bin/steward "+tc.command+"\n") {
+			t.Errorf("%s does not run `steward %s`", tc.unit, tc.command)
+		}
 	}
 }
