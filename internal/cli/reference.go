@@ -80,7 +80,7 @@ func writeCommand(b *strings.Builder, c *cobra.Command) {
 	if len(c.Aliases) > 0 {
 		fmt.Fprintf(b, "\nAliases: `%s`\n", strings.Join(c.Aliases, "`, `"))
 	}
-	if ex := strings.TrimSpace(c.Example); ex != "" {
+	if ex := dedent(c.Example); ex != "" {
 		fmt.Fprintf(b, "\nExamples:\n\n```sh\n%s\n```\n", ex)
 	}
 	var rows []string
@@ -153,6 +153,33 @@ func portableDefault(v string) string {
 		return "~" + strings.TrimPrefix(v, home)
 	}
 	return v
+}
+
+// dedent trims blank lines around s and the indentation all its lines
+// share (cobra prints examples indented; the reference shows them flush).
+func dedent(s string) string {
+	lines := strings.Split(strings.Trim(s, "\n"), "\n")
+	var prefix string
+	set := false
+	for _, l := range lines {
+		if strings.TrimSpace(l) == "" {
+			continue
+		}
+		ind := l[:len(l)-len(strings.TrimLeft(l, " \t"))]
+		if !set {
+			prefix, set = ind, true
+			continue
+		}
+		n := 0
+		for n < len(prefix) && n < len(ind) && prefix[n] == ind[n] {
+			n++
+		}
+		prefix = prefix[:n]
+	}
+	for i, l := range lines {
+		lines[i] = strings.TrimPrefix(l, prefix)
+	}
+	return strings.TrimSpace(strings.Join(lines, "\n"))
 }
 
 // mdEscape keeps text that reads as HTML (<state-dir>) from vanishing in

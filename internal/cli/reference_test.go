@@ -93,3 +93,17 @@ func TestPortableDefault(t *testing.T) {
 		}
 	}
 }
+
+func TestDedent(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"  a\n    b\n  c", "a\n  b\nc"},
+		{"\n\n  a\n  b\n", "a\nb"},
+		{"a\n  b", "a\n  b"},
+		{"\tx\n\n\ty", "x\n\ny"},
+		{"", ""},
+	} {
+		if got := dedent(tc.in); got != tc.want {
+			t.Errorf("dedent(%q) = %q; want %q", tc.in, got, tc.want)
+		}
+	}
+}
