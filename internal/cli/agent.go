@@ -72,6 +72,16 @@ Signed jobs are read from --signed-jobs (default <state-dir>/jobs). A job
 that ran, or had run before, is reported once and moved to
 <state-dir>/jobs/done/, kept there for --jobs-retention.
 
+With a hub: enroll once with --hub URL --hub-fingerprint FP (or --hub-ca-file)
+--join-token T; <state-dir>/hub.json then holds what the agent needs, and
+later runs take no hub flag. The agent long-polls its desired state from the
+hub (kept in <state-dir>/hub-state.json for when the hub is away), runs the
+hub's signed jobs next to the local ones, reports every tick and ships its
+journal as hash-chained receipts. --desired and a hub exclude each other.
+
+steward agent freeze --state-dir DIR stops every change (the hub cannot lift
+it) until steward agent unfreeze.
+
 Exit status of --once: 0 nothing changed; 2 something changed or an action
 waits for a signature; 1 an action failed, a guest is in error or a signed
 job was rejected (or the tick itself failed); 64 a usage error. --dry-run
