@@ -162,6 +162,9 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Jobs = NoJobs{}
 	}
 	if cfg.Hub != nil {
+		if cfg.Now != nil {
+			cfg.Hub.now = cfg.Now
+		}
 		cfg.Desired = cfg.Hub
 		cfg.Jobs = &bothJobs{local: cfg.Jobs, hub: cfg.Hub}
 	}
@@ -340,7 +343,7 @@ func (a *Agent) report(ctx context.Context, rep engine.Report) (wire.Control, bo
 		return wire.Control{}, false
 	}
 	frozen, _ := Frozen(a.cfg.StateDir)
-	ctl, ok := h.report(ctx, rep, frozen, a.now())
+	ctl, ok := h.report(ctx, rep, frozen)
 	a.jobsWaiting = ok && ctl.JobsWaiting && h.lastHubJobs == 0 && h.jobsFetchErr == ""
 	if ok && a.receipts != nil {
 		cctx, cancel := context.WithTimeout(ctx, h.timeout)
@@ -353,12 +356,6 @@ func (a *Agent) report(ctx context.Context, rep engine.Report) (wire.Control, bo
 	return ctl, ok
 }
 
-func (a *Agent) now() time.Time {
-	if a.cfg.Now != nil {
-		return a.cfg.Now()
-	}
-	return time.Now()
-}
 
 // hold returns why the agent must change nothing now ("" when it may):
 // the local freeze file, or the hub's block.

@@ -91,6 +91,7 @@ type Hub struct {
 	onError func(call string)
 
 	wakeC chan struct{} // a new desired document was accepted
+	now   func() time.Time
 
 	// path is the state file ("" until the agent opened its state
 	// directory, or for a read-only Plan: nothing is written).
@@ -126,7 +127,7 @@ func NewHub(o HubOptions) (*Hub, error) {
 		return nil, fmt.Errorf("%w: a Hub needs a client and the enrolled host id", ErrConfig)
 	}
 	h := &Hub{client: o.Client, host: o.Host, wait: o.Wait, timeout: o.RequestTimeout, backoff: o.Backoff,
-		version: o.AgentVersion, log: o.Logger, onError: o.OnError, wakeC: make(chan struct{}, 1), posted: map[string]string{}}
+		version: o.AgentVersion, log: o.Logger, onError: o.OnError, wakeC: make(chan struct{}, 1), posted: map[string]string{}, now: time.Now}
 	if h.wait <= 0 {
 		h.wait = DefaultHubWait
 	}
@@ -393,6 +394,10 @@ func (h *Hub) Jobs(ctx context.Context) ([]signedop.Job, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if h.away() {
+		h.lastHubJobs = 0
+		return nil, nil
+	}
 	cctx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
 	js, err := h.client.Jobs(cctx, h.host)
@@ -476,8 +481,8 @@ func (h *Hub) Settle(ctx context.Context, jobs []engine.JobReport) error {
 			delete(h.posted, id) // no longer offered: the hub cleared it
 		}
 	}
-	if len(batch) == 0 {
-		return nil
+	if len(batch) == 0 || h.away() {
+		return nil // an unreachable hub gets the results once it is back
 	}
 	cctx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
@@ -511,6 +516,13 @@ func (h *Hub) Settle(ctx context.Context, jobs []engine.JobReport) error {
 	return first
 }
 
+// away reports whether the last report failed and its backoff has not
+// passed: the tick does not wait on other calls to a hub known to be
+// unreachable.
+func (h *Hub) away() bool {
+	return h.reportFails > 0 && h.now().Before(h.reportAfter)
+}
+
 // contentHash is the hash of what a report says, its time left out: a
 // report whose content hash did not change goes as a heartbeat.
 func contentHash(w wire.Report) (string, error) {
@@ -528,7 +540,8 @@ func contentHash(w wire.Report) (string, error) {
 // a heartbeat naming it. It applies the control envelope the hub answers
 // (blocked, kept across restarts) and returns it. While the hub is
 // unreachable, attempts back off; ok is false when no answer came.
-func (h *Hub) report(ctx context.Context, rep engine.Report, frozen bool, now time.Time) (ctl wire.Control, ok bool) {
+func (h *Hub) report(ctx context.Context, rep engine.Report, frozen bool) (ctl wire.Control, ok bool) {
+	now := h.now()
 	if now.Before(h.reportAfter) {
 		return ctl, false
 	}
