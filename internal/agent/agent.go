@@ -356,7 +356,6 @@ func (a *Agent) report(ctx context.Context, rep engine.Report) (wire.Control, bo
 	return ctl, ok
 }
 
-
 // hold returns why the agent must change nothing now ("" when it may):
 // the local freeze file, or the hub's block.
 func (a *Agent) hold() string {
