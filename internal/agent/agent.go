@@ -4,9 +4,14 @@
 // mutates anything, and then runs the engine's reconcile tick on an
 // interval until its context ends.
 //
-// Inputs come through two seams the agent owns, so a hub can replace the
-// local files without the loop changing: a DesiredSource (the desired
-// file today) and a JobSource (the signed-jobs directory today).
+// Inputs come through two seams the agent owns: a DesiredSource (the
+// desired file, or the hub) and a JobSource (the signed-jobs directory,
+// next to the hub's jobs). With a Hub (hub.go) the agent also reports
+// every tick, honours the hub's poll interval and block, long-polls its
+// desired state in a goroutine Run owns, and ships its journal as
+// hash-chained receipts (receipts.go). Enrollment (enroll.go) leaves what
+// the hub link needs in the state directory. A local freeze file
+// (freeze.go) stops every mutation whatever the hub says.
 //
 // Run is the daemon; Once runs one tick and returns its report (steward
 // agent --once); Plan observes and plans without a state directory and

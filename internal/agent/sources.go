@@ -15,7 +15,7 @@ import (
 )
 
 // DesiredSource is where the agent's desired state comes from: the
-// desired file today (desiredfile.File), the hub next.
+// desired file (desiredfile.File) or the hub (Hub).
 //
 // Desired returns the current document. It must honour ctx; whether it
 // blocks is the source's to say (a file source reads the file and returns;
@@ -30,8 +30,8 @@ type DesiredSource interface {
 	Desired(ctx context.Context) (*desired.Document, error)
 }
 
-// JobSource is where signed jobs come from: the jobs directory today
-// (DirJobs), the hub next.
+// JobSource is where signed jobs come from: the jobs directory
+// (DirJobs), with a hub the hub's jobs too (Hub).
 //
 // Jobs returns every job currently offered, in a stable order. It must
 // honour ctx and should not block beyond one read of its origin. "Nothing
