@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -531,8 +532,52 @@ func settled(phase string) bool {
 	return false
 }
 
-// waitPoll is how often --wait asks the hub for the hosts' reports.
-const waitPoll = time.Second
+// waitPoll is the longest --wait goes without asking the hub for the
+// hosts' reports: it asks again at once when the hub records an event
+// (a host's status changed), and at least this often, since a report of
+// a new generation with the same phases records none.
+const waitPoll = 2 * time.Second
+
+// eventFollower wakes --wait when the hub records a fleet event (GET
+// /v1/events, a blocking query). On a hub without the event log, or once
+// it fails, it just sleeps.
+type eventFollower struct {
+	c     *hubclient.Client
+	after int64
+	ok    bool
+}
+
+func newEventFollower(ctx context.Context, c *hubclient.Client) *eventFollower {
+	f := &eventFollower{c: c}
+	var ev hub.EventsJSON
+	if err := c.JSON(ctx, http.MethodGet, "/v1/events", url.Values{"limit": {"1"}}, nil, &ev); err == nil {
+		f.after, f.ok = ev.LastID, true
+	}
+	return f
+}
+
+// wait returns when an event newer than the last seen is recorded, d
+// passed, or ctx is done.
+func (f *eventFollower) wait(ctx context.Context, d time.Duration) {
+	if f.ok {
+		var ev hub.EventsJSON
+		q := url.Values{"after": {strconv.FormatInt(f.after, 10)}, "wait": {d.String()}, "limit": {"100"}}
+		if err := f.c.JSON(ctx, http.MethodGet, "/v1/events", q, nil, &ev); err == nil {
+			f.after = ev.LastID
+			return
+		}
+		f.ok = false
+		if ctx.Err() != nil {
+			return
+		}
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
 
 // waitConverged polls the hosts until every guest each one names has
 // settled in a report of the stored generation (or later), printing each
@@ -542,6 +587,7 @@ func waitConverged(ctx context.Context, c *hubclient.Client, hosts []*applyHost,
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	seen := map[string]string{} // "host/vmid" -> phase shown
+	events := newEventFollower(ctx, c)
 	for {
 		var waiting, failed []string
 		for _, ah := range hosts {
@@ -607,13 +653,12 @@ func waitConverged(ctx context.Context, c *hubclient.Client, hosts []*applyHost,
 			fmt.Fprintln(progress, "Every named guest has settled.")
 			return nil
 		}
-		select {
-		case <-ctx.Done():
+		if ctx.Err() != nil {
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return fmt.Errorf("apply --wait: stored, but still waiting after %v for:\n  %s", timeout, strings.Join(append(waiting, failed...), "\n  "))
 			}
 			return ctx.Err()
-		case <-time.After(waitPoll):
 		}
+		events.wait(ctx, waitPoll)
 	}
 }

@@ -82,6 +82,12 @@ func loadConfig(path string) (*opConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the config %s: %w", path, err)
 	}
+	return parseOpConfig(path, b)
+}
+
+// parseOpConfig strictly decodes and checks a config file's content b;
+// errors name path.
+func parseOpConfig(path string, b []byte) (*opConfig, error) {
 	var c opConfig
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)

@@ -107,6 +107,7 @@ func jsonNode(dec *json.Decoder) (*yaml.Node, error) {
 		switch t {
 		case '{':
 			n := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+			seen := map[string]bool{}
 			for dec.More() {
 				kt, err := dec.Token()
 				if err != nil {
@@ -116,6 +117,10 @@ func jsonNode(dec *json.Decoder) (*yaml.Node, error) {
 				if !ok {
 					return nil, errors.New("object key is not a string")
 				}
+				if seen[k] {
+					return nil, fmt.Errorf("duplicate object key %q (YAML forbids it)", k)
+				}
+				seen[k] = true
 				v, err := jsonNode(dec)
 				if err != nil {
 					return nil, err
