@@ -14,6 +14,7 @@ import (
 	"github.com/steward-pve/steward/internal/guest"
 	"github.com/steward-pve/steward/internal/pve"
 	"github.com/steward-pve/steward/internal/sim"
+	"github.com/steward-pve/steward/internal/wire"
 )
 
 const testSSHKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOldEEHXRJbKuE453AGQyJq8GVUpkK1aV9xjsaW3kdJ0 op@ws"
@@ -331,29 +332,107 @@ func TestFailedCreateRemainsCleanedUp(t *testing.T) {
 	}
 }
 
-// A clone interrupted at every crash point runs exactly once: recovery
-// finds its qmclone task (on the template) or proves it never started.
-func TestCloneSurvivesCrash(t *testing.T) {
-	for _, point := range []string{crashpoint.BeforeBegin, crashpoint.AfterBegin, crashpoint.AfterTaskReturned,
-		crashpoint.AfterTaskRecorded, crashpoint.AfterCall, crashpoint.AfterEnd} {
-		t.Run(point, func(t *testing.T) {
-			h := newHarness(t, sim.Options{Templates: true})
-			ctx, cancel := context.WithCancel(t.Context())
-			crashAt(t, point, cancel)
-			h.eng.Tick(ctx, mustParse(t, cloneDoc), nil)
-			crashpoint.SetHook(nil)
-			h.open()
-			_, rep := converge(t, h, cloneDoc, 5)
-			inSync(t, rep, 120)
-			if m := h.mutations(); !slices.Equal(m, []string{"clone 9000", "config 120", "start 120"}) {
-				t.Fatalf("mutations = %v; want the clone exactly once, then config and start", m)
-			}
-			if got := h.j.InFlight(); len(got) != 0 {
-				t.Errorf("ops left in flight: %+v", got)
-			}
-			if p := h.j.Provenance(120); !p.CreatedByAgent {
-				t.Errorf("provenance %+v; want the clone the agent's", p)
-			}
-		})
+// lxcDoc creates container 130 from the seeded template and starts it.
+const lxcDoc = `apiVersion: steward/v1
+kind: Fleet
+hosts:
+  pve:
+    guests:
+      130:
+        kind: lxc
+        state: running
+        create: {ostemplate: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst", disks: {rootfs: "local-lvm:8"}}
+        config: {hostname: ct130, memory: 1024}
+`
+
+// A clone or a create interrupted at every crash point runs exactly once:
+// recovery finds its task (a clone's qmclone task on the template) or
+// proves it never started.
+func TestCreateSurvivesCrash(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		doc  string
+		vmid int
+		muts []string
+	}{
+		{"clone", cloneDoc, 120, []string{"clone 9000", "config 120", "start 120"}},
+		{"lxc", lxcDoc, 130, []string{"create 130", "start 130"}},
+	} {
+		for _, point := range []string{crashpoint.BeforeBegin, crashpoint.AfterBegin, crashpoint.AfterTaskReturned,
+			crashpoint.AfterTaskRecorded, crashpoint.AfterCall, crashpoint.AfterEnd} {
+			t.Run(tc.name+"/"+point, func(t *testing.T) {
+				h := newHarness(t, sim.Options{Templates: true})
+				ctx, cancel := context.WithCancel(t.Context())
+				crashAt(t, point, cancel)
+				h.eng.Tick(ctx, mustParse(t, tc.doc), nil)
+				crashpoint.SetHook(nil)
+				h.open()
+				_, rep := converge(t, h, tc.doc, 5)
+				inSync(t, rep, tc.vmid)
+				if m := h.mutations(); !slices.Equal(m, tc.muts) {
+					t.Fatalf("mutations = %v; want %v, the creation exactly once", m, tc.muts)
+				}
+				if got := h.j.InFlight(); len(got) != 0 {
+					t.Errorf("ops left in flight: %+v", got)
+				}
+				if p := h.j.Provenance(tc.vmid); !p.CreatedByAgent {
+					t.Errorf("provenance %+v; want the guest the agent's", p)
+				}
+			})
+		}
+	}
+}
+
+// The hub sees the clone as an action of its own kind, with its task, in
+// a report the wire package accepts.
+func TestCloneReportedOnTheWire(t *testing.T) {
+	h := newHarness(t, sim.Options{Templates: true})
+	w := h.tick(mustParse(t, cloneDoc)).Wire()
+	b, err := wire.EncodeReport(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := wire.DecodeReport(b)
+	if err != nil {
+		t.Fatalf("the hub would refuse the report: %v", err)
+	}
+	if len(got.Actions) != 1 {
+		t.Fatalf("actions = %+v; want the clone", got.Actions)
+	}
+	a := got.Actions[0]
+	if a.Action.Op != "clone" || a.Action.VMID != 120 || a.Action.Params["source"] != "9000" || a.Class != "benign" ||
+		!strings.Contains(a.UPID, ":qmclone:9000:") || a.ExitStatus != "OK" {
+		t.Errorf("action = %+v; want the benign clone of 9000 into 120 with its qmclone task", a)
+	}
+	if len(got.Sync) != 1 || got.Sync[0].Phase != wire.PhaseConverging {
+		t.Errorf("sync = %+v; want 120 converging", got.Sync)
+	}
+}
+
+// A create interrupted before its task was known, whose guest now exists
+// under a clone lock (a task still running, or one that died), is not
+// taken for the agent's: its fate is unknown, it is never run again, and
+// the journal gives no provenance over that guest.
+func TestInterruptedCloneFindsLockedGuest(t *testing.T) {
+	h := newHarness(t, sim.Options{Templates: true})
+	ctx, cancel := context.WithCancel(t.Context())
+	crashAt(t, crashpoint.AfterBegin, cancel)
+	h.eng.Tick(ctx, mustParse(t, cloneDoc), nil)
+	crashpoint.SetHook(nil)
+	spec := qemuGuest(120, false, nil)
+	spec.Lock = "clone"
+	if err := h.srv.Sim.AddGuest(spec); err != nil {
+		t.Fatal(err)
+	}
+	h.open()
+	if got := h.j.InFlight(); len(got) != 0 {
+		t.Fatalf("ops left in flight: %+v", got)
+	}
+	if p := h.j.Provenance(120); p.CreatedByAgent {
+		t.Errorf("provenance %+v; a guest found locked is not provably the agent's", p)
+	}
+	h.tick(mustParse(t, cloneDoc))
+	if slices.Contains(h.mutations(), "clone 9000") {
+		t.Errorf("mutations %v; the clone must not run again", h.mutations())
 	}
 }

@@ -149,6 +149,9 @@ func (t *tick) report(ctx context.Context) {
 					t.byID[g.VMID] = g
 				}
 			}
+			// A guest this tick created is fresh now: its next config
+			// write is judged as the next tick will judge it.
+			t.freshness(ctx, final.Steps)
 			for _, st := range final.Steps {
 				a := st.Action
 				if !touched[a.VMID] {

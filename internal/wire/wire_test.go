@@ -32,6 +32,8 @@ func sampleReport() wire.Report {
 			{VMID: 102, Phase: wire.PhaseError, Reason: "guest config unreadable", Lock: "backup", NextRetry: t0.Add(40 * time.Second)},
 			{VMID: 103, Phase: wire.PhasePendingSignature, Drift: []wire.Change{{Key: "scsi1", From: "local:vm-103-disk-1,size=8G"}}},
 			{VMID: 104, Phase: wire.PhaseError, Reason: "not found on this host"},
+			{VMID: 120, Phase: wire.PhaseConverging, Drift: []wire.Change{{Key: "create", To: "clone of 9000 (full onto local-lvm)"}}},
+			{VMID: 121, Phase: wire.PhaseError, Reason: "engine: not created: vmid 121 is taken in the cluster (qemu \"db\" on node pve-b)", NextRetry: time.Date(2026, 3, 14, 9, 27, 33, 0, time.UTC)},
 		},
 		Actions: []wire.ActionResult{
 			{Action: wire.Action{Op: "config", VMID: 101, Kind: "lxc", Params: map[string]string{"cores": "2"}, Digest: "3f2a"},
@@ -40,6 +42,10 @@ func sampleReport() wire.Report {
 				Source: "signed", Class: "destructive", Job: job, UPID: "UPID:pve-a:00001234:00005678:67D3F6F1:qmdestroy:100:steward@pve!agent:", ExitStatus: "WARNINGS: 1", Warnings: 1},
 			{Action: wire.Action{Op: "start", VMID: 102, Kind: "qemu"}, Source: "reconcile", Class: "benign", Skipped: "backing off until 2026-03-14T09:27:33Z"},
 			{Action: wire.Action{Op: "shutdown", VMID: 105, Kind: "qemu", Params: map[string]string{"timeout": "180"}}, Source: "reconcile", Class: "benign", Error: "can't lock file '/var/lock/qemu-server/lock-105.conf' - got timeout"},
+			{Action: wire.Action{Op: "clone", VMID: 120, Kind: "qemu", Params: map[string]string{"source": "9000", "full": "1", "storage": "local-lvm", "name": "web-1"}}, Source: "reconcile", Class: "benign",
+				UPID: "UPID:pve-a:00001240:00005690:67D3F6F2:qmclone:9000:steward@pve!agent:", ExitStatus: "OK"},
+			{Action: wire.Action{Op: "create", VMID: 130, Kind: "lxc", Params: map[string]string{"ostemplate": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst", "rootfs": "local-lvm:8", "unprivileged": "1"}}, Source: "reconcile", Class: "benign",
+				UPID: "UPID:pve-a:00001241:00005691:67D3F6F2:vzcreate:130:steward@pve!agent:", ExitStatus: "OK"},
 		},
 		Pending: []wire.Pending{{
 			Action: wire.Action{Op: "config", VMID: 103, Kind: "qemu", Params: map[string]string{"delete": "scsi1"}, Digest: "aa01"},
