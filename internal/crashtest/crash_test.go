@@ -86,6 +86,87 @@ func guests() []sim.GuestSpec {
 	}
 }
 
+// scenario is what a crash run converges: the guests the simulator starts
+// with, the desired document, the mutations that must each run once, and
+// the guests' final state.
+type scenario struct {
+	guests    []sim.GuestSpec
+	templates bool // seed the simulator's creation templates
+	doc       string
+	intended  []string
+	want      map[int]wantGuest
+	// settle is how many restarts after the crash may change something
+	// before one must find nothing left to do.
+	settle int
+}
+
+type wantGuest struct {
+	status     string
+	key, value string
+}
+
+// configScenario converges existing guests: config writes and run states.
+var configScenario = scenario{guests: guests(), doc: desiredDoc, intended: intended, settle: 2,
+	want: map[int]wantGuest{101: {"running", "cores", "2"}, 102: {"stopped", "", ""}, 103: {"running", "memory", "4096"}, 104: {"running", "cores", "3"}}}
+
+// createScenario creates guests (issue 12): a clone of the template, set
+// up by cloud-init and started, and a container from a template, started.
+// The first tick clones and creates, the next writes config and starts.
+var createScenario = scenario{templates: true, settle: 3,
+	doc: `apiVersion: steward/v1
+kind: Fleet
+hosts:
+  pve:
+    guests:
+      120:
+        kind: qemu
+        state: running
+        create: {clone: 9000, full: true, storage: local-lvm}
+        config: {name: web-1, cores: 4, ciuser: admin, ipconfig0: "ip=10.0.0.20/24,gw=10.0.0.1"}
+      130:
+        kind: lxc
+        state: running
+        create: {ostemplate: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst", disks: {rootfs: "local-lvm:8"}}
+        config: {hostname: ct130, memory: 1024}
+`,
+	intended: []string{"clone 9000", "config 120", "start 120", "create 130", "start 130"},
+	want:     map[int]wantGuest{120: {"running", "ciuser", "admin"}, 130: {"running", "unprivileged", "1"}},
+}
+
+// TestCrashRecoveryCreatesOnce kills the agent at every point of the tick
+// that creates guests: each clone and create runs exactly once, and the
+// guests converge.
+func TestCrashRecoveryCreatesOnce(t *testing.T) {
+	runs := 2 // each of the two hits once
+	if s := os.Getenv("STEWARD_CRASHTEST_RUNS"); s != "" {
+		runs, _ = strconv.Atoi(s)
+	}
+	// The first tick runs two ops (clone, create), both PVE tasks.
+	cases := []crash{
+		{point: crashpoint.BeforeBegin, hits: 2},
+		{point: crashpoint.AfterBegin, hits: 2},
+		{point: crashpoint.AfterTaskReturned, hits: 2},
+		{point: crashpoint.AfterTaskRecorded, hits: 2},
+		{point: crashpoint.AfterCall, hits: 2},
+		{point: crashpoint.AfterEnd, hits: 2},
+		{point: serverBeforeExec, hits: 2},
+		{point: serverAfterExec, hits: 2},
+		{point: crashpoint.AfterTaskReturned, hits: 2, second: crashpoint.AfterResolve},
+	}
+	for _, c := range cases {
+		name := c.point
+		if c.second != "" {
+			name += "+restart-" + c.second
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			for i := range runs {
+				runScenario(t, agentBin, createScenario, c, 1+i%c.hits)
+			}
+		})
+	}
+}
+
 func TestCrashRecoveryExactlyOnce(t *testing.T) {
 	runs := 20
 	if s := os.Getenv("STEWARD_CRASHTEST_RUNS"); s != "" {
@@ -113,7 +194,7 @@ func TestCrashRecoveryExactlyOnce(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			for i := range runs {
-				runScenario(t, exe, c, 1+i%c.hits)
+				runScenario(t, exe, configScenario, c, 1+i%c.hits)
 			}
 		})
 	}
@@ -121,15 +202,16 @@ func TestCrashRecoveryExactlyOnce(t *testing.T) {
 
 // runScenario runs the agent until it is killed at the n-th hit of c's
 // point, restarts it (killing it once more when c.second is set), lets it
-// finish, and checks the simulator executed each intended mutation once.
-func runScenario(t *testing.T, exe string, c crash, n int) {
+// finish, and checks the simulator executed each of sc's intended
+// mutations once.
+func runScenario(t *testing.T, exe string, sc scenario, c crash, n int) {
 	t.Helper()
-	s, err := sim.New(sim.Options{Node: "pve", TaskDuration: 2 * time.Millisecond, Token: "root@pam!crash=7d9f0c54-crash-test"})
+	s, err := sim.New(sim.Options{Node: "pve", TaskDuration: 2 * time.Millisecond, Token: "root@pam!crash=7d9f0c54-crash-test", Templates: sc.templates})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	for _, g := range guests() {
+	for _, g := range sc.guests {
 		if err := s.AddGuest(g); err != nil {
 			t.Fatal(err)
 		}
@@ -150,7 +232,7 @@ func runScenario(t *testing.T, exe string, c crash, n int) {
 
 	dir := t.TempDir()
 	desiredFile := filepath.Join(dir, "desired.yaml")
-	if err := os.WriteFile(desiredFile, []byte(desiredDoc), 0o600); err != nil {
+	if err := os.WriteFile(desiredFile, []byte(sc.doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	tokenFile := filepath.Join(dir, "token")
@@ -177,14 +259,18 @@ func runScenario(t *testing.T, exe string, c crash, n int) {
 		}
 	}
 	k.disarm()
-	// Restart until converged: one run resolves and finishes the plan;
-	// a second proves nothing is left to do.
+	// Restart until converged: runs that resolve and finish the plan,
+	// then one that proves nothing is left to do.
 	// `agent --once` exits 2 when it changed something, 0 when nothing
 	// was left to change.
-	for i := range 2 {
+	for i := range sc.settle {
 		r := k.run(t, exe, args, "")
-		if code := r.exitCode(); r.killed || code != 0 && (i == 1 || code != 2) {
+		code := r.exitCode()
+		if r.killed || code != 0 && (i == sc.settle-1 || code != 2) {
 			t.Fatalf("%s:%d: restart %d failed (exit %d): %v\n%s", c.point, n, i+1, code, r.err, r.out)
+		}
+		if code == 0 && i > 0 {
+			break
 		}
 	}
 
@@ -192,18 +278,13 @@ func runScenario(t *testing.T, exe string, c crash, n int) {
 	for _, m := range s.Mutations() {
 		got = append(got, m.Op+" "+strconv.Itoa(m.VMID))
 	}
-	a, b := slices.Clone(got), slices.Clone(intended)
+	a, b := slices.Clone(got), slices.Clone(sc.intended)
 	slices.Sort(a)
 	slices.Sort(b)
 	if !slices.Equal(a, b) {
-		t.Fatalf("crash at %s:%d (then %q): simulator executed %v; want each of %v exactly once", c.point, n, c.second, got, intended)
+		t.Fatalf("crash at %s:%d (then %q): simulator executed %v; want each of %v exactly once", c.point, n, c.second, got, sc.intended)
 	}
-	want := map[int]struct {
-		status string
-		key    string
-		value  string
-	}{101: {"running", "cores", "2"}, 102: {"stopped", "", ""}, 103: {"running", "memory", "4096"}, 104: {"running", "cores", "3"}}
-	for vmid, w := range want {
+	for vmid, w := range sc.want {
 		g, ok := s.Guest(vmid)
 		if !ok || g.Status != w.status || (w.key != "" && g.Config[w.key] != w.value) {
 			t.Errorf("crash at %s:%d: guest %d = %s %s=%q; want %s %s=%q", c.point, n, vmid, g.Status, w.key, g.Config[w.key], w.status, w.key, w.value)

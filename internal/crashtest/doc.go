@@ -3,6 +3,8 @@
 // killed with SIGKILL at named points (inside the agent, or by the
 // simulator just before or just after it executes a mutation), restarted,
 // and the simulator's mutation record must show every intended mutation
-// executed exactly once and the guests converged. The package has no
+// executed exactly once and the guests converged, for a tick that
+// converges existing guests and for one that creates guests (a clone and
+// a container from a template). The package has no
 // non-test code.
 package crashtest
