@@ -137,23 +137,25 @@ hosts:
 // that creates guests: each clone and create runs exactly once, and the
 // guests converge.
 func TestCrashRecoveryCreatesOnce(t *testing.T) {
-	runs := 2 // each of the two hits once
+	// One run per case by default (the package shares go test's
+	// ten-minute budget with the longer scenarios): cases alternate which
+	// of the two ops is hit; STEWARD_CRASHTEST_RUNS=2 runs every hit.
+	runs := 1
 	if s := os.Getenv("STEWARD_CRASHTEST_RUNS"); s != "" {
 		runs, _ = strconv.Atoi(s)
 	}
-	// The first tick runs two ops (clone, create), both PVE tasks.
+	// The first tick runs two ops (clone, create), both PVE tasks. The
+	// engine's own tests (TestCreateSurvivesCrash) stop a clone and a
+	// create at every crash point in process; here the agent dies by
+	// SIGKILL where that matters most: with the task's UPID not yet
+	// journaled, and around the request itself.
 	cases := []crash{
-		{point: crashpoint.BeforeBegin, hits: 2},
-		{point: crashpoint.AfterBegin, hits: 2},
 		{point: crashpoint.AfterTaskReturned, hits: 2},
-		{point: crashpoint.AfterTaskRecorded, hits: 2},
-		{point: crashpoint.AfterCall, hits: 2},
-		{point: crashpoint.AfterEnd, hits: 2},
 		{point: serverBeforeExec, hits: 2},
 		{point: serverAfterExec, hits: 2},
 		{point: crashpoint.AfterTaskReturned, hits: 2, second: crashpoint.AfterResolve},
 	}
-	for _, c := range cases {
+	for ci, c := range cases {
 		name := c.point
 		if c.second != "" {
 			name += "+restart-" + c.second
@@ -161,7 +163,7 @@ func TestCrashRecoveryCreatesOnce(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			for i := range runs {
-				runScenario(t, agentBin, createScenario, c, 1+i%c.hits)
+				runScenario(t, agentBin, createScenario, c, 1+(ci+i)%c.hits)
 			}
 		})
 	}
