@@ -179,6 +179,22 @@ func (h *hubProc) rssKiB() int {
 	return 0
 }
 
+// cpu returns the hub process's CPU time so far (user + system).
+func (h *hubProc) cpu() time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", h.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+}
+
 func (h *hubProc) stop() {
 	h.cmd.Process.Signal(syscall.SIGTERM)
 	h.cmd.Wait()
@@ -284,7 +300,7 @@ func run(n int, interval, duration time.Duration, guests int, change float64, lo
 		return fmt.Errorf("enrolling: %w", err)
 	}
 	report0 := len(as[0].body)
-	fmt.Printf("setup: %d agents enrolled and reported in %v (report %d bytes, %d guests)\n", n, time.Since(t0).Round(time.Millisecond), report0, guests)
+	fmt.Printf("setup: %d agents enrolled and reported in %v (report %d bytes, %d guests); hub at %s (pprof at /debug/pprof/)\n", n, time.Since(t0).Round(time.Millisecond), report0, guests, h.url)
 	rss1 := h.rssKiB()
 
 	if propagation {
@@ -301,6 +317,7 @@ func run(n int, interval, duration time.Duration, guests int, change float64, lo
 	}
 	var hb, full hist
 	var errs, reqs atomic.Int64
+	cpu0 := h.cpu()
 	start := time.Now()
 	end := start.Add(duration)
 	var agentsWG sync.WaitGroup
@@ -342,6 +359,7 @@ func run(n int, interval, duration time.Duration, guests int, change float64, lo
 	}
 	agentsWG.Wait()
 	elapsed := time.Since(start)
+	cpu := h.cpu() - cpu0
 	rss2 := h.rssKiB()
 	held := scrape(ctx, h, op, "steward_hub_long_polls_held")
 	connected := scrape(ctx, h, op, "steward_hub_connected_agents")
@@ -350,6 +368,8 @@ func run(n int, interval, duration time.Duration, guests int, change float64, lo
 
 	fmt.Printf("load: %d agents, interval %v, %v measured, long-polls %v (held at the end: %s), connected: %s\n", n, interval, elapsed.Round(time.Millisecond), longpoll, held, connected)
 	fmt.Printf("rate: %.1f requests/s sustained (target %.1f/s), errors %d\n", float64(reqs.Load())/elapsed.Seconds(), float64(n)/interval.Seconds(), errs.Load())
+	fmt.Printf("hub CPU: %v in %v (%.0f%% of one core), %v per request (a machine-load-independent figure)\n", cpu, elapsed.Round(time.Millisecond),
+		100*cpu.Seconds()/elapsed.Seconds(), (cpu / time.Duration(max(reqs.Load(), 1))).Round(time.Microsecond))
 	fmt.Printf("heartbeat latency: %s\n", hb.summary())
 	fmt.Printf("report latency:    %s\n", full.summary())
 	fmt.Printf("hub RSS: %d MiB idle, %d MiB enrolled, %d MiB under load; %.1f KiB per connected agent\n",

@@ -43,15 +43,11 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, wire.EnrollResponse{Host: host, Token: tok})
 }
 
-// control builds the control envelope of host h.
+// control builds the control envelope of host h, as the store held it
+// when the request was authenticated.
 func (s *Server) control(w http.ResponseWriter, r *http.Request, h store.Host) {
-	waiting, err := s.st.Jobs(r.Context(), h.ID, store.JobWaiting)
-	if err != nil {
-		s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
-		return
-	}
 	writeJSON(w, http.StatusOK, wire.Control{PollInterval: s.pollInterval(), DesiredGeneration: h.DesiredGeneration,
-		JobsWaiting: len(waiting) > 0, Blocked: h.Blocked, BlockedReason: h.BlockedReason})
+		JobsWaiting: h.JobsWaiting, Blocked: h.Blocked, BlockedReason: h.BlockedReason})
 }
 
 // ReportHash is the hash of a report body the hub keeps and a heartbeat

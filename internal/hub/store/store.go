@@ -114,6 +114,9 @@ type Host struct {
 	// DesiredGeneration is the generation of the host's current desired
 	// document (0: none).
 	DesiredGeneration int64
+	// JobsWaiting is true while a job of the host is waiting (the
+	// control envelope says so without reading the jobs).
+	JobsWaiting bool
 }
 
 // Operator is a named operator token (its hash only).

@@ -80,12 +80,14 @@ func (s *Store) Enroll(ctx context.Context, joinTokenHash, hostTokenHash string)
 }
 
 const hostCols = `h.id, h.created_at, h.enrolled_at, h.revoked_at, h.blocked, h.blocked_reason, h.last_seen,
-	COALESCE(r.hash, ''), h.desired_generation FROM hosts h LEFT JOIN reports r ON r.host = h.id`
+	COALESCE(r.hash, ''), h.desired_generation,
+	EXISTS (SELECT 1 FROM jobs j WHERE j.host = h.id AND j.state = 'waiting')
+	FROM hosts h LEFT JOIN reports r ON r.host = h.id`
 
 func scanHost(sc pgx.Row) (store.Host, error) {
 	var h store.Host
 	var created, enrolled, revoked, seen int64
-	if err := sc.Scan(&h.ID, &created, &enrolled, &revoked, &h.Blocked, &h.BlockedReason, &seen, &h.ReportHash, &h.DesiredGeneration); err != nil {
+	if err := sc.Scan(&h.ID, &created, &enrolled, &revoked, &h.Blocked, &h.BlockedReason, &seen, &h.ReportHash, &h.DesiredGeneration, &h.JobsWaiting); err != nil {
 		return h, err
 	}
 	h.CreatedAt, h.EnrolledAt, h.RevokedAt, h.LastSeen = fromNanos(created), fromNanos(enrolled), fromNanos(revoked), fromNanos(seen)

@@ -77,17 +77,20 @@ func (s *Store) Enroll(ctx context.Context, joinTokenHash, hostTokenHash string)
 }
 
 const hostCols = `h.id, h.created_at, h.enrolled_at, h.revoked_at, h.blocked, h.blocked_reason, h.last_seen,
-	COALESCE(r.hash, ''), h.desired_generation FROM hosts h LEFT JOIN reports r ON r.host = h.id`
+	COALESCE(r.hash, ''), h.desired_generation,
+	EXISTS (SELECT 1 FROM jobs j WHERE j.host = h.id AND j.state = 'waiting')
+	FROM hosts h LEFT JOIN reports r ON r.host = h.id`
 
 type scanner interface{ Scan(dest ...any) error }
 
 func scanHost(sc scanner) (store.Host, error) {
 	var h store.Host
 	var created, enrolled, revoked, seen int64
-	var blocked int
-	if err := sc.Scan(&h.ID, &created, &enrolled, &revoked, &blocked, &h.BlockedReason, &seen, &h.ReportHash, &h.DesiredGeneration); err != nil {
+	var blocked, waiting int
+	if err := sc.Scan(&h.ID, &created, &enrolled, &revoked, &blocked, &h.BlockedReason, &seen, &h.ReportHash, &h.DesiredGeneration, &waiting); err != nil {
 		return h, err
 	}
+	h.JobsWaiting = waiting != 0
 	h.CreatedAt, h.EnrolledAt, h.RevokedAt, h.LastSeen = fromNanos(created), fromNanos(enrolled), fromNanos(revoked), fromNanos(seen)
 	h.Blocked = blocked != 0
 	return h, nil
@@ -95,7 +98,7 @@ func scanHost(sc scanner) (store.Host, error) {
 
 // HostByToken implements store.Store.
 func (s *Store) HostByToken(ctx context.Context, tokenHash string) (store.Host, error) {
-	h, err := scanHost(s.r.QueryRowContext(ctx, "SELECT "+hostCols+" WHERE h.token_hash = ? AND h.revoked_at = 0", tokenHash))
+	h, err := scanHost(s.hostByToken.QueryRowContext(ctx, tokenHash))
 	if errors.Is(err, sql.ErrNoRows) {
 		return h, fmt.Errorf("%w: host token unknown or revoked", store.ErrNotFound)
 	}

@@ -2,7 +2,9 @@
 // file (modernc.org/sqlite, pure Go) in WAL mode, written through a single
 // connection (so every write transaction is serialized, and generations
 // are assigned without races) and read through a pool of read-only
-// connections.
+// connections. Writes are group-committed (see write): concurrent writes
+// share one transaction and one fsync, each in its own savepoint, and each
+// returns only once durable (synchronous=FULL).
 //
 // The schema is a list of embedded, numbered migrations (migrations/);
 // PRAGMA user_version records how many have been applied. Open applies the
@@ -22,6 +24,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -68,7 +71,9 @@ func SchemaVersion() int {
 type Options struct {
 	// Now is the clock (default time.Now).
 	Now func() time.Time
-	// Readers is the size of the read pool (default GOMAXPROCS, at least 2).
+	// Readers is the size of the read pool (default 2×GOMAXPROCS, at
+	// least 4: a long read, such as the hub's periodic host listing, must
+	// not hold up agents' requests).
 	Readers int
 }
 
@@ -77,6 +82,14 @@ type Store struct {
 	w   *sql.DB // one connection: every write
 	r   *sql.DB // read-only pool
 	now func() time.Time
+	// hostByToken is prepared once: every agent request runs it, and
+	// parsing it each time was a sixth of the hub's CPU under load.
+	hostByToken *sql.Stmt
+
+	writes     chan *writeReq // to the writer goroutine (group commit)
+	closed     chan struct{}  // closed by Close
+	closeOnce  sync.Once
+	writerDone chan struct{}
 }
 
 var _ store.Store = (*Store)(nil)
@@ -103,7 +116,7 @@ func Open(ctx context.Context, path string, opt Options) (*Store, error) {
 		opt.Now = time.Now
 	}
 	if opt.Readers <= 0 {
-		opt.Readers = max(runtime.GOMAXPROCS(0), 2)
+		opt.Readers = max(2*runtime.GOMAXPROCS(0), 4)
 	}
 	w, err := sql.Open("sqlite", dsn(path, false))
 	if err != nil {
@@ -129,7 +142,16 @@ func Open(ctx context.Context, path string, opt Options) (*Store, error) {
 		r.Close()
 		return nil, fmt.Errorf("sqlite: opening %s for reading: %w", path, err)
 	}
-	return &Store{w: w, r: r, now: opt.Now}, nil
+	hbt, err := r.PrepareContext(ctx, "SELECT "+hostCols+" WHERE h.token_hash = ? AND h.revoked_at = 0")
+	if err != nil {
+		w.Close()
+		r.Close()
+		return nil, fmt.Errorf("sqlite: preparing queries on %s: %w", path, err)
+	}
+	s := &Store{w: w, r: r, now: opt.Now, hostByToken: hbt,
+		writes: make(chan *writeReq), closed: make(chan struct{}), writerDone: make(chan struct{})}
+	go s.writer()
+	return s, nil
 }
 
 // migrate applies the missing migrations to the database behind w.
@@ -168,7 +190,9 @@ func migrate(ctx context.Context, w *sql.DB, path string) error {
 
 // Close closes both pools.
 func (s *Store) Close() error {
-	return errors.Join(s.r.Close(), s.w.Close())
+	s.closeOnce.Do(func() { close(s.closed) })
+	<-s.writerDone
+	return errors.Join(s.hostByToken.Close(), s.r.Close(), s.w.Close())
 }
 
 // nanos encodes a time (zero: 0).
@@ -187,21 +211,117 @@ func fromNanos(n int64) time.Time {
 	return time.Unix(0, n).UTC()
 }
 
-// write runs fn in one write transaction (BEGIN IMMEDIATE on the single
-// writer connection), committing if fn returns nil.
+// maxGroup bounds how many writes one group commit carries.
+const maxGroup = 128
+
+// writeReq is one write waiting for the writer.
+type writeReq struct {
+	ctx  context.Context
+	what string
+	fn   func(tx *sql.Tx) error
+	done chan error
+}
+
+// write runs fn as one atomic write and returns once it is durable (or
+// refused). Writes are group-committed: the writer goroutine takes every
+// write queued while the previous commit was syncing, runs each inside
+// a SAVEPOINT of one transaction (BEGIN IMMEDIATE on the single writer
+// connection), rolls back to its savepoint the ones whose fn fails, and
+// commits once: one fsync for the group instead of one per write, with
+// the same contract per write (all of it durable before write returns
+// nil; none of it on error).
 func (s *Store) write(ctx context.Context, what string, fn func(tx *sql.Tx) error) error {
+	req := &writeReq{ctx: ctx, what: what, fn: fn, done: make(chan error, 1)}
+	select {
+	case s.writes <- req:
+	case <-ctx.Done():
+		return fmt.Errorf("sqlite: %s: %w", what, ctx.Err())
+	case <-s.closed:
+		return fmt.Errorf("sqlite: %s: the store is closed", what)
+	}
+	return <-req.done // the writer always answers a request it took
+}
+
+// writer runs the group commits until Close.
+func (s *Store) writer() {
+	defer close(s.writerDone)
+	for {
+		var group []*writeReq
+		select {
+		case r := <-s.writes:
+			group = append(group, r)
+		case <-s.closed:
+			return
+		}
+	drain:
+		for len(group) < maxGroup {
+			select {
+			case r := <-s.writes:
+				group = append(group, r)
+			default:
+				break drain
+			}
+		}
+		s.commitGroup(group)
+	}
+}
+
+// commitGroup runs and commits one group, answering every request.
+func (s *Store) commitGroup(group []*writeReq) {
+	errs := make([]error, len(group))
+	fail := func(err error) {
+		for i, r := range group {
+			if errs[i] == nil {
+				errs[i] = fmt.Errorf("sqlite: %s: %w", r.what, err)
+			}
+			r.done <- errs[i]
+		}
+	}
+	ctx := context.Background() // each write's own ctx bounds its statements
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("sqlite: %s: %w", what, err)
+		fail(err)
+		return
 	}
-	if err := fn(tx); err != nil {
+	ok := 0
+	for i, r := range group {
+		if err := r.ctx.Err(); err != nil {
+			errs[i] = fmt.Errorf("sqlite: %s: %w", r.what, err)
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
+			tx.Rollback()
+			fail(err)
+			return
+		}
+		if err := r.fn(tx); err != nil {
+			errs[i] = err
+			if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO w"); rerr != nil {
+				tx.Rollback()
+				fail(rerr)
+				return
+			}
+		} else {
+			ok++
+		}
+		if _, err := tx.ExecContext(ctx, "RELEASE w"); err != nil {
+			tx.Rollback()
+			fail(err)
+			return
+		}
+	}
+	if ok == 0 {
 		tx.Rollback()
-		return err
+	} else if err := tx.Commit(); err != nil {
+		for i, r := range group {
+			if errs[i] == nil {
+				errs[i] = fmt.Errorf("sqlite: %s: committing: %w", r.what, err)
+			}
+		}
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("sqlite: %s: committing: %w", what, err)
+	for i, r := range group {
+		r.done <- errs[i]
 	}
-	return nil
 }
 
 // queryer is what a transaction and a pool share.

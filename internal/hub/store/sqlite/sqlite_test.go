@@ -3,8 +3,10 @@ package sqlite
 import (
 	"database/sql"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -115,5 +117,58 @@ func TestMigrationsNumbered(t *testing.T) {
 	m, err := migrations()
 	if err != nil || len(m) == 0 {
 		t.Fatalf("migrations: got %d, %v", len(m), err)
+	}
+}
+
+// Concurrent writes are committed in groups: a write that fails inside a
+// group leaves the others of that group stored, and every write that
+// returned nil is on disk.
+func TestGroupCommitIsolatesFailures(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hub.db")
+	s := open(t, path)
+	ctx := t.Context()
+	const n = 64
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		// Even and odd i share a token hash: of each pair exactly one
+		// may be stored.
+		wg.Go(func() {
+			errs[i] = s.CreateJoinToken(ctx, fmt.Sprint("h", i), store.HashToken(fmt.Sprint("j", i/2)), time.Now().Add(time.Hour))
+		})
+	}
+	wg.Wait()
+	stored := map[string]bool{}
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			stored[fmt.Sprint("h", i)] = true
+		case !errors.Is(err, store.ErrExists):
+			t.Fatalf("write %d: %v; want nil or ErrExists", i, err)
+		}
+	}
+	if len(stored) != n/2 {
+		t.Fatalf("%d writes succeeded; want %d (one of each pair)", len(stored), n/2)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, path)
+	defer s.Close()
+	hosts, err := s.Hosts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, h := range hosts {
+		got[h.ID] = true
+	}
+	for h := range stored {
+		if !got[h] {
+			t.Errorf("host %s: its write returned nil but it is not in the database after reopening", h)
+		}
+	}
+	if len(got) != len(stored) {
+		t.Errorf("after reopening: %d hosts; want %d (a failed write left its host behind)", len(got), len(stored))
 	}
 }

@@ -548,6 +548,12 @@ func testJobs(t *testing.T, s store.Store) {
 	}
 	wantErr(t, "host B reporting on host A's job", s.SetJobResult(ctx, "pve-b", wire.JobResult{Job: j1.ID, State: wire.JobDone}), store.ErrNotFound)
 
+	if h, _ := s.HostByToken(ctx, tok("host-pve-a")); !h.JobsWaiting {
+		t.Fatal("HostByToken: JobsWaiting false with two jobs waiting")
+	}
+	if h, _ := s.Host(ctx, "pve-b"); h.JobsWaiting {
+		t.Fatal("Host(pve-b): JobsWaiting true with none of its own")
+	}
 	jobs, err := s.Jobs(ctx, "pve-a", store.JobWaiting)
 	if err != nil || len(jobs) != 2 || jobs[0].ID != j1.ID || jobs[1].ID != wire.JobID(p2) {
 		t.Fatalf("waiting jobs: got %+v, %v; want j1, j2 in upload order", jobs, err)
@@ -579,6 +585,12 @@ func testJobs(t *testing.T, s store.Store) {
 		t.Fatalf("all jobs: got %d; want 2", len(jobs))
 	}
 	wantErr(t, "unknown job", s.SetJobResult(ctx, "pve-a", wire.JobResult{Job: wire.JobID([]byte("x")), State: wire.JobDone}), store.ErrNotFound)
+	if err := s.SetJobResult(ctx, "pve-a", wire.JobResult{Job: wire.JobID(p2), State: wire.JobDone}); err != nil {
+		t.Fatal(err)
+	}
+	if hosts, _ := s.Hosts(ctx); len(hosts) != 2 || hosts[0].JobsWaiting {
+		t.Fatalf("Hosts after every job finished: got %+v; want pve-a with no job waiting", hosts)
+	}
 }
 
 func testPending(t *testing.T, s store.Store) {
