@@ -43,7 +43,7 @@ func (s *syncBuffer) String() string {
 }
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	hub   *Server
 	url   string
 	opTok string
@@ -51,13 +51,13 @@ type env struct {
 	st    store.Store
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	return newEnvOpt(t, Options{PollInterval: 30 * time.Second})
 }
 
 // newEnvOpt is newEnv with the hub's options (the logger is the env's).
-func newEnvOpt(t *testing.T, opt Options) *env {
+func newEnvOpt(t testing.TB, opt Options) *env {
 	t.Helper()
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "hub.db"), sqlite.Options{})
 	if err != nil {
