@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/steward-pve/steward/internal/cli"
+	"github.com/steward-pve/steward/internal/preflight"
 )
 
 func TestDebVersion(t *testing.T) {
@@ -313,7 +314,9 @@ func TestSettingsNameRealFlags(t *testing.T) {
 			t.Fatalf("no command %q in the CLI", cmdName)
 		}
 		m := map[string]bool{}
-		c.Flags().VisitAll(func(f *pflag.Flag) { m[cli.EnvName(f.Name)] = true })
+		add := func(f *pflag.Flag) { m[cli.EnvName(f.Name)] = true }
+		c.LocalFlags().VisitAll(add) // persistent ones declared here included
+		c.InheritedFlags().VisitAll(add)
 		return m
 	}
 	varName := regexp.MustCompile(`STEWARD_[A-Z0-9_]+`)
@@ -340,6 +343,34 @@ func TestSettingsNameRealFlags(t *testing.T) {
 		u, _ := assets.ReadFile(tc.unit)
 		if !strings.Contains(string(u), "ExecStart=/usr/bin/steward "+tc.command+"\n") {
 			t.Errorf("%s does not run `steward %s`", tc.unit, tc.command)
+		}
+	}
+}
+
+// TestReadmeRoleCoversAgentCheck: the PVE role README.md tells operators
+// to create must hold every privilege `steward agent check` demands
+// (preflight's lists, taken from what steward's calls need), or an
+// operator following the README would fail the check.
+func TestReadmeRoleCoversAgentCheck(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`pveum role add Steward --privs "([^"]+)"`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal(`README.md has no line pveum role add Steward --privs "..."`)
+	}
+	role := map[string]bool{}
+	for _, p := range strings.Split(string(m[1]), ",") {
+		role[strings.TrimSpace(p)] = true
+	}
+	needs := append(append([]preflight.Need{}, preflight.GuestNeeds...), preflight.StorageNeeds...)
+	if len(needs) < 5 {
+		t.Fatalf("preflight lists %d privileges; want the guest and storage ones", len(needs))
+	}
+	for _, n := range needs {
+		if !role[n.Priv] {
+			t.Errorf("README's Steward role lacks %s, which steward agent check needs (%s)", n.Priv, n.For)
 		}
 	}
 }

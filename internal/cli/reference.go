@@ -91,11 +91,16 @@ func writeCommand(b *strings.Builder, c *cobra.Command) {
 		}
 		rows = append(rows, flagRow(f, env))
 	})
-	if len(rows) > 0 {
-		b.WriteString("\n| flag | environment | default | meaning |\n|---|---|---|---|\n")
-		for _, r := range rows {
-			b.WriteString(r)
+	writeFlagTable(b, "", rows)
+	var inherited []string
+	c.InheritedFlags().VisitAll(func(f *pflag.Flag) {
+		if f.Hidden || f.Name == "help" || f.Name == "version" {
+			return
 		}
+		inherited = append(inherited, flagRow(f, env))
+	})
+	if c.HasParent() {
+		writeFlagTable(b, "Flags it takes from "+c.Parent().CommandPath()+":\n", inherited)
 	}
 	var subs []string
 	for _, sub := range c.Commands() {
@@ -108,6 +113,20 @@ func writeCommand(b *strings.Builder, c *cobra.Command) {
 		for _, s := range subs {
 			b.WriteString(s)
 		}
+	}
+}
+
+// writeFlagTable writes rows as one table under heading (may be empty).
+func writeFlagTable(b *strings.Builder, heading string, rows []string) {
+	if len(rows) == 0 {
+		return
+	}
+	if heading != "" {
+		b.WriteString("\n" + heading)
+	}
+	b.WriteString("\n| flag | environment | default | meaning |\n|---|---|---|---|\n")
+	for _, r := range rows {
+		b.WriteString(r)
 	}
 }
 
