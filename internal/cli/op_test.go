@@ -162,11 +162,34 @@ func TestOpSignWithAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyring := agent.NewKeyring()
 	_, other, _ := ed25519.GenerateKey(rand.Reader)
-	keyring.Add(agent.AddedKey{PrivateKey: other})
-	if err := keyring.Add(agent.AddedKey{PrivateKey: raw}); err != nil {
-		t.Fatal(err)
+	serveAgent(t, other, raw)
+
+	out := filepath.Join(f.dir, "agent.sig")
+	if _, stderr, err := runCLI(t, "op", "sign", "--agent", "--key", f.keys["alice"], "--out", out, f.payload); err != nil {
+		t.Fatalf("op sign --agent: %v (%s)", err, stderr)
+	}
+	res, _, err := runCLI(t, "op", "verify", "--allowed-signers", f.allowed, "--host", "pve-a", f.payload, out)
+	if err != nil || !strings.HasPrefix(res, "OK:") {
+		t.Fatalf("verify agent signature: got %q, %v; want OK", res, err)
+	}
+	// A key the agent does not hold is an error naming its fingerprint.
+	g := newOpFixture(t, "zed")
+	if _, _, err := runCLI(t, "op", "sign", "--agent", "--key", g.keys["zed"], "--out", "-", f.payload); err == nil || !strings.Contains(err.Error(), "SHA256:") {
+		t.Fatalf("unknown agent key: got %v; want error naming the fingerprint", err)
+	}
+}
+
+// serveAgent serves an ssh-agent holding keys (private keys as
+// agent.AddedKey takes them) on a socket that SSH_AUTH_SOCK names until
+// the test ends.
+func serveAgent(t *testing.T, keys ...any) {
+	t.Helper()
+	keyring := agent.NewKeyring()
+	for _, k := range keys {
+		if err := keyring.Add(agent.AddedKey{PrivateKey: k}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	sock := filepath.Join(t.TempDir(), "agent.sock")
 	ln, err := net.Listen("unix", sock)
@@ -186,18 +209,4 @@ func TestOpSignWithAgent(t *testing.T) {
 	})
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	t.Setenv("SSH_AUTH_SOCK", sock)
-
-	out := filepath.Join(f.dir, "agent.sig")
-	if _, stderr, err := runCLI(t, "op", "sign", "--agent", "--key", f.keys["alice"], "--out", out, f.payload); err != nil {
-		t.Fatalf("op sign --agent: %v (%s)", err, stderr)
-	}
-	res, _, err := runCLI(t, "op", "verify", "--allowed-signers", f.allowed, "--host", "pve-a", f.payload, out)
-	if err != nil || !strings.HasPrefix(res, "OK:") {
-		t.Fatalf("verify agent signature: got %q, %v; want OK", res, err)
-	}
-	// A key the agent does not hold is an error naming its fingerprint.
-	g := newOpFixture(t, "zed")
-	if _, _, err := runCLI(t, "op", "sign", "--agent", "--key", g.keys["zed"], "--out", "-", f.payload); err == nil || !strings.Contains(err.Error(), "SHA256:") {
-		t.Fatalf("unknown agent key: got %v; want error naming the fingerprint", err)
-	}
 }

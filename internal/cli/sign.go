@@ -7,18 +7,14 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/steward-pve/steward/internal/hub"
 	"github.com/steward-pve/steward/internal/hubclient"
@@ -61,7 +57,7 @@ rejected, failed or still waiting at the end of --wait.`,
 				return err
 			}
 			if opt.Agent && opt.Key == "" {
-				opt.Sign = signWithOnlyAgentKey
+				opt.Sign = func(_ context.Context, payload []byte) ([]byte, error) { return sign.WithAgent(payload, "") }
 			}
 			c, err := operatorClient(cmd)
 			if err != nil {
@@ -113,35 +109,6 @@ func signSummary(w io.Writer, res []SignResult) error {
 		fmt.Fprintf(tw, "%s\t%d\t%s %s\t%s\t%s\n", r.Host, r.VMID, r.Op, r.Kind, r.State, detail)
 	}
 	return tw.Flush()
-}
-
-// signWithOnlyAgentKey signs through ssh-agent with its only key; with
-// none or several it says which --key to give.
-func signWithOnlyAgentKey(_ context.Context, payload []byte) ([]byte, error) {
-	sock := os.Getenv("SSH_AUTH_SOCK")
-	if sock == "" {
-		return nil, errors.New("--agent: SSH_AUTH_SOCK is not set; start ssh-agent, or sign with --key KEY")
-	}
-	conn, err := net.Dial("unix", sock)
-	if err != nil {
-		return nil, fmt.Errorf("--agent: connect to ssh-agent: %w", err)
-	}
-	defer conn.Close()
-	signers, err := agent.NewClient(conn).Signers()
-	if err != nil {
-		return nil, fmt.Errorf("--agent: list agent keys: %w", err)
-	}
-	switch len(signers) {
-	case 0:
-		return nil, errors.New("--agent: ssh-agent holds no key; ssh-add one first")
-	case 1:
-		return signedop.Sign(payload, signers[0])
-	}
-	var fps []string
-	for _, s := range signers {
-		fps = append(fps, ssh.FingerprintSHA256(s.PublicKey()))
-	}
-	return nil, fmt.Errorf("--agent: ssh-agent holds %d keys (%s): name the one to sign with, --key ~/.ssh/KEY.pub", len(signers), strings.Join(fps, ", "))
 }
 
 // signOptions configure runSign.

@@ -188,3 +188,33 @@ func TestSignWithSSHKeygen(t *testing.T) {
 func authorizedKey(s *signedop.Signature) string {
 	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(s.PublicKey)))
 }
+
+// TestSignWithAgentOnlyKey: `steward sign --agent` without --key signs with
+// the ssh-agent's only key, and with several names them.
+func TestSignWithAgentOnlyKey(t *testing.T) {
+	o := newOpsHub(t)
+	e := newOpEnv(t)
+	e.login(o.testHub, "lab")
+	agentC := o.enroll("pve-a")
+	o.report(agentC, reportWith("pve-a", digestA, pendingDestroy(t, "pve-a", digestA, time.Now(), time.Hour)))
+	k := signedoptest.NewKey(t, signedoptest.Ed25519)
+	serveAgent(t, k.Private)
+	if _, stderr, err := e.run("", "sign", "--host", "pve-a", "--agent", "--yes", "--wait", "0"); err != nil {
+		t.Fatalf("sign --agent: %v\n%s", err, stderr)
+	}
+	jobs := o.jobs("pve-a")
+	if len(jobs) != 1 {
+		t.Fatalf("jobs: got %d; want 1", len(jobs))
+	}
+	sig, err := signedop.ParseSignature(jobs[0].Signatures[0])
+	if err != nil || ssh.FingerprintSHA256(sig.PublicKey) != k.Fingerprint() {
+		t.Fatalf("signed by %v (%v); want the agent's key %s", sig, err, k.Fingerprint())
+	}
+
+	o.report(agentC, reportWith("pve-a", digestA, pendingDestroy(t, "pve-a", digestA, time.Now(), time.Hour)))
+	serveAgent(t, k.Private, signedoptest.NewKeyN(t, signedoptest.ECDSAP256, 1).Private)
+	_, _, err = e.run("", "sign", "--host", "pve-a", "--agent", "--yes", "--wait", "0")
+	if err == nil || !strings.Contains(err.Error(), "ssh-agent holds 2 keys") || !strings.Contains(err.Error(), k.Fingerprint()) {
+		t.Fatalf("sign --agent with two agent keys: got %v; want an error naming both", err)
+	}
+}

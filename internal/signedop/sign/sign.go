@@ -85,19 +85,25 @@ const maxPublicKeySize = 64 << 10
 
 // WithAgent signs payload through the ssh-agent at $SSH_AUTH_SOCK with
 // the agent key whose public half is in key's .pub file (key itself when
-// it names a .pub file). Errors say which key is missing and how to add it.
+// it names a .pub file), or, with key "", with the agent's only key.
+// Errors say which key is missing and how to add it.
 func WithAgent(payload []byte, key string) ([]byte, error) {
-	pubPath := key
-	if !strings.HasSuffix(pubPath, ".pub") {
-		pubPath += ".pub"
-	}
-	pubText, err := safefile.ReadFile(pubPath, maxPublicKeySize)
-	if err != nil {
-		return nil, fmt.Errorf("read public key for agent lookup: %w", err)
-	}
-	pub, _, _, _, err := ssh.ParseAuthorizedKey(pubText)
-	if err != nil {
-		return nil, fmt.Errorf("parse public key %s: %w", pubPath, err)
+	var want []byte
+	var pubPath string
+	if key != "" {
+		pubPath = key
+		if !strings.HasSuffix(pubPath, ".pub") {
+			pubPath += ".pub"
+		}
+		pubText, err := safefile.ReadFile(pubPath, maxPublicKeySize)
+		if err != nil {
+			return nil, fmt.Errorf("read public key for agent lookup: %w", err)
+		}
+		pub, _, _, _, err := ssh.ParseAuthorizedKey(pubText)
+		if err != nil {
+			return nil, fmt.Errorf("parse public key %s: %w", pubPath, err)
+		}
+		want = pub.Marshal()
 	}
 	sock := os.Getenv("SSH_AUTH_SOCK")
 	if sock == "" {
@@ -112,11 +118,24 @@ func WithAgent(payload []byte, key string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--agent: list agent keys: %w", err)
 	}
-	want := pub.Marshal()
+	if want == nil {
+		switch len(signers) {
+		case 0:
+			return nil, errors.New("--agent: ssh-agent holds no key; ssh-add one first")
+		case 1:
+			return signedop.Sign(payload, signers[0])
+		}
+		var fps []string
+		for _, s := range signers {
+			fps = append(fps, ssh.FingerprintSHA256(s.PublicKey()))
+		}
+		return nil, fmt.Errorf("--agent: ssh-agent holds %d keys (%s): name the one to sign with, --key ~/.ssh/KEY.pub", len(signers), strings.Join(fps, ", "))
+	}
 	for _, s := range signers {
 		if bytes.Equal(s.PublicKey().Marshal(), want) {
 			return signedop.Sign(payload, s)
 		}
 	}
+	pub, _ := ssh.ParsePublicKey(want)
 	return nil, fmt.Errorf("--agent: ssh-agent holds no key %s (from %s); ssh-add it first", ssh.FingerprintSHA256(pub), pubPath)
 }
