@@ -245,6 +245,7 @@ func freeAddr(t *testing.T) string {
 // keeps working across a hub restart, and after a SIGKILL in the middle
 // of a task runs nothing twice and converges.
 func TestEndToEnd(t *testing.T) {
+	t.Parallel() // overlaps the crash tests' parallel runs: the package stays within go test's timeout
 	if _, err := exec.LookPath("ssh-keygen"); err != nil {
 		t.Fatalf("ssh-keygen not found (install openssh-client): %v", err)
 	}
