@@ -34,6 +34,10 @@
 //     only the Provenance argument (the agent's journal) can attest.
 //   - snapshot, snapshot_rollback, snapshot_delete, and any unknown op:
 //     destructive.
+//   - storage headroom: a resize, config write, create or clone that would
+//     otherwise be benign is held for a signature when the agent found it
+//     would fill a storage past its threshold (Provenance.Headroom; see
+//     Allocations and Headroom).
 //
 // Unknown means destructive: an op, key, parameter or value the classifier
 // cannot judge is destructive. Reasons name keys and volumes but never the
@@ -88,6 +92,13 @@ type Provenance struct {
 	// then benign on its config too: a clone takes its config on the
 	// tick after the clone task.
 	Fresh bool
+	// Headroom, when not empty, is the agent's own finding (from the
+	// storage usage it read from PVE, never from the hub) that the
+	// allocation the action makes would fill a storage past its headroom
+	// threshold, with the figures (see Headroom). An allocation that is
+	// otherwise benign is then held for a signature like a destructive
+	// action, with this as its reason.
+	Headroom string
 }
 
 // Classify judges action a against the guest's current config actual (nil
@@ -125,6 +136,12 @@ func Classify(a action.Action, actual guest.Config, prov Provenance) Verdict {
 		j.bad(fmt.Sprintf("deletes snapshot %q of guest %d", a.Params["snapname"], a.VMID))
 	default:
 		j.bad(fmt.Sprintf("unknown op %q", a.Op))
+	}
+	if prov.Headroom != "" && len(j.bads) == 0 {
+		switch a.Op {
+		case action.Resize, action.SetConfig, action.Create, action.Clone:
+			j.bad("storage headroom: " + prov.Headroom + "; held until signed")
+		}
 	}
 	return j.verdict()
 }

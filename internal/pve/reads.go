@@ -300,6 +300,29 @@ func (c *Client) Storage(ctx context.Context, node string) ([]Storage, error) {
 	return getList(ctx, c, pathOf("nodes", node, "storage"), nil, wireStorage.storage)
 }
 
+// StorageStatus returns GET /nodes/{node}/storage/{storage}/status: the
+// storage's type, content, total, used and avail bytes (for a thin pool,
+// what PVE reports: the pool's size and its data usage). Storage is set
+// to storage; UsedFraction is computed from Used and Total.
+func (c *Client) StorageStatus(ctx context.Context, node, storage string) (Storage, error) {
+	if err := checkNode(node); err != nil {
+		return Storage{}, err
+	}
+	if storage == "" {
+		return Storage{}, fmt.Errorf("pve: storage status: empty storage id")
+	}
+	w, err := get[wireStorage](ctx, c, pathOf("nodes", node, "storage", storage, "status"), nil)
+	if err != nil {
+		return Storage{}, err
+	}
+	st := w.storage()
+	st.Storage = storage
+	if st.Total > 0 {
+		st.UsedFraction = float64(st.Used) / float64(st.Total)
+	}
+	return st, nil
+}
+
 // VolumeInfo returns GET /nodes/{node}/storage/{storage}/content/{volume}
 // for volid ("STORAGE:NAME"): the volume's path, size and format. A volume
 // that does not exist is an *APIError (500: the storage plugin cannot size

@@ -63,6 +63,7 @@ func newRoutes() routeTable {
 		t.add("DELETE", base+"/{vmid}/snapshot/{snapname}", bind((*Sim).deleteSnapshot))
 	}
 	t.addContentRoutes()
+	t.addStorageRoutes()
 	t.addPoolRoutes()
 	t.addTemplateRoutes()
 	t.addCloneRoutes()
@@ -277,12 +278,12 @@ func (s *Sim) vmResourceLocked(g *guestState) map[string]any {
 }
 
 // storageResource is a storage's /cluster/resources row (API2Tools
-// extract_storage_stats).
+// extract_storage_stats). s.mu must be held.
 func (s *Sim) storageResource(st storageDef) map[string]any {
 	return map[string]any{
 		"id": "storage/" + s.node + "/" + st.id, "type": "storage", "storage": st.id, "node": s.node,
 		"status": "available", "plugintype": st.typ, "content": st.content, "shared": st.shared,
-		"disk": st.used, "maxdisk": st.total,
+		"disk": s.storageUsedLocked(st), "maxdisk": st.total,
 	}
 }
 
@@ -310,6 +311,8 @@ func (s *Sim) getNextID(q *request) response {
 
 func (s *Sim) getStorage(q *request) response {
 	out := []any{}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	content := q.params["content"]
 	for _, st := range storages {
 		if !canSeeStorage(q.tok, st.id) {
@@ -321,10 +324,11 @@ func (s *Sim) getStorage(q *request) response {
 		if content != "" && !strings.Contains(","+st.content+",", ","+content+",") {
 			continue
 		}
+		used := s.storageUsedLocked(st)
 		e := map[string]any{
 			"storage": st.id, "type": st.typ, "content": st.content, "active": 1, "enabled": 1, "shared": st.shared,
-			"total": st.total, "used": st.used, "avail": st.total - st.used,
-			"used_fraction": float64(st.used) / float64(st.total),
+			"total": st.total, "used": used, "avail": max(st.total-used, 0),
+			"used_fraction": float64(used) / float64(st.total),
 		}
 		out = append(out, e)
 	}
