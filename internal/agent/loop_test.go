@@ -105,6 +105,9 @@ func (p *quietPVE) ClusterResources(context.Context, string) ([]pve.Resource, er
 func (p *quietPVE) VolumeInfo(context.Context, string, string) (pve.Volume, error) {
 	return pve.Volume{}, errDown
 }
+func (p *quietPVE) StorageStatus(context.Context, string, string) (pve.Storage, error) {
+	return pve.Storage{}, errDown
+}
 func (p *quietPVE) Destroy(context.Context, string, guest.Kind, int, pve.DestroyOptions) (pve.Result, error) {
 	return p.mutate()
 }

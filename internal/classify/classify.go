@@ -137,11 +137,11 @@ func Classify(a action.Action, actual guest.Config, prov Provenance) Verdict {
 	default:
 		j.bad(fmt.Sprintf("unknown op %q", a.Op))
 	}
-	if prov.Headroom != "" && len(j.bads) == 0 {
-		switch a.Op {
-		case action.Resize, action.SetConfig, action.Create, action.Clone:
-			j.bad("storage headroom: " + prov.Headroom + "; held until signed")
-		}
+	if prov.Headroom != "" && len(j.bads) == 0 && (a.Op == action.Clone || Allocations(a, actual, nil) != nil) {
+		// A clone's allocation depends on its source, which only the
+		// caller that found it knows; any other op must allocate itself
+		// (a config write split from its new disk does not).
+		j.bad("storage headroom: " + prov.Headroom + "; held until signed")
 	}
 	return j.verdict()
 }

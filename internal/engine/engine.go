@@ -54,6 +54,9 @@ type Reader interface {
 	// VolumeInfo reads one volume (STORAGE:NAME), to check that a
 	// cicustom snippet exists before it is written.
 	VolumeInfo(ctx context.Context, node, volid string) (pve.Volume, error)
+	// StorageStatus reads a storage's size and usage, for the headroom
+	// check before an allocation.
+	StorageStatus(ctx context.Context, node, storage string) (pve.Storage, error)
 }
 
 // Engine converges the guests of one host. Build it with all fields set
@@ -69,6 +72,12 @@ type Engine struct {
 	Gate    *gate.Gate
 	Backoff *backoff.Tracker
 	Plan    plan.Options
+	// Headroom is the storage headroom threshold by storage id, a
+	// fraction of the storage's size in (0, 1]; the "*" entry applies to
+	// storages not listed; without either, classify.DefaultHeadroom. A
+	// benign allocation (disk grow, new disk, create, full clone) that
+	// would fill its storage past it is held for a signature.
+	Headroom map[string]float64
 	// ProvisionCleanupWindow bounds how long a failed create of the agent's
 	// own lets it destroy the remains without a signature; default
 	// DefaultProvisionCleanupWindow.

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/steward-pve/steward/internal/action"
+	"github.com/steward-pve/steward/internal/classify"
 	"github.com/steward-pve/steward/internal/gate"
 	"github.com/steward-pve/steward/internal/guest"
 	"github.com/steward-pve/steward/internal/plan"
@@ -30,7 +31,20 @@ func (t *tick) plan(ctx context.Context) {
 		if g, ok := t.byID[a.VMID]; ok {
 			cfg = g.Config
 		}
-		for _, d := range e.Gate.DecideSplit(a, cfg, t.provenance(a.VMID, a.Digest)) {
+		prov := t.provenance(a.VMID, a.Digest)
+		// The storage headroom is read only when the rest of the action
+		// may run now: a finding then holds it for a signature; a usage
+		// that cannot be read refuses it until a later tick.
+		headroom, unreadable := "", false
+		if ok, _ := e.Backoff.Ready(a.VMID); ok && t.blocked[a.VMID] == "" {
+			headroom, unreadable = t.headroom(ctx, a, cfg)
+		}
+		if unreadable && !t.planOnly {
+			t.refuse(a, classify.Benign, "not run: "+headroom)
+			continue
+		}
+		prov.Headroom = headroom
+		for _, d := range e.Gate.DecideSplit(a, cfg, prov) {
 			if d.Outcome != gate.Allowed {
 				t.held[a.VMID] = append(t.held[a.VMID], d)
 				continue
@@ -42,6 +56,7 @@ func (t *tick) plan(ctx context.Context) {
 				}
 			}
 			e.recordDecision(d, t.planOnly, "")
+			t.allocate(d.Action, cfg)
 			t.submit(d.Permit, SourceReconcile, "", "", reconcileKey(d.Action, t.id))
 		}
 	}

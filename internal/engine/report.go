@@ -152,12 +152,17 @@ func (t *tick) report(ctx context.Context) {
 			// A guest this tick created is fresh now: its next config
 			// write is judged as the next tick will judge it.
 			t.freshness(ctx, final.Steps)
+			// Storage usage is read again: it now includes what ran.
+			t.storages, t.allocated = nil, nil
 			for _, st := range final.Steps {
 				a := st.Action
 				if !touched[a.VMID] {
 					continue
 				}
-				for _, d := range e.Gate.DecideSplit(a, t.byID[a.VMID].Config, t.provenance(a.VMID, a.Digest)) {
+				cfg := t.byID[a.VMID].Config
+				prov := t.provenance(a.VMID, a.Digest)
+				prov.Headroom, _ = t.headroom(ctx, a, cfg)
+				for _, d := range e.Gate.DecideSplit(a, cfg, prov) {
 					if d.Outcome != gate.Allowed {
 						t.held[a.VMID] = append(t.held[a.VMID], d)
 					}

@@ -1,10 +1,12 @@
 package engine
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 
 	"github.com/steward-pve/steward/internal/gate"
+	"github.com/steward-pve/steward/internal/guest"
 	"github.com/steward-pve/steward/internal/signedop"
 )
 
@@ -12,7 +14,7 @@ import (
 // one place (wrong host, wrong kind, unreadable config, stale digest,
 // replay...), and what it allows is submitted. A job the journal shows
 // completed is reported so and never run again.
-func (t *tick) signedJobs() {
+func (t *tick) signedJobs(ctx context.Context) {
 	e := t.e
 	nonces := map[string]bool{} // nonces of the signed jobs submitted this tick
 	for i, pj := range t.parsed {
@@ -31,12 +33,17 @@ func (t *tick) signedJobs() {
 		}
 		tg := gate.Target{}
 		if pj.Err == nil {
+			var cfg guest.Config
 			if g, exists := t.byID[pj.Payload.VMID]; exists {
 				tg.Guest = &g
 				tg.Provenance = e.provenance(g.VMID, g.Digest)
+				cfg = g.Config
 			} else {
 				tg.Provenance = e.provenance(pj.Payload.VMID, "")
 			}
+			// A benign allocation past a storage's headroom runs only
+			// with a verified signature, as a destructive op would.
+			tg.Provenance.Headroom, _ = t.headroom(ctx, gate.ActionOf(pj.Payload), cfg)
 			if _, held := t.blocked[pj.Payload.VMID]; !held {
 				// An op of a held guest is unresolved (possibly this job's
 				// own): submit reports the guest held; nothing is spent or

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 
+	"github.com/steward-pve/steward/internal/classify"
+
 	"github.com/steward-pve/steward/internal/desired"
 	"github.com/steward-pve/steward/internal/executor"
 	"github.com/steward-pve/steward/internal/gate"
@@ -67,6 +69,10 @@ type tick struct {
 	// resources is the cluster's guest list, read once a tick when a
 	// create is due (create.go); nil until then.
 	resources []pve.Resource
+	// storages caches the storage usage read this tick, and allocated
+	// what the actions allowed so far allocate, by storage (headroom.go).
+	storages  map[string]classify.StorageUsage
+	allocated map[string]int64
 }
 
 // submitted is an action handed to the per-guest queue.
@@ -88,7 +94,7 @@ func (e *Engine) pass(ctx context.Context, want *desired.Host, jobs []signedop.J
 		return Report{}, err
 	}
 	// Signed jobs first: they carry operator intent for this exact state.
-	t.signedJobs()
+	t.signedJobs(ctx)
 	t.plan(ctx)
 	t.act(ctx)
 	if err := ctx.Err(); err != nil {
