@@ -69,7 +69,7 @@ func TestCommandReferenceContent(t *testing.T) {
 		"| `-v, --version` |  |  | version for steward |",
 		"(default &lt;state-dir&gt;/jobs; must exist when set)",
 		"- [steward op sign](#steward-op-sign)",
-		"\n```text\nsteward agent [flags]\n```\n",
+		"\n```text\nsteward sim [flags]\n```\n",
 	} {
 		if !strings.Contains(ref, want) {
 			t.Errorf("reference lacks %q", want)
