@@ -118,11 +118,7 @@ drift_observed, pending_signature, pending_restart, error),
 "pending_signatures"}.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			format, err := outputFormat(cmd)
-			if err != nil {
-				return err
-			}
-			c, err := operatorClient(cmd)
+			format, c, err := operatorOutput(cmd)
 			if err != nil {
 				return err
 			}
@@ -214,11 +210,7 @@ func hostStateText(h HostSummaryJSON) string {
 
 // runHostDetail prints one host's detail, or with vmid > 0 that guest's.
 func runHostDetail(cmd *cobra.Command, host string, vmid int, stdout io.Writer) error {
-	format, err := outputFormat(cmd)
-	if err != nil {
-		return err
-	}
-	c, err := operatorClient(cmd)
+	format, c, err := operatorOutput(cmd)
 	if err != nil {
 		return err
 	}

@@ -128,6 +128,21 @@ func sameHub(a, b string) bool {
 	return err1 == nil && err2 == nil && ua.String() == ub.String()
 }
 
+// operatorOutput is what most operator commands start with: the -o
+// format (checked first, so a bad -o fails before any network call) and
+// the client for the chosen hub.
+func operatorOutput(cmd *cobra.Command) (string, *hubclient.Client, error) {
+	format, err := outputFormat(cmd)
+	if err != nil {
+		return "", nil, err
+	}
+	c, err := operatorClient(cmd)
+	if err != nil {
+		return "", nil, err
+	}
+	return format, c, nil
+}
+
 // operatorClient returns a client for the hub cmd's flags, environment
 // and config name, carrying the operator token. It does not contact the
 // hub.

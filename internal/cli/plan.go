@@ -62,11 +62,7 @@ error.
 "changes": [{"key", "from", "to"}], "destroys"}.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			format, err := outputFormat(cmd)
-			if err != nil {
-				return err
-			}
-			c, err := operatorClient(cmd)
+			format, c, err := operatorOutput(cmd)
 			if err != nil {
 				return err
 			}
@@ -195,11 +191,7 @@ with HOST or HOST/VMID, {"host": HOST, "guests": [GUEST]} as hosts show does
 				}
 				return runHostDetail(cmd, host, vmid, stdout)
 			}
-			format, err := outputFormat(cmd)
-			if err != nil {
-				return err
-			}
-			c, err := operatorClient(cmd)
+			format, c, err := operatorOutput(cmd)
 			if err != nil {
 				return err
 			}

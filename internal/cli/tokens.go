@@ -31,11 +31,7 @@ in with it (steward login --hub URL --token-file FILE). -o json|yaml prints
 {"name", "token", "created_at"}.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			format, err := outputFormat(cmd)
-			if err != nil {
-				return err
-			}
-			c, err := operatorClient(cmd)
+			format, c, err := operatorOutput(cmd)
 			if err != nil {
 				return err
 			}
@@ -56,11 +52,7 @@ in with it (steward login --hub URL --token-file FILE). -o json|yaml prints
 -o json|yaml prints {"tokens": [{"name", "created_at", "last_used", "revoked_at"}]}.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			format, err := outputFormat(cmd)
-			if err != nil {
-				return err
-			}
-			c, err := operatorClient(cmd)
+			format, c, err := operatorOutput(cmd)
 			if err != nil {
 				return err
 			}
@@ -94,11 +86,7 @@ in with it (steward login --hub URL --token-file FILE). -o json|yaml prints
 last valid token (create another first). -o json|yaml prints {"name", "status"}.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			format, err := outputFormat(cmd)
-			if err != nil {
-				return err
-			}
-			c, err := operatorClient(cmd)
+			format, c, err := operatorOutput(cmd)
 			if err != nil {
 				return err
 			}
