@@ -469,7 +469,13 @@ func flattenGuest(g *desired.Guest) map[string]string {
 	set("state", string(g.State))
 	set("restart", string(g.Restart))
 	if g.Description != nil {
-		out["description"] = strconv.Quote(*g.Description)
+		// The raw text: planValue quotes it for display when it needs to
+		// (quoting here too showed it quoted twice). An empty description
+		// is managed (PVE removes it), so it must differ from unset.
+		out["description"] = *g.Description
+		if *g.Description == "" {
+			out["description"] = "(empty)"
+		}
 	}
 	if g.Tags != nil {
 		t := slices.Clone(g.Tags)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/steward-pve/steward/internal/desired"
 	"github.com/steward-pve/steward/internal/hub/store"
 	"github.com/steward-pve/steward/internal/wire"
 )
@@ -232,5 +233,19 @@ func TestApplyWaitEndsOnError(t *testing.T) {
 	err := <-done
 	if ExitCode(err) != ExitFailure || !strings.Contains(err.Error(), "pve-a 102: PVE: memory 4096") {
 		t.Fatalf("apply --wait with a guest in error: got %v (exit %d); want exit 1 naming it", err, ExitCode(err))
+	}
+}
+
+// TestApplyDescriptionQuotedOnce: the diff shows a description with
+// spaces quoted once, and an empty description apart from an unmanaged one.
+func TestApplyDescriptionQuotedOnce(t *testing.T) {
+	text := "cache for the web frontend"
+	got := planValue(flattenGuest(&desired.Guest{Description: &text})["description"])
+	if want := `"cache for the web frontend"`; got != want {
+		t.Errorf("description shown as %s; want %s", got, want)
+	}
+	empty := ""
+	if got := planValue(flattenGuest(&desired.Guest{Description: &empty})["description"]); got == planValue("") {
+		t.Errorf("an empty managed description shows as %s, the same as unset", got)
 	}
 }
