@@ -15,11 +15,14 @@ import (
 // configFlagName is the flag through which a command takes a settings
 // file. A command opts in with addConfigFlag, which marks the flag with
 // settingsAnnotation; root's pre-run then applies the file after the
-// environment. (Operator commands have a --config of another kind, their
-// login contexts, without the mark: they are left alone.)
+// environment. (Operator commands take their login contexts from --login-file;
+// their deprecated --config alias has no mark and takes no environment.)
 const (
 	configFlagName     = "config"
 	settingsAnnotation = "steward-settings-file"
+	// noEnvAnnotation marks a flag bindEnv leaves alone: a deprecated
+	// alias whose variable belongs to another flag.
+	noEnvAnnotation = "steward-no-env"
 )
 
 // maxSettingsSize bounds a config file.

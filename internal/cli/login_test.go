@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"errors"
 	"io/fs"
 	"os"
@@ -156,21 +157,21 @@ func TestOperatorTargetPrecedence(t *testing.T) {
 	e.login(a, "a")
 	e.login(b, "b") // current
 
-	got, err := targetOf(t, "--config", e.config)
+	got, err := targetOf(t, "--login-file", e.config)
 	if err != nil || got.Hub != b.URL || got.Token != b.Token || got.Fingerprint != b.Fingerprint {
 		t.Fatalf("current context: %+v, %v; want hub b", got, err)
 	}
-	got, err = targetOf(t, "--config", e.config, "--context", "a")
+	got, err = targetOf(t, "--login-file", e.config, "--context", "a")
 	if err != nil || got.Hub != a.URL || got.Token != a.Token || got.Context != "a" {
 		t.Fatalf("--context a: %+v, %v; want hub a", got, err)
 	}
 	// --hub naming another hub than the context's never gets its token.
-	_, err = targetOf(t, "--config", e.config, "--context", "a", "--hub", b.URL)
+	_, err = targetOf(t, "--login-file", e.config, "--context", "a", "--hub", b.URL)
 	if err == nil || !strings.Contains(err.Error(), "not sent elsewhere") {
 		t.Fatalf("--hub b with context a: got %v; want a refusal to send a's token", err)
 	}
 	// --hub naming the context's own hub keeps its pin and token.
-	got, err = targetOf(t, "--config", e.config, "--hub", b.URL+"/")
+	got, err = targetOf(t, "--login-file", e.config, "--hub", b.URL+"/")
 	if err != nil || got.Token != b.Token || got.Fingerprint != b.Fingerprint {
 		t.Fatalf("--hub b/ with current b: %+v, %v", got, err)
 	}
@@ -178,13 +179,13 @@ func TestOperatorTargetPrecedence(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "steward login") {
 		t.Fatalf("no config: got %v; want advice to log in", err)
 	}
-	_, err = targetOf(t, "--config", e.config, "--context", "zz")
+	_, err = targetOf(t, "--login-file", e.config, "--context", "zz")
 	if err == nil || !strings.Contains(err.Error(), `no context "zz"`) {
 		t.Fatalf("--context zz: got %v", err)
 	}
 
 	// The client really talks to the hub with the resolved token and pin.
-	got, _ = targetOf(t, "--config", e.config, "--context", "a")
+	got, _ = targetOf(t, "--login-file", e.config, "--context", "a")
 	c, err := got.Client()
 	if err != nil {
 		t.Fatal(err)
@@ -236,4 +237,40 @@ func writeTemp(t *testing.T, s string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestLoginFileFlag: operator commands take their login file from
+// --login-file or STEWARD_LOGIN_FILE; STEWARD_CONFIG, the settings file
+// of steward hub, agent and sim, never redirects them; the old --config
+// still works, with a deprecation notice.
+func TestLoginFileFlag(t *testing.T) {
+	h := newTestHub(t)
+	e := newOpEnv(t)
+	e.login(h, "a")
+	settings := filepath.Join(t.TempDir(), "hub.yaml")
+	if err := os.WriteFile(settings, []byte("listen: 127.0.0.1:0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir()) // the default login file: none
+	t.Setenv("STEWARD_CONFIG", settings)
+	run := func(args ...string) (string, error) {
+		var out, errb bytes.Buffer
+		err := RunIO(t.Context(), args, strings.NewReader(""), &out, &errb)
+		return errb.String(), err
+	}
+	if stderr, err := run("hosts", "list"); err == nil || !strings.Contains(err.Error(), "steward login") {
+		t.Fatalf("hosts list with only STEWARD_CONFIG set: %v (stderr %q); want advice to log in (STEWARD_CONFIG is not a login file)", err, stderr)
+	}
+	t.Setenv("STEWARD_LOGIN_FILE", e.config)
+	if stderr, err := run("hosts", "list"); err != nil {
+		t.Fatalf("hosts list with STEWARD_LOGIN_FILE: %v\n%s", err, stderr)
+	}
+	t.Setenv("STEWARD_LOGIN_FILE", "")
+	stderr, err := run("hosts", "list", "--config", e.config)
+	if err != nil {
+		t.Fatalf("hosts list --config (deprecated): %v\n%s", err, stderr)
+	}
+	if !strings.Contains(stderr, "--login-file") {
+		t.Errorf("hosts list --config: stderr %q; want a notice naming --login-file", stderr)
+	}
 }

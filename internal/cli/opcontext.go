@@ -75,7 +75,7 @@ tokens are never printed.`,
 			})
 		},
 	}
-	list.Flags().String("config", "", "operator config file (default $XDG_CONFIG_HOME/steward/config.yaml)")
+	addLoginFileFlag(list, "")
 	addOutputFlag(list)
 
 	use := &cobra.Command{
@@ -87,7 +87,7 @@ tokens are never printed.`,
 				fmt.Sprintf("Now using context %q", args[0]))
 		},
 	}
-	use.Flags().String("config", "", "operator config file (default $XDG_CONFIG_HOME/steward/config.yaml)")
+	addLoginFileFlag(use, "")
 
 	rm := &cobra.Command{
 		Use:   "rm NAME",
@@ -102,7 +102,7 @@ tokens are never printed.`,
 			}, stdout, fmt.Sprintf("Removed context %q", args[0]))
 		},
 	}
-	rm.Flags().String("config", "", "operator config file (default $XDG_CONFIG_HOME/steward/config.yaml)")
+	addLoginFileFlag(rm, "")
 	cmd.AddCommand(list, use, rm)
 	return cmd
 }

@@ -34,7 +34,29 @@ func addOperatorFlags(cmd *cobra.Command) {
 	fl.String("hub", "", "hub URL (default: the current context's, see steward login)")
 	fl.String("hub-fingerprint", "", "SHA-256 fingerprint of the hub's certificate to pin (default: the context's)")
 	fl.String("context", "", "use this login context instead of the current one")
-	fl.String("config", "", "operator config file (default $XDG_CONFIG_HOME/steward/config.yaml)")
+	addLoginFileFlag(cmd, "")
+}
+
+// loginFileFlag names the operator's login file (contexts, tokens) on
+// every operator command. It was --config until --config came to mean a
+// settings file on steward hub, agent and sim; --config is still taken
+// here, deprecated, and never from STEWARD_CONFIG (which is the settings
+// file's), so an environment set up for a hub cannot redirect an
+// operator's logins.
+const loginFileFlag = "login-file"
+
+// addLoginFileFlag gives cmd --login-file (STEWARD_LOGIN_FILE) and the
+// deprecated --config alias. what, when not empty, replaces the usage's
+// opening words.
+func addLoginFileFlag(cmd *cobra.Command, what string) {
+	if what == "" {
+		what = "operator login file: hub contexts and tokens"
+	}
+	fl := cmd.Flags()
+	fl.String(loginFileFlag, "", what+" (default $XDG_CONFIG_HOME/steward/config.yaml)")
+	fl.String("config", "", "deprecated name of --login-file")
+	_ = fl.MarkHidden("config")
+	_ = fl.SetAnnotation("config", noEnvAnnotation, []string{"true"})
 }
 
 // opTarget is the hub an operator command talks to, resolved from flags,
@@ -52,9 +74,14 @@ func (t opTarget) Client() (*hubclient.Client, error) {
 	return hubclient.New(hubclient.Options{URL: t.Hub, Fingerprint: t.Fingerprint, Token: t.Token, UserAgent: "steward-cli"})
 }
 
-// configPath returns --config or the default path.
+// configPath returns --login-file, else the deprecated --config, else
+// the default path.
 func configPath(cmd *cobra.Command) (string, error) {
+	if p, _ := cmd.Flags().GetString(loginFileFlag); p != "" {
+		return p, nil
+	}
 	if p, _ := cmd.Flags().GetString("config"); p != "" {
+		fmt.Fprintln(cmd.ErrOrStderr(), "steward: --config is deprecated on operator commands: use --login-file (--config names a settings file on steward hub, agent and sim)")
 		return p, nil
 	}
 	return defaultConfigPath()

@@ -97,12 +97,12 @@ func newOpEnv(t *testing.T) *opEnv {
 	return &opEnv{t: t, config: filepath.Join(t.TempDir(), "xdg", "steward", "config.yaml")}
 }
 
-// run runs `steward args... --config CONFIG` with stdin and returns
+// run runs `steward args... --login-file CONFIG` with stdin and returns
 // stdout, stderr and the error.
 func (e *opEnv) run(stdin string, args ...string) (string, string, error) {
 	e.t.Helper()
 	var out, errb bytes.Buffer
-	args = append(args, "--config", e.config)
+	args = append(args, "--login-file", e.config)
 	err := RunIO(e.t.Context(), args, strings.NewReader(stdin), &out, &errb)
 	return out.String(), errb.String(), err
 }

@@ -128,7 +128,7 @@ func EnvName(flag string) string {
 func bindEnv(cmd *cobra.Command) error {
 	var errs []error
 	cmd.Flags().VisitAll(func(f *pflag.Flag) {
-		if f.Changed || f.Name == "help" {
+		if f.Changed || f.Name == "help" || f.Annotations[noEnvAnnotation] != nil {
 			return
 		}
 		v, ok := os.LookupEnv(EnvName(f.Name))

@@ -87,7 +87,7 @@ destructive operations. A second up on the same directory resumes where it stopp
 	cmd.Flags().StringVar(&f.dataDir, "data-dir", "", "where everything is kept (default $XDG_STATE_HOME/steward/up)")
 	cmd.Flags().StringVarP(&f.file, "file", "f", "", "desired state to apply (default examples/fleet.yaml if it exists, else DATA-DIR/fleet.yaml)")
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 2*time.Minute, "how long to wait for the first convergence")
-	cmd.Flags().String("config", "", "operator config file to log in (default $XDG_CONFIG_HOME/steward/config.yaml)")
+	addLoginFileFlag(cmd, "operator login file to log in")
 	return cmd
 }
 
@@ -361,7 +361,7 @@ func runUp(ctx context.Context, f upFlags, cfgPath string, stdout, stderr io.Wri
 		}
 	}
 	fmt.Fprintf(stdout, "\n$ steward apply -f %s --wait\n", file)
-	applyErr := RunIO(ctx, []string{"apply", "-f", file, "--wait", "--timeout", f.timeout.String(), "--config", cfgPath}, strings.NewReader(""), stdout, stderr)
+	applyErr := RunIO(ctx, []string{"apply", "-f", file, "--wait", "--timeout", f.timeout.String(), "--login-file", cfgPath}, strings.NewReader(""), stdout, stderr)
 	if ctx.Err() != nil {
 		return upStopped(stdout, dir)
 	}

@@ -44,7 +44,7 @@ type upProc struct {
 // startUp starts `steward up` in cwd.
 func startUp(t *testing.T, cwd, dir, cfg string) *upProc {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "up", "--data-dir", dir, "--config", cfg)
+	cmd := exec.Command(os.Args[0], "up", "--data-dir", dir, "--login-file", cfg)
 	cmd.Env = append(os.Environ(), "STEWARD_TEST_CLI_MAIN=1", "NO_COLOR=1")
 	cmd.Dir = cwd
 	stdout, err := cmd.StdoutPipe()
@@ -144,7 +144,7 @@ func TestUpConvergesStopsAndResumes(t *testing.T) {
 	}
 	// The CLI is logged in: an operator command works with the config alone.
 	var stdout, stderr strings.Builder
-	if err := RunIO(t.Context(), []string{"hosts", "show", "pve", "-o", "json", "--config", cfg}, strings.NewReader(""), &stdout, &stderr); err != nil {
+	if err := RunIO(t.Context(), []string{"hosts", "show", "pve", "-o", "json", "--login-file", cfg}, strings.NewReader(""), &stdout, &stderr); err != nil {
 		t.Fatalf("steward hosts show with up's context: %v\n%s", err, stderr.String())
 	}
 	if !strings.Contains(stdout.String(), `"phase": "in_sync"`) {
