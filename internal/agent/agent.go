@@ -96,6 +96,10 @@ type Config struct {
 	TaskWait        pve.WaitOptions
 	Timeouts        executor.Timeouts
 	Backoff         backoff.Policy // zero: DefaultBackoff
+	// Headroom is the storage headroom threshold by storage id
+	// (engine.Engine.Headroom); nil: classify.DefaultHeadroom everywhere.
+	// It is the agent's own setting: desired state cannot raise it.
+	Headroom map[string]float64
 
 	// Logger receives the daemon's log; nil discards it.
 	Logger *slog.Logger
@@ -188,6 +192,7 @@ func New(cfg Config) (*Agent, error) {
 		Backoff:     backoff.NewTracker(cfg.Backoff, now, nil),
 		Plan:        plan.Options{ShutdownTimeout: cfg.ShutdownTimeout},
 		NotRunGrace: cfg.NotRunGrace,
+		Headroom:    cfg.Headroom,
 		Now:         cfg.Now,
 	}
 	a := &Agent{cfg: cfg, log: log, gate: g, eng: eng}

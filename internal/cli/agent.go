@@ -53,10 +53,12 @@ type agentFlags struct {
 	// the journal and the tick loop by agentConfig.
 	metricsListen string
 	metrics       *agentmetrics.Metrics
+	// headroom is --headroom (engine.Engine.Headroom).
+	headroom headroomFlag
 }
 
 func newAgentCmd(stdout, stderr io.Writer) *cobra.Command {
-	var f agentFlags
+	f := agentFlags{headroom: headroomFlag{}}
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Converge this Proxmox host's guests toward desired state",
@@ -125,6 +127,7 @@ exits 0 unless it fails.`,
 	fl.DurationVar(&f.timeouts.Config, "timeout-config", 2*time.Minute, "time allowed for a config write")
 	fl.DurationVar(&f.timeouts.Power, "timeout-power", 5*time.Minute, "time allowed for a start or stop (a shutdown also gets --shutdown-timeout)")
 	fl.DurationVar(&f.timeouts.Disk, "timeout-disk", 30*time.Minute, "time allowed for resize, create, destroy and snapshot tasks")
+	fl.Var(f.headroom, "headroom", headroomUsage)
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (default: off; not with --once)")
 	cmd.AddCommand(newAgentCheckCmd(&f, stdout, stderr))
@@ -251,7 +254,7 @@ func agentConfig(ctx context.Context, f agentFlags, defaultJobs bool, logger *sl
 		Node: f.node, Host: f.host, Hub: hub, StateDir: f.stateDir, PVE: client, TaskUser: token.ID,
 		Interval: f.interval, Concurrency: f.concurrency, ShutdownTimeout: f.shutdownTimeout, NotRunGrace: f.notRunGrace,
 		TaskWait: pve.WaitOptions{Initial: f.taskPoll, Max: f.taskPollMax}, Timeouts: f.timeouts,
-		Logger: logger,
+		Headroom: f.headroom, Logger: logger,
 	}
 	if f.metrics != nil {
 		cfg.OnTick, cfg.JournalSync = f.metrics.ObserveTick, f.metrics.ObserveFsync
