@@ -145,7 +145,8 @@ func (s *Server) flush(ctx context.Context) error {
 // sweep is one pass of the hub's housekeeping at now: flush heartbeats,
 // merge the store's view of the fleet (hosts enrolled or seen through
 // another replica), record host.silent for hosts quiet for two poll
-// intervals, refresh the pending-signature gauge and prune the event log.
+// intervals, refresh the pending-signature gauge, prune the event log
+// and delete expired dashboard sessions.
 // first is the pass at start: a host silent already then gets no event
 // (the hub cannot tell when it went quiet).
 func (s *Server) sweep(ctx context.Context, now time.Time, first bool) {
@@ -200,6 +201,9 @@ func (s *Server) sweep(ctx context.Context, now time.Time, first bool) {
 	}
 	if _, err := s.st.PruneEvents(ctx, now.Add(-s.eventAge), s.eventKeep); err != nil {
 		s.log.Error("sweep: pruning the event log", "err", err)
+	}
+	if _, err := s.st.PruneSessions(ctx, now); err != nil {
+		s.log.Error("sweep: pruning expired dashboard sessions", "err", err)
 	}
 }
 

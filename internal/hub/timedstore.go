@@ -209,3 +209,23 @@ func (t timedStore) Writable(ctx context.Context) error {
 	}
 	return nil
 }
+
+func (t timedStore) CreateSession(ctx context.Context, tokenHash, operator string, expires time.Time) error {
+	defer t.obs("CreateSession", time.Now())
+	return t.st.CreateSession(ctx, tokenHash, operator, expires)
+}
+
+func (t timedStore) SessionByToken(ctx context.Context, tokenHash string, now time.Time) (store.Session, error) {
+	defer t.obs("SessionByToken", time.Now())
+	return t.st.SessionByToken(ctx, tokenHash, now)
+}
+
+func (t timedStore) DeleteSession(ctx context.Context, tokenHash string) error {
+	defer t.obs("DeleteSession", time.Now())
+	return t.st.DeleteSession(ctx, tokenHash)
+}
+
+func (t timedStore) PruneSessions(ctx context.Context, before time.Time) (int64, error) {
+	defer t.obs("PruneSessions", time.Now())
+	return t.st.PruneSessions(ctx, before)
+}

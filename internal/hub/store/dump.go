@@ -26,6 +26,7 @@ type Dump struct {
 	Receipts   []DumpReceipt   // by Host then Seq
 	Audit      []AuditEntry    // by ID
 	Events     []Event         // by ID
+	Sessions   []DumpSession   // by TokenHash
 }
 
 // DumpHost is a host with its current token's hash ("" when none).
@@ -47,6 +48,12 @@ type DumpJoinToken struct {
 // DumpOperator is an operator token's record.
 type DumpOperator struct {
 	Operator
+	TokenHash string
+}
+
+// DumpSession is a dashboard session's record.
+type DumpSession struct {
+	Session
 	TokenHash string
 }
 
@@ -117,6 +124,7 @@ func (d *Dump) Sums() ([]TableSum, error) {
 		{"receipts", len(d.Receipts), d.Receipts},
 		{"audit", len(d.Audit), d.Audit},
 		{"events", len(d.Events), d.Events},
+		{"sessions", len(d.Sessions), d.Sessions},
 	} {
 		if err := add(t.name, t.n, t.rows); err != nil {
 			return nil, err

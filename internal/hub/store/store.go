@@ -215,6 +215,14 @@ type Event struct {
 	Detail string
 }
 
+// Session is a dashboard login: an operator token exchanged for a
+// session cookie. The store keeps the cookie's HashToken only.
+type Session struct {
+	Operator  string // the operator token's name
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
 // Store is the hub's storage. See the package doc for the common contract
 // (concurrency, ErrNotFound, nothing changed on error).
 type Store interface {
@@ -258,6 +266,21 @@ type Store interface {
 	// at at; an earlier at than the one stored changes nothing.
 	// ErrNotFound for an unknown name.
 	TouchOperator(ctx context.Context, name string, at time.Time) error
+
+	// CreateSession records a dashboard session (by its cookie's hash)
+	// for the named operator, valid until expires. ErrNotFound if the
+	// operator is unknown or revoked; ErrExists if the hash is recorded.
+	CreateSession(ctx context.Context, tokenHash, operator string, expires time.Time) error
+	// SessionByToken returns the session whose cookie hashes to
+	// tokenHash; ErrNotFound if it is unknown, ended, expired at now, or
+	// its operator token is revoked (revoking the token ends its sessions
+	// at once).
+	SessionByToken(ctx context.Context, tokenHash string, now time.Time) (Session, error)
+	// DeleteSession ends a session (logout); an unknown hash is no error.
+	DeleteSession(ctx context.Context, tokenHash string) error
+	// PruneSessions deletes the sessions that expired before before and
+	// returns how many.
+	PruneSessions(ctx context.Context, before time.Time) (int64, error)
 
 	// PutDesired stores doc as the host's next desired document and
 	// returns its generation, one more than the current one, assigned

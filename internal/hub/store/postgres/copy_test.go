@@ -57,6 +57,7 @@ func fill(t *testing.T, s store.Store) {
 		must(err)
 	}
 	must(s.TouchOperator(ctx, "alice", time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)))
+	must(s.CreateSession(ctx, store.HashToken("session-alice"), "alice", time.Now().Add(time.Hour)))
 	for i := range 4 {
 		_, err := s.AppendEvent(ctx, store.Event{Type: store.EventDesiredChanged, Host: "pve-a", Actor: "alice", Detail: fmt.Sprint(i)})
 		must(err)
@@ -86,7 +87,7 @@ func TestCopyFromSQLite(t *testing.T) {
 	for _, s := range sums {
 		counts[s.Table] = s.Count
 	}
-	want := map[string]int{"hosts": 4, "join_tokens": 4, "operators": 2, "desired": 3, "reports": 1, "jobs": 2, "pending": 1, "receipts": 3, "audit": 3, "events": 2}
+	want := map[string]int{"hosts": 4, "join_tokens": 4, "operators": 2, "desired": 3, "reports": 1, "jobs": 2, "pending": 1, "receipts": 3, "audit": 3, "events": 2, "sessions": 1}
 	for table, n := range want {
 		if counts[table] != n {
 			t.Errorf("%s: copied %d rows; want %d", table, counts[table], n)
@@ -104,6 +105,9 @@ func TestCopyFromSQLite(t *testing.T) {
 	}
 	if _, err := dst.Enroll(ctx, store.HashToken("unused"), store.HashToken("h-new")); err != nil {
 		t.Fatalf("the unused join token after the copy: %v", err)
+	}
+	if x, err := dst.SessionByToken(ctx, store.HashToken("session-alice"), time.Now()); err != nil || x.Operator != "alice" {
+		t.Fatalf("alice's dashboard session after the copy: %+v, %v", x, err)
 	}
 	if o, err := dst.OperatorByToken(ctx, store.HashToken("op-alice")); err != nil || o.Name != "alice" || !o.LastUsed.Equal(time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)) {
 		t.Fatalf("alice's token: %+v, %v; want it, last used 2026-02-01", o, err)

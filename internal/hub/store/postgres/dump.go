@@ -169,6 +169,18 @@ func (s *Store) Export(ctx context.Context) (*store.Dump, error) {
 				return nil
 			})
 		},
+		func() error {
+			return each("sessions", "SELECT token_hash, operator, created_at, expires_at FROM sessions ORDER BY token_hash", func(r pgx.Rows) error {
+				var x store.DumpSession
+				var c, e int64
+				if err := r.Scan(&x.TokenHash, &x.Operator, &c, &e); err != nil {
+					return err
+				}
+				x.CreatedAt, x.ExpiresAt = fromNanos(c), fromNanos(e)
+				d.Sessions = append(d.Sessions, x)
+				return nil
+			})
+		},
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
@@ -256,6 +268,9 @@ func (s *Store) Import(ctx context.Context, d *store.Dump) error {
 		}
 		for _, e := range d.Events {
 			b.Queue("INSERT INTO events (id, time, type, host, actor, detail) VALUES ($1, $2, $3, $4, $5, $6)", e.ID, nanos(e.Time), e.Type, e.Host, e.Actor, e.Detail)
+		}
+		for _, x := range d.Sessions {
+			b.Queue("INSERT INTO sessions (token_hash, operator, created_at, expires_at) VALUES ($1, $2, $3, $4)", x.TokenHash, x.Operator, nanos(x.CreatedAt), nanos(x.ExpiresAt))
 		}
 		// New entries continue after the imported ids.
 		if len(d.Audit) > 0 {

@@ -794,3 +794,71 @@ func scanJSON[T any](r pgx.Rows) (T, error) {
 	err := json.Unmarshal(b, &v)
 	return v, err
 }
+
+// CreateSession implements store.Store.
+func (s *Store) CreateSession(ctx context.Context, tokenHash, operator string, expires time.Time) error {
+	if err := store.CheckHash("session hash", tokenHash); err != nil {
+		return err
+	}
+	now := nanos(s.now())
+	return s.write(ctx, "creating a session", func(tx pgx.Tx) error {
+		var one int
+		err := tx.QueryRow(ctx, "SELECT 1 FROM operators WHERE name = $1 AND revoked_at = 0", operator).Scan(&one)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w: operator %q unknown or revoked", store.ErrNotFound, operator)
+		}
+		if err != nil {
+			return fmt.Errorf("postgres: creating a session: %w", err)
+		}
+		_, err = tx.Exec(ctx, "INSERT INTO sessions (token_hash, operator, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+			tokenHash, operator, now, nanos(expires))
+		if isUnique(err) {
+			return fmt.Errorf("%w: session", store.ErrExists)
+		}
+		if err != nil {
+			return fmt.Errorf("postgres: creating a session: %w", err)
+		}
+		return nil
+	})
+}
+
+// SessionByToken implements store.Store.
+func (s *Store) SessionByToken(ctx context.Context, tokenHash string, now time.Time) (store.Session, error) {
+	var x store.Session
+	var c, e int64
+	err := s.pool.QueryRow(ctx, `SELECT s.operator, s.created_at, s.expires_at FROM sessions s
+		JOIN operators o ON o.name = s.operator
+		WHERE s.token_hash = $1 AND s.expires_at > $2 AND o.revoked_at = 0`, tokenHash, nanos(now)).Scan(&x.Operator, &c, &e)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return x, fmt.Errorf("%w: session unknown, ended or expired", store.ErrNotFound)
+	}
+	if err != nil {
+		return x, fmt.Errorf("postgres: looking up a session: %w", err)
+	}
+	x.CreatedAt, x.ExpiresAt = fromNanos(c), fromNanos(e)
+	return x, nil
+}
+
+// DeleteSession implements store.Store.
+func (s *Store) DeleteSession(ctx context.Context, tokenHash string) error {
+	return s.write(ctx, "ending a session", func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "DELETE FROM sessions WHERE token_hash = $1", tokenHash); err != nil {
+			return fmt.Errorf("postgres: ending a session: %w", err)
+		}
+		return nil
+	})
+}
+
+// PruneSessions implements store.Store.
+func (s *Store) PruneSessions(ctx context.Context, before time.Time) (int64, error) {
+	var n int64
+	err := s.write(ctx, "pruning sessions", func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, "DELETE FROM sessions WHERE expires_at < $1", nanos(before))
+		if err != nil {
+			return fmt.Errorf("postgres: pruning sessions: %w", err)
+		}
+		n = tag.RowsAffected()
+		return nil
+	})
+	return n, err
+}

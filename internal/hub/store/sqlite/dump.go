@@ -167,6 +167,18 @@ func (s *Store) Export(ctx context.Context) (*store.Dump, error) {
 				return nil
 			})
 		},
+		func() error {
+			return each("sessions", "SELECT token_hash, operator, created_at, expires_at FROM sessions ORDER BY token_hash", func(r *sql.Rows) error {
+				var x store.DumpSession
+				var c, e int64
+				if err := r.Scan(&x.TokenHash, &x.Operator, &c, &e); err != nil {
+					return err
+				}
+				x.CreatedAt, x.ExpiresAt = fromNanos(c), fromNanos(e)
+				d.Sessions = append(d.Sessions, x)
+				return nil
+			})
+		},
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {

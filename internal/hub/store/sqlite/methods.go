@@ -785,3 +785,71 @@ func scanJSON[T any](r *sql.Rows) (T, error) {
 	err := json.Unmarshal(b, &v)
 	return v, err
 }
+
+// CreateSession implements store.Store.
+func (s *Store) CreateSession(ctx context.Context, tokenHash, operator string, expires time.Time) error {
+	if err := store.CheckHash("session hash", tokenHash); err != nil {
+		return err
+	}
+	now := nanos(s.now())
+	return s.write(ctx, "creating a session", func(tx *sql.Tx) error {
+		var one int
+		err := tx.QueryRowContext(ctx, "SELECT 1 FROM operators WHERE name = ? AND revoked_at = 0", operator).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: operator %q unknown or revoked", store.ErrNotFound, operator)
+		}
+		if err != nil {
+			return fmt.Errorf("sqlite: creating a session: %w", err)
+		}
+		_, err = tx.ExecContext(ctx, "INSERT INTO sessions (token_hash, operator, created_at, expires_at) VALUES (?, ?, ?, ?)",
+			tokenHash, operator, now, nanos(expires))
+		if isUnique(err) {
+			return fmt.Errorf("%w: session", store.ErrExists)
+		}
+		if err != nil {
+			return fmt.Errorf("sqlite: creating a session: %w", err)
+		}
+		return nil
+	})
+}
+
+// SessionByToken implements store.Store.
+func (s *Store) SessionByToken(ctx context.Context, tokenHash string, now time.Time) (store.Session, error) {
+	var x store.Session
+	var c, e int64
+	err := s.r.QueryRowContext(ctx, `SELECT s.operator, s.created_at, s.expires_at FROM sessions s
+		JOIN operators o ON o.name = s.operator
+		WHERE s.token_hash = ? AND s.expires_at > ? AND o.revoked_at = 0`, tokenHash, nanos(now)).Scan(&x.Operator, &c, &e)
+	if errors.Is(err, sql.ErrNoRows) {
+		return x, fmt.Errorf("%w: session unknown, ended or expired", store.ErrNotFound)
+	}
+	if err != nil {
+		return x, fmt.Errorf("sqlite: looking up a session: %w", err)
+	}
+	x.CreatedAt, x.ExpiresAt = fromNanos(c), fromNanos(e)
+	return x, nil
+}
+
+// DeleteSession implements store.Store.
+func (s *Store) DeleteSession(ctx context.Context, tokenHash string) error {
+	return s.write(ctx, "ending a session", func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM sessions WHERE token_hash = ?", tokenHash); err != nil {
+			return fmt.Errorf("sqlite: ending a session: %w", err)
+		}
+		return nil
+	})
+}
+
+// PruneSessions implements store.Store.
+func (s *Store) PruneSessions(ctx context.Context, before time.Time) (int64, error) {
+	var n int64
+	err := s.write(ctx, "pruning sessions", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "DELETE FROM sessions WHERE expires_at < ?", nanos(before))
+		if err != nil {
+			return fmt.Errorf("sqlite: pruning sessions: %w", err)
+		}
+		n, _ = res.RowsAffected()
+		return nil
+	})
+	return n, err
+}

@@ -35,6 +35,7 @@ func Run(t *testing.T, open Open) {
 		{"Operators", testOperators},
 		{"OperatorLastUsed", testOperatorLastUsed},
 		{"LastOperatorUnderRace", testLastOperatorRace},
+		{"Sessions", testSessions},
 		{"InvalidArguments", testInvalid},
 		{"DesiredGenerations", testDesired},
 		{"DesiredIfMatch", testDesiredIfMatch},
@@ -320,6 +321,71 @@ func testLastOperatorRace(t *testing.T, s store.Store) {
 	}
 	if ok != 1 || valid != 1 {
 		t.Fatalf("concurrent revokes of the last two tokens: %d succeeded, %d valid left; want 1 and 1", ok, valid)
+	}
+}
+
+func testSessions(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for _, n := range []string{"alice", "bob"} {
+		if err := s.CreateOperator(ctx, n, tok(n)); err != nil {
+			t.Fatalf("CreateOperator %s: %v", n, err)
+		}
+	}
+	now := time.Now()
+	exp := now.Add(time.Hour).Truncate(time.Microsecond)
+	if err := s.CreateSession(ctx, tok("s1"), "alice", exp); err != nil {
+		t.Fatalf("CreateSession: %v", err)
+	}
+	if err := s.CreateSession(ctx, tok("s2"), "alice", exp); err != nil {
+		t.Fatalf("CreateSession (a second of alice): %v", err)
+	}
+	if err := s.CreateSession(ctx, tok("s3"), "bob", now.Add(time.Minute)); err != nil {
+		t.Fatalf("CreateSession (bob): %v", err)
+	}
+	wantErr(t, "CreateSession with a taken hash", s.CreateSession(ctx, tok("s1"), "bob", exp), store.ErrExists)
+	wantErr(t, "CreateSession of an unknown operator", s.CreateSession(ctx, tok("s4"), "zed", exp), store.ErrNotFound)
+	wantErr(t, "CreateSession with a bad hash", s.CreateSession(ctx, "plain", "alice", exp), store.ErrInvalid)
+
+	x, err := s.SessionByToken(ctx, tok("s1"), now)
+	if err != nil || x.Operator != "alice" || !x.ExpiresAt.Equal(exp) {
+		t.Fatalf("SessionByToken: got %+v, %v; want alice until %v", x, err, exp)
+	}
+	_, err = s.SessionByToken(ctx, tok("s3"), now.Add(time.Minute))
+	wantErr(t, "SessionByToken at its expiry", err, store.ErrNotFound)
+	_, err = s.SessionByToken(ctx, tok("nope"), now)
+	wantErr(t, "SessionByToken of an unknown hash", err, store.ErrNotFound)
+
+	// Logout ends one session; the other goes on.
+	if err := s.DeleteSession(ctx, tok("s1")); err != nil {
+		t.Fatalf("DeleteSession: %v", err)
+	}
+	if err := s.DeleteSession(ctx, tok("s1")); err != nil {
+		t.Fatalf("DeleteSession again: %v; want no error", err)
+	}
+	_, err = s.SessionByToken(ctx, tok("s1"), now)
+	wantErr(t, "SessionByToken after DeleteSession", err, store.ErrNotFound)
+	if _, err := s.SessionByToken(ctx, tok("s2"), now); err != nil {
+		t.Fatalf("SessionByToken of the other session: %v", err)
+	}
+
+	// Revoking the token ends its sessions at once; a new one is refused.
+	if err := s.RevokeOperator(ctx, "alice"); err != nil {
+		t.Fatalf("RevokeOperator: %v", err)
+	}
+	_, err = s.SessionByToken(ctx, tok("s2"), now)
+	wantErr(t, "SessionByToken after its operator was revoked", err, store.ErrNotFound)
+	wantErr(t, "CreateSession of a revoked operator", s.CreateSession(ctx, tok("s5"), "alice", exp), store.ErrNotFound)
+	if _, err := s.SessionByToken(ctx, tok("s3"), now); err != nil {
+		t.Fatalf("SessionByToken of bob's session: %v", err)
+	}
+
+	// Pruning deletes the sessions expired before the cut-off only.
+	n, err := s.PruneSessions(ctx, now.Add(2*time.Minute))
+	if err != nil || n != 1 {
+		t.Fatalf("PruneSessions: got %d, %v; want 1 (bob's, expired)", n, err)
+	}
+	if n, err := s.PruneSessions(ctx, now.Add(2*time.Minute)); err != nil || n != 0 {
+		t.Fatalf("PruneSessions again: got %d, %v; want 0", n, err)
 	}
 }
 
