@@ -2,10 +2,15 @@ package cli
 
 import (
 	"encoding/json"
+	"fmt"
+	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/steward-pve/steward/internal/hub"
+	"github.com/steward-pve/steward/internal/hub/store"
 	"github.com/steward-pve/steward/internal/wire"
 )
 
@@ -122,5 +127,85 @@ func TestBlockUnblock(t *testing.T) {
 	}
 	if _, _, err := e.run("", "block", "ghost", "--reason", "x"); err == nil || !strings.Contains(err.Error(), `no host "ghost"`) {
 		t.Fatalf("block ghost: got %v", err)
+	}
+}
+
+// TestFleetViewsOneRequest: `hosts list` and `status` show a fleet of
+// many hosts in one request to the hub, and a host's new report shows in
+// the next view (the hub's summaries follow the report hash).
+func TestFleetViewsOneRequest(t *testing.T) {
+	h := newTestHub(t)
+	e := newOpEnv(t)
+	e.login(h, "lab")
+	const n = 300
+	ctx := t.Context()
+	put := func(host string, r wire.Report) {
+		t.Helper()
+		body, err := wire.EncodeReport(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Store.PutReport(ctx, host, body, hub.ReportHash(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		host := fmt.Sprintf("pve-%03d", i)
+		if err := h.Store.CreateJoinToken(ctx, host, store.HashToken("join-"+host), time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.Store.Enroll(ctx, store.HashToken("join-"+host), store.HashToken("tok-"+host)); err != nil {
+			t.Fatal(err)
+		}
+		if i%10 != 0 { // every tenth host never reported
+			put(host, sampleReport(host, 0))
+		}
+	}
+	var requests atomic.Int64
+	h.intercept(func(r *http.Request) { requests.Add(1) })
+	check := func(args ...string) []HostSummaryJSON {
+		t.Helper()
+		requests.Store(0)
+		out, stderr, err := e.run("", append(args, "-o", "json")...)
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, stderr)
+		}
+		if got := requests.Load(); got != 1 {
+			t.Errorf("%v with %d hosts made %d requests to the hub; want 1", args, n, got)
+		}
+		var v struct {
+			Hosts []HostSummaryJSON `json:"hosts"`
+		}
+		if err := json.Unmarshal([]byte(out), &v); err != nil || len(v.Hosts) != n {
+			t.Fatalf("%v -o json: %v, %d hosts; want %d", args, err, len(v.Hosts), n)
+		}
+		return v.Hosts
+	}
+	for _, args := range [][]string{{"hosts", "list"}, {"status"}} {
+		hosts := check(args...)
+		for i, s := range hosts {
+			if i%10 == 0 {
+				if s.ReportTime != nil || s.Guests != 0 {
+					t.Errorf("%v: %s never reported but shows %+v", args, s.Host, s)
+				}
+				continue
+			}
+			if s.Guests != 4 || s.Managed != 4 || s.Sync[wire.PhaseInSync] != 1 || s.Sync[wire.PhaseError] != 1 ||
+				s.PendingSignatures != 1 || s.AgentVersion != "v0.9.0" || s.Node != "pve" {
+				t.Fatalf("%v: %s summary %+v; want sampleReport's counts", args, s.Host, s)
+			}
+		}
+	}
+	// A new report of one host shows at once; the others are unchanged.
+	r := sampleReport("pve-001", 3)
+	r.Sync = r.Sync[:1]
+	r.Pending = nil
+	put("pve-001", r)
+	hosts := check("status")
+	if s := hosts[1]; s.Host != "pve-001" || s.Managed != 1 || s.PendingSignatures != 0 || s.ReportedGeneration != 3 {
+		t.Errorf("status after pve-001's new report: %+v; want 1 managed, 0 pending, generation 3", s)
+	}
+	if s := hosts[2]; s.Managed != 4 {
+		t.Errorf("status: pve-002 %+v; want its report unchanged", s)
 	}
 }

@@ -84,7 +84,10 @@ type PendingActionJSON struct {
 // hostView is one host as the hub shows it, with its decoded report.
 type hostView struct {
 	JSON   hub.HostJSON
-	Report *wire.Report // nil: never reported
+	Report *wire.Report // nil: never reported, or only Summary fetched
+	// Summary is the last report at a glance (the fleet views fetch only
+	// this); nil when Report is set or the host never reported.
+	Summary *hub.ReportSummaryJSON
 }
 
 func hostPath(host string, rest ...string) string {
@@ -119,19 +122,24 @@ func getHost(ctx context.Context, c *hubclient.Client, host string) (hostView, e
 	return v, nil
 }
 
-// listHosts fetches every host; with reports, each one's last report too
-// (a few at a time).
+// listHosts fetches every host; with reports, each one's last report at
+// a glance (hostView.Summary) in the same request. A hub that does not
+// summarize (an older one) costs one request per reporting host instead.
 func listHosts(ctx context.Context, c *hubclient.Client, reports bool) ([]hostView, error) {
 	var out struct {
 		Hosts []hub.HostJSON `json:"hosts"`
 	}
-	if err := c.JSON(ctx, http.MethodGet, "/v1/hosts", nil, nil, &out); err != nil {
+	var q url.Values
+	if reports {
+		q = url.Values{"summary": {"1"}}
+	}
+	if err := c.JSON(ctx, http.MethodGet, "/v1/hosts", q, nil, &out); err != nil {
 		return nil, err
 	}
 	sort.Slice(out.Hosts, func(i, j int) bool { return out.Hosts[i].ID < out.Hosts[j].ID })
 	views := make([]hostView, len(out.Hosts))
 	for i, h := range out.Hosts {
-		views[i].JSON = h
+		views[i].JSON, views[i].Summary = h, h.Summary
 	}
 	if !reports {
 		return views, nil
@@ -140,7 +148,7 @@ func listHosts(ctx context.Context, c *hubclient.Client, reports bool) ([]hostVi
 	errs := make([]error, len(views))
 	sem := make(chan struct{}, 8)
 	for i := range views {
-		if views[i].JSON.ReportHash == "" {
+		if views[i].JSON.ReportHash == "" || views[i].Summary != nil {
 			continue
 		}
 		wg.Add(1)
@@ -172,16 +180,21 @@ func (v hostView) summary() HostSummaryJSON {
 	for _, p := range wire.Phases {
 		s.Sync[p] = 0
 	}
-	if r := v.Report; r != nil {
-		t := r.Time
+	rs := v.Summary
+	if v.Report != nil {
+		sum := hub.Summarize(*v.Report)
+		rs = &sum
+	}
+	if rs != nil {
+		t := rs.Time
 		s.ReportTime = &t
-		s.Node, s.AgentVersion, s.Frozen = r.Facts.Node, r.Facts.AgentVersion, r.Facts.Frozen
-		s.ReportedGeneration = r.DesiredGeneration
-		s.Guests, s.Managed = len(r.Guests), len(r.Sync)
-		for _, sy := range r.Sync {
-			s.Sync[sy.Phase]++
+		s.Node, s.AgentVersion, s.Frozen = rs.Node, rs.AgentVersion, rs.Frozen
+		s.ReportedGeneration = rs.DesiredGeneration
+		s.Guests, s.Managed = rs.Guests, rs.Managed
+		for p, n := range rs.Sync {
+			s.Sync[p] = n
 		}
-		s.PendingSignatures = len(r.Pending)
+		s.PendingSignatures = rs.Pending
 	}
 	return s
 }

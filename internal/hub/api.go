@@ -363,6 +363,9 @@ type HostJSON struct {
 	ReportHash        string          `json:"report_hash,omitempty"`
 	DesiredGeneration int64           `json:"desired_generation"`
 	Report            json.RawMessage `json:"report,omitempty"`
+	// Summary is the last report at a glance, in GET /v1/hosts?summary=1
+	// only (nil there for a host that never reported).
+	Summary *ReportSummaryJSON `json:"summary,omitempty"`
 }
 
 func timePtr(t time.Time) *time.Time {
@@ -392,6 +395,12 @@ func (s *Server) listHosts(w http.ResponseWriter, r *http.Request) {
 	out := make([]HostJSON, len(hosts))
 	for i, h := range hosts {
 		out[i] = s.hostJSON(h)
+	}
+	if v := r.URL.Query().Get("summary"); v == "1" || v == "true" {
+		if err := s.summarize(r.Context(), hosts, out); err != nil {
+			s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
+			return
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"hosts": out})
 }

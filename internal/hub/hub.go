@@ -157,6 +157,9 @@ type Server struct {
 	fleet   map[string]*hostState // enrolled hosts
 	dirty   map[string]time.Time  // heartbeats not yet written
 
+	sumMu        sync.Mutex
+	summaryCache map[string]summaryEntry // host → summary of its last report (summary.go)
+
 	mu        sync.Mutex
 	eventWake chan struct{}         // closed at the next event
 	waiters   map[string]*waitEntry // host -> its held long-polls' wake-up
