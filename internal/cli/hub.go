@@ -213,9 +213,9 @@ func runHub(ctx context.Context, f hubFlags, stdout, stderr io.Writer) error {
 	if cert != nil {
 		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS12}
 		ln = tls.NewListener(ln, srv.TLSConfig)
-		fmt.Fprintf(stdout, "URL:         https://%s\nFingerprint: %s\n", ln.Addr(), pve.CertFingerprint(cert.Certificate[0]))
+		fmt.Fprintf(stdout, "URL:         https://%s\nFingerprint: %s\nDashboard:   https://%s/ui/ (log in with an operator token)\n", ln.Addr(), pve.CertFingerprint(cert.Certificate[0]), ln.Addr())
 	} else {
-		fmt.Fprintf(stdout, "URL:         http://%s (plain HTTP: development only)\n", ln.Addr())
+		fmt.Fprintf(stdout, "URL:         http://%s (plain HTTP: development only)\nDashboard:   http://%s/ui/ (log in with an operator token)\n", ln.Addr(), ln.Addr())
 	}
 	if pg {
 		fmt.Fprintf(stdout, "Store:       PostgreSQL %s\n", postgres.Redact(f.store))

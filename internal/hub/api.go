@@ -93,6 +93,9 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 	}
 	s.m.reports.WithLabelValues("report").Inc()
 	s.seen(r.Context(), h.ID, false)
+	if changed {
+		s.reportChanged(h.ID)
+	}
 	if after := statusSummary(rep); changed && after != before {
 		detail := after
 		if before != "" {

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -87,17 +88,38 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err, http.StatusNotFound, "no_such_host", fmt.Sprintf("no host %q", host))
 		return
 	}
-	head, err := s.st.ReceiptHead(r.Context(), host)
+	entries, head, err := s.hostHistory(r.Context(), host, after)
 	if err != nil {
 		s.storeError(w, r, err, http.StatusNotFound, "no_such_host", "")
 		return
 	}
+	out := HistoryJSON{Host: host, Head: head, Entries: []HistoryEntryJSON{}}
+	for _, e := range entries {
+		if vmid != 0 && e.VMID != vmid {
+			continue
+		}
+		out.Entries = append(out.Entries, e)
+	}
+	if len(out.Entries) > limit {
+		out.Entries = out.Entries[len(out.Entries)-limit:]
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// hostHistory reads host's receipts after after (at most maxHistoryScan
+// of them) and joins them into entries (HistoryEntries), each signed op
+// named with its job and the operator who uploaded it when the hub holds
+// that job. It returns the head of the chain too.
+func (s *Server) hostHistory(ctx context.Context, host string, after uint64) ([]HistoryEntryJSON, uint64, error) {
+	head, err := s.st.ReceiptHead(ctx, host)
+	if err != nil {
+		return nil, 0, err
+	}
 	var rs []wire.Receipt
 	for cur := after; len(rs) < maxHistoryScan; {
-		page, err := s.st.Receipts(r.Context(), host, cur, 1000)
+		page, err := s.st.Receipts(ctx, host, cur, 1000)
 		if err != nil {
-			s.storeError(w, r, err, http.StatusNotFound, "no_such_host", "")
-			return
+			return nil, 0, err
 		}
 		if len(page) == 0 {
 			break
@@ -106,10 +128,9 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 		cur = page[len(page)-1].Seq
 	}
 	// Who asked for a signed op: the uploader of the job with its nonce.
-	jobs, err := s.st.Jobs(r.Context(), host, "")
+	jobs, err := s.st.Jobs(ctx, host, "")
 	if err != nil {
-		s.storeError(w, r, err, http.StatusNotFound, "no_such_host", "")
-		return
+		return nil, 0, err
 	}
 	byNonce := map[string][2]string{}
 	for _, j := range jobs {
@@ -118,20 +139,12 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	entries := HistoryEntries(rs)
-	out := HistoryJSON{Host: host, Head: head.Seq, Entries: []HistoryEntryJSON{}}
-	for _, e := range entries {
-		if vmid != 0 && e.VMID != vmid {
-			continue
-		}
+	for i, e := range entries {
 		if j, ok := byNonce[e.Nonce]; ok && e.Nonce != "" {
-			e.Job, e.AskedBy = j[0], j[1]
+			entries[i].Job, entries[i].AskedBy = j[0], j[1]
 		}
-		out.Entries = append(out.Entries, e)
 	}
-	if len(out.Entries) > limit {
-		out.Entries = out.Entries[len(out.Entries)-limit:]
-	}
-	writeJSON(w, http.StatusOK, out)
+	return entries, head.Seq, nil
 }
 
 // HistoryEntries joins receipts into entries: the begin, task and end

@@ -120,7 +120,10 @@ type Options struct {
 	// SweepInterval how often silence is checked and the log pruned.
 	FlushInterval time.Duration
 	SweepInterval time.Duration
-	Now           func() time.Time
+	// SessionTTL is how long a dashboard login lasts (default
+	// DefaultSessionTTL).
+	SessionTTL time.Duration
+	Now        func() time.Time
 }
 
 // Server serves the hub API. Create it with New; it is safe for concurrent
@@ -166,6 +169,12 @@ type Server struct {
 	// putAt is when this hub stored each host's current generation, for
 	// the propagation histogram.
 	putAt map[string]genTime
+	// reportWake is closed when a host's report changes (the dashboard's
+	// event streams wait on it); lastReportHost names the last such host.
+	reportWake     chan struct{}
+	lastReportHost string
+
+	dash *dashboard
 }
 
 type genTime struct {
@@ -215,7 +224,8 @@ func New(st store.Store, opt Options) *Server {
 		eventAge: opt.EventRetention, eventKeep: opt.EventKeep, flushEvery: opt.FlushInterval, sweepEvery: opt.SweepInterval,
 		closing: make(chan struct{}), loopStop: make(chan struct{}), loopDone: make(chan struct{}),
 		fleet: map[string]*hostState{}, dirty: map[string]time.Time{},
-		eventWake: make(chan struct{}), waiters: map[string]*waitEntry{}, putAt: map[string]genTime{}}
+		eventWake: make(chan struct{}), waiters: map[string]*waitEntry{}, putAt: map[string]genTime{}, reportWake: make(chan struct{})}
+	s.dash = newDashboard(s, opt.SessionTTL)
 	s.m = newMetrics(s)
 	s.st = timedStore{st: st, h: s.m.store}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -297,6 +307,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/tokens", s.operator(s.createToken))
 	mux.HandleFunc("GET /v1/tokens", s.operator(s.listTokens))
 	mux.HandleFunc("POST /v1/tokens/{name}/revoke", s.operator(s.revokeToken))
+	s.dash.routes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
@@ -348,6 +359,10 @@ func (w *statusWriter) WriteHeader(code int) {
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection (the
+// dashboard's event stream flushes through it).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {

@@ -1,0 +1,89 @@
+// steward dashboard: progressive enhancement only. Every page works
+// without this script; with it, the parts of a page marked data-live
+// reload in place when the hub reports a change (server-sent events from
+// /ui/events), and copy buttons appear.
+(function () {
+	'use strict';
+
+	var statusEl = document.getElementById('live-status');
+	function say(text) {
+		if (statusEl) statusEl.textContent = text;
+	}
+
+	function initCopy(root) {
+		root.querySelectorAll('button[data-copy]').forEach(function (b) {
+			if (!navigator.clipboard) return;
+			b.hidden = false;
+			b.addEventListener('click', function () {
+				var el = document.getElementById(b.getAttribute('data-copy'));
+				if (!el) return;
+				navigator.clipboard.writeText(el.textContent).then(function () {
+					say('Copied to the clipboard.');
+				}, function () {
+					say('Copying failed: select the text and copy it.');
+				});
+			});
+		});
+	}
+	initCopy(document);
+
+	if (!document.querySelector('[data-live]') || !window.EventSource || !window.fetch) return;
+
+	var busy = false, again = false, timer = null, updates = 0;
+
+	// focusKey names the focused element so that it can be focused again
+	// in the fresh copy of its region.
+	function focusKey() {
+		var a = document.activeElement;
+		if (!a || a === document.body) return null;
+		if (a.id) return '#' + CSS.escape(a.id);
+		if (a.getAttribute('href')) return 'a[href="' + CSS.escape(a.getAttribute('href')) + '"]';
+		return null;
+	}
+
+	function refresh() {
+		if (busy) { again = true; return; }
+		busy = true;
+		var key = focusKey();
+		fetch(location.href, { credentials: 'same-origin', cache: 'no-store', headers: { 'Accept': 'text/html' } })
+			.then(function (r) {
+				if (r.redirected || r.status === 401) { location.reload(); throw new Error('logged out'); }
+				if (!r.ok) throw new Error('status ' + r.status);
+				return r.text();
+			})
+			.then(function (html) {
+				var doc = new DOMParser().parseFromString(html, 'text/html');
+				document.querySelectorAll('[data-live]').forEach(function (el) {
+					var fresh = doc.getElementById(el.id);
+					if (!fresh) return;
+					fresh = document.importNode(fresh, true);
+					el.replaceWith(fresh);
+					initCopy(fresh);
+				});
+				if (key) {
+					var f = document.querySelector(key);
+					if (f) f.focus({ preventScroll: true });
+				}
+				updates++;
+				document.documentElement.setAttribute('data-updates', String(updates));
+				say('Updated at ' + new Date().toLocaleTimeString() + '.');
+			})
+			.catch(function () {})
+			.finally(function () {
+				busy = false;
+				if (again) { again = false; schedule(); }
+			});
+	}
+
+	function schedule() {
+		clearTimeout(timer);
+		timer = setTimeout(refresh, 150);
+	}
+
+	var es = new EventSource('/ui/events');
+	es.addEventListener('fleet', schedule);
+	es.addEventListener('report', schedule);
+	es.addEventListener('ended', function () { es.close(); location.reload(); });
+	es.onopen = function () { document.documentElement.setAttribute('data-stream', 'on'); };
+	es.onerror = function () { document.documentElement.setAttribute('data-stream', 'off'); };
+})();
