@@ -31,7 +31,9 @@
 //     on the config allow-list: benign only on the agent's own new guest
 //     that has not run yet (Provenance.Fresh); destructive otherwise.
 //   - destroy: destructive, except the agent's own failed provision, which
-//     only the Provenance argument (the agent's journal) can attest.
+//     only the Provenance argument (the agent's journal) can attest. A
+//     guest with PVE's protection flag set is destroyed only by a signed
+//     destroy that says so (ProtectedParam, ProtectionMismatch).
 //   - snapshot, snapshot_rollback, snapshot_delete, and any unknown op:
 //     destructive.
 //   - storage headroom: a resize, config write, create or clone that would
@@ -687,6 +689,43 @@ func (j *judge) destroy(prov Provenance) {
 	} else {
 		j.bad(fmt.Sprintf("destroys guest %d", j.a.VMID))
 	}
+	if Protected(j.actual) {
+		j.bad(fmt.Sprintf("guest %d is protected (PVE's protection flag): the destroy clears the flag, then destroys it", j.a.VMID))
+	}
+}
+
+// ProtectedParam is the parameter of a destroy action that states the
+// guest is protected (PVE's protection flag, protection: 1). PVE refuses
+// to destroy a protected guest ("can't remove VM N - protection mode
+// enabled") and has no override, so a destroy that carries
+// ProtectedParam=1 clears the flag (a config write bound to the signed
+// digest) and then destroys. The gate refuses a signed destroy whose
+// ProtectedParam does not match the guest (ProtectionMismatch), so the
+// signer has always seen "this guest is protected" when it is.
+const ProtectedParam = "protected"
+
+// Protected reports whether config c has PVE's protection flag set.
+func Protected(c guest.Config) bool {
+	v := strings.TrimSpace(c["protection"])
+	return v != "" && v != "0"
+}
+
+// ProtectionMismatch says why destroy action a does not match the
+// protection of the guest whose config is actual ("" when it matches, or
+// a is not a destroy): a protected guest's destroy must carry
+// ProtectedParam=1, and an unprotected guest's must not carry it.
+func ProtectionMismatch(a action.Action, actual guest.Config) string {
+	if a.Op != action.Destroy {
+		return ""
+	}
+	said, has := a.Params[ProtectedParam]
+	switch {
+	case Protected(actual) && said != "1":
+		return fmt.Sprintf("guest %d is protected (PVE's protection flag is set) but the payload does not say so: a destroy of a protected guest must be signed with %s=1, which the signer sees as \"this guest is protected\"", a.VMID, ProtectedParam)
+	case !Protected(actual) && has:
+		return fmt.Sprintf("the payload says guest %d is protected (%s=%s) but PVE's protection flag is not set on it; sign a payload without %s", a.VMID, ProtectedParam, said, ProtectedParam)
+	}
+	return ""
 }
 
 // dataKeys returns the data-bearing keys of a config, sorted.

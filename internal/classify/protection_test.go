@@ -1,6 +1,7 @@
 package classify
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/steward-pve/steward/internal/action"
@@ -19,5 +20,35 @@ func TestClearingProtectionIsDestructive(t *testing.T) {
 				t.Errorf("%s %v on a protected guest: got %s (%s); want destructive", kind, p, v.Class, v.Reason)
 			}
 		}
+	}
+}
+
+// TestProtectionMismatch: a destroy must state PVE's protection flag
+// exactly as the guest has it; other ops are not concerned.
+func TestProtectionMismatch(t *testing.T) {
+	prot, plain := guest.Config{"protection": "1"}, guest.Config{"protection": "0"}
+	for _, tc := range []struct {
+		params map[string]string
+		actual guest.Config
+		op     action.Op
+		bad    bool
+	}{
+		{map[string]string{"purge": "1"}, prot, action.Destroy, true},
+		{map[string]string{ProtectedParam: "0"}, prot, action.Destroy, true},
+		{map[string]string{ProtectedParam: "1"}, prot, action.Destroy, false},
+		{map[string]string{ProtectedParam: "1"}, plain, action.Destroy, true},
+		{map[string]string{ProtectedParam: "1"}, nil, action.Destroy, true},
+		{nil, plain, action.Destroy, false},
+		{nil, nil, action.Destroy, false},
+		{map[string]string{"cores": "2"}, prot, action.SetConfig, false},
+	} {
+		a := action.Action{Op: tc.op, Kind: guest.QEMU, VMID: 101, Params: tc.params}
+		if got := ProtectionMismatch(a, tc.actual); (got != "") != tc.bad {
+			t.Errorf("%s %v on %v: mismatch %q; want mismatch %v", tc.op, tc.params, tc.actual, got, tc.bad)
+		}
+	}
+	v := Classify(action.Action{Op: action.Destroy, Kind: guest.LXC, VMID: 101, Params: map[string]string{ProtectedParam: "1"}}, prot, Provenance{})
+	if v.Class != Destructive || !strings.Contains(v.Reason, "is protected") {
+		t.Errorf("destroy of a protected guest: %s %q; want destructive, saying it is protected", v.Class, v.Reason)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/steward-pve/steward/internal/action"
 	"github.com/steward-pve/steward/internal/allowedsigners"
+	"github.com/steward-pve/steward/internal/classify"
 	"github.com/steward-pve/steward/internal/guest"
 	"github.com/steward-pve/steward/internal/safefile"
 	"github.com/steward-pve/steward/internal/signedop"
@@ -192,6 +193,9 @@ func describePayload(p signedop.Payload) string {
 	for _, k := range keys {
 		fmt.Fprintf(&b, " %s=%q", k, p.Params[k])
 	}
+	if s := protectedNote(p); s != "" {
+		fmt.Fprintf(&b, " PROTECTED: %s", s)
+	}
 	fmt.Fprintf(&b, " (config digest %q, valid %s to %s, nonce %s)", p.Digest, p.NotBefore.Format(signedop.TimeLayout), p.Expires.Format(signedop.TimeLayout), p.Nonce)
 	if p.Reason != "" {
 		fmt.Fprintf(&b, " reason: %q", p.Reason)
@@ -278,4 +282,13 @@ func runOpVerify(_ context.Context, stdout io.Writer, allowedPath, policyPath, h
 	}
 	fmt.Fprintln(stdout, "  (nonce not consumed: the agent rejects the job if it already ran)")
 	return nil
+}
+
+// protectedNote is what a signer must read about a destroy of a protected
+// guest (classify.ProtectedParam), or "".
+func protectedNote(p signedop.Payload) string {
+	if p.Op != action.Destroy || p.Params[classify.ProtectedParam] != "1" {
+		return ""
+	}
+	return "this guest is protected (PVE's protection flag); signing clears the flag and destroys it"
 }

@@ -399,6 +399,9 @@ func describePending(w io.Writer, p signedop.Payload, pd wire.Pending, rep *wire
 	default:
 		fmt.Fprintf(w, "  why held:  %s\n", pd.Reason)
 	}
+	if s := protectedNote(p); s != "" {
+		fmt.Fprintf(w, "  PROTECTED: %s\n", s)
+	}
 	for _, k := range slices.Sorted(maps.Keys(p.Params)) {
 		fmt.Fprintf(w, "  param:     %s=%s\n", k, p.Params[k])
 	}

@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/steward-pve/steward/internal/action"
+	"github.com/steward-pve/steward/internal/classify"
 	"github.com/steward-pve/steward/internal/crashpoint"
 	"github.com/steward-pve/steward/internal/executor"
 	"github.com/steward-pve/steward/internal/gate"
+	"github.com/steward-pve/steward/internal/guest"
 	"github.com/steward-pve/steward/internal/guestq"
 	"github.com/steward-pve/steward/internal/journal"
 	"github.com/steward-pve/steward/internal/pve"
@@ -158,6 +160,12 @@ func (e *Engine) execute(ctx context.Context, p gate.Permit, source Source, file
 			log.Error("op outcome unknown; left in flight, resolved before guest is mutated again", "err", err, "resolve_err", rerr)
 			return out, fmt.Errorf("engine: outcome of %s unknown (%v); resolved at the next tick before the guest is changed again", a, err)
 		}
+		if !res.OK {
+			if perr := e.restoreProtectionAfter(ctx, a); perr != nil {
+				log.Error("op failed and the protection flag it cleared is not back; left in flight, restored before the guest is mutated again", "err", perr)
+				return out, fmt.Errorf("engine: %s: %s; restoring the protection flag: %w", a, res.Resolution, perr)
+			}
+		}
 		if eerr := e.Journal.End(op.ID, res); eerr != nil {
 			return out, fmt.Errorf("engine: journal end: %w", eerr)
 		}
@@ -175,6 +183,12 @@ func (e *Engine) execute(ctx context.Context, p gate.Permit, source Source, file
 		res.Retry = pve.IsRetryable(err)
 		if (a.Op == action.Create || a.Op == action.Clone) && out.UPID != "" {
 			res.RemainsDigest = e.remains(ctx, a)
+		}
+		if perr := e.restoreProtectionAfter(ctx, a); perr != nil {
+			// Left in flight: recovery restores it (settle) before the
+			// op ends and before the guest is mutated again.
+			log.Error("op failed and the protection flag it cleared is not back; left in flight", "err", err, "restore_err", perr)
+			return out, fmt.Errorf("engine: %s failed (%v); restoring the protection flag: %w", a, err, perr)
 		}
 	}
 	if eerr := e.Journal.End(op.ID, res); eerr != nil {
@@ -259,4 +273,41 @@ func (e *Engine) remains(ctx context.Context, a action.Action) string {
 		return ""
 	}
 	return cfg.Digest
+}
+
+// restoreProtectionAfter is restoreProtection once an op's call returned:
+// it runs even when ctx ended meanwhile, for at most 30 seconds.
+func (e *Engine) restoreProtectionAfter(ctx context.Context, a action.Action) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	return e.restoreProtection(ctx, a)
+}
+
+// restoreProtection puts back PVE's protection flag that a protected
+// destroy (classify.ProtectedParam) cleared, when the destroy did not
+// happen: the guest still exists without the flag. Any other action, or
+// a guest gone or still protected, needs nothing. PVE writes a config's
+// keys sorted, so the restored config is byte-for-byte the one the
+// destroy was signed on and has its digest again: the signed job stays
+// runnable when the op ended with Retry.
+func (e *Engine) restoreProtection(ctx context.Context, a action.Action) error {
+	if a.Op != action.Destroy || a.Params[classify.ProtectedParam] != "1" {
+		return nil
+	}
+	_, _, exists, err := e.guestStatus(ctx, a.VMID, a.Kind)
+	if err != nil || !exists {
+		return err
+	}
+	cfg, err := e.PVE.GuestConfig(ctx, e.Node, a.Kind, a.VMID)
+	if err != nil {
+		return err
+	}
+	if classify.Protected(guest.Config(cfg.Values)) {
+		return nil
+	}
+	_, err = e.Exec.Client.SetConfig(ctx, e.Node, a.Kind, a.VMID, pve.ConfigChange{Set: map[string]string{"protection": "1"}, Digest: cfg.Digest})
+	if err == nil {
+		e.log().Info("protection flag restored after a protected destroy that did not happen", "vmid", a.VMID)
+	}
+	return err
 }

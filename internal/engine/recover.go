@@ -71,6 +71,11 @@ func (e *Engine) settle(ctx context.Context, op journal.Op) error {
 		return err
 	}
 	crashpoint.Hit(crashpoint.AfterResolve)
+	if !res.OK {
+		if err := e.restoreProtection(ctx, op.Action); err != nil {
+			return fmt.Errorf("restoring the protection flag op %s cleared before a destroy that did not happen: %w", op.ID, err)
+		}
+	}
 	if op.UPID == "" && upid != "" {
 		// Found in PVE's task list: journal it, so the record says
 		// PVE accepted the op (create provenance depends on it).

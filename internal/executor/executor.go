@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/steward-pve/steward/internal/action"
+	"github.com/steward-pve/steward/internal/classify"
 	"github.com/steward-pve/steward/internal/guest"
 	"github.com/steward-pve/steward/internal/pve"
 )
@@ -188,6 +189,17 @@ func (e *Executor) call(ctx context.Context, a action.Action) (pve.Result, error
 		}
 		return c.Clone(ctx, node, src, id, rest)
 	case action.Destroy:
+		if p[classify.ProtectedParam] == "1" {
+			// PVE refuses to destroy a protected guest and has no
+			// override: the signed destroy clears the flag first, in a
+			// write bound to the digest it was signed for. If the
+			// destroy then does not happen, the engine puts the flag
+			// back (Engine.restoreProtection).
+			ch := pve.ConfigChange{Delete: []string{"protection"}, Digest: a.Digest}
+			if _, err := c.SetConfig(ctx, node, k, id, ch); err != nil {
+				return pve.Result{}, fmt.Errorf("executor: clearing the protection flag of guest %d before destroying it: %w", id, err)
+			}
+		}
 		return c.Destroy(ctx, node, k, id, pve.DestroyOptions{Purge: p["purge"] == "1", DestroyUnreferencedDisks: p["destroy-unreferenced-disks"] == "1"})
 	case action.SnapshotCreate:
 		return c.SnapshotCreate(ctx, node, k, id, p["snapname"], p["description"])

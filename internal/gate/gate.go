@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -115,6 +116,16 @@ func (g *Gate) Decide(a action.Action, actual guest.Config, prov classify.Proven
 		return d
 	}
 	d.Outcome = PendingSignature
+	if a.Op == action.Destroy && classify.Protected(actual) && a.Params[classify.ProtectedParam] != "1" {
+		// The payload offered states the protection, so the signer sees
+		// it and the signed job passes ProtectionMismatch.
+		a.Params = maps.Clone(a.Params)
+		if a.Params == nil {
+			a.Params = map[string]string{}
+		}
+		a.Params[classify.ProtectedParam] = "1"
+		d.Action = a
+	}
 	p, err := g.pendingPayload(a, v.Reason)
 	if err != nil {
 		d.Reason = fmt.Sprintf("%s (cannot build a payload to sign: %v)", v.Reason, err)
@@ -214,6 +225,10 @@ func (g *Gate) decideParsed(pj signedop.ParsedJob, actual guest.Config, currentD
 	}
 	if err := signedop.Admissible(p, maxTTL); err != nil {
 		d.Outcome, d.Code, d.Reason = Rejected, signedop.RejectionCode(err), err.Error()
+		return d
+	}
+	if why := classify.ProtectionMismatch(a, actual); why != "" {
+		d.Outcome, d.Code, d.Reason = Rejected, signedop.CodeWrongParams, why
 		return d
 	}
 	if v.Class == classify.Benign {
