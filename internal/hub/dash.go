@@ -30,7 +30,9 @@ package hub
 // Pages are served with a Content-Security-Policy that allows scripts,
 // styles and images from the hub only (no inline script or style, no
 // frames, forms posting to the hub only), X-Frame-Options DENY,
-// nosniff, no referrer and no caching. Every asset is embedded in the
+// nosniff, a referrer for the hub's own pages only (with no-referrer a
+// browser sends "Origin: null" on a form post, which the Origin check
+// refuses) and no caching. Every asset is embedded in the
 // binary: the dashboard works offline.
 
 import (
@@ -141,7 +143,7 @@ func (d *dashboard) headers(w http.ResponseWriter) {
 	h.Set("Content-Security-Policy", dashCSP)
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
 	h.Set("Cross-Origin-Resource-Policy", "same-origin")
 	h.Set("Cache-Control", "no-store")

@@ -117,7 +117,7 @@ func TestDashboardLoginAndCookie(t *testing.T) {
 		"Content-Security-Policy": dashCSP,
 		"X-Frame-Options":         "DENY",
 		"X-Content-Type-Options":  "nosniff",
-		"Referrer-Policy":         "no-referrer",
+		"Referrer-Policy":         "same-origin",
 		"Cache-Control":           "no-store",
 	} {
 		if got := resp.Header.Get(h); got != want {
