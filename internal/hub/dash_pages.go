@@ -72,7 +72,9 @@ func (d *dashboard) fail(w http.ResponseWriter, err error) {
 	http.Error(w, "the hub's store failed; see the hub's log", http.StatusInternalServerError)
 }
 
-func (d *dashboard) fleetRow(r *http.Request, h store.Host) (fleetRow, error) {
+// fleetRow is h as the fleet overview shows it; sum is its last report
+// at a glance (nil: none).
+func (d *dashboard) fleetRow(h store.Host, sum *ReportSummaryJSON) fleetRow {
 	hj := d.s.hostJSON(h)
 	row := fleetRow{ID: h.ID, Enrolled: !h.EnrolledAt.IsZero(), Revoked: !h.RevokedAt.IsZero(), Blocked: h.Blocked,
 		BlockedReason: h.BlockedReason, Generation: h.DesiredGeneration, Counts: map[string]int{}}
@@ -80,35 +82,34 @@ func (d *dashboard) fleetRow(r *http.Request, h store.Host) (fleetRow, error) {
 		row.LastSeen = *hj.LastSeen
 		row.Silent = d.s.now().Sub(row.LastSeen) > 2*d.s.pollInterval()
 	}
-	rep, ok, err := d.lastReport(r, h.ID)
-	if err != nil {
-		return row, err
-	}
-	if ok {
+	if sum != nil {
 		row.Reported = true
-		row.Node, row.AgentVersion, row.Frozen = rep.Facts.Node, rep.Facts.AgentVersion, rep.Facts.Frozen
-		row.Applied = rep.DesiredGeneration
-		for _, s := range rep.Sync {
-			row.Counts[s.Phase]++
-		}
-		row.Pending, row.Rejected = len(rep.Pending), len(rep.Rejected)
+		row.Node, row.AgentVersion, row.Frozen = sum.Node, sum.AgentVersion, sum.Frozen
+		row.Applied, row.Counts = sum.DesiredGeneration, sum.Sync
+		row.Pending, row.Rejected = sum.Pending, sum.Rejected
 	}
-	return row, nil
+	return row
 }
 
+// fleetPage shows every host from the summaries the hub keeps of their
+// last reports (a report is decoded once, not at every page view).
 func (d *dashboard) fleetPage(w http.ResponseWriter, r *http.Request, sess session) {
 	hosts, err := d.s.st.Hosts(r.Context())
 	if err != nil {
 		d.fail(w, err)
 		return
 	}
+	hjs := make([]HostJSON, len(hosts))
+	for i, h := range hosts {
+		hjs[i] = d.s.hostJSON(h)
+	}
+	if err := d.s.summarize(r.Context(), hosts, hjs); err != nil {
+		d.fail(w, err)
+		return
+	}
 	v := fleetView{Phases: wire.Phases, Totals: map[string]int{}}
-	for _, h := range hosts {
-		row, err := d.fleetRow(r, h)
-		if err != nil {
-			d.fail(w, err)
-			return
-		}
+	for i, h := range hosts {
+		row := d.fleetRow(h, hjs[i].Summary)
 		for p, n := range row.Counts {
 			v.Totals[p] += n
 		}
@@ -162,17 +163,17 @@ func (d *dashboard) hostPage(w http.ResponseWriter, r *http.Request, sess sessio
 		d.fail(w, err)
 		return
 	}
-	row, err := d.fleetRow(r, h)
+	rep, reported, err := d.lastReport(r, h.ID)
 	if err != nil {
 		d.fail(w, err)
 		return
 	}
-	v := hostView{Row: row}
-	rep, _, err := d.lastReport(r, h.ID)
-	if err != nil {
-		d.fail(w, err)
-		return
+	var sum *ReportSummaryJSON
+	if reported {
+		x := Summarize(rep)
+		sum = &x
 	}
+	v := hostView{Row: d.fleetRow(h, sum)}
 	v.Report, v.Actions, v.Rejected = rep, rep.Actions, rep.Rejected
 	if v.Desired, err = d.s.st.Desired(r.Context(), h.ID); err != nil {
 		d.fail(w, err)
@@ -503,7 +504,7 @@ func (f auditFilter) match(row auditRow) bool {
 }
 
 // maxAuditScan bounds the operator audit entries the audit page reads.
-const maxAuditScan = 20_000
+const maxAuditScan = 200_000
 
 func (d *dashboard) auditPage(w http.ResponseWriter, r *http.Request, sess session) {
 	hosts, err := d.s.st.Hosts(r.Context())
@@ -557,7 +558,10 @@ func (d *dashboard) auditPage(w http.ResponseWriter, r *http.Request, sess sessi
 		}
 	}
 	// Operator actions: who did what through the API or the dashboard.
+	// The log is read oldest first; of its matches only the newest
+	// maxAuditRows are kept.
 	if v.Filter.vmid == 0 {
+		var ops []auditRow
 		for after, n := int64(0), 0; n < maxAuditScan; {
 			es, err := d.s.st.Audit(r.Context(), after, 1000)
 			if err != nil {
@@ -570,11 +574,15 @@ func (d *dashboard) auditPage(w http.ResponseWriter, r *http.Request, sess sessi
 			for _, e := range es {
 				row := auditRow{Time: e.Time, Host: e.Host, Kind: "operator", Op: e.Action, AskedBy: e.Actor, Detail: e.Detail}
 				if v.Filter.match(row) {
-					rows = append(rows, row)
+					ops = append(ops, row)
 				}
+			}
+			if len(ops) > 2*maxAuditRows {
+				ops = append([]auditRow(nil), ops[len(ops)-maxAuditRows:]...)
 			}
 			after, n = es[len(es)-1].ID, n+len(es)
 		}
+		rows = append(rows, ops...)
 	}
 	slices.SortStableFunc(rows, func(a, b auditRow) int { return b.Time.Compare(a.Time) })
 	if len(rows) > maxAuditRows {

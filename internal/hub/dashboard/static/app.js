@@ -80,9 +80,22 @@
 		timer = setTimeout(refresh, 150);
 	}
 
+	// A host's page follows that host only; the other pages every host.
+	var scope = document.querySelector('[data-host]');
+	var onlyHost = scope ? scope.getAttribute('data-host') : '';
+	function onEvent(ev) {
+		if (onlyHost) {
+			try {
+				var h = JSON.parse(ev.data).host;
+				if (h && h !== onlyHost) return;
+			} catch (e) { /* refresh anyway */ }
+		}
+		schedule();
+	}
+
 	var es = new EventSource('/ui/events');
-	es.addEventListener('fleet', schedule);
-	es.addEventListener('report', schedule);
+	es.addEventListener('fleet', onEvent);
+	es.addEventListener('report', onEvent);
 	es.addEventListener('ended', function () { es.close(); location.reload(); });
 	es.onopen = function () { document.documentElement.setAttribute('data-stream', 'on'); };
 	es.onerror = function () { document.documentElement.setAttribute('data-stream', 'off'); };
