@@ -36,7 +36,8 @@ func (s *Server) reportWaiter() (<-chan struct{}, string) {
 // event (data: {"host": H}) when this hub stores a report whose content
 // changed. The pages reload their live part on either. Last-Event-ID
 // resumes after a log event id. The stream ends when the hub shuts
-// down, the session's client goes away or the session expires.
+// down or the client goes away, and (with an "ended" event) when the
+// session expires, is logged out or its operator token is revoked.
 func (d *dashboard) events(w http.ResponseWriter, r *http.Request, sess session) {
 	fl := http.NewResponseController(w)
 	ctx := r.Context()
@@ -97,6 +98,13 @@ func (d *dashboard) events(w http.ResponseWriter, r *http.Request, sess session)
 			return
 		case <-wake:
 		case <-recheck.C:
+			// Logout or a revoked token ends the stream too, within
+			// eventRecheck: it must not go on showing the fleet.
+			if _, _, ok, err := d.lookup(r); err == nil && !ok {
+				fmt.Fprint(w, "event: ended\ndata: {}\n\n")
+				fl.Flush()
+				return
+			}
 		case <-rwake:
 			_, host := d.s.reportWaiter()
 			b, _ := json.Marshal(map[string]string{"host": host})

@@ -471,6 +471,23 @@ func TestDashboardEvents(t *testing.T) {
 	expect(`data: {"host":"pve-a"}`)
 	e.must(200, "POST", "/v1/hosts/pve-a/block", e.opTok, []byte(`{"reason":"maintenance"}`), nil)
 	expect(`"type":"host.blocked"`)
+
+	// Logging out in another tab ends the stream: it shows the fleet to
+	// no one without a session.
+	b.req("POST", "/ui/logout", url.Values{"csrf": {b.csrf("/ui/")}})
+	expect("event: ended")
+	expect("data: {}")
+	for closed := false; !closed; { // until the hub closes the stream
+		select {
+		case l, ok := <-lines:
+			if l != "" {
+				t.Errorf("the stream went on after it ended: %q", l)
+			}
+			closed = !ok
+		case <-time.After(30 * time.Second):
+			t.Fatal("the hub did not close the event stream of a logged-out session")
+		}
+	}
 }
 
 func TestLineDiff(t *testing.T) {

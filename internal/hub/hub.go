@@ -36,6 +36,10 @@
 //	GET  /v1/tokens                              operator tokens: name, created, last used, revoked (never a secret)
 //	POST /v1/tokens/{name}/revoke                at once; the last valid token cannot be revoked (409 last_token)
 //
+// The dashboard, for people in a browser, is under /ui/ (see dash.go):
+// a session cookie from an operator token, server-rendered pages, and
+// server-sent events at /ui/events.
+//
 // Health: GET /healthz (the process runs), GET /readyz (the store answers
 // and the server is not shutting down).
 //
