@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -30,15 +31,26 @@ func newSimCmd(stdout, stderr io.Writer) *cobra.Command {
 		Long: `sim serves a faithful simulation of the PVE API subset steward uses, with
 QEMU and LXC guests, asynchronous tasks, config locks, API-token privileges
 and optional injected faults. It prints the URL, the certificate fingerprint
-(as PVE shows ssl_fingerprint) and the API token, and serves until interrupted.`,
+(as PVE shows ssl_fingerprint) and the API token, and serves until interrupted.
+
+With --nodes it serves a cluster of those nodes through the one address: a
+shared vmid space, /cluster/status and /cluster/resources as a cluster
+member answers them, guests on each node, migration between nodes, and HA
+moves driven through the control API (/_sim/guests/{vmid}/ha/migrate).
+Seeded guests and templates go to --node (default: the first of --nodes).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(f.opts.Nodes) > 0 && !cmd.Flags().Changed("node") {
+				f.opts.Node = ""
+			}
 			return runSim(cmd.Context(), f, stdout, stderr)
 		},
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:8006", "address to listen on")
-	fl.StringVar(&f.opts.Node, "node", "pve", "node name")
+	fl.StringVar(&f.opts.Node, "node", "pve", "node name (with --nodes: the node seeded guests go to and /cluster/status calls local)")
+	fl.StringSliceVar(&f.opts.Nodes, "nodes", nil, "serve a cluster of these nodes (comma-separated, e.g. pve-a,pve-b,pve-c)")
+	fl.StringVar(&f.opts.ClusterName, "cluster-name", "sim-cluster", "the cluster's name in /cluster/status (with --nodes)")
 	fl.IntVar(&f.opts.Guests, "guests", 20, "number of seeded guests (a mix of VMs and containers)")
 	fl.BoolVar(&f.opts.Templates, "templates", true, "seed the QEMU template 9000 (disk and cloud-init drive) and the container template local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst, for creating guests")
 	fl.StringVar(&f.opts.Token, "token", "", "API token USER@REALM!TOKENID=SECRET with all privileges (default: generated)")
@@ -81,7 +93,10 @@ func runSim(ctx context.Context, f simFlags, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("sim: listen on %s: %w", f.listen, err)
 	}
-	fmt.Fprintf(stdout, "URL:         https://%s\nNode:        %s\nFingerprint: %s\nToken:       %s\n",
-		ln.Addr(), s.Node(), s.Fingerprint(), s.Token())
+	fmt.Fprintf(stdout, "URL:         https://%s\nNode:        %s\n", ln.Addr(), s.Node())
+	if len(s.Nodes()) > 1 {
+		fmt.Fprintf(stdout, "Nodes:       %s\n", strings.Join(s.Nodes(), ","))
+	}
+	fmt.Fprintf(stdout, "Fingerprint: %s\nToken:       %s\n", s.Fingerprint(), s.Token())
 	return sim.Serve(ctx, s, ln)
 }

@@ -47,7 +47,7 @@ func (s *Sim) postClone(q *request) response {
 	if storage != "" && !q.tok.has("/storage/"+storage, "Datastore.AllocateSpace") {
 		return fail(403, "Permission check failed (/storage/%s, Datastore.AllocateSpace)", storage)
 	}
-	if t := q.params["target"]; t != "" && t != s.node {
+	if t := q.params["target"]; t != "" && t != q.vars["node"] {
 		return fail(500, "no such cluster node '%s'", t)
 	}
 	s.mu.Lock()
@@ -66,6 +66,7 @@ func (s *Sim) postClone(q *request) response {
 		return fail(500, "unable to create VM %d: config file already exists", newid)
 	}
 	ng := newGuestState(newid, guest.QEMU)
+	ng.node = q.vars["node"]
 	ng.config["lock"] = "clone"
 	s.guests[newid] = ng
 	s.mu.Unlock()

@@ -18,6 +18,9 @@ import (
 //	POST /_sim/templates            <- {} (AddTemplates)
 //	POST /_sim/snippets             <- {"volid":"local:snippets/user.yaml","content":"..."} (AddSnippet)
 //	PUT  /_sim/guests/{vmid}/lock   <- {"lock":"backup"} ("" clears)
+//	PUT  /_sim/guests/{vmid}/ha     <- {"state":"started"} ("" takes it out of HA; SetHA)
+//	POST /_sim/guests/{vmid}/ha/migrate  <- {"node":"pve-b"} -> {"data":"UPID..."} (HAMigrate)
+//	POST /_sim/guests/{vmid}/ha/relocate <- {"node":"pve-b"} -> {"data":"UPID..."} (HARelocate)
 //	POST /_sim/tokens               <- {"id":"USER@REALM!TOKENID","secret":"...","privs":{"/vms":["VM.Audit"]}} (AddToken)
 //
 // Errors are {"error":"..."} with a 4xx status.
@@ -130,6 +133,8 @@ func (s *Sim) serveControl(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		controlJSON(w, 200, map[string]any{"data": nil})
+	case strings.HasPrefix(path, "/guests/") && strings.Contains(path, "/ha"):
+		s.serveHAControl(w, r, path, body, bad)
 	default:
 		controlJSON(w, http.StatusNotFound, map[string]any{"error": fmt.Sprintf("sim: no control endpoint %s %s", r.Method, r.URL.Path)})
 	}
@@ -140,4 +145,50 @@ func controlJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
+}
+
+// serveHAControl serves the HA control endpoints below /_sim/guests/{vmid}/ha.
+func (s *Sim) serveHAControl(w http.ResponseWriter, r *http.Request, path string, body []byte, bad func(string, ...any)) {
+	rest := strings.TrimPrefix(path, "/guests/")
+	id, what, _ := strings.Cut(rest, "/")
+	vmid, err := strconv.Atoi(id)
+	if err != nil {
+		bad("sim: %s: vmid is not a number", r.URL.Path)
+		return
+	}
+	switch {
+	case r.Method == http.MethodPut && what == "ha":
+		var b struct {
+			State string `json:"state"`
+		}
+		if err := json.Unmarshal(body, &b); err != nil {
+			bad("sim: PUT %s: body must be {\"state\":\"started\"}: %v", r.URL.Path, err)
+			return
+		}
+		if err := s.SetHA(vmid, b.State); err != nil {
+			bad("%v", err)
+			return
+		}
+		controlJSON(w, 200, map[string]any{"data": nil})
+	case r.Method == http.MethodPost && (what == "ha/migrate" || what == "ha/relocate"):
+		var b struct {
+			Node string `json:"node"`
+		}
+		if err := json.Unmarshal(body, &b); err != nil {
+			bad("sim: POST %s: body must be {\"node\":\"NODE\"}: %v", r.URL.Path, err)
+			return
+		}
+		move := s.HAMigrate
+		if what == "ha/relocate" {
+			move = s.HARelocate
+		}
+		upid, err := move(vmid, b.Node)
+		if err != nil {
+			bad("%v", err)
+			return
+		}
+		controlJSON(w, 200, map[string]any{"data": upid})
+	default:
+		controlJSON(w, http.StatusNotFound, map[string]any{"error": fmt.Sprintf("sim: no control endpoint %s %s", r.Method, r.URL.Path)})
+	}
 }

@@ -2,7 +2,8 @@
 // held to real PVE by the official API schema (package pveschema) and the
 // captured responses in internal/pve/testdata/fixtures.
 //
-// A Sim holds one node with QEMU and LXC guests as raw config maps, runs
+// A Sim holds one node (or, with Options.Nodes, a cluster of nodes with
+// migration and HA: cluster.go, migrate.go) with QEMU and LXC guests as raw config maps, runs
 // asynchronous tasks with real-format UPIDs, enforces per-guest config locks
 // and the `lock` field, checks API-token privileges, injects faults and
 // records every mutation it executed. Handler serves the API under

@@ -256,7 +256,7 @@ func (s *Sim) handle(hr *http.Request) response {
 	if allowed, denial := m.Permission().Eval(params, true, tok.has); !allowed {
 		return fail(403, "%s", denial)
 	}
-	if node, ok := vars["node"]; ok && node != s.node {
+	if node, ok := vars["node"]; ok && !s.isNode(node) {
 		return fail(500, "hostname lookup '%s' failed - failed to get address info for: %s: Name or service not known", node, node)
 	}
 	if errs := m.Validate(raw); len(errs) > 0 {

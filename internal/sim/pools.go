@@ -210,12 +210,13 @@ func (s *Sim) poolMembersLocked(p *pool, typ string) []any {
 		m := s.vmResourceLocked(g)
 		delete(m, "lock") // extract_vm_stats has neither
 		delete(m, "tags")
+		delete(m, "hastate") // /cluster/resources adds it, not extract_vm_stats
 		out = append(out, m)
 	}
 	if typ == "" || typ == "storage" {
 		for _, id := range sortedKeys(p.storage) {
 			if st, ok := storageByID(id); ok {
-				out = append(out, s.storageResource(st))
+				out = append(out, s.storageResource(s.node, st))
 			}
 		}
 	}

@@ -68,6 +68,7 @@ func newRoutes() routeTable {
 	t.addTemplateRoutes()
 	t.addCloneRoutes()
 	t.addCloudinitRoutes()
+	t.addMigrateRoutes()
 	return t
 }
 
@@ -90,10 +91,12 @@ func (s *Sim) getVersion(q *request) response {
 
 func (s *Sim) nodeUptime() int64 { return int64(s.now().Sub(s.bootTime).Seconds()) }
 
-func (s *Sim) usedMemLocked() int64 {
+// usedMemLocked is node's memory in use: a base plus half of each running
+// guest's memory there.
+func (s *Sim) usedMemLocked(node string) int64 {
 	used := int64(2 << 30)
 	for _, g := range s.guests {
-		if g.running {
+		if g.running && g.node == node {
 			used += g.memBytes() / 2
 		}
 	}
@@ -102,33 +105,24 @@ func (s *Sim) usedMemLocked() int64 {
 
 func (s *Sim) getNodes(q *request) response {
 	s.mu.Lock()
-	mem := s.usedMemLocked()
-	s.mu.Unlock()
+	defer s.mu.Unlock()
 	out := []any{}
-	// GET /nodes is user=all and lists every cluster member.
-	out = append(out, map[string]any{
-		"node": s.node, "status": "online", "type": "node", "id": "node/" + s.node,
-		"cpu": 0.0123, "maxcpu": nodeCPUs, "mem": mem, "maxmem": nodeMemory,
-		"disk": int64(9992273920), "maxdisk": nodeRootfs, "uptime": s.nodeUptime(),
-		"level": "", "ssl_fingerprint": s.fp,
-	})
+	// GET /nodes is user=all and lists every cluster member. Every node
+	// of the simulated cluster serves the one certificate.
+	for _, n := range s.nodes {
+		out = append(out, map[string]any{
+			"node": n, "status": "online", "type": "node", "id": "node/" + n,
+			"cpu": 0.0123, "maxcpu": nodeCPUs, "mem": s.usedMemLocked(n), "maxmem": nodeMemory,
+			"disk": int64(9992273920), "maxdisk": nodeRootfs, "uptime": s.nodeUptime(),
+			"level": "", "ssl_fingerprint": s.fp,
+		})
+	}
 	return reply(out)
-}
-
-// getClusterStatus answers as a standalone node does: no "cluster" row,
-// one "node" row for itself with local=1 and nodeid 0 (a clustered node
-// would add the cluster row and one row per member, as in the captured
-// gp-pve7-cluster-status fixture).
-func (s *Sim) getClusterStatus(q *request) response {
-	return reply([]any{map[string]any{
-		"type": "node", "id": "node/" + s.node, "name": s.node, "ip": "127.0.0.1",
-		"level": "", "local": 1, "nodeid": 0, "online": 1,
-	}})
 }
 
 func (s *Sim) getNodeStatus(q *request) response {
 	s.mu.Lock()
-	mem := s.usedMemLocked()
+	mem := s.usedMemLocked(q.vars["node"])
 	s.mu.Unlock()
 	return reply(map[string]any{
 		"uptime": s.nodeUptime(), "cpu": 0.0123, "wait": 0.0001, "idle": 0,
@@ -205,7 +199,7 @@ func (s *Sim) getGuestList(k guest.Kind, q *request) response {
 	defer s.mu.Unlock()
 	out := []any{}
 	for _, g := range s.sortedGuestsLocked() {
-		if g.kind != k || !canAudit(q.tok, g.vmid) {
+		if g.kind != k || g.node != q.vars["node"] || !canAudit(q.tok, g.vmid) {
 			continue
 		}
 		m := s.statusFields(g)
@@ -239,20 +233,26 @@ func (s *Sim) getResources(q *request) response {
 			out = append(out, m)
 		}
 	}
-	if (typ == "" || typ == "node") && q.tok.has("/nodes/"+s.node, "Sys.Audit") {
-		out = append(out, map[string]any{
-			"id": "node/" + s.node, "type": "node", "node": s.node, "status": "online",
-			"cpu": 0.0123, "maxcpu": nodeCPUs, "mem": s.usedMemLocked(), "maxmem": nodeMemory,
-			"disk": int64(9992273920), "maxdisk": nodeRootfs, "uptime": s.nodeUptime(),
-			"level": "", "cgroup-mode": 2,
-		})
+	for _, n := range s.nodes {
+		if (typ == "" || typ == "node") && q.tok.has("/nodes/"+n, "Sys.Audit") {
+			out = append(out, map[string]any{
+				"id": "node/" + n, "type": "node", "node": n, "status": "online",
+				"cpu": 0.0123, "maxcpu": nodeCPUs, "mem": s.usedMemLocked(n), "maxmem": nodeMemory,
+				"disk": int64(9992273920), "maxdisk": nodeRootfs, "uptime": s.nodeUptime(),
+				"level": "", "cgroup-mode": 2,
+			})
+		}
 	}
 	if typ == "" || typ == "storage" {
-		for _, st := range storages {
-			if !canSeeStorage(q.tok, st.id) {
-				continue
+		// One row per storage and node, shared storages included, as
+		// PVE lists them.
+		for _, n := range s.nodes {
+			for _, st := range storages {
+				if !canSeeStorage(q.tok, st.id) {
+					continue
+				}
+				out = append(out, s.storageResource(n, st))
 			}
-			out = append(out, s.storageResource(st))
 		}
 	}
 	return reply(out)
@@ -270,7 +270,10 @@ func (s *Sim) vmResourceLocked(g *guestState) map[string]any {
 	m["vmid"] = g.vmid
 	m["id"] = fmt.Sprintf("%s/%d", g.kind, g.vmid)
 	m["type"] = string(g.kind)
-	m["node"] = s.node
+	m["node"] = g.node
+	if hs := g.hastate(); hs != "" {
+		m["hastate"] = hs
+	}
 	if _, ok := m["template"]; !ok {
 		m["template"] = 0
 	}
@@ -279,9 +282,9 @@ func (s *Sim) vmResourceLocked(g *guestState) map[string]any {
 
 // storageResource is a storage's /cluster/resources row (API2Tools
 // extract_storage_stats). s.mu must be held.
-func (s *Sim) storageResource(st storageDef) map[string]any {
+func (s *Sim) storageResource(node string, st storageDef) map[string]any {
 	return map[string]any{
-		"id": "storage/" + s.node + "/" + st.id, "type": "storage", "storage": st.id, "node": s.node,
+		"id": "storage/" + node + "/" + st.id, "type": "storage", "storage": st.id, "node": node,
 		"status": "available", "plugintype": st.typ, "content": st.content, "shared": st.shared,
 		"disk": s.storageUsedLocked(st), "maxdisk": st.total,
 	}
@@ -427,8 +430,11 @@ func (s *Sim) withGuest(k guest.Kind, q *request, fn func(g *guestState) respons
 func (s *Sim) getGuestLocked(k guest.Kind, q *request) (*guestState, response, bool) {
 	vmid, _ := strconv.Atoi(q.params["vmid"])
 	g, found := s.guests[vmid]
-	if !found || g.kind != k {
-		return nil, noConfig(s.node, k, vmid), false
+	node := q.vars["node"]
+	if !found || g.kind != k || g.node != node {
+		// PVE loads the config from the node's own directory: a guest
+		// on another node of the cluster is not found there.
+		return nil, noConfig(node, k, vmid), false
 	}
 	return g, response{}, true
 }
@@ -469,6 +475,9 @@ func (s *Sim) getStatusCurrent(k guest.Kind, q *request) response {
 		m := s.statusFields(g)
 		m["vmid"] = g.vmid
 		m["ha"] = map[string]any{"managed": 0}
+		if hs := g.hastate(); hs != "" {
+			m["ha"] = map[string]any{"managed": 1, "state": hs}
+		}
 		if k == guest.QEMU {
 			m["qmpstatus"] = m["status"]
 			if a := g.config["agent"]; a == "1" || strings.Contains(a, "enabled=1") {
@@ -534,11 +543,13 @@ func (s *Sim) findTask(q *request) (*task, response, bool) {
 		return nil, paramFail(map[string]string{"upid": "unable to parse worker upid"}), false
 	}
 	t := s.tasks[id]
-	if t == nil {
+	// A task's log lives on the node that ran it; another node has no
+	// such task.
+	if t == nil || t.upid.Node != q.vars["node"] {
 		return nil, paramFail(map[string]string{"upid": "no such task"}), false
 	}
-	if t.tokenID != q.tok.id && !q.tok.has("/nodes/"+s.node, "Sys.Audit") {
-		return nil, fail(403, "Permission check failed (/nodes/%s, Sys.Audit)", s.node), false
+	if t.tokenID != q.tok.id && !q.tok.has("/nodes/"+t.upid.Node, "Sys.Audit") {
+		return nil, fail(403, "Permission check failed (/nodes/%s, Sys.Audit)", t.upid.Node), false
 	}
 	return t, response{}, true
 }
@@ -548,8 +559,8 @@ func (s *Sim) findTask(q *request) (*task, response, bool) {
 func (s *Sim) deleteTask(q *request) response {
 	s.mu.Lock()
 	t, resp, found := s.findTask(q)
-	if found && t.tokenID != q.tok.id && !q.tok.has("/nodes/"+s.node, "Sys.Modify") {
-		resp, found = fail(403, "Permission check failed (/nodes/%s, Sys.Modify)", s.node), false
+	if found && t.tokenID != q.tok.id && !q.tok.has("/nodes/"+t.upid.Node, "Sys.Modify") {
+		resp, found = fail(403, "Permission check failed (/nodes/%s, Sys.Modify)", t.upid.Node), false
 	}
 	s.mu.Unlock()
 	if !found {
@@ -581,11 +592,12 @@ func (s *Sim) getTaskLog(q *request) response {
 	if err != nil {
 		return paramFail(map[string]string{"upid": "unable to parse worker upid"})
 	}
-	if u.User != q.tok.id && !q.tok.has("/nodes/"+s.node, "Sys.Audit") {
-		return fail(403, "Permission check failed (/nodes/%s, Sys.Audit)", s.node)
+	node := q.vars["node"]
+	if u.User != q.tok.id && !q.tok.has("/nodes/"+node, "Sys.Audit") {
+		return fail(403, "Permission check failed (/nodes/%s, Sys.Audit)", node)
 	}
 	t := s.tasks[q.params["upid"]]
-	if t == nil {
+	if t == nil || t.upid.Node != node {
 		one := 1
 		return response{status: 200, data: map[string]any{"n": 1, "t": "unable to open file - No such file or directory"}, total: &one}
 	}
@@ -621,8 +633,12 @@ func (s *Sim) getTasks(q *request) response {
 	} else if q.bool("errors") {
 		classes["ok"] = false
 	}
-	audit := q.tok.has("/nodes/"+s.node, "Sys.Audit")
+	node := q.vars["node"]
+	audit := q.tok.has("/nodes/"+node, "Sys.Audit")
 	keep := func(t *task) bool {
+		if t.upid.Node != node {
+			return false
+		}
 		user, _, _ := strings.Cut(t.upid.User, "!")
 		if uf := q.params["userfilter"]; uf != "" && !strings.Contains(strings.ToLower(user), strings.ToLower(uf)) {
 			return false

@@ -20,7 +20,9 @@ func TestReadmeControlAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := startSim(t, Options{})
+	// A cluster, so that the HA rows have a node to move a guest to; the
+	// other rows act on the default node "pve" as on a single node.
+	ts := startSim(t, Options{Nodes: []string{"pve", "pve-b"}})
 	documented := map[string]bool{}
 	for _, line := range strings.Split(string(raw), "\n") {
 		m := controlRowRE.FindStringSubmatch(line)
@@ -35,7 +37,7 @@ func TestReadmeControlAPI(t *testing.T) {
 			t.Errorf("README: %s %s %s: got %d %s %v; want 200", method, path, body, r.status, r.raw, r.err)
 		}
 	}
-	for _, ep := range []string{"GET /_sim/mutations", "POST /_sim/guests", "PUT /_sim/guests/{vmid}/lock", "POST /_sim/pools", "PUT /_sim/faults"} {
+	for _, ep := range []string{"GET /_sim/mutations", "POST /_sim/guests", "PUT /_sim/guests/{vmid}/lock", "PUT /_sim/guests/{vmid}/ha", "POST /_sim/guests/{vmid}/ha/migrate", "POST /_sim/pools", "PUT /_sim/faults"} {
 		if !documented[ep] {
 			t.Errorf("README does not document control endpoint %s", ep)
 		}

@@ -53,6 +53,7 @@ func (s *Sim) seedGuests(n int) {
 			kind = guest.LXC
 		}
 		g := newGuestState(vmid, kind)
+		g.node = s.node
 		c := g.config
 		name := fmt.Sprintf("%s-%02d", pick(seedVMNames), i)
 		if kind == guest.QEMU {

@@ -23,8 +23,17 @@ import (
 // Options configures a Sim. The zero value is usable: node "pve", no
 // guests, a generated token, 50ms tasks, a 2s lock timeout, no faults.
 type Options struct {
-	Node   string // node name; default "pve"
-	Guests int    // number of seeded guests (a mix of qemu and lxc); 0 = none
+	Node string // node name; default "pve" (with Nodes: Nodes[0])
+	// Nodes, when it names more than one node, makes the Sim a cluster of
+	// these nodes (cluster.go): one vmid space, /cluster/status with a
+	// cluster row, guests on each node, migration between them. Node must
+	// be one of them; it is the node seeded guests and templates go to
+	// and the one /cluster/status calls local.
+	Nodes []string
+	// ClusterName is the cluster's name in /cluster/status; default
+	// "sim-cluster". Unused without Nodes.
+	ClusterName string
+	Guests      int // number of seeded guests (a mix of qemu and lxc); 0 = none
 	// Templates seeds what creating guests needs (AddTemplates): the QEMU
 	// template 9000 and a container template in local's vztmpl content.
 	Templates    bool
@@ -63,6 +72,7 @@ type GuestSpec struct {
 	Name    string            `json:"name"`    // qemu name / lxc hostname; overrides Config
 	Running bool              `json:"running"` //
 	Config  map[string]string `json:"config"`  // raw PVE config values (memory "2048", scsi0 "local-lvm:vm-101-disk-0,size=32G", ...)
+	Node    string            `json:"node"`    // cluster node the guest is on; "" = the Sim's Node
 	Lock    string            `json:"lock"`    // lock field, e.g. "backup"
 	// IgnoreShutdown makes the guest not react to ACPI shutdown: a shutdown
 	// task then fails after its timeout, or stops it with forceStop=1.
@@ -85,6 +95,7 @@ type Mutation struct {
 // GuestSnapshot is a guest's current state, for assertions.
 type GuestSnapshot struct {
 	VMID   int
+	Node   string // the cluster node the guest is on
 	Kind   guest.Kind
 	Status string            // "running" or "stopped"
 	Config map[string]string // raw current config without digest; description as stored
@@ -101,6 +112,7 @@ type GuestSnapshot struct {
 // Close stops its task goroutines.
 type Sim struct {
 	node     string
+	nodes    []string // cluster members in Options order; [node] for a single node
 	opts     Options
 	log      *slog.Logger
 	now      func() time.Time
@@ -134,12 +146,11 @@ type Sim struct {
 // New builds a Sim, seeds its guests and generates its TLS certificate (so
 // Fingerprint is valid right away). It fails on a malformed Options.Token.
 func New(opts Options) (*Sim, error) {
-	if opts.Node == "" {
-		opts.Node = "pve"
+	node, nodes, err := clusterNodes(opts.Node, opts.Nodes)
+	if err != nil {
+		return nil, err
 	}
-	if !nodeRE.MatchString(opts.Node) {
-		return nil, fmt.Errorf("sim: node name %q is not a valid PVE node name", opts.Node)
-	}
+	opts.Node = node
 	if opts.TaskDuration <= 0 {
 		opts.TaskDuration = 50 * time.Millisecond
 	}
@@ -159,6 +170,7 @@ func New(opts Options) (*Sim, error) {
 	}
 	s := &Sim{
 		node:     opts.Node,
+		nodes:    nodes,
 		opts:     opts,
 		log:      log,
 		now:      opts.Clock,
@@ -281,7 +293,15 @@ func (s *Sim) AddGuest(g GuestSpec) error {
 	if _, ok := s.guests[g.VMID]; ok {
 		return fmt.Errorf("sim: guest %d already exists", g.VMID)
 	}
+	node := g.Node
+	if node == "" {
+		node = s.node
+	}
+	if !s.isNode(node) {
+		return fmt.Errorf("sim: guest %d: node %q is not a node of this cluster (%s)", g.VMID, node, strings.Join(s.nodes, ", "))
+	}
 	gs := newGuestState(g.VMID, g.Kind)
+	gs.node = node
 	for k, v := range g.Config {
 		gs.config[k] = v
 	}
@@ -359,7 +379,7 @@ func (s *Sim) Guest(vmid int) (GuestSnapshot, bool) {
 	if g.running {
 		st = "running"
 	}
-	return GuestSnapshot{VMID: vmid, Kind: g.kind, Status: st, Config: cloneMap(g.config), Digest: g.digest(), Lock: g.config["lock"],
+	return GuestSnapshot{VMID: vmid, Node: g.node, Kind: g.kind, Status: st, Config: cloneMap(g.config), Digest: g.digest(), Lock: g.config["lock"],
 		Pending: cloneMap(g.pending), PendingDelete: g.pendingDeleteList()}, true
 }
 

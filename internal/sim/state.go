@@ -25,7 +25,12 @@ type snapshot struct {
 }
 
 type guestState struct {
-	vmid           int
+	vmid int
+	node string // the cluster node whose directory holds the config
+	// ha is the state HA is asked to keep the guest in ("started", ...;
+	// "" = not under HA) and haMoving "migrate" or "relocate" while HA
+	// moves it (cluster.go).
+	ha, haMoving   string
 	kind           guest.Kind
 	running        bool
 	startedAt      time.Time

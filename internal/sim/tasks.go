@@ -55,6 +55,8 @@ type taskSpec struct {
 	kind guest.Kind
 	vmid int
 	q    *request
+	// node is the node the task runs on; "" = the request path's node.
+	node string
 	// extra is added to the task's run time (a shutdown waiting for its timeout).
 	extra time.Duration
 	// pre runs (without Sim.mu) before the task takes the config lock.
@@ -66,6 +68,9 @@ type taskSpec struct {
 	apply func(r *taskRun) error
 	// abort runs (with Sim.mu held) when the task fails after begin succeeded.
 	abort func(r *taskRun)
+	// after runs (without Sim.mu) once the task ended OK, from the task's
+	// goroutine: what the task hands on (HA's migration after hamigrate).
+	after func()
 }
 
 // startTask creates the task, returns its UPID and runs it in a goroutine
@@ -89,8 +94,15 @@ func (s *Sim) startTask(sp taskSpec) (string, bool) {
 	if sp.vmid != 0 {
 		id = strconv.Itoa(sp.vmid)
 	}
+	node := sp.q.vars["node"]
+	if sp.node != "" {
+		node = sp.node
+	}
+	if node == "" {
+		node = s.node
+	}
 	up := pve.UPID{
-		Node:      s.node,
+		Node:      node,
 		PID:       s.nextPID,
 		PStart:    uint64(now.Sub(s.bootTime) / (10 * time.Millisecond)),
 		StartTime: now.Unix(),
@@ -168,6 +180,9 @@ func (s *Sim) runTask(ctx context.Context, t *task, sp taskSpec, dur time.Durati
 	}
 	s.mu.Unlock()
 	s.finishTask(r, err)
+	if err == nil && sp.after != nil {
+		sp.after()
+	}
 }
 
 // finishTask marks the task stopped with PVE's exit status and last log line.

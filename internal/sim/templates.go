@@ -41,6 +41,7 @@ func (s *Sim) AddTemplates() error {
 		return fmt.Errorf("sim: guest %d already exists", TemplateVMID)
 	}
 	g := newGuestState(TemplateVMID, guest.QEMU)
+	g.node = s.node
 	c := g.config
 	c["name"] = "debian-12-cloud"
 	c["template"] = "1"

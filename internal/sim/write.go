@@ -54,7 +54,7 @@ func (s *Sim) withConfigLock(k guest.Kind, q *request, fn func(g *guestState) re
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if cur := s.guests[g.vmid]; cur != g {
-		return noConfig(s.node, k, g.vmid)
+		return noConfig(g.node, k, g.vmid)
 	}
 	return fn(g)
 }
@@ -233,7 +233,7 @@ func (s *Sim) postConfig(k guest.Kind, q *request) response {
 	resp = s.taskResponse(taskSpec{typ: "qmconfig", op: "config", g: g, kind: k, vmid: g.vmid, q: q,
 		apply: func(r *taskRun) error {
 			if s.guests[g.vmid] != g {
-				return taskError(fmt.Sprintf("Configuration file '%s' does not exist", confPath(s.node, k, g.vmid)))
+				return taskError(fmt.Sprintf("Configuration file '%s' does not exist", confPath(g.node, k, g.vmid)))
 			}
 			r.logf("update VM %d: %s", g.vmid, describeParams(q.opParams()))
 			return s.applyConfigLocked(g, q, ch)
@@ -310,7 +310,7 @@ func (s *Sim) writableLocked(g *guestState, skiplock bool) error {
 
 func (s *Sim) goneLocked(g *guestState) error {
 	if s.guests[g.vmid] != g {
-		return taskError(fmt.Sprintf("Configuration file '%s' does not exist", confPath(s.node, g.kind, g.vmid)))
+		return taskError(fmt.Sprintf("Configuration file '%s' does not exist", confPath(g.node, g.kind, g.vmid)))
 	}
 	return nil
 }
@@ -575,7 +575,7 @@ func (s *Sim) postCreate(k guest.Kind, q *request) response {
 	s.mu.Lock()
 	if other, exists := s.guests[vmid]; exists {
 		s.mu.Unlock()
-		return fail(500, "unable to create %s %d - %s %d already exists on node '%s'", kindWord(k), vmid, kindWord(other.kind), vmid, s.node)
+		return fail(500, "unable to create %s %d - %s %d already exists on node '%s'", kindWord(k), vmid, kindWord(other.kind), vmid, other.node)
 	}
 	// pve-container create_vm: the template must be a file the storage
 	// holds (abs_filesystem_path), checked before the task starts.
@@ -584,6 +584,7 @@ func (s *Sim) postCreate(k guest.Kind, q *request) response {
 		return fail(500, "can't find file '%s'", t)
 	}
 	g := newGuestState(vmid, k)
+	g.node = q.vars["node"]
 	g.config["lock"] = "create"
 	s.guests[vmid] = g
 	s.mu.Unlock()
