@@ -56,6 +56,10 @@ const (
 	hubKeyFile  = "tls.key"
 	// hubAdminOperator names the operator token made on first start.
 	hubAdminOperator = "admin"
+	// hubAdminTokenFile, in --data-dir, holds the first operator token
+	// (0600): the hub's output ends in the systemd journal, which is no
+	// place for a secret.
+	hubAdminTokenFile = "admin-token"
 )
 
 func newHubCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -66,8 +70,8 @@ func newHubCmd(stdout, stderr io.Writer) *cobra.Command {
 		Long: `hub serves the agent and operator API over HTTPS from one SQLite database in
 --data-dir. On first start it creates the database, a self-signed TLS
 certificate (kept in the data directory, so its fingerprint stays the same)
-and an operator token named "admin", which it prints once: store it. It
-prints the certificate's SHA-256 fingerprint (as PVE does) on every start,
+and an operator token named "admin", which it writes to DIR/admin-token
+(mode 0600) and names there: store it, then delete the file. It prints the certificate's SHA-256 fingerprint (as PVE does) on every start,
 for agents to pin.
 
 With --store postgres://USER@HOST/DB several hub replicas share one
@@ -75,7 +79,8 @@ PostgreSQL database behind a load balancer. Each replica needs the same
 URL and the same TLS certificate (--tls-cert/--tls-key, or tls.crt and
 tls.key copied into each --data-dir); nothing else is kept on a replica.
 The "admin" token is made once, by the first replica to start, which
-alone prints it. Prefer STEWARD_STORE, PGPASSWORD or ~/.pgpass to a
+alone writes it (to its --data-dir; a replica without --data-dir prints it
+only to a terminal, and otherwise leaves it to a replica that has one). Prefer STEWARD_STORE, PGPASSWORD or ~/.pgpass to a
 password on the command line.
 
 Every flag can also be set as STEWARD_<FLAG> in the environment or as a
@@ -178,7 +183,7 @@ func runHub(ctx context.Context, f hubFlags, stdout, stderr io.Writer) error {
 		st = ss
 	}
 	defer st.Close()
-	opTok, err := firstOperator(ctx, st)
+	opTok, err := firstOperatorTo(ctx, st, f.dataDir, isTerminal(stdout), log)
 	if err != nil {
 		return err
 	}
@@ -220,8 +225,11 @@ func runHub(ctx context.Context, f hubFlags, stdout, stderr io.Writer) error {
 	if pg {
 		fmt.Fprintf(stdout, "Store:       PostgreSQL %s\n", postgres.Redact(f.store))
 	}
-	if opTok != "" {
-		fmt.Fprintf(stdout, "Operator token (%q, shown only now; the hub keeps only its hash):\n  %s\n", hubAdminOperator, opTok)
+	switch {
+	case opTok.file != "":
+		fmt.Fprintf(stdout, "Operator token (%q): written to %s (0600; the hub keeps only its hash): store it, then delete the file\n", hubAdminOperator, opTok.file)
+	case opTok.token != "":
+		fmt.Fprintf(stdout, "Operator token (%q, shown only now; the hub keeps only its hash):\n  %s\n", hubAdminOperator, opTok.token)
 	}
 
 	errc := make(chan error, 1)
@@ -256,11 +264,57 @@ func hubStoreKind(v string) (bool, error) {
 	return false, &UsageError{Err: errors.New(`hub: --store must be empty or "sqlite" (the database in --data-dir) or a postgres://USER@HOST:PORT/DB URL`)}
 }
 
+// firstToken is where the first operator token went: the file holding it,
+// or the token itself to print on a terminal (both empty: none was made).
+type firstToken struct{ file, token string }
+
+// firstOperatorTo makes the first operator token when the hub has none
+// and puts it where only its operator reads it: DIR/admin-token (0600,
+// written before the token exists in the store, so a token is never made
+// that nobody can read), or, without a data directory, the terminal. A
+// hub with neither (a PostgreSQL replica under systemd without
+// --data-dir) makes no token and logs how to get one; a replica with a
+// data directory makes it.
+func firstOperatorTo(ctx context.Context, st store.Store, dataDir string, terminal bool, log *slog.Logger) (firstToken, error) {
+	if dataDir == "" {
+		if !terminal {
+			ops, err := st.Operators(ctx)
+			if err != nil {
+				return firstToken{}, fmt.Errorf("hub: %w", err)
+			}
+			if len(ops) == 0 {
+				log.Error(`the hub has no operator token and makes none here: its output is no terminal and there is no --data-dir to write DIR/` + hubAdminTokenFile + ` to; start one replica with --data-dir, or once from a terminal`)
+			}
+			return firstToken{}, nil
+		}
+		tok, err := firstOperator(ctx, st)
+		return firstToken{token: tok}, err
+	}
+	path := filepath.Join(dataDir, hubAdminTokenFile)
+	tok, err := firstOperatorWith(ctx, st, func(tok string) error {
+		if err := atomicfile.Write(path, []byte(tok+"\n"), 0o600); err != nil {
+			return fmt.Errorf("hub: writing the first operator token to %s: %w", path, err)
+		}
+		return nil
+	}, func() { os.Remove(path) })
+	if err != nil || tok == "" {
+		return firstToken{}, err
+	}
+	return firstToken{file: path}, nil
+}
+
 // firstOperator creates the "admin" operator token when the hub has no
 // operator yet and returns it ("" when operators exist). Of replicas
 // starting together on one database exactly one creates it (the name is
 // unique); the others return "".
 func firstOperator(ctx context.Context, st store.Store) (string, error) {
+	return firstOperatorWith(ctx, st, nil, nil)
+}
+
+// firstOperatorWith is firstOperator with keep, when set, run on the new
+// token before the store holds it (an error stops there), and undo run
+// when the store then does not take it.
+func firstOperatorWith(ctx context.Context, st store.Store, keep func(tok string) error, undo func()) (string, error) {
 	ops, err := st.Operators(ctx)
 	if err != nil {
 		return "", fmt.Errorf("hub: %w", err)
@@ -269,7 +323,16 @@ func firstOperator(ctx context.Context, st store.Store) (string, error) {
 		return "", nil
 	}
 	tok := hub.NewToken("stwo_")
-	if err := st.CreateOperator(ctx, hubAdminOperator, store.HashToken(tok)); errors.Is(err, store.ErrExists) {
+	if keep != nil {
+		if err := keep(tok); err != nil {
+			return "", err
+		}
+	}
+	err = st.CreateOperator(ctx, hubAdminOperator, store.HashToken(tok))
+	if err != nil && undo != nil {
+		undo()
+	}
+	if errors.Is(err, store.ErrExists) {
 		return "", nil // another replica made it a moment ago
 	} else if err != nil {
 		return "", fmt.Errorf("hub: creating the first operator token: %w", err)

@@ -17,7 +17,7 @@ import (
 func TestHubBackupThenMigrateToPostgres(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "hub")
 	out, stop := startHub(t, "--data-dir", dir, "--listen", "127.0.0.1:0")
-	tok, fp := hubTokenRe.FindStringSubmatch(out)[1], hubFPRe.FindStringSubmatch(out)[1]
+	tok, fp := hubTokenFile(t, out), hubFPRe.FindStringSubmatch(out)[1]
 	c := pinnedClient(t, fp)
 	url := hubURLRe.FindStringSubmatch(out)[1]
 	if code := get(t, c, url+"/v1/hosts", tok); code != 200 {
@@ -51,7 +51,7 @@ func TestHubBackupThenMigrateToPostgres(t *testing.T) {
 	}
 	out2, stop2 := startHub(t, "--store", db, "--tls-cert", filepath.Join(dir, hubCertFile), "--tls-key", filepath.Join(dir, hubKeyFile), "--listen", "127.0.0.1:0")
 	defer stop2()
-	if hubTokenRe.MatchString(out2) {
+	if hubTokenRe.MatchString(out2) || hubTokenFileRe.MatchString(out2) {
 		t.Fatalf("the PostgreSQL replica made a new admin token after the migration:\n%s", out2)
 	}
 	if fp2 := hubFPRe.FindStringSubmatch(out2); fp2 == nil || fp2[1] != fp {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -12,7 +13,8 @@ import (
 )
 
 // TestHubReplicasOnPostgres: two hubs started together on one database
-// with one certificate: exactly one prints the admin token, both print the
+// with one certificate: exactly one writes the admin token to its data
+// directory (the other removes the file it wrote first), both print the
 // same fingerprint, and the token works on both.
 func TestHubReplicasOnPostgres(t *testing.T) {
 	url := pgtest.NewDatabase(t)
@@ -25,7 +27,7 @@ func TestHubReplicasOnPostgres(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range outs {
 		wg.Go(func() {
-			out, stop := startHub(t, "--store", url, "--tls-cert", cert, "--tls-key", key, "--listen", "127.0.0.1:0")
+			out, stop := startHub(t, "--store", url, "--data-dir", filepath.Join(tlsDir, fmt.Sprint("replica", i)), "--tls-cert", cert, "--tls-key", key, "--listen", "127.0.0.1:0")
 			t.Cleanup(func() { stop() })
 			outs[i] = out
 		})
@@ -33,18 +35,21 @@ func TestHubReplicasOnPostgres(t *testing.T) {
 	wg.Wait()
 	var tok string
 	for i, out := range outs {
-		if m := hubTokenRe.FindStringSubmatch(out); m != nil {
+		if m := hubTokenFile(t, out); m != "" {
 			if tok != "" {
-				t.Fatalf("both replicas printed an admin token:\n%s\n---\n%s", outs[0], outs[1])
+				t.Fatalf("both replicas wrote an admin token:\n%s\n---\n%s", outs[0], outs[1])
 			}
-			tok = m[1]
+			tok = m
 		}
 		if !strings.Contains(out, "Store:       PostgreSQL postgres://") {
 			t.Errorf("replica %d printed no store line:\n%s", i, out)
 		}
 	}
 	if tok == "" {
-		t.Fatalf("no replica printed the admin token:\n%s\n---\n%s", outs[0], outs[1])
+		t.Fatalf("no replica wrote the admin token:\n%s\n---\n%s", outs[0], outs[1])
+	}
+	if files, _ := filepath.Glob(filepath.Join(tlsDir, "replica*", hubAdminTokenFile)); len(files) != 1 {
+		t.Fatalf("token files %v; want exactly one (the replica that lost the race removes its own)", files)
 	}
 	fp0, fp1 := hubFPRe.FindStringSubmatch(outs[0]), hubFPRe.FindStringSubmatch(outs[1])
 	if fp0 == nil || fp1 == nil || fp0[1] != fp1[1] {

@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/steward-pve/steward/internal/hub/store"
+	"github.com/steward-pve/steward/internal/hub/store/sqlite"
 	"github.com/steward-pve/steward/internal/pve"
 )
 
@@ -39,7 +43,29 @@ var (
 	hubURLRe   = regexp.MustCompile(`URL: +(https?://\S+)`)
 	hubFPRe    = regexp.MustCompile(`Fingerprint: (\S+)`)
 	hubTokenRe = regexp.MustCompile(`\n  (stwo_[0-9a-f]+)\n`)
+	// hubTokenFileRe is the line naming the file the first operator
+	// token was written to.
+	hubTokenFileRe = regexp.MustCompile(`Operator token \("admin"\): written to (\S+) `)
 )
+
+// hubTokenFile returns the first operator token from the file the hub's
+// output names ("" when it names none), checking the file is 0600.
+func hubTokenFile(t *testing.T, out string) string {
+	t.Helper()
+	m := hubTokenFileRe.FindStringSubmatch(out)
+	if m == nil {
+		return ""
+	}
+	st, err := os.Stat(m[1])
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("token file %s: %v, %v; want mode 0600", m[1], st, err)
+	}
+	b, err := os.ReadFile(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
 
 // startHub runs `steward hub args...` until the test ends and returns its
 // stdout once it printed its URL, and a stop function that waits for it.
@@ -95,12 +121,20 @@ func TestHubFirstStartAndRestart(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "hub")
 	out, stop := startHub(t, "--data-dir", dir, "--listen", "127.0.0.1:0")
 	url, fp := hubURLRe.FindStringSubmatch(out)[1], hubFPRe.FindStringSubmatch(out)
-	tok := hubTokenRe.FindStringSubmatch(out)
-	if fp == nil || tok == nil || !strings.HasPrefix(url, "https://127.0.0.1:") {
-		t.Fatalf("first start printed:\n%s\nwant an https URL, a fingerprint and an operator token", out)
+	tok := hubTokenFile(t, out)
+	if fp == nil || !strings.HasPrefix(tok, "stwo_") || !strings.HasPrefix(url, "https://127.0.0.1:") {
+		t.Fatalf("first start printed:\n%s\nwant an https URL, a fingerprint and the operator token's file", out)
+	}
+	// The token is in its file, never in the output (which systemd keeps
+	// in the journal).
+	if strings.Contains(out, tok) || hubTokenRe.MatchString(out) {
+		t.Fatalf("first start printed the operator token:\n%s", out)
+	}
+	if want := filepath.Join(dir, hubAdminTokenFile); !strings.Contains(out, want) {
+		t.Fatalf("first start printed:\n%s\nwant the token file %s named", out, want)
 	}
 	c := pinnedClient(t, fp[1])
-	if code := get(t, c, url+"/v1/hosts", tok[1]); code != 200 {
+	if code := get(t, c, url+"/v1/hosts", tok); code != 200 {
 		t.Fatalf("GET /v1/hosts with the printed token: got %d; want 200", code)
 	}
 	if code := get(t, c, url+"/v1/hosts", "stwo_wrong"); code != 401 {
@@ -116,7 +150,7 @@ func TestHubFirstStartAndRestart(t *testing.T) {
 		t.Fatalf("TLS key: %v; want mode 0600", err)
 	}
 	db, _ := os.ReadFile(filepath.Join(dir, hubDBFile))
-	if strings.Contains(string(db), tok[1]) {
+	if strings.Contains(string(db), tok) {
 		t.Fatal("the database holds the operator token in clear")
 	}
 
@@ -128,7 +162,7 @@ func TestHubFirstStartAndRestart(t *testing.T) {
 	if fp2 := hubFPRe.FindStringSubmatch(out2); fp2 == nil || fp2[1] != fp[1] {
 		t.Fatalf("restart fingerprint: got %v; want %s (agents pin it)", fp2, fp[1])
 	}
-	if code := get(t, c, hubURLRe.FindStringSubmatch(out2)[1]+"/v1/hosts", tok[1]); code != 200 {
+	if code := get(t, c, hubURLRe.FindStringSubmatch(out2)[1]+"/v1/hosts", tok); code != 200 {
 		t.Fatalf("the first token after restart: got %d; want 200", code)
 	}
 }
@@ -161,5 +195,60 @@ func TestHubUsage(t *testing.T) {
 		if !errors.As(err, &ue) {
 			t.Errorf("%q: got %v; want a usage error", args, err)
 		}
+	}
+}
+
+// TestFirstOperatorTo: the first operator token goes to DIR/admin-token
+// (0600), or to a terminal; a hub with neither makes none (a later start
+// with a data directory does), so no token exists that nobody saw.
+func TestFirstOperatorTo(t *testing.T) {
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "hub.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+
+	got, err := firstOperatorTo(t.Context(), st, "", false, log)
+	if err != nil || got != (firstToken{}) {
+		t.Fatalf("no data dir, no terminal: %+v, %v; want no token", got, err)
+	}
+	if ops, _ := st.Operators(t.Context()); len(ops) != 0 {
+		t.Fatalf("no data dir, no terminal: the store holds operators %+v; want none", ops)
+	}
+	if !strings.Contains(logs.String(), "--data-dir") {
+		t.Errorf("log: %s\nwant how to get a token (--data-dir)", logs.String())
+	}
+
+	dir := t.TempDir()
+	got, err = firstOperatorTo(t.Context(), st, dir, false, log)
+	path := filepath.Join(dir, hubAdminTokenFile)
+	if err != nil || got.file != path || got.token != "" {
+		t.Fatalf("with a data dir: %+v, %v; want the file %s and no token to print", got, err, path)
+	}
+	b, err := os.ReadFile(path)
+	tok := strings.TrimSpace(string(b))
+	if err != nil || !strings.HasPrefix(tok, "stwo_") {
+		t.Fatalf("token file: %q, %v", b, err)
+	}
+	if op, err := st.OperatorByToken(t.Context(), store.HashToken(tok)); err != nil || op.Name != hubAdminOperator {
+		t.Fatalf("the file's token: %+v, %v; want the admin operator", op, err)
+	}
+
+	// Without a data directory, on a terminal: the token is shown.
+	st2, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "hub.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Close()
+	if got, err := firstOperatorTo(t.Context(), st2, "", true, log); err != nil || !strings.HasPrefix(got.token, "stwo_") || got.file != "" {
+		t.Fatalf("no data dir, a terminal: %+v, %v; want the token to print", got, err)
+	}
+
+	// Operators exist: nothing is made, the terminal shows nothing.
+	got, err = firstOperatorTo(t.Context(), st, "", true, log)
+	if err != nil || got != (firstToken{}) {
+		t.Fatalf("second start: %+v, %v; want nothing", got, err)
 	}
 }

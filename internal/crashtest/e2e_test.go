@@ -278,7 +278,12 @@ func TestEndToEnd(t *testing.T) {
 
 	// The hub, and an operator client pinned to its printed fingerprint.
 	e.startHub()
-	opTok := e.hub.line(t, `^\s+(stwo_\S+)`)
+	tokFile := e.hub.line(t, `^Operator token \("admin"\): written to (\S+) `)
+	tokBytes, err := os.ReadFile(tokFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opTok := strings.TrimSpace(string(tokBytes))
 	if e.op, err = hubclient.New(hubclient.Options{URL: "https://" + e.hubAddr, Fingerprint: e.hubFP, Token: opTok}); err != nil {
 		t.Fatal(err)
 	}
