@@ -129,6 +129,10 @@ type Agent struct {
 	receipts    *receipts // the open state's receipt log (with a hub)
 	holding     bool      // the last tick was held (frozen or blocked)
 	jobsWaiting bool      // the hub said jobs wait that the last tick did not get
+	// heeded is set once a report was put to the hub since Run or Once
+	// began (answered or not): until then a tick changes nothing, since
+	// the hub may have blocked the host while the agent was down.
+	heeded bool
 }
 
 // ErrConfig is wrapped by New's errors: the Config is unusable as given.
@@ -234,11 +238,13 @@ func (a *Agent) Once(ctx context.Context) (engine.Report, error) {
 		return engine.Report{}, err
 	}
 	defer st.close(ctx)
+	a.heeded = false
 	if err := a.eng.Recover(ctx); err != nil {
 		return engine.Report{}, err
 	}
 	a.outbox.load(a.gate)
 	a.fetchOnce(ctx)
+	a.heed(ctx)
 	rep, err := a.tick(ctx)
 	if err != nil {
 		return rep, err
@@ -275,7 +281,8 @@ func (e *SettleError) Unwrap() error { return e.Err }
 
 // Run is the daemon: it opens the state directory, resolves interrupted
 // ops before any mutation (retrying every Interval until that succeeds:
-// nothing is changed meanwhile), then ticks every Interval until ctx
+// nothing is changed meanwhile), with a hub puts a first report to it
+// (heed), then ticks every Interval until ctx
 // ends. It returns nil when ctx ends after recovery, ctx's error when it
 // ends during recovery, and an error when the state directory cannot be
 // opened. A failed tick is logged and the next one runs on schedule. On
@@ -287,6 +294,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer st.close(ctx)
+	a.heeded = false
 	if err := a.recover(ctx); err != nil {
 		return err
 	}
@@ -317,6 +325,9 @@ func (a *Agent) Run(ctx context.Context) error {
 				default:
 				}
 			}
+		}
+		if !a.heeded {
+			a.heed(ctx)
 		}
 		rep, err := a.tick(ctx)
 		switch {
@@ -354,6 +365,7 @@ func (a *Agent) report(ctx context.Context, rep engine.Report) (wire.Control, bo
 	}
 	frozen, _ := Frozen(a.cfg.StateDir)
 	ctl, ok := h.report(ctx, rep, frozen)
+	a.heeded = a.heeded || ctx.Err() == nil
 	a.jobsWaiting = ok && ctl.JobsWaiting && h.lastHubJobs == 0 && h.jobsFetchErr == ""
 	if ok && a.receipts != nil {
 		cctx, cancel := context.WithTimeout(ctx, h.timeout)
@@ -366,8 +378,62 @@ func (a *Agent) report(ctx context.Context, rep engine.Report) (wire.Control, bo
 	return ctl, ok
 }
 
+// heed puts a report to the hub before the first tick may change
+// anything, so that a block set while the agent was down holds from the
+// first tick: the report says what the host looks like (observed, planned
+// and gated, nothing executed) and the hub's answer is applied. A hub
+// that does not answer leaves the state last heard from it
+// (HubStateFile) in force: blocked if it was, otherwise converging to the
+// document held. When the host cannot be observed, nothing is reported
+// and the next tick (held meanwhile) tries again.
+func (a *Agent) heed(ctx context.Context) {
+	h := a.cfg.Hub
+	if h == nil || a.heeded {
+		return
+	}
+	rep, err := a.held(ctx, "waiting for the hub's answer to the first report (is the host blocked?)")
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("observing the host for the first report failed; changing nothing until the hub has been asked", "err", err)
+		}
+		return
+	}
+	if _, ok := a.report(ctx, rep); !ok && ctx.Err() == nil {
+		blocked, reason := h.Blocked()
+		a.log.Warn("the hub did not answer the first report; going by what it said last", "blocked", blocked, "blocked_reason", reason, "generation", h.Generation())
+	}
+}
+
+// held observes, plans and gates without changing anything, each action
+// and waiting job skipped for why.
+func (a *Agent) held(ctx context.Context, why string) (engine.Report, error) {
+	want, jobs, err := a.inputs(ctx)
+	if err != nil {
+		return engine.Report{}, err
+	}
+	rep, err := a.eng.PlanOnly(ctx, want, jobs)
+	markHeld(&rep, why)
+	return rep, err
+}
+
+// markHeld gives every action a plan-only pass skipped, and every job
+// left waiting, the reason why.
+func markHeld(rep *engine.Report, why string) {
+	for i := range rep.Results {
+		if rep.Results[i].Skip == engine.SkipPlanOnly {
+			rep.Results[i].Skipped = why
+		}
+	}
+	for i := range rep.Jobs {
+		if rep.Jobs[i].Status == engine.JobWaiting {
+			rep.Jobs[i].Reason = why
+		}
+	}
+}
+
 // hold returns why the agent must change nothing now ("" when it may):
-// the local freeze file, or the hub's block.
+// the local freeze file, the hub's block, or (with a hub) no report put
+// to it yet.
 func (a *Agent) hold() string {
 	if frozen, reason := Frozen(a.cfg.StateDir); frozen {
 		return "frozen (" + FreezeFile + " in the state directory): " + reason
@@ -378,6 +444,9 @@ func (a *Agent) hold() string {
 				reason = "no reason given"
 			}
 			return "blocked by the hub: " + reason
+		}
+		if !a.heeded {
+			return "the hub has not been asked yet whether the host is blocked"
 		}
 	}
 	return ""
@@ -426,16 +495,7 @@ func (a *Agent) tick(ctx context.Context) (engine.Report, error) {
 	if hold := a.hold(); hold != "" {
 		// Observe, plan and report; change nothing.
 		rep, err = a.eng.PlanOnly(ctx, want, jobs)
-		for i := range rep.Results {
-			if rep.Results[i].Skip == engine.SkipPlanOnly {
-				rep.Results[i].Skipped = hold
-			}
-		}
-		for i := range rep.Jobs {
-			if rep.Jobs[i].Status == engine.JobWaiting {
-				rep.Jobs[i].Reason = hold
-			}
-		}
+		markHeld(&rep, hold)
 		if err == nil && !a.holding {
 			a.log.Warn("changing nothing", "why", hold)
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -233,7 +234,7 @@ func runHubAgent(t *testing.T, h *testHub, srv *simtest.Server, dir, joinToken, 
 		t.Fatal(err)
 	}
 	ha := &hubAgent{t: t, dir: dir, srv: srv, done: make(chan error, 1)}
-	cfg := agent.Config{Node: srv.Sim.Node(), PVE: pc, TaskUser: tok.ID, StateDir: dir, Hub: hb,
+	cfg := agent.Config{Node: srv.Sim.Node(), PVE: pc, TaskUser: tok.ID, StateDir: dir, Hub: hb, Logger: testLogger(t),
 		Interval: 200 * time.Millisecond, TaskWait: pve.WaitOptions{Initial: time.Millisecond, Max: 5 * time.Millisecond},
 		OnTick: func(rep engine.Report, err error) {
 			ha.mu.Lock()
@@ -676,4 +677,59 @@ func TestHubBlock(t *testing.T) {
 		g, _ := srv.Sim.Guest(101)
 		return g.Config["cores"] == "2"
 	})
+}
+
+// TestHubBlockBeforeFirstTick: a block set on the hub while the agent was
+// down holds from the restarted agent's first tick (which would otherwise
+// correct drift before its first report is answered); a hub unreachable
+// at start leaves the state last heard in force: converging to the
+// document held.
+func TestHubBlockBeforeFirstTick(t *testing.T) {
+	h := startHub(t)
+	srv := startSim(t)
+	dir := t.TempDir()
+	ha := runHubAgent(t, h, srv, dir, h.joinToken("pve"), "")
+	h.putDesired("pve", fleetYAML("pve", "cores: 2"))
+	cores := func() string { g, _ := srv.Sim.Guest(101); return g.Config["cores"] }
+	eventually(t, "cores=2", func() bool { return cores() == "2" })
+	ha.stop()
+
+	// While the agent is down: drift on PVE, and a block on the hub.
+	// (Each drift is to a value not seen before: the engine runs an
+	// action with the idempotency key of one it completed only once.)
+	setCores(t, srv, "3")
+	if err := h.op.JSON(t.Context(), http.MethodPost, "/v1/hosts/pve/block", nil, map[string]string{"reason": "disk swap"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	before := len(mutationsOf(srv, 101))
+	ha = runHubAgent(t, h, srv, dir, "", "")
+	eventually(t, "the restarted agent learns it is blocked and ticks held", func() bool {
+		r := h.lastReport("pve")
+		return ha.tickCount() >= 2 && len(r.Actions) == 1 && r.Actions[0].Skipped == "blocked by the hub: disk swap"
+	})
+	if m := mutationsOf(srv, 101)[before:]; len(m) != 0 {
+		t.Fatalf("the restarted agent changed PVE before it learnt the block: %+v", m)
+	}
+	ha.stop()
+
+	// Unblocked, then restarted with the hub away: the state last heard
+	// (unblocked) stands and the drift is corrected from the document
+	// held.
+	if err := h.op.JSON(t.Context(), http.MethodPost, "/v1/hosts/pve/unblock", nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	ha = runHubAgent(t, h, srv, dir, "", "")
+	eventually(t, "the unblocked agent sets cores=2", func() bool { return cores() == "2" })
+	ha.stop()
+	setCores(t, srv, "4")
+	h.stop()
+	ha = runHubAgent(t, h, srv, dir, "", "")
+	eventually(t, "cores=2 with the hub away", func() bool { return cores() == "2" })
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("AGENT_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, nil))
 }
