@@ -198,6 +198,41 @@ func (t timedStore) PruneEvents(ctx context.Context, before time.Time, keep int)
 	return t.st.PruneEvents(ctx, before, keep)
 }
 
+func (t timedStore) EnqueueNotification(ctx context.Context, n store.Notification, dedup time.Duration) (int64, error) {
+	defer t.obs("EnqueueNotification", time.Now())
+	return t.st.EnqueueNotification(ctx, n, dedup)
+}
+
+func (t timedStore) ClaimNotifications(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int) ([]store.Notification, error) {
+	defer t.obs("ClaimNotifications", time.Now())
+	return t.st.ClaimNotifications(ctx, owner, now, lease, limit)
+}
+
+func (t timedStore) AckNotification(ctx context.Context, id int64, at time.Time) error {
+	defer t.obs("AckNotification", time.Now())
+	return t.st.AckNotification(ctx, id, at)
+}
+
+func (t timedStore) RetryNotification(ctx context.Context, id int64, owner string, next time.Time, lastErr string, dead bool) error {
+	defer t.obs("RetryNotification", time.Now())
+	return t.st.RetryNotification(ctx, id, owner, next, lastErr, dead)
+}
+
+func (t timedStore) Notifications(ctx context.Context, after int64, limit int) ([]store.Notification, error) {
+	defer t.obs("Notifications", time.Now())
+	return t.st.Notifications(ctx, after, limit)
+}
+
+func (t timedStore) OutboxDepth(ctx context.Context) (int, error) {
+	defer t.obs("OutboxDepth", time.Now())
+	return t.st.OutboxDepth(ctx)
+}
+
+func (t timedStore) PruneNotifications(ctx context.Context, before time.Time) (int64, error) {
+	defer t.obs("PruneNotifications", time.Now())
+	return t.st.PruneNotifications(ctx, before)
+}
+
 func (t timedStore) Close() error { return t.st.Close() }
 
 // Writable passes the store's writability check through (a store without

@@ -27,6 +27,7 @@ type Dump struct {
 	Audit      []AuditEntry    // by ID
 	Events     []Event         // by ID
 	Sessions   []DumpSession   // by TokenHash
+	Outbox     []Notification  // by ID
 }
 
 // DumpHost is a host with its current token's hash ("" when none).
@@ -125,6 +126,7 @@ func (d *Dump) Sums() ([]TableSum, error) {
 		{"audit", len(d.Audit), d.Audit},
 		{"events", len(d.Events), d.Events},
 		{"sessions", len(d.Sessions), d.Sessions},
+		{"outbox", len(d.Outbox), d.Outbox},
 	} {
 		if err := add(t.name, t.n, t.rows); err != nil {
 			return nil, err

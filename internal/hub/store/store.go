@@ -1,7 +1,8 @@
 // Package store defines the hub's Store: everything the hub keeps about
 // its fleet (hosts and their tokens, operator tokens, desired documents
 // with their generations, last reports, signed jobs, pending signatures,
-// journal receipts, the operator audit log, and the fleet's event log).
+// journal receipts, the operator audit log, the fleet's event log, and the
+// outbox of notifications waiting for delivery).
 //
 // The hub owns the interface; implementations (sqlite, later PostgreSQL)
 // live in their own packages and all pass the conformance suite in
@@ -91,6 +92,21 @@ func CheckHash(what, h string) error {
 		if !('0' <= h[i] && h[i] <= '9' || 'a' <= h[i] && h[i] <= 'f') {
 			return fmt.Errorf("%w: %s must be lowercase hex", ErrInvalid, what)
 		}
+	}
+	return nil
+}
+
+// CheckNotification reports whether n can be enqueued.
+func CheckNotification(n Notification) error {
+	switch {
+	case n.Sink == "" || len(n.Sink) > 100:
+		return fmt.Errorf("%w: a notification needs a sink name of 1..100 bytes", ErrInvalid)
+	case n.Key == "" || len(n.Key) > 1000:
+		return fmt.Errorf("%w: a notification needs a key of 1..1000 bytes", ErrInvalid)
+	case len(n.Body) == 0 || len(n.Body) > MaxNotificationBody:
+		return fmt.Errorf("%w: a notification body must be 1..%d bytes", ErrInvalid, MaxNotificationBody)
+	case n.CreatedAt.IsZero():
+		return fmt.Errorf("%w: a notification needs its creation time", ErrInvalid)
 	}
 	return nil
 }
@@ -221,6 +237,45 @@ type Session struct {
 	Operator  string // the operator token's name
 	CreatedAt time.Time
 	ExpiresAt time.Time
+}
+
+// Outbox states of a Notification.
+const (
+	// OutboxPending: not delivered yet; claimed or waiting for its next
+	// attempt.
+	OutboxPending = "pending"
+	// OutboxDelivered: its sink accepted it.
+	OutboxDelivered = "delivered"
+	// OutboxDead: the hub gave up on it (the sink refused it for good, or
+	// it failed for longer than the hub retries).
+	OutboxDead = "dead"
+)
+
+// MaxNotificationBody bounds a Notification's Body.
+const MaxNotificationBody = 64 << 10
+
+// Notification is one message in the outbox, for one sink. The outbox
+// delivers at least once: a message is claimed under a lease, sent, and
+// acknowledged; a claim whose lease ran out (its hub stopped or crashed
+// mid-send) is claimed again.
+type Notification struct {
+	ID   int64  // assigned by EnqueueNotification, increasing
+	Sink string // the sink's name in the hub's notification config
+	// Key identifies what the message is about (event kind, host,
+	// guest); EnqueueNotification drops a message whose Sink and Key
+	// were enqueued within its dedup window.
+	Key       string
+	Body      []byte // the message, as the notifier encoded it
+	CreatedAt time.Time
+	State     string // OutboxPending, OutboxDelivered, OutboxDead
+	Attempts  int    // claims so far
+	NextAt    time.Time
+	// LeaseOwner and LeaseUntil: the claim in force (a pending message
+	// whose LeaseUntil has passed is claimable again).
+	LeaseOwner string
+	LeaseUntil time.Time
+	LastError  string
+	DoneAt     time.Time // when it was delivered or given up (zero: pending)
 }
 
 // Store is the hub's storage. See the package doc for the common contract
@@ -364,6 +419,38 @@ type Store interface {
 	// all but the newest keep; it returns how many it deleted. The ids of
 	// the events kept do not change.
 	PruneEvents(ctx context.Context, before time.Time, keep int) (int64, error)
+
+	// EnqueueNotification stores n as pending (State, Attempts and the
+	// lease are ignored; NextAt defaults to CreatedAt, which is required)
+	// and returns its id, unless a notification with the same Sink and
+	// Key was created in (n.CreatedAt-dedup, n.CreatedAt]: then it stores
+	// nothing and returns an error wrapping ErrExists. The check and the
+	// insert are atomic (two hubs enqueueing one key store one message).
+	EnqueueNotification(ctx context.Context, n Notification, dedup time.Duration) (int64, error)
+	// ClaimNotifications leases up to limit pending notifications due at
+	// now (NextAt <= now, no lease in force), oldest first, to owner
+	// until now+lease, counts an attempt on each and returns them. A
+	// notification is leased to one claimer at a time, across hubs.
+	ClaimNotifications(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int) ([]Notification, error)
+	// AckNotification marks a pending notification delivered at at
+	// (whoever holds its lease: the message went out). Acknowledging a
+	// delivered one again changes nothing; ErrNotFound for an unknown id.
+	AckNotification(ctx context.Context, id int64, at time.Time) error
+	// RetryNotification ends owner's lease on a pending notification
+	// after a failed attempt: it is due again at next, with lastErr
+	// recorded; dead gives up on it (State OutboxDead, DoneAt next).
+	// ErrConflict if owner no longer holds the lease (it ran out and
+	// another claim took it, or it was delivered); ErrNotFound for an
+	// unknown id.
+	RetryNotification(ctx context.Context, id int64, owner string, next time.Time, lastErr string, dead bool) error
+	// Notifications returns up to limit notifications with ID > after,
+	// oldest first, in any state.
+	Notifications(ctx context.Context, after int64, limit int) ([]Notification, error)
+	// OutboxDepth returns how many notifications are pending.
+	OutboxDepth(ctx context.Context) (int, error)
+	// PruneNotifications deletes the delivered and dead notifications
+	// created before before (pending ones stay) and returns how many.
+	PruneNotifications(ctx context.Context, before time.Time) (int64, error)
 
 	// Close releases the store; no method may be called after it.
 	Close() error

@@ -64,6 +64,17 @@ func fill(t *testing.T, s store.Store) {
 	}
 	_, err = s.PruneEvents(ctx, time.Time{}, 2) // ids 3 and 4 kept: the copy keeps ids
 	must(err)
+	// The outbox: one delivered, one pending under a lease (a hub stopped
+	// mid-send), one waiting for its retry.
+	at := time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 3 {
+		_, err := s.EnqueueNotification(ctx, store.Notification{Sink: "ops", Key: fmt.Sprint("k", i), Body: []byte(`{"n":` + fmt.Sprint(i) + `}`), CreatedAt: at}, 0)
+		must(err)
+	}
+	claimed, err := s.ClaimNotifications(ctx, "hub-1", at, time.Minute, 3)
+	must(err)
+	must(s.AckNotification(ctx, claimed[0].ID, at))
+	must(s.RetryNotification(ctx, claimed[2].ID, "hub-1", at.Add(time.Hour), "502 Bad Gateway", false))
 }
 
 // TestCopyFromSQLite: a hub's SQLite store copied into PostgreSQL is the
@@ -87,7 +98,7 @@ func TestCopyFromSQLite(t *testing.T) {
 	for _, s := range sums {
 		counts[s.Table] = s.Count
 	}
-	want := map[string]int{"hosts": 4, "join_tokens": 4, "operators": 2, "desired": 3, "reports": 1, "jobs": 2, "pending": 1, "receipts": 3, "audit": 3, "events": 2, "sessions": 1}
+	want := map[string]int{"hosts": 4, "join_tokens": 4, "operators": 2, "desired": 3, "reports": 1, "jobs": 2, "pending": 1, "receipts": 3, "audit": 3, "events": 2, "sessions": 1, "outbox": 3}
 	for table, n := range want {
 		if counts[table] != n {
 			t.Errorf("%s: copied %d rows; want %d", table, counts[table], n)
@@ -140,6 +151,15 @@ func TestCopyFromSQLite(t *testing.T) {
 	}
 	if id, err := dst.AppendEvent(ctx, store.Event{Type: store.EventHostBlocked}); err != nil || id != 5 {
 		t.Fatalf("next event id: %d, %v; want 5", id, err)
+	}
+	// The outbox carries on: the leased one is claimed once its lease ran
+	// out, the retry when due, and ids continue.
+	at := time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)
+	if got, err := dst.ClaimNotifications(ctx, "hub-2", at.Add(time.Hour), time.Minute, 10); err != nil || len(got) != 2 || got[0].ID != 2 || got[0].Attempts != 2 || got[1].LastError != "502 Bad Gateway" {
+		t.Fatalf("claiming after the copy: %+v, %v; want ids 2 and 3, on their second attempt", got, err)
+	}
+	if id, err := dst.EnqueueNotification(ctx, store.Notification{Sink: "ops", Key: "new", Body: []byte("{}"), CreatedAt: at}, 0); err != nil || id != 4 {
+		t.Fatalf("next notification id: %d, %v; want 4", id, err)
 	}
 
 	// Into a database that is no longer empty: refused, nothing added.

@@ -181,6 +181,16 @@ func (s *Store) Export(ctx context.Context) (*store.Dump, error) {
 				return nil
 			})
 		},
+		func() error {
+			return each("outbox", "SELECT "+outboxCols+" FROM outbox ORDER BY id", func(r pgx.Rows) error {
+				n, err := scanNotification(r)
+				if err != nil {
+					return err
+				}
+				d.Outbox = append(d.Outbox, n)
+				return nil
+			})
+		},
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
@@ -203,11 +213,11 @@ func (s seqRow) Scan(dest ...any) error { return s.r.Scan(append([]any{s.seq}, d
 func (s *Store) Import(ctx context.Context, d *store.Dump) error {
 	return s.write(ctx, "importing", func(tx pgx.Tx) error {
 		var used bool
-		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM hosts) OR EXISTS (SELECT 1 FROM operators) OR EXISTS (SELECT 1 FROM audit) OR EXISTS (SELECT 1 FROM events)").Scan(&used); err != nil {
+		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM hosts) OR EXISTS (SELECT 1 FROM operators) OR EXISTS (SELECT 1 FROM audit) OR EXISTS (SELECT 1 FROM events) OR EXISTS (SELECT 1 FROM outbox)").Scan(&used); err != nil {
 			return fmt.Errorf("postgres: importing: %w", err)
 		}
 		if used {
-			return fmt.Errorf("postgres: importing into %s: the database already holds hosts, operators, audit entries or events; import only into an empty one", s.where)
+			return fmt.Errorf("postgres: importing into %s: the database already holds hosts, operators, audit entries, events or notifications; import only into an empty one", s.where)
 		}
 		b := &pgx.Batch{}
 		for _, h := range d.Hosts {
@@ -272,12 +282,20 @@ func (s *Store) Import(ctx context.Context, d *store.Dump) error {
 		for _, x := range d.Sessions {
 			b.Queue("INSERT INTO sessions (token_hash, operator, created_at, expires_at) VALUES ($1, $2, $3, $4)", x.TokenHash, x.Operator, nanos(x.CreatedAt), nanos(x.ExpiresAt))
 		}
+		for _, n := range d.Outbox {
+			b.Queue(`INSERT INTO outbox (id, sink, key, body, created_at, state, attempts, next_at, lease_owner, lease_until, last_error, done_at)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+				n.ID, n.Sink, n.Key, nonNil(n.Body), nanos(n.CreatedAt), n.State, n.Attempts, nanos(n.NextAt), n.LeaseOwner, nanos(n.LeaseUntil), n.LastError, nanos(n.DoneAt))
+		}
 		// New entries continue after the imported ids.
 		if len(d.Audit) > 0 {
 			b.Queue("SELECT setval(pg_get_serial_sequence('audit', 'id'), (SELECT max(id) FROM audit))")
 		}
 		if len(d.Events) > 0 {
 			b.Queue("SELECT setval(pg_get_serial_sequence('events', 'id'), (SELECT max(id) FROM events))")
+		}
+		if len(d.Outbox) > 0 {
+			b.Queue("SELECT setval(pg_get_serial_sequence('outbox', 'id'), (SELECT max(id) FROM outbox))")
 		}
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return fmt.Errorf("postgres: importing into %s: %w", s.where, err)

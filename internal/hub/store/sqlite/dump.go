@@ -179,6 +179,16 @@ func (s *Store) Export(ctx context.Context) (*store.Dump, error) {
 				return nil
 			})
 		},
+		func() error {
+			return each("outbox", "SELECT "+outboxCols+" FROM outbox ORDER BY id", func(r *sql.Rows) error {
+				n, err := scanNotification(r)
+				if err != nil {
+					return err
+				}
+				d.Outbox = append(d.Outbox, n)
+				return nil
+			})
+		},
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {

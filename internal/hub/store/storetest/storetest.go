@@ -51,6 +51,11 @@ func Run(t *testing.T, open Open) {
 		{"Events", testEvents},
 		{"PruneEvents", testPruneEvents},
 		{"UnknownHost", testUnknownHost},
+		{"OutboxDelivery", testOutboxDelivery},
+		{"OutboxDedup", testOutboxDedup},
+		{"OutboxLease", testOutboxLease},
+		{"OutboxClaimUnderRace", testOutboxClaimRace},
+		{"OutboxPrune", testOutboxPrune},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
@@ -907,5 +912,239 @@ func testUnknownHost(t *testing.T, s store.Store) {
 	check("Receipts", err)
 	if hosts, _ := s.Hosts(ctx); len(hosts) != 0 {
 		t.Fatalf("calls on an unknown host created hosts: %+v", hosts)
+	}
+}
+
+func note(sink, key string, at time.Time) store.Notification {
+	return store.Notification{Sink: sink, Key: key, Body: []byte(`{"kind":"test","key":"` + key + `"}`), CreatedAt: at}
+}
+
+func testOutboxDelivery(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	id1, err := s.EnqueueNotification(ctx, note("ops", "host.silent/pve-a", at), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id2, err := s.EnqueueNotification(ctx, store.Notification{Sink: "ops", Key: "job.failed/pve-a/j1", Body: []byte("{}"), CreatedAt: at, NextAt: at.Add(30 * time.Second)}, 0)
+	if err != nil || id2 <= id1 {
+		t.Fatalf("second enqueue: got %d, %v; want an id > %d", id2, err, id1)
+	}
+	for _, bad := range []store.Notification{
+		{Key: "k", Body: []byte("{}"), CreatedAt: at},
+		{Sink: "ops", Body: []byte("{}"), CreatedAt: at},
+		{Sink: "ops", Key: "k", CreatedAt: at},
+		{Sink: "ops", Key: "k", Body: []byte("{}")},
+		{Sink: "ops", Key: "k", Body: make([]byte, store.MaxNotificationBody+1), CreatedAt: at},
+	} {
+		_, err := s.EnqueueNotification(ctx, bad, 0)
+		wantErr(t, fmt.Sprintf("EnqueueNotification(%q, %q, %d bytes)", bad.Sink, bad.Key, len(bad.Body)), err, store.ErrInvalid)
+	}
+	if n, err := s.OutboxDepth(ctx); err != nil || n != 2 {
+		t.Fatalf("OutboxDepth: got %d, %v; want 2", n, err)
+	}
+	// At at only the first is due (the second waits 30s).
+	got, err := s.ClaimNotifications(ctx, "hub-1", at, time.Minute, 10)
+	if err != nil || len(got) != 1 || got[0].ID != id1 {
+		t.Fatalf("ClaimNotifications at the start: got %+v, %v; want only %d", got, err, id1)
+	}
+	n := got[0]
+	if n.Sink != "ops" || n.Key != "host.silent/pve-a" || string(n.Body) != `{"kind":"test","key":"host.silent/pve-a"}` ||
+		!n.CreatedAt.Equal(at) || n.State != store.OutboxPending || n.Attempts != 1 || n.LeaseOwner != "hub-1" || !n.LeaseUntil.Equal(at.Add(time.Minute)) {
+		t.Fatalf("claimed: got %+v", n)
+	}
+	// Leased: nobody else gets it, even when the other is due.
+	got, err = s.ClaimNotifications(ctx, "hub-2", at.Add(59*time.Second), time.Minute, 10)
+	if err != nil || len(got) != 1 || got[0].ID != id2 {
+		t.Fatalf("ClaimNotifications 59s on: got %+v, %v; want only %d (the first is leased for a minute)", got, err, id2)
+	}
+	if err := s.AckNotification(ctx, id1, at.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AckNotification(ctx, id1, at.Add(2*time.Second)); err != nil {
+		t.Fatalf("acknowledging twice: %v; want nil (an at-least-once retry)", err)
+	}
+	wantErr(t, "AckNotification of an unknown id", s.AckNotification(ctx, 1<<40, at), store.ErrNotFound)
+	// A failed attempt: only the lease holder reschedules it.
+	wantErr(t, "RetryNotification by a non-holder", s.RetryNotification(ctx, id2, "hub-1", at.Add(time.Hour), "boom", false), store.ErrConflict)
+	wantErr(t, "RetryNotification of a delivered one", s.RetryNotification(ctx, id1, "hub-1", at.Add(time.Hour), "boom", false), store.ErrConflict)
+	wantErr(t, "RetryNotification of an unknown id", s.RetryNotification(ctx, 1<<40, "hub-1", at, "boom", false), store.ErrNotFound)
+	if err := s.RetryNotification(ctx, id2, "hub-2", at.Add(time.Hour), "502 Bad Gateway", false); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.ClaimNotifications(ctx, "hub-1", at.Add(59*time.Minute), time.Minute, 10); len(got) != 0 {
+		t.Fatalf("claim before the retry is due: got %+v; want none", got)
+	}
+	got, err = s.ClaimNotifications(ctx, "hub-1", at.Add(time.Hour), time.Minute, 10)
+	if err != nil || len(got) != 1 || got[0].ID != id2 || got[0].Attempts != 2 || got[0].LastError != "502 Bad Gateway" {
+		t.Fatalf("claim when the retry is due: got %+v, %v; want %d on its second attempt with its last error", got, err, id2)
+	}
+	// Given up: dead, no longer claimable nor pending.
+	if err := s.RetryNotification(ctx, id2, "hub-1", at.Add(2*time.Hour), "400 Bad Request", true); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.ClaimNotifications(ctx, "hub-1", at.Add(48*time.Hour), time.Minute, 10); len(got) != 0 {
+		t.Fatalf("claim after giving up: got %+v; want none", got)
+	}
+	if n, err := s.OutboxDepth(ctx); err != nil || n != 0 {
+		t.Fatalf("OutboxDepth after delivery and giving up: got %d, %v; want 0", n, err)
+	}
+	all, err := s.Notifications(ctx, 0, 10)
+	if err != nil || len(all) != 2 {
+		t.Fatalf("Notifications: got %d, %v; want 2", len(all), err)
+	}
+	if a := all[0]; a.State != store.OutboxDelivered || !a.DoneAt.Equal(at.Add(time.Second)) || a.LeaseOwner != "" {
+		t.Fatalf("delivered: got %+v; want delivered at the first ack, lease cleared", a)
+	}
+	if b := all[1]; b.State != store.OutboxDead || b.LastError != "400 Bad Request" || !b.DoneAt.Equal(at.Add(2*time.Hour)) {
+		t.Fatalf("given up: got %+v", b)
+	}
+	if rest, _ := s.Notifications(ctx, id1, 10); len(rest) != 1 || rest[0].ID != id2 {
+		t.Fatalf("Notifications(after %d): got %+v; want only %d", id1, rest, id2)
+	}
+}
+
+func testOutboxDedup(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	if _, err := s.EnqueueNotification(ctx, note("ops", "drift/pve-a/101", at), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.EnqueueNotification(ctx, note("ops", "drift/pve-a/101", at.Add(59*time.Minute)), time.Hour)
+	wantErr(t, "the same key within the window", err, store.ErrExists)
+	// Another sink or another key is another message.
+	if _, err := s.EnqueueNotification(ctx, note("chat", "drift/pve-a/101", at.Add(time.Minute)), time.Hour); err != nil {
+		t.Fatalf("the same key for another sink: %v", err)
+	}
+	if _, err := s.EnqueueNotification(ctx, note("ops", "drift/pve-a/102", at.Add(time.Minute)), time.Hour); err != nil {
+		t.Fatalf("another key: %v", err)
+	}
+	// Past the window, or without one, it is sent again, delivered or not.
+	if _, err := s.EnqueueNotification(ctx, note("ops", "drift/pve-a/101", at.Add(time.Hour)), time.Hour); err != nil {
+		t.Fatalf("the same key when the window has passed: %v", err)
+	}
+	if _, err := s.EnqueueNotification(ctx, note("ops", "drift/pve-a/101", at.Add(time.Hour)), 0); err != nil {
+		t.Fatalf("the same key without a window: %v", err)
+	}
+	if n, _ := s.OutboxDepth(ctx); n != 5 {
+		t.Fatalf("OutboxDepth: got %d; want 5", n)
+	}
+	// Concurrent enqueues of one key store one message.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	stored := 0
+	for range 8 {
+		wg.Go(func() {
+			_, err := s.EnqueueNotification(ctx, note("ops", "receipts.broken/pve-b", at.Add(2*time.Hour)), time.Hour)
+			if err != nil && !errors.Is(err, store.ErrExists) {
+				t.Error(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				stored++
+			}
+		})
+	}
+	wg.Wait()
+	if stored != 1 {
+		t.Fatalf("8 concurrent enqueues of one key: %d stored; want 1", stored)
+	}
+}
+
+func testOutboxLease(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	id, err := s.EnqueueNotification(ctx, note("ops", "k", at), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.ClaimNotifications(ctx, "hub-1", at, time.Minute, 10); err != nil || len(got) != 1 {
+		t.Fatalf("first claim: got %+v, %v", got, err)
+	}
+	// hub-1 stopped mid-send: once its lease has run out another claims it.
+	if got, _ := s.ClaimNotifications(ctx, "hub-2", at.Add(59*time.Second), time.Minute, 10); len(got) != 0 {
+		t.Fatalf("claim while the lease holds: got %+v; want none", got)
+	}
+	got, err := s.ClaimNotifications(ctx, "hub-2", at.Add(time.Minute), time.Minute, 10)
+	if err != nil || len(got) != 1 || got[0].ID != id || got[0].Attempts != 2 || got[0].LeaseOwner != "hub-2" {
+		t.Fatalf("claim after the lease ran out: got %+v, %v; want %d leased to hub-2 on its second attempt", got, err, id)
+	}
+	// hub-1 comes back and reports its failure: the lease is no longer its.
+	wantErr(t, "RetryNotification by the expired holder", s.RetryNotification(ctx, id, "hub-1", at, "timeout", false), store.ErrConflict)
+	_, err = s.ClaimNotifications(ctx, "", at, time.Minute, 10)
+	wantErr(t, "a claim without an owner", err, store.ErrInvalid)
+	_, err = s.ClaimNotifications(ctx, "hub-1", at, 0, 10)
+	wantErr(t, "a claim without a lease", err, store.ErrInvalid)
+}
+
+func testOutboxClaimRace(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	const n = 40
+	for i := range n {
+		if _, err := s.EnqueueNotification(ctx, note("ops", fmt.Sprint("k", i), at), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	seen := map[int64]string{}
+	var wg sync.WaitGroup
+	for c := range 4 {
+		owner := fmt.Sprint("hub-", c)
+		wg.Go(func() {
+			for {
+				got, err := s.ClaimNotifications(ctx, owner, at, time.Hour, 3)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(got) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, g := range got {
+					if prev, ok := seen[g.ID]; ok {
+						t.Errorf("notification %d claimed by %s and %s under one lease", g.ID, prev, owner)
+					}
+					seen[g.ID] = owner
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(seen) != n {
+		t.Fatalf("claimed %d notifications; want all %d", len(seen), n)
+	}
+}
+
+func testOutboxPrune(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	var ids []int64
+	for i := range 3 {
+		id, err := s.EnqueueNotification(ctx, note("ops", fmt.Sprint("k", i), at.Add(time.Duration(i)*time.Hour)), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	// 0 delivered, 1 pending, 2 delivered but new.
+	if _, err := s.ClaimNotifications(ctx, "hub-1", at.Add(3*time.Hour), time.Minute, 10); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []int64{ids[0], ids[2]} {
+		if err := s.AckNotification(ctx, id, at.Add(3*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.PruneNotifications(ctx, at.Add(2*time.Hour))
+	if err != nil || n != 1 {
+		t.Fatalf("PruneNotifications: got %d, %v; want 1 (the old delivered one; pending ones stay)", n, err)
+	}
+	left, _ := s.Notifications(ctx, 0, 10)
+	if len(left) != 2 || left[0].ID != ids[1] || left[1].ID != ids[2] {
+		t.Fatalf("after pruning: got %+v; want %d and %d", left, ids[1], ids[2])
 	}
 }
