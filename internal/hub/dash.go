@@ -263,7 +263,15 @@ func (d *dashboard) session(h sessionHandler) http.HandlerFunc {
 // safeNext returns where to go after login: a dashboard path, never
 // another site.
 func safeNext(v string) string {
-	if !strings.HasPrefix(v, "/ui/") || strings.HasPrefix(v, "//") || strings.ContainsAny(v, "\\\r\n") || strings.HasPrefix(v, "/ui/login") {
+	if !strings.HasPrefix(v, "/ui/") || strings.HasPrefix(v, "/ui/login") || strings.ContainsRune(v, '\\') || len(v) > 2048 {
+		return "/ui/"
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 || v[i] == 0x7f {
+			return "/ui/"
+		}
+	}
+	if u, err := url.Parse(v); err != nil || u.Scheme != "" || u.Host != "" || u.Opaque != "" {
 		return "/ui/"
 	}
 	return v
