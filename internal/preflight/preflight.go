@@ -24,6 +24,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -249,12 +250,35 @@ type pathCheck struct {
 	needs []Need
 }
 
+// Needs on paths other than a managed guest's, met only where desired
+// state asks for them (a clone, a container template, a cicustom
+// snippet). By PVE's API schema and handlers: a clone needs VM.Clone on
+// the source; reading a template volume needs Datastore.Audit (or
+// AllocateSpace) on its storage (pve-storage check_volume_access); the
+// agent checks that a cicustom snippet exists by reading the volume,
+// which needs Datastore.Allocate on a snippets storage.
+var (
+	cloneNeed      = Need{"VM.Clone", "clone it into the guests desired state creates from it"}
+	templateNeed   = Need{"Datastore.Audit", "read the ISO and container templates creation uses"}
+	snippetNeed    = Need{"Datastore.Allocate", "check that cicustom snippets exist before writing them"}
+	cloneAuditNeed = Need{"VM.Audit", "read the clone source's config"}
+)
+
 // pathChecks lists the ACL paths to check: each managed guest (with the
-// privileges its config keys need) and each storage its disks name, or
+// privileges its config keys need), each clone source, and each storage
+// its disks, creation and snippets name (with what each needs there), or
 // /vms and /storage when desired state names none.
 func pathChecks(h *desired.Host) []pathCheck {
 	var out []pathCheck
-	storages := map[string]bool{}
+	storages := map[string][]Need{}
+	addStorage := func(id string, needs ...Need) {
+		for _, n := range needs {
+			if id != "" && !slices.ContainsFunc(storages[id], func(m Need) bool { return m.Priv == n.Priv }) {
+				storages[id] = append(storages[id], n)
+			}
+		}
+	}
+	sources := map[int]bool{}
 	if h != nil {
 		vmids := make([]int, 0, len(h.Guests))
 		for vmid := range h.Guests {
@@ -278,14 +302,44 @@ func pathChecks(h *desired.Host) []pathCheck {
 				if !slices.ContainsFunc(needs, func(n Need) bool { return n.Priv == priv }) {
 					needs = append(needs, Need{priv, "set " + k})
 				}
-				if priv == "VM.Config.Disk" {
-					if st := diskStorage(g.Config[k]); st != "" {
-						storages[st] = true
+				switch {
+				case k == "cicustom":
+					for _, v := range strings.Split(g.Config[k], ",") {
+						if _, vol, ok := strings.Cut(v, "="); ok {
+							addStorage(diskStorage(vol), snippetNeed)
+						}
 					}
+				case priv == "VM.Config.Disk":
+					addStorage(diskStorage(g.Config[k]), StorageNeeds...)
+				}
+			}
+			if c := g.Create; c != nil {
+				if c.IsClone() {
+					sources[c.Clone] = true
+				}
+				addStorage(c.Storage, StorageNeeds...)
+				for k, v := range c.Disks {
+					if k == "cdrom" || strings.Contains(v, ":iso/") {
+						addStorage(diskStorage(v), templateNeed)
+					} else {
+						addStorage(diskStorage(v), StorageNeeds...)
+					}
+				}
+				if c.OSTemplate != "" {
+					addStorage(diskStorage(c.OSTemplate), templateNeed)
 				}
 			}
 			out = append(out, pathCheck{"/vms/" + strconv.Itoa(vmid), needs})
 		}
+	}
+	srcs := slices.Sorted(maps.Keys(sources))
+	for _, src := range srcs {
+		needs := []Need{cloneNeed, cloneAuditNeed}
+		if i := slices.IndexFunc(out, func(pc pathCheck) bool { return pc.path == "/vms/"+strconv.Itoa(src) }); i >= 0 {
+			out[i].needs = append(out[i].needs, cloneNeed) // a managed guest is also a clone source
+			continue
+		}
+		out = append(out, pathCheck{"/vms/" + strconv.Itoa(src), needs})
 	}
 	if len(out) == 0 {
 		out = append(out, pathCheck{"/vms", GuestNeeds})
@@ -293,13 +347,8 @@ func pathChecks(h *desired.Host) []pathCheck {
 	if len(storages) == 0 {
 		return append(out, pathCheck{"/storage", StorageNeeds})
 	}
-	ids := make([]string, 0, len(storages))
-	for id := range storages {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		out = append(out, pathCheck{"/storage/" + id, StorageNeeds})
+	for _, id := range slices.Sorted(maps.Keys(storages)) {
+		out = append(out, pathCheck{"/storage/" + id, storages[id]})
 	}
 	return out
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -404,5 +405,84 @@ func TestHubChecks(t *testing.T) {
 				t.Errorf("the host token appears in the results")
 			}
 		})
+	}
+}
+
+// TestCreateNeeds: desired state that creates guests adds the checks
+// creation needs: VM.Clone on a clone's source, Datastore.Audit where a
+// container template or ISO lives, Datastore.AllocateSpace where disks
+// are allocated, Datastore.Allocate where cicustom snippets live. A token
+// holding exactly those clones and creates on the simulator; one missing
+// any of them fails naming it on its path.
+func TestCreateNeeds(t *testing.T) {
+	e := newPVE(t)
+	if err := e.s.AddTemplates(); err != nil {
+		t.Fatal(err)
+	}
+	doc, err := desired.Parse([]byte(`apiVersion: steward/v1
+kind: Fleet
+hosts:
+  pve:
+    guests:
+      120: {kind: qemu, create: {clone: 9000, full: true, storage: local-lvm}, config: {cicustom: "user=local:snippets/u.yaml"}}
+      130: {kind: lxc, create: {ostemplate: "` + sim.TemplateVztmpl + `", storage: local-lvm}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := doc.ForHost("pve")
+	pcs := pathChecks(want)
+	var got []string
+	grants := map[string][]Need{}
+	for _, pc := range pcs {
+		var privs []string
+		for _, n := range pc.needs {
+			privs = append(privs, n.Priv)
+		}
+		got = append(got, pc.path+"="+strings.Join(privs, "+"))
+		grants[pc.path] = pc.needs
+	}
+	for _, w := range []string{"/vms/9000=VM.Clone+VM.Audit", "/storage/local=Datastore.Allocate+Datastore.Audit", "/storage/local-lvm=Datastore.AllocateSpace"} {
+		if !slices.Contains(got, w) {
+			t.Errorf("checks %v; want %s among them", got, w)
+		}
+	}
+
+	// Exactly these grants pass the check and let PVE clone and create.
+	exact := e.restricted("steward@pve!create", grants)
+	if rs := Run(t.Context(), Config{PVE: e.client(t, exact), Node: "pve", Desired: want}); !Passed(rs) {
+		t.Fatalf("the needs themselves: want all to pass:\n%s", lines(rs))
+	}
+	c := e.client(t, exact)
+	waitOK := func(what string, r pve.Result, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s with exactly the needs: %v", what, err)
+		}
+		if upid, ok := r.Task(); ok {
+			if res, err := c.WaitTask(t.Context(), upid, pve.WaitOptions{Initial: time.Millisecond, Max: 5 * time.Millisecond}); err != nil {
+				t.Fatalf("%s task with exactly the needs: %+v, %v", what, res, err)
+			}
+		}
+	}
+	r, err := c.Clone(t.Context(), "pve", 9000, 120, map[string]string{"full": "1", "storage": "local-lvm", "name": "web-1"})
+	waitOK("clone", r, err)
+	r, err = c.Create(t.Context(), "pve", guest.LXC, 130, map[string]string{"ostemplate": sim.TemplateVztmpl, "rootfs": "local-lvm:4", "unprivileged": "1"})
+	waitOK("create lxc", r, err)
+
+	// Each one missing is named on its path.
+	for _, pc := range pcs {
+		for _, n := range pc.needs {
+			g := map[string][]Need{}
+			for p, ns := range grants {
+				g[p] = ns
+			}
+			g[pc.path] = without(pc.needs, n.Priv)
+			tok := e.restricted(fmt.Sprintf("steward@pve!no-%s-%s", strings.ReplaceAll(pc.path, "/", "-"), n.Priv), g)
+			f := failed(Run(t.Context(), Config{PVE: e.client(t, tok), Node: "pve", Desired: want}))
+			if len(f) != 1 || f[0].Check != "pve privileges "+pc.path || !strings.Contains(f[0].Detail, "missing "+n.Priv+" (to "+n.For+")") {
+				t.Errorf("without %s on %s: want one failure naming it there; got:\n%s", n.Priv, pc.path, lines(f))
+			}
+		}
 	}
 }
