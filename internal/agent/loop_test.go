@@ -111,7 +111,7 @@ func (p *quietPVE) StorageStatus(context.Context, string, string) (pve.Storage, 
 func (p *quietPVE) Destroy(context.Context, string, guest.Kind, int, pve.DestroyOptions) (pve.Result, error) {
 	return p.mutate()
 }
-func (p *quietPVE) SnapshotCreate(context.Context, string, guest.Kind, int, string, string) (pve.Result, error) {
+func (p *quietPVE) SnapshotTake(context.Context, string, guest.Kind, int, pve.SnapshotOptions) (pve.Result, error) {
 	return p.mutate()
 }
 func (p *quietPVE) SnapshotRollback(context.Context, string, guest.Kind, int, string) (pve.Result, error) {

@@ -34,8 +34,13 @@
 //     only the Provenance argument (the agent's journal) can attest. A
 //     guest with PVE's protection flag set is destroyed only by a signed
 //     destroy that says so (ProtectedParam, ProtectionMismatch).
-//   - snapshot, snapshot_rollback, snapshot_delete, and any unknown op:
-//     destructive.
+//   - snapshot (take one): benign with only its known parameters
+//     (snapname in PVE's format, description, vmstate on QEMU): a
+//     snapshot adds a point to return to and changes no data.
+//   - snapshot_delete: benign only for the snapshot Provenance.Snapshot
+//     names (the agent's own scheduled snapshot, unchanged since it took
+//     it); any other snapshot, whatever its name, is destructive.
+//   - snapshot_rollback, and any unknown op: destructive.
 //   - storage headroom: a resize, config write, create or clone that would
 //     otherwise be benign is held for a signature when the agent found it
 //     would fill a storage past its threshold (Provenance.Headroom; see
@@ -50,6 +55,7 @@ package classify
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -101,6 +107,12 @@ type Provenance struct {
 	// otherwise benign is then held for a signature like a destructive
 	// action, with this as its reason.
 	Headroom string
+	// Snapshot, when not empty, names a snapshot of the guest that the
+	// agent's own journal shows it took under the guest's snapshot
+	// schedule and that PVE still lists unchanged (same name, snaptime
+	// and description as journaled). Deleting exactly that snapshot (a
+	// prune) is then benign; deleting any other needs a signature.
+	Snapshot string
 }
 
 // Classify judges action a against the guest's current config actual (nil
@@ -128,14 +140,12 @@ func Classify(a action.Action, actual guest.Config, prov Provenance) Verdict {
 	case action.Destroy:
 		j.destroy(prov)
 	case action.SnapshotCreate:
-		j.addKeys(dataKeys(a.Kind, actual)...)
-		j.bad("op snapshot is not on the benign list (DESIGN.md: any op not listed is destructive)")
+		j.snapshotCreate()
 	case action.SnapshotRollback:
 		j.addKeys(dataKeys(a.Kind, actual)...)
 		j.bad(fmt.Sprintf("rolls back guest %d to snapshot %q, discarding every change since", a.VMID, a.Params["snapname"]))
 	case action.SnapshotDelete:
-		j.addKeys(dataKeys(a.Kind, actual)...)
-		j.bad(fmt.Sprintf("deletes snapshot %q of guest %d", a.Params["snapname"], a.VMID))
+		j.snapshotDelete(prov)
 	default:
 		j.bad(fmt.Sprintf("unknown op %q", a.Op))
 	}
@@ -738,4 +748,54 @@ func dataKeys(kind guest.Kind, c guest.Config) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// snapNameRE is PVE's pve-snapshot-name format (pve-common
+// PVE::JSONSchema::parse_snapshot_name): a letter, then 1 to 39 letters,
+// digits, '-' or '_'.
+var snapNameRE = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9_\-]{1,39}$`)
+
+// snapshotCreate judges taking a snapshot. It is benign: PVE's snapshot
+// freezes the guest's disks (and, with vmstate, its memory) at a point the
+// guest can return to, and changes nothing the guest holds. What it costs
+// is space, on the storage's own terms; the schedule bounds it with keep.
+func (j *judge) snapshotCreate() {
+	name := j.a.Params["snapname"]
+	for _, k := range j.sortedParams() {
+		v := j.a.Params[k]
+		switch {
+		case k == "snapname":
+			if !snapNameRE.MatchString(v) || v == "current" {
+				j.bad(fmt.Sprintf("snapshot: name %q is not a PVE snapshot name", v))
+			}
+		case k == "description":
+		case k == "vmstate" && j.a.Kind == guest.QEMU && (v == "0" || v == "1"):
+		default:
+			j.bad(fmt.Sprintf("snapshot: unknown parameter %q", k))
+		}
+	}
+	if _, ok := j.a.Params["snapname"]; !ok {
+		j.bad("snapshot: no snapname")
+	}
+	j.ok(fmt.Sprintf("snapshot %q of guest %d adds a point to return to and changes no data", name, j.a.VMID))
+}
+
+// snapshotDelete judges deleting a snapshot: the data it holds is gone,
+// so only the agent's own scheduled snapshot, proven by its journal and
+// unchanged since, is benign to prune.
+func (j *judge) snapshotDelete(prov Provenance) {
+	name := j.a.Params["snapname"]
+	own := prov.Snapshot != "" && prov.Snapshot == name
+	for _, k := range j.sortedParams() {
+		if k != "snapname" {
+			j.bad(fmt.Sprintf("snapshot_delete: parameter %q (force removes a snapshot PVE could not cleanly delete)", k))
+			own = false
+		}
+	}
+	if own {
+		j.ok(fmt.Sprintf("prunes snapshot %q of guest %d, which the agent's journal shows it took under the guest's snapshot schedule, unchanged since", name, j.a.VMID))
+		return
+	}
+	j.addKeys(dataKeys(j.a.Kind, j.actual)...)
+	j.bad(fmt.Sprintf("deletes snapshot %q of guest %d", name, j.a.VMID))
 }

@@ -313,7 +313,17 @@ func TestClassifySnapshotsAndUnknownOps(t *testing.T) {
 	l := lxcActual()
 	lxcDisks := []string{"mp0", "mp1", "rootfs", "unused0"}
 	runCases(t, []classifyCase{
-		{name: "snapshot create", a: action.Action{Op: action.SnapshotCreate, VMID: 101, Kind: guest.LXC, Params: p{"snapname": "s1"}}, actual: l, want: Destructive, reason: []string{"any op not listed is destructive"}, keys: lxcDisks},
+		{name: "snapshot create", a: action.Action{Op: action.SnapshotCreate, VMID: 101, Kind: guest.LXC, Params: p{"snapname": "s1", "description": "x"}}, actual: l, want: Benign, reason: []string{"changes no data"}},
+		{name: "snapshot create qemu vmstate", a: action.Action{Op: action.SnapshotCreate, VMID: 101, Kind: guest.QEMU, Params: p{"snapname": "steward-20261205-210000", "vmstate": "1"}}, want: Benign, reason: []string{"changes no data"}},
+		{name: "snapshot create lxc vmstate", a: action.Action{Op: action.SnapshotCreate, VMID: 101, Kind: guest.LXC, Params: p{"snapname": "s1", "vmstate": "1"}}, actual: l, want: Destructive, reason: []string{`unknown parameter "vmstate"`}},
+		{name: "snapshot create bad name", a: action.Action{Op: action.SnapshotCreate, VMID: 101, Kind: guest.QEMU, Params: p{"snapname": "1-bad"}}, want: Destructive, reason: []string{"not a PVE snapshot name"}},
+		{name: "snapshot create too long", a: action.Action{Op: action.SnapshotCreate, VMID: 101, Kind: guest.QEMU, Params: p{"snapname": "a" + strings.Repeat("b", 40)}}, want: Destructive, reason: []string{"not a PVE snapshot name"}},
+		{name: "snapshot create unknown param", a: action.Action{Op: action.SnapshotCreate, VMID: 101, Kind: guest.QEMU, Params: p{"snapname": "s1", "skiplock": "1"}}, want: Destructive, reason: []string{`unknown parameter "skiplock"`}},
+		{name: "snapshot create no name", a: action.Action{Op: action.SnapshotCreate, VMID: 101, Kind: guest.QEMU, Params: p{}}, want: Destructive, reason: []string{"no snapname"}},
+		{name: "prune own snapshot", a: action.Action{Op: action.SnapshotDelete, VMID: 101, Kind: guest.LXC, Params: p{"snapname": "steward-20261205-210000"}}, actual: l, prov: Provenance{Snapshot: "steward-20261205-210000"}, want: Benign, reason: []string{"agent's journal shows it took"}},
+		{name: "delete another snapshot with provenance for one", a: action.Action{Op: action.SnapshotDelete, VMID: 101, Kind: guest.LXC, Params: p{"snapname": "steward-20261205-220000"}}, actual: l, prov: Provenance{Snapshot: "steward-20261205-210000"}, want: Destructive, reason: []string{`deletes snapshot "steward-20261205-220000"`}, keys: lxcDisks},
+		{name: "prune own snapshot with force", a: action.Action{Op: action.SnapshotDelete, VMID: 101, Kind: guest.LXC, Params: p{"snapname": "steward-20261205-210000", "force": "1"}}, actual: l, prov: Provenance{Snapshot: "steward-20261205-210000"}, want: Destructive, reason: []string{`parameter "force"`}, keys: lxcDisks},
+		{name: "steward-looking name without provenance", a: action.Action{Op: action.SnapshotDelete, VMID: 101, Kind: guest.LXC, Params: p{"snapname": "steward-20261205-210000"}}, actual: l, want: Destructive, reason: []string{"deletes snapshot"}, keys: lxcDisks},
 		{name: "snapshot rollback", a: action.Action{Op: action.SnapshotRollback, VMID: 101, Kind: guest.LXC, Params: p{"snapname": "s1"}}, actual: l, want: Destructive, reason: []string{`rolls back guest 101 to snapshot "s1"`}, keys: lxcDisks},
 		{name: "snapshot delete", a: action.Action{Op: action.SnapshotDelete, VMID: 101, Kind: guest.LXC, Params: p{"snapname": "s1"}}, actual: l, want: Destructive, reason: []string{`deletes snapshot "s1"`}, keys: lxcDisks},
 		{name: "unknown op", a: action.Action{Op: "migrate", VMID: 101, Kind: guest.LXC}, actual: l, want: Destructive, reason: []string{`unknown op "migrate"`}},

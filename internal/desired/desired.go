@@ -22,6 +22,7 @@
 //	        ignore: [net0]     # keys never reported nor corrected
 //	        create:            # how to create it when missing (create.go)
 //	          ostemplate: local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst
+//	        snapshots: {every: 24h, keep: 7}  # a snapshot schedule (snapshots.go)
 //
 // Every field is optional. An empty document (zero bytes, only whitespace or
 // comments, or a YAML null) is valid and manages nothing; it never means
@@ -145,6 +146,8 @@ type Guest struct {
 	// Create says how to create the guest when it does not exist; nil
 	// means a missing guest is an error, never created.
 	Create *Create `json:"create,omitempty"`
+	// Snapshots is the guest's snapshot schedule; nil means none.
+	Snapshots *Snapshots `json:"snapshots,omitempty"`
 
 	// kindErrs are the config errors that only one kind has, of a parsed
 	// guest whose kind is not pinned (an empty map when there are none);
@@ -391,6 +394,7 @@ func (g *Guest) validate(errs *errList, gp string, at func(string) int, record b
 	}
 	g.validateSchema(errs, gp, at, checked, record)
 	g.validateCreate(errs, gp, at)
+	g.validateSnapshots(errs, gp, at)
 	for i, k := range g.Ignore {
 		p := fmt.Sprintf("%s.ignore[%d]", gp, i)
 		if !validKeySyntax(k) {

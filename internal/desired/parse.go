@@ -269,8 +269,11 @@ func (p *decoder) guest(gp string, n *yaml.Node) *Guest {
 		case "create":
 			p.lines[fp] = v.Line
 			g.Create = p.create(fp, v)
+		case "snapshots":
+			p.lines[fp] = v.Line
+			g.Snapshots = p.snapshots(fp, v)
 		default:
-			p.fail(fp, k, "unknown field (want kind, mode, state, restart, description, tags, config, ignore, create)")
+			p.fail(fp, k, "unknown field (want kind, mode, state, restart, description, tags, config, ignore, create, snapshots)")
 		}
 	})
 	return g

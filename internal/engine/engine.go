@@ -140,6 +140,9 @@ type GuestReport struct {
 	NextRetry time.Time
 	// Changed is true when at least one action ran on the guest this tick.
 	Changed bool
+	// Snapshots is the guest's snapshot schedule state; nil without a
+	// schedule.
+	Snapshots *SnapshotState
 }
 
 // Result is the fate of one action the tick submitted.

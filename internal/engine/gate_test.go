@@ -569,7 +569,7 @@ func TestGateHoles(t *testing.T) {
 		}
 	})
 
-	t.Run("unsigned destroy, snapshot ops and disk-touching config as jobs", func(t *testing.T) {
+	t.Run("unsigned destroy, snapshot rollback and delete and disk-touching config as jobs", func(t *testing.T) {
 		h := newHarness(t, sim.Options{}, qemuGuest(101, false, map[string]string{"unused0": "local-lvm:vm-101-disk-3"}))
 		env := signingEnv(t)
 		g, _ := h.srv.Sim.Guest(101)
@@ -579,7 +579,6 @@ func TestGateHoles(t *testing.T) {
 			{Op: action.Destroy, Params: map[string]string{"purge": "1"}},
 			{Op: action.SnapshotRollback, Params: map[string]string{"snapname": "s1"}},
 			{Op: action.SnapshotDelete, Params: map[string]string{"snapname": "s1"}},
-			{Op: action.SnapshotCreate, Params: map[string]string{"snapname": "s1"}},
 			{Op: action.SetConfig, Params: map[string]string{"delete": "unused0"}},
 			{Op: action.SetConfig, Params: map[string]string{"cores": "2", "delete": "scsi0"}},
 			{Op: action.Resize, Params: map[string]string{"disk": "scsi0", "size": "1G"}},

@@ -177,6 +177,9 @@ func (t *tick) report(ctx context.Context) {
 		}
 	}
 	t.rep.Guests = e.guestReports(t.rep, final, t.held)
+	for i := range t.rep.Guests {
+		t.rep.Guests[i].Snapshots = t.snaps[t.rep.Guests[i].VMID]
+	}
 }
 
 // guestReports derives each desired guest's status from final, the plan

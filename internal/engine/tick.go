@@ -73,6 +73,9 @@ type tick struct {
 	// what the actions allowed so far allocate, by storage (headroom.go).
 	storages  map[string]classify.StorageUsage
 	allocated map[string]int64
+	// snaps is each scheduled guest's snapshot schedule state
+	// (snapshots.go).
+	snaps map[int]*SnapshotState
 }
 
 // submitted is an action handed to the per-guest queue.
@@ -96,10 +99,12 @@ func (e *Engine) pass(ctx context.Context, want *desired.Host, jobs []signedop.J
 	// Signed jobs first: they carry operator intent for this exact state.
 	t.signedJobs(ctx)
 	t.plan(ctx)
+	t.snapshots(ctx)
 	t.act(ctx)
 	if err := ctx.Err(); err != nil {
 		return t.rep, err
 	}
+	t.afterSnapshots(ctx)
 	t.report(ctx)
 	return t.rep, ctx.Err()
 }

@@ -38,6 +38,14 @@ func (r Report) Wire() wire.Report {
 		for _, c := range gr.Drift {
 			s.Drift = append(s.Drift, wire.Change{Key: c.Key, From: c.From, To: c.To})
 		}
+		if sc := gr.Snapshots; sc != nil {
+			ws := &wire.SnapshotSchedule{Every: sc.Every.String(), Keep: sc.Keep, LastTaken: wireTime(sc.LastTaken), NextDue: wireTime(sc.NextDue),
+				Held: slices.Clone(sc.Held), Note: sc.Note}
+			for _, o := range sc.Own {
+				ws.Snapshots = append(ws.Snapshots, wire.ScheduledSnapshot{Name: o.Name, Taken: wireTime(o.Taken)})
+			}
+			s.Snapshots = ws
+		}
 		w.Sync = append(w.Sync, s)
 	}
 	for _, res := range r.Results {

@@ -34,7 +34,7 @@ type PVE interface {
 	Create(ctx context.Context, node string, kind guest.Kind, vmid int, params map[string]string) (pve.Result, error)
 	Clone(ctx context.Context, node string, source, newid int, params map[string]string) (pve.Result, error)
 	Destroy(ctx context.Context, node string, kind guest.Kind, vmid int, o pve.DestroyOptions) (pve.Result, error)
-	SnapshotCreate(ctx context.Context, node string, kind guest.Kind, vmid int, name, description string) (pve.Result, error)
+	SnapshotTake(ctx context.Context, node string, kind guest.Kind, vmid int, o pve.SnapshotOptions) (pve.Result, error)
 	SnapshotRollback(ctx context.Context, node string, kind guest.Kind, vmid int, name string) (pve.Result, error)
 	SnapshotDelete(ctx context.Context, node string, kind guest.Kind, vmid int, name string) (pve.Result, error)
 	WaitTask(ctx context.Context, upid pve.UPID, o pve.WaitOptions) (pve.TaskResult, error)
@@ -202,7 +202,7 @@ func (e *Executor) call(ctx context.Context, a action.Action) (pve.Result, error
 		}
 		return c.Destroy(ctx, node, k, id, pve.DestroyOptions{Purge: p["purge"] == "1", DestroyUnreferencedDisks: p["destroy-unreferenced-disks"] == "1"})
 	case action.SnapshotCreate:
-		return c.SnapshotCreate(ctx, node, k, id, p["snapname"], p["description"])
+		return c.SnapshotTake(ctx, node, k, id, pve.SnapshotOptions{Name: p["snapname"], Description: p["description"], VMState: p["vmstate"] == "1"})
 	case action.SnapshotRollback:
 		return c.SnapshotRollback(ctx, node, k, id, p["snapname"])
 	case action.SnapshotDelete:

@@ -43,6 +43,10 @@
 //	6 provenance {"vmid","create_op","failed","time","remains","started"}: written only by
 //	             compaction, the create provenance of a guest whose create op
 //	             has ended
+//	7 snapshot   Snapshot: {"vmid","name","snaptime","description","taken","op","gone"}:
+//	             a snapshot the agent took under a schedule, as PVE listed it
+//	             (its proof of ownership for pruning), kept by compaction until
+//	             a record with "gone" forgets it
 //
 // Optional fields are omitted when empty. Times are RFC 3339 in UTC with
 // nanoseconds. testdata/golden.journal is a small journal in this format;

@@ -40,6 +40,7 @@ const (
 	typeDecision   recordType = 4
 	typeCompleted  recordType = 5
 	typeProvenance recordType = 6
+	typeSnapshot   recordType = 7
 )
 
 func (t recordType) String() string {
@@ -56,6 +57,8 @@ func (t recordType) String() string {
 		return "completed"
 	case typeProvenance:
 		return "provenance"
+	case typeSnapshot:
+		return "snapshot"
 	}
 	return fmt.Sprintf("type %d", byte(t))
 }
@@ -101,6 +104,7 @@ type record struct {
 	Decision   *Decision
 	Completed  *completedRecord
 	Provenance *provenanceRecord
+	Snapshot   *Snapshot
 }
 
 // body returns the struct that is the JSON body of r.
@@ -119,6 +123,8 @@ func (r record) body() (any, error) {
 		b = r.Completed
 	case typeProvenance:
 		b = r.Provenance
+	case typeSnapshot:
+		b = r.Snapshot
 	default:
 		return nil, fmt.Errorf("journal: unknown record type %d", byte(r.Type))
 	}
@@ -155,7 +161,7 @@ func appendFrame(dst, payload []byte) []byte { return frame.Append(dst, payload)
 // keeps the search for a valid record after a bad one from checksumming
 // at every offset.
 var frames = frame.Format{Min: 3, Max: maxPayload, Plausible: func(p []byte) bool {
-	return p[0] >= byte(typeBegin) && p[0] <= byte(typeProvenance) && p[1] == '{' && p[len(p)-1] == '}'
+	return p[0] >= byte(typeBegin) && p[0] <= byte(typeSnapshot) && p[1] == '{' && p[len(p)-1] == '}'
 }}
 
 // encodeFrame returns r framed for the file.
@@ -195,6 +201,9 @@ func decodePayload(p []byte) (record, error) {
 	case typeProvenance:
 		r.Provenance = new(provenanceRecord)
 		dst = r.Provenance
+	case typeSnapshot:
+		r.Snapshot = new(Snapshot)
+		dst = r.Snapshot
 	default:
 		return record{}, fmt.Errorf("unknown record type %d", p[0])
 	}
@@ -235,6 +244,8 @@ func (r record) validate() error {
 		if r.Provenance.CreateOp == "" {
 			return errors.New("provenance record without a create op id")
 		}
+	case typeSnapshot:
+		return validateSnapshot(r.Snapshot)
 	}
 	return nil
 }

@@ -136,6 +136,7 @@ type state struct {
 	nonces    map[string]nonceEntry
 	upids     map[string]string // UPID → id of the op it was recorded for
 	decisions []decisionEntry
+	snaps     map[int]map[string]snapEntry // vmid → name → the agent's own scheduled snapshot
 }
 
 type nonceEntry struct {
@@ -222,6 +223,8 @@ func (s *state) apply(r record) error {
 	case typeProvenance:
 		p := r.Provenance
 		s.prov[p.VMID] = &provenance{createOp: p.CreateOp, seq: s.seq, ended: true, failed: p.Failed, at: p.Time, remains: p.Remains, started: p.Started}
+	case typeSnapshot:
+		s.applySnapshot(r.Snapshot)
 	default:
 		return fmt.Errorf("unknown record type %d", byte(r.Type))
 	}
@@ -306,6 +309,9 @@ func (s *state) snapshot() []record {
 	for _, e := range s.decisions {
 		d := e.d
 		items = append(items, item{e.seq, record{Type: typeDecision, Decision: &d}})
+	}
+	for _, e := range s.snapshotRecords() {
+		items = append(items, item{e.seq, e.r})
 	}
 	// Every item comes from a distinct record, so sequences are unique.
 	slices.SortFunc(items, func(a, b item) int { return cmp.Compare(a.seq, b.seq) })

@@ -278,17 +278,38 @@ func (c *Client) Destroy(ctx context.Context, node string, kind guest.Kind, vmid
 	return c.mutate(ctx, http.MethodDelete, guestPath(node, kind, vmid), p)
 }
 
-// SnapshotCreate takes a snapshot named name (POST …/snapshot).
+// SnapshotCreate takes a snapshot named name (POST …/snapshot), without
+// the guest's memory.
 func (c *Client) SnapshotCreate(ctx context.Context, node string, kind guest.Kind, vmid int, name, description string) (Result, error) {
+	return c.SnapshotTake(ctx, node, kind, vmid, SnapshotOptions{Name: name, Description: description})
+}
+
+// SnapshotOptions are the parameters of a snapshot.
+type SnapshotOptions struct {
+	Name        string // PVE's pve-snapshot-name: a letter, then 1-39 letters, digits, '-' or '_'
+	Description string // "" sends none
+	// VMState also saves a running QEMU guest's memory (vmstate=1); it
+	// is refused for a container, which has no such parameter.
+	VMState bool
+}
+
+// SnapshotTake takes a snapshot (POST …/snapshot) as o says.
+func (c *Client) SnapshotTake(ctx context.Context, node string, kind guest.Kind, vmid int, o SnapshotOptions) (Result, error) {
 	if err := checkGuest(node, kind, vmid); err != nil {
 		return Result{}, err
 	}
-	if err := checkSnapName(name); err != nil {
+	if err := checkSnapName(o.Name); err != nil {
 		return Result{}, err
 	}
-	p := url.Values{"snapname": {name}}
-	if description != "" {
-		p.Set("description", description)
+	p := url.Values{"snapname": {o.Name}}
+	if o.Description != "" {
+		p.Set("description", o.Description)
+	}
+	if o.VMState {
+		if kind != guest.QEMU {
+			return Result{}, fmt.Errorf("pve: vmstate is a qemu snapshot parameter; a %s guest has none", kind)
+		}
+		p.Set("vmstate", "1")
 	}
 	return c.mutate(ctx, http.MethodPost, guestPath(node, kind, vmid, "snapshot"), p)
 }

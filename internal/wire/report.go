@@ -81,6 +81,32 @@ type Sync struct {
 	// NextRetry is when a failing guest is tried again; zero when not
 	// backing off.
 	NextRetry time.Time `json:"next_retry,omitzero"`
+	// Snapshots is the guest's snapshot schedule state; absent without a
+	// schedule.
+	Snapshots *SnapshotSchedule `json:"snapshots,omitempty"`
+}
+
+// SnapshotSchedule is a guest's snapshot schedule as the agent found it.
+type SnapshotSchedule struct {
+	Every string `json:"every"` // the interval, as a Go duration ("24h0m0s")
+	Keep  int    `json:"keep"`
+	// Snapshots are the agent's own snapshots PVE lists unchanged, oldest
+	// first; a snapshot's age is the report's time minus its taken.
+	Snapshots []ScheduledSnapshot `json:"snapshots,omitempty"`
+	// LastTaken is when the newest was taken; NextDue when the next is
+	// due (at or before the report's time: due now).
+	LastTaken time.Time `json:"last_taken,omitzero"`
+	NextDue   time.Time `json:"next_due,omitzero"`
+	// Held are the prunes waiting for a signature, each with why.
+	Held []string `json:"held,omitempty"`
+	// Note says why the schedule did nothing this tick.
+	Note string `json:"note,omitempty"`
+}
+
+// ScheduledSnapshot is one snapshot the agent took under a schedule.
+type ScheduledSnapshot struct {
+	Name  string    `json:"name"`
+	Taken time.Time `json:"taken"`
 }
 
 // Change is one managed field that differs: Key is the PVE config key (or
@@ -186,6 +212,22 @@ func (r Report) Validate() error {
 			c.text(q+".key", d.Key, true)
 			c.text(q+".from", d.From, false)
 			c.text(q+".to", d.To, false)
+		}
+		if sc := s.Snapshots; sc != nil {
+			q := p + ".snapshots"
+			c.text(q+".every", sc.Every, true)
+			if sc.Keep < 0 {
+				c.fail(q+".keep", "negative (%d)", sc.Keep)
+			}
+			c.count(q+".snapshots", len(sc.Snapshots), MaxParams)
+			for j, sn := range sc.Snapshots {
+				c.text(fmt.Sprintf("%s.snapshots[%d].name", q, j), sn.Name, true)
+			}
+			c.count(q+".held", len(sc.Held), MaxParams)
+			for j, h := range sc.Held {
+				c.text(fmt.Sprintf("%s.held[%d]", q, j), h, true)
+			}
+			c.text(q+".note", sc.Note, false)
 		}
 	}
 	c.count("actions", len(r.Actions), MaxItems)
