@@ -277,6 +277,8 @@ func runUp(ctx context.Context, f upFlags, cfgPath string, stdout, stderr io.Wri
 		<-webDone
 	})
 	fmt.Fprintf(stdout, "  hub        %s (fingerprint %s)\n", hubURL, hubFP)
+	fmt.Fprintf(stdout, "  dashboard  %s/ui/ (self-signed: the browser asks you to accept the certificate above; log in with operator_token from %s)\n",
+		hubURL, filepath.Join(dir, upStateFile))
 	if err := atomicfile.Write(filepath.Join(dir, upStateFile), mustJSON(st), 0o600); err != nil {
 		return fmt.Errorf("up: %w", err)
 	}

@@ -314,7 +314,7 @@ func (d *dashboard) login(w http.ResponseWriter, r *http.Request) {
 	if errors.Is(err, store.ErrNotFound) {
 		d.s.log.Warn("dashboard: login refused: unknown or revoked operator token")
 		d.render(w, r, http.StatusUnauthorized, "login", session{}, "Log in",
-			loginView{Next: next, Error: "That token is unknown or revoked. Use an operator token (steward tokens create NAME, or the one steward hub printed at its first start)."})
+			loginView{Next: next, Error: "That token is unknown or revoked. Use an operator token (steward tokens create NAME, or the admin one steward hub wrote to DATA-DIR/admin-token at its first start)."})
 		return
 	}
 	if err != nil {
