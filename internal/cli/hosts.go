@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/steward-pve/steward/internal/hub/store"
+	"github.com/steward-pve/steward/internal/wire"
 )
 
 func init() {
@@ -403,7 +404,67 @@ func writeGuestDetail(w io.Writer, h HostSummaryJSON, g GuestStatusJSON, now tim
 	if g.ConfigError != "" {
 		fmt.Fprintf(tw, "Config error:\t%s\n", g.ConfigError)
 	}
+	writeSnapshotSchedule(tw, g.Snapshots, now)
 	return tw.Flush()
+}
+
+// writeSnapshotSchedule shows a guest's snapshot schedule: the policy,
+// its state, the agent's snapshots with their ages, and held prunes.
+func writeSnapshotSchedule(w io.Writer, sc *wire.SnapshotSchedule, now time.Time) {
+	if sc == nil {
+		return
+	}
+	every := sc.Every
+	if d, err := time.ParseDuration(sc.Every); err == nil {
+		every = d.String() // 24h0m0s → 24h, 1h30m0s → 1h30m
+		if strings.HasSuffix(every, "m0s") {
+			every = strings.TrimSuffix(every, "0s")
+		}
+		if strings.HasSuffix(every, "h0m") {
+			every = strings.TrimSuffix(every, "0m")
+		}
+	}
+	line := fmt.Sprintf("every %s, keep %d: %d kept", every, sc.Keep, len(sc.Snapshots))
+	if !sc.LastTaken.IsZero() {
+		line += fmt.Sprintf(", last taken %s ago", shortDuration(now.Sub(sc.LastTaken)))
+	}
+	switch {
+	case sc.NextDue.IsZero():
+	case !sc.NextDue.After(now):
+		line += ", next due now"
+	default:
+		line += fmt.Sprintf(", next due in %s (%s)", shortDuration(sc.NextDue.Sub(now)), sc.NextDue.Local().Format(time.RFC3339))
+	}
+	fmt.Fprintf(w, "Snapshots:\t%s\n", line)
+	for _, s := range sc.Snapshots {
+		fmt.Fprintf(w, "Snapshot:\t%s (%s old)\n", s.Name, shortDuration(now.Sub(s.Taken)))
+	}
+	for _, h := range sc.Held {
+		fmt.Fprintf(w, "Held prune:\t%s\n", h)
+	}
+	if sc.Note != "" {
+		fmt.Fprintf(w, "Schedule:\t%s\n", sc.Note)
+	}
+}
+
+// shortDuration prints d rounded to the minute, with days: "6d3h0m".
+func shortDuration(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	d = d.Round(time.Minute)
+	days := d / (24 * time.Hour)
+	rest := strings.TrimSuffix((d % (24 * time.Hour)).String(), "0s")
+	if rest == "" {
+		rest = "0m"
+	}
+	if days > 0 && rest == "0m" {
+		return fmt.Sprintf("%dd", days)
+	}
+	if days > 0 {
+		return fmt.Sprintf("%dd%s", days, rest)
+	}
+	return rest
 }
 
 // retryIn says when a retry at t is due: "in 1m30s", or "due" once past

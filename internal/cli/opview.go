@@ -71,6 +71,9 @@ type GuestStatusJSON struct {
 	// PendingSignature are the destructive actions held for this guest.
 	PendingSignature []PendingActionJSON `json:"pending_signature,omitempty"`
 	ConfigError      string              `json:"config_error,omitempty"`
+	// Snapshots is the guest's snapshot schedule as the agent last
+	// reported it; absent without one.
+	Snapshots *wire.SnapshotSchedule `json:"snapshots,omitempty"`
 }
 
 // PendingActionJSON is a destructive action held for signatures.
@@ -217,6 +220,7 @@ func (v hostView) guests() []GuestStatusJSON {
 			by[sy.VMID] = g
 		}
 		g.Managed, g.Phase, g.Reason, g.Drift, g.PendingRestart = true, sy.Phase, sy.Reason, sy.Drift, sy.Pending
+		g.Snapshots = sy.Snapshots
 		if sy.Lock != "" {
 			g.Lock = sy.Lock
 		}

@@ -173,8 +173,9 @@ frozen (its local freeze file) or blocked (by an operator).
 
 status HOST prints each guest of the host's last report (as hosts show);
 status HOST/VMID that guest in detail: its last error and next retry,
-drifted fields, keys waiting for a restart, and actions held for signatures
-with what they would destroy.
+drifted fields, keys waiting for a restart, actions held for signatures
+with what they would destroy, and its snapshot schedule (the agent's
+snapshots with their ages, last taken, next due, held prunes).
 
 -o json prints, without an argument, {"hosts": [HOST]} as hosts list does;
 with HOST or HOST/VMID, {"host": HOST, "guests": [GUEST]} as hosts show does
