@@ -133,6 +133,37 @@ hosts:
 	want:     map[int]wantGuest{120: {"running", "ciuser", "admin"}, 130: {"running", "unprivileged", "1"}},
 }
 
+// snapshotScenario takes a scheduled snapshot (issue 12 §3): one take,
+// which must happen exactly once however the agent dies around it, and
+// nothing deleted (the agent has no snapshot of its own to prune yet).
+var snapshotScenario = scenario{settle: 2,
+	guests: []sim.GuestSpec{{VMID: 140, Kind: guest.LXC, Name: "files", Config: map[string]string{"cores": "1", "memory": "512", "rootfs": "local-lvm:vm-140-disk-0,size=8G"}}},
+	doc: `apiVersion: steward/v1
+kind: Fleet
+hosts:
+  pve:
+    guests:
+      140: {kind: lxc, snapshots: {every: 24h, keep: 1}}
+`,
+	intended: []string{"snapshot 140"},
+	want:     map[int]wantGuest{140: {"stopped", "", ""}},
+}
+
+// snapshotCases kill the agent at every point of the take (one op, a PVE
+// task), run as subtests "snapshot/..." in parallel with the others; the
+// engine's own tests stop a take and a prune at every crash point in
+// process.
+var snapshotCases = []crash{
+	{point: crashpoint.BeforeBegin, hits: 1},
+	{point: crashpoint.AfterBegin, hits: 1},
+	{point: crashpoint.AfterTaskReturned, hits: 1},
+	{point: crashpoint.AfterTaskRecorded, hits: 1},
+	{point: crashpoint.AfterCall, hits: 1},
+	{point: crashpoint.AfterEnd, hits: 1},
+	{point: serverBeforeExec, hits: 1},
+	{point: serverAfterExec, hits: 1},
+}
+
 // createCases kill the agent in the tick that creates guests
 // (createScenario), run as subtests "create/..." of
 // TestCrashRecoveryExactlyOnce, in parallel with its others. That tick
@@ -177,6 +208,14 @@ func TestCrashRecoveryExactlyOnce(t *testing.T) {
 			t.Parallel()
 			for i := range max(1, runs/10) {
 				runScenario(t, exe, createScenario, c, 1+(ci+i)%c.hits)
+			}
+		})
+	}
+	for _, c := range snapshotCases {
+		t.Run("snapshot/"+c.point, func(t *testing.T) {
+			t.Parallel()
+			for range max(1, runs/10) {
+				runScenario(t, exe, snapshotScenario, c, 1)
 			}
 		})
 	}

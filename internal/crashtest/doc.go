@@ -4,7 +4,8 @@
 // simulator just before or just after it executes a mutation), restarted,
 // and the simulator's mutation record must show every intended mutation
 // executed exactly once and the guests converged, for a tick that
-// converges existing guests and for one that creates guests (a clone and
-// a container from a template). The package has no
+// converges existing guests, for one that creates guests (a clone and
+// a container from a template) and for one that takes a scheduled
+// snapshot. The package has no
 // non-test code.
 package crashtest
