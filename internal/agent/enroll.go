@@ -27,6 +27,10 @@ const maxEnrollmentSize = 64 << 10
 // Enrollment is what enrolling with a hub leaves in the state directory:
 // the hub's URL, how its certificate is trusted, the host id the hub
 // enrolled this agent as, and the host's bearer token.
+//
+// URL is one URL or, for hub replicas, several separated by commas, as
+// --hub takes them (hubclient.ParseURLs): the agent moves between them
+// when one fails. Fingerprint or CAFile applies to every one.
 type Enrollment struct {
 	URL         string `json:"url"`
 	Fingerprint string `json:"fingerprint,omitempty"`
@@ -55,6 +59,9 @@ func LoadEnrollment(stateDir string) (*Enrollment, error) {
 	if e.URL == "" || e.Host == "" || e.Token == "" {
 		return nil, fmt.Errorf("agent: %s lacks the hub URL, host or token; remove it and enroll again with --join-token", path)
 	}
+	if _, err := hubclient.ParseURLs(e.URL); err != nil {
+		return nil, fmt.Errorf("agent: %s: %w; fix its \"url\" or run the agent once with --hub URL[,URL...] to replace it", path, err)
+	}
 	return &e, nil
 }
 
@@ -79,8 +86,12 @@ type ConnectOptions struct {
 	StateDir string
 	// URL, Fingerprint and CAFile override the enrollment's when set
 	// (Fingerprint and CAFile replace each other); they are needed to
-	// enroll.
+	// enroll. URL may list several hub replicas separated by commas.
 	URL, Fingerprint, CAFile string
+	// Update saves overriding URL, Fingerprint and CAFile in the
+	// enrollment, so later runs use them without the flags (the agent
+	// itself; a check or a dry run changes nothing).
+	Update bool
 	// JoinToken enrolls an agent that has no enrollment yet; it is
 	// ignored (with a note) once the agent is enrolled.
 	JoinToken string
@@ -126,7 +137,7 @@ func Connect(ctx context.Context, o ConnectOptions) (*hubclient.Client, *Enrollm
 		if o.Fingerprint == "" && o.CAFile == "" {
 			log.Warn("enrolling without --hub-fingerprint or --hub-ca-file: the hub's certificate is verified against the system's roots")
 		}
-		c, err := newHubClient(o.URL, o.Fingerprint, o.CAFile, "", o.HTTPClient)
+		c, err := newHubClient(o.URL, o.Fingerprint, o.CAFile, "", o.HTTPClient, nil)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -158,22 +169,39 @@ func Connect(ctx context.Context, o ConnectOptions) (*hubclient.Client, *Enrollm
 		return nil, nil, fmt.Errorf("agent: the hub enrolled this agent as host %q but --host is %q: run with --host %s (or without --host), or remove %s and enroll with a join token made for host %q",
 			e.Host, o.Host, e.Host, filepath.Join(o.StateDir, EnrollmentFile), o.Host)
 	}
-	url, fp, ca := e.URL, e.Fingerprint, e.CAFile
+	next := *e
 	if o.URL != "" {
-		url = o.URL
+		next.URL = o.URL
 	}
 	if o.Fingerprint != "" || o.CAFile != "" {
-		fp, ca = o.Fingerprint, o.CAFile
+		next.Fingerprint, next.CAFile = o.Fingerprint, o.CAFile
 	}
-	c, err := newHubClient(url, fp, ca, e.Token, o.HTTPClient)
+	c, err := newHubClient(next.URL, next.Fingerprint, next.CAFile, e.Token, o.HTTPClient, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	return c, e, nil
+	if o.Update && next != *e {
+		unlock, err := LockDir(o.StateDir)
+		if err != nil {
+			return nil, nil, err
+		}
+		err = next.Save(o.StateDir)
+		unlock()
+		if err != nil {
+			return nil, nil, err
+		}
+		log.Info("hub enrollment updated from the command line", "hub", next.URL, "file", filepath.Join(o.StateDir, EnrollmentFile))
+	}
+	return c, &next, nil
 }
 
-func newHubClient(url, fp, ca, token string, hc *http.Client) (*hubclient.Client, error) {
+func newHubClient(url, fp, ca, token string, hc *http.Client, log *slog.Logger) (*hubclient.Client, error) {
 	opts := hubclient.Options{URL: url, Token: token, UserAgent: "steward-agent"}
+	if log != nil {
+		opts.OnFailover = func(from, to string, err error) {
+			log.Warn("hub replica failed; moving to the next", "from", from, "to", to, "err", err)
+		}
+	}
 	if hc != nil {
 		opts.HTTPClient = hc
 	} else {

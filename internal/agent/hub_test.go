@@ -733,3 +733,49 @@ func testLogger(t *testing.T) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, nil))
 }
+
+// TestEnrollmentReplicaURLs: --hub given to an enrolled agent replaces
+// the saved URLs (several replicas, the agent reaching the one alive),
+// unless the run changes nothing (a check, a dry run).
+func TestEnrollmentReplicaURLs(t *testing.T) {
+	h := startHub(t)
+	dir := t.TempDir()
+	if _, _, err := agent.Connect(t.Context(), agent.ConnectOptions{StateDir: dir, URL: h.url(), Fingerprint: h.fp, JoinToken: h.joinToken("pve-a")}); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "https://" + ln.Addr().String()
+	ln.Close()
+	both := dead + "," + h.url()
+	c, _, err := agent.Connect(t.Context(), agent.ConnectOptions{StateDir: dir, URL: both})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Jobs(t.Context(), "pve-a"); err != nil {
+		t.Fatalf("with one replica down: %v; want the live one to answer", err)
+	}
+	if e, _ := agent.LoadEnrollment(dir); e.URL != h.url() {
+		t.Fatalf("without Update the enrollment holds %q; want it unchanged (%q)", e.URL, h.url())
+	}
+	if _, _, err := agent.Connect(t.Context(), agent.ConnectOptions{StateDir: dir, URL: both, Update: true}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := agent.LoadEnrollment(dir)
+	if err != nil || e.URL != both || e.Fingerprint != h.fp {
+		t.Fatalf("after Update: %+v, %v; want url %q and the fingerprint kept", e, err, both)
+	}
+	c, _, err = agent.Connect(t.Context(), agent.ConnectOptions{StateDir: dir})
+	if err != nil || len(c.URLs()) != 2 {
+		t.Fatalf("from the state directory alone: %v; want both replica URLs", err)
+	}
+	// A bad list is refused and leaves the enrollment as it was.
+	if _, _, err := agent.Connect(t.Context(), agent.ConnectOptions{StateDir: dir, URL: h.url() + ",", Update: true}); err == nil {
+		t.Fatal("a list with an empty URL was accepted")
+	}
+	if e, _ := agent.LoadEnrollment(dir); e.URL != both {
+		t.Fatalf("after a refused update the enrollment holds %q; want %q", e.URL, both)
+	}
+}

@@ -76,7 +76,11 @@ that ran, or had run before, is reported once and moved to
 
 With a hub: enroll once with --hub URL --hub-fingerprint FP (or --hub-ca-file)
 --join-token T; <state-dir>/hub.json then holds what the agent needs, and
-later runs take no hub flag. The agent long-polls its desired state from the
+later runs take no hub flag. With hub replicas, list every replica's URL
+(--hub URL1,URL2 or --hub repeated): the agent sticks to one while it answers
+and moves to the next when it refuses connections, times out or answers 5xx,
+keeping the desired generation it holds. A later --hub (or fingerprint/CA
+flag) replaces what hub.json holds. The agent long-polls its desired state from the
 hub (kept in <state-dir>/hub-state.json for when the hub is away), runs the
 hub's signed jobs next to the local ones, reports every tick and ships its
 journal as hash-chained receipts. --desired and a hub exclude each other.
@@ -107,7 +111,7 @@ exits 0 unless it fails.`,
 	fl.StringVar(&f.host, "host", "", "host id in desired state (default: the node name)")
 	fl.StringVar(&f.stateDir, "state-dir", "/var/lib/steward", "directory for the journal, nonce store, hub enrollment and freeze file")
 	fl.StringVar(&f.desiredFile, "desired", "", "desired-state file (YAML or JSON); none means change nothing (not with a hub)")
-	fl.StringVar(&f.hubURL, "hub", "", "hub URL, https://HOST:PORT; needed once, to enroll (saved in <state-dir>/hub.json)")
+	fl.Var(&urlList{s: &f.hubURL}, "hub", "hub URL, https://HOST:PORT; several hub replicas: repeat the flag or separate URLs with commas (the agent moves to the next when one fails); needed once, to enroll; saved in <state-dir>/hub.json, and given again it replaces the saved URLs")
 	fl.StringVar(&f.hubFingerprint, "hub-fingerprint", "", "pin the hub's certificate SHA-256 fingerprint, as `steward hub` prints it")
 	fl.StringVar(&f.hubCAFile, "hub-ca-file", "", "PEM CA bundle to verify the hub's certificate (instead of --hub-fingerprint)")
 	fl.StringVar(&f.joinToken, "join-token", "", "one-time join token to enroll with the hub (an operator makes it); ignored once enrolled")
@@ -312,7 +316,7 @@ func agentHub(ctx context.Context, f agentFlags, logger *slog.Logger) (*agent.Hu
 		host = f.host
 	}
 	client, e, err := agent.Connect(ctx, agent.ConnectOptions{StateDir: f.stateDir, URL: f.hubURL, Fingerprint: f.hubFingerprint,
-		CAFile: f.hubCAFile, JoinToken: f.joinToken, Host: host, Logger: logger})
+		CAFile: f.hubCAFile, JoinToken: f.joinToken, Host: host, Update: !f.dryRun, Logger: logger})
 	if err != nil || client == nil {
 		return nil, err
 	}
@@ -325,3 +329,28 @@ func agentHub(ctx context.Context, f agentFlags, logger *slog.Logger) (*agent.Hu
 	}
 	return agent.NewHub(ho)
 }
+
+// urlList is a flag of URLs that may be repeated or separated by commas;
+// it keeps them as one comma-separated string (hubclient.ParseURLs
+// checks them).
+type urlList struct {
+	s   *string
+	set bool
+}
+
+func (l *urlList) String() string {
+	if l.s == nil {
+		return ""
+	}
+	return *l.s
+}
+
+func (l *urlList) Set(v string) error {
+	if l.set && *l.s != "" {
+		v = *l.s + "," + v
+	}
+	*l.s, l.set = v, true
+	return nil
+}
+
+func (l *urlList) Type() string { return "URL[,URL...]" }

@@ -40,6 +40,10 @@ check: PASS or FAIL, what was found and, for a failure, what to do.
   hub authentication it accepts this host's token (before enrollment:
                      hub enrollment, without spending the join token)
 
+With several hub replicas (--hub URL1,URL2 or as hub.json lists them) the hub
+checks run against every replica on its own, each check's name ending with
+the replica's URL: an agent moves between them, so each must pass.
+
 It changes nothing. Exit status: 0 when every check passed, 1 otherwise.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

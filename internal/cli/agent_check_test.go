@@ -1,11 +1,13 @@
 package cli
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/steward-pve/steward/internal/agent"
 	"github.com/steward-pve/steward/internal/preflight"
 )
 
@@ -120,5 +122,31 @@ func TestAgentCheckWithHub(t *testing.T) {
 	out, _, err = runCLI(t, f.checkArgs("--host", "other")...)
 	if ExitCode(err) != ExitFailure || !strings.HasPrefix(out, "FAIL agent settings: ") || !strings.Contains(out, `enrolled this agent as host "pve"`) {
 		t.Errorf("--host other than enrolled: %v\n%s", err, out)
+	}
+
+	// Hub replicas: every URL is checked on its own, and the check saves
+	// nothing; the agent run saves the list.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "https://" + ln.Addr().String()
+	ln.Close()
+	out, _, err = runCLI(t, f.checkArgs("--hub", h.url, "--hub", dead)...)
+	if ExitCode(err) != ExitFailure || !strings.Contains(out, "PASS hub authentication "+h.url+": ") || !strings.Contains(out, "FAIL hub reachable "+dead+": ") {
+		t.Fatalf("two replicas, one down: %v\n%s", err, out)
+	}
+	if e, _ := agent.LoadEnrollment(f.state); e.URL != h.url {
+		t.Fatalf("agent check changed the enrollment's URL to %q", e.URL)
+	}
+	if _, _, err := runCLI(t, f.args("--once", "--hub", h.url+","+dead)...); ExitCode(err) == ExitFailure || ExitCode(err) == ExitUsage {
+		t.Fatalf("an agent run with a replica down: %v", err)
+	}
+	if e, _ := agent.LoadEnrollment(f.state); e.URL != h.url+","+dead {
+		t.Fatalf("the agent run left the enrollment's URL at %q; want both replicas", e.URL)
+	}
+	out, _, _ = runCLI(t, f.checkArgs()...)
+	if !strings.Contains(out, "FAIL hub reachable "+dead+": ") {
+		t.Fatalf("the saved replicas are not all checked:\n%s", out)
 	}
 }

@@ -6,6 +6,12 @@
 // It knows the hub's conventions, not its routes: the agent's and the
 // operator's calls are built on Do and JSON by their own packages.
 //
+// A Client may name several hub replicas (one PostgreSQL database behind
+// them): it sticks to one replica while it answers and moves to the next
+// when a request gets no complete response or a 5xx (see Do). Every
+// replica is trusted the same way: the one pinned fingerprint (replicas
+// then share one certificate) or the one CA bundle.
+//
 // A Client is safe for concurrent use. No method puts the token in an
 // error or a log line.
 package hubclient
@@ -19,10 +25,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/steward-pve/steward/internal/safefile"
@@ -32,14 +40,18 @@ import (
 
 // Options configures a Client.
 type Options struct {
-	// URL is the hub's base URL, https://host:port. Plain http:// is
-	// accepted only for a loopback host (a hub started with
-	// --insecure-http for development): a token must not cross a network
-	// in the clear.
+	// URL is the hub's base URL, https://host:port, or the URLs of
+	// several replicas of one hub separated by commas (see ParseURLs).
+	// Plain http:// is accepted only for a loopback host (a hub started
+	// with --insecure-http for development): a token must not cross a
+	// network in the clear.
 	URL string
 	// Fingerprint pins the hub's certificate (SHA-256, colon-hex, as
 	// `steward hub` prints it). CAFile trusts a CA bundle instead. With
 	// neither, the system's roots verify the certificate and its name.
+	// Whichever is set applies to every replica URL: pinned replicas must
+	// present the same certificate (give each the same --tls-cert and
+	// --tls-key); with a CA each may have its own, issued for its name.
 	Fingerprint string
 	CAFile      string
 	// Token is the bearer token sent with every request; empty sends
@@ -51,7 +63,14 @@ type Options struct {
 	HTTPClient *http.Client
 	// UserAgent is sent as User-Agent; default "steward".
 	UserAgent string
+	// OnFailover, when set, is called when a request moves from one
+	// replica to the next, with the error (or 5xx answer) that made it
+	// move; for logs. It must be quick and safe for concurrent use.
+	OnFailover func(from, to string, err error)
 }
+
+// MaxURLs bounds how many replica URLs one Client takes.
+const MaxURLs = 16
 
 // MaxResponse bounds a response body unless a Request says otherwise: the
 // largest message the hub sends (a report or a desired document) with
@@ -61,21 +80,27 @@ const MaxResponse = 2 * wire.MaxReportSize
 // MaxCAFileSize bounds Options.CAFile.
 const MaxCAFileSize = 4 << 20
 
-// Client talks to one hub.
+// Client talks to one hub, through one or several replica URLs.
 type Client struct {
-	base  *url.URL
-	token string
-	ua    string
-	hc    *http.Client
+	bases []*url.URL
+	// cur is the index in bases of the replica requests go to first: the
+	// last one that answered. It starts at a random replica so agents
+	// listing the same URLs spread over them.
+	cur        *atomic.Int32
+	token      string
+	ua         string
+	hc         *http.Client
+	onFailover func(from, to string, err error)
 }
 
 // New checks opts and returns a Client. It does not contact the hub.
 func New(opts Options) (*Client, error) {
-	base, err := ParseURL(opts.URL)
+	bases, err := ParseURLs(opts.URL)
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{base: base, token: opts.Token, ua: opts.UserAgent}
+	c := &Client{bases: bases, cur: new(atomic.Int32), token: opts.Token, ua: opts.UserAgent, onFailover: opts.OnFailover}
+	c.cur.Store(int32(rand.IntN(len(bases))))
 	if c.ua == "" {
 		c.ua = "steward"
 	}
@@ -150,6 +175,34 @@ func ParseURL(s string) (*url.URL, error) {
 	return u, nil
 }
 
+// ParseURLs checks a list of hub replica URLs separated by commas (one
+// URL is a list of one), each as ParseURL checks it; a URL given twice or
+// more than MaxURLs are refused.
+func ParseURLs(s string) ([]*url.URL, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) > MaxURLs {
+		return nil, fmt.Errorf("hub URLs: %d given; at most %d replicas", len(parts), MaxURLs)
+	}
+	out := make([]*url.URL, 0, len(parts))
+	seen := map[string]bool{}
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		if p == "" && len(parts) > 1 {
+			return nil, fmt.Errorf("hub URLs %q: URL %d of %d is empty (a stray comma?)", s, i+1, len(parts))
+		}
+		u, err := ParseURL(p)
+		if err != nil {
+			return nil, err
+		}
+		if seen[u.String()] {
+			return nil, fmt.Errorf("hub URLs: %s is given twice", u)
+		}
+		seen[u.String()] = true
+		out = append(out, u)
+	}
+	return out, nil
+}
+
 func redact(u *url.URL) string {
 	v := *u
 	v.User, v.RawQuery, v.Fragment = nil, "", ""
@@ -164,8 +217,31 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// URL returns the hub's base URL.
-func (c *Client) URL() string { return c.base.String() }
+// URL returns the base URL of the replica requests go to first (the
+// last one that answered).
+func (c *Client) URL() string { return c.bases[int(c.cur.Load())%len(c.bases)].String() }
+
+// URLs returns every replica URL, in the order given.
+func (c *Client) URLs() []string {
+	out := make([]string, len(c.bases))
+	for i, b := range c.bases {
+		out[i] = b.String()
+	}
+	return out
+}
+
+// Replicas returns one Client per replica URL, each talking to its
+// replica only (no failover), sharing c's transport and token: to check
+// every replica (steward agent check).
+func (c *Client) Replicas() []*Client {
+	out := make([]*Client, len(c.bases))
+	for i, b := range c.bases {
+		d := *c
+		d.bases, d.cur, d.onFailover = []*url.URL{b}, new(atomic.Int32), nil
+		out[i] = &d
+	}
+	return out
+}
 
 // WithToken returns a Client for the same hub that sends tok.
 func (c *Client) WithToken(tok string) *Client {
@@ -195,9 +271,71 @@ type Response struct {
 // Do sends req and reads the whole response (bounded). It returns an
 // error only when no complete response arrived; the status is the
 // caller's to judge (see Response.Err).
+//
+// With several replicas, Do sends req to the replica that answered last;
+// when that one gives no complete response (refused, reset, TLS or dial
+// timeout, a pinned certificate that does not match) or answers 500, 502,
+// 503 or 504, it sends req again to the next replica, each replica once,
+// and returns the last answer or error. The next calls start at the
+// replica that answered. A request cut by ctx's deadline is not sent
+// again (ctx is spent), but the next call starts at the next replica, so
+// a replica that accepts connections and never answers is left too. A
+// request may thus reach two replicas: the hub's agent API is idempotent
+// for exactly that (a report, heartbeat, job result or receipt sent
+// again changes nothing).
 func (c *Client) Do(ctx context.Context, req Request) (*Response, error) {
-	u := *c.base
-	u.Path = c.base.Path + req.Path
+	n := len(c.bases)
+	start := int(c.cur.Load()) % n
+	var resp *Response
+	var err error
+	for i := range n {
+		idx := (start + i) % n
+		resp, err = c.doOne(ctx, c.bases[idx], req)
+		if ctx.Err() != nil {
+			if n > 1 && errors.Is(ctx.Err(), context.DeadlineExceeded) && err != nil {
+				// No answer in the caller's time: the next call tries the
+				// next replica.
+				c.cur.CompareAndSwap(int32(start), int32((idx+1)%n))
+			}
+			return resp, err
+		}
+		if !shouldFailover(resp, err) || n == 1 {
+			if i > 0 {
+				c.cur.CompareAndSwap(int32(start), int32(idx))
+			}
+			return resp, err
+		}
+		if c.onFailover != nil && i+1 < n {
+			why := err
+			if why == nil {
+				why = resp.Err(req.Method, req.Path)
+			}
+			c.onFailover(c.bases[idx].String(), c.bases[(idx+1)%n].String(), why)
+		}
+	}
+	// Every replica failed: the next call starts where this one did not.
+	c.cur.CompareAndSwap(int32(start), int32((start+1)%n))
+	return resp, err
+}
+
+// shouldFailover reports whether an answer (or its absence) says the
+// replica, rather than the request, is at fault.
+func shouldFailover(resp *Response, err error) bool {
+	if err != nil {
+		var te *TransportError
+		return errors.As(err, &te)
+	}
+	switch resp.Status {
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}
+
+// doOne sends req to the replica at base.
+func (c *Client) doOne(ctx context.Context, base *url.URL, req Request) (*Response, error) {
+	u := *base
+	u.Path = base.Path + req.Path
 	u.RawPath = ""
 	if len(req.Query) > 0 {
 		u.RawQuery = req.Query.Encode()

@@ -12,13 +12,31 @@ import (
 	"github.com/steward-pve/steward/internal/hubclient"
 )
 
-// checkHub checks that the hub answers (GET /healthz), that its
-// certificate is the one the agent trusts, and that it accepts the host's
-// token for this host (GET /v1/agent/hosts/{host}/jobs, which changes
-// nothing).
+// checkHub checks every hub replica the agent may use (each URL of
+// cfg.Hub, on its own): see checkReplica. With several, each check's name
+// ends with the replica's URL.
 func checkHub(ctx context.Context, cfg Config) []Result {
-	where := cfg.Hub.URL()
-	resp, err := cfg.Hub.Do(ctx, hubclient.Request{Method: http.MethodGet, Path: "/healthz"})
+	reps := cfg.Hub.Replicas()
+	if len(reps) == 1 {
+		return checkReplica(ctx, cfg, reps[0])
+	}
+	var rs []Result
+	for _, c := range reps {
+		for _, r := range checkReplica(ctx, cfg, c) {
+			r.Check += " " + c.URL()
+			rs = append(rs, r)
+		}
+	}
+	return rs
+}
+
+// checkReplica checks that the hub at hc's URL answers (GET /healthz),
+// that its certificate is the one the agent trusts, and that it accepts
+// the host's token for this host (GET /v1/agent/hosts/{host}/jobs, which
+// changes nothing).
+func checkReplica(ctx context.Context, cfg Config, hc *hubclient.Client) []Result {
+	where := hc.URL()
+	resp, err := hc.Do(ctx, hubclient.Request{Method: http.MethodGet, Path: "/healthz"})
 	var te *hubclient.TransportError
 	var mm *hubclient.MismatchError
 	switch {
@@ -59,7 +77,7 @@ func checkHub(ctx context.Context, cfg Config) []Result {
 			Detail: "not enrolled yet: the agent enrolls with its --join-token when it starts (the one-time token is not spent by this check)"})
 	}
 	path := "/v1/agent/hosts/" + url.PathEscape(cfg.HubHost) + "/jobs"
-	resp, err = cfg.Hub.Do(ctx, hubclient.Request{Method: http.MethodGet, Path: path})
+	resp, err = hc.Do(ctx, hubclient.Request{Method: http.MethodGet, Path: path})
 	if err != nil {
 		return append(rs, Result{Check: "hub authentication", Detail: err.Error(), Fix: "run the check again; the hub stopped answering"})
 	}

@@ -63,6 +63,7 @@ type Config struct {
 
 	// Hub is the hub client carrying the host's token; nil when the agent
 	// has no hub (file-only operation), and the hub checks are skipped.
+	// Every replica URL it holds is checked on its own.
 	// HubHost is the host id the hub enrolled this agent as.
 	Hub     *hubclient.Client
 	HubHost string
