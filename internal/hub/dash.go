@@ -191,7 +191,7 @@ func (d *dashboard) setCookie(w http.ResponseWriter, value string, expires time.
 		c.MaxAge = -1
 	} else {
 		c.Expires = expires
-		c.MaxAge = int(time.Until(expires).Seconds())
+		c.MaxAge = max(int(expires.Sub(d.s.now()).Seconds()), 1)
 	}
 	http.SetCookie(w, c)
 }

@@ -366,10 +366,18 @@ func (d *dashboard) pendingPage(w http.ResponseWriter, r *http.Request, sess ses
 		d.fail(w, err)
 		return
 	}
+	// The summaries of the last reports say which hosts hold pending
+	// actions (SetPending stores them from the same report): only those
+	// are read in full.
+	hjs := make([]HostJSON, len(hosts))
+	if err := d.s.summarize(r.Context(), hosts, hjs); err != nil {
+		d.fail(w, err)
+		return
+	}
 	v := pendingPageView{Host: r.URL.Query().Get("host")}
-	for _, h := range hosts {
+	for i, h := range hosts {
 		v.Hosts = append(v.Hosts, h.ID)
-		if v.Host != "" && h.ID != v.Host {
+		if v.Host != "" && h.ID != v.Host || hjs[i].Summary == nil || hjs[i].Summary.Pending == 0 {
 			continue
 		}
 		rep, _, err := d.lastReport(r, h.ID)

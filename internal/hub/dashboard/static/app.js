@@ -83,7 +83,12 @@
 	// A host's page follows that host only; the other pages every host.
 	var scope = document.querySelector('[data-host]');
 	var onlyHost = scope ? scope.getAttribute('data-host') : '';
+	// A page may follow only some kinds of event (data-live-events): the
+	// audit history follows the event log, not every changed report.
+	var kinds = document.querySelector('[data-live-events]');
+	var onlyKinds = kinds ? kinds.getAttribute('data-live-events').split(' ') : null;
 	function onEvent(ev) {
+		if (onlyKinds && onlyKinds.indexOf(ev.type) < 0) return;
 		if (onlyHost) {
 			try {
 				var h = JSON.parse(ev.data).host;
