@@ -199,6 +199,10 @@ func New(cfg Config) (*Agent, error) {
 		Headroom:    cfg.Headroom,
 		Now:         cfg.Now,
 	}
+	if cfg.Hub != nil {
+		// Reported to the hub only: `steward import` adopts guests from it.
+		eng.UnmanagedEvery = engine.DefaultUnmanagedEvery
+	}
 	a := &Agent{cfg: cfg, log: log, gate: g, eng: eng}
 	if cfg.StateDir != "" {
 		a.outbox = outbox{dir: filepath.Join(cfg.StateDir, "pending"), log: log}

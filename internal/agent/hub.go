@@ -107,6 +107,7 @@ type Hub struct {
 	// Touched only by the tick loop (Jobs, Settle, report).
 	posted       map[string]string // job id -> last verdict posted
 	lastContent  string            // content hash of the last report the hub took
+	hubVersion   int               // wire version the hub last named (0: none yet; fields of later versions are not sent to it)
 	lastHash     string            // ReportHash of its bytes
 	reportFails  int
 	reportAfter  time.Time // no report attempt before
@@ -545,7 +546,15 @@ func (h *Hub) report(ctx context.Context, rep engine.Report, frozen bool) (ctl w
 	if now.Before(h.reportAfter) {
 		return ctl, false
 	}
-	w := rep.Wire()
+	// A hub that has not yet named its wire version is sent the newest;
+	// one that refuses it (an older hub: unknown field) is sent version 1
+	// at once, and from then on until it names a later one.
+	hubVersion := h.hubVersion
+	if hubVersion == 0 {
+		hubVersion = wire.Version
+	}
+	full := rep.Wire()
+	w := wire.StripNewer(full, hubVersion)
 	h.mu.Lock()
 	w.DesiredGeneration = h.served
 	h.mu.Unlock()
@@ -568,7 +577,18 @@ func (h *Hub) report(ctx context.Context, rep engine.Report, frozen bool) (ctl w
 	if !sent && err == nil {
 		var body []byte
 		if body, err = wire.EncodeReport(w); err == nil {
-			if ctl, err = h.client.Report(cctx, h.host, body); err == nil {
+			ctl, err = h.client.Report(cctx, h.host, body)
+			if err != nil && h.hubVersion == 0 && hubclient.IsCode(err, "bad_report") {
+				w1 := wire.StripNewer(w, 1)
+				if c1, err1 := contentHash(w1); err1 == nil && c1 != content {
+					h.log.Info("the hub refused a wire version 2 report; sending version 1 (no unmanaged guest configs: steward import cannot adopt them until the hub is upgraded)")
+					h.hubVersion, w, content = 1, w1, c1
+					if body, err = wire.EncodeReport(w); err == nil {
+						ctl, err = h.client.Report(cctx, h.host, body)
+					}
+				}
+			}
+			if err == nil {
 				sum := sha256.Sum256(body)
 				h.lastContent, h.lastHash = content, hex.EncodeToString(sum[:])
 			}
@@ -589,6 +609,9 @@ func (h *Hub) report(ctx context.Context, rep engine.Report, frozen bool) (ctl w
 		h.log.Info("reporting to the hub again")
 	}
 	h.reportFails, h.reportAfter = 0, time.Time{}
+	if ctl.HubVersion > 0 {
+		h.hubVersion = ctl.HubVersion
+	}
 	h.setBlocked(ctl.Blocked, ctl.BlockedReason)
 	return ctl, true
 }

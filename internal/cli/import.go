@@ -29,10 +29,12 @@ func newImportCmd(stdout, stderr io.Writer) *cobra.Command {
 		Use:   "import HOST [VMID...]",
 		Short: "Write desired state for existing guests from their host's last report",
 		Long: `import writes a desired-state document for the guests HOST's agent last reported
-(all but templates, or the VMIDs given): each guest's kind and run state, and, for
-guests desired state already names, the config keys an operator would manage
-(CPU, memory, name, start at boot, network devices), normalized; disks and other
-keys appear as comments. Guests the host's current desired state names and that
+(all but templates, or the VMIDs given): each guest's kind, run state,
+description, tags and the config keys an operator would manage (CPU, memory,
+name, start at boot, network devices), normalized; disks and other keys appear
+as comments. For a guest desired state already names these are the keys it
+manages; for the others, what the agent reports of unmanaged guests (read when
+it first sees them, then every 10 minutes). Guests the host's current desired state names and that
 are not imported are kept as they are, so applying the output manages what was
 managed before plus the imported guests.
 

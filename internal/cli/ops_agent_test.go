@@ -41,8 +41,10 @@ func (o *opsHub) plan(host string) hub.PlanJSON {
 }
 
 // TestImportThenApplyIsNoOp: a real agent over the simulator reports to a
-// real hub; steward import writes desired state from that report; applied,
-// the hub's plan has no step and the agent's next tick changes nothing.
+// real hub; steward import writes desired state from that report (the
+// managed guest's keys, and the unmanaged guests' observed configs);
+// applied, the hub's plan has no step and the agent's next tick changes
+// nothing.
 func TestImportThenApplyIsNoOp(t *testing.T) {
 	o := newOpsHub(t)
 	e := newOpEnv(t)
@@ -51,6 +53,13 @@ func TestImportThenApplyIsNoOp(t *testing.T) {
 	if err := f.srv.Sim.AddGuest(sim.GuestSpec{VMID: 103, Kind: guest.QEMU, Name: "db", Running: true,
 		Config: map[string]string{"cores": "4", "memory": "8192", "onboot": "1", "description": "database\n", "tags": "prod;db",
 			"net0": "virtio=BC:24:11:00:00:01,bridge=vmbr0", "scsi0": "local-lvm:vm-103-disk-0,size=32G"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.srv.Sim.AddGuest(sim.GuestSpec{VMID: 104, Kind: guest.LXC, Name: "cache", Running: true,
+		Config: map[string]string{"hostname": "cache", "cores": "2", "memory": "1024", "swap": "256", "onboot": "1",
+			"description": "cache\nsecond line\n", "tags": "cache", "ostype": "debian", "unprivileged": "1",
+			"net0":   "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:04,ip=dhcp,type=veth",
+			"rootfs": "local-lvm:vm-104-disk-0,size=8G", "mp0": "local-lvm:vm-104-disk-1,mp=/srv,size=4G"}}); err != nil {
 		t.Fatal(err)
 	}
 	// 103 is managed already (its config keys are reported); 101 and 102 are not.
@@ -81,8 +90,19 @@ hosts:
 		t.Fatalf("the imported file does not parse: %v\n%s", err, b)
 	}
 	gs := doc.ForHost("pve").Guests
-	if len(gs) != 3 || gs[101].State != desired.Stopped || gs[102].State != desired.Running || gs[102].Kind != guest.LXC {
+	if len(gs) != 4 || gs[101].State != desired.Stopped || gs[102].State != desired.Running || gs[102].Kind != guest.LXC {
 		t.Fatalf("imported guests: got %s; want 101 stopped, 102 (lxc) running, 103", b)
+	}
+	// 101 and 102 are unmanaged: their configs come from the agent's
+	// report of unmanaged guests (wire version 2), picked keys managed.
+	for _, id := range []int{101, 102, 104} {
+		if gs[id].Config["cores"] == "" || gs[id].Config["memory"] == "" {
+			t.Fatalf("imported %d: config %v; want its cores and memory from the report\n%s", id, gs[id].Config, b)
+		}
+	}
+	if g := gs[104]; g.Config["swap"] != "256" || g.Config["net0"] == "" || g.Config["hostname"] != "cache" ||
+		g.Description == nil || len(g.Tags) != 1 || !strings.Contains(string(b), "# rootfs: ") || !strings.Contains(string(b), "# mp0: ") {
+		t.Fatalf("imported 104 (lxc): got %+v %v; want swap, net0, hostname, description, tags managed and rootfs, mp0 as comments:\n%s", g, g.Config, b)
 	}
 	g := gs[103]
 	if g.Config["cores"] != "4" || g.Config["memory"] != "8192" || g.Config["net0"] == "" || *g.Description != "database" || len(g.Tags) != 2 {

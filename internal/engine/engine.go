@@ -88,6 +88,11 @@ type Engine struct {
 	TaskUser string
 	// ReadConcurrency bounds parallel config reads; default 4.
 	ReadConcurrency int
+	// UnmanagedEvery is how often the config of a guest desired state
+	// does not name is read again for the report (wire.Guest.Observed,
+	// what `steward import` adopts it with; see unmanaged.go). A guest is
+	// read when first seen; 0 never reads unmanaged guests.
+	UnmanagedEvery time.Duration
 	// NotRunGrace is how long after a signed op began recovery waits before it
 	// takes "no task and no effect" as proof that PVE never received the
 	// call (a request still being processed leaves neither yet); until
@@ -99,8 +104,9 @@ type Engine struct {
 
 	recovered bool
 	mu        sync.Mutex
-	active    map[string]bool // op ids execute is running now; guarded by mu
-	refusals  map[int]string  // why a guest's last action was refused before it ran (create.go); guarded by mu
+	active    map[string]bool        // op ids execute is running now; guarded by mu
+	refusals  map[int]string         // why a guest's last action was refused before it ran (create.go); guarded by mu
+	unmanaged map[int]unmanagedEntry // last config read of each unmanaged guest (unmanaged.go); guarded by mu
 	// Held and refused decisions recorded by the previous tick and this
 	// one; see recordDecision.
 	lastDecisions, seenDecisions map[string]bool
@@ -115,6 +121,10 @@ type Report struct {
 	// guests desired state or a signed job names; the guests the tick
 	// acted on as PVE reported them after those actions.
 	Observed []guest.Observed
+	// Unmanaged are the last configs read of the guests desired state
+	// does not name (see Engine.UnmanagedEvery), by vmid; for the report
+	// only.
+	Unmanaged map[int]guest.Config
 	// Want is the desired state the tick converged toward (never nil).
 	Want *desired.Host
 	// Plan is what the tick planned from the state it observed first.

@@ -26,6 +26,9 @@ func (r Report) Wire() wire.Report {
 		wg := wire.Guest{VMID: g.VMID, Kind: string(g.Kind), Name: g.Name, Status: g.Status, Lock: g.Lock,
 			Template: g.Template, Digest: g.Digest, ConfigError: g.ConfigErr}
 		wg.Config = managedConfig(g, r.Want)
+		if cfg, ok := r.Unmanaged[g.VMID]; ok && (r.Want == nil || r.Want.Guests[g.VMID] == nil) {
+			wg.Observed = observedConfig(g.Kind, cfg)
+		}
 		w.Guests = append(w.Guests, wg)
 	}
 	locks := map[int]string{}

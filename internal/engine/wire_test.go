@@ -31,6 +31,7 @@ var reportFields = map[string]string{
 	"Observed.Config":        "guests.config (the managed keys, normalized)",
 	"Observed.Digest":        "guests.digest",
 	"Observed.ConfigErr":     "guests.config_error",
+	"Unmanaged":              "guests.observed (the adoptable keys of unmanaged guests, normalized)",
 	"Want":                   "guests.config (which keys are managed)",
 	"Plan.Steps.Action.Op":   "planned steps become actions (run or skipped) or pending",
 	"Plan.Steps.Action.VMID": "as Plan.Steps.Action.Op", "Plan.Steps.Action.Kind": "as Plan.Steps.Action.Op",

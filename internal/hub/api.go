@@ -46,6 +46,7 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 // control builds the control envelope of host h, as the store held it
 // when the request was authenticated.
 func (s *Server) control(w http.ResponseWriter, r *http.Request, h store.Host) {
+	w.Header().Set(wire.VersionHeader, strconv.Itoa(wire.Version))
 	writeJSON(w, http.StatusOK, wire.Control{PollInterval: s.pollInterval(), DesiredGeneration: h.DesiredGeneration,
 		JobsWaiting: h.JobsWaiting, Blocked: h.Blocked, BlockedReason: h.BlockedReason})
 }

@@ -32,7 +32,8 @@ func agentPath(host, what string) string {
 	return "/v1/agent/hosts/" + url.PathEscape(host) + "/" + what
 }
 
-// control posts body to path and decodes the control envelope.
+// control posts body to path and decodes the control envelope, with the
+// wire version the hub names (Control.HubVersion).
 func (c *Client) control(ctx context.Context, path string, body []byte) (wire.Control, error) {
 	resp, err := c.Do(ctx, Request{Method: http.MethodPost, Path: path, Body: body, MaxResponse: wire.MaxControlSize})
 	if err != nil {
@@ -44,6 +45,10 @@ func (c *Client) control(ctx context.Context, path string, body []byte) (wire.Co
 	ctl, err := wire.DecodeControl(resp.Body)
 	if err != nil {
 		return wire.Control{}, fmt.Errorf("hub: POST %s: %w", path, err)
+	}
+	ctl.HubVersion = 1
+	if v, err := strconv.Atoi(resp.Header.Get(wire.VersionHeader)); err == nil && v > 1 {
+		ctl.HubVersion = v
 	}
 	return ctl, nil
 }

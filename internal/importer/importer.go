@@ -4,10 +4,12 @@
 // changes nothing.
 //
 // What it can write is what the report holds: every guest's kind and run
-// state, and the config keys (normalized, as the planner compares them),
-// description and tags of the guests desired state already manages (an
-// agent reads the config only of the guests desired state names, and
-// reports only the keys it manages). Of those config keys it manages the
+// state; for the guests desired state already manages, the config keys
+// it manages (normalized, as the planner compares them), description and
+// tags; for the others, the config keys an operator would adopt them
+// with (wire.Guest.Observed: CPU, memory, name, description, tags, boot,
+// network devices, disks, mount points..., never a secret), normalized
+// by the agent. Of those config keys it manages the
 // ones an operator would pick (CPU, memory, name, boot, network devices;
 // see Picked) and writes the rest (disks, mount points, ...) as comments,
 // since managing a disk makes every difference in it a signed change.
@@ -185,7 +187,14 @@ func guestNode(g wire.Guest, cur *desired.Guest) (string, *yaml.Node) {
 	default:
 		head += fmt.Sprintf("\nstate: not written (PVE says %q; steward manages running or stopped)", orUnknown(g.Status))
 	}
-	cfg := maps.Clone(g.Config)
+	// A managed guest's report holds the keys it manages (Config); an
+	// unmanaged one's the keys an operator would adopt it with
+	// (Observed, wire version 2).
+	src := g.Config
+	if src == nil {
+		src = g.Observed
+	}
+	cfg := maps.Clone(src)
 	if d, ok := cfg["description"]; ok {
 		delete(cfg, "description")
 		v := str(normalize.Value(kind, "description", d))
@@ -217,8 +226,9 @@ func guestNode(g wire.Guest, cur *desired.Guest) (string, *yaml.Node) {
 			notes = append(notes, fmt.Sprintf("%s: %s   (not written: managing it makes a change to it a signed operation)", k, cfg[k]))
 		}
 	}
-	if g.Config == nil {
-		head += "\nconfig: not in the report (an agent reads the config only of guests desired state names);\n" +
+	if src == nil {
+		head += "\nconfig: not in the report yet (an agent reads an unmanaged guest's config when it first sees it,\n" +
+			"then every few minutes; an agent or hub older than wire version 2 never reports it);\n" +
 			"add the keys to manage (cores, memory, onboot, net0, ...) under config:, and `steward plan`\n" +
 			"shows the value each has on the guest."
 	}

@@ -26,6 +26,12 @@ func sampleReport() wire.Report {
 			{VMID: 102, Kind: "qemu", Name: "db", Status: "stopped"},
 			{VMID: 103, Kind: "qemu", Name: "tmpl", Status: "stopped", Template: true},
 			{VMID: 104, Kind: "qemu", Name: "paused", Status: "paused", Lock: "backup"},
+			// Unmanaged, as an agent of wire version 2 reports it.
+			{VMID: 105, Kind: "qemu", Name: "app", Status: "running", Observed: map[string]string{
+				"cores": "4", "sockets": "1", "memory": "8192", "name": "app", "onboot": "1", "cpu": "host",
+				"description": "app server\nsecond line", "tags": "app", "ostype": "l26",
+				"net0": "model=virtio,bridge=vmbr0,macaddr=BC:24:11:00:00:69", "scsi0": "file=local-lvm:vm-105-disk-0,size=32G",
+			}},
 		},
 	}
 }
@@ -61,8 +67,8 @@ func TestGenerate(t *testing.T) {
 		t.Fatalf("the output does not parse: %v\n%s", err, out)
 	}
 	gs := doc.ForHost("pve-a").Guests
-	if len(gs) != 3 || gs[103] != nil {
-		t.Fatalf("guests: got %d (%v); want 101, 102, 104 (the template left out)", len(gs), gs)
+	if len(gs) != 4 || gs[103] != nil {
+		t.Fatalf("guests: got %d (%v); want 101, 102, 104, 105 (the template left out)", len(gs), gs)
 	}
 	g := gs[101]
 	wantCfg := map[string]string{"cpulimit": "0", "cores": "2", "memory": "512", "onboot": "1", "net0": "bridge=vmbr0,ip=dhcp,name=eth0"}
@@ -83,6 +89,20 @@ func TestGenerate(t *testing.T) {
 	}
 	if g := gs[104]; g.State != "" {
 		t.Errorf("104 (paused): got state %q; want none", g.State)
+	}
+	// 105 is unmanaged: its observed config gives the picked keys; the
+	// rest (cpu, ostype, the disk) are comments only.
+	g = gs[105]
+	wantCfg = map[string]string{"cores": "4", "sockets": "1", "memory": "8192", "name": "app", "onboot": "1",
+		"net0": "model=virtio,bridge=vmbr0,macaddr=BC:24:11:00:00:69"}
+	if g.State != desired.Running || g.Description == nil || *g.Description != "app server\nsecond line" || len(g.Tags) != 1 ||
+		len(g.Config) != len(wantCfg) {
+		t.Errorf("105: got %+v config %v; want running, description, tags and config %v", g, g.Config, wantCfg)
+	}
+	for k, v := range wantCfg {
+		if g.Config[k] != v {
+			t.Errorf("105 config %s: got %q; want %q", k, g.Config[k], v)
+		}
 	}
 }
 

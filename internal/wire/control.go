@@ -20,6 +20,25 @@ type Control struct {
 	// but mutates nothing. BlockedReason says why.
 	Blocked       bool   `json:"blocked,omitempty"`
 	BlockedReason string `json:"blocked_reason,omitempty"`
+	// HubVersion is the wire version the hub reads, from the answer's
+	// VersionHeader (1 when it names none); not part of the JSON.
+	HubVersion int `json:"-"`
+}
+
+// StripNewer returns r without the fields of wire versions after v (see
+// Versions in the package doc), for a hub that reads only v. r itself is
+// not changed.
+func StripNewer(r Report, v int) Report {
+	if v >= 2 {
+		return r
+	}
+	gs := make([]Guest, len(r.Guests))
+	for i, g := range r.Guests {
+		g.Observed = nil
+		gs[i] = g
+	}
+	r.Guests = gs
+	return r
 }
 
 // MaxPollInterval bounds Control.PollInterval.

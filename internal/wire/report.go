@@ -52,7 +52,24 @@ type Guest struct {
 	// are never reported.
 	Config      map[string]string `json:"config,omitempty"`
 	ConfigError string            `json:"config_error,omitempty"`
+	// Observed is, for a guest desired state does not name (wire version
+	// 2 and later), the config keys an operator would adopt it with
+	// (CPU, memory, name, description, tags, boot, network devices,
+	// disks and mount points...; never a secret such as cipassword),
+	// normalized, each value at most MaxObservedValue bytes and at most
+	// MaxObservedKeys keys; `steward import` writes desired state from
+	// it, and the hub's plan of a guest a new document names compares
+	// against it. It may be some minutes old (an agent refreshes
+	// unmanaged configs less often than it ticks). Absent for a managed
+	// guest, a template, or a guest not yet read.
+	Observed map[string]string `json:"observed,omitempty"`
 }
+
+// Bounds of Guest.Observed.
+const (
+	MaxObservedKeys  = 128
+	MaxObservedValue = 8 << 10 // a description may be long; a key or disk never is
+)
 
 // Phases of a managed guest's Sync.
 const (
@@ -198,6 +215,13 @@ func (r Report) Validate() error {
 		c.text(p+".digest", g.Digest, false)
 		c.params(p+".config", g.Config)
 		c.text(p+".config_error", g.ConfigError, false)
+		c.count(p+".observed", len(g.Observed), MaxObservedKeys)
+		for k, v := range g.Observed {
+			c.text(p+".observed["+k+"]", k, true)
+			if len(v) > MaxObservedValue {
+				c.fail(p+".observed["+k+"]", "%d bytes; at most %d", len(v), MaxObservedValue)
+			}
+		}
 	}
 	c.count("sync", len(r.Sync), MaxGuests)
 	for i, s := range r.Sync {

@@ -31,7 +31,19 @@
 // and must pass its Validate method; an error names the message and the
 // field. A message from a newer steward with fields this one does not
 // know is therefore refused rather than half understood: new fields go
-// with a new API version.
+// with a new wire version.
+//
+// # Versions
+//
+// Version is the newest wire version this steward reads and writes. A
+// hub names the version it reads in the VersionHeader of every answer to
+// an agent (a hub that names none reads version 1); an agent sends the
+// fields of a later version (marked "wire version N" in their doc) only
+// to a hub that names N or later, so agents can be upgraded before or
+// after their hub. Control.HubVersion carries the header to the agent.
+//
+//   - 1: the first.
+//   - 2: Guest.Observed.
 package wire
 
 import (
@@ -41,6 +53,13 @@ import (
 	"fmt"
 	"io"
 )
+
+// Version is the newest wire version this package reads and writes.
+const Version = 2
+
+// VersionHeader is the HTTP header in which a hub names the wire version
+// it reads.
+const VersionHeader = "Steward-Wire-Version"
 
 // Size limits of encoded messages. A peer that sends more is refused
 // before anything is decoded.
