@@ -17,8 +17,18 @@
 // with every agent long-polling, the time from each host's desired PUT to
 // its agent's fetch of the new generation (p50/p99).
 //
+// With -replicas N (N > 1) the hub is N replica processes on one
+// PostgreSQL database (-pg URL, or a throwaway cluster this command
+// starts and removes, as the tests do: PostgreSQL's server binaries must
+// be installed); agent i talks to replica i mod N, and each desired PUT
+// goes through another replica than its agent's, so propagation crosses
+// replicas (LISTEN/NOTIFY). -compare runs the load and the propagation
+// against one SQLite hub and against -replicas PostgreSQL replicas in the
+// same run and prints each figure as a ratio, with the load average.
+//
 //	go run ./bench/hubload -agents 10000 -interval 60s -duration 120s -longpoll
 //	go run ./bench/hubload -agents 1000 -propagation
+//	go run ./bench/hubload -compare -replicas 3 -agents 1000 -interval 2s -duration 20s
 //
 // It is a benchmark, not a test: it asserts nothing.
 package main
@@ -52,6 +62,8 @@ import (
 
 	"github.com/steward-pve/steward/internal/hub"
 	"github.com/steward-pve/steward/internal/hub/store"
+	"github.com/steward-pve/steward/internal/hub/store/pgtest"
+	"github.com/steward-pve/steward/internal/hub/store/postgres"
 	"github.com/steward-pve/steward/internal/hub/store/sqlite"
 	"github.com/steward-pve/steward/internal/wire"
 )
@@ -69,34 +81,71 @@ func main() {
 		longpoll    = flag.Bool("longpoll", false, "each agent also holds a desired long-poll")
 		propagation = flag.Bool("propagation", false, "measure PUT-desired-to-fetch with every agent long-polling")
 		enrollConc  = flag.Int("enroll-concurrency", 32, "concurrent enrollments")
+		replicas    = flag.Int("replicas", 1, "hub replicas; more than 1 puts them on PostgreSQL")
+		pgURL       = flag.String("pg", "", "with -replicas > 1: an empty PostgreSQL database's URL (default: a throwaway cluster)")
+		compare     = flag.Bool("compare", false, "run load and propagation against one SQLite hub and -replicas PostgreSQL replicas, and print ratios")
+		profile     = flag.String("profile", "", "directory to save a CPU profile of replica 0 (10s, during the load) for each setup")
+		storeURL    = flag.String("store", "", "-serve: a postgres:// URL (default: SQLite in -data)")
 	)
 	flag.Parse()
 	if *serve {
-		if err := runServe(*dataDir, *flushEvery); err != nil {
+		if err := runServe(*dataDir, *storeURL, *flushEvery); err != nil {
 			log.Fatal(err)
 		}
 		return
 	}
-	if err := run(*agents, *interval, *duration, *guests, *change, *longpoll, *propagation, *enrollConc, *flushEvery); err != nil {
+	cfg := loadConfig{agents: *agents, interval: *interval, duration: *duration, guests: *guests, change: *change,
+		longpoll: *longpoll, enrollConc: *enrollConc, flush: *flushEvery, profile: *profile}
+	if *compare {
+		if err := runCompare(cfg, max(*replicas, 2), *pgURL); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
+	hs, err := startSet(*replicas, *pgURL, *flushEvery)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer hs.stop()
+	if *propagation {
+		_, err = runPropagation(cfg, hs)
+	} else {
+		_, err = runLoad(cfg, hs)
+	}
+	if err != nil {
 		log.Fatal(err)
 	}
 }
 
 // runServe runs the hub on a free loopback port and prints
-// "READY URL TOKEN" once it serves.
-func runServe(dir string, flush time.Duration) error {
+// "READY URL TOKEN" once it serves. On SQLite it makes the operator
+// token; on PostgreSQL (a replica) the parent made it and passes it in
+// $HUBLOAD_TOKEN.
+func runServe(dir, storeURL string, flush time.Duration) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	st, err := sqlite.Open(ctx, filepath.Join(dir, "hub.db"), sqlite.Options{})
-	if err != nil {
-		return err
+	var st store.Store
+	opt := hub.Options{Logger: slog.New(slog.DiscardHandler), FlushInterval: flush}
+	tok := os.Getenv("HUBLOAD_TOKEN")
+	if storeURL != "" {
+		ps, err := postgres.Open(ctx, storeURL, postgres.Options{})
+		if err != nil {
+			return err
+		}
+		st, opt.Notifier = ps, ps.Notifier()
+	} else {
+		ss, err := sqlite.Open(ctx, filepath.Join(dir, "hub.db"), sqlite.Options{})
+		if err != nil {
+			return err
+		}
+		st = ss
+		tok = hub.NewToken("stwo_")
+		if err := st.CreateOperator(ctx, "bench", store.HashToken(tok)); err != nil {
+			return err
+		}
 	}
 	defer st.Close()
-	tok := hub.NewToken("stwo_")
-	if err := st.CreateOperator(ctx, "bench", store.HashToken(tok)); err != nil {
-		return err
-	}
-	h := hub.New(st, hub.Options{Logger: slog.New(slog.DiscardHandler), FlushInterval: flush})
+	h := hub.New(st, opt)
 	mux := http.NewServeMux()
 	mux.Handle("/debug/pprof/", http.DefaultServeMux)
 	mux.Handle("/", h.Handler())
@@ -134,7 +183,7 @@ type hubProc struct {
 	cmd        *exec.Cmd
 }
 
-func startHub(flush time.Duration) (*hubProc, error) {
+func startHub(flush time.Duration, storeURL, token string) (*hubProc, error) {
 	dir, err := os.MkdirTemp("", "hubload-")
 	if err != nil {
 		return nil, err
@@ -143,7 +192,8 @@ func startHub(flush time.Duration) (*hubProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe, "-serve", "-data", dir, "-flush", flush.String())
+	cmd := exec.Command(exe, "-serve", "-data", dir, "-flush", flush.String(), "-store", storeURL)
+	cmd.Env = append(os.Environ(), "HUBLOAD_TOKEN="+token)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -200,8 +250,142 @@ func (h *hubProc) stop() {
 	h.cmd.Wait()
 }
 
+// hubSet is the hub under load: one process (SQLite) or several
+// replicas on one PostgreSQL database.
+type hubSet struct {
+	label string
+	procs []*hubProc
+	token string
+	pg    *pgtest.Cluster // the throwaway cluster this command started, if any
+	pgDir string          // its directory, to find its processes
+}
+
+// startSet starts one SQLite hub (n <= 1) or n replicas on PostgreSQL.
+func startSet(n int, pgURL string, flush time.Duration) (*hubSet, error) {
+	if n <= 1 {
+		h, err := startHub(flush, "", "")
+		if err != nil {
+			return nil, err
+		}
+		return &hubSet{label: "sqlite x1", procs: []*hubProc{h}, token: h.token}, nil
+	}
+	hs := &hubSet{label: fmt.Sprintf("postgres x%d", n), token: hub.NewToken("stwo_")}
+	ctx := context.Background()
+	if pgURL == "" {
+		c, err := pgtest.Start(ctx)
+		if err != nil {
+			return nil, err
+		}
+		hs.pg, hs.pgDir = c, c.Dir
+		if pgURL, err = c.CreateDatabase(ctx); err != nil {
+			c.Stop()
+			return nil, err
+		}
+	}
+	// Migrate and make the operator once, before the replicas start.
+	st, err := postgres.Open(ctx, pgURL, postgres.Options{})
+	if err != nil {
+		hs.stop()
+		return nil, err
+	}
+	err = st.CreateOperator(ctx, "bench", store.HashToken(hs.token))
+	st.Close()
+	if err != nil {
+		hs.stop()
+		return nil, err
+	}
+	for range n {
+		h, err := startHub(flush, pgURL, hs.token)
+		if err != nil {
+			hs.stop()
+			return nil, err
+		}
+		hs.procs = append(hs.procs, h)
+	}
+	return hs, nil
+}
+
+func (hs *hubSet) stop() {
+	for _, h := range hs.procs {
+		h.stop()
+	}
+	if hs.pg != nil {
+		hs.pg.Stop()
+	}
+}
+
+// url is the replica agent i talks to.
+func (hs *hubSet) url(i int) string { return hs.procs[i%len(hs.procs)].url }
+
+func (hs *hubSet) rssKiB() (n int) {
+	for _, h := range hs.procs {
+		n += h.rssKiB()
+	}
+	return n
+}
+
+func (hs *hubSet) cpu() (d time.Duration) {
+	for _, h := range hs.procs {
+		d += h.cpu()
+	}
+	return d
+}
+
+// pgCPU is the CPU time of the throwaway PostgreSQL server (the
+// postmaster, its live backends and the reaped ones), 0 without one.
+func (hs *hubSet) pgCPU() time.Duration {
+	if hs.pgDir == "" {
+		return 0
+	}
+	ents, _ := os.ReadDir("/proc")
+	master := ""
+	stats := map[string][]string{} // pid -> stat fields after the command name
+	for _, e := range ents {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		st := string(b)
+		if !strings.Contains(st, "(postgres)") {
+			continue
+		}
+		stats[e.Name()] = strings.Fields(st[strings.LastIndexByte(st, ')')+2:])
+		if cl, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline"); bytes.Contains(cl, []byte(hs.pgDir)) {
+			master = e.Name()
+		}
+	}
+	ticks := func(f []string, from, to int) (n int64) {
+		for i := from; i <= to && i < len(f); i++ {
+			v, _ := strconv.ParseInt(f[i], 10, 64)
+			n += v
+		}
+		return n
+	}
+	var total int64
+	for pid, f := range stats {
+		switch {
+		case pid == master:
+			total += ticks(f, 11, 14) // utime stime cutime cstime
+		case len(f) > 1 && f[1] == master:
+			total += ticks(f, 11, 12)
+		}
+	}
+	return time.Duration(total) * 10 * time.Millisecond
+}
+
+// heldPolls sums the long-polls every replica holds.
+func (hs *hubSet) heldPolls(ctx context.Context, c *http.Client) int {
+	n := 0
+	for _, h := range hs.procs {
+		v, _ := strconv.Atoi(scrape(ctx, h.url, c, "steward_hub_long_polls_held"))
+		n += v
+	}
+	return n
+}
+
 type agent struct {
 	id    string
+	url   string // the replica it talks to
 	token string
 	c     *http.Client
 	body  []byte
@@ -215,7 +399,9 @@ func do(ctx context.Context, c *http.Client, method, url, token string, body []b
 	if err != nil {
 		return 0, nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := c.Do(req)
 	if err != nil {
 		return 0, nil, err
@@ -263,30 +449,53 @@ func (h *hist) summary() string {
 		q(0.90).Round(10*time.Microsecond), q(0.99).Round(10*time.Microsecond), h.d[len(h.d)-1].Round(10*time.Microsecond))
 }
 
-func run(n int, interval, duration time.Duration, guests int, change float64, longpoll, propagation bool, enrollConc int, flush time.Duration) error {
-	ctx := context.Background()
-	h, err := startHub(flush)
-	if err != nil {
-		return err
+// p99 returns the 99th percentile of the samples (0 without any).
+func (h *hist) p99() time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.d) == 0 {
+		return 0
 	}
-	defer h.stop()
-	op := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	rss0 := h.rssKiB()
+	slices.Sort(h.d)
+	return h.d[min(len(h.d)-1, int(0.99*float64(len(h.d))))]
+}
 
-	// Enroll every agent and send its first report.
+type loadConfig struct {
+	agents             int
+	interval, duration time.Duration
+	guests             int
+	change             float64
+	longpoll           bool
+	enrollConc         int
+	flush              time.Duration
+	profile            string
+}
+
+// result is what one setup measured.
+type result struct {
+	rate, reportRate float64       // requests/s and full reports/s sustained
+	hbP99, repP99    time.Duration // latency
+	cpuPerReq        time.Duration // hub CPU (all replicas) per request
+	pgPerReq         time.Duration // PostgreSQL server CPU per request
+	errors           int64
+	propP99          time.Duration
+}
+
+// enrollAll enrolls every agent and sends its first report.
+func enrollAll(ctx context.Context, cfg loadConfig, hs *hubSet, op *http.Client) ([]*agent, error) {
 	t0 := time.Now()
-	as := make([]*agent, n)
+	as := make([]*agent, cfg.agents)
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var setupErr atomic.Value
-	for range enrollConc {
+	for range cfg.enrollConc {
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1)) - 1
-				if i >= n {
+				if i >= cfg.agents {
 					return
 				}
-				a, err := enroll(ctx, h, op, i, guests)
+				a, err := enroll(ctx, hs, op, i, cfg.guests)
 				if err != nil {
 					setupErr.Store(err)
 					return
@@ -297,29 +506,60 @@ func run(n int, interval, duration time.Duration, guests int, change float64, lo
 	}
 	wg.Wait()
 	if err, _ := setupErr.Load().(error); err != nil {
-		return fmt.Errorf("enrolling: %w", err)
+		return nil, fmt.Errorf("enrolling: %w", err)
 	}
-	report0 := len(as[0].body)
-	fmt.Printf("setup: %d agents enrolled and reported in %v (report %d bytes, %d guests); hub at %s (pprof at /debug/pprof/)\n", n, time.Since(t0).Round(time.Millisecond), report0, guests, h.url)
-	rss1 := h.rssKiB()
+	fmt.Printf("[%s] setup: %d agents enrolled and reported in %v (report %d bytes, %d guests); hub at %s (pprof at /debug/pprof/)\n",
+		hs.label, cfg.agents, time.Since(t0).Round(time.Millisecond), len(as[0].body), cfg.guests, hs.url(0))
+	return as, nil
+}
 
-	if propagation {
-		return measurePropagation(ctx, h, op, as, rss0)
+// saveProfile saves a CPU profile of replica 0 over secs seconds.
+func saveProfile(ctx context.Context, hs *hubSet, dir string, secs int) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		log.Print(err)
+		return
 	}
+	c := &http.Client{}
+	code, b, err := do(ctx, c, "GET", fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", hs.url(0), secs), "", nil)
+	if err != nil || code != 200 {
+		log.Printf("profiling %s: %d %v", hs.label, code, err)
+		return
+	}
+	path := filepath.Join(dir, strings.ReplaceAll(hs.label, " ", "-")+".pprof")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		log.Print(err)
+		return
+	}
+	fmt.Printf("[%s] CPU profile of replica 0: %s (go tool pprof -top %s)\n", hs.label, path, path)
+}
+func runLoad(cfg loadConfig, hs *hubSet) (result, error) {
+	ctx := context.Background()
+	op := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	rss0 := hs.rssKiB()
+	as, err := enrollAll(ctx, cfg, hs, op)
+	if err != nil {
+		return result{}, err
+	}
+	n, interval, duration, guests, change, longpoll := cfg.agents, cfg.interval, cfg.duration, cfg.guests, cfg.change, cfg.longpoll
+	rss1 := hs.rssKiB()
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var polls sync.WaitGroup
 	if longpoll {
 		for _, a := range as {
-			polls.Go(func() { pollLoop(runCtx, h, a, nil) })
+			polls.Go(func() { pollLoop(runCtx, a, nil) })
 		}
 	}
 	var hb, full hist
-	var errs, reqs atomic.Int64
-	cpu0 := h.cpu()
+	var errs, reqs, fulls atomic.Int64
+	cpu0, pg0 := hs.cpu(), hs.pgCPU()
 	start := time.Now()
 	end := start.Add(duration)
+	var profWG sync.WaitGroup
+	if cfg.profile != "" {
+		profWG.Go(func() { saveProfile(ctx, hs, cfg.profile, max(1, min(10, int(duration.Seconds())-1))) })
+	}
 	var agentsWG sync.WaitGroup
 	for _, a := range as {
 		agentsWG.Go(func() {
@@ -342,7 +582,7 @@ func run(n int, interval, duration time.Duration, guests int, change float64, lo
 					path, body = "/heartbeat", fmt.Appendf(nil, `{"hash":%q}`, a.hash)
 				}
 				t1 := time.Now()
-				code, _, err := do(runCtx, a.c, "POST", h.url+"/v1/agent/hosts/"+a.id+path, a.token, body)
+				code, _, err := do(runCtx, a.c, "POST", a.url+"/v1/agent/hosts/"+a.id+path, a.token, body)
 				d := time.Since(t1)
 				reqs.Add(1)
 				if err != nil || code != 200 {
@@ -350,6 +590,7 @@ func run(n int, interval, duration time.Duration, guests int, change float64, lo
 					continue
 				}
 				if isFull {
+					fulls.Add(1)
 					full.add(d)
 				} else {
 					hb.add(d)
@@ -359,27 +600,101 @@ func run(n int, interval, duration time.Duration, guests int, change float64, lo
 	}
 	agentsWG.Wait()
 	elapsed := time.Since(start)
-	cpu := h.cpu() - cpu0
-	rss2 := h.rssKiB()
-	held := scrape(ctx, h, op, "steward_hub_long_polls_held")
-	connected := scrape(ctx, h, op, "steward_hub_connected_agents")
+	cpu, pgc := hs.cpu()-cpu0, hs.pgCPU()-pg0
+	rss2 := hs.rssKiB()
+	held := hs.heldPolls(ctx, op)
 	cancel()
 	polls.Wait()
+	profWG.Wait()
 
-	fmt.Printf("load: %d agents, interval %v, %v measured, long-polls %v (held at the end: %s), connected: %s\n", n, interval, elapsed.Round(time.Millisecond), longpoll, held, connected)
-	fmt.Printf("rate: %.1f requests/s sustained (target %.1f/s), errors %d\n", float64(reqs.Load())/elapsed.Seconds(), float64(n)/interval.Seconds(), errs.Load())
-	fmt.Printf("hub CPU: %v in %v (%.0f%% of one core), %v per request (a machine-load-independent figure)\n", cpu, elapsed.Round(time.Millisecond),
-		100*cpu.Seconds()/elapsed.Seconds(), (cpu / time.Duration(max(reqs.Load(), 1))).Round(time.Microsecond))
-	fmt.Printf("heartbeat latency: %s\n", hb.summary())
-	fmt.Printf("report latency:    %s\n", full.summary())
-	fmt.Printf("hub RSS: %d MiB idle, %d MiB enrolled, %d MiB under load; %.1f KiB per connected agent\n",
-		rss0/1024, rss1/1024, rss2/1024, float64(rss2-rss0)/float64(n))
+	nreq := max(reqs.Load(), 1)
+	res := result{rate: float64(reqs.Load()) / elapsed.Seconds(), reportRate: float64(fulls.Load()) / elapsed.Seconds(),
+		hbP99: hb.p99(), repP99: full.p99(), cpuPerReq: cpu / time.Duration(nreq), pgPerReq: pgc / time.Duration(nreq), errors: errs.Load()}
+	fmt.Printf("[%s] load: %d agents, interval %v, %v measured, long-polls %v (held at the end: %d)\n", hs.label, n, interval, elapsed.Round(time.Millisecond), longpoll, held)
+	fmt.Printf("[%s] rate: %.1f requests/s sustained (target %.1f/s; %.1f full reports/s), errors %d\n", hs.label, res.rate, float64(n)/interval.Seconds(), res.reportRate, errs.Load())
+	fmt.Printf("[%s] hub CPU (all replicas): %v in %v (%.0f%% of one core), %v per request; PostgreSQL server CPU %v per request\n", hs.label, cpu, elapsed.Round(time.Millisecond),
+		100*cpu.Seconds()/elapsed.Seconds(), res.cpuPerReq.Round(time.Microsecond), res.pgPerReq.Round(time.Microsecond))
+	fmt.Printf("[%s] heartbeat latency: %s\n", hs.label, hb.summary())
+	fmt.Printf("[%s] report latency:    %s\n", hs.label, full.summary())
+	fmt.Printf("[%s] hub RSS (all replicas): %d MiB idle, %d MiB enrolled, %d MiB under load; %.1f KiB per connected agent\n",
+		hs.label, rss0/1024, rss1/1024, rss2/1024, float64(rss2-rss0)/float64(n))
+	return res, nil
+}
+
+func runPropagation(cfg loadConfig, hs *hubSet) (time.Duration, error) {
+	ctx := context.Background()
+	op := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	rss0 := hs.rssKiB()
+	as, err := enrollAll(ctx, cfg, hs, op)
+	if err != nil {
+		return 0, err
+	}
+	return measurePropagation(ctx, hs, op, as, rss0)
+}
+
+// loadavg is /proc/loadavg's three averages.
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// runCompare measures one SQLite hub and n PostgreSQL replicas in the
+// same run, the same load, one after the other, and prints ratios.
+func runCompare(cfg loadConfig, n int, pgURL string) error {
+	fmt.Printf("compare: load average %s at start; %d agents, interval %v, %v, change %.2f\n", loadavg(), cfg.agents, cfg.interval, cfg.duration, cfg.change)
+	var rs [2]result
+	for i, reps := range []int{1, n} {
+		hs, err := startSet(reps, pgURL, cfg.flush)
+		if err != nil {
+			return err
+		}
+		r, err := runLoad(cfg, hs)
+		hs.stop()
+		if err != nil {
+			return err
+		}
+		// Propagation on fresh hubs (no load-phase state), every agent
+		// long-polling.
+		if hs, err = startSet(reps, pgURL, cfg.flush); err != nil {
+			return err
+		}
+		p, err := runPropagation(loadConfig{agents: cfg.agents, guests: cfg.guests, enrollConc: cfg.enrollConc}, hs)
+		hs.stop()
+		if err != nil {
+			return err
+		}
+		r.propP99 = p
+		rs[i] = r
+		fmt.Printf("load average %s after %s\n", loadavg(), []string{"sqlite x1", fmt.Sprintf("postgres x%d", n)}[i])
+	}
+	a, b := rs[0], rs[1]
+	ratio := func(x, y float64) string {
+		if y == 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.2fx", x/y)
+	}
+	d := func(x time.Duration) string { return x.Round(10 * time.Microsecond).String() }
+	fmt.Printf("\n%-28s %14s %14s %10s\n", "figure", "sqlite x1", fmt.Sprintf("postgres x%d", n), "pg/sqlite")
+	fmt.Printf("%-28s %14.1f %14.1f %10s\n", "requests/s sustained", a.rate, b.rate, ratio(b.rate, a.rate))
+	fmt.Printf("%-28s %14.1f %14.1f %10s\n", "full reports/s", a.reportRate, b.reportRate, ratio(b.reportRate, a.reportRate))
+	fmt.Printf("%-28s %14s %14s %10s\n", "heartbeat p99", d(a.hbP99), d(b.hbP99), ratio(b.hbP99.Seconds(), a.hbP99.Seconds()))
+	fmt.Printf("%-28s %14s %14s %10s\n", "report p99", d(a.repP99), d(b.repP99), ratio(b.repP99.Seconds(), a.repP99.Seconds()))
+	fmt.Printf("%-28s %14s %14s %10s\n", "propagation p99", d(a.propP99), d(b.propP99), ratio(b.propP99.Seconds(), a.propP99.Seconds()))
+	fmt.Printf("%-28s %14s %14s %10s\n", "hub CPU per request", d(a.cpuPerReq), d(b.cpuPerReq), ratio(b.cpuPerReq.Seconds(), a.cpuPerReq.Seconds()))
+	fmt.Printf("%-28s %14s %14s %10s\n", "PostgreSQL CPU per request", "-", d(b.pgPerReq), "")
+	fmt.Printf("%-28s %14d %14d\n", "errors", a.errors, b.errors)
+	fmt.Printf("load average %s at the end\n", loadavg())
 	return nil
 }
 
-func enroll(ctx context.Context, h *hubProc, op *http.Client, i, guests int) (*agent, error) {
+func enroll(ctx context.Context, hs *hubSet, op *http.Client, i, guests int) (*agent, error) {
 	id := fmt.Sprintf("pve-%05d", i)
-	code, b, err := do(ctx, op, "POST", h.url+"/v1/hosts/"+id+"/join-token", h.token, nil)
+	code, b, err := do(ctx, op, "POST", hs.url(i+1)+"/v1/hosts/"+id+"/join-token", hs.token, nil)
 	if err != nil || code != 200 {
 		return nil, fmt.Errorf("join token for %s: %d %s %v", id, code, b, err)
 	}
@@ -387,8 +702,8 @@ func enroll(ctx context.Context, h *hubProc, op *http.Client, i, guests int) (*a
 		JoinToken string `json:"join_token"`
 	}
 	json.Unmarshal(b, &jt)
-	a := &agent{id: id, c: client(i)}
-	code, b, err = do(ctx, a.c, "POST", h.url+"/v1/enroll", "", fmt.Appendf(nil, `{"join_token":%q}`, jt.JoinToken))
+	a := &agent{id: id, url: hs.url(i), c: client(i)}
+	code, b, err = do(ctx, a.c, "POST", a.url+"/v1/enroll", "", fmt.Appendf(nil, `{"join_token":%q}`, jt.JoinToken))
 	if err != nil || code != 200 {
 		return nil, fmt.Errorf("enroll %s: %d %s %v", id, code, b, err)
 	}
@@ -398,7 +713,7 @@ func enroll(ctx context.Context, h *hubProc, op *http.Client, i, guests int) (*a
 	a.rep = report(id, guests, 0)
 	a.body, _ = wire.EncodeReport(a.rep)
 	a.hash = hub.ReportHash(a.body)
-	code, b, err = do(ctx, a.c, "POST", h.url+"/v1/agent/hosts/"+id+"/report", a.token, a.body)
+	code, b, err = do(ctx, a.c, "POST", a.url+"/v1/agent/hosts/"+id+"/report", a.token, a.body)
 	if err != nil || code != 200 {
 		return nil, fmt.Errorf("first report of %s: %d %s %v", id, code, b, err)
 	}
@@ -407,9 +722,9 @@ func enroll(ctx context.Context, h *hubProc, op *http.Client, i, guests int) (*a
 
 // pollLoop holds desired long-polls for a until ctx ends; each answer
 // with a newer generation is sent on got (if not nil).
-func pollLoop(ctx context.Context, h *hubProc, a *agent, got chan<- fetched) {
+func pollLoop(ctx context.Context, a *agent, got chan<- fetched) {
 	for ctx.Err() == nil {
-		code, b, err := do(ctx, a.c, "GET", fmt.Sprintf("%s/v1/agent/hosts/%s/desired?after=%d&wait=5m", h.url, a.id, a.gen), a.token, nil)
+		code, b, err := do(ctx, a.c, "GET", fmt.Sprintf("%s/v1/agent/hosts/%s/desired?after=%d&wait=5m", a.url, a.id, a.gen), a.token, nil)
 		at := time.Now()
 		if err != nil || code != 200 {
 			if ctx.Err() == nil {
@@ -432,25 +747,25 @@ type fetched struct {
 	at   time.Time
 }
 
-func measurePropagation(ctx context.Context, h *hubProc, op *http.Client, as []*agent, rss0 int) error {
+func measurePropagation(ctx context.Context, hs *hubSet, op *http.Client, as []*agent, rss0 int) (time.Duration, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	got := make(chan fetched, len(as))
 	var polls sync.WaitGroup
 	for _, a := range as {
-		polls.Go(func() { pollLoop(ctx, h, a, got) })
+		polls.Go(func() { pollLoop(ctx, a, got) })
 	}
 	// Wait until the hub holds every long-poll.
 	for deadline := time.Now().Add(time.Minute); ; {
-		if v, _ := strconv.Atoi(scrape(ctx, h, op, "steward_hub_long_polls_held")); v >= len(as) {
+		if hs.heldPolls(ctx, op) >= len(as) {
 			break
 		}
 		if time.Now().After(deadline) {
-			return errors.New("the hub never held every long-poll")
+			return 0, errors.New("the hub never held every long-poll")
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	rssHeld := h.rssKiB()
+	rssHeld := hs.rssKiB()
 	// PUT every host's document, 8 at a time, as an apply over the fleet
 	// would; each host's latency runs from its PUT's start.
 	putAt := make(map[string]time.Time, len(as))
@@ -470,7 +785,9 @@ func measurePropagation(ctx context.Context, h *hubProc, op *http.Client, as []*
 				mu.Lock()
 				putAt[id] = time.Now()
 				mu.Unlock()
-				if code, b, err := do(ctx, op, "PUT", h.url+"/v1/hosts/"+id+"/desired", h.token, []byte(doc)); err != nil || code != 200 {
+				// Through another replica than the agent's: the wake-up
+				// crosses replicas.
+				if code, b, err := do(ctx, op, "PUT", hs.url(i+1)+"/v1/hosts/"+id+"/desired", hs.token, []byte(doc)); err != nil || code != 200 {
 					log.Printf("PUT %s: %d %s %v", id, code, b, err)
 				}
 			}
@@ -485,22 +802,22 @@ func measurePropagation(ctx context.Context, h *hubProc, op *http.Client, as []*
 			lat.add(f.at.Sub(putAt[f.host]))
 			mu.Unlock()
 		case <-timeout:
-			return fmt.Errorf("only %d of %d agents fetched their new generation in 2 minutes", len(lat.d), len(as))
+			return 0, fmt.Errorf("only %d of %d agents fetched their new generation in 2 minutes", len(lat.d), len(as))
 		}
 	}
 	all := time.Since(start)
 	wg.Wait()
-	fmt.Printf("propagation: %d agents long-polling; PUT desired of every host (8 at a time) to each agent's fetch: %s; all %d fetched within %v\n",
-		len(as), lat.summary(), len(as), all.Round(time.Millisecond))
-	fmt.Printf("hub RSS: %d MiB idle, %d MiB with every long-poll held; %.1f KiB per long-polling agent\n", rss0/1024, rssHeld/1024, float64(rssHeld-rss0)/float64(len(as)))
+	fmt.Printf("[%s] propagation: %d agents long-polling; PUT desired of every host (8 at a time) to each agent's fetch: %s; all %d fetched within %v\n",
+		hs.label, len(as), lat.summary(), len(as), all.Round(time.Millisecond))
+	fmt.Printf("[%s] hub RSS (all replicas): %d MiB idle, %d MiB with every long-poll held; %.1f KiB per long-polling agent\n", hs.label, rss0/1024, rssHeld/1024, float64(rssHeld-rss0)/float64(len(as)))
 	cancel()
 	polls.Wait()
-	return nil
+	return lat.p99(), nil
 }
 
 // scrape returns the value of one unlabelled metric of the hub.
-func scrape(ctx context.Context, h *hubProc, c *http.Client, name string) string {
-	_, b, err := do(ctx, c, "GET", h.url+"/metrics", "", nil)
+func scrape(ctx context.Context, url string, c *http.Client, name string) string {
+	_, b, err := do(ctx, c, "GET", url+"/metrics", "", nil)
 	if err != nil {
 		return "?"
 	}
