@@ -400,6 +400,16 @@ func TestDashboardInBrowser(t *testing.T) {
 	if row := text(t, ctx, "#host-pve"); !strings.Contains(row, "reporting") {
 		t.Fatalf("the fleet's row of pve: %q; want it reporting", row)
 	}
+	// The keyboard: the first Tab reaches the skip link, which moves
+	// focus past the navigation to the page's content.
+	step(t, ctx, "tabbing to the skip link", chromedp.KeyEvent("\t"))
+	if a := eval[string](t, ctx, "document.activeElement.className + ' ' + document.activeElement.getAttribute('href')"); a != "skip #main" {
+		t.Fatalf("the first Tab focuses %q; want the skip link", a)
+	}
+	step(t, ctx, "following the skip link", chromedp.KeyEvent("\r"))
+	if id := eval[string](t, ctx, "document.activeElement.id"); id != "main" {
+		t.Fatalf("after the skip link the focus is on %q; want main", id)
+	}
 	screenshot(t, ctx, "fleet-light")
 	step(t, ctx, "dark scheme", colorScheme("dark"))
 	screenshot(t, ctx, "fleet-dark")
@@ -476,6 +486,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	step(t, ctx, "opening the audit history", chromedp.Click(`nav a[href="/ui/audit"]`), chromedp.WaitVisible("table.audit"))
 	if a := text(t, ctx, "table.audit"); !strings.Contains(a, "host.block") || !strings.Contains(a, "dashboard.login") {
 		t.Fatalf("the audit history does not show the block and the login:\n%s", a)
+	}
+	if n := eval[int](t, ctx, `Array.from(document.querySelectorAll('input:not([type=hidden]), select')).filter(e => !e.labels || e.labels.length === 0).length`); n != 0 {
+		t.Errorf("the audit page has %d form controls without a label", n)
 	}
 	screenshot(t, ctx, "audit-light")
 	step(t, ctx, "dark scheme", colorScheme("dark"))
