@@ -297,15 +297,15 @@ func (d *dashboard) unblock(w http.ResponseWriter, r *http.Request, _ session) {
 
 // pendingView is one action waiting for signatures.
 type pendingView struct {
-	Host     string
-	Job      string // wire.JobID of the payload: its name in URLs
-	Pending  wire.Pending
-	Payload  string
-	Parsed   bool
-	Nonce    string
-	Digest   string
-	Expires  time.Time
-	NotAfter bool // expired already
+	Host    string
+	Job     string // wire.JobID of the payload: its name in URLs
+	Pending wire.Pending
+	Payload string
+	Parsed  bool
+	Nonce   string
+	Digest  string
+	Expires time.Time
+	Expired bool // past Expires already: the agent refuses it
 	// Current is the guest's config digest in the host's last report;
 	// Stale when it differs from the one the payload is bound to.
 	Current   string
@@ -330,7 +330,7 @@ func (d *dashboard) pendingOf(r *http.Request, host string, rep wire.Report) ([]
 		v := pendingView{Host: host, Job: wire.JobID(p.Payload), Pending: p, Payload: string(p.Payload), Digest: p.Action.Digest}
 		if pl, err := signedop.ParsePayload(p.Payload); err == nil {
 			v.Parsed, v.Nonce, v.Digest, v.Expires = true, pl.Nonce, pl.Digest, pl.Expires
-			v.NotAfter = !pl.Expires.IsZero() && d.s.now().After(pl.Expires)
+			v.Expired = !pl.Expires.IsZero() && d.s.now().After(pl.Expires)
 		}
 		v.Current = digests[p.Action.VMID]
 		v.Stale = v.Digest != "" && v.Current != "" && v.Digest != v.Current

@@ -388,6 +388,17 @@ func TestDashboardPages(t *testing.T) {
 		"ssh-keygen -Y sign -n steward-op@steward -f ~/.ssh/id_ed25519 pve-a-102-config-"+job[:12]+".payload",
 		"/ui/hosts/pve-a/pending/"+job+"/payload")
 	_ = p
+	// A payload bound to a digest the guest no longer has, or past its
+	// expiry, says so.
+	stale := dashReport(payload)
+	stale.Guests[1].Digest = "d102-changed"
+	if body, err = wire.EncodeReport(stale); err != nil {
+		t.Fatal(err)
+	}
+	e.must(200, "POST", "/v1/agent/hosts/pve-a/report", tok, body, nil)
+	page("/ui/pending", "the guest changed since (now <code class=\"digest\">d102-changed</code>)")
+	body, _ = wire.EncodeReport(dashReport(payload))
+	e.must(200, "POST", "/v1/agent/hosts/pve-a/report", tok, body, nil)
 	resp, raw := b.req("GET", "/ui/hosts/pve-a/pending/"+job+"/payload", nil)
 	if resp.StatusCode != 200 || raw != payload || !strings.Contains(resp.Header.Get("Content-Disposition"), "attachment") {
 		t.Fatalf("payload download: %d %q (%s); want the exact bytes as an attachment", resp.StatusCode, raw, resp.Header.Get("Content-Disposition"))
