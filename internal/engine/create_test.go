@@ -12,6 +12,7 @@ import (
 	"github.com/steward-pve/steward/internal/crashpoint"
 	"github.com/steward-pve/steward/internal/engine"
 	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/hub"
 	"github.com/steward-pve/steward/internal/pve"
 	"github.com/steward-pve/steward/internal/sim"
 	"github.com/steward-pve/steward/internal/wire"
@@ -435,4 +436,56 @@ func TestInterruptedCloneFindsLockedGuest(t *testing.T) {
 	if slices.Contains(h.mutations(), "clone 9000") {
 		t.Errorf("mutations %v; the clone must not run again", h.mutations())
 	}
+}
+
+// TestHubPlanAfterCloneMatchesAgent: the report after a clone carries
+// the journal's word that the agent made the guest and has not run it
+// (sync.provenance, wire version 3), so the hub's plan shows the
+// cloud-init write that follows as benign, as the agent runs it next
+// tick; a report without it (an older agent) shows it held.
+func TestHubPlanAfterCloneMatchesAgent(t *testing.T) {
+	h := newHarness(t, sim.Options{Templates: true})
+	want := mustParse(t, cloneDoc)
+	got, err := wire.DecodeReport(mustEncode(t, h.tick(want).Wire()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prov *wire.Provenance
+	for _, s := range got.Sync {
+		if s.VMID == 120 {
+			prov = s.Provenance
+		}
+	}
+	if prov == nil || !prov.CreatedByAgent || !prov.Fresh || prov.CreateFailed {
+		t.Fatalf("sync provenance of the clone = %+v; want created by the agent, fresh", prov)
+	}
+	classOf := func(p hub.PlanJSON) (string, bool) {
+		for _, st := range p.Steps {
+			if st.Action.VMID == 120 && st.Action.Op == "config" {
+				return st.Class, true
+			}
+		}
+		return "", false
+	}
+	cls, ok := classOf(hub.PlanReport("pve", 1, want, got))
+	if !ok || cls != "benign" {
+		t.Fatalf("hub plan after the clone: config step class %q (found %v); want benign, as the agent judges it", cls, ok)
+	}
+	if cls, _ := classOf(hub.PlanReport("pve", 1, want, wire.StripNewer(got, 2))); cls != "destructive" {
+		t.Errorf("hub plan of a report without provenance: class %q; want destructive (the classifier alone)", cls)
+	}
+	// The agent's next tick runs it unsigned.
+	rep := h.tick(want)
+	if len(rep.Pending) != 0 {
+		t.Errorf("agent held %+v after the clone; want the config write run", rep.Pending)
+	}
+}
+
+func mustEncode(t *testing.T, r wire.Report) []byte {
+	t.Helper()
+	b, err := wire.EncodeReport(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

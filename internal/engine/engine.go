@@ -125,6 +125,8 @@ type Report struct {
 	// does not name (see Engine.UnmanagedEvery), by vmid; for the report
 	// only.
 	Unmanaged map[int]guest.Config
+	// UnmanagedDigests are the PVE config digests of those reads.
+	UnmanagedDigests map[int]string
 	// Want is the desired state the tick converged toward (never nil).
 	Want *desired.Host
 	// Plan is what the tick planned from the state it observed first.
@@ -153,6 +155,9 @@ type GuestReport struct {
 	// Snapshots is the guest's snapshot schedule state; nil without a
 	// schedule.
 	Snapshots *SnapshotState
+	// Provenance is the journal's word on the guest after the tick
+	// (Fresh as the tick judged it); zero when the agent did not create it.
+	Provenance classify.Provenance
 }
 
 // Result is the fate of one action the tick submitted.

@@ -36,7 +36,7 @@ func (t *tick) observe(ctx context.Context, jobs []signedop.Job) error {
 		return err
 	}
 	t.actual, t.rep.Observed = actual, actual
-	t.rep.Unmanaged = e.readUnmanaged(ctx, actual, names)
+	t.rep.Unmanaged, t.rep.UnmanagedDigests = e.readUnmanaged(ctx, actual, names)
 	if !t.planOnly {
 		t.blocked = e.resolveLeftovers(ctx)
 	}

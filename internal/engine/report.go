@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"github.com/steward-pve/steward/internal/classify"
 	"maps"
 	"slices"
 
@@ -178,7 +179,12 @@ func (t *tick) report(ctx context.Context) {
 	}
 	t.rep.Guests = e.guestReports(t.rep, final, t.held)
 	for i := range t.rep.Guests {
-		t.rep.Guests[i].Snapshots = t.snaps[t.rep.Guests[i].VMID]
+		gr := &t.rep.Guests[i]
+		gr.Snapshots = t.snaps[gr.VMID]
+		if g, ok := t.byID[gr.VMID]; ok {
+			p := t.provenance(gr.VMID, g.Digest)
+			gr.Provenance = classify.Provenance{CreatedByAgent: p.CreatedByAgent, CreateFailed: p.CreateFailed, Fresh: p.Fresh}
+		}
 	}
 }
 

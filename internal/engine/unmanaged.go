@@ -31,18 +31,20 @@ const maxUnmanagedReads = 32
 
 // unmanagedEntry is the last config read of an unmanaged guest.
 type unmanagedEntry struct {
-	kind guest.Kind
-	cfg  guest.Config
-	read time.Time
+	kind   guest.Kind
+	cfg    guest.Config
+	digest string
+	read   time.Time
 }
 
 // readUnmanaged refreshes the cached configs of the guests of actual that
 // names does not hold (templates left out), the oldest first, and returns
-// the cache's configs of those guests. A read that fails keeps the last
-// config (none for a new guest) and is tried again next tick.
-func (e *Engine) readUnmanaged(ctx context.Context, actual []guest.Observed, names map[int]bool) map[int]guest.Config {
+// the cache's configs and digests of those guests. A read that fails
+// keeps the last config (none for a new guest) and is tried again next
+// tick.
+func (e *Engine) readUnmanaged(ctx context.Context, actual []guest.Observed, names map[int]bool) (map[int]guest.Config, map[int]string) {
 	if e.UnmanagedEvery <= 0 {
-		return nil
+		return nil, nil
 	}
 	now := e.now()
 	e.mu.Lock()
@@ -90,7 +92,7 @@ func (e *Engine) readUnmanaged(ctx context.Context, actual []guest.Observed, nam
 				return
 			}
 			mu.Lock()
-			next[d.vmid] = unmanagedEntry{kind: d.kind, cfg: pc.Config.Values, read: now}
+			next[d.vmid] = unmanagedEntry{kind: d.kind, cfg: pc.Config.Values, digest: pc.Config.Digest, read: now}
 			mu.Unlock()
 		}()
 	}
@@ -98,13 +100,13 @@ func (e *Engine) readUnmanaged(ctx context.Context, actual []guest.Observed, nam
 	e.mu.Lock()
 	e.unmanaged = next
 	e.mu.Unlock()
-	out := make(map[int]guest.Config, len(next))
+	out, digests := make(map[int]guest.Config, len(next)), make(map[int]string, len(next))
 	for id, c := range next {
 		if c.cfg != nil {
-			out[id] = c.cfg
+			out[id], digests[id] = c.cfg, c.digest
 		}
 	}
-	return out
+	return out, digests
 }
 
 // adoptable lists the config keys reported of unmanaged guests: exact

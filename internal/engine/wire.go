@@ -28,6 +28,9 @@ func (r Report) Wire() wire.Report {
 		wg.Config = managedConfig(g, r.Want)
 		if cfg, ok := r.Unmanaged[g.VMID]; ok && (r.Want == nil || r.Want.Guests[g.VMID] == nil) {
 			wg.Observed = observedConfig(g.Kind, cfg)
+			if wg.Digest == "" {
+				wg.Digest = r.UnmanagedDigests[g.VMID]
+			}
 		}
 		w.Guests = append(w.Guests, wg)
 	}
@@ -48,6 +51,9 @@ func (r Report) Wire() wire.Report {
 				ws.Snapshots = append(ws.Snapshots, wire.ScheduledSnapshot{Name: o.Name, Taken: wireTime(o.Taken)})
 			}
 			s.Snapshots = ws
+		}
+		if p := gr.Provenance; p.CreatedByAgent || p.CreateFailed || p.Fresh {
+			s.Provenance = &wire.Provenance{CreatedByAgent: p.CreatedByAgent, CreateFailed: p.CreateFailed, Fresh: p.Fresh}
 		}
 		w.Sync = append(w.Sync, s)
 	}

@@ -16,11 +16,15 @@ import (
 
 // PlanJSON is the operator's view of what the host's agent would do: the
 // shared planner run on the host's last report and its current desired
-// document. The report carries only the config keys the agent managed at
-// that time, so a key the new document adds shows as a change until the
-// agent reports again; classes are the classifier's without provenance
-// (the agent's own journal may make a destroy of a guest it created
-// benign; the hub never can).
+// document. The report carries the config keys the agent managed at that
+// time and, for guests it did not manage, the keys an operator would
+// adopt them with (wire.Guest.Observed), so only a key outside both shows
+// as a change until the agent reports again. Classes are the
+// classifier's with the provenance the agent reported of each guest (its
+// journal's word: a clone it made and has not started takes its
+// cloud-init keys benignly; the remains of its own failed create are
+// destroyed benignly), so the plan shows what the agent will do; the hub
+// decides nothing by it.
 type PlanJSON struct {
 	Host              string          `json:"host"`
 	DesiredGeneration int64           `json:"desired_generation"`
@@ -101,14 +105,29 @@ func PlanReport(host string, gen int64, want *desired.Host, wr wire.Report) Plan
 	actual := make([]guest.Observed, len(wr.Guests))
 	configs := map[int]guest.Config{}
 	for i, g := range wr.Guests {
+		cfg := g.Config
+		if cfg == nil {
+			// A guest the report's desired state did not name: what the
+			// agent observed of it (wire version 2), so a document that
+			// starts managing it plans against its real values.
+			cfg = g.Observed
+		}
 		actual[i] = guest.Observed{VMID: g.VMID, Kind: guest.Kind(g.Kind), Name: g.Name, Status: g.Status, Lock: g.Lock,
-			Template: g.Template, Config: guest.Config(g.Config), Digest: g.Digest, ConfigErr: g.ConfigError}
+			Template: g.Template, Config: guest.Config(cfg), Digest: g.Digest, ConfigErr: g.ConfigError}
 		configs[g.VMID] = actual[i].Config
+	}
+	// The agent's journal's word on each guest (wire version 3): classes
+	// are judged as the agent will judge them.
+	prov := map[int]classify.Provenance{}
+	for _, s := range wr.Sync {
+		if p := s.Provenance; p != nil {
+			prov[s.VMID] = classify.Provenance{CreatedByAgent: p.CreatedByAgent, CreateFailed: p.CreateFailed, Fresh: p.Fresh}
+		}
 	}
 	p := plan.Diff(want, actual, plan.Options{})
 	out := PlanJSON{Host: host, DesiredGeneration: gen, ReportTime: wr.Time, Steps: []PlanStepJSON{}, Guests: []PlanGuestJSON{}, Text: p.Render()}
 	for _, st := range p.Steps {
-		v := classify.Classify(st.Action, configs[st.Action.VMID], classify.Provenance{})
+		v := classify.Classify(st.Action, configs[st.Action.VMID], prov[st.Action.VMID])
 		a := wire.Action{Op: string(st.Action.Op), VMID: st.Action.VMID, Kind: string(st.Action.Kind), Params: st.Action.Params, Digest: st.Action.Digest}
 		step := PlanStepJSON{Action: a, Class: string(v.Class), Reason: v.Reason, Changes: changes(st.Changes)}
 		if v.Class == classify.Destructive {

@@ -29,15 +29,22 @@ type Control struct {
 // Versions in the package doc), for a hub that reads only v. r itself is
 // not changed.
 func StripNewer(r Report, v int) Report {
-	if v >= 2 {
-		return r
+	if v < 2 {
+		gs := make([]Guest, len(r.Guests))
+		for i, g := range r.Guests {
+			g.Observed = nil
+			gs[i] = g
+		}
+		r.Guests = gs
 	}
-	gs := make([]Guest, len(r.Guests))
-	for i, g := range r.Guests {
-		g.Observed = nil
-		gs[i] = g
+	if v < 3 {
+		ss := make([]Sync, len(r.Sync))
+		for i, s := range r.Sync {
+			s.Provenance = nil
+			ss[i] = s
+		}
+		r.Sync = ss
 	}
-	r.Guests = gs
 	return r
 }
 

@@ -44,8 +44,9 @@ type Guest struct {
 	Status   string `json:"status,omitempty"` // run state: running, stopped, paused, ...
 	Lock     string `json:"lock,omitempty"`   // PVE's lock; empty when unlocked
 	Template bool   `json:"template,omitempty"`
-	// Digest is the config digest read this tick; empty when the config
-	// was not read (an unmanaged guest) or could not be (ConfigError).
+	// Digest is the config digest read this tick (for an unmanaged guest,
+	// the digest of the read Observed comes from); empty when the config
+	// was not read or could not be (ConfigError).
 	Digest string `json:"digest,omitempty"`
 	// Config holds the keys desired state manages, normalized (PVE's
 	// round-trip forms folded, so equal values read equal); unmanaged keys
@@ -101,6 +102,24 @@ type Sync struct {
 	// Snapshots is the guest's snapshot schedule state; absent without a
 	// schedule.
 	Snapshots *SnapshotSchedule `json:"snapshots,omitempty"`
+	// Provenance is what the agent's own journal says of the guest, as
+	// far as classifying its next steps needs it (wire version 3); nil
+	// when the agent did not create it. The hub's plan classifies with
+	// it, as the agent will; the agent never takes it from the hub.
+	Provenance *Provenance `json:"provenance,omitempty"`
+}
+
+// Provenance is the agent's journal's word on a guest (see
+// classify.Provenance).
+type Provenance struct {
+	// CreatedByAgent: the agent created (or cloned) the guest.
+	CreatedByAgent bool `json:"created_by_agent,omitempty"`
+	// CreateFailed: that create failed and the guest is its remains
+	// (within the agent's cleanup window): destroying it is benign.
+	CreateFailed bool `json:"create_failed,omitempty"`
+	// Fresh: created successfully and not run since, so its create-time
+	// keys (cloud-init, boot, ...) are benign to write.
+	Fresh bool `json:"fresh,omitempty"`
 }
 
 // SnapshotSchedule is a guest's snapshot schedule as the agent found it.

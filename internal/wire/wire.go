@@ -44,6 +44,7 @@
 //
 //   - 1: the first.
 //   - 2: Guest.Observed.
+//   - 3: Sync.Provenance.
 package wire
 
 import (
@@ -55,7 +56,7 @@ import (
 )
 
 // Version is the newest wire version this package reads and writes.
-const Version = 2
+const Version = 3
 
 // VersionHeader is the HTTP header in which a hub names the wire version
 // it reads.
