@@ -49,6 +49,8 @@ type testHub struct {
 	srv *hub.Server
 	web *httptest.Server
 	op  *hubclient.Client
+	// wrap, when set before start, wraps the hub's handler.
+	wrap func(http.Handler) http.Handler
 }
 
 func startHub(t *testing.T) *testHub {
@@ -81,7 +83,11 @@ func (h *testHub) start() {
 		h.t.Fatalf("listening on %s: %v", addr, err)
 	}
 	h.addr = ln.Addr().String()
-	h.web = httptest.NewUnstartedServer(h.srv.Handler())
+	var handler http.Handler = h.srv.Handler()
+	if h.wrap != nil {
+		handler = h.wrap(handler)
+	}
+	h.web = httptest.NewUnstartedServer(handler)
 	h.web.Listener.Close()
 	h.web.Listener = ln
 	h.web.StartTLS()
