@@ -532,7 +532,7 @@ func writeApplyHost(w io.Writer, h ApplyHostJSON, dryRun bool, pt painter) {
 // signature, a restart it may not do, drift it only observes).
 func settled(phase string) bool {
 	switch phase {
-	case wire.PhaseInSync, wire.PhasePendingSignature, wire.PhasePendingRestart, wire.PhaseDriftObserved:
+	case wire.PhaseInSync, wire.PhasePendingSignature, wire.PhasePendingRestart, wire.PhaseDriftObserved, wire.PhaseMoved:
 		return true
 	}
 	return false

@@ -274,7 +274,10 @@ func writeHostDetail(w io.Writer, d HostDetailJSON, now time.Time) error {
 // guestDetail is one line of why a guest is not in sync.
 func guestDetail(g GuestStatusJSON, now time.Time) string {
 	var parts []string
-	if g.Status == "" && g.Managed {
+	switch {
+	case g.Phase == wire.PhaseMoved:
+		parts = append(parts, "on node "+g.Node+" of the cluster; its entry belongs under that node's host")
+	case g.Status == "" && g.Managed:
 		parts = append(parts, "not on the host")
 	}
 	if g.Lock != "" {

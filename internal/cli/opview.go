@@ -62,6 +62,8 @@ type GuestStatusJSON struct {
 	Managed bool   `json:"managed"`
 	Phase   string `json:"phase,omitempty"` // managed guests: in_sync, converging, ...
 	Reason  string `json:"reason,omitempty"`
+	// Node is the node of the cluster a moved guest is on (phase moved).
+	Node string `json:"node,omitempty"`
 	// Drift are the managed fields that differ (actual from, desired to).
 	Drift []wire.Change `json:"drift,omitempty"`
 	// PendingRestart are config keys written but applied by PVE only at
@@ -221,6 +223,7 @@ func (v hostView) guests() []GuestStatusJSON {
 		}
 		g.Managed, g.Phase, g.Reason, g.Drift, g.PendingRestart = true, sy.Phase, sy.Reason, sy.Drift, sy.Pending
 		g.Snapshots = sy.Snapshots
+		g.Node = sy.Node
 		if sy.Lock != "" {
 			g.Lock = sy.Lock
 		}

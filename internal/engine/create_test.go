@@ -208,8 +208,8 @@ func (c clusterReader) ClusterResources(ctx context.Context, typ string) ([]pve.
 }
 
 // A vmid another node of the cluster holds is never created over: the
-// create is refused with the holder named, the guest backs off, and the
-// reason stays in its status while it does.
+// desired guest is that guest, moved to the other node (issue 12 §4), and
+// is reported moved with the node; nothing is created nor attempted.
 func TestCreateRefusedWhenVMIDTakenInCluster(t *testing.T) {
 	h := newHarness(t, sim.Options{Templates: true})
 	now := time.Now()
@@ -222,8 +222,8 @@ func TestCreateRefusedWhenVMIDTakenInCluster(t *testing.T) {
 			t.Fatalf("tick %d: mutations %v; want none", i+1, m)
 		}
 		g := rep.Guests[0]
-		if g.Phase != engine.PhaseError || !strings.Contains(g.Err, "taken in the cluster") || !strings.Contains(g.Err, "pve-b") || g.NextRetry.IsZero() {
-			t.Fatalf("tick %d: guest %+v; want an error naming the other node, with a next retry", i+1, g)
+		if g.Phase != engine.PhaseMoved || g.Node != "pve-b" || g.Err != "" || len(rep.Results) != 0 {
+			t.Fatalf("tick %d: guest %+v, results %+v; want moved to the other node, nothing attempted", i+1, g, rep.Results)
 		}
 	}
 	// Once the other guest is gone and the backoff is over, it is created.

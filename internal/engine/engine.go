@@ -158,6 +158,8 @@ type GuestReport struct {
 	// Provenance is the journal's word on the guest after the tick
 	// (Fresh as the tick judged it); zero when the agent did not create it.
 	Provenance classify.Provenance
+	// Node is the node a moved guest is on (PhaseMoved).
+	Node string
 }
 
 // Result is the fate of one action the tick submitted.
@@ -213,6 +215,10 @@ const (
 	PhasePendingRestart   = "pending_restart"
 	PhasePendingSignature = "pending_signature"
 	PhaseError            = "error"
+	// PhaseMoved: the guest is not on this node but on another node of the
+	// cluster (GuestReport.Node): migrated, or moved by HA. Nothing is
+	// done for it here; it is never created, never reported missing.
+	PhaseMoved = "moved"
 )
 
 func (e *Engine) now() time.Time {

@@ -3,10 +3,12 @@ package engine
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 
 	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/pve"
 	"github.com/steward-pve/steward/internal/signedop"
 )
 
@@ -44,6 +46,7 @@ func (t *tick) observe(ctx context.Context, jobs []signedop.Job) error {
 	for _, g := range actual {
 		t.byID[g.VMID] = g
 	}
+	t.locate(ctx, actual, false)
 	return nil
 }
 
@@ -83,6 +86,11 @@ func (e *Engine) observe(ctx context.Context, names map[int]bool) ([]guest.Obser
 			pc, err := e.PVE.ConfigWithPending(ctx, e.Node, g.Kind, g.VMID)
 			if err != nil {
 				g.ConfigErr = err.Error()
+				if pve.IsNotFound(err) {
+					// Listed, then gone: it left this node (a migration
+					// ended, HA moved it) between the two reads.
+					g.VMID = -1
+				}
 				return
 			}
 			g.Config, g.Digest, g.Pending, g.Current = pc.Config.Values, pc.Config.Digest, pc.Pending, pc.Current
@@ -92,7 +100,7 @@ func (e *Engine) observe(ctx context.Context, names map[int]bool) ([]guest.Obser
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return out, nil
+	return slices.DeleteFunc(out, func(g guest.Observed) bool { return g.VMID == -1 }), nil
 }
 
 // mergeObserved returns actual with the guests in touched replaced by what

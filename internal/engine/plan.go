@@ -19,7 +19,7 @@ import (
 // from what PVE then says, by the next tick.
 func (t *tick) plan(ctx context.Context) {
 	e := t.e
-	t.rep.Plan = plan.Diff(t.want, t.actual, e.Plan)
+	t.rep.Plan = plan.Diff(t.want, t.actual, t.planOptions())
 	t.cleanups(&t.rep.Plan)
 	t.freshness(ctx, t.rep.Plan.Steps)
 	for _, st := range t.rep.Plan.Steps {

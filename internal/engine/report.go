@@ -141,7 +141,8 @@ func (t *tick) report(ctx context.Context) {
 			e.log().Warn("re-reading the guests changed this tick failed; reporting them as first observed", "err", err)
 		} else {
 			t.rep.Observed = mergeObserved(t.actual, after, touched)
-			final = plan.Diff(t.want, t.rep.Observed, e.Plan)
+			t.locate(ctx, t.rep.Observed, true)
+			final = plan.Diff(t.want, t.rep.Observed, t.planOptions())
 			for vmid := range touched {
 				delete(t.held, vmid)
 			}
@@ -186,6 +187,7 @@ func (t *tick) report(ctx context.Context) {
 			gr.Provenance = classify.Provenance{CreatedByAgent: p.CreatedByAgent, CreateFailed: p.CreateFailed, Fresh: p.Fresh}
 		}
 	}
+	t.noteLocation(t.rep.Guests)
 }
 
 // guestReports derives each desired guest's status from final, the plan
@@ -205,6 +207,11 @@ func (e *Engine) guestReports(rep Report, final plan.Plan, pending map[int][]gat
 	for _, gs := range final.Guests {
 		gr := GuestReport{VMID: gs.VMID, Drift: gs.Drift, Err: gs.Err, Pending: gs.Pending, Changed: ran[gs.VMID]}
 		switch {
+		case gs.Phase == plan.Moved:
+			// Moved wins over an action that failed this tick: it failed
+			// because the guest left (a write to its config on this node
+			// finds no config once it is on another).
+			gr.Phase, gr.Node, gr.Err = PhaseMoved, gs.Node, ""
 		case gs.Phase == plan.Error:
 			gr.Phase = PhaseError
 		case gs.Phase == plan.DriftObserved:

@@ -69,6 +69,11 @@ type tick struct {
 	// resources is the cluster's guest list, read once a tick when a
 	// create is due (create.go); nil until then.
 	resources []pve.Resource
+	// elsewhere holds the desired guests this node does not list that
+	// /cluster/resources shows on a node (moved.go); clusterErr says why
+	// it could not be read, when it could not.
+	elsewhere  map[int]string
+	clusterErr string
 	// storages caches the storage usage read this tick, and allocated
 	// what the actions allowed so far allocate, by storage (headroom.go).
 	storages  map[string]classify.StorageUsage

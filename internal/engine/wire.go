@@ -40,7 +40,7 @@ func (r Report) Wire() wire.Report {
 	}
 	for _, gr := range r.Guests {
 		s := wire.Sync{VMID: gr.VMID, Phase: gr.Phase, Reason: gr.Err, Lock: locks[gr.VMID], NextRetry: wireTime(gr.NextRetry),
-			Pending: slices.Clone(gr.Pending)}
+			Pending: slices.Clone(gr.Pending), Node: gr.Node}
 		for _, c := range gr.Drift {
 			s.Drift = append(s.Drift, wire.Change{Key: c.Key, From: c.From, To: c.To})
 		}

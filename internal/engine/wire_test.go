@@ -54,6 +54,8 @@ var reportFields = map[string]string{
 	"Guests.Snapshots.Own.Name": "sync.snapshots.snapshots.name", "Guests.Snapshots.Own.Taken": "sync.snapshots.snapshots.taken",
 	"Guests.Snapshots.LastTaken": "sync.snapshots.last_taken", "Guests.Snapshots.NextDue": "sync.snapshots.next_due",
 	"Guests.Snapshots.Held": "sync.snapshots.held", "Guests.Snapshots.Note": "sync.snapshots.note",
+	"Guests.Node":         "sync.node",
+	"Plan.Guests.Node":    "sync.node (via Guests.Node)",
 	"Guests.Pending":      "sync.pending",
 	"Observed.Pending":    "sync.pending (the managed keys among them, via Guests.Pending)",
 	"Observed.Current":    "agent-local: the values the guest runs with, read to plan a resize of a pending disk; the hub sees the config as written (guests.config) and sync.pending",

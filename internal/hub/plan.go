@@ -53,6 +53,8 @@ type PlanGuestJSON struct {
 	Drift []wire.Change `json:"drift,omitempty"`
 	Error string        `json:"error,omitempty"`
 	Lock  string        `json:"lock,omitempty"`
+	// Node is the node a moved guest is on (phase moved).
+	Node string `json:"node,omitempty"`
 }
 
 func changes(cs []plan.Change) []wire.Change {
@@ -124,7 +126,19 @@ func PlanReport(host string, gen int64, want *desired.Host, wr wire.Report) Plan
 			prov[s.VMID] = classify.Provenance{CreatedByAgent: p.CreatedByAgent, CreateFailed: p.CreateFailed, Fresh: p.Fresh}
 		}
 	}
-	p := plan.Diff(want, actual, plan.Options{})
+	// A guest the agent reported moved to another node of its cluster is
+	// planned as moved here too, not as missing (the hub cannot read the
+	// cluster itself).
+	var opts plan.Options
+	for _, s := range wr.Sync {
+		if s.Phase == wire.PhaseMoved && s.Node != "" {
+			if opts.Elsewhere == nil {
+				opts.Elsewhere = map[int]string{}
+			}
+			opts.Elsewhere[s.VMID] = s.Node
+		}
+	}
+	p := plan.Diff(want, actual, opts)
 	out := PlanJSON{Host: host, DesiredGeneration: gen, ReportTime: wr.Time, Steps: []PlanStepJSON{}, Guests: []PlanGuestJSON{}, Text: p.Render()}
 	for _, st := range p.Steps {
 		v := classify.Classify(st.Action, configs[st.Action.VMID], prov[st.Action.VMID])
@@ -136,7 +150,7 @@ func PlanReport(host string, gen int64, want *desired.Host, wr wire.Report) Plan
 		out.Steps = append(out.Steps, step)
 	}
 	for _, g := range p.Guests {
-		out.Guests = append(out.Guests, PlanGuestJSON{VMID: g.VMID, Phase: string(g.Phase), Drift: changes(g.Drift), Error: g.Err, Lock: g.Lock})
+		out.Guests = append(out.Guests, PlanGuestJSON{VMID: g.VMID, Phase: string(g.Phase), Drift: changes(g.Drift), Error: g.Err, Lock: g.Lock, Node: g.Node})
 	}
 	return out
 }

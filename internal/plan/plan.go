@@ -42,6 +42,10 @@
 //     mode that is reported as drift. Without a create block it is an
 //     Error "not found on this host". Whether the vmid is free in the
 //     whole cluster is the caller's check (the planner sees one host).
+//   - A desired guest absent from the host that Options.Elsewhere shows
+//     on another node of the cluster has moved (a migration, HA): Phase
+//     Moved with the node, no step, never a create nor an error. Its
+//     entry belongs under the host of that node now.
 //   - A guest whose config is needed (it manages config, description or
 //     tags) but could not be read (ConfigErr), was not read (nil Config) or
 //     has no digest gets an Error and no action at all, not even a run-state
@@ -96,6 +100,12 @@ type Options struct {
 	// executor stops the guest; <= 0 means DefaultShutdownTimeout. It is
 	// sent to PVE in whole seconds, rounded up.
 	ShutdownTimeout time.Duration
+	// Elsewhere holds the guests the cluster lists on other nodes (GET
+	// /cluster/resources), vmid -> node. A desired guest the host does
+	// not list but Elsewhere does has moved (migrated, or moved by HA):
+	// Phase Moved with its Node, and no step at all, never a create. Nil
+	// means nothing is known of other nodes.
+	Elsewhere map[int]string
 }
 
 // Phase is a desired guest's sync status.
@@ -116,6 +126,9 @@ const (
 	// Error: the guest cannot be planned (Err says why); see the package
 	// doc for which errors still allow actions.
 	Error Phase = "error"
+	// Moved: the guest is not on this host's node but on another node of
+	// its cluster (GuestStatus.Node); nothing is planned for it here.
+	Moved Phase = "moved"
 )
 
 // Change is one managed field that differs: Key is the PVE config key (or
@@ -146,6 +159,8 @@ type GuestStatus struct {
 	// Pending lists the managed keys whose written value PVE keeps
 	// pending until the guest restarts (see guest.Observed.Pending).
 	Pending []string
+	// Node is the node a Moved guest is on now; "" otherwise.
+	Node string
 }
 
 // Plan is the result of Diff: Steps to execute in order, and one status per
@@ -202,6 +217,10 @@ func Diff(want *desired.Host, actual []guest.Observed, opts Options) Plan {
 		}
 		switch {
 		case j == len(ao) || aids[uint32(ao[j])] != id:
+			if node, ok := opts.Elsewhere[id]; ok {
+				st.Phase, st.Node = Moved, node
+				break
+			}
 			p.Steps = missing(p.Steps, &st, id, g)
 		case j+1 < len(ao) && aids[uint32(ao[j+1])] == id:
 			st.Phase, st.Err = Error, "listed more than once by PVE; refusing to act on an ambiguous vmid"

@@ -26,6 +26,7 @@ import (
 //	* 108 pending restart: cores        written, PVE applies it at the next restart
 //	~ 109 reboot to apply pending cores (timeout 180s)
 //	= 107 in sync
+//	* 111 moved to node pve-b (nothing done here)
 //
 // Values are written bare, or Go-quoted when empty-looking, multi-line,
 // containing spaces or the arrow; an absent value is "(unset)". An empty
@@ -89,6 +90,8 @@ func (p Plan) Render() string {
 			}
 		case PendingRestart:
 			line(&b, "*", id, "pending restart: "+strings.Join(g.Pending, ", "))
+		case Moved:
+			line(&b, "*", id, "moved to node "+g.Node+" (nothing done here)")
 		}
 	}
 	return b.String()

@@ -80,10 +80,13 @@ const (
 	PhasePendingSignature = "pending_signature"
 	PhasePendingRestart   = "pending_restart"
 	PhaseError            = "error"
+	// PhaseMoved: the guest is on another node of its cluster (Sync.Node),
+	// migrated or moved by HA; the agent does nothing for it.
+	PhaseMoved = "moved"
 )
 
 // Phases lists every phase a Sync may carry.
-var Phases = []string{PhaseInSync, PhaseConverging, PhaseDriftObserved, PhasePendingSignature, PhasePendingRestart, PhaseError}
+var Phases = []string{PhaseInSync, PhaseConverging, PhaseDriftObserved, PhasePendingSignature, PhasePendingRestart, PhaseError, PhaseMoved}
 
 // Sync is one managed guest's sync status after a tick.
 type Sync struct {
@@ -107,6 +110,8 @@ type Sync struct {
 	// when the agent did not create it. The hub's plan classifies with
 	// it, as the agent will; the agent never takes it from the hub.
 	Provenance *Provenance `json:"provenance,omitempty"`
+	// Node is the node of the cluster a moved guest is on (phase moved).
+	Node string `json:"node,omitempty"`
 }
 
 // Provenance is the agent's journal's word on a guest (see
@@ -249,6 +254,7 @@ func (r Report) Validate() error {
 		c.oneOf(p+".phase", s.Phase, Phases...)
 		c.text(p+".reason", s.Reason, false)
 		c.text(p+".lock", s.Lock, false)
+		c.text(p+".node", s.Node, s.Phase == PhaseMoved)
 		c.count(p+".drift", len(s.Drift), MaxParams)
 		for j, d := range s.Drift {
 			q := fmt.Sprintf("%s.drift[%d]", p, j)
