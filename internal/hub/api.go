@@ -333,7 +333,9 @@ func (s *Server) receipts(w http.ResponseWriter, r *http.Request) {
 		cur, _ := s.st.ReceiptHead(r.Context(), h.ID)
 		s.log.Warn("receipt chain gap", "host", h.ID, "have_seq", cur.Seq)
 		s.event(r.Context(), store.Event{Type: store.EventReceiptsBroken, Host: h.ID, Detail: fmt.Sprintf("gap: %v (the hub holds up to seq %d)", err, cur.Seq)})
-		writeError(w, http.StatusConflict, "chain_gap", fmt.Sprintf("%v (the hub holds up to seq %d; send from %d)", err, cur.Seq, cur.Seq+1))
+		have := cur.Seq
+		writeJSON(w, http.StatusConflict, wire.Error{Code: "chain_gap", HaveSeq: &have,
+			Error: fmt.Sprintf("%v (the hub holds up to seq %d; send from %d)", err, cur.Seq, cur.Seq+1)})
 		return
 	case errors.Is(err, wire.ErrChainBroken):
 		s.log.Warn("receipt chain broken", "host", h.ID, "err", err)

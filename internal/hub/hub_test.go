@@ -571,6 +571,10 @@ func TestReceipts(t *testing.T) {
 	if code != 409 || errCode(t, b) != "chain_gap" || !strings.Contains(string(b), "send from 3") {
 		t.Fatalf("a gap: got %d %s; want 409 chain_gap naming seq 3", code, b)
 	}
+	var gap wire.Error
+	if err := json.Unmarshal(b, &gap); err != nil || gap.HaveSeq == nil || *gap.HaveSeq != 2 {
+		t.Fatalf("a gap: %s; want have_seq 2 as a field", b)
+	}
 	e.must(200, "POST", "/v1/agent/hosts/pve-a/receipts", tok, batch(rs[2:]), &head)
 	if head.Seq != 4 {
 		t.Fatalf("head: got %d; want 4", head.Seq)

@@ -167,6 +167,10 @@ func (c *Client) Receipts(ctx context.Context, rs wire.Receipts) (ReceiptHead, e
 	err := c.JSON(ctx, http.MethodPost, agentPath(rs.Host, "receipts"), nil, rs, &head)
 	var he *Error
 	if errors.As(err, &he) && he.Code == CodeChainGap {
+		if he.HaveSeq != nil {
+			return head, &ReceiptGapError{Have: *he.HaveSeq, Err: err}
+		}
+		// A hub before have_seq: its message says where its chain ends.
 		var have uint64
 		if _, serr := fmt.Sscanf(afterMarker(he.Message, "holds up to seq "), "%d", &have); serr != nil {
 			return head, fmt.Errorf("%w (the hub did not say where its chain ends)", err)

@@ -387,7 +387,7 @@ func (r *Response) Err(method, path string) error {
 	e := &Error{Method: method, Path: path, Status: r.Status}
 	var we wire.Error
 	if json.Unmarshal(r.Body, &we) == nil && we.Error != "" {
-		e.Code, e.Message = we.Code, we.Error
+		e.Code, e.Message, e.HaveSeq = we.Code, we.Error, we.HaveSeq
 	} else {
 		e.Message = strings.TrimSpace(string(r.Body))
 		if len(e.Message) > 200 {
@@ -433,6 +433,9 @@ type Error struct {
 	Status       int
 	Code         string // the hub's machine code, "" if the body was not a hub error
 	Message      string
+	// HaveSeq is the hub's wire.Error.HaveSeq (chain_gap answers), nil
+	// when absent.
+	HaveSeq *uint64
 }
 
 func (e *Error) Error() string {

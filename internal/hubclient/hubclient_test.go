@@ -14,6 +14,7 @@ import (
 	"github.com/steward-pve/steward/internal/hub/store/sqlite"
 	"github.com/steward-pve/steward/internal/hubclient"
 	"github.com/steward-pve/steward/internal/tlspin"
+	"github.com/steward-pve/steward/internal/wire"
 )
 
 // newHub starts a real hub on a loopback TLS listener and returns its URL,
@@ -170,5 +171,44 @@ func TestBoundedResponse(t *testing.T) {
 	err = c2.JSON(t.Context(), "GET", "/v1/hosts", nil, nil, nil)
 	if hubclient.StatusOf(err) != 502 || !strings.Contains(err.Error(), "bad gateway from the proxy") {
 		t.Fatalf("got %v; want a 502 *Error with the proxy's text", err)
+	}
+}
+
+// TestReceiptGapHaveSeq: the hub's chain_gap answer says where its chain
+// ends in have_seq, which wins over the message; a hub from before
+// have_seq is read from its message; an answer with neither is an error,
+// never a guess.
+func TestReceiptGapHaveSeq(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		have       uint64
+		ok         bool
+	}{
+		{"field", `{"error":"gap (the hub holds up to seq 99; send from 100)","code":"chain_gap","have_seq":7}`, 7, true},
+		{"field zero", `{"error":"gap","code":"chain_gap","have_seq":0}`, 0, true},
+		{"old hub", `{"error":"gap (the hub holds up to seq 5; send from 6)","code":"chain_gap"}`, 5, true},
+		{"neither", `{"error":"gap","code":"chain_gap"}`, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(http.StatusConflict)
+				w.Write([]byte(tc.body))
+			}))
+			defer srv.Close()
+			c, err := hubclient.New(hubclient.Options{URL: srv.URL, HTTPClient: srv.Client()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc := wire.Receipt{Seq: 1, Prev: wire.ZeroHash, Type: wire.ReceiptDecision}
+			rc.Hash = wire.ReceiptHash(rc)
+			_, err = c.Receipts(t.Context(), wire.Receipts{Host: "h", Receipts: []wire.Receipt{rc}})
+			var gap *hubclient.ReceiptGapError
+			switch {
+			case tc.ok && (!errors.As(err, &gap) || gap.Have != tc.have):
+				t.Fatalf("err = %v; want a gap at seq %d", err, tc.have)
+			case !tc.ok && (errors.As(err, &gap) || err == nil || !strings.Contains(err.Error(), "did not say")):
+				t.Fatalf("err = %v; want an error saying the hub did not say where its chain ends", err)
+			}
+		})
 	}
 }

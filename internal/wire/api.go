@@ -19,4 +19,9 @@ type EnrollResponse struct {
 type Error struct {
 	Error string `json:"error"`
 	Code  string `json:"code"`
+	// HaveSeq, on a chain_gap answer to receipts, is the last sequence
+	// number of the host's chain the hub holds (0: none): the agent sends
+	// from HaveSeq+1. Absent from other errors, and from hubs before it
+	// (whose message says "holds up to seq N").
+	HaveSeq *uint64 `json:"have_seq,omitempty"`
 }
