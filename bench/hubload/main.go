@@ -153,7 +153,8 @@ func runServe(dir, storeURL string, flush time.Duration) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := h.HTTPServer(nil) // steward hub's limits
+	srv.Handler = mux
 	fmt.Printf("READY http://%s %s\n", ln.Addr(), tok)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -209,14 +208,9 @@ func runHub(ctx context.Context, f hubFlags, stdout, stderr io.Writer) error {
 		return fmt.Errorf("hub: listen on %s: %w", f.listen, err)
 	}
 	h := hub.New(st, opt)
-	srv := &http.Server{
-		Handler:           h.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
-	}
+	srv := h.HTTPServer(cert)
+	srv.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
 	if cert != nil {
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS12}
 		ln = tls.NewListener(ln, srv.TLSConfig)
 		fmt.Fprintf(stdout, "URL:         https://%s\nFingerprint: %s\nDashboard:   https://%s/ui/ (log in with an operator token)\n", ln.Addr(), pve.CertFingerprint(cert.Certificate[0]), ln.Addr())
 	} else {

@@ -262,9 +262,7 @@ func runUp(ctx context.Context, f upFlags, cfgPath string, stdout, stderr io.Wri
 	st.HubAddr = hubLn.Addr().String()
 	hubURL, hubFP := "https://"+st.HubAddr, tlspin.Of(cert.Certificate[0])
 	hs := hub.New(hst, hub.Options{Logger: log, PollInterval: agent.MinHubInterval})
-	web := &http.Server{Handler: hs.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
-		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	web := hs.HTTPServer(&cert)
 	webDone := make(chan error, 1)
 	go func() { webDone <- web.Serve(tls.NewListener(hubLn, web.TLSConfig)) }()
 	parts = append(parts, func() {

@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/steward-pve/steward/internal/hub/store"
 	"github.com/steward-pve/steward/internal/wire"
 )
 
@@ -70,5 +73,61 @@ func BenchmarkBaselineHealthz(b *testing.B) {
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
+	}
+}
+
+// BenchmarkHeartbeatFleet is BenchmarkHeartbeat in a fleet of 2,000
+// enrolled hosts that have all reported (a database of realistic size,
+// its pages not all in one cache), each heartbeat from another host.
+// Compare it with BenchmarkBaselineHealthz.
+func BenchmarkHeartbeatFleet(b *testing.B) {
+	const hosts = 2000
+	e := newEnv(b)
+	ctx := b.Context()
+	toks := make([]string, hosts)
+	bodies := make([][]byte, hosts)
+	var wg sync.WaitGroup
+	for w := range 32 {
+		wg.Go(func() {
+			for i := w; i < hosts; i += 32 {
+				id := fmt.Sprintf("pve-%05d", i)
+				join, tok := NewToken("stwj_"), NewToken("stwh_")
+				if err := e.st.CreateJoinToken(ctx, id, store.HashToken(join), time.Now().Add(time.Hour)); err != nil {
+					b.Error(err)
+					return
+				}
+				if _, err := e.st.Enroll(ctx, store.HashToken(join), store.HashToken(tok)); err != nil {
+					b.Error(err)
+					return
+				}
+				body, _ := wire.EncodeReport(report(id))
+				if err := e.st.PutReport(ctx, id, body, ReportHash(body)); err != nil {
+					b.Error(err)
+					return
+				}
+				toks[i], bodies[i] = tok, fmt.Appendf(nil, `{"hash":%q}`, ReportHash(body))
+			}
+		})
+	}
+	wg.Wait()
+	if b.Failed() {
+		return
+	}
+	c := &http.Client{}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for n := range b.N {
+		i := n * 7919 % hosts // a stride: consecutive requests far apart in the table
+		req, _ := http.NewRequest("POST", fmt.Sprintf("%s/v1/agent/hosts/pve-%05d/heartbeat", e.url, i), bytes.NewReader(bodies[i]))
+		req.Header.Set("Authorization", "Bearer "+toks[i])
+		resp, err := c.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b.Fatalf("heartbeat of pve-%05d: %d", i, resp.StatusCode)
+		}
 	}
 }

@@ -73,6 +73,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -127,7 +128,13 @@ type Options struct {
 	// SessionTTL is how long a dashboard login lasts (default
 	// DefaultSessionTTL).
 	SessionTTL time.Duration
-	Now        func() time.Time
+	// ReadHeaderTimeout, BodyTimeout and IdleTimeout are the limits of
+	// HTTPServer and Handler (defaults DefaultReadHeaderTimeout,
+	// DefaultBodyTimeout, DefaultIdleTimeout).
+	ReadHeaderTimeout time.Duration
+	BodyTimeout       time.Duration
+	IdleTimeout       time.Duration
+	Now               func() time.Time
 }
 
 // Server serves the hub API. Create it with New; it is safe for concurrent
@@ -144,6 +151,10 @@ type Server struct {
 	eventKeep  int
 	flushEvery time.Duration
 	sweepEvery time.Duration
+
+	readHeaderTimeout time.Duration
+	bodyTimeout       time.Duration
+	idleTimeout       time.Duration
 
 	closing    chan struct{}
 	closeOnce  sync.Once
@@ -214,6 +225,15 @@ func New(st store.Store, opt Options) *Server {
 	if opt.JoinTokenTTL <= 0 {
 		opt.JoinTokenTTL = DefaultJoinTokenTTL
 	}
+	if opt.ReadHeaderTimeout <= 0 {
+		opt.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if opt.BodyTimeout <= 0 {
+		opt.BodyTimeout = DefaultBodyTimeout
+	}
+	if opt.IdleTimeout <= 0 {
+		opt.IdleTimeout = DefaultIdleTimeout
+	}
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
@@ -226,6 +246,7 @@ func New(st store.Store, opt Options) *Server {
 	s := &Server{log: opt.Logger, poll: opt.PollInterval, budget: opt.ReportBudget, ttl: opt.JoinTokenTTL, now: opt.Now,
 		notifier: opt.Notifier, recheckEvery: opt.Recheck,
 		eventAge: opt.EventRetention, eventKeep: opt.EventKeep, flushEvery: opt.FlushInterval, sweepEvery: opt.SweepInterval,
+		readHeaderTimeout: opt.ReadHeaderTimeout, bodyTimeout: opt.BodyTimeout, idleTimeout: opt.IdleTimeout,
 		closing: make(chan struct{}), loopStop: make(chan struct{}), loopDone: make(chan struct{}),
 		fleet: map[string]*hostState{}, dirty: map[string]time.Time{},
 		eventWake: make(chan struct{}), waiters: map[string]*waitEntry{}, putAt: map[string]genTime{}, reportWake: make(chan struct{})}
@@ -275,7 +296,9 @@ func NewToken(prefix string) string {
 	return prefix + hex.EncodeToString(b)
 }
 
-// Handler returns the hub's HTTP handler, with request logging.
+// Handler returns the hub's HTTP handler, with request logging and the
+// body read deadline (Options.BodyTimeout). Serve it with HTTPServer,
+// which adds the connection limits.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -315,7 +338,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
-	return s.logged(mux)
+	return s.bodyDeadline(s.logged(mux))
 }
 
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
@@ -497,6 +520,10 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, bool) 
 	switch {
 	case errors.As(err, &mbe):
 		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("the body is larger than %d bytes", max))
+		return nil, false
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusRequestTimeout, "body_timeout", "the body did not arrive in time; send it at once after the headers")
 		return nil, false
 	case err != nil:
 		writeError(w, http.StatusBadRequest, "bad_body", "reading the body: "+err.Error())

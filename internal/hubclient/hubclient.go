@@ -136,10 +136,15 @@ func New(opts Options) (*Client, error) {
 	}
 	c.hc = &http.Client{
 		Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			TLSClientConfig:       conf,
-			ForceAttemptHTTP2:     true,
+			Proxy:             http.ProxyFromEnvironment,
+			DialContext:       (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSClientConfig:   conf,
+			ForceAttemptHTTP2: true,
+			// Over HTTP/2 one connection carries the long-poll and the
+			// reports: a ping after 30s of silence, and the connection
+			// dropped if it goes unanswered for 15s, so a connection a
+			// NAT forgot does not hold every request.
+			HTTP2:                 &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
 			TLSHandshakeTimeout:   10 * time.Second,
 			ResponseHeaderTimeout: 0, // long polls hold the response; the caller's context bounds it
 			MaxIdleConns:          8,
