@@ -42,7 +42,7 @@ type Config struct {
 	SilentIntervals int `yaml:"silent_intervals"`
 	// PendingAfter: a pending signature alerts once it has waited this
 	// long.
-	PendingAfter time.Duration `yaml:"pending_after"`
+	PendingAfter time.Duration         `yaml:"pending_after"`
 	Sinks        map[string]SinkConfig `yaml:"sinks"`
 	Rules        []Rule                `yaml:"rules"`
 }

@@ -23,12 +23,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/steward-pve/steward/internal/alert"
 	"github.com/steward-pve/steward/internal/atomicfile"
 	"github.com/steward-pve/steward/internal/hub"
 	"github.com/steward-pve/steward/internal/hub/store"
 	"github.com/steward-pve/steward/internal/hub/store/postgres"
 	"github.com/steward-pve/steward/internal/hub/store/sqlite"
 	"github.com/steward-pve/steward/internal/pve"
+	"github.com/steward-pve/steward/internal/safefile"
 )
 
 func init() { register(newHubCmd) }
@@ -45,6 +47,7 @@ type hubFlags struct {
 	joinTTL      time.Duration
 	eventAge     time.Duration
 	eventKeep    int
+	notifyConfig string
 	verbose      bool
 }
 
@@ -103,6 +106,7 @@ over the file.`,
 	fl.Float64Var(&f.reportBudget, "report-budget", hub.DefaultReportBudget, "reports per second the whole fleet may send: the interval becomes max(--poll-interval, hosts / budget); 0 never stretches")
 	fl.DurationVar(&f.eventAge, "event-retention", hub.DefaultEventRetention, "how long fleet events are kept")
 	fl.IntVar(&f.eventKeep, "event-keep", hub.DefaultEventKeep, "most fleet events kept (the oldest go first)")
+	fl.StringVar(&f.notifyConfig, "notify-config", "", "YAML file of notification sinks and rules (webhook, slack, ntfy, smtp; see the README); empty: no notifications")
 	fl.DurationVar(&f.joinTTL, "join-token-ttl", hub.DefaultJoinTokenTTL, "how long a join token stays valid")
 	fl.BoolVar(&f.verbose, "verbose", false, "log every request to stderr")
 	addConfigFlag(cmd)
@@ -156,6 +160,10 @@ func runHub(ctx context.Context, f hubFlags, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
+	notify, err := loadNotify(f.notifyConfig)
+	if err != nil {
+		return err
+	}
 	var st store.Store
 	budget := f.reportBudget
 	if budget == 0 {
@@ -182,6 +190,14 @@ func runHub(ctx context.Context, f hubFlags, stdout, stderr io.Writer) error {
 		st = ss
 	}
 	defer st.Close()
+	if notify != nil {
+		d := alert.NewDispatcher(notify.cfg, notify.sinks, st, alert.DispatcherOptions{Logger: log})
+		opt.Alerts = d
+		dctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		go func() { defer close(done); d.Run(dctx) }()
+		defer func() { stop(); <-done }() // before the store closes
+	}
 	opTok, err := firstOperatorTo(ctx, st, f.dataDir, isTerminal(stdout), log)
 	if err != nil {
 		return err
@@ -387,4 +403,30 @@ func ensureSelfSigned(certFile, keyFile string) error {
 		return fmt.Errorf("hub: writing %s: %w", certFile, err)
 	}
 	return nil
+}
+
+type notifySetup struct {
+	cfg   *alert.Config
+	sinks map[string]alert.Sink
+}
+
+// loadNotify reads --notify-config and builds its sinks (reading their
+// secrets); nil when the flag is empty.
+func loadNotify(path string) (*notifySetup, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := safefile.ReadFile(path, alert.MaxConfigSize)
+	if err != nil {
+		return nil, &UsageError{Err: fmt.Errorf("hub: --notify-config: %w", err)}
+	}
+	cfg, err := alert.Parse(b)
+	if err != nil {
+		return nil, &UsageError{Err: fmt.Errorf("hub: --notify-config %s: %w", path, err)}
+	}
+	sinks, err := alert.Build(cfg, alert.Options{})
+	if err != nil {
+		return nil, &UsageError{Err: fmt.Errorf("hub: --notify-config %s: %w", path, err)}
+	}
+	return &notifySetup{cfg: cfg, sinks: sinks}, nil
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/steward-pve/steward/internal/alert"
 	"github.com/steward-pve/steward/internal/desired"
 	"github.com/steward-pve/steward/internal/hub/store"
 	"github.com/steward-pve/steward/internal/signedop"
@@ -94,6 +95,7 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 	}
 	s.m.reports.WithLabelValues("report").Inc()
 	s.seen(r.Context(), h.ID, false)
+	s.reportAlerts(r.Context(), rep)
 	if changed {
 		s.reportChanged(h.ID)
 	}
@@ -294,6 +296,14 @@ func (s *Server) jobResults(w http.ResponseWriter, r *http.Request) {
 				detail += ": " + res.Reason
 			}
 			s.event(r.Context(), store.Event{Type: "job." + res.State, Host: h.ID, Detail: detail})
+			switch res.State {
+			case wire.JobFailed:
+				s.alert(r.Context(), alert.Alert{Event: alert.OpFailed, Host: h.ID, Subject: res.Job,
+					Summary: fmt.Sprintf("Signed job %s on %s failed.", res.Job, h.ID), Detail: res.Reason})
+			case wire.JobRejected:
+				s.alert(r.Context(), alert.Alert{Event: alert.JobRejected, Host: h.ID, Subject: res.Job,
+					Summary: fmt.Sprintf("Host %s rejected signed job %s.", h.ID, res.Job), Detail: res.Reason})
+			}
 		}
 		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
@@ -319,6 +329,7 @@ func (s *Server) receipts(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, wire.ErrChainBroken) || errors.Is(err, wire.ErrChainGap) {
 			code = "chain_broken"
 			s.event(r.Context(), store.Event{Type: store.EventReceiptsBroken, Host: h.ID, Detail: err.Error()})
+			s.receiptsAlert(r.Context(), h.ID, err.Error())
 		}
 		writeError(w, http.StatusBadRequest, code, err.Error())
 		return
@@ -333,6 +344,7 @@ func (s *Server) receipts(w http.ResponseWriter, r *http.Request) {
 		cur, _ := s.st.ReceiptHead(r.Context(), h.ID)
 		s.log.Warn("receipt chain gap", "host", h.ID, "have_seq", cur.Seq)
 		s.event(r.Context(), store.Event{Type: store.EventReceiptsBroken, Host: h.ID, Detail: fmt.Sprintf("gap: %v (the hub holds up to seq %d)", err, cur.Seq)})
+		s.receiptsAlert(r.Context(), h.ID, fmt.Sprintf("gap: %v (the hub holds up to seq %d)", err, cur.Seq))
 		have := cur.Seq
 		writeJSON(w, http.StatusConflict, wire.Error{Code: "chain_gap", HaveSeq: &have,
 			Error: fmt.Sprintf("%v (the hub holds up to seq %d; send from %d)", err, cur.Seq, cur.Seq+1)})
@@ -340,6 +352,7 @@ func (s *Server) receipts(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, wire.ErrChainBroken):
 		s.log.Warn("receipt chain broken", "host", h.ID, "err", err)
 		s.event(r.Context(), store.Event{Type: store.EventReceiptsBroken, Host: h.ID, Detail: err.Error()})
+		s.receiptsAlert(r.Context(), h.ID, err.Error())
 		writeError(w, http.StatusConflict, "chain_broken", err.Error())
 		return
 	case err != nil:
@@ -475,6 +488,8 @@ func (s *Server) block(w http.ResponseWriter, r *http.Request) {
 	}
 	s.auditLog(r, "host.block", host, req.Reason)
 	s.operatorEvent(r, store.EventHostBlocked, host, req.Reason)
+	s.alert(r.Context(), alert.Alert{Event: alert.HostBlocked, Host: host, Subject: operatorOf(r).Name,
+		Summary: fmt.Sprintf("Host %s was blocked by %s.", host, operatorOf(r).Name), Detail: req.Reason})
 	writeJSON(w, http.StatusOK, map[string]any{"host": host, "blocked": true})
 }
 

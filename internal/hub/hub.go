@@ -32,6 +32,8 @@
 //	GET  /v1/hosts/{host}/history?vmid=N&after=SEQ&limit=N  the audit trail from the agent's journal receipts (HistoryJSON)
 //	GET  /v1/audit?after=ID&limit=N              operator actions
 //	GET  /v1/events?after=ID&wait=D&limit=N      fleet events (blocking query, as desired)
+//	GET  /v1/notifications?after=ID&limit=N      the notification outbox (NotificationJSON)
+//	POST /v1/notifications/test                  {"sink": S} -> {"id"}: a test message to that sink
 //	POST /v1/tokens                              {"name": N} -> {"name", "token", "created_at"} (token shown once)
 //	GET  /v1/tokens                              operator tokens: name, created, last used, revoked (never a secret)
 //	POST /v1/tokens/{name}/revoke                at once; the last valid token cannot be revoked (409 last_token)
@@ -79,6 +81,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/steward-pve/steward/internal/alert"
 	"github.com/steward-pve/steward/internal/hub/store"
 	"github.com/steward-pve/steward/internal/wire"
 )
@@ -135,6 +138,9 @@ type Options struct {
 	BodyTimeout       time.Duration
 	IdleTimeout       time.Duration
 	Now               func() time.Time
+	// Alerts sends notifications (nil: none). The caller runs its Run
+	// loop; the hub raises alerts into it and serves its metrics.
+	Alerts *alert.Dispatcher
 }
 
 // Server serves the hub API. Create it with New; it is safe for concurrent
@@ -165,6 +171,9 @@ type Server struct {
 	eventPolls atomic.Int64 // event long-polls held now
 
 	m *metrics
+
+	alerts       *alert.Dispatcher        // nil: no notifications
+	pendingSince map[string]*pendingWatch // guarded by mu
 
 	notifier     Notifier
 	recheckEvery time.Duration
@@ -249,7 +258,8 @@ func New(st store.Store, opt Options) *Server {
 		readHeaderTimeout: opt.ReadHeaderTimeout, bodyTimeout: opt.BodyTimeout, idleTimeout: opt.IdleTimeout,
 		closing: make(chan struct{}), loopStop: make(chan struct{}), loopDone: make(chan struct{}),
 		fleet: map[string]*hostState{}, dirty: map[string]time.Time{},
-		eventWake: make(chan struct{}), waiters: map[string]*waitEntry{}, putAt: map[string]genTime{}, reportWake: make(chan struct{})}
+		eventWake: make(chan struct{}), waiters: map[string]*waitEntry{}, putAt: map[string]genTime{}, reportWake: make(chan struct{}),
+		alerts: opt.Alerts, pendingSince: map[string]*pendingWatch{}}
 	s.dash = newDashboard(s, opt.SessionTTL)
 	s.m = newMetrics(s)
 	s.st = timedStore{st: st, h: s.m.store}
@@ -331,6 +341,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/hosts/{host}/history", s.operator(s.history))
 	mux.HandleFunc("GET /v1/audit", s.operator(s.audit))
 	mux.HandleFunc("GET /v1/events", s.operator(s.events))
+	mux.HandleFunc("GET /v1/notifications", s.operator(s.notifications))
+	mux.HandleFunc("POST /v1/notifications/test", s.operator(s.notifyTest))
 	mux.HandleFunc("POST /v1/tokens", s.operator(s.createToken))
 	mux.HandleFunc("GET /v1/tokens", s.operator(s.listTokens))
 	mux.HandleFunc("POST /v1/tokens/{name}/revoke", s.operator(s.revokeToken))

@@ -60,6 +60,9 @@ func newMetrics(s *Server) *metrics {
 	}, func() float64 { return s.pollInterval().Seconds() })
 	m.reg.MustRegister(m.reports, m.requests, m.propagation, held, eventsHeld, connected, hosts, interval, m.pending, m.store,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if s.alerts != nil {
+		m.reg.MustRegister(s.alerts.Collectors()...)
+	}
 	return m
 }
 
