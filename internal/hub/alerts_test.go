@@ -168,11 +168,21 @@ func TestAlertsFromWhatTheHubSees(t *testing.T) {
 	}
 	// Still silent and still pending at the next sweeps: nothing more.
 	e.hub.sweep(t.Context(), now.Add(40*time.Minute), false)
-	code, b := e.do("GET", "/metrics", "", nil)
-	if code != 200 || !strings.Contains(string(b), `steward_hub_notifications_delivered_total{outcome="delivered"} 8`) ||
-		!strings.Contains(string(b), `steward_hub_notifications_enqueued_total{outcome="deduplicated"} 4`) ||
-		!strings.Contains(string(b), "steward_hub_outbox_depth") {
-		t.Fatalf("/metrics: %d\n%s", code, grepLines(string(b), "notification", "outbox"))
+	// The receiver has every message; the hub counts each once its
+	// answer is read, so wait for the count.
+	for {
+		code, b := e.do("GET", "/metrics", "", nil)
+		if code == 200 && strings.Contains(string(b), `steward_hub_notifications_delivered_total{outcome="delivered"} 8`) {
+			if !strings.Contains(string(b), `steward_hub_notifications_enqueued_total{outcome="deduplicated"} 4`) || !strings.Contains(string(b), "steward_hub_outbox_depth") {
+				t.Fatalf("/metrics:\n%s", grepLines(string(b), "notification", "outbox"))
+			}
+			break
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatalf("/metrics: %d\n%s", code, grepLines(string(b), "notification", "outbox"))
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }
 
