@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -211,12 +210,10 @@ func (s *Server) notifications(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_query", err.Error())
 		return
 	}
-	var after int64
-	if v := r.URL.Query().Get("after"); v != "" {
-		if after, err = strconv.ParseInt(v, 10, 64); err != nil || after < 0 {
-			writeError(w, http.StatusBadRequest, "bad_query", fmt.Sprintf("after=%q: want a notification id", v))
-			return
-		}
+	after, err := afterParam(r, "a notification id")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_query", err.Error())
+		return
 	}
 	ns, err := s.st.Notifications(r.Context(), after, limit)
 	if err != nil {

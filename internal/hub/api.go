@@ -593,6 +593,20 @@ func limitParam(r *http.Request, def, max int) (int, error) {
 	return n, nil
 }
 
+// afterParam reads the optional after=ID cursor of a listing (0 when
+// absent); what names the id in the error, e.g. "an audit entry id".
+func afterParam(r *http.Request, what string) (int64, error) {
+	v := r.URL.Query().Get("after")
+	if v == "" {
+		return 0, nil
+	}
+	after, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || after < 0 {
+		return 0, fmt.Errorf("after=%q: want %s", v, what)
+	}
+	return after, nil
+}
+
 func (s *Server) desiredHistory(w http.ResponseWriter, r *http.Request) {
 	limit, err := limitParam(r, 20, 1000)
 	if err != nil {
@@ -694,12 +708,10 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_query", err.Error())
 		return
 	}
-	var after int64
-	if v := r.URL.Query().Get("after"); v != "" {
-		if after, err = strconv.ParseInt(v, 10, 64); err != nil || after < 0 {
-			writeError(w, http.StatusBadRequest, "bad_query", fmt.Sprintf("after=%q: want an audit entry id", v))
-			return
-		}
+	after, err := afterParam(r, "an audit entry id")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_query", err.Error())
+		return
 	}
 	es, err := s.st.Audit(r.Context(), after, limit)
 	if err != nil {
