@@ -31,14 +31,12 @@ func scanNotification(r interface{ Scan(...any) error }) (store.Notification, er
 
 // EnqueueNotification implements store.Store.
 func (s *Store) EnqueueNotification(ctx context.Context, n store.Notification, dedup time.Duration) (int64, error) {
-	if err := store.CheckNotification(n); err != nil {
+	n, err := store.PrepareNotification(n)
+	if err != nil {
 		return 0, err
 	}
-	if n.NextAt.IsZero() {
-		n.NextAt = n.CreatedAt
-	}
 	var id int64
-	err := s.write(ctx, "enqueueing a notification", func(tx pgx.Tx) error {
+	err = s.write(ctx, "enqueueing a notification", func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", outboxLock); err != nil {
 			return fmt.Errorf("postgres: enqueueing a notification: %w", err)
 		}
@@ -50,7 +48,7 @@ func (s *Store) EnqueueNotification(ctx context.Context, n store.Notification, d
 				return fmt.Errorf("postgres: enqueueing a notification: %w", err)
 			}
 			if dup {
-				return fmt.Errorf("%w: a notification for %s %q within %v", store.ErrExists, n.Sink, n.Key, dedup)
+				return store.DuplicateNotification(n, dedup)
 			}
 		}
 		err := tx.QueryRow(ctx, "INSERT INTO outbox (sink, key, body, created_at, state, next_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -66,8 +64,8 @@ func (s *Store) EnqueueNotification(ctx context.Context, n store.Notification, d
 // ClaimNotifications implements store.Store. FOR UPDATE SKIP LOCKED
 // hands concurrent claimers (other replicas) disjoint rows.
 func (s *Store) ClaimNotifications(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int) ([]store.Notification, error) {
-	if owner == "" || lease <= 0 || limit <= 0 {
-		return nil, fmt.Errorf("%w: a claim needs an owner, a positive lease and a positive limit", store.ErrInvalid)
+	if err := store.CheckClaim(owner, lease, limit); err != nil {
+		return nil, err
 	}
 	var out []store.Notification
 	err := s.write(ctx, "claiming notifications", func(tx pgx.Tx) error {
@@ -91,7 +89,7 @@ func (s *Store) AckNotification(ctx context.Context, id int64, at time.Time) err
 		var state string
 		err := tx.QueryRow(ctx, "SELECT state FROM outbox WHERE id = $1 FOR UPDATE", id).Scan(&state)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("%w: notification %d", store.ErrNotFound, id)
+			return store.NotificationNotFound(id)
 		}
 		if err != nil {
 			return fmt.Errorf("postgres: acknowledging notification %d: %w", id, err)
@@ -113,20 +111,17 @@ func (s *Store) RetryNotification(ctx context.Context, id int64, owner string, n
 		var state, holder string
 		err := tx.QueryRow(ctx, "SELECT state, lease_owner FROM outbox WHERE id = $1 FOR UPDATE", id).Scan(&state, &holder)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("%w: notification %d", store.ErrNotFound, id)
+			return store.NotificationNotFound(id)
 		}
 		if err != nil {
 			return fmt.Errorf("postgres: rescheduling notification %d: %w", id, err)
 		}
-		if state != store.OutboxPending || holder != owner {
-			return fmt.Errorf("%w: notification %d is no longer leased to %q", store.ErrConflict, id, owner)
-		}
-		newState, done := store.OutboxPending, int64(0)
-		if dead {
-			newState, done = store.OutboxDead, nanos(next)
+		newState, done, err := store.RetryOutcome(id, state, holder, owner, next, dead)
+		if err != nil {
+			return err
 		}
 		if _, err := tx.Exec(ctx, "UPDATE outbox SET state = $1, next_at = $2, lease_owner = '', lease_until = 0, last_error = $3, done_at = $4 WHERE id = $5",
-			newState, nanos(next), lastErr, done, id); err != nil {
+			newState, nanos(next), lastErr, nanos(done), id); err != nil {
 			return fmt.Errorf("postgres: rescheduling notification %d: %w", id, err)
 		}
 		return nil

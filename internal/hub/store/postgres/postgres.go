@@ -31,9 +31,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/url"
-	"sort"
 	"strings"
 	"time"
 
@@ -60,26 +58,7 @@ const (
 )
 
 // migrations returns the embedded migrations in order.
-func migrations() ([]string, error) {
-	names, err := fs.Glob(migrationFS, "migrations/*.sql")
-	if err != nil {
-		return nil, err
-	}
-	sort.Strings(names)
-	out := make([]string, 0, len(names))
-	for i, n := range names {
-		want := fmt.Sprintf("migrations/%04d_", i+1)
-		if !strings.HasPrefix(n, want) {
-			return nil, fmt.Errorf("postgres: migration %s out of sequence (want %s*)", n, want)
-		}
-		b, err := migrationFS.ReadFile(n)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, string(b))
-	}
-	return out, nil
-}
+func migrations() ([]string, error) { return store.Migrations(migrationFS, "postgres") }
 
 // SchemaVersion is the schema version this steward writes: the number of
 // embedded migrations.

@@ -279,8 +279,8 @@ func (s *Store) PutDesired(ctx context.Context, host string, doc []byte, ifMatch
 		if err != nil {
 			return fmt.Errorf("sqlite: storing desired state of %q: %w", host, err)
 		}
-		if ifMatch != store.AnyGeneration && ifMatch != cur {
-			return fmt.Errorf("%w: host %q is at generation %d, not %d", store.ErrConflict, host, cur, ifMatch)
+		if err := store.CheckIfMatch(host, ifMatch, cur); err != nil {
+			return err
 		}
 		gen = cur + 1
 		if _, err := tx.ExecContext(ctx, "INSERT INTO desired (host, generation, document, author, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -504,14 +504,9 @@ func (s *Store) Jobs(ctx context.Context, host, state string) ([]store.Job, erro
 
 // SetJobResult implements store.Store.
 func (s *Store) SetJobResult(ctx context.Context, host string, r wire.JobResult) error {
-	var state string
-	switch r.State {
-	case wire.JobHeld:
-		state = store.JobWaiting
-	case wire.JobDone, wire.JobFailed, wire.JobRejected:
-		state = r.State
-	default:
-		return fmt.Errorf("%w: job result state %q", store.ErrInvalid, r.State)
+	state, err := store.JobResultState(r)
+	if err != nil {
+		return err
 	}
 	body, err := json.Marshal(r)
 	if err != nil {
@@ -527,11 +522,8 @@ func (s *Store) SetJobResult(ctx context.Context, host string, r wire.JobResult)
 		if err != nil {
 			return fmt.Errorf("sqlite: storing the result of job %s: %w", r.Job, err)
 		}
-		if cur != store.JobWaiting {
-			if cur == r.State {
-				return nil
-			}
-			return fmt.Errorf("%w: job %s is already %s; result %s refused", store.ErrConflict, r.Job, cur, r.State)
+		if apply, err := store.JobResultApplies(cur, r); !apply {
+			return err
 		}
 		if _, err := tx.ExecContext(ctx, "UPDATE jobs SET state = ?, result = ?, updated_at = ? WHERE host = ? AND id = ?",
 			state, body, now, host, r.Job); err != nil {

@@ -27,20 +27,18 @@ func scanNotification(r interface{ Scan(...any) error }) (store.Notification, er
 // EnqueueNotification implements store.Store. The single writer
 // connection makes the dedup check and the insert atomic.
 func (s *Store) EnqueueNotification(ctx context.Context, n store.Notification, dedup time.Duration) (int64, error) {
-	if err := store.CheckNotification(n); err != nil {
+	n, err := store.PrepareNotification(n)
+	if err != nil {
 		return 0, err
 	}
-	if n.NextAt.IsZero() {
-		n.NextAt = n.CreatedAt
-	}
 	var id int64
-	err := s.write(ctx, "enqueueing a notification", func(tx *sql.Tx) error {
+	err = s.write(ctx, "enqueueing a notification", func(tx *sql.Tx) error {
 		if dedup > 0 {
 			var one int
 			err := tx.QueryRowContext(ctx, "SELECT 1 FROM outbox WHERE sink = ? AND key = ? AND created_at > ? AND created_at <= ? LIMIT 1",
 				n.Sink, n.Key, nanos(n.CreatedAt.Add(-dedup)), nanos(n.CreatedAt)).Scan(&one)
 			if err == nil {
-				return fmt.Errorf("%w: a notification for %s %q within %v", store.ErrExists, n.Sink, n.Key, dedup)
+				return store.DuplicateNotification(n, dedup)
 			}
 			if !errors.Is(err, sql.ErrNoRows) {
 				return fmt.Errorf("sqlite: enqueueing a notification: %w", err)
@@ -59,8 +57,8 @@ func (s *Store) EnqueueNotification(ctx context.Context, n store.Notification, d
 
 // ClaimNotifications implements store.Store.
 func (s *Store) ClaimNotifications(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int) ([]store.Notification, error) {
-	if owner == "" || lease <= 0 || limit <= 0 {
-		return nil, fmt.Errorf("%w: a claim needs an owner, a positive lease and a positive limit", store.ErrInvalid)
+	if err := store.CheckClaim(owner, lease, limit); err != nil {
+		return nil, err
 	}
 	var out []store.Notification
 	err := s.write(ctx, "claiming notifications", func(tx *sql.Tx) error {
@@ -98,7 +96,7 @@ func (s *Store) AckNotification(ctx context.Context, id int64, at time.Time) err
 		var state string
 		err := tx.QueryRowContext(ctx, "SELECT state FROM outbox WHERE id = ?", id).Scan(&state)
 		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("%w: notification %d", store.ErrNotFound, id)
+			return store.NotificationNotFound(id)
 		}
 		if err != nil {
 			return fmt.Errorf("sqlite: acknowledging notification %d: %w", id, err)
@@ -120,20 +118,17 @@ func (s *Store) RetryNotification(ctx context.Context, id int64, owner string, n
 		var state, holder string
 		err := tx.QueryRowContext(ctx, "SELECT state, lease_owner FROM outbox WHERE id = ?", id).Scan(&state, &holder)
 		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("%w: notification %d", store.ErrNotFound, id)
+			return store.NotificationNotFound(id)
 		}
 		if err != nil {
 			return fmt.Errorf("sqlite: rescheduling notification %d: %w", id, err)
 		}
-		if state != store.OutboxPending || holder != owner {
-			return fmt.Errorf("%w: notification %d is no longer leased to %q", store.ErrConflict, id, owner)
-		}
-		newState, done := store.OutboxPending, int64(0)
-		if dead {
-			newState, done = store.OutboxDead, nanos(next)
+		newState, done, err := store.RetryOutcome(id, state, holder, owner, next, dead)
+		if err != nil {
+			return err
 		}
 		if _, err := tx.ExecContext(ctx, "UPDATE outbox SET state = ?, next_at = ?, lease_owner = '', lease_until = 0, last_error = ?, done_at = ? WHERE id = ?",
-			newState, nanos(next), lastErr, done, id); err != nil {
+			newState, nanos(next), lastErr, nanos(done), id); err != nil {
 			return fmt.Errorf("sqlite: rescheduling notification %d: %w", id, err)
 		}
 		return nil

@@ -19,10 +19,8 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/url"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -36,26 +34,7 @@ import (
 var migrationFS embed.FS
 
 // migrations returns the embedded migrations in order.
-func migrations() ([]string, error) {
-	names, err := fs.Glob(migrationFS, "migrations/*.sql")
-	if err != nil {
-		return nil, err
-	}
-	sort.Strings(names)
-	out := make([]string, 0, len(names))
-	for i, n := range names {
-		want := fmt.Sprintf("migrations/%04d_", i+1)
-		if !strings.HasPrefix(n, want) {
-			return nil, fmt.Errorf("sqlite: migration %s out of sequence (want %s*)", n, want)
-		}
-		b, err := migrationFS.ReadFile(n)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, string(b))
-	}
-	return out, nil
-}
+func migrations() ([]string, error) { return store.Migrations(migrationFS, "sqlite") }
 
 // SchemaVersion is the schema version this steward writes: the number of
 // embedded migrations.
