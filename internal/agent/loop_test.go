@@ -96,7 +96,7 @@ func (p *quietPVE) Resize(context.Context, string, guest.Kind, int, string, stri
 func (p *quietPVE) Create(context.Context, string, guest.Kind, int, map[string]string) (pve.Result, error) {
 	return p.mutate()
 }
-func (p *quietPVE) Clone(context.Context, string, int, int, map[string]string) (pve.Result, error) {
+func (p *quietPVE) Clone(context.Context, string, guest.Kind, int, int, map[string]string) (pve.Result, error) {
 	return p.mutate()
 }
 func (p *quietPVE) ClusterResources(context.Context, string) ([]pve.Resource, error) {

@@ -622,15 +622,30 @@ func (j *judge) create() {
 }
 
 // cloneParams are the parameters of PVE's clone call a clone action may
-// carry, besides "source" (the vmid cloned, in the call's path).
-var cloneParams = setOf("full", "storage", "name", "pool", "format", "description", "snapname", "bwlimit")
+// carry, by guest kind, besides "source" (the vmid cloned, in the call's
+// path); a container's clone also carries UnprivilegedParam.
+var cloneParams = map[guest.Kind]map[string]bool{
+	guest.QEMU: setOf("full", "storage", "name", "pool", "format", "description", "snapname", "bwlimit"),
+	guest.LXC:  setOf("full", "storage", "hostname", "pool", "description", "snapname", "bwlimit", UnprivilegedParam),
+}
+
+// UnprivilegedParam is the parameter of a container's clone action that
+// says whether the new container is unprivileged, as its source's config
+// says (a clone inherits it; PVE's clone takes no such parameter): "1"
+// unprivileged, anything else or absent privileged or unknown. The agent
+// checks it against the source before it clones.
+const UnprivilegedParam = "unprivileged"
 
 // clone judges a clone of guest Params["source"] into new guest VMID: it
 // destroys nothing when VMID does not exist (PVE refuses an existing
-// newid, but a clone onto an existing guest is never judged benign).
+// newid, but a clone onto an existing guest is never judged benign). A
+// container clone that is not provably unprivileged (UnprivilegedParam
+// "1") needs a signature, as a privileged create does.
 func (j *judge) clone() {
-	if j.a.Kind != guest.QEMU {
-		j.bad(fmt.Sprintf("clone: unsupported guest kind %q (qemu only)", j.a.Kind))
+	kind := j.a.Kind
+	allowed, ok := cloneParams[kind]
+	if !ok {
+		j.bad(fmt.Sprintf("clone: unsupported guest kind %q", kind))
 		return
 	}
 	src, err := strconv.Atoi(j.a.Params["source"])
@@ -638,12 +653,22 @@ func (j *judge) clone() {
 		j.bad(fmt.Sprintf("clone: source %q is not another guest's vmid", j.a.Params["source"]))
 	}
 	if j.actual != nil {
-		j.addKeys(dataKeys(guest.QEMU, j.actual)...)
+		j.addKeys(dataKeys(kind, j.actual)...)
 		j.bad(fmt.Sprintf("clone: guest %d exists; cloning onto it would overwrite it", j.a.VMID))
 	}
 	for _, k := range j.sortedParams() {
-		if k != "source" && !cloneParams[k] {
-			j.bad(fmt.Sprintf("clone: parameter %q is not on the clone allow-list", k))
+		if k != "source" && !allowed[k] {
+			j.bad(fmt.Sprintf("clone: parameter %q is not on the %s clone allow-list", k, kind))
+		}
+	}
+	if kind == guest.LXC {
+		switch v, ok := j.a.Params[UnprivilegedParam]; {
+		case !ok:
+			j.bad(fmt.Sprintf("clone: whether container %s is unprivileged is not known (its config was not read), so the clone may be a privileged container; needs a signature", j.a.Params["source"]))
+		case v != "1":
+			// The clone inherits its source's unprivileged: root in a
+			// privileged container is root on the host.
+			j.bad(fmt.Sprintf("clone: container %s is privileged (unprivileged not 1), and so would be its clone; a privileged container needs a signature", j.a.Params["source"]))
 		}
 	}
 	j.ok(fmt.Sprintf("clone: new guest %d from %s", j.a.VMID, j.a.Params["source"]))

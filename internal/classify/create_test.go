@@ -21,10 +21,16 @@ func TestClassifyClone(t *testing.T) {
 		{"full clone onto a storage", map[string]string{"source": "9000", "full": "1", "storage": "local-lvm", "name": "web-1", "pool": "prod"}, nil, guest.QEMU, Benign, "clone: new guest 120 from 9000"},
 		{"linked clone", map[string]string{"source": "9000"}, nil, guest.QEMU, Benign, "new guest 120"},
 		{"onto an existing guest", map[string]string{"source": "9000"}, existing, guest.QEMU, Destructive, "guest 120 exists"},
-		{"unknown parameter", map[string]string{"source": "9000", "target": "pve-b"}, nil, guest.QEMU, Destructive, `parameter "target" is not on the clone allow-list`},
+		{"unknown parameter", map[string]string{"source": "9000", "target": "pve-b"}, nil, guest.QEMU, Destructive, `parameter "target" is not on the qemu clone allow-list`},
 		{"no source", map[string]string{"full": "1"}, nil, guest.QEMU, Destructive, "not another guest's vmid"},
 		{"onto itself", map[string]string{"source": "120"}, nil, guest.QEMU, Destructive, "not another guest's vmid"},
-		{"a container", map[string]string{"source": "9000"}, nil, guest.LXC, Destructive, "qemu only"},
+		{"an unprivileged container", map[string]string{"source": "9001", "full": "1", "storage": "local-lvm", "hostname": "ct-1", "pool": "prod", "unprivileged": "1"}, nil, guest.LXC, Benign, "clone: new guest 120 from 9001"},
+		{"a linked unprivileged container", map[string]string{"source": "9001", "unprivileged": "1"}, nil, guest.LXC, Benign, "new guest 120"},
+		{"a privileged container", map[string]string{"source": "9001", "unprivileged": "0"}, nil, guest.LXC, Destructive, "container 9001 is privileged"},
+		{"a container of unknown privilege", map[string]string{"source": "9001"}, nil, guest.LXC, Destructive, "not known"},
+		{"a container clone with a qemu name", map[string]string{"source": "9001", "name": "x", "unprivileged": "1"}, nil, guest.LXC, Destructive, `parameter "name" is not on the lxc clone allow-list`},
+		{"a qemu clone claiming unprivileged", map[string]string{"source": "9000", "unprivileged": "1"}, nil, guest.QEMU, Destructive, `parameter "unprivileged" is not on the qemu clone allow-list`},
+		{"a container onto an existing one", map[string]string{"source": "9001", "unprivileged": "1"}, guest.Config{"rootfs": "local-lvm:vm-120-disk-0,size=8G"}, guest.LXC, Destructive, "guest 120 exists"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

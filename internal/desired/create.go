@@ -11,11 +11,13 @@ import (
 )
 
 // Create says how to create a guest that desired state names and that does
-// not exist: a clone of a QEMU template, a QEMU guest from scratch, or a
+// not exist: a clone of a template (a QEMU template for a qemu guest, a
+// container template for a container), a QEMU guest from scratch, or a
 // container from an ostemplate. Without it a missing guest is an error,
 // never created. Creating needs the guest's kind pinned.
 //
 //	create: {clone: 9000, full: true, storage: local-lvm}        # qemu clone
+//	create: {clone: 9001, full: true, storage: local-lvm}        # lxc clone
 //	create: {disks: {scsi0: "local-lvm:32", ide2: "local:iso/d.iso,media=cdrom"}}  # qemu
 //	create: {ostemplate: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
 //	         disks: {rootfs: "local-lvm:8"}}                     # lxc
@@ -27,10 +29,13 @@ import (
 // create-only: PVE allocates STORAGE:SIZE (GiB) and writes the volume it
 // made, so they are not compared afterwards. A container is created
 // unprivileged (unprivileged=1) unless its config says unprivileged: 0,
-// which the agent holds for an operator's signature.
+// which the agent holds for an operator's signature. A cloned container
+// inherits its source's unprivileged (PVE's clone takes no such
+// parameter): cloning a privileged container is held for a signature the
+// same way.
 type Create struct {
-	// Clone is the vmid of the QEMU guest (normally a template) to clone;
-	// 0 means from scratch.
+	// Clone is the vmid of the guest (normally a template) to clone, of
+	// the same kind as the new guest; 0 means from scratch.
 	Clone int `json:"clone,omitempty"`
 	// Full, with Clone, asks for a full clone (true) or a linked one
 	// (false); nil leaves PVE's default (linked from a template, full
@@ -41,8 +46,9 @@ type Create struct {
 	// none: 4 GiB) is allocated. "" means the source's (clone) or PVE's
 	// default.
 	Storage string `json:"storage,omitempty"`
-	// Name is the new guest's name (a clone's name parameter); "" means
-	// config.name if set, else PVE's "Copy-of-VM-…".
+	// Name is the new guest's name (a QEMU clone's name parameter, a
+	// container clone's hostname); "" means config.name (config.hostname)
+	// if set, else PVE's default ("Copy-of-VM-…", the source's hostname).
 	Name string `json:"name,omitempty"`
 	// Pool adds the new guest to this resource pool.
 	Pool string `json:"pool,omitempty"`
@@ -86,8 +92,6 @@ func (g *Guest) validateCreate(errs *errList, gp string, at func(string) int) {
 	}
 	if c.Clone != 0 {
 		switch {
-		case g.Kind == guest.LXC:
-			errs.add(p("clone"), at(p("clone")), "cloning is supported for qemu guests only; create a container from an ostemplate")
 		case c.Clone < MinVMID || c.Clone > MaxVMID:
 			errs.add(p("clone"), at(p("clone")), "vmid %d out of range; PVE vmids are %d..%d", c.Clone, MinVMID, MaxVMID)
 		}
@@ -187,6 +191,9 @@ func checkCreateParam(kind guest.Kind, clone bool, field, v string) string {
 	case clone:
 		path += "/{vmid}/clone"
 		params["newid"] = "101"
+		if kind == guest.LXC && field == "name" {
+			param = "hostname" // pve-container's clone names the new CT by hostname
+		}
 	case kind == guest.LXC:
 		params["ostemplate"] = "local:vztmpl/x.tar.zst"
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/steward-pve/steward/internal/action"
@@ -16,6 +17,7 @@ import (
 	"github.com/steward-pve/steward/internal/guest"
 	"github.com/steward-pve/steward/internal/guestq"
 	"github.com/steward-pve/steward/internal/journal"
+	"github.com/steward-pve/steward/internal/normalize"
 	"github.com/steward-pve/steward/internal/pve"
 )
 
@@ -48,7 +50,7 @@ func (t *tick) submit(p gate.Permit, source Source, job, file, idem string) int 
 	t.rep.Results = append(t.rep.Results, r)
 	idx := len(t.rep.Results) - 1
 	out := new(executor.Outcome)
-	tk, err := e.Queue.Submit(guestq.Job{VMID: a.VMID, Key: idem, Run: func(ctx context.Context) error {
+	tk, err := e.Queue.Submit(guestq.Job{VMID: queueLane(a), Key: idem, Run: func(ctx context.Context) error {
 		o, err := e.execute(ctx, p, source, file, idem)
 		*out = o
 		return err
@@ -59,6 +61,23 @@ func (t *tick) submit(p gate.Permit, source Source, job, file, idem string) int 
 	}
 	t.subs = append(t.subs, submitted{idx: idx, ticket: tk, out: out})
 	return idx
+}
+
+// queueLane is the vmid whose queue a runs on: its guest's, except for a
+// container clone, which runs on its source's. pve-container's clone_vm
+// locks the source (lock: disk) from the call until its task ends and
+// refuses any other clone of it meanwhile ("CT is locked (disk)"), so
+// clones of one container template are one source's mutations, one at a
+// time and in order, rather than calls that fail and back off. (A QEMU
+// clone takes only a shared lock on a template that does not run:
+// clones of it run in parallel, each on its new guest's queue.)
+func queueLane(a action.Action) int {
+	if a.Op == action.Clone && a.Kind == guest.LXC {
+		if src, err := strconv.Atoi(a.Params["source"]); err == nil {
+			return src
+		}
+	}
+	return a.VMID
 }
 
 // act is the fourth step: it waits for every submitted action, feeds the
@@ -110,6 +129,10 @@ func (e *Engine) execute(ctx context.Context, p gate.Permit, source Source, file
 	log := e.log().With("op", id, "vmid", a.VMID, "action", a.Op, "source", source)
 	if file != "" {
 		log = log.With("job_file", file)
+	}
+	if err := e.recheckSource(ctx, a); err != nil {
+		log.Warn("op not started: its source is not what it was judged on", "err", err)
+		return executor.Outcome{}, err
 	}
 	if err := e.recheckDigest(ctx, a); err != nil {
 		// Nothing is journaled or spent: a signed job stays runnable.
@@ -258,6 +281,34 @@ func (e *Engine) recheckDigest(ctx context.Context, a action.Action) error {
 	if cfg.Digest != a.Digest {
 		return fmt.Errorf("engine: guest %d changed since %s was authorized (config digest %s, now %s); not run, a new signature is needed",
 			a.VMID, a.Op, a.Digest, cfg.Digest)
+	}
+	return nil
+}
+
+// errSourceChanged is recheckSource's refusal.
+var errSourceChanged = errors.New("engine: clone source changed")
+
+// recheckSource re-reads a container clone's source right before the
+// clone and refuses it when the action claims an unprivileged container
+// (classify.UnprivilegedParam "1", which is what made it benign) and the
+// source is not unprivileged: the clone inherits the source's
+// unprivileged, and a privileged container needs a signature. Nothing is
+// journaled; the action is planned again from what PVE then says.
+func (e *Engine) recheckSource(ctx context.Context, a action.Action) error {
+	if a.Op != action.Clone || a.Kind != guest.LXC || a.Params[classify.UnprivilegedParam] != "1" {
+		return nil
+	}
+	src, err := strconv.Atoi(a.Params["source"])
+	if err != nil {
+		return fmt.Errorf("engine: clone %d: source %q is not a vmid (not run)", a.VMID, a.Params["source"])
+	}
+	cfg, err := e.PVE.GuestConfig(ctx, e.Node, guest.LXC, src)
+	if err != nil {
+		return fmt.Errorf("engine: re-reading clone source %d before cloning it into %d: %w (not run)", src, a.VMID, err)
+	}
+	if !normalize.Equal(guest.LXC, "unprivileged", "1", cfg.Values["unprivileged"]) {
+		return fmt.Errorf("%w: container %d is no longer unprivileged (unprivileged %q), and its clone %d would be privileged; not run, planned again (a privileged clone needs a signature)",
+			errSourceChanged, src, cfg.Values["unprivileged"], a.VMID)
 	}
 	return nil
 }

@@ -3,10 +3,12 @@ package engine
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
 
+	"github.com/steward-pve/steward/internal/desired"
 	"github.com/steward-pve/steward/internal/guest"
 	"github.com/steward-pve/steward/internal/pve"
 	"github.com/steward-pve/steward/internal/signedop"
@@ -33,7 +35,7 @@ func (t *tick) observe(ctx context.Context, jobs []signedop.Job) error {
 			names[pj.Payload.VMID] = true
 		}
 	}
-	actual, err := e.observe(ctx, names)
+	actual, err := e.observe(ctx, names, cloneSources(t.want))
 	if err != nil {
 		return err
 	}
@@ -50,9 +52,27 @@ func (t *tick) observe(ctx context.Context, jobs []signedop.Job) error {
 	return nil
 }
 
+// cloneSources maps each desired guest with a clone block to the vmid it
+// is cloned from; nil when there is none.
+func cloneSources(want *desired.Host) map[int]int {
+	var out map[int]int
+	for vmid, g := range want.Guests {
+		if g != nil && g.Create.IsClone() {
+			if out == nil {
+				out = map[int]int{}
+			}
+			out[vmid] = g.Create.Clone
+		}
+	}
+	return out
+}
+
 // observe reads both guest lists and the configs (with their pending
-// keys) of the named guests: 2 + one request per named guest.
-func (e *Engine) observe(ctx context.Context, names map[int]bool) ([]guest.Observed, error) {
+// keys) of the named guests: 2 + one request per named guest. The config
+// of a clone's source (sources: new vmid -> source) is read too while the
+// new guest does not exist: what a clone makes depends on it (the storage
+// a full clone fills, whether a cloned container is privileged).
+func (e *Engine) observe(ctx context.Context, names map[int]bool, sources map[int]int) ([]guest.Observed, error) {
 	var out []guest.Observed
 	for _, k := range []guest.Kind{guest.QEMU, guest.LXC} {
 		list, err := e.PVE.Guests(ctx, e.Node, k)
@@ -64,6 +84,22 @@ func (e *Engine) observe(ctx context.Context, names map[int]bool) ([]guest.Obser
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].VMID < out[j].VMID })
+	if len(sources) > 0 {
+		listed := make(map[int]bool, len(out))
+		for _, g := range out {
+			listed[g.VMID] = true
+		}
+		read := maps.Clone(names)
+		if read == nil {
+			read = map[int]bool{}
+		}
+		for vmid, src := range sources {
+			if !listed[vmid] {
+				read[src] = true
+			}
+		}
+		names = read
+	}
 
 	limit := e.ReadConcurrency
 	if limit <= 0 {

@@ -150,7 +150,7 @@ var taskTypes = map[guest.Kind]map[action.Op][]string{
 	guest.LXC: {
 		action.Start: {"vzstart", "hastart"}, action.Stop: {"vzstop", "hastop"}, action.Shutdown: {"vzshutdown", "hastop"},
 		action.Reboot: {"vzreboot"},
-		action.Resize: {"resize"}, action.Create: {"vzcreate", "vzrestore"},
+		action.Resize: {"resize"}, action.Create: {"vzcreate", "vzrestore"}, action.Clone: {"vzclone"},
 		action.Destroy: {"vzdestroy"}, action.SnapshotCreate: {"vzsnapshot"}, action.SnapshotRollback: {"vzrollback"},
 		action.SnapshotDelete: {"vzdelsnapshot"},
 	},
@@ -227,7 +227,8 @@ func (e *Engine) resolve(ctx context.Context, op journal.Op) (res journal.Result
 // precision), by this agent's own token, of a type op starts, on its
 // guest, and not recorded in the journal for another op. Exactly one is
 // op's task; none means PVE started none; more is ambiguous. A clone's
-// task (qmclone) runs in the name of the guest cloned, not the new one:
+// task (qmclone, vzclone) runs in the name of the guest cloned, not the
+// new one:
 // two clones of one template begun in the same second by ops whose tasks
 // the journal does not hold are ambiguous.
 func (e *Engine) findTask(ctx context.Context, op journal.Op) ([]pve.UPID, error) {

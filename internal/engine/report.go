@@ -136,7 +136,7 @@ func (t *tick) report(ctx context.Context) {
 		touched[t.rep.Results[s.idx].Action.VMID] = true
 	}
 	if len(touched) > 0 {
-		after, err := e.observe(ctx, touched)
+		after, err := e.observe(ctx, touched, nil)
 		if err != nil {
 			e.log().Warn("re-reading the guests changed this tick failed; reporting them as first observed", "err", err)
 		} else {

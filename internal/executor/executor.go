@@ -32,7 +32,7 @@ type PVE interface {
 	SetConfig(ctx context.Context, node string, kind guest.Kind, vmid int, ch pve.ConfigChange) (pve.Result, error)
 	Resize(ctx context.Context, node string, kind guest.Kind, vmid int, disk, size, digest string) (pve.Result, error)
 	Create(ctx context.Context, node string, kind guest.Kind, vmid int, params map[string]string) (pve.Result, error)
-	Clone(ctx context.Context, node string, source, newid int, params map[string]string) (pve.Result, error)
+	Clone(ctx context.Context, node string, kind guest.Kind, source, newid int, params map[string]string) (pve.Result, error)
 	Destroy(ctx context.Context, node string, kind guest.Kind, vmid int, o pve.DestroyOptions) (pve.Result, error)
 	SnapshotTake(ctx context.Context, node string, kind guest.Kind, vmid int, o pve.SnapshotOptions) (pve.Result, error)
 	SnapshotRollback(ctx context.Context, node string, kind guest.Kind, vmid int, name string) (pve.Result, error)
@@ -173,21 +173,21 @@ func (e *Executor) call(ctx context.Context, a action.Action) (pve.Result, error
 		return c.Create(ctx, node, k, id, p)
 	case action.Clone:
 		// The action is about the new guest (VMID); PVE's call is made on
-		// the source, in whose name its qmclone task runs.
-		if k != guest.QEMU {
-			return pve.Result{}, fmt.Errorf("%w: clone of a %s guest", ErrUnsupported, k)
-		}
+		// the source, in whose name its qmclone or vzclone task runs. A
+		// container clone's unprivileged parameter is the agent's
+		// expectation of what the clone inherits, checked before the
+		// action runs, not one of PVE's clone parameters.
 		src, err := strconv.Atoi(p["source"])
 		if err != nil {
 			return pve.Result{}, fmt.Errorf("executor: clone %d: source %q is not a vmid", id, p["source"])
 		}
 		rest := make(map[string]string, len(p))
 		for key, v := range p {
-			if key != "source" {
+			if key != "source" && !(k == guest.LXC && key == classify.UnprivilegedParam) {
 				rest[key] = v
 			}
 		}
-		return c.Clone(ctx, node, src, id, rest)
+		return c.Clone(ctx, node, k, src, id, rest)
 	case action.Destroy:
 		if p[classify.ProtectedParam] == "1" {
 			// PVE refuses to destroy a protected guest and has no

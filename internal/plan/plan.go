@@ -221,7 +221,11 @@ func Diff(want *desired.Host, actual []guest.Observed, opts Options) Plan {
 				st.Phase, st.Node = Moved, node
 				break
 			}
-			p.Steps = missing(p.Steps, &st, id, g)
+			var src *guest.Observed
+			if c := g.Create; c.IsClone() {
+				src = findObserved(actual, aids, ao, c.Clone)
+			}
+			p.Steps = missing(p.Steps, &st, id, g, src)
 		case j+1 < len(ao) && aids[uint32(ao[j+1])] == id:
 			st.Phase, st.Err = Error, "listed more than once by PVE; refusing to act on an ambiguous vmid"
 		default:
@@ -233,6 +237,16 @@ func Diff(want *desired.Host, actual []guest.Observed, opts Options) Plan {
 		p.Guests = append(p.Guests, st)
 	}
 	return p
+}
+
+// findObserved is the guest of actual with vmid id, or nil (nil too when
+// PVE lists it more than once); aids are actual's vmids, ao their order.
+func findObserved(actual []guest.Observed, aids []int, ao []uint64, id int) *guest.Observed {
+	i, _ := slices.BinarySearchFunc(ao, id, func(k uint64, id int) int { return cmp.Compare(aids[uint32(k)], id) })
+	if i == len(ao) || aids[uint32(ao[i])] != id || (i+1 < len(ao) && aids[uint32(ao[i+1])] == id) {
+		return nil
+	}
+	return &actual[uint32(ao[i])]
 }
 
 // order returns the positions of ids sorted by id, each in the low 32 bits

@@ -465,7 +465,7 @@ hosts:
 			}
 		}
 	}
-	r, err := c.Clone(t.Context(), "pve", 9000, 120, map[string]string{"full": "1", "storage": "local-lvm", "name": "web-1"})
+	r, err := c.Clone(t.Context(), "pve", guest.QEMU, 9000, 120, map[string]string{"full": "1", "storage": "local-lvm", "name": "web-1"})
 	waitOK("clone", r, err)
 	r, err = c.Create(t.Context(), "pve", guest.LXC, 130, map[string]string{"ostemplate": sim.TemplateVztmpl, "rootfs": "local-lvm:4", "unprivileged": "1"})
 	waitOK("create lxc", r, err)

@@ -231,23 +231,30 @@ func (c *Client) Create(ctx context.Context, node string, kind guest.Kind, vmid 
 	return c.mutate(ctx, http.MethodPost, pathOf("nodes", node, string(kind)), p)
 }
 
-// cloneParams are the parameters Clone passes on (PVE's clone_vm takes
-// these besides node, vmid and newid; target, another node, is left to
-// migration).
-var cloneParams = map[string]bool{"full": true, "storage": true, "name": true, "pool": true, "format": true,
-	"description": true, "snapname": true, "bwlimit": true}
+// cloneParams are the parameters Clone passes on, by kind (qemu-server's
+// and pve-container's clone_vm take these besides node, vmid and newid;
+// target, another node, is left to migration).
+var cloneParams = map[guest.Kind]map[string]bool{
+	guest.QEMU: {"full": true, "storage": true, "name": true, "pool": true, "format": true,
+		"description": true, "snapname": true, "bwlimit": true},
+	guest.LXC: {"full": true, "storage": true, "hostname": true, "pool": true,
+		"description": true, "snapname": true, "bwlimit": true},
+}
 
-// Clone clones QEMU guest source into the new guest newid (POST
-// /nodes/{node}/qemu/{source}/clone, task qmclone, whose UPID names the
-// source's vmid). params are PVE's clone parameters (full, storage, name,
-// pool, format, description, snapname, bwlimit); any other is an error
-// before anything is sent. A taken newid fails synchronously ("… config
-// file already exists").
-func (c *Client) Clone(ctx context.Context, node string, source, newid int, params map[string]string) (Result, error) {
-	if err := checkGuest(node, guest.QEMU, source); err != nil {
+// Clone clones guest source of kind into the new guest newid (POST
+// /nodes/{node}/{kind}/{source}/clone, task qmclone or vzclone, whose
+// UPID names the source's vmid). params are PVE's clone parameters of
+// that kind (qemu: full, storage, name, pool, format, description,
+// snapname, bwlimit; lxc: hostname instead of name, no format); any other
+// is an error before anything is sent. A taken newid fails synchronously
+// (qemu: "… config file already exists"; lxc: "CT N already exists on
+// node …"), as does a container source another task has locked ("CT is
+// locked (disk)": pve-container locks the source for the whole clone).
+func (c *Client) Clone(ctx context.Context, node string, kind guest.Kind, source, newid int, params map[string]string) (Result, error) {
+	if err := checkGuest(node, kind, source); err != nil {
 		return Result{}, err
 	}
-	if err := checkGuest(node, guest.QEMU, newid); err != nil {
+	if err := checkGuest(node, kind, newid); err != nil {
 		return Result{}, err
 	}
 	if source == newid {
@@ -255,12 +262,12 @@ func (c *Client) Clone(ctx context.Context, node string, source, newid int, para
 	}
 	p := url.Values{"newid": {strconv.Itoa(newid)}}
 	for k, v := range params {
-		if !cloneParams[k] {
-			return Result{}, fmt.Errorf("pve: %q is not a clone parameter", truncate(k, 40))
+		if !cloneParams[kind][k] {
+			return Result{}, fmt.Errorf("pve: %q is not a %s clone parameter", truncate(k, 40), kind)
 		}
 		p.Set(k, v)
 	}
-	return c.mutate(ctx, http.MethodPost, guestPath(node, guest.QEMU, source, "clone"), p)
+	return c.mutate(ctx, http.MethodPost, guestPath(node, kind, source, "clone"), p)
 }
 
 // Destroy deletes a guest and its owned disks (DELETE …/{vmid}).

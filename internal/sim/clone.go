@@ -11,6 +11,7 @@ import (
 
 func (t *routeTable) addCloneRoutes() {
 	t.add("POST", "/nodes/{node}/qemu/{vmid}/clone", (*Sim).postClone)
+	t.add("POST", "/nodes/{node}/lxc/{vmid}/clone", (*Sim).postCloneCT)
 }
 
 // postClone is qemu-server's clone_vm (task qmclone, its id the source
@@ -36,7 +37,8 @@ func (t *routeTable) addCloneRoutes() {
 //
 // Simplifications: the source's shared config lock (exclusive while it
 // runs) is not taken, so clones of one template run in parallel as on
-// PVE; disk copies take the task's duration whatever their size.
+// PVE; disk copies take the task's duration (CloneDuration) whatever
+// their size.
 func (s *Sim) postClone(q *request) response {
 	newid, _ := strconv.Atoi(q.params["newid"])
 	storage, format, snap := q.params["storage"], q.params["format"], q.params["snapname"]
@@ -71,7 +73,7 @@ func (s *Sim) postClone(q *request) response {
 	s.guests[newid] = ng
 	s.mu.Unlock()
 
-	sp := taskSpec{typ: "qmclone", op: "clone", g: ng, kind: guest.QEMU, vmid: src.vmid, q: q}
+	sp := taskSpec{typ: "qmclone", op: "clone", g: ng, kind: guest.QEMU, vmid: src.vmid, q: q, dur: s.opts.CloneDuration}
 	sp.apply = func(r *taskRun) error {
 		if s.guests[newid] != ng {
 			return taskErrf("clone failed: unable to create VM %d: config file already exists", newid)

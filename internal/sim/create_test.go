@@ -27,6 +27,10 @@ func TestTemplatesSeeded(t *testing.T) {
 	if !ok || g.Config["template"] != "1" || g.Config["scsi0"] != "local-lvm:base-9000-disk-0,iothread=1,size=3G" || g.Config["ide2"] != "local-lvm:vm-9000-cloudinit,media=cdrom" {
 		t.Fatalf("template 9000: got %v (found %v)", g.Config, ok)
 	}
+	ct, ok := ts.s.Guest(TemplateCTVMID)
+	if !ok || ct.Kind != "lxc" || ct.Config["template"] != "1" || ct.Config["rootfs"] != "local-lvm:base-9001-disk-0,size=8G" || ct.Config["unprivileged"] != "1" {
+		t.Fatalf("container template 9001: got %+v (found %v)", ct, ok)
+	}
 	list := ts.mustOK(ts.do("GET", "/nodes/pve/storage/local/content", url.Values{"content": {"vztmpl"}})).dataList(t)
 	if len(list) != 1 || list[0].(map[string]any)["volid"] != TemplateVztmpl || list[0].(map[string]any)["format"] != "tzst" || list[0].(map[string]any)["content"] != "vztmpl" {
 		t.Errorf("vztmpl content: got %v; want %s (tzst)", list, TemplateVztmpl)

@@ -40,10 +40,14 @@ type Options struct {
 	Token        string        // full "USER@REALM!TOKENID=SECRET" with all privileges; "" = generate one
 	Seed         int64         // makes seeding and faults deterministic
 	TaskDuration time.Duration // how long async tasks run; default 50ms
-	LockTimeout  time.Duration // how long a write waits for a held config lock; default 2s (PVE: 10s)
-	Faults       Faults
-	Logger       *slog.Logger     // nil = no logging
-	Clock        func() time.Time // wall clock for timestamps; nil = time.Now
+	// CloneDuration is how long a clone task (qmclone, vzclone) runs;
+	// 0 means TaskDuration. A container clone holds its source's lock
+	// (lock: disk) for all of it, as pve-container does.
+	CloneDuration time.Duration
+	LockTimeout   time.Duration // how long a write waits for a held config lock; default 2s (PVE: 10s)
+	Faults        Faults
+	Logger        *slog.Logger     // nil = no logging
+	Clock         func() time.Time // wall clock for timestamps; nil = time.Now
 
 	// LegacyErrors emulates servers before libpve-http-server-perl 5.2.0,
 	// whose error bodies carry no "message" field.

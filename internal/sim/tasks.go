@@ -57,6 +57,9 @@ type taskSpec struct {
 	q    *request
 	// node is the node the task runs on; "" = the request path's node.
 	node string
+	// dur, when positive, is the task's run time instead of TaskDuration
+	// (a clone's CloneDuration).
+	dur time.Duration
 	// extra is added to the task's run time (a shutdown waiting for its timeout).
 	extra time.Duration
 	// pre runs (without Sim.mu) before the task takes the config lock.
@@ -78,7 +81,11 @@ type taskSpec struct {
 func (s *Sim) startTask(sp taskSpec) (string, bool) {
 	now := s.now()
 	f := s.currentFaults()
-	dur := s.opts.TaskDuration + sp.extra
+	dur := s.opts.TaskDuration
+	if sp.dur > 0 {
+		dur = sp.dur
+	}
+	dur += sp.extra
 	if s.chance(f.SlowTaskRate) {
 		dur = time.Duration(f.SlowTaskFactor) * dur
 	}

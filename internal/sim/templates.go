@@ -20,6 +20,10 @@ func (t *routeTable) addTemplateRoutes() {
 const (
 	TemplateVMID   = 9000
 	TemplateVztmpl = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
+	// TemplateCTVMID is the container template: a container made from
+	// TemplateVztmpl and converted to a template (pct template), its
+	// rootfs the base volume local-lvm:base-9001-disk-0.
+	TemplateCTVMID = 9001
 )
 
 // vztmplVol is a container template volume in a storage's vztmpl content.
@@ -31,14 +35,18 @@ type vztmplVol struct {
 
 // AddTemplates adds the QEMU template TemplateVMID (template=1, the disk
 // local-lvm:base-9000-disk-0, the cloud-init drive
-// local-lvm:vm-9000-cloudinit on ide2) and the container template
-// TemplateVztmpl in the storage local's vztmpl content. It fails if guest
-// 9000 exists; the container template is added only once.
+// local-lvm:vm-9000-cloudinit on ide2), the unprivileged container
+// template TemplateCTVMID (template=1, rootfs local-lvm:base-9001-disk-0)
+// and the container template volume TemplateVztmpl in the storage local's
+// vztmpl content. It fails if guest 9000 or 9001 exists; the volume is
+// added only once.
 func (s *Sim) AddTemplates() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.guests[TemplateVMID]; ok {
-		return fmt.Errorf("sim: guest %d already exists", TemplateVMID)
+	for _, id := range []int{TemplateVMID, TemplateCTVMID} {
+		if _, ok := s.guests[id]; ok {
+			return fmt.Errorf("sim: guest %d already exists", id)
+		}
 	}
 	g := newGuestState(TemplateVMID, guest.QEMU)
 	g.node = s.node
@@ -62,6 +70,22 @@ func (s *Sim) AddTemplates() error {
 	c["vmgenid"] = s.uuidLocked()
 	c["meta"] = fmt.Sprintf("creation-qemu=10.0.2,ctime=%d", s.bootTime.Unix())
 	s.guests[TemplateVMID] = g
+
+	ct := newGuestState(TemplateCTVMID, guest.LXC)
+	ct.node = s.node
+	c = ct.config
+	c["hostname"] = "debian-12-ct"
+	c["template"] = "1"
+	c["arch"] = "amd64"
+	c["ostype"] = "debian"
+	c["cores"] = "1"
+	c["memory"] = "512"
+	c["swap"] = "512"
+	c["rootfs"] = fmt.Sprintf("local-lvm:base-%d-disk-0,size=8G", TemplateCTVMID)
+	c["net0"] = fmt.Sprintf("name=eth0,bridge=vmbr0,hwaddr=%s,ip=dhcp,type=veth", s.randMACLocked())
+	c["features"] = "nesting=1"
+	c["unprivileged"] = "1"
+	s.guests[TemplateCTVMID] = ct
 	s.addVztmplLocked(TemplateVztmpl, 126837209)
 	return nil
 }
