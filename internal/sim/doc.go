@@ -72,10 +72,13 @@
 // size, an LXC rootfs stores what was written), only PUT …/resize grows
 // one; VolumeSize reports it (see resize.go).
 //
-// Creating guests (templates.go, clone.go, cloudinit.go): Options.Templates
-// seeds a QEMU template 9000 (base disk, cloud-init drive) and a container
-// template in local's vztmpl content; POST …/qemu/{vmid}/clone is
-// clone_vm's qmclone task; an LXC create needs its ostemplate in a
+// Creating guests (templates.go, clone.go, clonect.go, cloudinit.go):
+// Options.Templates seeds a QEMU template 9000 (base disk, cloud-init
+// drive), a container template 9001 (base rootfs) and a container
+// template volume in local's vztmpl content; POST …/qemu/{vmid}/clone is
+// qemu-server's clone_vm (task qmclone), POST …/lxc/{vmid}/clone
+// pve-container's (task vzclone, the source locked for the whole task);
+// clone tasks run for Options.CloneDuration; an LXC create needs its ostemplate in a
 // storage's content; generating the cloud-init drive (PUT …/cloudinit, a
 // start) records the config's cloud-init state in its [special:cloudinit]
 // section, which GET …/cloudinit compares with the config.
