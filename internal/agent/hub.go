@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -450,6 +451,10 @@ func jobResult(j engine.JobReport) wire.JobResult {
 		r.State = wire.JobRejected
 	default:
 		r.State = wire.JobHeld
+		if sf := j.Shortfall; sf != nil {
+			r.Code = signedop.CodeInsufficientSigners
+			r.Quorum = &wire.Quorum{Role: sf.Role, Need: sf.Need, Signed: slices.Clone(sf.Signed)}
+		}
 	}
 	if len(r.Reason) > wire.MaxTextLen {
 		r.Reason = r.Reason[:wire.MaxTextLen]
@@ -487,7 +492,14 @@ func (h *Hub) Settle(ctx context.Context, jobs []engine.JobReport) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
-	err := h.client.JobResults(cctx, wire.JobResults{Host: h.host, Results: batch})
+	hubVersion := h.hubVersion
+	if hubVersion == 0 {
+		hubVersion = wire.Version
+	}
+	strip := func(rs []wire.JobResult) wire.JobResults {
+		return wire.StripNewerResults(wire.JobResults{Host: h.host, Results: rs}, hubVersion)
+	}
+	err := h.client.JobResults(cctx, strip(batch))
 	if err == nil {
 		for _, r := range batch {
 			h.posted[r.Job] = r.State + "\x00" + r.Reason
@@ -501,7 +513,7 @@ func (h *Hub) Settle(ctx context.Context, jobs []engine.JobReport) error {
 	// not hold back the others.
 	var first error
 	for _, r := range batch {
-		err := h.client.JobResults(cctx, wire.JobResults{Host: h.host, Results: []wire.JobResult{r}})
+		err := h.client.JobResults(cctx, strip([]wire.JobResult{r}))
 		switch s := hubclient.StatusOf(err); {
 		case err == nil:
 		case s == http.StatusNotFound || s == http.StatusConflict || s == http.StatusBadRequest:

@@ -437,11 +437,23 @@ func TestRejectionMatrixReachesNothing(t *testing.T) {
 			if g2, ok := h.srv.Sim.Guest(101); !ok || g2.Digest != g.Digest {
 				t.Fatalf("guest 101 changed: exists=%v digest %s -> %s", ok, g.Digest, g2.Digest)
 			}
-			if len(rep.Rejected) != 1 {
-				t.Fatalf("rejected = %+v; want exactly one rejection", rep.Rejected)
-			}
 			if len(rep.Results) != 0 {
 				t.Errorf("results = %+v; want nothing submitted", rep.Results)
+			}
+			if wantCode == signedop.CodeInsufficientSigners {
+				// Valid signatures, too few signers: held for more, not
+				// refused (the job stays runnable, its nonce unspent).
+				if len(rep.Rejected) != 0 || len(rep.Jobs) != 1 || rep.Jobs[0].Status != engine.JobWaiting || rep.Jobs[0].Shortfall == nil ||
+					!strings.Contains(rep.Jobs[0].Reason, "waiting for ") {
+					t.Fatalf("rejected = %+v, jobs = %+v; want the job waiting for more signers, not rejected", rep.Rejected, rep.Jobs)
+				}
+				if env.Nonces().Used(p.Nonce) {
+					t.Fatal("a job awaiting signatures spent its nonce")
+				}
+				return
+			}
+			if len(rep.Rejected) != 1 {
+				t.Fatalf("rejected = %+v; want exactly one rejection", rep.Rejected)
 			}
 			reason := rep.Rejected[0].Reason
 			switch {

@@ -10,6 +10,7 @@ import (
 	"github.com/steward-pve/steward/internal/gate"
 	"github.com/steward-pve/steward/internal/journal"
 	"github.com/steward-pve/steward/internal/plan"
+	"github.com/steward-pve/steward/internal/signedop"
 )
 
 // JobReport is the fate of one signed job presented to a tick.
@@ -18,6 +19,9 @@ type JobReport struct {
 	Action action.Action // what the job asks for; zero when its payload does not parse
 	Status JobStatus
 	Reason string // why it was rejected, failed or is waiting; how a completed job ended
+	// Shortfall is set for a job waiting for more signatures: who signed
+	// and how many of which role it needs.
+	Shortfall *signedop.Shortfall
 }
 
 // JobStatus says what became of a signed job this tick.
@@ -32,7 +36,7 @@ const (
 	JobFailed    JobStatus = "failed"    // it ran this tick and failed conclusively; only a new signature may try again
 	JobCompleted JobStatus = "completed" // it ran (or failed conclusively) before this tick; not run again
 	JobRejected  JobStatus = "rejected"  // refused: bad payload or signature, stale, another host...
-	JobWaiting   JobStatus = "waiting"   // not run this tick (backoff, an unresolved op, a retryable failure, dry run)
+	JobWaiting   JobStatus = "waiting"   // not run this tick (more signatures needed, backoff, an unresolved op, a retryable failure, dry run)
 )
 
 // Final reports whether s means the job will never run again.

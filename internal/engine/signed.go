@@ -13,10 +13,19 @@ import (
 // signedJobs is the second step: the gate decides on each signed job, in
 // one place (wrong host, wrong kind, unreadable config, stale digest,
 // replay...), and what it allows is submitted. A job the journal shows
-// completed is reported so and never run again.
+// completed is reported so and never run again. A job that lacks only
+// signatures (gate.AwaitingSignatures) is reported waiting, and its
+// payload is what the gate offers for that action until more signatures
+// arrive.
 func (t *tick) signedJobs(ctx context.Context) {
 	e := t.e
 	nonces := map[string]bool{} // nonces of the signed jobs submitted this tick
+	var awaiting []signedop.Payload
+	defer func() {
+		if !t.planOnly {
+			e.Gate.Await(awaiting)
+		}
+	}()
 	for i, pj := range t.parsed {
 		jr := &t.rep.Jobs[i]
 		if pj.Err == nil {
@@ -62,6 +71,14 @@ func (t *tick) signedJobs(ctx context.Context) {
 		d := e.Gate.DecideJob(pj, tg)
 		if d.Action.Op != "" {
 			e.recordDecision(d, t.planOnly, pj.Job.Name)
+		}
+		if d.Outcome == gate.AwaitingSignatures {
+			// Incomplete, not refused: it waits for more signatures,
+			// its nonce unspent, and its payload is the one offered for
+			// the action meanwhile.
+			jr.Status, jr.Reason, jr.Shortfall = JobWaiting, d.Reason, d.Shortfall
+			awaiting = append(awaiting, pj.Payload)
+			continue
 		}
 		if d.Outcome != gate.Allowed {
 			t.rep.Rejected = append(t.rep.Rejected, d)

@@ -66,8 +66,12 @@ func (r Report) Wire() wire.Report {
 		w.Actions = append(w.Actions, ar)
 	}
 	for _, d := range r.Pending {
-		w.Pending = append(w.Pending, wire.Pending{Action: wireAction(d.Action), Reason: d.Reason,
-			Destroys: slices.Clone(d.Verdict.Keys), Payload: slices.Clone(d.Payload)})
+		wp := wire.Pending{Action: wireAction(d.Action), Reason: d.Reason,
+			Destroys: slices.Clone(d.Verdict.Keys), Payload: slices.Clone(d.Payload)}
+		if q := d.Quorum; q != nil {
+			wp.Quorum = &wire.Quorum{Role: q.Role, Need: q.Count}
+		}
+		w.Pending = append(w.Pending, wp)
 	}
 	for _, d := range r.Rejected {
 		w.Rejected = append(w.Rejected, wireRejection(d))

@@ -30,6 +30,11 @@ const (
 	Allowed          = "allowed"           // benign, or destructive with a valid signature
 	PendingSignature = "pending_signature" // destructive, no valid signature presented
 	Rejected         = "rejected"          // a signed job was presented and refused
+	// AwaitingSignatures: a signed job whose every signature verifies
+	// but whose distinct signers are fewer than the policy needs. It is
+	// incomplete, not wrong: it stays pending (its nonce unspent) and is
+	// judged again when it arrives with more signatures.
+	AwaitingSignatures = "awaiting_signatures"
 )
 
 // Gate decides whether actions may run on host Host. Safe for concurrent
@@ -49,6 +54,10 @@ type Gate struct {
 
 	mu      sync.Mutex
 	pending map[string]signedop.Payload // action key + digest → payload offered
+	// awaiting are the payloads of signed jobs held for more signatures
+	// (Await), by action key + digest: offered for their action instead
+	// of a fresh payload, so co-signers sign the same bytes.
+	awaiting map[string]signedop.Payload
 }
 
 // Permit is the gate's authorization to execute one action. The zero
@@ -101,6 +110,13 @@ type Decision struct {
 	Offer   signedop.Payload
 	// Permit is valid when Outcome is Allowed.
 	Permit Permit
+	// Shortfall says what a job AwaitingSignatures lacks: the role, how
+	// many signers it needs and who signed already.
+	Shortfall *signedop.Shortfall
+	// Quorum is what the policy asks of a payload offered
+	// (PendingSignature): how many distinct signers of which role; nil
+	// when no signers are configured.
+	Quorum *signedop.Requirement
 }
 
 // Decide gates an action that carries no signature (reconcile, recovery).
@@ -131,6 +147,10 @@ func (g *Gate) Decide(a action.Action, actual guest.Config, prov classify.Proven
 		d.Reason = fmt.Sprintf("%s (cannot build a payload to sign: %v)", v.Reason, err)
 	} else {
 		d.Payload, d.Offer = p.Canonical(), p
+	}
+	if g.Verifier != nil {
+		q := g.Verifier.Requirement(a.Op)
+		d.Quorum = &q
 	}
 	g.log(d)
 	return d
@@ -245,6 +265,19 @@ func (g *Gate) decideParsed(pj signedop.ParsedJob, actual guest.Config, currentD
 		return d
 	}
 	auth, err := g.Verifier.CheckParsed(pj, g.Host, a, currentDigest)
+	var rj *signedop.Rejection
+	if errors.As(err, &rj) && rj.Shortfall != nil {
+		// Valid so far, only incomplete: held for more signatures, its
+		// nonce unspent, unless that nonce is spent already (then more
+		// signatures cannot make it run).
+		if g.Verifier.Nonces != nil && g.Verifier.Nonces.Used(p.Nonce) {
+			err = Replayed(p.Nonce)
+			d.Outcome, d.Reason, d.Code = Rejected, err.Error(), signedop.CodeReplayed
+			return d
+		}
+		d.Outcome, d.Code, d.Reason, d.Shortfall = AwaitingSignatures, signedop.CodeInsufficientSigners, rj.Shortfall.String(), rj.Shortfall
+		return d
+	}
 	switch {
 	case err != nil:
 	case g.Verifier.Nonces == nil:
@@ -311,6 +344,13 @@ func (g *Gate) pendingPayload(a action.Action, reason string) (signedop.Payload,
 	now := g.now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if p, ok := g.awaiting[key]; ok && now.Before(p.Expires) && !now.Before(p.NotBefore) {
+		if g.pending == nil {
+			g.pending = map[string]signedop.Payload{}
+		}
+		g.pending[key] = p // offered again should the job not be presented for a tick
+		return p, nil
+	}
 	if p, ok := g.pending[key]; ok && now.Before(p.Expires.Add(-g.ttl()/2)) && !now.Before(p.NotBefore) {
 		return p, nil
 	}
@@ -328,6 +368,26 @@ func (g *Gate) pendingPayload(a action.Action, reason string) (signedop.Payload,
 	}
 	g.pending[key] = p
 	return p, nil
+}
+
+// Await replaces the set of payloads held for more signatures (the
+// payloads of the jobs decided AwaitingSignatures this tick): while one
+// is valid, Decide offers it for its action and digest instead of any
+// other, so the next operator signs the bytes that already carry the
+// first signatures rather than a fresh payload that would start over. A
+// payload for another host is ignored.
+func (g *Gate) Await(ps []signedop.Payload) {
+	m := map[string]signedop.Payload{}
+	for _, p := range ps {
+		if p.Host != g.Host {
+			continue
+		}
+		a := ActionOf(p)
+		m[a.Key()+"@"+a.Digest] = p
+	}
+	g.mu.Lock()
+	g.awaiting = m
+	g.mu.Unlock()
 }
 
 // Remember makes a payload offered before (read back from disk after a

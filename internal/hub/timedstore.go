@@ -118,6 +118,11 @@ func (t timedStore) LastReport(ctx context.Context, host string) (store.Report, 
 	return t.st.LastReport(ctx, host)
 }
 
+func (t timedStore) AddJobSignatures(ctx context.Context, host string, payload []byte, signatures [][]byte) (store.Job, int, error) {
+	defer t.obs("AddJobSignatures", time.Now())
+	return t.st.AddJobSignatures(ctx, host, payload, signatures)
+}
+
 func (t timedStore) PutJob(ctx context.Context, host string, payload []byte, signatures [][]byte, uploader string) (store.Job, error) {
 	defer t.obs("PutJob", time.Now())
 	return t.st.PutJob(ctx, host, payload, signatures, uploader)

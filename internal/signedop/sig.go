@@ -122,6 +122,22 @@ func parseBlob(blob []byte) (*Signature, error) {
 	}, nil
 }
 
+// Fingerprint returns the SHA256 fingerprint of the key that made s (the
+// certificate's key for a certificate): the identity the verifier counts
+// distinct signers by, so two signatures with one fingerprint never count
+// twice toward a quorum.
+func (s *Signature) Fingerprint() string { return ssh.FingerprintSHA256(plainKey(s.PublicKey)) }
+
+// SignerFingerprint parses one armored signature and returns its
+// Fingerprint. It checks structure only, not the signature.
+func SignerFingerprint(armored []byte) (string, error) {
+	s, err := ParseSignature(armored)
+	if err != nil {
+		return "", err
+	}
+	return s.Fingerprint(), nil
+}
+
 // plainKey returns the key that made the signature: the certificate's key
 // for a certificate.
 func plainKey(pub ssh.PublicKey) ssh.PublicKey {

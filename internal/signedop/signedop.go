@@ -30,6 +30,7 @@ type (
 	Policy        = spec.Policy
 	Requirement   = spec.Requirement
 	Rejection     = spec.Rejection
+	Shortfall     = spec.Shortfall
 	Job           = spec.Job
 	ParsedJob     = spec.ParsedJob
 )

@@ -117,6 +117,16 @@ func (v *Verifier) Authorize(job Job, host string, a action.Action, currentDiges
 	return auth, nil
 }
 
+// Requirement returns what the verifier's policy asks of op: how many
+// distinct signers of which role.
+func (v *Verifier) Requirement(op action.Op) Requirement {
+	policy := v.Policy
+	if policy.Require == nil && policy.Roles == nil {
+		policy = DefaultPolicy()
+	}
+	return policy.Requirement(op)
+}
+
 // Check performs every check of Authorize except consuming the nonce. It
 // is for showing a verdict (steward op verify) and must never be the
 // reason an action runs: a job that passes Check may be a replay.
@@ -240,7 +250,19 @@ func (v *Verifier) CheckParsed(pj ParsedJob, host string, a action.Action, curre
 		credited[i] = pr
 	}
 	if matched < req.Count {
-		return Authorization{}, reject(CodeInsufficientSigners, "op %s needs %d distinct signer(s) with role %q; got %d (from %d distinct key(s))", p.Op, req.Count, req.Role, matched, len(keys))
+		sf := &Shortfall{Role: req.Role, Need: req.Count}
+		for i, k := range keys {
+			if credited[i] != "" {
+				sf.Signed = append(sf.Signed, credited[i])
+			} else if len(k.principals) > 0 {
+				sf.Others = append(sf.Others, k.principals[0])
+			} else {
+				sf.Others = append(sf.Others, k.fp)
+			}
+		}
+		r := reject(CodeInsufficientSigners, "op %s needs %d distinct signer(s) with role %q; got %d (from %d distinct key(s)): %s", p.Op, req.Count, req.Role, matched, len(keys), sf)
+		r.Shortfall = sf
+		return Authorization{}, r
 	}
 	auth := Authorization{Nonce: p.Nonce, Payload: p}
 	for i, k := range keys {

@@ -45,6 +45,14 @@ func StripNewer(r Report, v int) Report {
 		}
 		r.Sync = ss
 	}
+	if v < 4 && len(r.Pending) > 0 {
+		ps := make([]Pending, len(r.Pending))
+		for i, p := range r.Pending {
+			p.Quorum = nil
+			ps[i] = p
+		}
+		r.Pending = ps
+	}
 	return r
 }
 

@@ -30,6 +30,10 @@ type JobResult struct {
 	Reason     string `json:"reason,omitempty"`
 	UPID       string `json:"upid,omitempty"`
 	ExitStatus string `json:"exit_status,omitempty"`
+	// Quorum is set on a held job that waits for more signatures
+	// (Code insufficient_signers): how many of which role it needs and
+	// who signed already. Wire version 4.
+	Quorum *Quorum `json:"quorum,omitempty"`
 }
 
 // JobResults is the body an agent posts with the results of its jobs.
@@ -68,6 +72,20 @@ func JobResultsOf(r Report) JobResults {
 	return out
 }
 
+// StripNewerResults returns j without the fields of wire versions after
+// v, for a hub that reads only v.
+func StripNewerResults(j JobResults, v int) JobResults {
+	if v < 4 && len(j.Results) > 0 {
+		rs := make([]JobResult, len(j.Results))
+		for i, r := range j.Results {
+			r.Quorum = nil
+			rs[i] = r
+		}
+		j.Results = rs
+	}
+	return j
+}
+
 // EncodeJobResults returns j's JSON encoding.
 func EncodeJobResults(j JobResults) ([]byte, error) { return encode("job results", j) }
 
@@ -96,6 +114,7 @@ func (j JobResults) Validate() error {
 		c.text(p+".reason", r.Reason, false)
 		c.text(p+".upid", r.UPID, false)
 		c.text(p+".exit_status", r.ExitStatus, false)
+		c.quorum(p+".quorum", r.Quorum)
 	}
 	return c.err
 }

@@ -194,6 +194,36 @@ type Pending struct {
 	Destroys []string `json:"destroys,omitempty"`
 	// Payload is the canonical payload to sign, byte for byte.
 	Payload []byte `json:"payload,omitempty"`
+	// Quorum is how many distinct signers of which role the agent's
+	// policy asks for this action (Signed empty); nil when the agent has
+	// no signers configured. Wire version 4.
+	Quorum *Quorum `json:"quorum,omitempty"`
+}
+
+// Quorum is what a signed action needs: Need distinct signers holding
+// Role. In a held job's result, Signed are the principals the agent
+// credited so far (fewer than Need). Wire version 4.
+type Quorum struct {
+	Role   string   `json:"role"`
+	Need   int      `json:"need"`
+	Signed []string `json:"signed,omitempty"`
+}
+
+// MaxQuorum bounds Quorum.Need and the principals in Quorum.Signed.
+const MaxQuorum = 64
+
+func (c *checker) quorum(path string, q *Quorum) {
+	if q == nil {
+		return
+	}
+	c.text(path+".role", q.Role, true)
+	if q.Need < 1 || q.Need > MaxQuorum {
+		c.fail(path+".need", "%d; want 1..%d", q.Need, MaxQuorum)
+	}
+	c.count(path+".signed", len(q.Signed), MaxQuorum)
+	for i, s := range q.Signed {
+		c.text(fmt.Sprintf("%s.signed[%d]", path, i), s, true)
+	}
 }
 
 // Rejection is a signed job the agent refused.
@@ -306,6 +336,7 @@ func (r Report) Validate() error {
 		if len(pd.Payload) > MaxPayloadLen {
 			c.fail(p+".payload", "%d bytes; at most %d", len(pd.Payload), MaxPayloadLen)
 		}
+		c.quorum(p+".quorum", pd.Quorum)
 	}
 	c.count("rejected", len(r.Rejected), MaxItems)
 	for i, rj := range r.Rejected {

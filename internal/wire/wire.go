@@ -45,6 +45,8 @@
 //   - 1: the first.
 //   - 2: Guest.Observed.
 //   - 3: Sync.Provenance.
+//   - 4: Pending.Quorum and JobResult.Quorum (how many signers of which
+//     role an action needs, and who signed a held job already).
 package wire
 
 import (
@@ -56,7 +58,7 @@ import (
 )
 
 // Version is the newest wire version this package reads and writes.
-const Version = 3
+const Version = 4
 
 // VersionHeader is the HTTP header in which a hub names the wire version
 // it reads.

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/steward-pve/steward/internal/signedop"
 	"github.com/steward-pve/steward/internal/wire"
 )
 
@@ -186,6 +187,62 @@ type Job struct {
 	// included); nil before the first.
 	Result    *wire.JobResult
 	UpdatedAt time.Time
+}
+
+// MaxJobSignatures bounds the signatures one job holds (the agent refuses
+// a job with more).
+const MaxJobSignatures = 16
+
+// SignerKey identifies the key that made an armored SSHSIG signature: its
+// SHA256 fingerprint (the certificate's key for a certificate), the
+// identity the agent counts distinct signers by; for a signature that
+// does not parse, "bytes:" and the hex SHA-256 of its bytes.
+func SignerKey(sig []byte) string {
+	if fp, err := signedop.SignerFingerprint(sig); err == nil {
+		return fp
+	}
+	sum := sha256.Sum256(sig)
+	return "bytes:" + hex.EncodeToString(sum[:])
+}
+
+// MergeSignatures returns have followed by each of add whose SignerKey
+// is not yet among them (copied), and how many it appended: what
+// AddJobSignatures stores, computed inside its transaction.
+func MergeSignatures(have, add [][]byte) ([][]byte, int) {
+	seen := map[string]bool{}
+	out := make([][]byte, 0, len(have)+len(add))
+	for _, s := range have {
+		seen[SignerKey(s)] = true
+		out = append(out, s)
+	}
+	n := 0
+	for _, s := range add {
+		k := SignerKey(s)
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		out = append(out, append([]byte{}, s...))
+		n++
+	}
+	return out, n
+}
+
+// CheckAddSignatures is AddJobSignatures' argument check, shared by the
+// implementations.
+func CheckAddSignatures(payload []byte, signatures [][]byte) error {
+	switch {
+	case len(payload) == 0:
+		return fmt.Errorf("%w: empty job payload", ErrInvalid)
+	case len(signatures) == 0:
+		return fmt.Errorf("%w: no signature to add", ErrInvalid)
+	}
+	for i, s := range signatures {
+		if len(s) == 0 {
+			return fmt.Errorf("%w: signature %d is empty", ErrInvalid, i+1)
+		}
+	}
+	return nil
 }
 
 // ReceiptHead is where a host's receipt chain ends.
@@ -369,6 +426,21 @@ type Store interface {
 	// job is already stored for the host. The store checks no signature:
 	// the agent does.
 	PutJob(ctx context.Context, host string, payload []byte, signatures [][]byte, uploader string) (Job, error)
+	// AddJobSignatures adds signatures to host's waiting job whose
+	// payload is payload byte for byte (its id is wire.JobID(payload)),
+	// atomically, and returns the job as stored after and how many
+	// signatures it added. A signature by a key that already signed the
+	// job (SignerKey; for a signature that does not parse, the same
+	// bytes), or earlier in the same call, is skipped: adding a signer
+	// twice is idempotent, so an upload retried after a lost answer
+	// succeeds, and a second signature by one key, which the agent
+	// counts once anyway, does not spend the job's room. ErrNotFound if
+	// the host has no such job; ErrConflict if the job is no longer
+	// waiting (its agent reported it done, failed or rejected: more
+	// signatures cannot change it); ErrInvalid for an empty payload, no
+	// signatures, or when the job would hold more than MaxJobSignatures.
+	// The store checks no signature: the agent does.
+	AddJobSignatures(ctx context.Context, host string, payload []byte, signatures [][]byte) (Job, int, error)
 	// Job returns one job of host.
 	Job(ctx context.Context, host, id string) (Job, error)
 	// Jobs returns the host's jobs in upload order; state "" means all,

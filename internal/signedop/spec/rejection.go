@@ -1,6 +1,10 @@
 package spec
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
 
 // Rejection codes: stable, snake_case, safe to match on and to show.
 const (
@@ -40,6 +44,43 @@ const (
 type Rejection struct {
 	Code   string
 	Reason string
+	// Shortfall is set with CodeInsufficientSigners when every signature
+	// verified and only more signers are missing: such a job is
+	// incomplete, not wrong, and the gate holds it for more signatures.
+	Shortfall *Shortfall
+}
+
+// Shortfall is what a job whose signatures all verify lacks to satisfy
+// the policy: Need distinct signers holding Role, of whom Signed are
+// credited so far.
+type Shortfall struct {
+	Role string
+	Need int
+	// Signed are the principals credited toward Need, one per distinct
+	// key, in signature order.
+	Signed []string
+	// Others are principals whose signatures verified but who do not
+	// hold Role (or whose key was already credited to another), one per
+	// key: they count for nothing toward Need.
+	Others []string
+}
+
+// Missing is how many more distinct signers of Role are needed.
+func (s Shortfall) Missing() int { return max(s.Need-len(s.Signed), 0) }
+
+// String says what the job waits for, e.g. "waiting for 1 more signer(s)
+// of role operator (1 of 2 signed: alice@example.com)".
+func (s Shortfall) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "waiting for %d more signer(s) of role %s (%d of %d signed", s.Missing(), s.Role, len(s.Signed), s.Need)
+	if len(s.Signed) > 0 {
+		b.WriteString(": " + strings.Join(s.Signed, ", "))
+	}
+	b.WriteString(")")
+	if len(s.Others) > 0 {
+		fmt.Fprintf(&b, "; also signed by %s, not counted (no role %s, or a key already counted)", strings.Join(s.Others, ", "), s.Role)
+	}
+	return b.String()
 }
 
 func (r *Rejection) Error() string { return "signedop: rejected (" + r.Code + "): " + r.Reason }

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -484,6 +485,49 @@ func (s *Store) PutJob(ctx context.Context, host string, payload []byte, signatu
 		return store.Job{}, err
 	}
 	return j, nil
+}
+
+// AddJobSignatures implements store.Store.
+func (s *Store) AddJobSignatures(ctx context.Context, host string, payload []byte, signatures [][]byte) (store.Job, int, error) {
+	if err := store.CheckAddSignatures(payload, signatures); err != nil {
+		return store.Job{}, 0, err
+	}
+	id := wire.JobID(payload)
+	var out store.Job
+	var added int
+	err := s.write(ctx, "adding signatures to a job", func(tx pgx.Tx) error {
+		j, err := scanJob(tx.QueryRow(ctx, "SELECT "+jobCols+" WHERE host = $1 AND id = $2 FOR UPDATE", host, id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w: job %s for host %q", store.ErrNotFound, id, host)
+		}
+		if err != nil {
+			return fmt.Errorf("postgres: reading job %s of %q: %w", id, host, err)
+		}
+		if !bytes.Equal(j.Payload, payload) {
+			return fmt.Errorf("%w: job %s holds other payload bytes", store.ErrConflict, id)
+		}
+		if j.State != store.JobWaiting {
+			return fmt.Errorf("%w: job %s is already %s; signatures can no longer change it", store.ErrConflict, id, j.State)
+		}
+		sigs, n := store.MergeSignatures(j.Signatures, signatures)
+		if len(sigs) > store.MaxJobSignatures {
+			return fmt.Errorf("%w: job %s would hold %d signatures; at most %d", store.ErrInvalid, id, len(sigs), store.MaxJobSignatures)
+		}
+		if n > 0 {
+			now := nanos(s.now())
+			if _, err := tx.Exec(ctx, "UPDATE jobs SET signatures = $1, updated_at = $2 WHERE host = $3 AND id = $4",
+				sigs, now, host, id); err != nil {
+				return fmt.Errorf("postgres: adding signatures to job %s: %w", id, err)
+			}
+			j.Signatures, j.UpdatedAt = sigs, fromNanos(now)
+		}
+		out, added = j, n
+		return nil
+	})
+	if err != nil {
+		return store.Job{}, 0, err
+	}
+	return out, added, nil
 }
 
 // Job implements store.Store.

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/steward-pve/steward/internal/hub/store"
+	"github.com/steward-pve/steward/internal/signedop"
+	"github.com/steward-pve/steward/internal/signedop/signedoptest"
 	"github.com/steward-pve/steward/internal/wire"
 )
 
@@ -44,6 +46,8 @@ func Run(t *testing.T, open Open) {
 		{"Reports", testReports},
 		{"TouchHosts", testTouchHosts},
 		{"Jobs", testJobs},
+		{"JobSignatures", testJobSignatures},
+		{"JobSignaturesUnderRace", testJobSignaturesRace},
 		{"Pending", testPending},
 		{"Receipts", testReceipts},
 		{"ReceiptChainErrors", testReceiptChainErrors},
@@ -661,6 +665,192 @@ func testJobs(t *testing.T, s store.Store) {
 	}
 	if hosts, _ := s.Hosts(ctx); len(hosts) != 2 || hosts[0].JobsWaiting {
 		t.Fatalf("Hosts after every job finished: got %+v; want pve-a with no job waiting", hosts)
+	}
+}
+
+// sig signs payload with k as an operator would (SSHSIG, steward's
+// namespace).
+func sig(t *testing.T, k *signedoptest.Key, payload []byte) []byte {
+	t.Helper()
+	b, err := signedop.Sign(payload, k.Signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// testJobSignatures: the four-eyes flow's store half. A second signer's
+// signature joins the waiting job with the same payload bytes; a key
+// that signed already (byte-identical or, for ECDSA, a fresh signature
+// by the same key) adds nothing and is no error; a finished job, another
+// host's job, a full job and empty arguments are refused and change
+// nothing.
+func testJobSignatures(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	enrolled(t, s, "pve-a")
+	enrolled(t, s, "pve-b")
+	p := []byte("steward-signed-job v1\r\nop: destroy \n") // bytes a re-encoding would change
+	alice := signedoptest.NewKey(t, signedoptest.Ed25519)
+	bob := signedoptest.NewKeyN(t, signedoptest.Ed25519, 1)
+	carol := signedoptest.NewKey(t, signedoptest.ECDSAP256)
+	sa, sb := sig(t, alice, p), sig(t, bob, p)
+	c1, c2 := sig(t, carol, p), sig(t, carol, p)
+	if bytes.Equal(c1, c2) {
+		t.Fatal("two ECDSA signatures by one key are byte-identical; the same-key case needs them to differ")
+	}
+	j, err := s.PutJob(ctx, "pve-a", p, [][]byte{sa}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantSigs := func(what string, want ...[]byte) store.Job {
+		t.Helper()
+		got, err := s.Job(ctx, "pve-a", j.ID)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if !bytes.Equal(got.Payload, p) || got.Uploader != "alice" || got.State != store.JobWaiting {
+			t.Fatalf("%s: got %+v; want alice's waiting job, payload byte for byte", what, got)
+		}
+		if len(got.Signatures) != len(want) {
+			t.Fatalf("%s: %d signatures; want %d", what, len(got.Signatures), len(want))
+		}
+		for i := range want {
+			if !bytes.Equal(got.Signatures[i], want[i]) {
+				t.Fatalf("%s: signature %d differs from the one uploaded", what, i+1)
+			}
+		}
+		return got
+	}
+
+	got, n, err := s.AddJobSignatures(ctx, "pve-a", p, [][]byte{sb})
+	if err != nil || n != 1 || len(got.Signatures) != 2 || !bytes.Equal(got.Signatures[1], sb) || got.ID != j.ID || !bytes.Equal(got.Payload, p) {
+		t.Fatalf("AddJobSignatures(bob): got %+v, %d, %v; want bob's signature added after alice's", got, n, err)
+	}
+	wantSigs("after bob", sa, sb)
+	if got, n, err := s.AddJobSignatures(ctx, "pve-a", p, [][]byte{sa, sb}); err != nil || n != 0 || len(got.Signatures) != 2 {
+		t.Fatalf("the same signatures again: got %d added, %v; want none added and no error (idempotent)", n, err)
+	}
+	if _, n, err := s.AddJobSignatures(ctx, "pve-a", p, [][]byte{c1, c2}); err != nil || n != 1 {
+		t.Fatalf("two signatures by carol's one key: got %d added, %v; want 1", n, err)
+	}
+	if _, n, err := s.AddJobSignatures(ctx, "pve-a", p, [][]byte{c2}); err != nil || n != 0 {
+		t.Fatalf("carol's key again, other bytes: got %d added, %v; want 0", n, err)
+	}
+	junk := []byte("not a signature\n")
+	if _, n, err := s.AddJobSignatures(ctx, "pve-a", p, [][]byte{junk, junk}); err != nil || n != 1 {
+		t.Fatalf("an unparsable signature twice: got %d added, %v; want 1 (the store checks no signature; same bytes count once)", n, err)
+	}
+	wantSigs("after carol and junk", sa, sb, c1, junk)
+
+	_, _, err = s.AddJobSignatures(ctx, "pve-b", p, [][]byte{sb})
+	wantErr(t, "adding to host A's job through host B", err, store.ErrNotFound)
+	_, _, err = s.AddJobSignatures(ctx, "pve-a", append(bytes.Clone(p), ' '), [][]byte{sb})
+	wantErr(t, "a payload one byte longer", err, store.ErrNotFound)
+	_, _, err = s.AddJobSignatures(ctx, "nope", p, [][]byte{sb})
+	wantErr(t, "unknown host", err, store.ErrNotFound)
+	_, _, err = s.AddJobSignatures(ctx, "pve-a", nil, [][]byte{sb})
+	wantErr(t, "empty payload", err, store.ErrInvalid)
+	_, _, err = s.AddJobSignatures(ctx, "pve-a", p, nil)
+	wantErr(t, "no signature", err, store.ErrInvalid)
+	_, _, err = s.AddJobSignatures(ctx, "pve-a", p, [][]byte{{}})
+	wantErr(t, "an empty signature", err, store.ErrInvalid)
+
+	// Room for MaxJobSignatures: one call that would pass it adds nothing.
+	var many [][]byte
+	for i := range store.MaxJobSignatures - 3 {
+		many = append(many, sig(t, signedoptest.NewKeyN(t, signedoptest.Ed25519, 10+i), p))
+	}
+	_, _, err = s.AddJobSignatures(ctx, "pve-a", p, many)
+	wantErr(t, "more than MaxJobSignatures", err, store.ErrInvalid)
+	wantSigs("after a refused overflow", sa, sb, c1, junk)
+	if _, n, err := s.AddJobSignatures(ctx, "pve-a", p, many[:store.MaxJobSignatures-4]); err != nil || n != store.MaxJobSignatures-4 {
+		t.Fatalf("filling the job: got %d added, %v; want %d", n, err, store.MaxJobSignatures-4)
+	}
+
+	// A held result leaves it open; a final one closes it.
+	if err := s.SetJobResult(ctx, "pve-a", wire.JobResult{Job: j.ID, State: wire.JobHeld, Code: "insufficient_signers", Reason: "waiting for 1 more signer(s)"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, n, err := s.AddJobSignatures(ctx, "pve-a", p, [][]byte{sb}); err != nil || n != 0 || got.Result == nil || got.Result.Code != "insufficient_signers" {
+		t.Fatalf("adding to a held job: got %+v, %d, %v; want it open, its held result kept", got.Result, n, err)
+	}
+	if err := s.SetJobResult(ctx, "pve-a", wire.JobResult{Job: j.ID, State: wire.JobDone}); err != nil {
+		t.Fatal(err)
+	}
+	p2 := []byte("second job\n")
+	if _, err := s.PutJob(ctx, "pve-a", p2, [][]byte{sig(t, alice, p2)}, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetJobResult(ctx, "pve-a", wire.JobResult{Job: wire.JobID(p2), State: wire.JobRejected, Code: "unknown_signer", Reason: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, pl := range [][]byte{p, p2} {
+		before, _ := s.Job(ctx, "pve-a", wire.JobID(pl))
+		_, _, err = s.AddJobSignatures(ctx, "pve-a", pl, [][]byte{sig(t, bob, pl)})
+		wantErr(t, "adding to a "+before.State+" job", err, store.ErrConflict)
+		after, _ := s.Job(ctx, "pve-a", wire.JobID(pl))
+		if len(after.Signatures) != len(before.Signatures) || after.State != before.State {
+			t.Fatalf("a refused add to a %s job changed it: %d -> %d signatures, state %s", before.State, len(before.Signatures), len(after.Signatures), after.State)
+		}
+	}
+}
+
+// testJobSignaturesRace: concurrent adds (several hub replicas, two
+// operators at once) lose no signature and never store one key twice.
+func testJobSignaturesRace(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	enrolled(t, s, "pve-a")
+	p := []byte("race payload\n")
+	if _, err := s.PutJob(ctx, "pve-a", p, nil, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 6
+	keys := make([]*signedoptest.Key, n)
+	for i := range keys {
+		keys[i] = signedoptest.NewKeyN(t, signedoptest.Ed25519, i)
+	}
+	same := signedoptest.NewKey(t, signedoptest.ECDSAP256) // every goroutine signs anew with it too
+	sigs := make([][][]byte, n)
+	for i := range sigs {
+		sigs[i] = [][]byte{sig(t, keys[i], p), sig(t, same, p)}
+	}
+	var wg sync.WaitGroup
+	added := make([]int, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, added[i], errs[i] = s.AddJobSignatures(ctx, "pve-a", p, sigs[i])
+		}()
+	}
+	wg.Wait()
+	total := 0
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("add %d: %v", i, errs[i])
+		}
+		total += added[i]
+	}
+	j, err := s.Job(ctx, "pve-a", wire.JobID(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total != n+1 || len(j.Signatures) != n+1 {
+		t.Fatalf("after %d concurrent adds: %d reported added, %d stored; want %d (each key once, the shared key once)", n, total, len(j.Signatures), n+1)
+	}
+	seen := map[string]bool{}
+	for _, sg := range j.Signatures {
+		k := store.SignerKey(sg)
+		if seen[k] {
+			t.Fatalf("key %s stored twice", k)
+		}
+		seen[k] = true
+	}
+	for i := range n {
+		if !seen[keys[i].Fingerprint()] {
+			t.Fatalf("key %d's signature was lost", i)
+		}
 	}
 }
 
