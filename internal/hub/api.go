@@ -640,9 +640,32 @@ func (s *Server) pending(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"pending": p})
 }
 
-// MaxSignatures bounds the signatures of one uploaded job.
-const MaxSignatures = 16
+// MaxSignatures bounds the signatures of one job.
+const MaxSignatures = store.MaxJobSignatures
 
+// UploadJSON is the answer to a job upload.
+type UploadJSON struct {
+	ID string `json:"id"`
+	// Created is true when the upload stored a new job, false when it
+	// added to (or repeated) a job already waiting for the same payload.
+	Created bool `json:"created"`
+	// Added is how many of the uploaded signatures are new to the job (a
+	// key that signed it already counts once).
+	Added int `json:"added"`
+	// Signatures is how many the job holds now.
+	Signatures int `json:"signatures"`
+}
+
+// uploadJob stores a signed job, or merges its signatures into the job
+// already waiting for the same payload bytes: the four-eyes flow, where
+// operators sign one payload one after the other. The hub alters no
+// payload byte and verifies no trust (the agent does, against its
+// allowed_signers and policy); it pre-checks only that each signature is
+// a well-formed SSHSIG and, when adding to a job others signed, that it
+// is over this payload in steward's namespace, so a wrong file cannot
+// turn a co-signed job into one the agent rejects. A different payload
+// with the nonce of a job still waiting is a conflict (409
+// nonce_conflict): one operation, one payload.
 func (s *Server) uploadJob(w http.ResponseWriter, r *http.Request) {
 	host := r.PathValue("host")
 	req, ok := decodeStrict[JobJSON](w, r, 1<<20, "the job")
@@ -663,23 +686,79 @@ func (s *Server) uploadJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(req.Signatures) == 0 || len(req.Signatures) > MaxSignatures {
-		writeError(w, http.StatusBadRequest, "bad_signatures", fmt.Sprintf("a job needs 1..%d signatures (ssh-keygen -Y sign -n steward)", MaxSignatures))
+		writeError(w, http.StatusBadRequest, "bad_signatures", fmt.Sprintf("a job needs 1..%d signatures (ssh-keygen -Y sign -n %s)", MaxSignatures, signedop.Namespace))
 		return
 	}
+	sigs := make([]*signedop.Signature, len(req.Signatures))
 	for i, sig := range req.Signatures {
-		if _, err := signedop.ParseSignature(sig); err != nil {
+		if sigs[i], err = signedop.ParseSignature(sig); err != nil {
 			writeError(w, http.StatusBadRequest, "bad_signatures", fmt.Sprintf("signatures[%d]: %v", i, err))
 			return
 		}
 	}
-	j, err := s.st.PutJob(r.Context(), host, req.Payload, req.Signatures, operatorOf(r).Name)
+	id := wire.JobID(req.Payload)
+	waiting, err := s.st.Jobs(r.Context(), host, store.JobWaiting)
 	if err != nil {
+		s.storeError(w, r, err, http.StatusNotFound, "no_such_host", fmt.Sprintf("no host %q", host))
+		return
+	}
+	for _, j := range waiting {
+		if j.ID == id {
+			continue
+		}
+		if wp, err := signedop.ParsePayload(j.Payload); err == nil && wp.Nonce == p.Nonce {
+			writeError(w, http.StatusConflict, "nonce_conflict", fmt.Sprintf(
+				"job %s, with other payload bytes, already waits with nonce %s: sign that payload byte for byte (steward sign), or a new payload", j.ID, p.Nonce))
+			return
+		}
+	}
+	j, err := s.st.PutJob(r.Context(), host, req.Payload, req.Signatures, operatorOf(r).Name)
+	if err == nil {
+		s.auditLog(r, "job.upload", host, fmt.Sprintf("job %s: %s vmid %d, %d signature(s)", j.ID, p.Op, p.VMID, len(j.Signatures)))
+		s.operatorEvent(r, store.EventJobUploaded, host, fmt.Sprintf("job %s: %s vmid %d", j.ID, p.Op, p.VMID))
+		writeJSON(w, http.StatusOK, UploadJSON{ID: j.ID, Created: true, Added: len(j.Signatures), Signatures: len(j.Signatures)})
+		return
+	}
+	if !errors.Is(err, store.ErrExists) {
 		s.storeError(w, r, err, http.StatusNotFound, "no_such_host", "")
 		return
 	}
-	s.auditLog(r, "job.upload", host, fmt.Sprintf("job %s: %s vmid %d", j.ID, p.Op, p.VMID))
-	s.operatorEvent(r, store.EventJobUploaded, host, fmt.Sprintf("job %s: %s vmid %d", j.ID, p.Op, p.VMID))
-	writeJSON(w, http.StatusOK, map[string]string{"id": j.ID})
+	// The job exists: merge. A signature that does not verify over the
+	// payload would make the agent reject the whole job for good.
+	for i, sig := range sigs {
+		if err := signedop.VerifySignature(sig, req.Payload); err != nil {
+			writeError(w, http.StatusBadRequest, "bad_signatures", fmt.Sprintf(
+				"signatures[%d]: %v; not added to job %s, which others signed (the agent would reject the job for it)", i, strings.TrimPrefix(err.Error(), "signedop: "), id))
+			return
+		}
+	}
+	j, added, err := s.st.AddJobSignatures(r.Context(), host, req.Payload, req.Signatures)
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		state := "final"
+		if cur, err := s.st.Job(r.Context(), host, id); err == nil {
+			state = cur.State
+		}
+		writeError(w, http.StatusConflict, "job_final", fmt.Sprintf(
+			"job %s is already %s: its agent reported its fate, and more signatures cannot change it (see GET /v1/hosts/%s/jobs); sign the agent's next payload instead", id, state, host))
+		return
+	case errors.Is(err, store.ErrInvalid):
+		writeError(w, http.StatusBadRequest, "too_many_signatures", err.Error())
+		return
+	case err != nil:
+		s.storeError(w, r, err, http.StatusNotFound, "no_such_host", "")
+		return
+	}
+	if added > 0 {
+		fps := make([]string, len(sigs))
+		for i, sig := range sigs {
+			fps[i] = sig.Fingerprint()
+		}
+		detail := fmt.Sprintf("job %s: %s vmid %d, %d signature(s) added by %s, %d now", j.ID, p.Op, p.VMID, added, strings.Join(fps, ", "), len(j.Signatures))
+		s.auditLog(r, "job.sign", host, detail)
+		s.operatorEvent(r, store.EventJobUploaded, host, detail)
+	}
+	writeJSON(w, http.StatusOK, UploadJSON{ID: j.ID, Added: added, Signatures: len(j.Signatures)})
 }
 
 func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {

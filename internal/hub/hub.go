@@ -27,7 +27,9 @@
 //	GET  /v1/hosts/{host}/desired/history?limit=N
 //	GET  /v1/hosts/{host}/pending                pending signatures with their payloads
 //	GET  /v1/hosts/{host}/plan                   the shared planner on the last report and the desired document
-//	POST /v1/hosts/{host}/jobs                   {"payload", "signatures"} (base64) -> {"id"}
+//	POST /v1/hosts/{host}/jobs                   {"payload", "signatures"} (base64) -> UploadJSON; the signatures join the job
+//	                                             already waiting for the same payload bytes (a key counts once); 409 job_final
+//	                                             when that job ended, nonce_conflict for other bytes with a waiting job's nonce
 //	GET  /v1/hosts/{host}/jobs                   every job with its state
 //	GET  /v1/hosts/{host}/history?vmid=N&after=SEQ&limit=N  the audit trail from the agent's journal receipts (HistoryJSON)
 //	GET  /v1/audit?after=ID&limit=N              operator actions

@@ -518,8 +518,10 @@ func TestJobs(t *testing.T) {
 	if up.ID != wire.JobID(payload) {
 		t.Fatalf("job id: got %s; want %s", up.ID, wire.JobID(payload))
 	}
-	if code, _ := e.do("POST", "/v1/hosts/pve-a/jobs", e.opTok, upload); code != 409 {
-		t.Fatalf("same job twice: got %d; want 409", code)
+	var again UploadJSON
+	e.must(200, "POST", "/v1/hosts/pve-a/jobs", e.opTok, upload, &again)
+	if again.ID != up.ID || again.Created || again.Added != 0 || again.Signatures != 1 {
+		t.Fatalf("same job twice: got %+v; want the waiting job, nothing added (idempotent)", again)
 	}
 
 	var jobs struct{ Jobs []JobJSON }
@@ -550,6 +552,95 @@ func TestJobs(t *testing.T) {
 	e.must(200, "GET", "/v1/hosts/pve-a/jobs", e.opTok, nil, &jobs)
 	if len(jobs.Jobs) != 1 || jobs.Jobs[0].State != store.JobDone {
 		t.Fatalf("operator's view: got %+v; want one done job", jobs)
+	}
+}
+
+// TestJobSignaturesMerge is the hub's half of the four-eyes flow: a
+// second operator's signature of the same payload joins the waiting job
+// (byte for byte, the payload untouched); the same key again adds
+// nothing; a signature that does not verify over the payload, a payload
+// that reuses a waiting job's nonce, and a job that ended are refused and
+// change nothing.
+func TestJobSignaturesMerge(t *testing.T) {
+	e := newEnv(t)
+	tokA := e.enroll("pve-a")
+	p, err := signedop.NewPayload("pve-a", action.Action{Op: action.Start, VMID: 101, Kind: guest.LXC}, time.Now(), time.Hour, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := p.Canonical()
+	alice := signedoptest.NewKey(t, signedoptest.Ed25519)
+	bob := signedoptest.NewKeyN(t, signedoptest.Ed25519, 1)
+	carol := signedoptest.NewKey(t, signedoptest.ECDSAP256)
+	sign := func(k *signedoptest.Key, b []byte) []byte {
+		s, err := signedop.Sign(b, k.Signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	sa, sb := sign(alice, payload), sign(bob, payload)
+	upload := func(sigs ...[]byte) []byte { return mustJSON(t, JobJSON{Payload: payload, Signatures: sigs}) }
+	agentJob := func() JobJSON {
+		t.Helper()
+		var jobs struct{ Jobs []JobJSON }
+		e.must(200, "GET", "/v1/agent/hosts/pve-a/jobs", tokA, nil, &jobs)
+		if len(jobs.Jobs) != 1 || !bytes.Equal(jobs.Jobs[0].Payload, payload) {
+			t.Fatalf("agent's jobs: got %+v; want the one job, its payload byte for byte", jobs)
+		}
+		return jobs.Jobs[0]
+	}
+
+	var up UploadJSON
+	e.must(200, "POST", "/v1/hosts/pve-a/jobs", e.opTok, upload(sa), &up)
+	if !up.Created || up.Added != 1 || up.Signatures != 1 || up.ID != wire.JobID(payload) {
+		t.Fatalf("alice's upload: got %+v; want a new job with one signature", up)
+	}
+	e.must(200, "POST", "/v1/hosts/pve-a/jobs", e.opTok, upload(sb), &up)
+	if up.Created || up.Added != 1 || up.Signatures != 2 {
+		t.Fatalf("bob's upload: got %+v; want his signature added, two in all", up)
+	}
+	if j := agentJob(); len(j.Signatures) != 2 || !bytes.Equal(j.Signatures[0], sa) || !bytes.Equal(j.Signatures[1], sb) {
+		t.Fatalf("agent's job after the merge: %d signatures; want alice's then bob's, byte for byte", len(j.Signatures))
+	}
+	e.must(200, "POST", "/v1/hosts/pve-a/jobs", e.opTok, upload(sign(bob, payload), sa), &up)
+	if up.Added != 0 || up.Signatures != 2 {
+		t.Fatalf("bob and alice again: got %+v; want nothing added (a key counts once)", up)
+	}
+
+	other := p
+	other.Reason = "same nonce, other bytes"
+	for name, c := range map[string]struct {
+		body       []byte
+		code, what string
+	}{
+		"a signature over another payload":   {upload(sign(carol, []byte("other"))), "bad_signatures", "does not verify"},
+		"a signature in another namespace":   {upload(signedoptest.RawSign(t, payload, carol.Signer, signedoptest.SignOpts{Namespace: "git"})), "bad_signatures", "namespace"},
+		"other bytes, a waiting job's nonce": {mustJSON(t, JobJSON{Payload: other.Canonical(), Signatures: [][]byte{sign(carol, other.Canonical())}}), "nonce_conflict", p.Nonce},
+	} {
+		code, b := e.do("POST", "/v1/hosts/pve-a/jobs", e.opTok, c.body)
+		want := 400
+		if c.code == "nonce_conflict" {
+			want = 409
+		}
+		if code != want || errCode(t, b) != c.code || !strings.Contains(string(b), c.what) {
+			t.Errorf("%s: got %d %s; want %d %s saying %q", name, code, b, want, c.code, c.what)
+		}
+	}
+	if j := agentJob(); len(j.Signatures) != 2 {
+		t.Fatalf("after refused uploads: %d signatures; want 2", len(j.Signatures))
+	}
+
+	res := wire.JobResults{Host: "pve-a", Results: []wire.JobResult{{Job: up.ID, State: wire.JobDone}}}
+	e.must(200, "POST", "/v1/agent/hosts/pve-a/job-results", tokA, mustJSON(t, res), nil)
+	code, b := e.do("POST", "/v1/hosts/pve-a/jobs", e.opTok, upload(sign(carol, payload)))
+	if code != 409 || errCode(t, b) != "job_final" || !strings.Contains(string(b), "already done") {
+		t.Fatalf("a signature for a job that ran: got %d %s; want 409 job_final", code, b)
+	}
+	var jobs struct{ Jobs []JobJSON }
+	e.must(200, "GET", "/v1/hosts/pve-a/jobs", e.opTok, nil, &jobs)
+	if len(jobs.Jobs) != 1 || len(jobs.Jobs[0].Signatures) != 2 || jobs.Jobs[0].State != store.JobDone {
+		t.Fatalf("operator's view: got %+v; want the one done job with its two signatures", jobs)
 	}
 }
 
