@@ -223,6 +223,13 @@ func testHubOptions(c *hubclient.Client, host string) agent.HubOptions {
 // agent until the test ends or stop is called.
 func runHubAgent(t *testing.T, h *testHub, srv *simtest.Server, dir, joinToken, signers string) *hubAgent {
 	t.Helper()
+	return runHubAgentWith(t, h, srv, dir, joinToken, signers, nil)
+}
+
+// runHubAgentWith is runHubAgent with mod applied to the agent's config
+// before it starts (nil: none).
+func runHubAgentWith(t *testing.T, h *testHub, srv *simtest.Server, dir, joinToken, signers string, mod func(*agent.Config)) *hubAgent {
+	t.Helper()
 	client, e, err := agent.Connect(t.Context(), agent.ConnectOptions{StateDir: dir, URL: h.url(), Fingerprint: h.fp, JoinToken: joinToken})
 	if err != nil {
 		t.Fatal(err)
@@ -255,6 +262,9 @@ func runHubAgent(t *testing.T, h *testHub, srv *simtest.Server, dir, joinToken, 
 			t.Fatal(err)
 		}
 		cfg.Signers = set
+	}
+	if mod != nil {
+		mod(&cfg)
 	}
 	a, err := agent.New(cfg)
 	if err != nil {

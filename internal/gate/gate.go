@@ -345,10 +345,6 @@ func (g *Gate) pendingPayload(a action.Action, reason string) (signedop.Payload,
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if p, ok := g.awaiting[key]; ok && now.Before(p.Expires) && !now.Before(p.NotBefore) {
-		if g.pending == nil {
-			g.pending = map[string]signedop.Payload{}
-		}
-		g.pending[key] = p // offered again should the job not be presented for a tick
 		return p, nil
 	}
 	if p, ok := g.pending[key]; ok && now.Before(p.Expires.Add(-g.ttl()/2)) && !now.Before(p.NotBefore) {

@@ -50,6 +50,7 @@ func sampleReport() wire.Report {
 		Pending: []wire.Pending{{
 			Action: wire.Action{Op: "config", VMID: 103, Kind: "qemu", Params: map[string]string{"delete": "scsi1"}, Digest: "aa01"},
 			Reason: "deletes disk scsi1", Destroys: []string{"scsi1"}, Payload: []byte("{\"digest\":\"aa01\"}\n<&>"),
+			Quorum: &wire.Quorum{Role: "operator", Need: 2},
 		}},
 		Rejected: []wire.Rejection{
 			{Reason: "signedop: payload is not canonical JSON"},
@@ -78,7 +79,13 @@ func sampleReceipts() wire.Receipts {
 	return wire.Receipts{Host: "pve-a", Receipts: rs}
 }
 
-func sampleJobResults() wire.JobResults { return wire.JobResultsOf(sampleReport()) }
+func sampleJobResults() wire.JobResults {
+	j := wire.JobResultsOf(sampleReport())
+	j.Results = append(j.Results, wire.JobResult{Job: wire.JobID([]byte("held")), State: wire.JobHeld, Code: "insufficient_signers",
+		Reason: "waiting for 1 more signer(s) of role operator (1 of 2 signed: alice@example.com)",
+		Quorum: &wire.Quorum{Role: "operator", Need: 2, Signed: []string{"alice@example.com"}}})
+	return j
+}
 
 // golden compares got with testdata/name; STEWARD_UPDATE_GOLDEN=1 rewrites it.
 func golden(t *testing.T, name string, got []byte) {
@@ -155,6 +162,7 @@ func TestStrictDecoding(t *testing.T) {
 	control, _ := wire.EncodeControl(sampleControl())
 	desiredB, _ := wire.EncodeDesired(sampleDesired())
 	receipts, _ := wire.EncodeReceipts(sampleReceipts())
+	jobResults, _ := wire.EncodeJobResults(sampleJobResults())
 	replace := func(b []byte, old, new string) []byte {
 		if !bytes.Contains(b, []byte(old)) {
 			t.Fatalf("sample lacks %q", old)
@@ -165,6 +173,7 @@ func TestStrictDecoding(t *testing.T) {
 	decodeControl := func(b []byte) error { _, err := wire.DecodeControl(b); return err }
 	decodeDesired := func(b []byte) error { _, err := wire.DecodeDesired(b); return err }
 	decodeReceipts := func(b []byte) error { _, err := wire.DecodeReceipts(b); return err }
+	decodeJobResults := func(b []byte) error { _, err := wire.DecodeJobResults(b); return err }
 	tests := []struct {
 		name   string
 		decode func([]byte) error
@@ -189,6 +198,9 @@ func TestStrictDecoding(t *testing.T) {
 		{"desired negative generation", decodeDesired, replace(desiredB, `"generation":7`, `"generation":-1`), "generation: negative"},
 		{"desired document at generation 0", decodeDesired, replace(desiredB, `"generation":7`, `"generation":0`), "present at generation 0"},
 		{"receipt altered", decodeReceipts, replace(receipts, `"exit_status":"OK"`, `"exit_status":"ERR"`), "chain is broken"},
+		{"quorum of none", decodeReport, replace(report, `"need":2`, `"need":0`), "pending[0].quorum.need"},
+		{"quorum without a role", decodeReport, replace(report, `"role":"operator"`, `"role":""`), "pending[0].quorum.role: required"},
+		{"held result quorum of too many", decodeJobResults, replace(jobResults, `"need":2`, `"need":65`), "quorum.need"},
 		{"receipt bad type", decodeReceipts, replace(receipts, `"type":"task"`, `"type":"note"`), "receipts[2].type"},
 	}
 	for _, tt := range tests {
@@ -204,6 +216,31 @@ func TestStrictDecoding(t *testing.T) {
 	}
 	if _, err := wire.DecodeReport(make([]byte, wire.MaxReportSize+1)); !errors.Is(err, wire.ErrTooLarge) {
 		t.Errorf("oversized report: got %v; want ErrTooLarge", err)
+	}
+}
+
+// TestStripNewerQuorum: a hub that reads wire version 3 gets neither the
+// pending quorum nor a held job's quorum (it would refuse the unknown
+// field); version 4 gets both; the input is not changed.
+func TestStripNewerQuorum(t *testing.T) {
+	r := sampleReport()
+	if got := wire.StripNewer(r, 3); got.Pending[0].Quorum != nil {
+		t.Errorf("version 3 report: pending quorum %+v; want none", got.Pending[0].Quorum)
+	}
+	if r.Pending[0].Quorum == nil || wire.StripNewer(r, 4).Pending[0].Quorum == nil {
+		t.Error("StripNewer changed its input, or stripped the quorum for version 4")
+	}
+	j := sampleJobResults()
+	last := len(j.Results) - 1
+	if got := wire.StripNewerResults(j, 3); got.Results[last].Quorum != nil {
+		t.Errorf("version 3 job results: quorum %+v; want none", got.Results[last].Quorum)
+	}
+	if j.Results[last].Quorum == nil || wire.StripNewerResults(j, 4).Results[last].Quorum == nil {
+		t.Error("StripNewerResults changed its input, or stripped the quorum for version 4")
+	}
+	b, _ := wire.EncodeJobResults(wire.StripNewerResults(j, 3))
+	if bytes.Contains(b, []byte("quorum")) {
+		t.Errorf("version 3 job results carry a quorum: %s", b)
 	}
 }
 
