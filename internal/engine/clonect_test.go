@@ -9,12 +9,15 @@ import (
 	"time"
 
 	"github.com/steward-pve/steward/internal/action"
+	"github.com/steward-pve/steward/internal/classify"
 	"github.com/steward-pve/steward/internal/crashpoint"
 	"github.com/steward-pve/steward/internal/engine"
 	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/hub"
 	"github.com/steward-pve/steward/internal/pve"
 	"github.com/steward-pve/steward/internal/signedop"
 	"github.com/steward-pve/steward/internal/sim"
+	"github.com/steward-pve/steward/internal/wire"
 )
 
 // ctCloneDoc clones the container template 9001 into 140 (how: the
@@ -295,5 +298,42 @@ func TestInterruptedCloneCTFindsLockedGuest(t *testing.T) {
 	h.tick(mustParse(t, doc))
 	if slices.Contains(h.mutations(), "clone 9001") {
 		t.Errorf("mutations %v; the clone must not run again", h.mutations())
+	}
+}
+
+// The hub's plan judges a container clone as the agent does: the report
+// carries the template's unprivileged (the clone inherits it), so the
+// clone of an unprivileged template is benign there too, and that of a
+// privileged one held.
+func TestHubPlanOfCloneCTMatchesAgent(t *testing.T) {
+	for _, tc := range []struct {
+		src  string
+		want string
+	}{{"9001", "benign"}, {"9002", "destructive"}} {
+		h := newHarness(t, sim.Options{Templates: true, CloneDuration: time.Hour}, privilegedTemplate(9002))
+		want := mustParse(t, ctCloneDoc("{clone: "+tc.src+"}"))
+		rep, err := h.eng.PlanOnly(t.Context(), want, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := wire.DecodeReport(mustEncode(t, rep.Wire()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		agent := ""
+		for _, st := range rep.Plan.Steps {
+			if st.Action.Op == action.Clone {
+				agent = string(classify.Classify(st.Action, nil, classify.Provenance{}).Class)
+			}
+		}
+		hubClass := ""
+		for _, st := range hub.PlanReport("pve", 1, want, got).Steps {
+			if st.Action.Op == "clone" {
+				hubClass = st.Class
+			}
+		}
+		if agent != tc.want || hubClass != tc.want {
+			t.Errorf("clone of %s: agent %q, hub %q; want both %q", tc.src, agent, hubClass, tc.want)
+		}
 	}
 }

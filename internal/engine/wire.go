@@ -32,6 +32,11 @@ func (r Report) Wire() wire.Report {
 				wg.Digest = r.UnmanagedDigests[g.VMID]
 			}
 		}
+		if g.Template && g.Kind == guest.LXC && g.Config != nil && clonedBy(r.Want, g.VMID) {
+			// What the hub's plan needs to judge a container clone as the
+			// agent does: the clone inherits the template's unprivileged.
+			wg.Observed = map[string]string{"unprivileged": normalize.Value(guest.LXC, "unprivileged", g.Config["unprivileged"])}
+		}
 		w.Guests = append(w.Guests, wg)
 	}
 	locks := map[int]string{}
@@ -108,6 +113,20 @@ func wireAction(a action.Action) wire.Action {
 // keys (less those it ignores) plus description and tags when it names
 // them, each normalized. Nil for an unmanaged guest or one whose config
 // was not read.
+// clonedBy reports whether a guest want names is created as a clone of
+// vmid.
+func clonedBy(want *desired.Host, vmid int) bool {
+	if want == nil {
+		return false
+	}
+	for _, g := range want.Guests {
+		if g != nil && g.Create.IsClone() && g.Create.Clone == vmid {
+			return true
+		}
+	}
+	return false
+}
+
 func managedConfig(g guest.Observed, want *desired.Host) map[string]string {
 	if want == nil || g.Config == nil {
 		return nil

@@ -62,7 +62,9 @@ type Guest struct {
 	// it, and the hub's plan of a guest a new document names compares
 	// against it. It may be some minutes old (an agent refreshes
 	// unmanaged configs less often than it ticks). Absent for a managed
-	// guest, a template, or a guest not yet read.
+	// guest, a template, or a guest not yet read; except that a container
+	// template a desired clone names carries its unprivileged (the clone
+	// inherits it; the hub's plan judges the clone by it).
 	Observed map[string]string `json:"observed,omitempty"`
 }
 
