@@ -35,6 +35,11 @@ func (t *tick) observe(ctx context.Context, jobs []signedop.Job) error {
 			names[pj.Payload.VMID] = true
 		}
 	}
+	if e.Journal != nil {
+		// Read before the guests are: an op that ends from now on ended
+		// after this observation (reconcileKey).
+		t.epochs = e.Journal.LastEnded()
+	}
 	actual, err := e.observe(ctx, names, cloneSources(t.want))
 	if err != nil {
 		return err

@@ -57,20 +57,37 @@ func (t *tick) plan(ctx context.Context) {
 			}
 			e.recordDecision(d, t.planOnly, "")
 			t.allocate(d.Action, cfg)
-			t.submit(d.Permit, SourceReconcile, "", "", reconcileKey(d.Action, t.id))
+			t.submit(d.Permit, SourceReconcile, "", "", reconcileKey(d.Action, t.epochs[d.Action.VMID]))
 		}
 	}
 }
 
-// reconcileKey is the idempotency key of a reconcile action. A config write
-// is keyed by the digest it was planned against: once it ran, the config
-// (and so the digest) changed, and the same write against the same digest
-// can never be due again. Run-state actions leave the digest unchanged, so
-// they are keyed per tick; recovery, not the key, keeps them exactly-once
-// across crashes.
-func reconcileKey(a action.Action, tickID string) string {
-	if a.Op == action.SetConfig && a.Digest != "" {
-		return "reconcile:" + a.Key() + "@" + a.Digest
-	}
-	return "reconcile:" + a.Key() + "#" + tickID
+// reconcileKey is the idempotency key of a reconcile action planned from
+// an observation of its guest taken when epoch was the guest's
+// journal.LastEnded entry ("" for none). It binds the action's intent
+// (a.Key), the config digest it was planned against and that epoch, so
+// two reconcile actions share a key exactly when they make the same
+// change to the same config, planned from observations between which no
+// op on the guest ended. Hence:
+//
+//   - an op of the same intent that ended after the observation (a
+//     leftover op resolved in this tick, after the guest was read) has
+//     the key: the plan could not see its effect, and the action is
+//     skipped as done (SkipDone); the next tick plans from what PVE then
+//     says;
+//   - one that ended before it does not: that observation saw its effect,
+//     so a guest that still needs the change needs it again. The digest
+//     alone cannot tell these apart: PVE's digest hashes the config text,
+//     so a guest set back to an earlier config by hand, or desired state
+//     going A → B → A, brings back an earlier digest, and a key bound to
+//     the digest alone would take the new write for the old one forever.
+//
+// Exactly once across a crash does not rest on this key: Recover ends
+// every op that began and did not end (by its task's fate or the guest's
+// state) before the engine observes again, so a restarted agent plans
+// only from what PVE says once the op's fate is journaled, and an op that
+// ran is not planned again. Signed jobs have keys of their own (jobKey)
+// and nonces, which this does not touch.
+func reconcileKey(a action.Action, epoch string) string {
+	return "reconcile:" + a.Key() + "@" + a.Digest + "#" + epoch
 }

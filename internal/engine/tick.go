@@ -46,10 +46,12 @@ func (e *Engine) PlanOnly(ctx context.Context, want *desired.Host, jobs []signed
 type tick struct {
 	e        *Engine
 	planOnly bool
-	id       string // this pass's id, in run-state actions' idempotency keys
 	want     *desired.Host
 	parsed   []signedop.ParsedJob // each signed job, parsed once
 	rep      Report
+	// epochs is the journal's LastEnded as it was before the guests were
+	// read: what each guest's reconcile keys are bound to (reconcileKey).
+	epochs map[int]string
 	// actual is what the observe step read; byID indexes it (and, after
 	// the act step, holds what the touched guests became).
 	actual []guest.Observed
@@ -96,7 +98,7 @@ func (e *Engine) pass(ctx context.Context, want *desired.Host, jobs []signedop.J
 	}
 	e.seenDecisions = map[string]bool{}
 	defer func() { e.lastDecisions = e.seenDecisions }()
-	t := &tick{e: e, planOnly: planOnly, id: randomID(), want: want, held: map[int][]gate.Decision{},
+	t := &tick{e: e, planOnly: planOnly, want: want, held: map[int][]gate.Decision{},
 		signedVMIDs: map[int]bool{}, jobResults: map[int]int{}}
 	if err := t.observe(ctx, jobs); err != nil {
 		return Report{}, err

@@ -100,6 +100,7 @@ func summary(j *Journal, keys []string, vmids []int) string {
 		p.FailedAt, p.At = time.Time{}, time.Time{} // times, not state: checked in TestProvenance
 		fmt.Fprintf(&b, "provenance %d=%+v\n", v, p)
 	}
+	fmt.Fprintf(&b, "last ended %v\n", j.LastEnded())
 	return b.String()
 }
 

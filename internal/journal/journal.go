@@ -333,6 +333,27 @@ func (j *Journal) completedLocked(idemKey string) (completion, bool) {
 	return c, true
 }
 
+// LastEnded returns, by vmid, the id of the op with an idempotency key
+// that ended last on that guest, within the retention window (ops in
+// flight do not count; a guest with none is absent). The value changes
+// whenever such an op ends on the guest and stays the same otherwise, so
+// it marks how far the journal's history of the guest went when it was
+// read: a caller that reads it before it observes a guest can tell the ops
+// that ended after its observation (see engine.reconcileKey). Compaction
+// and reopening do not change the answer. It does not block on I/O.
+func (j *Journal) LastEnded() map[int]string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	cutoff := j.now().Add(-j.retention)
+	out := make(map[int]string, len(j.st.lastEnded))
+	for vmid, l := range j.st.lastEnded {
+		if !l.at.Before(cutoff) {
+			out[vmid] = l.opID
+		}
+	}
+	return out
+}
+
 // NonceSpent reports whether nonce is committed: an op carrying it is in
 // flight, or ended without Retry and the nonce has not expired. opID is
 // that op. It does not block on I/O.

@@ -135,6 +135,7 @@ func TestGolden(t *testing.T) {
 		`provenance 102={CreatedByAgent:false CreateFailed:false FailedAt:0001-01-01 00:00:00 +0000 UTC RemainsDigest: CreateOpID: At:0001-01-01 00:00:00 +0000 UTC Created:false Started:false}`,
 		`provenance 103={CreatedByAgent:false CreateFailed:false FailedAt:0001-01-01 00:00:00 +0000 UTC RemainsDigest: CreateOpID: At:0001-01-01 00:00:00 +0000 UTC Created:false Started:false}`,
 		`provenance 105={CreatedByAgent:true CreateFailed:true FailedAt:0001-01-01 00:00:00 +0000 UTC RemainsDigest: CreateOpID:op-2 At:0001-01-01 00:00:00 +0000 UTC Created:false Started:false}`,
+		`last ended map[103:op-4]`,
 	}, "\n") + "\n"
 	if compactedSum != want {
 		t.Errorf("compacted journal answers:\ngot  %s\nwant %s", compactedSum, want)

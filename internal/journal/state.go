@@ -137,6 +137,15 @@ type state struct {
 	upids     map[string]string // UPID → id of the op it was recorded for
 	decisions []decisionEntry
 	snaps     map[int]map[string]snapEntry // vmid → name → the agent's own scheduled snapshot
+	// lastEnded is, by vmid, the completion in completed with the highest
+	// seq: the op with an idempotency key that ended last on the guest.
+	lastEnded map[int]lastEnd
+}
+
+type lastEnd struct {
+	opID string
+	seq  uint64
+	at   time.Time // when it ended
 }
 
 type nonceEntry struct {
@@ -149,6 +158,7 @@ func newState() *state {
 		inflight:  make(map[string]*flight),
 		inflightK: make(map[string]string),
 		completed: make(map[string]completion),
+		lastEnded: make(map[int]lastEnd),
 		prov:      make(map[int]*provenance),
 		nonces:    make(map[string]nonceEntry),
 		upids:     make(map[string]string),
@@ -201,6 +211,7 @@ func (s *state) apply(r record) error {
 				c.nonce, c.expiry = op.Nonce, op.NonceExpires
 			}
 			s.completed[op.IdemKey] = c
+			s.lastEnded[c.vmid] = lastEnd{opID: c.opID, seq: c.seq, at: c.at}
 		}
 		if op.Nonce != "" && r.End.Result.Retry {
 			delete(s.nonces, op.Nonce) // PVE proves it did not run: not spent
@@ -214,6 +225,7 @@ func (s *state) apply(r record) error {
 	case typeCompleted:
 		c := r.Completed
 		s.completed[c.IdemKey] = completion{opID: c.ID, upid: c.UPID, vmid: c.VMID, result: c.Result, at: c.Time, seq: s.seq, nonce: c.Nonce, expiry: c.NonceExpires}
+		s.lastEnded[c.VMID] = lastEnd{opID: c.ID, seq: s.seq, at: c.Time}
 		if c.Nonce != "" {
 			s.nonces[c.Nonce] = nonceEntry{opID: c.ID, expires: c.NonceExpires}
 		}
@@ -268,6 +280,14 @@ func (s *state) prune(cutoff, now time.Time) {
 	maps.DeleteFunc(s.completed, func(_ string, c completion) bool {
 		return c.at.Before(cutoff) && (c.nonce == "" || !now.Before(c.expiry))
 	})
+	// What a reopen of the compacted file would rebuild: the latest
+	// completion kept, per guest.
+	clear(s.lastEnded)
+	for _, c := range s.completed {
+		if l, ok := s.lastEnded[c.vmid]; !ok || c.seq > l.seq {
+			s.lastEnded[c.vmid] = lastEnd{opID: c.opID, seq: c.seq, at: c.at}
+		}
+	}
 	maps.DeleteFunc(s.nonces, func(_ string, n nonceEntry) bool {
 		_, live := s.inflight[n.opID]
 		return !live && !now.Before(n.expires)
