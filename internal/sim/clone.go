@@ -35,10 +35,12 @@ func (t *routeTable) addCloneRoutes() {
 // (size 4M); cdroms are copied as they are. Pending values of the source
 // are discarded with a warning.
 //
-// Simplifications: the source's shared config lock (exclusive while it
-// runs) is not taken, so clones of one template run in parallel as on
-// PVE; disk copies take the task's duration (CloneDuration) whatever
-// their size.
+// The task holds the source's config file lock from its start to its end:
+// shared, so clones of one template run in parallel as on PVE while a
+// config write to the template waits; exclusive while the source runs,
+// so a second clone of a running VM waits and fails after the lock
+// timeout. Simplification: disk copies take the task's duration
+// (CloneDuration) whatever their size.
 func (s *Sim) postClone(q *request) response {
 	newid, _ := strconv.Atoi(q.params["newid"])
 	storage, format, snap := q.params["storage"], q.params["format"], q.params["snapname"]
@@ -73,7 +75,11 @@ func (s *Sim) postClone(q *request) response {
 	s.guests[newid] = ng
 	s.mu.Unlock()
 
-	sp := taskSpec{typ: "qmclone", op: "clone", g: ng, kind: guest.QEMU, vmid: src.vmid, q: q, dur: s.opts.CloneDuration}
+	// qemu-server's worker locks the source's config file for the whole
+	// clone, shared (exclusive while the source runs), waiting one second
+	// (here a tenth of LockTimeout, which stands for PVE's usual 10s).
+	sp := taskSpec{typ: "qmclone", op: "clone", g: ng, kind: guest.QEMU, vmid: src.vmid, q: q, dur: s.opts.CloneDuration,
+		source: src, sourceExclusive: src.running, sourceWait: s.opts.LockTimeout / 10}
 	sp.apply = func(r *taskRun) error {
 		if s.guests[newid] != ng {
 			return taskErrf("clone failed: unable to create VM %d: config file already exists", newid)

@@ -141,3 +141,56 @@ func TestCloneCTRefusals(t *testing.T) {
 		t.Errorf("refused clones executed %d mutations", n)
 	}
 }
+
+// TestCloneHoldsSourceLock: a QEMU clone holds its source's config file
+// lock for its whole task, shared for a template (other clones of it run
+// at once, a config write to it waits and times out), exclusive for a
+// running VM (a second clone of it fails on the lock).
+func TestCloneHoldsSourceLock(t *testing.T) {
+	ts := startSim(t, Options{Templates: true, CloneDuration: time.Hour, LockTimeout: 200 * time.Millisecond})
+	ts.addGuest(GuestSpec{VMID: 101, Kind: "qemu", Running: true, Config: map[string]string{"scsi0": "local-lvm:vm-101-disk-0,size=8G"}})
+	var upids []string
+	for _, id := range []string{"120", "121"} {
+		upids = append(upids, ts.mustOK(ts.do("POST", "/nodes/pve/qemu/9000/clone", url.Values{"newid": {id}})).data().(string))
+	}
+	// A config write to the template waits for the lock (LockTimeout)
+	// and fails; by then a clone that could not share the lock would
+	// have failed too (it waits a tenth of that).
+	if r := ts.do("PUT", "/nodes/pve/qemu/9000/config", url.Values{"description": {"x"}}); r.status != 500 || r.reason != "can't lock file '/var/lock/qemu-server/lock-9000.conf' - got timeout" {
+		t.Errorf("config write to the template during its clones: got %d %q; want the lock timeout", r.status, r.reason)
+	}
+	for _, u := range upids {
+		if st := ts.mustOK(ts.do("GET", "/nodes/pve/tasks/"+u+"/status", nil)).dataMap(t); st["status"] != "running" {
+			t.Errorf("clone %s: %v; want both clones of the template running", u, st)
+		}
+	}
+	// Two clones of a running VM: one holds the lock, the other fails.
+	a := ts.mustOK(ts.do("POST", "/nodes/pve/qemu/101/clone", url.Values{"newid": {"130"}})).data().(string)
+	b := ts.mustOK(ts.do("POST", "/nodes/pve/qemu/101/clone", url.Values{"newid": {"131"}})).data().(string)
+	var failed, first string
+	for give := time.Now().Add(time.Minute); failed == ""; {
+		if time.Now().After(give) {
+			t.Fatal("neither clone of the running VM failed on the lock in a minute (the source is not locked exclusively)")
+		}
+		for _, u := range []string{a, b} {
+			if st := ts.mustOK(ts.do("GET", "/nodes/pve/tasks/"+u+"/status", nil)).dataMap(t); st["status"] == "stopped" {
+				if failed != "" || st["exitstatus"] != "can't lock file '/var/lock/qemu-server/lock-101.conf' - got timeout" {
+					t.Fatalf("clone %s of a running VM stopped: %v; want exactly one to fail on the lock", u, st)
+				}
+				failed = u
+			}
+		}
+	}
+	first, gone := a, 131
+	if failed == a {
+		first, gone = b, 130
+	}
+	if _, ok := ts.s.Guest(gone); ok {
+		t.Errorf("the clone that could not lock its source left guest %d", gone)
+	}
+	for _, u := range append(upids, first) {
+		ts.mustOK(ts.do("DELETE", "/nodes/pve/tasks/"+u, nil))
+		ts.waitTask(u)
+	}
+	ts.mustOK(ts.do("PUT", "/nodes/pve/qemu/9000/config", url.Values{"description": {"x"}}))
+}

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/steward-pve/steward/internal/guest"
@@ -52,8 +53,14 @@ type guestState struct {
 	ciGen map[string]string
 
 	// flock is the config file lock (flock on /var/lock/qemu-server/lock-<vmid>.conf);
-	// a token in the channel means it is held. Never guarded by Sim.mu.
+	// a token in the channel means it is held, exclusively or by the
+	// shared holders counted in shared. Never guarded by Sim.mu.
 	flock chan struct{}
+	// sharedMu guards shared, the holders of flock in shared mode
+	// (qemu-server's lock_config_shared); the first takes the token, the
+	// last gives it back.
+	sharedMu sync.Mutex
+	shared   int
 }
 
 func newGuestState(vmid int, k guest.Kind) *guestState {
@@ -109,6 +116,50 @@ func (g *guestState) acquire(ctx context.Context, d time.Duration) bool {
 }
 
 func (g *guestState) release() { <-g.flock }
+
+// acquireShared takes the config file lock in shared mode (flock LOCK_SH),
+// waiting up to d: other shared holders may hold it too, an exclusive
+// holder may not. As flock, a waiting exclusive request does not hold
+// back new shared ones. It reports false on timeout or when ctx ends.
+func (g *guestState) acquireShared(ctx context.Context, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		g.sharedMu.Lock()
+		if g.shared > 0 {
+			g.shared++
+			g.sharedMu.Unlock()
+			return true
+		}
+		select {
+		case g.flock <- struct{}{}:
+			g.shared = 1
+			g.sharedMu.Unlock()
+			return true
+		default:
+		}
+		g.sharedMu.Unlock()
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false
+		}
+		t := time.NewTimer(min(left, 2*time.Millisecond))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		}
+	}
+}
+
+// releaseShared gives back a shared hold of the config file lock.
+func (g *guestState) releaseShared() {
+	g.sharedMu.Lock()
+	defer g.sharedMu.Unlock()
+	if g.shared--; g.shared == 0 {
+		<-g.flock
+	}
+}
 
 // encodeText is PVE's ParseUtils::encode_text for a description line.
 func encodeText(s string) string {

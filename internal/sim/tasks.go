@@ -62,6 +62,13 @@ type taskSpec struct {
 	dur time.Duration
 	// extra is added to the task's run time (a shutdown waiting for its timeout).
 	extra time.Duration
+	// source, when set, is a guest whose config lock the task takes
+	// before g's and holds to its end (a clone's source): exclusively
+	// when sourceExclusive, else shared, waiting at most sourceWait; a
+	// timeout fails the task (abort runs).
+	source          *guestState
+	sourceExclusive bool
+	sourceWait      time.Duration
 	// pre runs (without Sim.mu) before the task takes the config lock.
 	pre func(r *taskRun)
 	// begin runs (with Sim.mu held) once the config lock is taken; an error ends the task.
@@ -143,6 +150,34 @@ func (s *Sim) runTask(ctx context.Context, t *task, sp taskSpec, dur time.Durati
 
 	if sp.pre != nil {
 		sp.pre(r)
+	}
+	if src := sp.source; src != nil {
+		took := false
+		if sp.sourceExclusive {
+			took = src.acquire(ctx, sp.sourceWait)
+		} else {
+			took = src.acquireShared(ctx, sp.sourceWait)
+		}
+		if !took {
+			err := taskError(lockTimeoutError(src.kind, src.vmid))
+			if ctx.Err() != nil {
+				err = taskError("interrupted by signal")
+			}
+			if sp.abort != nil {
+				s.mu.Lock()
+				sp.abort(r)
+				s.mu.Unlock()
+			}
+			s.finishTask(r, err)
+			return
+		}
+		defer func() {
+			if sp.sourceExclusive {
+				src.release()
+			} else {
+				src.releaseShared()
+			}
+		}()
 	}
 	if sp.g != nil {
 		if !sp.g.acquire(ctx, s.opts.LockTimeout) {
