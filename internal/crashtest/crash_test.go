@@ -20,6 +20,7 @@ import (
 
 	"github.com/steward-pve/steward/internal/crashpoint"
 	"github.com/steward-pve/steward/internal/guest"
+	"github.com/steward-pve/steward/internal/proctest"
 	"github.com/steward-pve/steward/internal/sim"
 )
 
@@ -34,10 +35,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "crashtest:", err)
 		os.Exit(1)
 	}
-	agentBin = filepath.Join(dir, "crashagent")
-	build := exec.Command("go", "build", "-o", agentBin, "./testdata/crashagent")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
+	agentBin, err = proctest.Build(dir, "crashagent", "./testdata/crashagent")
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "crashtest: building the crash agent:", err)
 		os.RemoveAll(dir)
 		os.Exit(1)

@@ -1,122 +1,35 @@
 package crashtest
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/steward-pve/steward/internal/crashpoint"
 	"github.com/steward-pve/steward/internal/guest"
 	"github.com/steward-pve/steward/internal/hub"
 	"github.com/steward-pve/steward/internal/hubclient"
+	"github.com/steward-pve/steward/internal/proctest"
 	"github.com/steward-pve/steward/internal/pve"
 	"github.com/steward-pve/steward/internal/sim"
 	"github.com/steward-pve/steward/internal/tlspin"
 	"github.com/steward-pve/steward/internal/wire"
 )
 
-// proc is one steward child process (sim, hub or agent) in a process
-// group of its own, killed with the group at the end of the test.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	out  *syncBuf // stdout and stderr
-	done chan struct{}
-	err  error
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // start runs the built steward (agentBin: steward with the crash hook,
 // inert unless env sets STEWARD_CRASHTEST_AT) with args.
-func start(t *testing.T, name string, env []string, args ...string) *proc {
+func start(t *testing.T, name string, env []string, args ...string) *proctest.Proc {
 	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(agentBin, args...), out: &syncBuf{}, done: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() { p.kill(syscall.SIGKILL) })
-	return p
-}
-
-// kill signals p's process group and waits for p to exit.
-func (p *proc) kill(sig syscall.Signal) {
-	syscall.Kill(-p.cmd.Process.Pid, sig)
-	select {
-	case <-p.done:
-	case <-time.After(time.Minute):
-		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-	}
-}
-
-// line waits for a line of p's output matching re and returns its first
-// group.
-func (p *proc) line(t *testing.T, re string) string {
-	t.Helper()
-	rx := regexp.MustCompile(re)
-	var m []string
-	eventually(t, p.name+" printing "+re, func() bool {
-		sc := bufio.NewScanner(strings.NewReader(p.out.String()))
-		for sc.Scan() {
-			if m = rx.FindStringSubmatch(sc.Text()); m != nil {
-				return true
-			}
-		}
-		select {
-		case <-p.done:
-			t.Fatalf("%s exited (%v):\n%s", p.name, p.err, p.out)
-		default:
-		}
-		return false
-	}, func() string { return p.out.String() })
-	return m[1]
-}
-
-// eventually polls cond until it holds, failing after a few minutes (a
-// bound against hangs, not a timing assertion).
-func eventually(t *testing.T, what string, cond func() bool, detail func() string) {
-	t.Helper()
-	deadline := time.Now().Add(3 * time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s\n%s", what, detail())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return proctest.Start(t, name, agentBin, env, args...)
 }
 
 // e2e is the running system: simulator, hub, agent.
@@ -128,7 +41,7 @@ type e2e struct {
 	pve                 *pve.Client
 	hubAddr, hubFP      string
 	op                  *hubclient.Client
-	hub, agent, simProc *proc
+	hub, agent, simProc *proctest.Proc
 	agentArgs           []string
 }
 
@@ -208,10 +121,32 @@ func (e *e2e) putDesired(doc string) int64 {
 	return out.Generation
 }
 
+// startSim runs the simulator (no guests, no templates) and builds the
+// clients the test reads it with, pinned to its printed fingerprint.
+func (e *e2e) startSim() {
+	e.t.Helper()
+	e.simProc = start(e.t, "sim", nil, "sim", "--listen", "127.0.0.1:0", "--guests", "0", "--templates=false", "--task-duration", "20ms")
+	e.simURL = e.simProc.Line(e.t, `^URL: +(https://\S+)`)
+	e.simFP = e.simProc.Line(e.t, `^Fingerprint: +(\S+)`)
+	e.tok = e.simProc.Line(e.t, `^Token: +(\S+)`)
+	fp, err := tlspin.Parse(e.simFP)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.simHTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: tlspin.Config(fp, func(w, g string) error { return fmt.Errorf("sim fingerprint %s, want %s", g, w) })}}
+	ptok, err := pve.ParseToken(e.tok)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if e.pve, err = pve.New(pve.Options{URL: e.simURL, Token: ptok, Fingerprint: e.simFP}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 func (e *e2e) startHub() {
 	e.hub = start(e.t, "hub", nil, "hub", "--data-dir", filepath.Join(e.dir, "hub"), "--listen", e.hubAddr, "--poll-interval", "5s")
-	url := e.hub.line(e.t, `^URL: +(https://\S+)`)
-	fp := e.hub.line(e.t, `^Fingerprint: +(\S+)`)
+	url := e.hub.Line(e.t, `^URL: +(https://\S+)`)
+	fp := e.hub.Line(e.t, `^Fingerprint: +(\S+)`)
 	if e.hubFP != "" && fp != e.hubFP {
 		e.t.Fatalf("hub restarted with fingerprint %s; want the kept %s", fp, e.hubFP)
 	}
@@ -220,21 +155,11 @@ func (e *e2e) startHub() {
 }
 
 func (e *e2e) logs() string {
-	s := "--- agent:\n" + e.agent.out.String() + "\n--- hub:\n" + e.hub.out.String()
+	s := "--- agent:\n" + e.agent.Out.String() + "\n--- hub:\n" + e.hub.Out.String()
 	if len(s) > 20000 {
 		s = s[len(s)-20000:]
 	}
 	return s
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // TestEndToEnd runs the built binaries on loopback: simulator, hub and
@@ -252,22 +177,7 @@ func TestEndToEnd(t *testing.T) {
 	e := &e2e{t: t, dir: t.TempDir(), hubAddr: "127.0.0.1:0"}
 
 	// The simulator, with three guests.
-	e.simProc = start(t, "sim", nil, "sim", "--listen", "127.0.0.1:0", "--guests", "0", "--templates=false", "--task-duration", "20ms")
-	e.simURL = e.simProc.line(t, `^URL: +(https://\S+)`)
-	e.simFP = e.simProc.line(t, `^Fingerprint: +(\S+)`)
-	e.tok = e.simProc.line(t, `^Token: +(\S+)`)
-	fp, err := tlspin.Parse(e.simFP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.simHTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: tlspin.Config(fp, func(w, g string) error { return fmt.Errorf("sim fingerprint %s, want %s", g, w) })}}
-	ptok, err := pve.ParseToken(e.tok)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if e.pve, err = pve.New(pve.Options{URL: e.simURL, Token: ptok, Fingerprint: e.simFP}); err != nil {
-		t.Fatal(err)
-	}
+	e.startSim()
 	for _, g := range []sim.GuestSpec{
 		{VMID: 101, Kind: guest.QEMU, Name: "web", Config: map[string]string{"cores": "1", "memory": "1024", "scsi0": "local-lvm:vm-101-disk-0,size=8G"}},
 		{VMID: 102, Kind: guest.LXC, Name: "ct", Running: true, Config: map[string]string{"cores": "1", "memory": "512", "rootfs": "local-lvm:vm-102-disk-0,size=4G"}},
@@ -278,7 +188,7 @@ func TestEndToEnd(t *testing.T) {
 
 	// The hub, and an operator client pinned to its printed fingerprint.
 	e.startHub()
-	tokFile := e.hub.line(t, `^Operator token \("admin"\): written to (\S+) `)
+	tokFile := e.hub.Line(t, `^Operator token \("admin"\): written to (\S+) `)
 	tokBytes, err := os.ReadFile(tokFile)
 	if err != nil {
 		t.Fatal(err)
@@ -312,7 +222,7 @@ func TestEndToEnd(t *testing.T) {
 	e.agentArgs = []string{"agent", "--node", "pve", "--state-dir", state, "--pve-url", e.simURL, "--pve-fingerprint", e.simFP,
 		"--pve-token-file", tokenFile, "--allowed-signers", allowed, "--task-poll", "5ms", "--task-poll-max", "20ms", "--log-level", "debug"}
 	e.agent = start(t, "agent", nil, append(e.agentArgs, "--hub", "https://"+e.hubAddr, "--hub-fingerprint", e.hubFP, "--join-token", jt.JoinToken)...)
-	eventually(t, "enrollment", func() bool {
+	proctest.Eventually(t, "enrollment", func() bool {
 		_, err := os.Stat(filepath.Join(state, "hub.json"))
 		return err == nil
 	}, e.logs)
@@ -335,11 +245,11 @@ hosts:
       101: {kind: qemu, state: running, config: {cores: 2}}
       103: {kind: qemu, config: {scsi1: "local-lvm:vm-103-disk-7,size=10G"}}
 `)
-	eventually(t, "101 converged", func() bool {
+	proctest.Eventually(t, "101 converged", func() bool {
 		return e.status(guest.QEMU, 101) == "running" && e.config(guest.QEMU, 101, "cores") == "2"
 	}, e.logs)
 	var pending struct{ Pending []wire.Pending }
-	eventually(t, "103's disk swap pending on the hub", func() bool {
+	proctest.Eventually(t, "103's disk swap pending on the hub", func() bool {
 		if err := e.op.JSON(t.Context(), http.MethodGet, "/v1/hosts/pve/pending", nil, nil, &pending); err != nil {
 			t.Fatal(err)
 		}
@@ -362,14 +272,14 @@ hosts:
 	if err := e.op.JSON(t.Context(), http.MethodPost, "/v1/hosts/pve/jobs", nil, hub.JobJSON{Payload: pending.Pending[0].Payload, Signatures: [][]byte{sig}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the signed job ran", func() bool { return e.count("config", 103) == 1 }, e.logs)
+	proctest.Eventually(t, "the signed job ran", func() bool { return e.count("config", 103) == 1 }, e.logs)
 	if got := e.config(guest.QEMU, 103, "scsi1"); !strings.HasPrefix(got, "local-lvm:vm-103-disk-7") {
 		t.Fatalf("103 scsi1 = %s after the signed job; want the signed value", got)
 	}
 
 	// The hub restarts (same data directory, same address and
 	// certificate); the agent keeps converging and comes back to it.
-	e.hub.kill(syscall.SIGTERM)
+	e.hub.Kill(syscall.SIGTERM)
 	e.startHub()
 	e.putDesired(`apiVersion: steward/v1
 kind: Fleet
@@ -380,11 +290,11 @@ hosts:
       102: {kind: lxc, config: {memory: 1024}}
       103: {kind: qemu, config: {scsi1: "local-lvm:vm-103-disk-7,size=10G"}}
 `)
-	eventually(t, "102's memory after the hub restart", func() bool { return e.config(guest.LXC, 102, "memory") == "1024" }, e.logs)
+	proctest.Eventually(t, "102's memory after the hub restart", func() bool { return e.config(guest.LXC, 102, "memory") == "1024" }, e.logs)
 
 	// The agent is killed with SIGKILL while a task runs (its UPID
 	// durable, the task not yet waited on), then started again.
-	e.agent.kill(syscall.SIGTERM)
+	e.agent.Kill(syscall.SIGTERM)
 	e.agent = start(t, "agent", []string{"STEWARD_CRASHTEST_AT=" + crashpoint.AfterTaskRecorded + ":1"}, e.agentArgs...)
 	gen := e.putDesired(`apiVersion: steward/v1
 kind: Fleet
@@ -395,17 +305,17 @@ hosts:
       102: {kind: lxc, state: stopped, config: {memory: 1024}}
       103: {kind: qemu, config: {scsi1: "local-lvm:vm-103-disk-7,size=10G"}}
 `)
-	<-e.agent.done
-	if ee, ok := e.agent.err.(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("agent was not killed by SIGKILL during the task: %v\n%s", e.agent.err, e.logs())
+	<-e.agent.Done()
+	if ee, ok := e.agent.Err().(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("agent was not killed by SIGKILL during the task: %v\n%s", e.agent.Err(), e.logs())
 	}
-	metricsAddr := freeAddr(t)
+	metricsAddr := proctest.FreeAddr(t)
 	e.agent = start(t, "agent", nil, append(e.agentArgs, "--metrics-listen", metricsAddr)...)
-	eventually(t, "102 stopped after the restart", func() bool { return e.status(guest.LXC, 102) == "stopped" }, e.logs)
+	proctest.Eventually(t, "102 stopped after the restart", func() bool { return e.status(guest.LXC, 102) == "stopped" }, e.logs)
 	// The restarted agent (the killed one never reported this
 	// generation) resolves the interrupted shutdown, ticks over the
 	// converged host and reports every guest in sync at this generation.
-	eventually(t, "the restarted agent reporting the host in sync", func() bool {
+	proctest.Eventually(t, "the restarted agent reporting the host in sync", func() bool {
 		var h struct {
 			Report *wire.Report `json:"report"`
 		}

@@ -19,7 +19,7 @@ import (
 	"github.com/steward-pve/steward/internal/desired"
 	"github.com/steward-pve/steward/internal/guest"
 	"github.com/steward-pve/steward/internal/hubclient"
-	"github.com/steward-pve/steward/internal/pve"
+	"github.com/steward-pve/steward/internal/proctest"
 	"github.com/steward-pve/steward/internal/sim"
 	"github.com/steward-pve/steward/internal/tlspin"
 	"github.com/steward-pve/steward/internal/wire"
@@ -197,22 +197,7 @@ func TestHostileHubEndToEnd(t *testing.T) {
 	}
 	began := time.Now()
 	e := &e2e{t: t, dir: t.TempDir()}
-	e.simProc = start(t, "sim", nil, "sim", "--listen", "127.0.0.1:0", "--guests", "0", "--templates=false", "--task-duration", "20ms")
-	e.simURL = e.simProc.line(t, `^URL: +(https://\S+)`)
-	e.simFP = e.simProc.line(t, `^Fingerprint: +(\S+)`)
-	e.tok = e.simProc.line(t, `^Token: +(\S+)`)
-	fp, err := tlspin.Parse(e.simFP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.simHTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: tlspin.Config(fp, func(w, g string) error { return fmt.Errorf("sim fingerprint %s, want %s", g, w) })}}
-	ptok, err := pve.ParseToken(e.tok)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if e.pve, err = pve.New(pve.Options{URL: e.simURL, Token: ptok, Fingerprint: e.simFP}); err != nil {
-		t.Fatal(err)
-	}
+	e.startSim()
 	disks := map[int]map[string]string{
 		101: {"scsi0": "local-lvm:vm-101-disk-0,size=8G"},
 		102: {"rootfs": "local-lvm:vm-102-disk-0,size=4G"},
@@ -264,11 +249,11 @@ hosts:
 	args := []string{"agent", "--node", "pve", "--state-dir", state, "--pve-url", e.simURL, "--pve-fingerprint", e.simFP,
 		"--pve-token-file", tokenFile, "--allowed-signers", allowed, "--task-poll", "5ms", "--task-poll-max", "20ms"}
 	e.agent = start(t, "agent", nil, append(args, "--hub", srv.URL, "--hub-fingerprint", hubFP, "--join-token", "stwj_whatever")...)
-	logs := func() string { return "--- agent:\n" + tail(e.agent.out.String(), 20000) }
-	eventually(t, "101 running with cores 2 (benign)", func() bool {
+	logs := func() string { return "--- agent:\n" + tail(e.agent.Out.String(), 20000) }
+	proctest.Eventually(t, "101 running with cores 2 (benign)", func() bool {
 		return e.status(guest.QEMU, 101) == "running" && e.config(guest.QEMU, 101, "cores") == "2"
 	}, logs)
-	eventually(t, "the destructive changes reported as pending signatures", func() bool {
+	proctest.Eventually(t, "the destructive changes reported as pending signatures", func() bool {
 		_, _, last := hub.get()
 		held := map[int]bool{}
 		for _, p := range last.Pending {
@@ -277,7 +262,7 @@ hosts:
 		return held[101] && held[102] && held[103]
 	}, logs)
 	var vmid105 string
-	eventually(t, "vmid 105 (a QEMU guest) refused as a container", func() bool {
+	proctest.Eventually(t, "vmid 105 (a QEMU guest) refused as a container", func() bool {
 		_, _, last := hub.get()
 		for _, s := range last.Sync {
 			if s.VMID == 105 && s.Phase == "error" {
@@ -305,7 +290,7 @@ hosts:
 	sig, _ := os.ReadFile(pfile + ".sig")
 	good := hubclient.Job{ID: wire.JobID(payload), Payload: payload, Signatures: [][]byte{sig}}
 	hub.set(func(h *evilHub) { h.jobs = []hubclient.Job{good} })
-	eventually(t, "the signed stop of 102 ran", func() bool { return e.count("stop", 102) == 1 }, logs)
+	proctest.Eventually(t, "the signed stop of 102 ran", func() bool { return e.count("stop", 102) == 1 }, logs)
 	if _, err := e.pve.Start(t.Context(), "pve", guest.LXC, 102); err != nil {
 		t.Fatal(err)
 	}
@@ -316,14 +301,14 @@ hosts:
 	bad := hubclient.Job{ID: good.ID, Payload: rewritten, Signatures: [][]byte{sig}} // the hub even names it by the good job's id
 	hub.set(func(h *evilHub) { h.jobs = []hubclient.Job{good, bad} })
 	badID := wire.JobID(rewritten)
-	eventually(t, "the rewritten job rejected with a reason", func() bool {
+	proctest.Eventually(t, "the rewritten job rejected with a reason", func() bool {
 		hub.mu.Lock()
 		defer hub.mu.Unlock()
 		rs := hub.results[badID]
 		return len(rs) > 0 && rs[len(rs)-1].State == wire.JobRejected && rs[len(rs)-1].Reason != ""
 	}, logs)
 	reports, _, _ := hub.get()
-	eventually(t, "three more reports with the replay and the rewrite served", func() bool { r, _, _ := hub.get(); return r >= reports+3 }, logs)
+	proctest.Eventually(t, "three more reports with the replay and the rewrite served", func() bool { r, _, _ := hub.get(); return r >= reports+3 }, logs)
 
 	t.Logf("phase 3 at %s", time.Since(began).Round(time.Second))
 	// Phase 3: a benign change at generation 2 applies; the hub then
@@ -337,7 +322,7 @@ hosts:
       101: {kind: qemu, state: running, config: {cores: 3}}
 `
 	hub.serveDesired("pve", 2, gen2)
-	eventually(t, "101 cores 3 at generation 2", func() bool { return e.config(guest.QEMU, 101, "cores") == "3" }, logs)
+	proctest.Eventually(t, "101 cores 3 at generation 2", func() bool { return e.config(guest.QEMU, 101, "cores") == "3" }, logs)
 	for _, c := range []struct {
 		host string
 		gen  int64
@@ -349,7 +334,7 @@ hosts:
 		{"pve", 2, strings.Replace(gen2, "cores: 3", "cores: 1", 1), "another document at generation 2"},
 	} {
 		hub.serveDesired(c.host, c.gen, c.doc)
-		eventually(t, "the agent refusing: "+c.want, func() bool { return strings.Contains(e.agent.out.String(), c.want) }, logs)
+		proctest.Eventually(t, "the agent refusing: "+c.want, func() bool { return strings.Contains(e.agent.Out.String(), c.want) }, logs)
 	}
 
 	// Phase 4: oversized, malformed and dripped answers. (The report
@@ -359,30 +344,30 @@ hosts:
 	for _, mode := range []string{"oversize", "malformed"} {
 		hub.set(func(h *evilHub) { h.modes = map[string]string{"desired": mode, "jobs": mode, "report": mode} })
 		r0, _, _ := hub.get()
-		eventually(t, "a report answered "+mode, func() bool { r, _, _ := hub.get(); return r >= r0+1 }, logs)
+		proctest.Eventually(t, "a report answered "+mode, func() bool { r, _, _ := hub.get(); return r >= r0+1 }, logs)
 		hub.set(func(h *evilHub) { delete(h.modes, "report") })
-		eventually(t, "the agent still reporting with "+mode+" desired and jobs answers", func() bool { r, _, _ := hub.get(); return r >= r0+3 }, logs)
+		proctest.Eventually(t, "the agent still reporting with "+mode+" desired and jobs answers", func() bool { r, _, _ := hub.get(); return r >= r0+3 }, logs)
 	}
 	for _, want := range []string{"response larger than", "invalid character"} {
-		if !strings.Contains(e.agent.out.String(), want) {
+		if !strings.Contains(e.agent.Out.String(), want) {
 			t.Errorf("the agent's log does not say %q about the spoilt answers\n%s", want, logs())
 		}
 	}
 	hub.set(func(h *evilHub) { h.modes = map[string]string{"desired": "drip", "jobs": "drip"} })
-	eventually(t, "dripped answers", func() bool { _, d, _ := hub.get(); return d >= 2 }, logs)
+	proctest.Eventually(t, "dripped answers", func() bool { _, d, _ := hub.get(); return d >= 2 }, logs)
 	r0, _, _ := hub.get()
-	eventually(t, "the agent reporting while answers drip", func() bool { r, _, _ := hub.get(); return r >= r0+1 }, logs)
+	proctest.Eventually(t, "the agent reporting while answers drip", func() bool { r, _, _ := hub.get(); return r >= r0+1 }, logs)
 	hub.set(func(h *evilHub) { h.modes = map[string]string{} })
 	t.Logf("phase 4 done at %s", time.Since(began).Round(time.Second))
 
 	// Benign changes still apply afterwards.
 	hub.serveDesired("pve", 3, strings.Replace(gen2, "cores: 3", "cores: 4", 1))
-	eventually(t, "101 cores 4 at generation 3", func() bool { return e.config(guest.QEMU, 101, "cores") == "4" }, logs)
+	proctest.Eventually(t, "101 cores 4 at generation 3", func() bool { return e.config(guest.QEMU, 101, "cores") == "4" }, logs)
 
 	// The agent never stopped, and PVE saw nothing destructive.
 	select {
-	case <-e.agent.done:
-		t.Fatalf("the agent exited: %v\n%s", e.agent.err, logs())
+	case <-e.agent.Done():
+		t.Fatalf("the agent exited: %v\n%s", e.agent.Err(), logs())
 	default:
 	}
 	got := map[string]int{}
@@ -414,7 +399,7 @@ hosts:
 	if g := e.config(guest.QEMU, 101, "protection"); g != "1" {
 		t.Errorf("101 protection = %s; want it untouched (1)", g)
 	}
-	e.agent.kill(syscall.SIGTERM)
+	e.agent.Kill(syscall.SIGTERM)
 }
 
 func tail(s string, n int) string {

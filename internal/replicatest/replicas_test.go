@@ -1,7 +1,6 @@
 package replicatest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -27,6 +25,7 @@ import (
 	"github.com/steward-pve/steward/internal/hub"
 	"github.com/steward-pve/steward/internal/hub/store/pgtest"
 	"github.com/steward-pve/steward/internal/hubclient"
+	"github.com/steward-pve/steward/internal/proctest"
 	"github.com/steward-pve/steward/internal/pve"
 	"github.com/steward-pve/steward/internal/signedop"
 	"github.com/steward-pve/steward/internal/signedop/signedoptest"
@@ -37,24 +36,6 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// syncBuf is a process's output, written by os/exec and read by the test.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // replica is one `steward hub` process; its address stays the same
 // across restarts.
 type replica struct {
@@ -63,12 +44,8 @@ type replica struct {
 	args []string
 	addr string // host:port, known once it served
 
-	cmd  *exec.Cmd
-	out  *syncBuf
-	done chan struct{}
+	p *proctest.Proc // the running (or last) process
 }
-
-var urlRe = regexp.MustCompile(`URL: +https://(\S+)`)
 
 // start runs the replica and waits until it serves.
 func (r *replica) start() {
@@ -77,50 +54,28 @@ func (r *replica) start() {
 	if r.addr != "" {
 		listen = r.addr
 	}
-	r.out, r.done = &syncBuf{}, make(chan struct{})
-	r.cmd = exec.Command(r.bin, append(append([]string{"hub"}, r.args...), "--listen", listen)...)
-	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatalf("starting a hub replica: %v", err)
-	}
-	done := r.done
-	go func() { r.cmd.Wait(); close(done) }()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		if m := urlRe.FindStringSubmatch(r.out.String()); m != nil {
-			r.addr = m[1]
-			return
-		}
-		select {
-		case <-done:
-			r.t.Fatalf("a hub replica exited before serving:\n%s", r.out)
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("a hub replica did not serve:\n%s", r.out)
-		}
-	}
+	r.p = proctest.Start(r.t, "hub replica", r.bin, nil, append(append([]string{"hub"}, r.args...), "--listen", listen)...)
+	r.addr = r.p.Line(r.t, `URL: +https://(\S+)`)
 }
 
 // kill SIGKILLs the replica (its whole process group) and waits for it.
 func (r *replica) kill() {
-	if r.cmd == nil || r.cmd.Process == nil {
-		return
+	if r.p != nil {
+		r.p.Kill(syscall.SIGKILL)
 	}
-	syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
-	<-r.done
 }
 
 func (r *replica) url() string { return "https://" + r.addr }
 
+// output is what the replica's current (or last) process printed.
+func (r *replica) output() string { return r.p.Out.String() }
+
 // buildSteward builds the steward command (without the race detector:
 // the replicas are the system under test, not this process).
 func buildSteward(t *testing.T) string {
-	bin := filepath.Join(t.TempDir(), "steward")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/steward-pve/steward/cmd/steward")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building steward: %v\n%s", err, out)
+	bin, err := proctest.Build(t.TempDir(), "steward", "github.com/steward-pve/steward/cmd/steward")
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }
@@ -178,15 +133,15 @@ func TestReplicasEndToEnd(t *testing.T) {
 			r.kill()
 		}
 	})
-	fp := regexp.MustCompile(`Fingerprint: (\S+)`).FindStringSubmatch(reps[0].out.String())
+	fp := regexp.MustCompile(`Fingerprint: (\S+)`).FindStringSubmatch(reps[0].output())
 	if fp == nil {
-		t.Fatalf("replica 0 printed no fingerprint:\n%s", reps[0].out)
+		t.Fatalf("replica 0 printed no fingerprint:\n%s", reps[0].output())
 	}
 	// Replica 0 (the one with a data directory) wrote the first operator
 	// token there.
 	b, err := os.ReadFile(filepath.Join(tlsDir, "admin-token"))
 	if err != nil {
-		t.Fatalf("replica 0 made no operator token: %v\n%s", err, reps[0].out)
+		t.Fatalf("replica 0 made no operator token: %v\n%s", err, reps[0].output())
 	}
 	tok := []string{"", strings.TrimSpace(string(b))}
 	for i := 1; i < 3; i++ {
@@ -220,7 +175,7 @@ func TestReplicasEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logger := slog.New(slog.NewTextHandler(&syncBuf{}, nil))
+	logger := slog.New(slog.NewTextHandler(&proctest.Buffer{}, nil))
 	hs := make([]*host, hosts)
 	for i := range hs {
 		h := &host{name: fmt.Sprintf("pve-%02d", i), done: make(chan error, 1)}
