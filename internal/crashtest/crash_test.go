@@ -109,8 +109,9 @@ var configScenario = scenario{guests: guests(), doc: desiredDoc, intended: inten
 	want: map[int]wantGuest{101: {"running", "cores", "2"}, 102: {"stopped", "", ""}, 103: {"running", "memory", "4096"}, 104: {"running", "cores", "3"}}}
 
 // createScenario creates guests (issue 12): a clone of the template, set
-// up by cloud-init and started, and a container from a template, started.
-// The first tick clones and creates, the next writes config and starts.
+// up by cloud-init and started, a container from a template, started, and
+// a clone of the container template, set up and started. The first tick
+// clones and creates, the next writes config and starts.
 var createScenario = scenario{templates: true, settle: 3,
 	doc: `apiVersion: steward/v1
 kind: Fleet
@@ -127,9 +128,14 @@ hosts:
         state: running
         create: {ostemplate: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst", disks: {rootfs: "local-lvm:8"}}
         config: {hostname: ct130, memory: 1024}
+      131:
+        kind: lxc
+        state: running
+        create: {clone: 9001}
+        config: {hostname: ct131, cores: 2}
 `,
-	intended: []string{"clone 9000", "config 120", "start 120", "create 130", "start 130"},
-	want:     map[int]wantGuest{120: {"running", "ciuser", "admin"}, 130: {"running", "unprivileged", "1"}},
+	intended: []string{"clone 9000", "config 120", "start 120", "create 130", "start 130", "clone 9001", "config 131", "start 131"},
+	want:     map[int]wantGuest{120: {"running", "ciuser", "admin"}, 130: {"running", "unprivileged", "1"}, 131: {"running", "cores", "2"}},
 }
 
 // snapshotScenario takes a scheduled snapshot (issue 12 §3): one take,
@@ -166,17 +172,19 @@ var snapshotCases = []crash{
 // createCases kill the agent in the tick that creates guests
 // (createScenario), run as subtests "create/..." of
 // TestCrashRecoveryExactlyOnce, in parallel with its others. That tick
-// runs two ops (clone, create), both PVE tasks. The engine's own tests
-// (TestCreateSurvivesCrash) stop a clone and a create at every crash point
-// in process; here the agent dies by SIGKILL where that matters most: with
-// the task's UPID not yet journaled, and around the request itself. Each
-// case runs a tenth as often as the others (twice by default, hitting each
-// op once; the package shares go test's ten-minute budget).
+// runs three ops (clone, create, container clone), all PVE tasks. The
+// engine's own tests (TestCreateSurvivesCrash, TestCloneCTSurvivesCrash)
+// stop each at every crash point in process; here the agent dies by
+// SIGKILL where that matters most: with the task's UPID not yet
+// journaled, and around the request itself. Each case runs a tenth as
+// often as the others (twice by default, hitting two of the three ops,
+// the cases together each op; the package shares go test's ten-minute
+// budget).
 var createCases = []crash{
-	{point: crashpoint.AfterTaskReturned, hits: 2},
-	{point: serverBeforeExec, hits: 2},
-	{point: serverAfterExec, hits: 2},
-	{point: crashpoint.AfterTaskReturned, hits: 2, second: crashpoint.AfterResolve},
+	{point: crashpoint.AfterTaskReturned, hits: 3},
+	{point: serverBeforeExec, hits: 3},
+	{point: serverAfterExec, hits: 3},
+	{point: crashpoint.AfterTaskReturned, hits: 3, second: crashpoint.AfterResolve},
 }
 
 func TestCrashRecoveryExactlyOnce(t *testing.T) {

@@ -5,7 +5,8 @@
 // and the simulator's mutation record must show every intended mutation
 // executed exactly once and the guests converged, for a tick that
 // converges existing guests, for one that creates guests (a clone and
-// a container from a template) and for one that takes a scheduled
+// a container from a template and a clone of a container template) and
+// for one that takes a scheduled
 // snapshot. The package has no
 // non-test code.
 package crashtest
