@@ -30,11 +30,20 @@ func newSignCmd(stdout, stderr io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "sign [--host H] [--key KEY | --agent] [--yes] [--wait 5m]",
 		Short: "Review, sign and upload the destructive operations waiting for an operator's signature",
-		Long: `sign lists the operations agents hold for a signature (on --host, or on every host),
-each with what it would destroy and the guest state its payload is bound to, asks
-for confirmation of each (or --yes signs every one), signs the payload exactly as
-the agent made it, uploads the signed job to the hub, and follows it until the
-agent reports its fate (--wait; 0 does not wait).
+		Long: `sign lists the operations agents hold for a signature (on --host, or on every host
+whose last report holds any, from the hub's fleet view), each with what it would
+destroy, the guest state its payload is bound to, and who signed it already out of
+how many signers of which role the agent's policy needs; asks for confirmation of
+each (or --yes signs every one), signs the payload exactly as the agent made it,
+uploads the signature to the hub, and follows the job until the agent reports its
+fate (--wait; 0 does not wait).
+
+Operations that need several signers (a policy with count: 2 or more) are signed
+one operator after the other: each runs steward sign and signs the same payload;
+the hub adds each signature to the job already waiting for it (a key counts once),
+and the agent runs the job once enough operators signed. Until then the operation
+is listed again, with the signatures it has; an operator whose signature leaves
+it short is told how many more are needed, and nothing is followed.
 
 A payload the agent would refuse is refused here, before anything is signed: an
 expired one, one bound to a config digest the host's last report no longer shows
@@ -46,10 +55,13 @@ ssh-agent at $SSH_AUTH_SOCK instead (with the agent key whose public half is KEY
 or its only key when --key is not given).
 
 -o json|yaml prints {"results": [{"host", "vmid", "kind", "op", "job", "state",
-"code", "reason", "upid", "exit_status"}]} where state is refused, declined,
-waiting, done, failed or rejected. Exit status: 0 when every signed operation ran
-(or none was waiting, or the operator declined), 1 when one was refused,
-rejected, failed or still waiting at the end of --wait.`,
+"code", "reason", "upid", "exit_status", "signatures", "need", "role"}]} where state
+is refused, declined, awaiting_signatures (signed; more signers are needed),
+waiting, done, failed or rejected, and signatures is how many the job holds after
+the upload, need and role what the agent's policy asks. Exit status: 0 when every
+signed operation ran or awaits other signers (or none was waiting, or the operator
+declined), 1 when one was refused, rejected, failed or still waiting at the end of
+--wait.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			format, err := outputFormat(cmd)
@@ -106,6 +118,9 @@ func signSummary(w io.Writer, res []SignResult) error {
 		if r.State == jobWaiting {
 			detail = "job " + r.Job
 		}
+		if r.State == signAwaiting && r.Need > 0 {
+			detail = fmt.Sprintf("%d of %d signature(s) of role %s; job %s", r.Signatures, r.Need, r.Role, r.Job)
+		}
 		fmt.Fprintf(tw, "%s\t%d\t%s %s\t%s\t%s\n", r.Host, r.VMID, r.Op, r.Kind, r.State, detail)
 	}
 	return tw.Flush()
@@ -135,27 +150,40 @@ type SignResult struct {
 	// Job is the uploaded job's id (wire.JobID of the payload).
 	Job string `json:"job,omitempty"`
 	// State is refused (not signed: the payload is expired, stale or one
-	// the agent would refuse; Reason says why), declined (the operator
-	// said no), waiting (uploaded, no final result yet), or the job's
-	// final state: done, failed or rejected.
+	// the agent would refuse, or its job already ended; Reason says why),
+	// declined (the operator said no), awaiting_signatures (uploaded; the
+	// policy needs more signers before the agent runs it), waiting
+	// (uploaded, no final result yet), or the job's final state: done,
+	// failed or rejected.
 	State      string `json:"state"`
 	Code       string `json:"code,omitempty"`
 	Reason     string `json:"reason,omitempty"`
 	UPID       string `json:"upid,omitempty"`
 	ExitStatus string `json:"exit_status,omitempty"`
+	// Signatures is how many signatures the job held after the upload;
+	// Need and Role what the agent's policy asks (0 and "" when the agent
+	// did not say).
+	Signatures int    `json:"signatures,omitempty"`
+	Need       int    `json:"need,omitempty"`
+	Role       string `json:"role,omitempty"`
 }
 
 // Sign result states besides the job states.
 const (
 	signRefused  = "refused"
 	signDeclined = "declined"
+	// signAwaiting: signed and uploaded, and the job needs more signers
+	// before the agent runs it.
+	signAwaiting = "awaiting_signatures"
 )
 
 // errSignFailed is returned when an operation was refused, rejected,
 // failed or still waiting at the end: the exit status is 1.
 var errSignFailed = errors.New("sign: not every operation ran")
 
-// signHosts returns the hosts runSign looks at.
+// signHosts returns the hosts runSign looks at: host, or every host
+// whose last report holds actions for signatures, from the fleet view in
+// one request (GET /v1/hosts?summary=1) rather than one per host.
 func signHosts(ctx context.Context, c *hubclient.Client, host string) ([]string, error) {
 	if host != "" {
 		return []string{host}, nil
@@ -163,14 +191,65 @@ func signHosts(ctx context.Context, c *hubclient.Client, host string) ([]string,
 	var out struct {
 		Hosts []hub.HostJSON `json:"hosts"`
 	}
-	if err := c.JSON(ctx, http.MethodGet, "/v1/hosts", nil, nil, &out); err != nil {
+	if err := c.JSON(ctx, http.MethodGet, "/v1/hosts", url.Values{"summary": {"1"}}, nil, &out); err != nil {
 		return nil, err
 	}
 	var ids []string
 	for _, h := range out.Hosts {
-		ids = append(ids, h.ID)
+		if h.Summary != nil && h.Summary.Pending > 0 {
+			ids = append(ids, h.ID)
+		}
 	}
 	return ids, nil
+}
+
+// waitingJobs returns host's waiting jobs by id.
+func waitingJobs(ctx context.Context, c *hubclient.Client, host string) (map[string]hub.JobJSON, error) {
+	var out struct {
+		Jobs []hub.JobJSON `json:"jobs"`
+	}
+	if err := c.JSON(ctx, http.MethodGet, "/v1/hosts/"+url.PathEscape(host)+"/jobs", url.Values{"state": {"waiting"}}, nil, &out); err != nil {
+		return nil, err
+	}
+	m := make(map[string]hub.JobJSON, len(out.Jobs))
+	for _, j := range out.Jobs {
+		m[j.ID] = j
+	}
+	return m, nil
+}
+
+// signers describes who signed job (nil: nobody yet) and how many of
+// which role q (nil: the agent did not say) asks: "1 of 2 (role
+// operator): alice@example.com". The agent's held verdict names the
+// principals it credited; without one the keys' fingerprints are shown.
+func signers(job *hub.JobJSON, q *wire.Quorum) string {
+	var names []string
+	have := 0
+	if job != nil {
+		have = len(job.Signatures)
+		if r := job.Result; r != nil && r.Quorum != nil {
+			q = &wire.Quorum{Role: r.Quorum.Role, Need: r.Quorum.Need}
+			names, have = r.Quorum.Signed, len(r.Quorum.Signed)
+		} else {
+			for _, s := range job.Signatures {
+				fp, err := signedop.SignerFingerprint(s)
+				if err != nil {
+					fp = "(unparsable signature)"
+				}
+				names = append(names, fp)
+			}
+		}
+	}
+	var b strings.Builder
+	if q != nil {
+		fmt.Fprintf(&b, "%d of %d (role %s)", have, q.Need, q.Role)
+	} else {
+		fmt.Fprintf(&b, "%d (the agent did not say how many it needs)", have)
+	}
+	if len(names) > 0 {
+		b.WriteString(": " + strings.Join(names, ", "))
+	}
+	return b.String()
 }
 
 // runSign lists the operations waiting for signatures on one host (or
@@ -233,13 +312,22 @@ func runSign(ctx context.Context, c *hubclient.Client, in io.Reader, errw io.Wri
 			}
 			rep = &r
 		}
+		jobs, err := waitingJobs(ctx, c, h)
+		if err != nil {
+			return results, fmt.Errorf("sign: %w", err)
+		}
 		fmt.Fprintf(errw, "%s: %d operation(s) waiting for a signature\n", h, len(pend.Pending))
 		for i, pd := range pend.Pending {
 			res := SignResult{Host: h, VMID: pd.Action.VMID, Kind: pd.Action.Kind, Op: pd.Action.Op}
 			fmt.Fprintf(errw, "\n[%d/%d] ", i+1, len(pend.Pending))
 			p, err := checkPending(h, pd, rep, opt.Now())
+			var job *hub.JobJSON
+			if j, ok := jobs[wire.JobID(pd.Payload)]; ok {
+				job = &j
+			}
 			if p.Op != "" {
 				describePending(errw, p, pd, rep, opt.Now())
+				fmt.Fprintf(errw, "  signed:    %s\n", signers(job, pd.Quorum))
 			} else {
 				fmt.Fprintf(errw, "%s %s %d\n", pd.Action.Op, pd.Action.Kind, pd.Action.VMID)
 			}
@@ -272,20 +360,41 @@ func runSign(ctx context.Context, c *hubclient.Client, in io.Reader, errw io.Wri
 			if err != nil {
 				return results, fmt.Errorf("sign: %s %s %d on %s: %w", p.Op, p.Kind, p.VMID, h, err)
 			}
-			job := hub.JobJSON{Payload: pd.Payload, Signatures: [][]byte{sig}}
-			var up struct {
-				ID string `json:"id"`
-			}
-			err = c.JSON(ctx, http.MethodPost, "/v1/hosts/"+url.PathEscape(h)+"/jobs", nil, job, &up)
+			var up hub.UploadJSON
+			err = c.JSON(ctx, http.MethodPost, "/v1/hosts/"+url.PathEscape(h)+"/jobs", nil, hub.JobJSON{Payload: pd.Payload, Signatures: [][]byte{sig}}, &up)
 			switch {
-			case hubclient.IsCode(err, "exists"):
-				fmt.Fprintf(errw, "  signed; the hub already holds this job (%.12s…): following it\n", res.Job)
+			case hubclient.IsCode(err, "job_final"):
+				var he *hubclient.Error
+				errors.As(err, &he)
+				res.State, res.Code, res.Reason = signRefused, "job_final", he.Message
+				fmt.Fprintf(errw, "  not uploaded: %s\n", res.Reason)
+				results = append(results, res)
+				continue
 			case err != nil:
 				return results, fmt.Errorf("sign: uploading the signed job: %w", err)
+			case up.Created:
+				fmt.Fprintf(errw, "  signed and uploaded as job %.12s…", res.Job)
+			case up.Added == 0:
+				fmt.Fprintf(errw, "  your key had signed job %.12s… already: nothing added", res.Job)
 			default:
-				fmt.Fprintf(errw, "  signed and uploaded as job %.12s…\n", res.Job)
+				fmt.Fprintf(errw, "  signed; your signature joins job %.12s…", res.Job)
 			}
+			res.Signatures = up.Signatures
+			if q := pd.Quorum; q != nil {
+				res.Need, res.Role = q.Need, q.Role
+				fmt.Fprintf(errw, " (%d of %d signature(s) of role %s)", up.Signatures, q.Need, q.Role)
+			}
+			fmt.Fprintln(errw)
 			res.State = jobWaiting
+			if q := pd.Quorum; q != nil && up.Signatures < q.Need {
+				// More signers must sign before the agent runs it:
+				// nothing to follow.
+				res.State = signAwaiting
+				res.Reason = fmt.Sprintf("waiting for %d more signer(s) of role %s: another operator runs steward sign", q.Need-up.Signatures, q.Role)
+				fmt.Fprintf(errw, "  %s\n", res.Reason)
+				results = append(results, res)
+				continue
+			}
 			results = append(results, res)
 			uploaded[h] = append(uploaded[h], len(results)-1)
 		}
@@ -480,6 +589,13 @@ func followJobs(ctx context.Context, c *hubclient.Client, errw io.Writer, result
 					continue
 				}
 				j, ok := byID[r.Job]
+				if ok && j.State == jobWaiting && j.Result != nil && j.Result.Code == signedop.CodeInsufficientSigners {
+					// The agent counted fewer authorized signers than
+					// its policy needs (a key without the role, say).
+					r.State, r.Code, r.Reason = signAwaiting, j.Result.Code, j.Result.Reason
+					fmt.Fprintf(errw, "  %s %s %d on %s: %s\n", r.Op, r.Kind, r.VMID, r.Host, r.Reason)
+					continue
+				}
 				if !ok || j.State == jobWaiting || j.State == "" {
 					open++
 					continue

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -13,6 +14,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/steward-pve/steward/internal/hub"
+	"github.com/steward-pve/steward/internal/hubclient"
 	"github.com/steward-pve/steward/internal/signedop"
 	"github.com/steward-pve/steward/internal/signedop/signedoptest"
 	"github.com/steward-pve/steward/internal/wire"
@@ -216,5 +219,105 @@ func TestSignWithAgentOnlyKey(t *testing.T) {
 	_, _, err = e.run("", "sign", "--host", "pve-a", "--agent", "--yes", "--wait", "0")
 	if err == nil || !strings.Contains(err.Error(), "ssh-agent holds 2 keys") || !strings.Contains(err.Error(), k.Fingerprint()) {
 		t.Fatalf("sign --agent with two agent keys: got %v; want an error naming both", err)
+	}
+}
+
+// TestSignTwoSigners: the four-eyes flow from the operators' side. The
+// listing of every host comes from the fleet view; Alice sees that two
+// operators must sign, signs, and is told one more is needed (exit 0,
+// nothing to follow); signing again with her key adds nothing; Bob sees
+// Alice's signature as the agent credited it, signs the same payload,
+// his signature joins her job, and he follows it until the agent ran it;
+// a signature after that is refused (the job ended).
+func TestSignTwoSigners(t *testing.T) {
+	o := newOpsHub(t)
+	agent := o.enroll("pve-a")
+	o.enroll("pve-b") // reports nothing: not listed
+	pd := pendingDestroy(t, "pve-a", digestA, time.Now(), time.Hour)
+	pd.Quorum = &wire.Quorum{Role: "operator", Need: 2}
+	o.report(agent, reportWith("pve-a", digestA, pd))
+	id := wire.JobID(pd.Payload)
+	alice, bob := newTestSigner(t), newTestSigner(t)
+
+	var errw strings.Builder
+	res, err := runSign(t.Context(), o.op, nil, &errw, signOptions{Yes: true, Wait: time.Hour, Sign: alice.sign})
+	if err != nil || len(res) != 1 || res[0].State != signAwaiting || res[0].Signatures != 1 || res[0].Need != 2 || res[0].Job != id {
+		t.Fatalf("alice: got %+v, %v; want one result awaiting signatures, 1 of 2, no error\n%s", res, err, errw.String())
+	}
+	for _, want := range []string{"pve-a: 1 operation(s) waiting", "signed:    0 of 2 (role operator)\n", "signed and uploaded as job",
+		"(1 of 2 signature(s) of role operator)", "waiting for 1 more signer(s) of role operator"} {
+		if !strings.Contains(errw.String(), want) {
+			t.Errorf("alice's output lacks %q:\n%s", want, errw.String())
+		}
+	}
+	if strings.Contains(errw.String(), "pve-b") {
+		t.Errorf("alice's output names pve-b, which holds nothing to sign:\n%s", errw.String())
+	}
+	errw.Reset()
+	if res, err := runSign(t.Context(), o.op, nil, &errw, signOptions{Host: "pve-a", Yes: true, Wait: time.Hour, Sign: alice.sign}); err != nil ||
+		len(res) != 1 || res[0].State != signAwaiting || !strings.Contains(errw.String(), "your key had signed job") {
+		t.Fatalf("alice again: got %+v, %v; want nothing added, still awaiting\n%s", res, err, errw.String())
+	}
+	if js := o.jobs("pve-a"); len(js) != 1 || len(js[0].Signatures) != 1 {
+		t.Fatalf("jobs after alice: %+v; want one job with her one signature", js)
+	}
+
+	// The agent holds it for one more signer, naming alice; once the job
+	// carries two signatures it runs it.
+	held := wire.JobResult{Job: id, State: wire.JobHeld, Code: signedop.CodeInsufficientSigners,
+		Reason: "waiting for 1 more signer(s) of role operator (1 of 2 signed: alice@example.com)",
+		Quorum: &wire.Quorum{Role: "operator", Need: 2, Signed: []string{"alice@example.com"}}}
+	postResult := func(r wire.JobResult) {
+		t.Helper()
+		b, _ := json.Marshal(wire.JobResults{Host: "pve-a", Results: []wire.JobResult{r}})
+		if resp, err := agent.Do(t.Context(), hubclient.Request{Method: "POST", Path: "/v1/agent/hosts/pve-a/job-results", Body: b}); err != nil || resp.Status != 200 {
+			t.Fatalf("posting %s: %v %v", r.State, err, resp)
+		}
+	}
+	postResult(held)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			var out struct{ Jobs []hub.JobJSON }
+			if agent.JSON(ctx, "GET", "/v1/agent/hosts/pve-a/jobs", nil, nil, &out) != nil {
+				return
+			}
+			if len(out.Jobs) == 1 && len(out.Jobs[0].Signatures) == 2 {
+				b, _ := json.Marshal(wire.JobResults{Host: "pve-a", Results: []wire.JobResult{{Job: id, State: wire.JobDone, UPID: "UPID:pve-a:1:2:3:qmdestroy:102:root@pam:", ExitStatus: "OK"}}})
+				agent.Do(ctx, hubclient.Request{Method: "POST", Path: "/v1/agent/hosts/pve-a/job-results", Body: b})
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+
+	errw.Reset()
+	res, err = runSign(t.Context(), o.op, strings.NewReader("y\n"), &errw, signOptions{Wait: time.Minute, Poll: 10 * time.Millisecond, Sign: bob.sign})
+	if err != nil || len(res) != 1 || res[0].State != wire.JobDone || res[0].Signatures != 2 || res[0].Job != id {
+		t.Fatalf("bob: got %+v, %v; want the job done with two signatures\n%s", res, err, errw.String())
+	}
+	for _, want := range []string{"signed:    1 of 2 (role operator): alice@example.com", "your signature joins job",
+		"(2 of 2 signature(s) of role operator)", "done, task UPID:pve-a"} {
+		if !strings.Contains(errw.String(), want) {
+			t.Errorf("bob's output lacks %q:\n%s", want, errw.String())
+		}
+	}
+	js := o.jobs("pve-a")
+	if len(js) != 1 || len(js[0].Signatures) != 2 || string(js[0].Payload) != string(pd.Payload) {
+		t.Fatalf("jobs after bob: %+v; want the one job, the agent's payload, two signatures", js)
+	}
+	for i, s := range []*testSigner{alice, bob} {
+		fp, err := signedop.SignerFingerprint(js[0].Signatures[i])
+		if err != nil || fp != s.key.Fingerprint() {
+			t.Errorf("signature %d by %s (%v); want %s", i+1, fp, err, s.key.Fingerprint())
+		}
+	}
+
+	errw.Reset()
+	carol := newTestSigner(t)
+	res, err = runSign(t.Context(), o.op, nil, &errw, signOptions{Host: "pve-a", Yes: true, Wait: time.Minute, Sign: carol.sign})
+	if ExitCode(err) != ExitFailure || len(res) != 1 || res[0].State != signRefused || res[0].Code != "job_final" {
+		t.Fatalf("carol after the job ran: got %+v, %v; want refused (job_final), exit 1\n%s", res, err, errw.String())
 	}
 }

@@ -434,7 +434,9 @@ type Store interface {
 	// bytes), or earlier in the same call, is skipped: adding a signer
 	// twice is idempotent, so an upload retried after a lost answer
 	// succeeds, and a second signature by one key, which the agent
-	// counts once anyway, does not spend the job's room. ErrNotFound if
+	// counts once anyway, does not spend the job's room. Adding a
+	// signature clears the job's Result: the agent's last word was on
+	// fewer signatures, and the next is on these. ErrNotFound if
 	// the host has no such job; ErrConflict if the job is no longer
 	// waiting (its agent reported it done, failed or rejected: more
 	// signatures cannot change it); ErrInvalid for an empty payload, no

@@ -515,11 +515,11 @@ func (s *Store) AddJobSignatures(ctx context.Context, host string, payload []byt
 		}
 		if n > 0 {
 			now := nanos(s.now())
-			if _, err := tx.Exec(ctx, "UPDATE jobs SET signatures = $1, updated_at = $2 WHERE host = $3 AND id = $4",
+			if _, err := tx.Exec(ctx, "UPDATE jobs SET signatures = $1, result = NULL, updated_at = $2 WHERE host = $3 AND id = $4",
 				sigs, now, host, id); err != nil {
 				return fmt.Errorf("postgres: adding signatures to job %s: %w", id, err)
 			}
-			j.Signatures, j.UpdatedAt = sigs, fromNanos(now)
+			j.Signatures, j.Result, j.UpdatedAt = sigs, nil, fromNanos(now)
 		}
 		out, added = j, n
 		return nil

@@ -514,11 +514,11 @@ func (s *Store) AddJobSignatures(ctx context.Context, host string, payload []byt
 				return fmt.Errorf("sqlite: encoding signatures: %w", err)
 			}
 			now := nanos(s.now())
-			if _, err := tx.ExecContext(ctx, "UPDATE jobs SET signatures = ?, updated_at = ? WHERE host = ? AND id = ?",
+			if _, err := tx.ExecContext(ctx, "UPDATE jobs SET signatures = ?, result = NULL, updated_at = ? WHERE host = ? AND id = ?",
 				sigJSON, now, host, id); err != nil {
 				return fmt.Errorf("sqlite: adding signatures to job %s: %w", id, err)
 			}
-			j.Signatures, j.UpdatedAt = sigs, fromNanos(now)
+			j.Signatures, j.Result, j.UpdatedAt = sigs, nil, fromNanos(now)
 		}
 		out, added = j, n
 		return nil

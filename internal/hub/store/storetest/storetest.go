@@ -763,8 +763,8 @@ func testJobSignatures(t *testing.T, s store.Store) {
 	_, _, err = s.AddJobSignatures(ctx, "pve-a", p, many)
 	wantErr(t, "more than MaxJobSignatures", err, store.ErrInvalid)
 	wantSigs("after a refused overflow", sa, sb, c1, junk)
-	if _, n, err := s.AddJobSignatures(ctx, "pve-a", p, many[:store.MaxJobSignatures-4]); err != nil || n != store.MaxJobSignatures-4 {
-		t.Fatalf("filling the job: got %d added, %v; want %d", n, err, store.MaxJobSignatures-4)
+	if _, n, err := s.AddJobSignatures(ctx, "pve-a", p, many[:store.MaxJobSignatures-8]); err != nil || n != store.MaxJobSignatures-8 {
+		t.Fatalf("adding many: got %d added, %v; want %d", n, err, store.MaxJobSignatures-8)
 	}
 
 	// A held result leaves it open; a final one closes it.
@@ -772,7 +772,14 @@ func testJobSignatures(t *testing.T, s store.Store) {
 		t.Fatal(err)
 	}
 	if got, n, err := s.AddJobSignatures(ctx, "pve-a", p, [][]byte{sb}); err != nil || n != 0 || got.Result == nil || got.Result.Code != "insufficient_signers" {
-		t.Fatalf("adding to a held job: got %+v, %d, %v; want it open, its held result kept", got.Result, n, err)
+		t.Fatalf("adding a known key to a held job: got %+v, %d, %v; want it open, its held result kept", got.Result, n, err)
+	}
+	dave := sig(t, signedoptest.NewKeyN(t, signedoptest.Ed25519, 99), p)
+	if got, n, err := s.AddJobSignatures(ctx, "pve-a", p, [][]byte{dave}); err != nil || n != 1 || got.Result != nil {
+		t.Fatalf("adding a new key to a held job: got result %+v, %d, %v; want it added and the agent's verdict on fewer signatures cleared", got.Result, n, err)
+	}
+	if got, _ := s.Job(ctx, "pve-a", j.ID); got.Result != nil || got.State != store.JobWaiting || len(got.Signatures) != store.MaxJobSignatures-3 {
+		t.Fatalf("stored after the add: result %+v, state %s, %d signatures; want no result, waiting, %d", got.Result, got.State, len(got.Signatures), store.MaxJobSignatures-3)
 	}
 	if err := s.SetJobResult(ctx, "pve-a", wire.JobResult{Job: j.ID, State: wire.JobDone}); err != nil {
 		t.Fatal(err)
