@@ -313,6 +313,13 @@ type pendingView struct {
 	File      string
 	SignCmd   string
 	KeygenCmd string
+	// Signed is how many signatures the job for this payload holds on the
+	// hub (0: no job yet), Signers who they are (as the agent credited
+	// them when it said, else the keys' fingerprints); Quorum what the
+	// agent's policy asks (nil: the agent did not say).
+	Signed  int
+	Signers []string
+	Quorum  *wire.Quorum
 }
 
 // pendingOf returns host's pending actions, rep being its last report.
@@ -325,9 +332,31 @@ func (d *dashboard) pendingOf(r *http.Request, host string, rep wire.Report) ([]
 	for _, g := range rep.Guests {
 		digests[g.VMID] = g.Digest
 	}
+	var jobs map[string]store.Job
+	if len(ps) > 0 {
+		js, err := d.s.st.Jobs(r.Context(), host, store.JobWaiting)
+		if err != nil {
+			return nil, err
+		}
+		jobs = make(map[string]store.Job, len(js))
+		for _, j := range js {
+			jobs[j.ID] = j
+		}
+	}
 	var out []pendingView
 	for _, p := range ps {
-		v := pendingView{Host: host, Job: wire.JobID(p.Payload), Pending: p, Payload: string(p.Payload), Digest: p.Action.Digest}
+		v := pendingView{Host: host, Job: wire.JobID(p.Payload), Pending: p, Payload: string(p.Payload), Digest: p.Action.Digest, Quorum: p.Quorum}
+		if j, ok := jobs[v.Job]; ok {
+			v.Signed = len(j.Signatures)
+			if r := j.Result; r != nil && r.Quorum != nil {
+				v.Signers = r.Quorum.Signed
+				v.Quorum = &wire.Quorum{Role: r.Quorum.Role, Need: r.Quorum.Need}
+			} else {
+				for _, sig := range j.Signatures {
+					v.Signers = append(v.Signers, store.SignerKey(sig))
+				}
+			}
+		}
 		if pl, err := signedop.ParsePayload(p.Payload); err == nil {
 			v.Parsed, v.Nonce, v.Digest, v.Expires = true, pl.Nonce, pl.Digest, pl.Expires
 			v.Expired = !pl.Expires.IsZero() && d.s.now().After(pl.Expires)
