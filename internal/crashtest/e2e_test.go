@@ -154,6 +154,30 @@ func (e *e2e) startHub() {
 	e.hubAddr = strings.TrimPrefix(url, "https://")
 }
 
+// startOperatorHub starts the hub, logs an operator client in with the
+// token it wrote (pinned to its printed fingerprint) and returns a join
+// token for host "pve".
+func (e *e2e) startOperatorHub() string {
+	e.t.Helper()
+	e.startHub()
+	tokFile := e.hub.Line(e.t, `^Operator token \("admin"\): written to (\S+) `)
+	tokBytes, err := os.ReadFile(tokFile)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	opTok := strings.TrimSpace(string(tokBytes))
+	if e.op, err = hubclient.New(hubclient.Options{URL: "https://" + e.hubAddr, Fingerprint: e.hubFP, Token: opTok}); err != nil {
+		e.t.Fatal(err)
+	}
+	var jt struct {
+		JoinToken string `json:"join_token"`
+	}
+	if err := e.op.JSON(e.t.Context(), http.MethodPost, "/v1/hosts/pve/join-token", nil, nil, &jt); err != nil {
+		e.t.Fatal(err)
+	}
+	return jt.JoinToken
+}
+
 func (e *e2e) logs() string {
 	s := "--- agent:\n" + e.agent.Out.String() + "\n--- hub:\n" + e.hub.Out.String()
 	if len(s) > 20000 {
@@ -187,22 +211,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// The hub, and an operator client pinned to its printed fingerprint.
-	e.startHub()
-	tokFile := e.hub.Line(t, `^Operator token \("admin"\): written to (\S+) `)
-	tokBytes, err := os.ReadFile(tokFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opTok := strings.TrimSpace(string(tokBytes))
-	if e.op, err = hubclient.New(hubclient.Options{URL: "https://" + e.hubAddr, Fingerprint: e.hubFP, Token: opTok}); err != nil {
-		t.Fatal(err)
-	}
-	var jt struct {
-		JoinToken string `json:"join_token"`
-	}
-	if err := e.op.JSON(t.Context(), http.MethodPost, "/v1/hosts/pve/join-token", nil, nil, &jt); err != nil {
-		t.Fatal(err)
-	}
+	joinToken := e.startOperatorHub()
 
 	// A fresh operator key the agent trusts.
 	key := filepath.Join(e.dir, "alice")
@@ -221,7 +230,7 @@ func TestEndToEnd(t *testing.T) {
 	state := filepath.Join(e.dir, "state")
 	e.agentArgs = []string{"agent", "--node", "pve", "--state-dir", state, "--pve-url", e.simURL, "--pve-fingerprint", e.simFP,
 		"--pve-token-file", tokenFile, "--allowed-signers", allowed, "--task-poll", "5ms", "--task-poll-max", "20ms", "--log-level", "debug"}
-	e.agent = start(t, "agent", nil, append(e.agentArgs, "--hub", "https://"+e.hubAddr, "--hub-fingerprint", e.hubFP, "--join-token", jt.JoinToken)...)
+	e.agent = start(t, "agent", nil, append(e.agentArgs, "--hub", "https://"+e.hubAddr, "--hub-fingerprint", e.hubFP, "--join-token", joinToken)...)
 	proctest.Eventually(t, "enrollment", func() bool {
 		_, err := os.Stat(filepath.Join(state, "hub.json"))
 		return err == nil
