@@ -31,7 +31,7 @@ func SummaryAttrs(s engine.Summary) []slog.Attr {
 	for _, kv := range []struct {
 		k string
 		n int
-	}{{"jobs_ran", s.JobsRan}, {"jobs_failed", s.JobsFailed}, {"jobs_rejected", s.JobsRejected}} {
+	}{{"jobs_ran", s.JobsRan}, {"jobs_failed", s.JobsFailed}, {"jobs_rejected", s.JobsRejected}, {"jobs_awaiting_signatures", s.JobsAwaiting}} {
 		if kv.n > 0 {
 			attrs = append(attrs, slog.Int(kv.k, kv.n))
 		}

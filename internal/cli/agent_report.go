@@ -149,7 +149,7 @@ func onceStatus(rep engine.Report, moveErr error) error {
 		}
 		return err
 	}
-	if s.Changed > 0 || s.PendingSignature > 0 || s.JobsRan > 0 {
+	if s.Changed > 0 || s.PendingSignature > 0 || s.JobsRan > 0 || s.JobsAwaiting > 0 {
 		return &ExitStatus{Code: ExitChanged, Reason: "agent: changed something or holds an action for a signature (exit 2)"}
 	}
 	return nil

@@ -262,3 +262,69 @@ hosts:
 		t.Errorf("pending payloads left after convergence: %v", left)
 	}
 }
+
+// TestAgentTwoSignersInbox: under a policy asking two operators, a job in
+// the inbox with one operator's signature waits (shown as waiting with
+// who signed, exit 2, nothing run, the file kept); once a second
+// operator's signature file joins it, it runs exactly once.
+func TestAgentTwoSignersInbox(t *testing.T) {
+	f := newAgentFixture(t)
+	if err := f.srv.Sim.AddGuest(sim.GuestSpec{VMID: 103, Kind: guest.QEMU, Name: "db",
+		Config: map[string]string{"scsi0": "local-lvm:vm-103-disk-0,size=32G", "scsi1": "local-lvm:vm-103-disk-1,size=10G"}}); err != nil {
+		t.Fatal(err)
+	}
+	ops := newOpFixture(t, "alice", "bob")
+	policy := filepath.Join(f.dir, "policy.yaml")
+	if err := os.WriteFile(policy, []byte("require:\n  \"*\": {role: operator, count: 2}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	doc := f.desired(t, `apiVersion: steward/v1
+kind: Fleet
+hosts:
+  pve:
+    guests:
+      103: {config: {scsi1: "local-lvm:vm-103-disk-7,size=10G"}}
+`)
+	jobs := filepath.Join(f.dir, "jobs")
+	os.MkdirAll(jobs, 0o700)
+	run := append(f.args("--once", "--desired", doc, "--allowed-signers", ops.allowed, "--policy", policy), "--signed-jobs", jobs)
+	if _, _, err := runCLI(t, run...); ExitCode(err) != ExitChanged {
+		t.Fatalf("first run: %v; want exit 2 (held for a signature)", err)
+	}
+	pending, _ := filepath.Glob(filepath.Join(f.state, "pending", "103-config-*.json"))
+	if len(pending) != 1 {
+		t.Fatalf("pending payload files = %v; want one for 103", pending)
+	}
+	job := filepath.Join(jobs, "job.json")
+	b, _ := os.ReadFile(pending[0])
+	os.WriteFile(job, b, 0o600)
+	if _, _, err := runCLI(t, "op", "sign", "--key", ops.keys["alice"], job); err != nil {
+		t.Fatalf("op sign (alice): %v", err)
+	}
+	for range 2 {
+		out, _, err := runCLI(t, run...)
+		if ExitCode(err) != ExitChanged || !strings.Contains(out, "waiting   "+job+" (config 103") ||
+			!strings.Contains(out, "waiting for 1 more signer(s) of role operator (1 of 2 signed: alice@example.com)") || strings.Contains(out, "REJECTED") {
+			t.Fatalf("run with alice's signature: err %v\n%s", err, out)
+		}
+		if m := f.srv.Sim.Mutations(); len(m) != 0 {
+			t.Fatalf("the change ran with 1 of 2 signatures: %+v", m)
+		}
+	}
+	if _, err := os.Stat(job); err != nil {
+		t.Fatalf("the held job left the inbox: %v", err)
+	}
+	if _, _, err := runCLI(t, "op", "sign", "--key", ops.keys["bob"], "--out", job+".sig.2", job); err != nil {
+		t.Fatalf("op sign (bob): %v", err)
+	}
+	out, _, err := runCLI(t, run...)
+	if ExitCode(err) != ExitChanged || !strings.Contains(out, "ok    config 103 scsi1=local-lvm:vm-103-disk-7,size=10G") {
+		t.Fatalf("run with both signatures: err %v\n%s", err, out)
+	}
+	if out, _, err := runCLI(t, run...); err != nil || !strings.Contains(out, "103 in_sync") {
+		t.Fatalf("after the signed run: err %v\n%s", err, out)
+	}
+	if m := f.srv.Sim.Mutations(); len(m) != 1 || m[0].Params["scsi1"] != "local-lvm:vm-103-disk-7,size=10G" {
+		t.Fatalf("mutations = %+v; want exactly the co-signed scsi1 write, once", m)
+	}
+}

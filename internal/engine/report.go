@@ -94,6 +94,7 @@ type Summary struct {
 	JobsRan          int // signed jobs that ran this tick
 	JobsRejected     int // signed jobs refused this tick
 	JobsFailed       int // signed jobs that ran and failed this tick
+	JobsAwaiting     int // signed jobs held for more signatures this tick
 }
 
 // Summary counts r's guests, actions and jobs.
@@ -120,6 +121,10 @@ func (r Report) Summary() Summary {
 			s.JobsRejected++
 		case JobFailed:
 			s.JobsFailed++
+		case JobWaiting:
+			if j.Shortfall != nil {
+				s.JobsAwaiting++
+			}
 		}
 	}
 	return s
