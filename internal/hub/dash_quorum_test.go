@@ -54,7 +54,8 @@ func TestDashboardPendingSigners(t *testing.T) {
 	}
 	var up UploadJSON
 	e.must(200, "POST", "/v1/hosts/pve-a/jobs", e.opTok, mustJSON(t, JobJSON{Payload: payload, Signatures: [][]byte{sig}}), &up)
-	page("1 of 2 (role operator): <code>" + alice.Fingerprint() + "</code> — the job waits on the hub for more operators to sign this same payload")
+	// html/template writes '+' (in base64 fingerprints) as &#43;.
+	page("1 of 2 (role operator): <code>" + strings.ReplaceAll(alice.Fingerprint(), "+", "&#43;") + "</code> — the job waits on the hub for more operators to sign this same payload")
 
 	held := wire.JobResults{Host: "pve-a", Results: []wire.JobResult{{Job: up.ID, State: wire.JobHeld, Code: signedop.CodeInsufficientSigners,
 		Reason: "waiting for 1 more signer(s)", Quorum: &wire.Quorum{Role: "operator", Need: 2, Signed: []string{"alice@example.com"}}}}}
