@@ -23,6 +23,7 @@
 //	        create:            # how to create it when missing (create.go)
 //	          ostemplate: local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst
 //	        snapshots: {every: 24h, keep: 7}  # a snapshot schedule (snapshots.go)
+//	        node: pve-b        # the cluster node it should be on: a migration (node.go)
 //
 // Every field is optional. An empty document (zero bytes, only whitespace or
 // comments, or a YAML null) is valid and manages nothing; it never means
@@ -148,6 +149,9 @@ type Guest struct {
 	Create *Create `json:"create,omitempty"`
 	// Snapshots is the guest's snapshot schedule; nil means none.
 	Snapshots *Snapshots `json:"snapshots,omitempty"`
+	// Node is the PVE node of its cluster the guest should be on; ""
+	// leaves its node unmanaged. See node.go for which agent migrates it.
+	Node string `json:"node,omitempty"`
 
 	// kindErrs are the config errors that only one kind has, of a parsed
 	// guest whose kind is not pinned (an empty map when there are none);
@@ -341,6 +345,7 @@ func (d *Document) validate(errs *errList, ln lines, record bool) {
 			}
 		}
 	}
+	d.validateNodes(errs, at)
 }
 
 func (g *Guest) validate(errs *errList, gp string, at func(string) int, record bool) {
@@ -363,6 +368,11 @@ func (g *Guest) validate(errs *errList, gp string, at func(string) int, record b
 	case "", RestartNever, RestartAllowed:
 	default:
 		errs.add(gp+".restart", at(gp+".restart"), "invalid value %q; want never or allowed", g.Restart)
+	}
+	if g.Node != "" {
+		if msg := checkNodeName(g.Node); msg != "" {
+			errs.add(gp+".node", at(gp+".node"), "%s", msg)
+		}
 	}
 	if g.Description != nil && len(*g.Description) > maxDescription {
 		errs.add(gp+".description", at(gp+".description"), "too long (%d bytes); PVE allows %d", len(*g.Description), maxDescription)

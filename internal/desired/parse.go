@@ -272,8 +272,17 @@ func (p *decoder) guest(gp string, n *yaml.Node) *Guest {
 		case "snapshots":
 			p.lines[fp] = v.Line
 			g.Snapshots = p.snapshots(fp, v)
+		case "node":
+			p.lines[fp] = v.Line
+			if s, ok := p.str(fp, v); ok {
+				if s == "" {
+					p.fail(fp, v, "%s", checkNodeName(s))
+					return
+				}
+				g.Node = s
+			}
 		default:
-			p.fail(fp, k, "unknown field (want kind, mode, state, restart, description, tags, config, ignore, create, snapshots)")
+			p.fail(fp, k, "unknown field (want kind, mode, state, restart, description, tags, config, ignore, create, snapshots, node)")
 		}
 	})
 	return g
