@@ -30,6 +30,7 @@ const (
 	SnapshotCreate   Op = "snapshot"          // POST snapshot: Params "snapname", ...
 	SnapshotRollback Op = "snapshot_rollback" // POST snapshot/{snapname}/rollback: Params "snapname"
 	SnapshotDelete   Op = "snapshot_delete"   // DELETE snapshot/{snapname}: Params "snapname"
+	Migrate          Op = "migrate"           // POST /nodes/{node}/{kind}/{vmid}/migrate on the guest's node: Params "target", QEMU "online" and "with-local-disks", LXC "restart" and "timeout"
 )
 
 // Action is one operation on one guest.

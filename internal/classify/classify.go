@@ -40,8 +40,12 @@
 //   - snapshot_delete: benign only for the snapshot Provenance.Snapshot
 //     names (the agent's own scheduled snapshot, unchanged since it took
 //     it); any other snapshot, whatever its name, is destructive.
+//   - migrate (to another node of the cluster): benign with only its
+//     known parameters (target; QEMU online and with-local-disks; LXC
+//     restart and timeout): it moves the guest and destroys nothing (see
+//     migrate.go for local disks and restart mode).
 //   - snapshot_rollback, and any unknown op: destructive.
-//   - storage headroom: a resize, config write, create or clone that would
+//   - storage headroom: a resize, config write, create, clone or migration that would
 //     otherwise be benign is held for a signature when the agent found it
 //     would fill a storage past its threshold (Provenance.Headroom; see
 //     Allocations and Headroom).
@@ -146,6 +150,8 @@ func Classify(a action.Action, actual guest.Config, prov Provenance) Verdict {
 		j.bad(fmt.Sprintf("rolls back guest %d to snapshot %q, discarding every change since", a.VMID, a.Params["snapname"]))
 	case action.SnapshotDelete:
 		j.snapshotDelete(prov)
+	case action.Migrate:
+		j.migrate()
 	default:
 		j.bad(fmt.Sprintf("unknown op %q", a.Op))
 	}

@@ -326,7 +326,7 @@ func TestClassifySnapshotsAndUnknownOps(t *testing.T) {
 		{name: "steward-looking name without provenance", a: action.Action{Op: action.SnapshotDelete, VMID: 101, Kind: guest.LXC, Params: p{"snapname": "steward-20261205-210000"}}, actual: l, want: Destructive, reason: []string{"deletes snapshot"}, keys: lxcDisks},
 		{name: "snapshot rollback", a: action.Action{Op: action.SnapshotRollback, VMID: 101, Kind: guest.LXC, Params: p{"snapname": "s1"}}, actual: l, want: Destructive, reason: []string{`rolls back guest 101 to snapshot "s1"`}, keys: lxcDisks},
 		{name: "snapshot delete", a: action.Action{Op: action.SnapshotDelete, VMID: 101, Kind: guest.LXC, Params: p{"snapname": "s1"}}, actual: l, want: Destructive, reason: []string{`deletes snapshot "s1"`}, keys: lxcDisks},
-		{name: "unknown op", a: action.Action{Op: "migrate", VMID: 101, Kind: guest.LXC}, actual: l, want: Destructive, reason: []string{`unknown op "migrate"`}},
+		{name: "unknown op", a: action.Action{Op: "move_disk", VMID: 101, Kind: guest.LXC}, actual: l, want: Destructive, reason: []string{`unknown op "move_disk"`}},
 		{name: "empty op", a: action.Action{VMID: 101, Kind: guest.LXC}, actual: l, want: Destructive, reason: []string{`unknown op ""`}},
 		{name: "op case trick", a: action.Action{Op: "Start", VMID: 101, Kind: guest.LXC}, actual: l, want: Destructive},
 		{name: "unknown op with provenance", a: action.Action{Op: "template", VMID: 101, Kind: guest.LXC}, actual: l, prov: Provenance{CreatedByAgent: true, CreateFailed: true}, want: Destructive},

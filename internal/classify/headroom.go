@@ -22,7 +22,8 @@ const DefaultHeadroom = 0.90
 // create ("STORAGE:SIZE", SIZE in GiB as PVE reads it, into a slot actual
 // does not fill), and a full clone (the size of every disk of source, the
 // clone's source guest's config, on the target storage or on the disk's own
-// storage). actual is the guest's current config (nil when it does not
+// storage), and a migration (every disk of actual, on the target node's
+// storage of the same id). actual is the guest's current config (nil when it does not
 // exist), source is nil when unknown (then a clone allocates nothing
 // known). A linked clone allocates nothing up front. The result is nil
 // when a allocates nothing it can size.
@@ -84,6 +85,21 @@ func Allocations(a action.Action, actual, source guest.Config) map[string]int64 
 			} else {
 				add(d.volume, d.size)
 			}
+		}
+	case action.Migrate:
+		// On the target node: every volume of the guest, on the storage
+		// of the same id (the planner names no targetstorage). Whether a
+		// storage is shared, so nothing is copied, is the caller's to
+		// know; unused volumes carry no size and are not counted.
+		for _, k := range slices.Sorted(maps.Keys(actual)) {
+			if !IsDataBearing(a.Kind, k) || unusedFamily.has(k) {
+				continue
+			}
+			d, err := parseDrive(a.Kind, actual[k])
+			if err != nil || d.cdrom || !d.hasSize {
+				continue
+			}
+			add(d.volume, d.size)
 		}
 	}
 	if len(out) == 0 {

@@ -127,7 +127,7 @@ func TestOnTaskFailureStopsBeforeWaiting(t *testing.T) {
 
 func TestUnknownOpIsRefused(t *testing.T) {
 	ex, srv := setup(t, sim.Options{})
-	_, err := ex.Run(t.Context(), action.Action{Op: "migrate", VMID: 101, Kind: guest.QEMU}, nil)
+	_, err := ex.Run(t.Context(), action.Action{Op: "move_disk", VMID: 101, Kind: guest.QEMU}, nil)
 	if !errors.Is(err, executor.ErrUnsupported) {
 		t.Fatalf("err = %v; want ErrUnsupported", err)
 	}

@@ -66,7 +66,7 @@ func TestParsePolicyErrors(t *testing.T) {
 		{"unknown requirement field", "require:\n  destroy: {role: operator, count: 1, quorum: 2}\n",
 			"signedop: policy: line 2: require.destroy.quorum: unknown field (want role, count)"},
 		{"misspelled op", "require:\n  destory: {role: operator, count: 1}\n",
-			`signedop: policy: line 2: require.destory: unknown op (want one of start, shutdown, stop, reboot, config, resize, create, clone, destroy, snapshot, snapshot_rollback, snapshot_delete, or "*" for any op)`},
+			`signedop: policy: line 2: require.destory: unknown op (want one of start, shutdown, stop, reboot, config, resize, create, clone, destroy, snapshot, snapshot_rollback, snapshot_delete, migrate, or "*" for any op)`},
 		{"zero count", "require:\n  destroy:\n    role: operator\n    count: 0\n", `signedop: policy: line 4: require.destroy.count: want an integer from 1 to 100, got "0"`},
 		{"count not a number", "require:\n  destroy: {role: operator, count: two}\n", `signedop: policy: line 2: require.destroy.count: want an integer from 1 to 100, got "two"`},
 		{"missing role", "require:\n  destroy: {count: 1}\n", "signedop: policy: line 2: require.destroy: role is missing; want the role whose holders may sign, e.g. {role: operator, count: 1}"},

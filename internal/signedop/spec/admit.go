@@ -24,12 +24,13 @@ func KnownOps() []action.Op { return slices.Clone(knownOps) }
 
 // NeedsDigest reports whether a payload for op must name the guest's
 // config digest: every op on an existing guest whose config or data it
-// reads or changes (config, resize, destroy and the snapshot ops). Start,
+// reads or changes (config, resize, destroy, the snapshot ops, and a
+// migration, which moves the guest's disks as its config names them). Start,
 // shutdown, stop and reboot act on run state only, and a create's guest does not
 // exist yet.
 func NeedsDigest(op action.Op) bool {
 	switch op {
-	case action.SetConfig, action.Resize, action.Destroy, action.SnapshotCreate, action.SnapshotRollback, action.SnapshotDelete:
+	case action.SetConfig, action.Resize, action.Destroy, action.SnapshotCreate, action.SnapshotRollback, action.SnapshotDelete, action.Migrate:
 		return true
 	}
 	return false

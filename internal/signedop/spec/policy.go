@@ -46,7 +46,7 @@ func DefaultPolicy() Policy {
 }
 
 var knownOps = []action.Op{action.Start, action.Shutdown, action.Stop, action.Reboot, action.SetConfig, action.Resize,
-	action.Create, action.Clone, action.Destroy, action.SnapshotCreate, action.SnapshotRollback, action.SnapshotDelete}
+	action.Create, action.Clone, action.Destroy, action.SnapshotCreate, action.SnapshotRollback, action.SnapshotDelete, action.Migrate}
 
 // Validate checks that every requirement names a known op or "*", a
 // non-empty role and a count of at least 1, and every role is non-empty.
