@@ -129,7 +129,9 @@ func PlanReport(host string, gen int64, want *desired.Host, wr wire.Report) Plan
 	// A guest the agent reported moved to another node of its cluster is
 	// planned as moved here too, not as missing (the hub cannot read the
 	// cluster itself).
-	var opts plan.Options
+	// The node the agent runs on: a guest whose entry names another node
+	// is planned as its migration there, as the agent plans it.
+	opts := plan.Options{Node: wr.Facts.Node}
 	for _, s := range wr.Sync {
 		if s.Phase == wire.PhaseMoved && s.Node != "" {
 			if opts.Elsewhere == nil {

@@ -46,6 +46,10 @@
 //     on another node of the cluster has moved (a migration, HA): Phase
 //     Moved with the node, no step, never a create nor an error. Its
 //     entry belongs under the host of that node now.
+//   - A guest the host lists whose entry names another node of the
+//     cluster (node:, Options.Node being this host's node) gets one
+//     migrate step to that node and nothing else this tick (migrate.go);
+//     a guest under PVE's migrate lock gets nothing at all.
 //   - A guest whose config is needed (it manages config, description or
 //     tags) but could not be read (ConfigErr), was not read (nil Config) or
 //     has no digest gets an Error and no action at all, not even a run-state
@@ -106,6 +110,10 @@ type Options struct {
 	// Phase Moved with its Node, and no step at all, never a create. Nil
 	// means nothing is known of other nodes.
 	Elsewhere map[int]string
+	// Node is the PVE node this host's guests are on. A guest it lists
+	// whose desired entry names another node (desired.Guest.Node) is
+	// migrated there (see migrate.go). "" plans no migration.
+	Node string
 }
 
 // Phase is a desired guest's sync status.
@@ -232,7 +240,19 @@ func Diff(want *desired.Host, actual []guest.Observed, opts Options) Plan {
 			a := &actual[uint32(ao[j])]
 			st.Lock = a.Lock
 			d.done, d.left = k, len(ids)-k
+			if wantsMigration(g, a, opts.Node) {
+				var handled bool
+				if p.Steps, handled = d.migrateStep(p.Steps, &st, g, a, opts.Node, secs); handled {
+					break
+				}
+			}
 			p.Steps = d.guest(p.Steps, &st, g, a, secs)
+			if wantsMigration(g, a, opts.Node) && g.EffectiveMode() == desired.Observe {
+				st.Drift = append(slices.Clip(st.Drift), Change{Key: "node", From: opts.Node, To: g.Node})
+				if st.Phase != Error {
+					st.Phase = DriftObserved
+				}
+			}
 		}
 		p.Guests = append(p.Guests, st)
 	}

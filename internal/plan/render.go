@@ -27,6 +27,7 @@ import (
 //	~ 109 reboot to apply pending cores (timeout 180s)
 //	= 107 in sync
 //	* 111 moved to node pve-b (nothing done here)
+//	~ 112 migrate to node pve-b (online)   a migration node: asks for
 //
 // Values are written bare, or Go-quoted when empty-looking, multi-line,
 // containing spaces or the arrow; an absent value is "(unset)". An empty
@@ -69,6 +70,15 @@ func (p Plan) Render() string {
 				line(&b, "+", id, "start")
 			case action.Shutdown:
 				line(&b, "-", id, "shutdown (timeout "+s.Action.Params["timeout"]+"s)")
+			case action.Migrate:
+				text := "migrate to node " + s.Action.Params["target"]
+				switch {
+				case s.Action.Params["online"] == "1":
+					text += " (online)"
+				case s.Action.Params["restart"] == "1":
+					text += " (restart mode, timeout " + s.Action.Params["timeout"] + "s)"
+				}
+				line(&b, "~", id, text)
 			case action.Reboot:
 				keys := make([]string, len(s.Changes))
 				for i, c := range s.Changes {
