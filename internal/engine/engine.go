@@ -57,6 +57,9 @@ type Reader interface {
 	// StorageStatus reads a storage's size and usage, for the headroom
 	// check before an allocation.
 	StorageStatus(ctx context.Context, node, storage string) (pve.Storage, error)
+	// MigrateCheck reads PVE's preconditions for migrating a guest
+	// (GET …/migrate), before a migration desired state asks for.
+	MigrateCheck(ctx context.Context, node string, kind guest.Kind, vmid int, target string) (pve.MigrateCheck, error)
 }
 
 // Engine converges the guests of one host. Build it with all fields set

@@ -37,6 +37,7 @@ type PVE interface {
 	SnapshotTake(ctx context.Context, node string, kind guest.Kind, vmid int, o pve.SnapshotOptions) (pve.Result, error)
 	SnapshotRollback(ctx context.Context, node string, kind guest.Kind, vmid int, name string) (pve.Result, error)
 	SnapshotDelete(ctx context.Context, node string, kind guest.Kind, vmid int, name string) (pve.Result, error)
+	Migrate(ctx context.Context, node string, kind guest.Kind, vmid int, params map[string]string) (pve.Result, error)
 	WaitTask(ctx context.Context, upid pve.UPID, o pve.WaitOptions) (pve.TaskResult, error)
 }
 
@@ -47,6 +48,7 @@ type Timeouts struct {
 	Power    time.Duration // start/stop; default 5m
 	Shutdown time.Duration // extra time beyond the action's own shutdown timeout; default 2m
 	Disk     time.Duration // resize, create, clone, destroy, snapshots; default 30m
+	Migrate  time.Duration // a migration, disks and memory copied; default 2h
 }
 
 func (t Timeouts) withDefaults() Timeouts {
@@ -59,6 +61,7 @@ func (t Timeouts) withDefaults() Timeouts {
 	def(&t.Power, 5*time.Minute)
 	def(&t.Shutdown, 2*time.Minute)
 	def(&t.Disk, 30*time.Minute)
+	def(&t.Migrate, 2*time.Hour)
 	return t
 }
 
@@ -98,6 +101,8 @@ func (e *Executor) Run(ctx context.Context, a action.Action, onTask func(pve.UPI
 		timeout = t.Power
 	case action.Shutdown, action.Reboot:
 		timeout = t.Power + t.Shutdown + shutdownTimeout(a)
+	case action.Migrate:
+		timeout = t.Migrate
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -207,6 +212,11 @@ func (e *Executor) call(ctx context.Context, a action.Action) (pve.Result, error
 		return c.SnapshotRollback(ctx, node, k, id, p["snapname"])
 	case action.SnapshotDelete:
 		return c.SnapshotDelete(ctx, node, k, id, p["snapname"])
+	case action.Migrate:
+		// Made on the node the guest is on, the executor's: PVE migrates
+		// from the source. Its task (qmigrate, vzmigrate, or hamigrate
+		// for a guest under HA) runs there, so its UPID names this node.
+		return c.Migrate(ctx, node, k, id, p)
 	}
 	return pve.Result{}, fmt.Errorf("%w %q", ErrUnsupported, a.Op)
 }
