@@ -2,9 +2,11 @@ package sim
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -240,6 +242,9 @@ func TestMigrateRules(t *testing.T) {
 	vm(101, true, nil)
 	vm(102, false, map[string]string{"hostpci0": "0000:01:00.0"})
 	vm(103, false, nil)
+	vm(104, false, map[string]string{"ide2": "cdrom,media=cdrom"})
+	vm(105, false, map[string]string{"ide2": "local:iso/debian.iso,media=cdrom"})
+	vm(106, false, map[string]string{"sata0": "/dev/sde"})
 	ts.addGuest(GuestSpec{VMID: 201, Kind: guest.LXC, Node: "pve-a", Running: true, Config: lxcSpec(201, true).Config})
 	ts.addGuest(GuestSpec{VMID: 202, Kind: guest.LXC, Node: "pve-a", Config: map[string]string{
 		"rootfs": "local-lvm:vm-202-disk-0,size=8G", "mp0": "/srv/data,mp=/data", "ostype": "debian", "arch": "amd64"}})
@@ -285,12 +290,24 @@ func TestMigrateRules(t *testing.T) {
 		}{
 			{"pve-a", guest.QEMU, 101, url.Values{"target": {"pve-b"}, "online": {"1"}}, "can't live migrate attached local disks without with-local-disks option"},
 			{"pve-a", guest.QEMU, 102, url.Values{"target": {"pve-b"}}, "can't migrate VM which uses local devices: hostpci0"},
+			{"pve-a", guest.QEMU, 104, url.Values{"target": {"pve-b"}}, "Problem found while scanning volumes - can't migrate local cdrom drive"},
+			{"pve-a", guest.QEMU, 105, url.Values{"target": {"pve-b"}}, "Problem found while scanning volumes - can't migrate local cdrom 'local:iso/debian.iso'"},
+			{"pve-a", guest.QEMU, 106, url.Values{"target": {"pve-b"}}, "Problem found while scanning volumes - can't migrate local disk '/dev/sde': local file/device"},
 			{"pve-a", guest.LXC, 201, url.Values{"target": {"pve-b"}, "online": {"1"}}, "lxc live migration is currently not implemented"},
 			{"pve-a", guest.LXC, 202, url.Values{"target": {"pve-b"}}, "cannot migrate local bind mount point 'mp0'"},
 		} {
-			_, st := ts.migrate(tc.node, tc.kind, tc.vmid, tc.params)
-			if st["exitstatus"] != tc.exit {
-				t.Errorf("%s %d %v: exit %q; want %q", tc.kind, tc.vmid, tc.params, st["exitstatus"], tc.exit)
+			// AbstractMigrate: the reason is in the log, the exit status
+			// says the migration was aborted.
+			upid, st := ts.migrate(tc.node, tc.kind, tc.vmid, tc.params)
+			if st["exitstatus"] != "migration aborted" {
+				t.Errorf("%s %d %v: exit %q; want \"migration aborted\"", tc.kind, tc.vmid, tc.params, st["exitstatus"])
+			}
+			var log []string
+			for _, l := range ts.mustOK(ts.do("GET", "/nodes/pve-a/tasks/"+upid+"/log", nil)).dataList(t) {
+				log = append(log, fmt.Sprint(l.(map[string]any)["t"]))
+			}
+			if want := "ERROR: migration aborted (duration 00:00:00): " + tc.exit; !slices.Contains(log, want) {
+				t.Errorf("%s %d: log %q; want the line %q", tc.kind, tc.vmid, log, want)
 			}
 			if g, _ := ts.s.Guest(tc.vmid); g.Node != "pve-a" || g.Lock != "" && tc.vmid != 103 {
 				t.Errorf("%d after a refused migration: node %s lock %q; want pve-a, unlocked", tc.vmid, g.Node, g.Lock)
@@ -373,5 +390,72 @@ func TestHAMigration(t *testing.T) {
 			t.Fatal("HA never moved guest 102 to pve-c")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestMigratePrecondition: GET …/migrate answers as migrate_vm_precondition,
+// with the fields the schema lists.
+func TestMigratePrecondition(t *testing.T) {
+	ts := startCluster(t)
+	c := qemuSpec(101, true).Config
+	c["hostpci0"] = "0000:01:00.0"
+	c["ide2"] = "local:iso/debian.iso,media=cdrom"
+	c["unused0"] = "local-lvm:vm-101-disk-7"
+	ts.addGuest(GuestSpec{VMID: 101, Kind: guest.QEMU, Node: "pve-a", Running: true, Config: c})
+	ts.addGuest(GuestSpec{VMID: 201, Kind: guest.LXC, Node: "pve-b", Config: lxcSpec(201, false).Config})
+	ts.addGuest(GuestSpec{VMID: 102, Kind: guest.QEMU, Node: "pve-a", Config: qemuSpec(102, false).Config})
+	if err := ts.s.SetLock(102, "backup"); err != nil {
+		t.Fatal(err)
+	}
+
+	r := ts.mustOK(ts.do("GET", "/nodes/pve-a/qemu/101/migrate", url.Values{"target": {"pve-b"}})).dataMap(t)
+	props := schemaProps(t, "/nodes/{node}/qemu/{vmid}/migrate")
+	for k := range r {
+		if !props[k] {
+			t.Errorf("qemu precondition field %q is not in the schema", k)
+		}
+	}
+	if fmt.Sprint(r["running"]) != "1" || fmt.Sprint(r["allowed_nodes"]) != "[pve-b pve-c]" || fmt.Sprint(r["local_resources"]) != "[hostpci0]" {
+		t.Errorf("qemu precondition %v; want running, pve-b and pve-c allowed, hostpci0 local", r)
+	}
+	var disks []string
+	for _, d := range r["local_disks"].([]any) {
+		m := d.(map[string]any)
+		disks = append(disks, fmt.Sprintf("%v size=%v cdrom=%v unused=%v", m["volid"], m["size"], m["cdrom"], m["is_unused"]))
+	}
+	want := []string{
+		"local:iso/debian.iso size=<nil> cdrom=1 unused=<nil>",
+		"local-lvm:vm-101-disk-0 size=34359738368 cdrom=<nil> unused=<nil>",
+		"local-lvm:vm-101-disk-1 size=10737418240 cdrom=<nil> unused=<nil>",
+		"local-lvm:vm-101-disk-7 size=<nil> cdrom=<nil> unused=1",
+	}
+	if !slices.Equal(disks, want) {
+		t.Errorf("local disks %q; want %q", disks, want)
+	}
+
+	l := ts.mustOK(ts.do("GET", "/nodes/pve-b/lxc/201/migrate", nil)).dataMap(t)
+	lprops := schemaProps(t, "/nodes/{node}/lxc/{vmid}/migrate")
+	for k := range l {
+		if !lprops[k] {
+			t.Errorf("lxc precondition field %q is not in the schema", k)
+		}
+	}
+	if fmt.Sprint(l["running"]) != "0" || fmt.Sprint(l["allowed-nodes"]) != "[pve-a pve-c]" {
+		t.Errorf("lxc precondition %v; want stopped, pve-a and pve-c allowed", l)
+	}
+
+	for _, tc := range []struct {
+		path   string
+		q      url.Values
+		status int
+		reason string
+	}{
+		{"/nodes/pve-a/qemu/102/migrate", nil, 500, "VM is locked (backup)"},
+		{"/nodes/pve-a/lxc/201/migrate", nil, 500, "Configuration file 'nodes/pve-a/lxc/201.conf' does not exist"},
+		{"/nodes/pve-a/qemu/101/migrate", url.Values{"target": {"bad_node"}}, 400, "Parameter verification failed."},
+	} {
+		if r := ts.do("GET", tc.path, tc.q); r.status != tc.status || r.reason != tc.reason {
+			t.Errorf("GET %s %v: %d %q; want %d %q", tc.path, tc.q, r.status, r.reason, tc.status, tc.reason)
+		}
 	}
 }

@@ -42,7 +42,73 @@ func (t *routeTable) addMigrateRoutes() {
 	for _, k := range []guest.Kind{guest.QEMU, guest.LXC} {
 		k := k
 		t.add("POST", "/nodes/{node}/"+string(k)+"/{vmid}/migrate", func(s *Sim, q *request) response { return s.postMigrate(k, q) })
+		t.add("GET", "/nodes/{node}/"+string(k)+"/{vmid}/migrate", func(s *Sim, q *request) response { return s.getMigrate(k, q) })
 	}
+}
+
+// getMigrate is migrate_vm_precondition (GET …/migrate), as qemu-server
+// and pve-container answer it: the guest must be on this node and carry
+// no lock ("VM is locked (backup)", "CT is locked (backup)"); every other
+// node of the cluster is allowed (the simulator's storages exist on every
+// node and HA has no affinity rules). A VM also lists its local disks
+// (every volume: no storage is shared; cdroms with an image too, with
+// cdrom set, and unused volumes with is_unused) with their sizes, and its
+// local resources (localResources), which refuse a migration.
+func (s *Sim) getMigrate(k guest.Kind, q *request) response {
+	return s.withGuest(k, q, func(g *guestState) response {
+		if l := g.config["lock"]; l != "" {
+			return fail(500, "%s is locked (%s)", kindWord(k), l)
+		}
+		var allowed []any
+		for _, n := range s.nodes {
+			if n != g.node {
+				allowed = append(allowed, n)
+			}
+		}
+		if allowed == nil {
+			allowed = []any{}
+		}
+		if k == guest.LXC {
+			return reply(map[string]any{"running": boolInt(g.running), "allowed-nodes": allowed, "not-allowed-nodes": map[string]any{}})
+		}
+		disks := []any{}
+		for _, key := range sortedKeys(g.config) {
+			if !qemuDiskRE.MatchString(key) {
+				continue
+			}
+			v := g.config[key]
+			first, _, _ := strings.Cut(v, ",")
+			first = strings.TrimPrefix(first, "file=")
+			if first == "none" || first == "cdrom" || strings.HasPrefix(first, "/") || !strings.Contains(first, ":") {
+				continue
+			}
+			d := map[string]any{"volid": first}
+			if n, ok := g.realVolumeSize(first); ok {
+				d["size"] = n
+			}
+			if strings.Contains(v, "media=cdrom") {
+				d["cdrom"] = 1
+			}
+			if strings.HasPrefix(key, "unused") {
+				d["is_unused"] = 1
+			}
+			disks = append(disks, d)
+		}
+		res := []any{}
+		for _, r := range localResources(g.config) {
+			res = append(res, r)
+		}
+		return reply(map[string]any{"running": boolInt(g.running), "allowed_nodes": allowed, "not_allowed_nodes": map[string]any{},
+			"local_disks": disks, "local_resources": res, "mapped-resources": []any{}, "mapped-resource-info": map[string]any{},
+			"has-dbus-vmstate": 1})
+	})
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // migration is one migration's options.
@@ -168,31 +234,11 @@ func (s *Sim) migrateSpec(g *guestState, q *request, m migration) taskSpec {
 		if err := s.goneLocked(g); err != nil {
 			return err
 		}
-		if err := checkLockField(g, false); err != nil {
-			return err
-		}
-		wasRunning = g.running
-		live := g.running && m.ha != "relocate"
-		if k == guest.QEMU {
-			if live && !m.online {
-				return taskErrf("can't migrate running VM without --online")
-			}
-			if res := localResources(g.config); len(res) > 0 && (live || !m.force) {
-				return taskErrf("can't migrate VM which uses local devices: %s", strings.Join(res, ", "))
-			}
-			if live && !m.withLocalDisks && len(localDisks(k, g.config)) > 0 {
-				return taskErrf("can't live migrate attached local disks without with-local-disks option")
-			}
-		} else {
-			if live && m.online {
-				return taskErrf("lxc live migration is currently not implemented")
-			}
-			if live && !m.restart {
-				return taskErrf("running container can only be migrated in restart mode")
-			}
-			if mp := localMounts(g.config); mp != "" {
-				return taskErrf("cannot migrate local bind mount point '%s'", mp)
-			}
+		if err := s.prepareMigration(r, g, m, &wasRunning); err != nil {
+			// AbstractMigrate: the reason is logged, the task's exit
+			// status says only that the migration was aborted.
+			r.logf("ERROR: migration aborted (duration 00:00:00): %s", err)
+			return taskErrf("migration aborted")
 		}
 		r.logf("starting migration of %s %d to node '%s' (%s)", kindWord(k), g.vmid, m.target, s.nodeIP(m.target))
 		for _, d := range localDisks(k, g.config) {
@@ -227,6 +273,58 @@ func (s *Sim) migrateSpec(g *guestState, q *request, m migration) taskSpec {
 		g.haMoving = ""
 	}
 	return sp
+}
+
+// prepareMigration is QemuMigrate's / LXC::Migrate's prepare and volume
+// scan: why g cannot migrate as m asks, or nil. It sets *wasRunning.
+func (s *Sim) prepareMigration(r *taskRun, g *guestState, m migration, wasRunning *bool) error {
+	k := g.kind
+	if l := g.config["lock"]; l != "" {
+		return fmt.Errorf("%s is locked (%s)", kindWord(k), l)
+	}
+	*wasRunning = g.running
+	live := g.running && m.ha != "relocate"
+	if k == guest.LXC {
+		switch {
+		case live && m.online:
+			return fmt.Errorf("lxc live migration is currently not implemented")
+		case live && !m.restart:
+			return fmt.Errorf("running container can only be migrated in restart mode")
+		}
+		if mp := localMounts(g.config); mp != "" {
+			return fmt.Errorf("cannot migrate local bind mount point '%s'", mp)
+		}
+		return nil
+	}
+	if live && !m.online {
+		return fmt.Errorf("can't migrate running VM without --online")
+	}
+	if res := localResources(g.config); len(res) > 0 && (live || !m.force) {
+		return fmt.Errorf("can't migrate VM which uses local devices: %s", strings.Join(res, ", "))
+	}
+	// scan_local_volumes: a host device or file, the host's cdrom drive,
+	// an image on (the simulator's local) storage in a cdrom.
+	for _, key := range sortedKeys(g.config) {
+		if !qemuDiskRE.MatchString(key) {
+			continue
+		}
+		v := g.config[key]
+		first, _, _ := strings.Cut(v, ",")
+		first = strings.TrimPrefix(first, "file=")
+		cdrom := strings.Contains(v, "media=cdrom")
+		switch {
+		case strings.HasPrefix(first, "/"):
+			return fmt.Errorf("Problem found while scanning volumes - can't migrate local disk '%s': local file/device", first)
+		case cdrom && first == "cdrom":
+			return fmt.Errorf("Problem found while scanning volumes - can't migrate local cdrom drive")
+		case cdrom && strings.Contains(first, ":") && !strings.HasSuffix(first, "cloudinit"):
+			return fmt.Errorf("Problem found while scanning volumes - can't migrate local cdrom '%s'", first)
+		}
+	}
+	if live && !m.withLocalDisks && len(localDisks(k, g.config)) > 0 {
+		return fmt.Errorf("can't live migrate attached local disks without with-local-disks option")
+	}
+	return nil
 }
 
 // movedTo is a copy of g whose config is in target's directory. The old
