@@ -165,6 +165,9 @@ func (e *Engine) execute(ctx context.Context, p gate.Permit, source Source, file
 		return err
 	})
 	crashpoint.Hit(crashpoint.AfterCall)
+	if err != nil {
+		err = e.migrateFailure(ctx, a, err)
+	}
 
 	var unknown *pve.OutcomeUnknownError
 	if errors.As(err, &unknown) || (err != nil && ctx.Err() != nil) {
@@ -262,12 +265,12 @@ func (e *Engine) isActive(id string) bool {
 
 // recheckDigest re-reads the guest's config right before an action whose
 // PVE call cannot carry a digest (destroy, snapshot rollback, delete and
-// create) and refuses to run it when the config changed since the action
+// create, migrate) and refuses to run it when the config changed since the action
 // was planned or signed: what was authorized was that action on that
 // state. (Config writes and resizes pass the digest to PVE instead.)
 func (e *Engine) recheckDigest(ctx context.Context, a action.Action) error {
 	switch a.Op {
-	case action.Destroy, action.SnapshotRollback, action.SnapshotDelete, action.SnapshotCreate:
+	case action.Destroy, action.SnapshotRollback, action.SnapshotDelete, action.SnapshotCreate, action.Migrate:
 	default:
 		return nil
 	}

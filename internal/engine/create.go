@@ -130,6 +130,9 @@ func (t *tick) cleanups(p *plan.Plan) {
 // create whose vmid is taken in the cluster, a cicustom snippet that does
 // not exist), or "". It reads PVE only for those actions.
 func (t *tick) precheck(ctx context.Context, a action.Action) string {
+	if a.Op == action.Migrate {
+		return t.precheckMigrate(ctx, a)
+	}
 	if a.Op == action.Create || a.Op == action.Clone {
 		if why := t.vmidTaken(ctx, a.VMID); why != "" {
 			return why

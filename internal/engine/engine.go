@@ -60,6 +60,9 @@ type Reader interface {
 	// MigrateCheck reads PVE's preconditions for migrating a guest
 	// (GET …/migrate), before a migration desired state asks for.
 	MigrateCheck(ctx context.Context, node string, kind guest.Kind, vmid int, target string) (pve.MigrateCheck, error)
+	// TaskLog reads a task's log lines, for the reason a failed
+	// migration logged.
+	TaskLog(ctx context.Context, node string, upid pve.UPID, start, limit int) ([]pve.LogLine, error)
 }
 
 // Engine converges the guests of one host. Build it with all fields set

@@ -39,21 +39,37 @@ func (t *tick) headroom(ctx context.Context, a action.Action, actual guest.Confi
 		}
 	}
 	allocs := classify.Allocations(a, actual, source)
+	node := allocNode(t.e.Node, a)
 	var why []string
 	for _, sid := range slices.Sorted(maps.Keys(allocs)) {
-		u, err := t.storageUsage(ctx, sid)
+		u, shared, err := t.storageUsage(ctx, node, sid)
 		if err != nil {
 			unreadable = true
 			why = append(why, fmt.Sprintf("cannot read the usage of storage %s (GET /nodes/%s/storage/%s/status: %v; the agent's token needs Datastore.Audit on /storage/%s)",
-				sid, t.e.Node, sid, err, sid))
+				sid, node, sid, err, sid))
 			continue
 		}
-		u.Used += t.allocated[sid]
+		if shared && a.Op == action.Migrate {
+			continue // a migration copies nothing to shared storage
+		}
+		if node != t.e.Node {
+			u.Storage = sid + " on node " + node
+		}
+		u.Used += t.allocated[node+"/"+sid]
 		if f := classify.Headroom(u, allocs[sid], t.e.threshold(sid)); f != "" {
 			why = append(why, f)
 		}
 	}
 	return strings.Join(why, "; "), unreadable
+}
+
+// allocNode is the node whose storage action a allocates on: a
+// migration's target, otherwise this node.
+func allocNode(here string, a action.Action) string {
+	if a.Op == action.Migrate && a.Params["target"] != "" {
+		return a.Params["target"]
+	}
+	return here
 }
 
 // allocate counts what an allowed action allocates, so later actions of
@@ -65,27 +81,30 @@ func (t *tick) allocate(a action.Action, actual guest.Config) {
 			source = t.byID[id].Config
 		}
 	}
+	node := allocNode(t.e.Node, a)
 	for sid, n := range classify.Allocations(a, actual, source) {
 		if t.allocated == nil {
 			t.allocated = map[string]int64{}
 		}
-		t.allocated[sid] += n
+		t.allocated[node+"/"+sid] += n
 	}
 }
 
-// storageUsage reads storage sid's status once a tick.
-func (t *tick) storageUsage(ctx context.Context, sid string) (classify.StorageUsage, error) {
-	if u, ok := t.storages[sid]; ok {
-		return u, nil
+// storageUsage reads the status of storage sid on node once a tick, and
+// whether it is shared.
+func (t *tick) storageUsage(ctx context.Context, node, sid string) (classify.StorageUsage, bool, error) {
+	key := node + "/" + sid
+	if u, ok := t.storages[key]; ok {
+		return u, t.shared[key], nil
 	}
-	st, err := t.e.PVE.StorageStatus(ctx, t.e.Node, sid)
+	st, err := t.e.PVE.StorageStatus(ctx, node, sid)
 	if err != nil {
-		return classify.StorageUsage{}, err
+		return classify.StorageUsage{}, false, err
 	}
 	u := classify.StorageUsage{Storage: sid, Total: st.Total, Used: st.Used}
 	if t.storages == nil {
-		t.storages = map[string]classify.StorageUsage{}
+		t.storages, t.shared = map[string]classify.StorageUsage{}, map[string]bool{}
 	}
-	t.storages[sid] = u
-	return u, nil
+	t.storages[key], t.shared[key] = u, st.Shared
+	return u, st.Shared, nil
 }

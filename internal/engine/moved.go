@@ -75,6 +75,7 @@ func (t *tick) locate(ctx context.Context, observed []guest.Observed, again bool
 func (t *tick) planOptions() plan.Options {
 	o := t.e.Plan
 	o.Elsewhere = t.elsewhere
+	o.Node = t.e.Node
 	return o
 }
 

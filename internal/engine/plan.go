@@ -57,7 +57,11 @@ func (t *tick) plan(ctx context.Context) {
 			}
 			e.recordDecision(d, t.planOnly, "")
 			t.allocate(d.Action, cfg)
-			t.submit(d.Permit, SourceReconcile, "", "", reconcileKey(d.Action, t.epochs[d.Action.VMID]))
+			key := reconcileKey(d.Action, t.epochs[d.Action.VMID])
+			if d.Action.Op == action.Migrate {
+				key = t.migrateKey(d.Action)
+			}
+			t.submit(d.Permit, SourceReconcile, "", "", key)
 		}
 	}
 }

@@ -145,14 +145,14 @@ var taskTypes = map[guest.Kind]map[action.Op][]string{
 		action.Reboot: {"qmreboot"},
 		action.Resize: {"resize"}, action.Create: {"qmcreate", "qmrestore"}, action.Clone: {"qmclone"},
 		action.Destroy: {"qmdestroy"}, action.SnapshotCreate: {"qmsnapshot"}, action.SnapshotRollback: {"qmrollback"},
-		action.SnapshotDelete: {"qmdelsnapshot"},
+		action.SnapshotDelete: {"qmdelsnapshot"}, action.Migrate: {"qmigrate", "hamigrate"},
 	},
 	guest.LXC: {
 		action.Start: {"vzstart", "hastart"}, action.Stop: {"vzstop", "hastop"}, action.Shutdown: {"vzshutdown", "hastop"},
 		action.Reboot: {"vzreboot"},
 		action.Resize: {"resize"}, action.Create: {"vzcreate", "vzrestore"}, action.Clone: {"vzclone"},
 		action.Destroy: {"vzdestroy"}, action.SnapshotCreate: {"vzsnapshot"}, action.SnapshotRollback: {"vzrollback"},
-		action.SnapshotDelete: {"vzdelsnapshot"},
+		action.SnapshotDelete: {"vzdelsnapshot"}, action.Migrate: {"vzmigrate", "hamigrate"},
 	},
 }
 
@@ -284,6 +284,8 @@ func (e *Engine) intentMet(ctx context.Context, a action.Action) (bool, string, 
 		return exists, fmt.Sprintf("guest exists: %v", exists), nil
 	case action.Destroy:
 		return !exists, fmt.Sprintf("guest exists: %v", exists), nil
+	case action.Migrate:
+		return e.migrateMet(ctx, a, lock, exists)
 	}
 	if !exists {
 		return false, "guest does not exist", nil

@@ -76,9 +76,14 @@ type tick struct {
 	// it could not be read, when it could not.
 	elsewhere  map[int]string
 	clusterErr string
-	// storages caches the storage usage read this tick, and allocated
-	// what the actions allowed so far allocate, by storage (headroom.go).
+	// migrateKeys are the idempotency keys of migrations of guests that
+	// came back after an earlier one (migrate.go).
+	migrateKeys map[int]string
+	// storages caches the storage usage read this tick (with whether
+	// each is shared), and allocated what the actions allowed so far
+	// allocate, by "node/storage" (headroom.go).
 	storages  map[string]classify.StorageUsage
+	shared    map[string]bool
 	allocated map[string]int64
 	// snaps is each scheduled guest's snapshot schedule state
 	// (snapshots.go).
