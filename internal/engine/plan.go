@@ -36,7 +36,17 @@ func (t *tick) plan(ctx context.Context) {
 		// may run now: a finding then holds it for a signature; a usage
 		// that cannot be read refuses it until a later tick.
 		headroom, unreadable := "", false
-		if ok, _ := e.Backoff.Ready(a.VMID); ok && t.blocked[a.VMID] == "" {
+		ready, _ := e.Backoff.Ready(a.VMID)
+		ready = ready && t.blocked[a.VMID] == ""
+		if a.Op == action.Migrate && ready && !t.planOnly {
+			// PVE's preconditions first: a target it refuses has no
+			// storage to judge (migrate.go).
+			if why := t.precheck(ctx, a); why != "" {
+				t.refuse(a, classify.Benign, why)
+				continue
+			}
+		}
+		if ready {
 			headroom, unreadable = t.headroom(ctx, a, cfg)
 		}
 		if unreadable && !t.planOnly {
@@ -49,7 +59,7 @@ func (t *tick) plan(ctx context.Context) {
 				t.held[a.VMID] = append(t.held[a.VMID], d)
 				continue
 			}
-			if ok, _ := e.Backoff.Ready(a.VMID); ok && !t.planOnly && t.blocked[a.VMID] == "" {
+			if ok, _ := e.Backoff.Ready(a.VMID); ok && !t.planOnly && t.blocked[a.VMID] == "" && d.Action.Op != action.Migrate {
 				if why := t.precheck(ctx, d.Action); why != "" {
 					t.refuse(d.Action, d.Verdict.Class, why)
 					continue

@@ -51,8 +51,9 @@ func (t *routeTable) addMigrateRoutes() {
 // no lock ("VM is locked (backup)", "CT is locked (backup)"); every other
 // node of the cluster is allowed (the simulator's storages exist on every
 // node and HA has no affinity rules). A VM also lists its local disks
-// (every volume: no storage is shared; cdroms with an image too, with
-// cdrom set, and unused volumes with is_unused) with their sizes, and its
+// (every volume: no storage is shared; cdroms with an image or the host's
+// drive too, with cdrom set, host devices and files, and unused volumes
+// with is_unused) with the sizes known, and its
 // local resources (localResources), which refuse a migration.
 func (s *Sim) getMigrate(k guest.Kind, q *request) response {
 	return s.withGuest(k, q, func(g *guestState) response {
@@ -79,14 +80,18 @@ func (s *Sim) getMigrate(k guest.Kind, q *request) response {
 			v := g.config[key]
 			first, _, _ := strings.Cut(v, ",")
 			first = strings.TrimPrefix(first, "file=")
-			if first == "none" || first == "cdrom" || strings.HasPrefix(first, "/") || !strings.Contains(first, ":") {
+			cdrom := strings.Contains(v, "media=cdrom")
+			// check_vm_disks_local: every volume but a shared one and an
+			// empty cdrom; the host's drive ("cdrom") and a host device
+			// or file are local too.
+			if first == "" || first == "none" && cdrom {
 				continue
 			}
 			d := map[string]any{"volid": first}
 			if n, ok := g.realVolumeSize(first); ok {
 				d["size"] = n
 			}
-			if strings.Contains(v, "media=cdrom") {
+			if cdrom || first == "cdrom" {
 				d["cdrom"] = 1
 			}
 			if strings.HasPrefix(key, "unused") {
