@@ -89,6 +89,8 @@ func guests() []sim.GuestSpec {
 // with, the desired document, the mutations that must each run once, and
 // the guests' final state.
 type scenario struct {
+	nodes     []string       // the simulator's cluster nodes (the agent's is "pve"); nil: one node
+	wantNode  map[int]string // the node each of these guests must end on
 	guests    []sim.GuestSpec
 	templates bool // seed the simulator's creation templates
 	doc       string
@@ -152,6 +154,43 @@ hosts:
 `,
 	intended: []string{"snapshot 140"},
 	want:     map[int]wantGuest{140: {"stopped", "", ""}},
+}
+
+// migrateScenario migrates a running VM and a stopped container to
+// another node of the cluster because desired state names that node
+// (issue 12 §4): one migrate each, a PVE task each, which must happen
+// exactly once however the agent dies around them; afterwards the agent
+// finds them moved and has nothing left to do.
+var migrateScenario = scenario{settle: 2, nodes: []string{"pve", "pve-b"},
+	guests: []sim.GuestSpec{
+		{VMID: 150, Kind: guest.QEMU, Name: "app", Running: true, Config: map[string]string{"cores": "1", "memory": "1024", "scsi0": "local-lvm:vm-150-disk-0,size=16G"}},
+		{VMID: 250, Kind: guest.LXC, Name: "cache", Config: map[string]string{"cores": "1", "memory": "512", "rootfs": "local-lvm:vm-250-disk-0,size=8G"}},
+	},
+	doc: `apiVersion: steward/v1
+kind: Fleet
+hosts:
+  pve:
+    guests:
+      150: {kind: qemu, node: pve-b, state: running}
+      250: {kind: lxc, node: pve-b}
+`,
+	intended: []string{"migrate 150", "migrate 250"},
+	want:     map[int]wantGuest{150: {"running", "", ""}, 250: {"stopped", "", ""}},
+	wantNode: map[int]string{150: "pve-b", 250: "pve-b"},
+}
+
+// migrateCases kill the agent at every point of the tick that migrates
+// (two ops, both PVE tasks), and around the requests themselves.
+var migrateCases = []crash{
+	{point: crashpoint.BeforeBegin, hits: 2},
+	{point: crashpoint.AfterBegin, hits: 2},
+	{point: crashpoint.AfterTaskReturned, hits: 2},
+	{point: crashpoint.AfterTaskRecorded, hits: 2},
+	{point: crashpoint.AfterCall, hits: 2},
+	{point: crashpoint.AfterEnd, hits: 2},
+	{point: serverBeforeExec, hits: 2},
+	{point: serverAfterExec, hits: 2},
+	{point: crashpoint.AfterTaskReturned, hits: 2, second: crashpoint.AfterResolve},
 }
 
 // snapshotCases kill the agent at every point of the take (one op, a PVE
@@ -218,6 +257,18 @@ func TestCrashRecoveryExactlyOnce(t *testing.T) {
 			}
 		})
 	}
+	for ci, c := range migrateCases {
+		name := "migrate/" + c.point
+		if c.second != "" {
+			name += "+restart-" + c.second
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			for i := range max(1, runs/10) {
+				runScenario(t, exe, migrateScenario, c, 1+(ci+i)%c.hits)
+			}
+		})
+	}
 	for _, c := range snapshotCases {
 		t.Run("snapshot/"+c.point, func(t *testing.T) {
 			t.Parallel()
@@ -246,7 +297,7 @@ func TestCrashRecoveryExactlyOnce(t *testing.T) {
 // mutations once.
 func runScenario(t *testing.T, exe string, sc scenario, c crash, n int) {
 	t.Helper()
-	s, err := sim.New(sim.Options{Node: "pve", TaskDuration: 2 * time.Millisecond, Token: "root@pam!crash=7d9f0c54-crash-test", Templates: sc.templates})
+	s, err := sim.New(sim.Options{Node: "pve", Nodes: sc.nodes, TaskDuration: 2 * time.Millisecond, Token: "root@pam!crash=7d9f0c54-crash-test", Templates: sc.templates})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,6 +379,9 @@ func runScenario(t *testing.T, exe string, sc scenario, c crash, n int) {
 		g, ok := s.Guest(vmid)
 		if !ok || g.Status != w.status || (w.key != "" && g.Config[w.key] != w.value) {
 			t.Errorf("crash at %s:%d: guest %d = %s %s=%q; want %s %s=%q", c.point, n, vmid, g.Status, w.key, g.Config[w.key], w.status, w.key, w.value)
+		}
+		if node := sc.wantNode[vmid]; node != "" && g.Node != node {
+			t.Errorf("crash at %s:%d: guest %d on node %s; want %s", c.point, n, vmid, g.Node, node)
 		}
 	}
 }

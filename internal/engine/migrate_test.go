@@ -274,3 +274,41 @@ func TestMigrateLockedGuest(t *testing.T) {
 		t.Errorf("status %+v; want converging", g)
 	}
 }
+
+// TestRequestedMigrationUnderHA: for a guest HA manages, PVE hands the
+// migrate request to HA (an hamigrate task that ends at once) and HA's own
+// migration follows. The agent asks once: while the guest is still here,
+// before HA moved it and while HA moves it, it asks nothing more.
+func TestRequestedMigrationUnderHA(t *testing.T) {
+	h := newHarness(t, sim.Options{Nodes: []string{"pve-a", "pve-b"}, TaskDuration: 30 * time.Millisecond}, clusterVM(101, "pve-a", true))
+	if err := h.srv.Sim.SetHA(101, "started"); err != nil {
+		t.Fatal(err)
+	}
+	want := hostDoc(t, "pve", "      101: {kind: qemu, node: pve-b, state: running}\n")
+	moved := false
+	for i := 0; i < 500 && !moved; i++ {
+		rep := h.tick(want)
+		g, _ := guestReport(rep, 101)
+		switch g.Phase {
+		case engine.PhaseConverging, engine.PhaseInSync:
+		case engine.PhaseMoved:
+			moved = g.Node == "pve-b"
+		default:
+			t.Fatalf("tick %d: %+v; want converging until it moved", i, g)
+		}
+	}
+	if !moved {
+		t.Fatal("the guest never reached pve-b")
+	}
+	var got []string
+	for _, m := range h.srv.Sim.Mutations() {
+		got = append(got, m.Op+" "+itoa(m.VMID)+" "+m.TokenID)
+	}
+	want2 := []string{"hamigrate 101 " + h.taskUser, "migrate 101 root@pam"}
+	if !slices.Equal(got, want2) {
+		t.Errorf("mutations %q; want one request to HA and HA's one migration %q", got, want2)
+	}
+	if g, _ := h.srv.Sim.Guest(101); g.Status != "running" {
+		t.Errorf("101 %s after HA's migration; want running", g.Status)
+	}
+}
