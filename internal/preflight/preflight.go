@@ -139,6 +139,7 @@ var GuestNeeds = []Need{
 	{"VM.Config.Disk", "grow disks, and signed disk changes"},
 	{"VM.Snapshot", "take, delete and roll back snapshots"},
 	{"VM.Allocate", "create guests, and destroy them when signed"},
+	{"VM.Migrate", "migrate guests to the node desired state names"},
 }
 
 // StorageNeeds are the privileges steward needs on every storage its

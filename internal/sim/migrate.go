@@ -26,13 +26,20 @@ import (
 //
 // The task (qmigrate, vzmigrate) prepares on the guest's node (the lock
 // field; QEMU: local devices — hostpciN, usbN other than spice, serial or
-// parallel devices of the host — refuse unless forced on a stopped VM; a
-// running VM with disks on local storage needs with-local-disks; LXC:
-// online is not implemented, a running container needs restart, a bind
-// or device mount point not marked shared refuses), sets the lock
-// "migrate", and at its end the guest's config is on target without the
-// lock: a VM keeps running (online) or stays stopped, a running container
-// is shut down and started again there. A failed task removes the lock.
+// parallel devices of the host — refuse unless forced on a stopped VM;
+// the volume scan refuses a host device or file as a disk, the host's
+// cdrom drive and an image on local storage in a cdrom; a running VM with
+// disks on local storage needs with-local-disks; LXC: online is not
+// implemented, a running container needs restart, a bind or device mount
+// point not marked shared refuses). A refusal there is logged as
+// AbstractMigrate logs it ("ERROR: migration aborted (duration
+// 00:00:00): REASON") and the task exits "migration aborted". Otherwise
+// it sets the lock "migrate", and at its end the guest's config is on
+// target without the lock: a VM keeps running (online) or stays stopped,
+// a running container is shut down and started again there. A failed
+// task removes the lock.
+//
+// GET …/migrate is migrate_vm_precondition (getMigrate).
 //
 // Simplification: no storage is shared, so every disk is local; offline
 // migration copies local disks (as PVE's storage_migrate does) and volume
