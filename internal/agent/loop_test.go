@@ -120,6 +120,15 @@ func (p *quietPVE) SnapshotRollback(context.Context, string, guest.Kind, int, st
 func (p *quietPVE) SnapshotDelete(context.Context, string, guest.Kind, int, string) (pve.Result, error) {
 	return p.mutate()
 }
+func (p *quietPVE) Migrate(context.Context, string, guest.Kind, int, map[string]string) (pve.Result, error) {
+	return p.mutate()
+}
+func (p *quietPVE) MigrateCheck(context.Context, string, guest.Kind, int, string) (pve.MigrateCheck, error) {
+	return pve.MigrateCheck{}, nil
+}
+func (p *quietPVE) TaskLog(context.Context, string, pve.UPID, int, int) ([]pve.LogLine, error) {
+	return nil, nil
+}
 
 func (p *quietPVE) counts() (lists, waits, mutations int) {
 	p.mu.Lock()
