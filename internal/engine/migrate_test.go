@@ -312,3 +312,30 @@ func TestRequestedMigrationUnderHA(t *testing.T) {
 		t.Errorf("101 %s after HA's migration; want running", g.Status)
 	}
 }
+
+// TestMigratedGuestComesBack: a guest migrated as asked and then moved back
+// by hand (same config, so the same digest) is migrated again: the
+// earlier migration's key does not block a guest not under HA.
+func TestMigratedGuestComesBack(t *testing.T) {
+	h := newHarness(t, sim.Options{Nodes: []string{"pve-a", "pve-b"}}, clusterVM(101, "pve-a", false))
+	want := hostDoc(t, "pve", "      101: {kind: qemu, node: pve-b}\n")
+	h.tick(want)
+	if g, _ := h.srv.Sim.Guest(101); g.Node != "pve-b" {
+		t.Fatalf("101 on %s; want pve-b", g.Node)
+	}
+	res, err := h.client.Migrate(t.Context(), "pve-b", guest.QEMU, 101, map[string]string{"target": "pve-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	upid, _ := res.Task()
+	if _, err := h.client.WaitTask(t.Context(), upid, pve.WaitOptions{Initial: time.Millisecond, Max: 10 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	rep := h.tick(want)
+	if g, _ := h.srv.Sim.Guest(101); g.Node != "pve-b" {
+		t.Errorf("101 on %s after it came back; want migrated to pve-b again (results %+v)", g.Node, rep.Results)
+	}
+	if got := migrations(h); len(got) != 3 {
+		t.Errorf("migrations %q; want the agent's two and the one by hand", got)
+	}
+}
