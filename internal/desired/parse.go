@@ -146,6 +146,36 @@ func (p *decoder) mapping(path string, n *yaml.Node, what string, fn func(key st
 	return true
 }
 
+// block decodes the optional nested block n at path (what names it in
+// errors): calls fn for each field, with the field's path, after
+// recording the field's line. Leaving the block out is fine, a null one
+// is refused with nullMsg (it most likely lost its value).
+func (p *decoder) block(path string, n *yaml.Node, what, nullMsg string, fn func(fp, key string, k, v *yaml.Node)) {
+	if isNull(n) {
+		p.fail(path, n, "%s", nullMsg)
+		return
+	}
+	p.mapping(path, n, what, func(key string, k, v *yaml.Node) {
+		fp := join(path, key)
+		p.lines[fp] = k.Line
+		fn(fp, key, k, v)
+	})
+}
+
+// boolean decodes a YAML boolean, true or false (not 0, 1 or a string).
+// ok is false (after reporting) for anything else.
+func (p *decoder) boolean(path string, n *yaml.Node) (b, ok bool) {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
+		p.fail(path, n, "want true or false, got %s", kindName(n))
+		return false, false
+	}
+	if err := n.Decode(&b); err != nil {
+		p.fail(path, n, "invalid boolean %q", n.Value)
+		return false, false
+	}
+	return b, true
+}
+
 func join(path, key string) string {
 	if path == "" {
 		return key
@@ -291,13 +321,7 @@ func (p *decoder) guest(gp string, n *yaml.Node) *Guest {
 // create decodes a guest's create block.
 func (p *decoder) create(cp string, n *yaml.Node) *Create {
 	c := &Create{}
-	if isNull(n) {
-		p.fail(cp, n, "null is not a create block; omit create: for a guest that must exist, or say how to create it (clone:, disks:, ostemplate:)")
-		return c
-	}
-	p.mapping(cp, n, "a create block", func(key string, k, v *yaml.Node) {
-		fp := join(cp, key)
-		p.lines[fp] = k.Line
+	p.block(cp, n, "a create block", "null is not a create block; omit create: for a guest that must exist, or say how to create it (clone:, disks:, ostemplate:)", func(fp, key string, k, v *yaml.Node) {
 		switch key {
 		case "clone":
 			s, ok := p.str(fp, v)
@@ -315,16 +339,9 @@ func (p *decoder) create(cp string, n *yaml.Node) *Create {
 			}
 			c.Clone = id
 		case "full":
-			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!bool" {
-				p.fail(fp, v, "want true or false, got %s", kindName(v))
-				return
+			if b, ok := p.boolean(fp, v); ok {
+				c.Full = &b
 			}
-			var b bool
-			if err := v.Decode(&b); err != nil {
-				p.fail(fp, v, "invalid boolean %q", v.Value)
-				return
-			}
-			c.Full = &b
 		case "storage":
 			c.Storage, _ = p.str(fp, v)
 		case "name":

@@ -75,13 +75,7 @@ func formatEvery(d time.Duration) string {
 // snapshots decodes a guest's snapshots block.
 func (p *decoder) snapshots(sp string, n *yaml.Node) *Snapshots {
 	s := &Snapshots{}
-	if isNull(n) {
-		p.fail(sp, n, "null is not a snapshot schedule; omit snapshots: for none, or give every: and keep:")
-		return s
-	}
-	p.mapping(sp, n, "a snapshot schedule", func(key string, k, v *yaml.Node) {
-		fp := join(sp, key)
-		p.lines[fp] = k.Line
+	p.block(sp, n, "a snapshot schedule", "null is not a snapshot schedule; omit snapshots: for none, or give every: and keep:", func(fp, key string, k, v *yaml.Node) {
 		switch key {
 		case "every":
 			s.Every, _ = p.str(fp, v)
@@ -97,16 +91,7 @@ func (p *decoder) snapshots(sp string, n *yaml.Node) *Snapshots {
 			}
 			s.Keep = n
 		case "vmstate":
-			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!bool" {
-				p.fail(fp, v, "want true or false, got %s", kindName(v))
-				return
-			}
-			var b bool
-			if err := v.Decode(&b); err != nil {
-				p.fail(fp, v, "invalid boolean %q", v.Value)
-				return
-			}
-			s.VMState = b
+			s.VMState, _ = p.boolean(fp, v)
 		default:
 			p.fail(fp, k, "unknown field (want every, keep, vmstate)")
 		}
