@@ -17,22 +17,7 @@ func TestApplyWaitWithRealAgent(t *testing.T) {
 	e := newOpEnv(t)
 	e.login(h, "lab")
 	f := newAgentFixture(t)
-
-	out, _, err := e.run("", "hosts", "add", "pve", "-o", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var j JoinJSON
-	if err := json.Unmarshal([]byte(out), &j); err != nil {
-		t.Fatal(err)
-	}
-	join := strings.Fields(j.Command)
-	if len(join) != 8 || join[0] != "steward" || join[1] != "agent" {
-		t.Fatalf("join command %q: want steward agent --hub … --hub-fingerprint … --join-token …", j.Command)
-	}
-	if _, stderr, err := runCLI(t, f.args(append([]string{"--once"}, join[2:]...)...)...); ExitCode(err) == ExitFailure || ExitCode(err) == ExitUsage {
-		t.Fatalf("agent with the printed join command: %v\n%s", err, stderr)
-	}
+	e.enrollAgent(f, "pve")
 
 	file := writeFile(t, "fleet.yaml", agentDoc)
 	type result struct {
@@ -76,7 +61,7 @@ func TestApplyWaitWithRealAgent(t *testing.T) {
 	if out, _, err := e.run("", "plan"); err != nil {
 		t.Errorf("plan after convergence: got %v (exit %d); want exit 0\n%s", err, ExitCode(err), out)
 	}
-	out, _, err = e.run("", "status", "-o", "json")
+	out, _, err := e.run("", "status", "-o", "json")
 	var st HostsJSON
 	if err != nil || json.Unmarshal([]byte(out), &st) != nil || len(st.Hosts) != 1 || st.Hosts[0].Sync[wire.PhaseInSync] != 1 || st.Hosts[0].Managed != 1 {
 		t.Errorf("status after convergence: %v\n%s\nwant pve with 1/1 in sync", err, out)

@@ -145,10 +145,8 @@ func golden(t *testing.T, name, got string, replace ...string) {
 	}
 }
 
-// agentClient enrolls host with a join token made through `steward hosts
-// add -o json` and returns a client carrying the host's token, as an
-// agent holds it.
-func (e *opEnv) agentClient(h *testHub, host string) *hubclient.Client {
+// hostsAdd makes a join token for host with `steward hosts add -o json`.
+func (e *opEnv) hostsAdd(host string) JoinJSON {
 	e.t.Helper()
 	out, stderr, err := e.run("", "hosts", "add", host, "-o", "json")
 	if err != nil {
@@ -158,6 +156,30 @@ func (e *opEnv) agentClient(h *testHub, host string) *hubclient.Client {
 	if err := json.Unmarshal([]byte(out), &j); err != nil {
 		e.t.Fatalf("hosts add -o json: %v\n%s", err, out)
 	}
+	return j
+}
+
+// enrollAgent runs f's agent once with the join command `steward hosts
+// add` prints for host (steward agent --hub … --hub-fingerprint …
+// --join-token …), as an operator pastes it: the agent enrolls and ticks.
+func (e *opEnv) enrollAgent(f *agentFixture, host string) {
+	e.t.Helper()
+	j := e.hostsAdd(host)
+	join := strings.Fields(j.Command)
+	if len(join) != 8 || join[0] != "steward" || join[1] != "agent" {
+		e.t.Fatalf("join command %q: want steward agent --hub … --hub-fingerprint … --join-token …", j.Command)
+	}
+	if _, stderr, err := runCLI(e.t, f.args(append([]string{"--once"}, join[2:]...)...)...); ExitCode(err) == ExitFailure || ExitCode(err) == ExitUsage {
+		e.t.Fatalf("agent with the printed join command: %v\n%s", err, stderr)
+	}
+}
+
+// agentClient enrolls host with a join token made through `steward hosts
+// add -o json` and returns a client carrying the host's token, as an
+// agent holds it.
+func (e *opEnv) agentClient(h *testHub, host string) *hubclient.Client {
+	e.t.Helper()
+	j := e.hostsAdd(host)
 	c, err := hubclient.New(hubclient.Options{URL: h.URL, Fingerprint: h.Fingerprint})
 	if err != nil {
 		e.t.Fatal(err)

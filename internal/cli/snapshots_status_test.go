@@ -17,18 +17,7 @@ func TestStatusShowsSnapshotSchedule(t *testing.T) {
 	e := newOpEnv(t)
 	e.login(h, "lab")
 	f := newAgentFixture(t)
-	out, _, err := e.run("", "hosts", "add", "pve", "-o", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var j JoinJSON
-	if err := json.Unmarshal([]byte(out), &j); err != nil {
-		t.Fatal(err)
-	}
-	join := strings.Fields(j.Command)
-	if _, stderr, err := runCLI(t, f.args(append([]string{"--once"}, join[2:]...)...)...); ExitCode(err) == ExitFailure || ExitCode(err) == ExitUsage {
-		t.Fatalf("agent enroll: %v\n%s", err, stderr)
-	}
+	e.enrollAgent(f, "pve")
 	doc := strings.Replace(agentDoc, "101: {state: running, config: {cores: 2}}", "101: {kind: qemu, snapshots: {every: 24h, keep: 7}}", 1)
 	if _, _, err := e.run("", "apply", "-f", writeFile(t, "fleet.yaml", doc)); ExitCode(err) != ExitChanged {
 		t.Fatalf("apply: %v", err)
@@ -47,7 +36,7 @@ func TestStatusShowsSnapshotSchedule(t *testing.T) {
 			t.Errorf("status pve/101 lacks %q:\n%s", w, text)
 		}
 	}
-	out, _, err = e.run("", "status", "pve/101", "-o", "json")
+	out, _, err := e.run("", "status", "pve/101", "-o", "json")
 	var d HostDetailJSON
 	if err != nil || json.Unmarshal([]byte(out), &d) != nil || len(d.Guests) != 1 {
 		t.Fatalf("status -o json: %v\n%s", err, out)

@@ -11,18 +11,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/steward-pve/steward/internal/hub/store"
-	"github.com/steward-pve/steward/internal/hub/store/sqlite"
 	"github.com/steward-pve/steward/internal/wire"
 )
 
@@ -31,18 +27,8 @@ import (
 // that the connection limits apply.
 func newServedEnv(t *testing.T, opt Options, cert *tls.Certificate) *env {
 	t.Helper()
-	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "hub.db"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	opTok := NewToken("stwo_")
-	if err := st.CreateOperator(t.Context(), "alice", store.HashToken(opTok)); err != nil {
-		t.Fatal(err)
-	}
-	logBuf := &syncBuffer{}
-	opt.Logger = slog.New(slog.NewTextHandler(logBuf, nil))
-	h := New(st, opt)
+	e := newUnservedEnv(t, opt)
+	h := e.hub
 	srv := h.HTTPServer(cert)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -56,7 +42,8 @@ func newServedEnv(t *testing.T, opt Options, cert *tls.Certificate) *env {
 	done := make(chan struct{})
 	go func() { defer close(done); srv.Serve(ln) }()
 	t.Cleanup(func() { h.Shutdown(); srv.Close(); <-done; h.Close() })
-	return &env{t: t, hub: h, url: url, opTok: opTok, log: logBuf, st: st}
+	e.url = url
+	return e
 }
 
 // failsafe bounds a test's read of a connection the hub is expected to

@@ -59,6 +59,18 @@ func newEnv(t testing.TB) *env {
 // newEnvOpt is newEnv with the hub's options (the logger is the env's).
 func newEnvOpt(t testing.TB, opt Options) *env {
 	t.Helper()
+	e := newUnservedEnv(t, opt)
+	srv := httptest.NewServer(e.hub.Handler())
+	t.Cleanup(func() { e.hub.Shutdown(); srv.Close(); e.hub.Close() })
+	e.url = srv.URL
+	return e
+}
+
+// newUnservedEnv is an env whose hub (on a fresh SQLite store, with
+// operator alice, logging to the env's log) is not served yet: the
+// caller serves it, sets url, and shuts it down.
+func newUnservedEnv(t testing.TB, opt Options) *env {
+	t.Helper()
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "hub.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -70,10 +82,7 @@ func newEnvOpt(t testing.TB, opt Options) *env {
 	}
 	logBuf := &syncBuffer{}
 	opt.Logger = slog.New(slog.NewTextHandler(logBuf, nil))
-	h := New(st, opt)
-	srv := httptest.NewServer(h.Handler())
-	t.Cleanup(func() { h.Shutdown(); srv.Close(); h.Close() })
-	return &env{t: t, hub: h, url: srv.URL, opTok: opTok, log: logBuf, st: st}
+	return &env{t: t, hub: New(st, opt), opTok: opTok, log: logBuf, st: st}
 }
 
 // do sends a request and returns status and body.
