@@ -71,6 +71,11 @@ func TestAllocations(t *testing.T) {
 		{"full clone in place", q(action.Clone, map[string]string{"source": "9000", "full": "1"}), nil, tmpl, map[string]int64{"local-lvm": 10*gib + 4<<20}},
 		{"linked clone", q(action.Clone, map[string]string{"source": "9000"}), nil, tmpl, nil},
 		{"clone of an unknown source", q(action.Clone, map[string]string{"source": "9000", "full": "1"}), nil, nil, nil},
+		{"full container clone", action.Action{Op: action.Clone, Kind: guest.LXC, VMID: 140, Params: map[string]string{"source": "9001", "full": "1", "storage": "tank", "unprivileged": "1"}}, nil,
+			guest.Config{"rootfs": "local-lvm:base-9001-disk-0,size=8G", "mp0": "local-lvm:base-9001-disk-1,mp=/srv,size=2G", "mp1": "/mnt/shared,mp=/shared", "unused0": "local-lvm:vm-9001-disk-2"},
+			map[string]int64{"tank": 10 * gib}},
+		{"linked container clone", action.Action{Op: action.Clone, Kind: guest.LXC, VMID: 140, Params: map[string]string{"source": "9001", "unprivileged": "1"}}, nil,
+			guest.Config{"rootfs": "local-lvm:base-9001-disk-0,size=8G"}, nil},
 		{"start allocates nothing", q(action.Start, nil), vm, nil, nil},
 	}
 	for _, tt := range tests {

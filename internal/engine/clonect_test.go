@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -335,5 +336,51 @@ func TestHubPlanOfCloneCTMatchesAgent(t *testing.T) {
 		if agent != tc.want || hubClass != tc.want {
 			t.Errorf("clone of %s: agent %q, hub %q; want both %q", tc.src, agent, hubClass, tc.want)
 		}
+	}
+}
+
+// A full container clone allocates its template's mount points on the
+// target storage: the agent reads the template's config and holds a clone
+// that would fill the storage past its headroom threshold.
+func TestCloneCTFullHeldByHeadroom(t *testing.T) {
+	h := newHarness(t, sim.Options{Templates: true})
+	used, _ := h.srv.Sim.StorageUsed("local-lvm")
+	h.eng.Headroom = map[string]float64{"local-lvm": float64(used+4<<30) / 374538165248} // room for 4 GiB, the rootfs is 8
+	rep := h.tick(mustParse(t, ctCloneDoc("{clone: 9001, full: true, storage: local-lvm}")))
+	if len(h.mutations()) != 0 || len(rep.Pending) != 1 || !strings.Contains(rep.Pending[0].Reason, "storage headroom") {
+		var why []string
+		for _, d := range rep.Pending {
+			why = append(why, d.Action.String()+": "+d.Reason)
+		}
+		t.Fatalf("mutations %v, pending %q; want the full clone held by the storage headroom", h.mutations(), why)
+	}
+	// A linked clone allocates nothing up front and runs.
+	rep = h.tick(mustParse(t, ctCloneDoc("{clone: 9001}")))
+	if m := h.mutations(); !slices.Equal(m, []string{"clone 9001"}) {
+		t.Fatalf("mutations %v, %d pending; want the linked clone run", m, len(rep.Pending))
+	}
+}
+
+// A container clone that failed and left remains: the agent destroys them
+// (benign only because its journal proves they are its own failure,
+// unchanged) and clones again.
+func TestFailedCloneCTRemainsCleanedUp(t *testing.T) {
+	h := newHarness(t, sim.Options{Templates: true})
+	doc := ctCloneDoc("{clone: 9001}")
+	want := mustParse(t, doc)
+	h.srv.Sim.SetFaults(sim.Faults{TaskFailRate: 1})
+	h.eng.PVE = leavesRemains{Reader: h.client, sim: h.srv.Sim, spec: lxcGuest(140, false, nil), once: new(sync.Once)}
+	h.tick(want)
+	h.srv.Sim.SetFaults(sim.Faults{})
+	h.eng.PVE = h.client
+	if p := h.j.Provenance(140); !p.CreateFailed || p.RemainsDigest == "" {
+		t.Fatalf("provenance %+v; want the failed clone's remains recorded", p)
+	}
+	if rep := h.tick(want); !slices.Equal(h.mutations(), []string{"destroy 140"}) {
+		t.Fatalf("mutations %v (guests %+v); want the remains destroyed", h.mutations(), rep.Guests)
+	}
+	converge(t, h, doc, 5)
+	if m := h.mutations(); !slices.Equal(m, []string{"destroy 140", "clone 9001", "config 140", "start 140"}) {
+		t.Errorf("mutations = %v; want the remains destroyed, then the clone converged", m)
 	}
 }
