@@ -48,6 +48,7 @@ type hubFlags struct {
 	eventAge     time.Duration
 	eventKeep    int
 	notifyConfig string
+	sessionTTL   time.Duration
 	verbose      bool
 }
 
@@ -108,6 +109,7 @@ over the file.`,
 	fl.IntVar(&f.eventKeep, "event-keep", hub.DefaultEventKeep, "most fleet events kept (the oldest go first)")
 	fl.StringVar(&f.notifyConfig, "notify-config", "", "YAML file of notification sinks and rules (webhook, slack, ntfy, smtp; see the README); empty: no notifications")
 	fl.DurationVar(&f.joinTTL, "join-token-ttl", hub.DefaultJoinTokenTTL, "how long a join token stays valid")
+	fl.DurationVar(&f.sessionTTL, "session-ttl", hub.DefaultSessionTTL, "how long a dashboard login lasts before the operator logs in again")
 	fl.BoolVar(&f.verbose, "verbose", false, "log every request to stderr")
 	addConfigFlag(cmd)
 	return cmd
@@ -142,6 +144,9 @@ func runHub(ctx context.Context, f hubFlags, stdout, stderr io.Writer) error {
 	if f.joinTTL < time.Minute {
 		return &UsageError{Err: fmt.Errorf("hub: --join-token-ttl %v is shorter than 1m", f.joinTTL)}
 	}
+	if f.sessionTTL < time.Minute || f.sessionTTL > hub.MaxSessionTTL {
+		return &UsageError{Err: fmt.Errorf("hub: --session-ttl %v is outside 1m..%v", f.sessionTTL, hub.MaxSessionTTL)}
+	}
 	if f.insecureHTTP {
 		host, _, err := net.SplitHostPort(f.listen)
 		ip := net.ParseIP(host)
@@ -170,7 +175,7 @@ func runHub(ctx context.Context, f hubFlags, stdout, stderr io.Writer) error {
 		budget = -1 // hub.Options: < 0 never stretches
 	}
 	opt := hub.Options{Logger: log, PollInterval: f.pollInterval, ReportBudget: budget, JoinTokenTTL: f.joinTTL,
-		EventRetention: f.eventAge, EventKeep: f.eventKeep}
+		EventRetention: f.eventAge, EventKeep: f.eventKeep, SessionTTL: f.sessionTTL}
 	if pg {
 		ps, err := postgres.Open(ctx, f.store, postgres.Options{})
 		if err != nil {

@@ -53,8 +53,12 @@ import (
 	"github.com/steward-pve/steward/internal/hub/store"
 )
 
-// DefaultSessionTTL is how long a dashboard login lasts.
-const DefaultSessionTTL = 12 * time.Hour
+// DefaultSessionTTL is how long a dashboard login lasts; MaxSessionTTL
+// bounds what steward hub --session-ttl accepts.
+const (
+	DefaultSessionTTL = 12 * time.Hour
+	MaxSessionTTL     = 30 * 24 * time.Hour
+)
 
 // SessionCookie is the name of the dashboard's session cookie.
 const SessionCookie = "steward_session"
