@@ -25,6 +25,13 @@ package hub
 // holds a signing key, and signing happens with the operator's own key
 // outside the browser.
 //
+// # Login attempts
+//
+// Token logins are rate limited per client address (see LoginBurst):
+// past the limit the hub answers 429 with Retry-After and does not look
+// at the token; each refusal is logged with the address, never the
+// token.
+//
 // # Headers
 //
 // Pages are served with a Content-Security-Policy that allows scripts,
@@ -75,16 +82,17 @@ var dashFS embed.FS
 
 // dashboard serves the /ui/ pages of a Server.
 type dashboard struct {
-	s     *Server
-	ttl   time.Duration
-	pages map[string]*template.Template
+	s      *Server
+	ttl    time.Duration
+	pages  map[string]*template.Template
+	logins *loginLimiter
 }
 
 func newDashboard(s *Server, ttl time.Duration) *dashboard {
 	if ttl <= 0 {
 		ttl = DefaultSessionTTL
 	}
-	d := &dashboard{s: s, ttl: ttl, pages: map[string]*template.Template{}}
+	d := &dashboard{s: s, ttl: ttl, pages: map[string]*template.Template{}, logins: newLoginLimiter(LoginBurst, LoginRefill)}
 	funcs := template.FuncMap{
 		"ago":        d.ago,
 		"ts":         func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
@@ -314,9 +322,18 @@ func (d *dashboard) login(w http.ResponseWriter, r *http.Request) {
 		d.render(w, r, http.StatusBadRequest, "login", session{}, "Log in", loginView{Next: next, Error: "Enter an operator token."})
 		return
 	}
+	client := clientKey(r.RemoteAddr)
+	if ok, retry := d.logins.take(client, d.s.now()); !ok {
+		secs := int((retry + time.Second - 1) / time.Second)
+		d.s.log.Warn("dashboard: login refused: too many attempts from this address", "client", client, "retry_after", secs)
+		w.Header().Set("Retry-After", fmt.Sprint(secs))
+		d.render(w, r, http.StatusTooManyRequests, "login", session{}, "Log in",
+			loginView{Next: next, Error: fmt.Sprintf("Too many login attempts from your address: try again in %d seconds.", secs)})
+		return
+	}
 	op, err := d.s.st.OperatorByToken(r.Context(), store.HashToken(tok))
 	if errors.Is(err, store.ErrNotFound) {
-		d.s.log.Warn("dashboard: login refused: unknown or revoked operator token")
+		d.s.log.Warn("dashboard: login refused: unknown or revoked operator token", "client", client)
 		d.render(w, r, http.StatusUnauthorized, "login", session{}, "Log in",
 			loginView{Next: next, Error: "That token is unknown or revoked. Use an operator token (steward tokens create NAME, or the admin one steward hub wrote to DATA-DIR/admin-token at its first start)."})
 		return
@@ -333,6 +350,7 @@ func (d *dashboard) login(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "the hub's store failed; see the hub's log", http.StatusInternalServerError)
 		return
 	}
+	d.logins.refund(client, d.s.now())
 	d.s.touchOperator(r, op)
 	r = r.WithContext(context.WithValue(r.Context(), keyOperator, op))
 	d.s.auditLog(r, "dashboard.login", "", "session until "+expires.Format(time.RFC3339))

@@ -532,3 +532,75 @@ func TestLineDiff(t *testing.T) {
 		t.Fatalf("a large diff: %d lines; want 4200", n)
 	}
 }
+
+// TestDashboardLoginRateLimit: token logins from one address are limited
+// to LoginBurst attempts, one more every LoginRefill; past that the hub
+// answers 429 with Retry-After without looking at the token (a right one
+// included), logs the refusal with the address and never the token, and
+// a successful login costs nothing.
+func TestDashboardLoginRateLimit(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	e := newEnvOpt(t, Options{PollInterval: 30 * time.Second, Now: clock})
+	b := newBrowser(e)
+
+	// Successful logins do not use the allowance up.
+	for range 2 * LoginBurst {
+		b.login(e.opTok)
+	}
+	wrong := "stwo_" + strings.Repeat("ab", 32)
+	try := func(tok string) *http.Response {
+		t.Helper()
+		resp, body := b.req("POST", "/ui/login", url.Values{"token": {tok}, "next": {"/ui/"}})
+		if strings.Contains(body, tok) {
+			t.Fatalf("the login page echoed the token")
+		}
+		return resp
+	}
+	for i := range LoginBurst {
+		if resp := try(wrong); resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("wrong token, attempt %d: got %d; want 401", i+1, resp.StatusCode)
+		}
+	}
+	for _, tok := range []string{wrong, e.opTok} {
+		resp := try(tok)
+		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "12" || len(resp.Cookies()) != 0 {
+			t.Fatalf("attempt past the limit: got %d, Retry-After %q, cookies %v; want 429, 12 and none",
+				resp.StatusCode, resp.Header.Get("Retry-After"), resp.Cookies())
+		}
+	}
+	// Another address is not limited by this one's failures.
+	if ok, _ := e.hub.dash.logins.take(clientKey("192.0.2.7:4000"), clock()); !ok {
+		t.Fatal("another address was limited by 127.0.0.1's failures")
+	}
+	if k := clientKey("[2001:db8:1:2:3::4]:5555"); k != "2001:db8:1:2::/64" || clientKey("[2001:db8:1:2:ffff::1]:1") != k {
+		t.Fatalf("an IPv6 client's key: %q; want its /64", k)
+	}
+	if k := clientKey("[::ffff:10.0.0.1]:80"); k != "10.0.0.1" {
+		t.Fatalf("an IPv4-mapped client's key: %q", k)
+	}
+
+	// One attempt comes back every LoginRefill.
+	advance(LoginRefill / 2)
+	if resp := try(e.opTok); resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "6" {
+		t.Fatalf("half a refill later: got %d, Retry-After %q; want 429 and 6", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	advance(LoginRefill / 2)
+	b.login(e.opTok) // the one attempt back, and refunded: it succeeded
+	if resp := try(wrong); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("after a refill: got %d; want 401", resp.StatusCode)
+	}
+	if resp := try(wrong); resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("the refill used: got %d; want 429", resp.StatusCode)
+	}
+
+	log := e.log.String()
+	if !strings.Contains(log, "too many attempts") || !strings.Contains(log, "client=127.0.0.1") {
+		t.Fatalf("the hub's log does not record the refusal with the address:\n%s", log)
+	}
+	if strings.Contains(log, wrong) || strings.Contains(log, e.opTok) {
+		t.Fatalf("a token in the hub's log:\n%s", log)
+	}
+}
