@@ -133,6 +133,22 @@ func (d *Dispatcher) Emit(ctx context.Context, a Alert) (int, error) {
 	return d.enqueue(ctx, a, d.cfg.Route(a))
 }
 
+// EmitOnce is Emit for an alert whose key names one occurrence of a
+// condition (a silence since a given time, one pending action): it is
+// sent once however often and by however many hubs it is emitted,
+// until the outbox forgets it (Retention), whatever the rules' dedup
+// windows.
+func (d *Dispatcher) EmitOnce(ctx context.Context, a Alert) (int, error) {
+	if a.Time.IsZero() {
+		a.Time = d.now().UTC()
+	}
+	targets := d.cfg.Route(a)
+	for i := range targets {
+		targets[i].Dedup = max(targets[i].Dedup, Retention)
+	}
+	return d.enqueue(ctx, a, targets)
+}
+
 func (d *Dispatcher) enqueue(ctx context.Context, a Alert, targets []Target) (int, error) {
 	if len(targets) == 0 {
 		return 0, nil

@@ -20,13 +20,14 @@ import (
 //
 //   - host.silent: the sweep, when a host has sent neither report nor
 //     heartbeat for Config.SilentIntervals poll intervals (once per
-//     silence; the host's next report ends it);
+//     silence, named by the stored last-seen time it started from);
 //   - guest.drift, op.failed, job.rejected, host.frozen: a full report
 //     (a guest in phase drift_observed, an action with an error, a
 //     rejected job, the freeze flag), and job results (failed, rejected);
-//   - pending.waiting: the sweep, for each pending action that has been
-//     in the store for Config.PendingAfter, as this hub has watched it
-//     (a restarted hub starts the clock again);
+//   - pending.waiting: the sweep, for each pending action that the
+//     store has held for Config.PendingAfter since its host first
+//     reported it (the same clock on every replica and across
+//     restarts; once per action);
 //   - host.blocked: an operator's block;
 //   - receipts.broken: a gap or a broken chain in the agent's receipts.
 //
@@ -88,89 +89,109 @@ func (s *Server) reportAlerts(ctx context.Context, rep wire.Report) {
 }
 
 // sweepAlerts raises silence and long-waiting signatures (the sweep's
-// part); hosts are the enrolled ones, iv the poll interval.
-func (s *Server) sweepAlerts(ctx context.Context, now time.Time, iv time.Duration) {
+// part) at now; hosts are the store's (read by this sweep), iv the poll
+// interval.
+//
+// Both are kept in the store, so every replica, and a restarted hub,
+// sees the same conditions from the same start: a host's silence from
+// its stored last-seen time, a pending action's wait from when the
+// store first recorded it. Each alert's key names one occurrence (the
+// silence since T, the action's payload) and goes through EmitOnce, so
+// the outbox sends it once whichever hubs raise it and however often;
+// what this hub remembers (silenceAlerted, pendingAlerted) only spares
+// the store repeated attempts.
+func (s *Server) sweepAlerts(ctx context.Context, now time.Time, iv time.Duration, hosts []store.Host) {
 	if s.alerts == nil {
 		return
 	}
 	cfg := s.alerts.Config()
 	limit := time.Duration(cfg.SilentIntervals) * iv
+	stored := make(map[string]time.Time, len(hosts))
+	for _, h := range hosts {
+		stored[h.ID] = h.LastSeen
+	}
 	type silent struct {
-		host string
-		last time.Time
+		host       string
+		last, from time.Time // last seen (this hub's view), the silence's start (the store's)
 	}
 	var quiet []silent
 	s.fleetMu.Lock()
 	for id, hs := range s.fleet {
 		if hs.lastSeen.IsZero() || now.Sub(hs.lastSeen) <= limit {
-			hs.silenceAlerted = false
 			continue
 		}
-		if !hs.silenceAlerted {
-			hs.silenceAlerted = true
-			quiet = append(quiet, silent{id, hs.lastSeen})
+		// The store's last-seen time names the silence: every hub reads
+		// the same one (this hub's own may be later by a report's
+		// handling time).
+		from := stored[id]
+		if from.IsZero() {
+			from = hs.lastSeen
+		}
+		from = from.UTC().Truncate(time.Second)
+		if !hs.silenceAlerted.Equal(from) {
+			quiet = append(quiet, silent{id, hs.lastSeen, from})
 		}
 	}
 	s.fleetMu.Unlock()
 	for _, q := range quiet {
-		s.alert(ctx, alert.Alert{Event: alert.HostSilent, Host: q.host,
+		_, err := s.alerts.EmitOnce(context.WithoutCancel(ctx), alert.Alert{Event: alert.HostSilent, Host: q.host,
+			Subject: "since " + q.from.Format(time.RFC3339),
 			Summary: fmt.Sprintf("Host %s has sent no report nor heartbeat for %v.", q.host, now.Sub(q.last).Round(time.Second)),
 			Detail:  fmt.Sprintf("Last seen %s; the poll interval is %v.", q.last.UTC().Format(time.RFC3339), iv)})
+		if err != nil {
+			s.log.Error("notification", "event", alert.HostSilent, "host", q.host, "err", err)
+			continue // tried again at the next sweep
+		}
+		s.fleetMu.Lock()
+		if hs, ok := s.fleet[q.host]; ok {
+			hs.silenceAlerted = q.from
+		}
+		s.fleetMu.Unlock()
 	}
 	if cfg.Wants(alert.PendingWaiting) {
 		s.pendingAlerts(ctx, now, cfg.PendingAfter)
 	}
 }
 
-// pendingAlerts watches each host's pending actions: one that has been
-// pending for after raises pending.waiting (once per action while it
-// stays pending on this hub).
+// pendingAlerts raises pending.waiting for each pending action that the
+// store has held for after (once per action: its key names its payload).
 func (s *Server) pendingAlerts(ctx context.Context, now time.Time, after time.Duration) {
-	s.fleetMu.Lock()
-	hosts := make([]string, 0, len(s.fleet))
-	for id := range s.fleet {
-		hosts = append(hosts, id)
+	ws, err := s.st.WaitingPending(ctx, now.Add(-after))
+	if err != nil {
+		s.log.Error("sweep: reading the pending signatures waiting", "err", err)
+		return
 	}
-	s.fleetMu.Unlock()
-	seen := map[string]bool{}
-	for _, h := range hosts {
-		ps, err := s.st.Pending(ctx, h)
-		if err != nil {
-			if !errors.Is(err, store.ErrNotFound) {
-				s.log.Error("sweep: reading pending signatures", "host", h, "err", err)
-			}
+	seen := make(map[string]bool, len(ws))
+	for _, w := range ws {
+		p := w.Pending
+		tag := pendingTag(p.Payload)
+		key := w.Host + "/" + store.PendingKey(p)
+		seen[key] = true
+		s.mu.Lock()
+		done := s.pendingAlerted[key]
+		s.mu.Unlock()
+		if done {
 			continue
 		}
-		for _, p := range ps {
-			tag := pendingTag(p.Payload)
-			key := h + "/" + tag
-			seen[key] = true
-			s.mu.Lock()
-			w, ok := s.pendingSince[key]
-			if !ok {
-				w = &pendingWatch{since: now}
-				s.pendingSince[key] = w
-			}
-			due := !w.alerted && now.Sub(w.since) >= after
-			if due {
-				w.alerted = true
-			}
-			s.mu.Unlock()
-			if due {
-				detail := p.Reason
-				if len(p.Destroys) > 0 {
-					detail += "\nwould destroy or overwrite: " + strings.Join(p.Destroys, ", ")
-				}
-				s.alert(ctx, alert.Alert{Event: alert.PendingWaiting, Host: h, VMID: p.Action.VMID, Subject: p.Action.Op + "/" + tag,
-					Summary: fmt.Sprintf("%s of guest %d on %s has waited %v for signatures.", p.Action.Op, p.Action.VMID, h, now.Sub(w.since).Round(time.Second)),
-					Detail:  detail})
-			}
+		detail := p.Reason
+		if len(p.Destroys) > 0 {
+			detail += "\nwould destroy or overwrite: " + strings.Join(p.Destroys, ", ")
 		}
+		_, err := s.alerts.EmitOnce(context.WithoutCancel(ctx), alert.Alert{Event: alert.PendingWaiting, Host: w.Host, VMID: p.Action.VMID, Subject: p.Action.Op + "/" + tag,
+			Summary: fmt.Sprintf("%s of guest %d on %s has waited %v for signatures.", p.Action.Op, p.Action.VMID, w.Host, now.Sub(w.Since).Round(time.Second)),
+			Detail:  detail})
+		if err != nil {
+			s.log.Error("notification", "event", alert.PendingWaiting, "host", w.Host, "err", err)
+			continue
+		}
+		s.mu.Lock()
+		s.pendingAlerted[key] = true
+		s.mu.Unlock()
 	}
 	s.mu.Lock()
-	for k := range s.pendingSince {
+	for k := range s.pendingAlerted {
 		if !seen[k] {
-			delete(s.pendingSince, k)
+			delete(s.pendingAlerted, k)
 		}
 	}
 	s.mu.Unlock()
@@ -180,11 +201,6 @@ func (s *Server) pendingAlerts(ctx context.Context, now time.Time, after time.Du
 func pendingTag(payload []byte) string {
 	sum := sha256.Sum256(payload)
 	return hex.EncodeToString(sum[:8])
-}
-
-type pendingWatch struct {
-	since   time.Time
-	alerted bool
 }
 
 // NotificationJSON is an outbox message as GET /v1/notifications shows

@@ -39,8 +39,9 @@ type hostState struct {
 	// silent is true once the host.silent event was recorded for the
 	// current silence (cleared, with host.returned, when it reports).
 	silent bool
-	// silenceAlerted: host.silent was raised for the current silence.
-	silenceAlerted bool
+	// silenceAlerted is the start of the silence host.silent was last
+	// raised for (see sweepAlerts).
+	silenceAlerted time.Time
 }
 
 // seenLocked records a report or heartbeat of host at t in memory;
@@ -192,7 +193,7 @@ func (s *Server) sweep(ctx context.Context, now time.Time, first bool) {
 		}
 	}
 	s.fleetMu.Unlock()
-	s.sweepAlerts(ctx, now, iv)
+	s.sweepAlerts(ctx, now, iv, hosts)
 	for _, id := range silent {
 		s.event(ctx, store.Event{Type: store.EventHostSilent, Host: id,
 			Detail: "no report nor heartbeat for " + (2 * iv).String()})

@@ -174,8 +174,8 @@ type Server struct {
 
 	m *metrics
 
-	alerts       *alert.Dispatcher        // nil: no notifications
-	pendingSince map[string]*pendingWatch // guarded by mu
+	alerts         *alert.Dispatcher // nil: no notifications
+	pendingAlerted map[string]bool   // pending.waiting raised by this hub, by host/PendingKey; guarded by mu
 
 	notifier     Notifier
 	recheckEvery time.Duration
@@ -261,7 +261,7 @@ func New(st store.Store, opt Options) *Server {
 		closing: make(chan struct{}), loopStop: make(chan struct{}), loopDone: make(chan struct{}),
 		fleet: map[string]*hostState{}, dirty: map[string]time.Time{},
 		eventWake: make(chan struct{}), waiters: map[string]*waitEntry{}, putAt: map[string]genTime{}, reportWake: make(chan struct{}),
-		alerts: opt.Alerts, pendingSince: map[string]*pendingWatch{}}
+		alerts: opt.Alerts, pendingAlerted: map[string]bool{}}
 	s.dash = newDashboard(s, opt.SessionTTL)
 	s.m = newMetrics(s)
 	s.st = timedStore{st: st, h: s.m.store}

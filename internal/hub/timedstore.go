@@ -269,3 +269,8 @@ func (t timedStore) PruneSessions(ctx context.Context, before time.Time) (int64,
 	defer t.obs("PruneSessions", time.Now())
 	return t.st.PruneSessions(ctx, before)
 }
+
+func (t timedStore) WaitingPending(ctx context.Context, before time.Time) ([]store.PendingWait, error) {
+	defer t.obs("WaitingPending", time.Now())
+	return t.st.WaitingPending(ctx, before)
+}

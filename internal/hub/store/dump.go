@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/steward-pve/steward/internal/wire"
 )
@@ -68,6 +69,7 @@ type DumpJob struct {
 type DumpPending struct {
 	Host    string
 	Ord     int
+	Since   time.Time // when first reported (see PendingWait)
 	Pending wire.Pending
 }
 

@@ -20,6 +20,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -296,6 +297,25 @@ type Session struct {
 	ExpiresAt time.Time
 }
 
+// PendingWait is a pending action of a host and when the host first
+// reported it.
+type PendingWait struct {
+	Host    string
+	Since   time.Time
+	Pending wire.Pending
+}
+
+// PendingKey identifies a pending action across reports: the hash of
+// its payload to sign, or, without one, of the whole action.
+func PendingKey(p wire.Pending) string {
+	b := p.Payload
+	if len(b) == 0 {
+		b, _ = json.Marshal(p)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
 // Outbox states of a Notification.
 const (
 	// OutboxPending: not delivered yet; claimed or waiting for its next
@@ -456,8 +476,15 @@ type Store interface {
 	SetJobResult(ctx context.Context, host string, r wire.JobResult) error
 
 	// SetPending replaces the host's set of actions waiting for
-	// signatures (from its last report).
+	// signatures (from its last report). An action the set held already
+	// (the same PendingKey) keeps the time it was first reported; a new
+	// one is stamped with the store's clock.
 	SetPending(ctx context.Context, host string, pending []wire.Pending) error
+	// WaitingPending returns the pending actions of every enrolled,
+	// unrevoked host first reported at or before before, by host then
+	// order: those waiting for signatures since then, as every hub
+	// sharing the store sees them.
+	WaitingPending(ctx context.Context, before time.Time) ([]PendingWait, error)
 	// Pending returns the host's pending actions in the order SetPending
 	// was given them.
 	Pending(ctx context.Context, host string) ([]wire.Pending, error)

@@ -118,12 +118,14 @@ func (s *Store) Export(ctx context.Context) (*store.Dump, error) {
 			})
 		},
 		func() error {
-			return each("pending", `SELECT host, ord, pending FROM pending ORDER BY host COLLATE "C", ord`, func(r pgx.Rows) error {
+			return each("pending", `SELECT host, ord, since, pending FROM pending ORDER BY host COLLATE "C", ord`, func(r pgx.Rows) error {
 				var p store.DumpPending
 				var b []byte
-				if err := r.Scan(&p.Host, &p.Ord, &b); err != nil {
+				var since int64
+				if err := r.Scan(&p.Host, &p.Ord, &since, &b); err != nil {
 					return err
 				}
+				p.Since = fromNanos(since)
 				if err := json.Unmarshal(b, &p.Pending); err != nil {
 					return err
 				}
@@ -264,7 +266,7 @@ func (s *Store) Import(ctx context.Context, d *store.Dump) error {
 			if err != nil {
 				return fmt.Errorf("postgres: importing pending of %q: %w", p.Host, err)
 			}
-			b.Queue("INSERT INTO pending (host, ord, pending) VALUES ($1, $2, $3)", p.Host, p.Ord, body)
+			b.Queue("INSERT INTO pending (host, ord, pending, since) VALUES ($1, $2, $3, $4)", p.Host, p.Ord, body, nanos(p.Since))
 		}
 		for _, r := range d.Receipts {
 			body, err := json.Marshal(r.Receipt)

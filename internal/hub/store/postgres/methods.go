@@ -592,20 +592,59 @@ func (s *Store) SetPending(ctx context.Context, host string, pending []wire.Pend
 		}
 		bodies[i] = b
 	}
+	now := nanos(s.now())
 	return s.write(ctx, "storing pending signatures", func(tx pgx.Tx) error {
 		if _, err := lockHost(ctx, tx, host); err != nil {
 			return err
+		}
+		type row struct {
+			p     wire.Pending
+			since int64
+		}
+		old, err := queryAll(ctx, tx, "storing pending signatures of "+host, func(r pgx.Rows) (row, error) {
+			var x row
+			var b []byte
+			if err := r.Scan(&b, &x.since); err != nil {
+				return x, err
+			}
+			return x, json.Unmarshal(b, &x.p)
+		}, "SELECT pending, since FROM pending WHERE host = $1", host)
+		if err != nil {
+			return err
+		}
+		since := make(map[string]int64, len(old))
+		for _, x := range old {
+			since[store.PendingKey(x.p)] = x.since
 		}
 		if _, err := tx.Exec(ctx, "DELETE FROM pending WHERE host = $1", host); err != nil {
 			return fmt.Errorf("postgres: storing pending signatures of %q: %w", host, err)
 		}
 		for i, b := range bodies {
-			if _, err := tx.Exec(ctx, "INSERT INTO pending (host, ord, pending) VALUES ($1, $2, $3)", host, i, b); err != nil {
+			t, ok := since[store.PendingKey(pending[i])]
+			if !ok || t == 0 {
+				t = now
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO pending (host, ord, pending, since) VALUES ($1, $2, $3, $4)", host, i, b, t); err != nil {
 				return fmt.Errorf("postgres: storing pending signatures of %q: %w", host, err)
 			}
 		}
 		return nil
 	})
+}
+
+// WaitingPending implements store.Store.
+func (s *Store) WaitingPending(ctx context.Context, before time.Time) ([]store.PendingWait, error) {
+	return queryAll(ctx, s.pool, "reading the pending signatures waiting", func(r pgx.Rows) (store.PendingWait, error) {
+		var w store.PendingWait
+		var b []byte
+		var since int64
+		if err := r.Scan(&w.Host, &since, &b); err != nil {
+			return w, err
+		}
+		w.Since = fromNanos(since)
+		return w, json.Unmarshal(b, &w.Pending)
+	}, `SELECT p.host, p.since, p.pending FROM pending p JOIN hosts h ON h.id = p.host
+		WHERE p.since <= $1 AND h.enrolled_at <> 0 AND h.revoked_at = 0 ORDER BY p.host COLLATE "C", p.ord`, nanos(before))
 }
 
 // Pending implements store.Store.

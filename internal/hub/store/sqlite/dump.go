@@ -114,12 +114,14 @@ func (s *Store) Export(ctx context.Context) (*store.Dump, error) {
 			})
 		},
 		func() error {
-			return each("pending", "SELECT host, ord, pending FROM pending ORDER BY host, ord", func(r *sql.Rows) error {
+			return each("pending", "SELECT host, ord, since, pending FROM pending ORDER BY host, ord", func(r *sql.Rows) error {
 				var p store.DumpPending
 				var b []byte
-				if err := r.Scan(&p.Host, &p.Ord, &b); err != nil {
+				var since int64
+				if err := r.Scan(&p.Host, &p.Ord, &since, &b); err != nil {
 					return err
 				}
+				p.Since = fromNanos(since)
 				if err := json.Unmarshal(b, &p.Pending); err != nil {
 					return err
 				}

@@ -49,6 +49,7 @@ func Run(t *testing.T, open Open) {
 		{"JobSignatures", testJobSignatures},
 		{"JobSignaturesUnderRace", testJobSignaturesRace},
 		{"Pending", testPending},
+		{"PendingSince", testPendingSince},
 		{"Receipts", testReceipts},
 		{"ReceiptChainErrors", testReceiptChainErrors},
 		{"Audit", testAudit},
@@ -890,6 +891,90 @@ func testPending(t *testing.T, s store.Store) {
 	}
 	if n, err := s.PendingCount(ctx); err != nil || n != 3 {
 		t.Fatalf("PendingCount: got %d, %v; want 3 (1 on pve-a, 2 on pve-b)", n, err)
+	}
+}
+
+// testPendingSince: a pending action keeps the time it was first
+// reported across SetPending calls that still carry it (whatever else
+// changes), a new one takes the store's clock, and WaitingPending lists
+// those first reported at or before a time, of enrolled, unrevoked hosts.
+func testPendingSince(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	enrolled(t, s, "pve-a")
+	enrolled(t, s, "pve-b")
+	enrolled(t, s, "pve-c")
+	p1 := wire.Pending{Action: wire.Action{Op: "destroy", VMID: 101, Kind: "lxc"}, Reason: "destroys a guest", Payload: []byte("p1\n")}
+	p2 := wire.Pending{Action: wire.Action{Op: "config", VMID: 102, Kind: "qemu"}, Reason: "shrinks a disk", Payload: []byte("p2\n")}
+	p3 := wire.Pending{Action: wire.Action{Op: "rollback", VMID: 103, Kind: "qemu"}, Reason: "rolls back"} // no payload
+	since := func(before time.Time) map[string]time.Time {
+		t.Helper()
+		ws, err := s.WaitingPending(ctx, before)
+		if err != nil {
+			t.Fatalf("WaitingPending: %v", err)
+		}
+		out := map[string]time.Time{}
+		for _, w := range ws {
+			out[fmt.Sprintf("%s/%d", w.Host, w.Pending.Action.VMID)] = w.Since
+		}
+		return out
+	}
+	t0 := time.Now()
+	if err := s.SetPending(ctx, "pve-a", []wire.Pending{p1, p3}); err != nil {
+		t.Fatal(err)
+	}
+	t1 := time.Now()
+	if err := s.SetPending(ctx, "pve-c", []wire.Pending{p1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeHost(ctx, "pve-c"); err != nil {
+		t.Fatal(err)
+	}
+	got := since(t1)
+	a1, a3 := got["pve-a/101"], got["pve-a/103"]
+	if len(got) != 2 || a1.Before(t0) || a1.After(t1) || !a3.Equal(a1) {
+		t.Fatalf("WaitingPending(after the first report): %v; want pve-a's 101 and 103 stamped between %v and %v (not the revoked pve-c)", got, t0, t1)
+	}
+	if got := since(t0.Add(-time.Second)); len(got) != 0 {
+		t.Fatalf("WaitingPending(before any report): %v; want none", got)
+	}
+	// The next report: 101 again (its reason reworded), 102 new, in
+	// another order; 103 again without payload, the same action.
+	p1b := p1
+	p1b.Reason = "destroys guest 101"
+	t2 := time.Now()
+	if err := s.SetPending(ctx, "pve-a", []wire.Pending{p2, p3, p1b}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetPending(ctx, "pve-b", []wire.Pending{p1}); err != nil {
+		t.Fatal(err)
+	}
+	t3 := time.Now()
+	got = since(t3)
+	if !got["pve-a/101"].Equal(a1) || !got["pve-a/103"].Equal(a3) {
+		t.Fatalf("after the next report: %v; want 101 and 103 still since %v", got, a1)
+	}
+	if b := got["pve-a/102"]; b.Before(t2) || b.After(t3) {
+		t.Fatalf("after the next report: 102 since %v; want between %v and %v", b, t2, t3)
+	}
+	if b := got["pve-b/101"]; b.Before(t2) || b.After(t3) {
+		t.Fatalf("pve-b's 101 since %v; want its own clock, between %v and %v", b, t2, t3)
+	}
+	if got := since(t1); len(got) != 2 {
+		t.Fatalf("WaitingPending(t1) after the next report: %v; want only pve-a's 101 and 103", got)
+	}
+	if ps, _ := s.Pending(ctx, "pve-a"); len(ps) != 3 || ps[2].Reason != p1b.Reason {
+		t.Fatalf("Pending: %+v; want the new report's set as given", ps)
+	}
+	// Gone from a report, then back: a new wait.
+	if err := s.SetPending(ctx, "pve-a", []wire.Pending{p2}); err != nil {
+		t.Fatal(err)
+	}
+	t4 := time.Now()
+	if err := s.SetPending(ctx, "pve-a", []wire.Pending{p2, p1}); err != nil {
+		t.Fatal(err)
+	}
+	if got := since(time.Now()); got["pve-a/101"].Before(t4) {
+		t.Fatalf("101 back after leaving: since %v; want a new wait from %v", got["pve-a/101"], t4)
 	}
 }
 
