@@ -39,28 +39,11 @@ func TestEndToEndTwoSigners(t *testing.T) {
 	joinToken := e.startOperatorHub()
 
 	// Two fresh operator keys, both trusted; the policy asks both.
-	var allowed strings.Builder
-	keys := map[string]string{}
-	for _, name := range []string{"alice", "bob"} {
-		key := filepath.Join(e.dir, name)
-		if out, err := exec.Command("ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-C", name, "-f", key).CombinedOutput(); err != nil {
-			t.Fatalf("ssh-keygen: %v: %s", err, out)
-		}
-		pub, err := os.ReadFile(key + ".pub")
-		if err != nil {
-			t.Fatal(err)
-		}
-		pf := strings.Fields(string(pub))
-		allowed.WriteString(name + "@example.com " + pf[0] + " " + pf[1] + "\n")
-		keys[name] = key
-	}
-	allowedFile := filepath.Join(e.dir, "allowed_signers")
+	keys, allowedFile := e.trustedKeys("alice", "bob")
+	tokenFile := e.pveTokenFile()
 	policyFile := filepath.Join(e.dir, "policy.yaml")
-	tokenFile := filepath.Join(e.dir, "pve-token")
-	for f, b := range map[string]string{allowedFile: allowed.String(), policyFile: "require:\n  destroy: {role: operator, count: 2}\n", tokenFile: e.tok + "\n"} {
-		if err := os.WriteFile(f, []byte(b), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.WriteFile(policyFile, []byte("require:\n  destroy: {role: operator, count: 2}\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	state := filepath.Join(e.dir, "state")
 	e.agentArgs = []string{"agent", "--node", "pve", "--state-dir", state, "--pve-url", e.simURL, "--pve-fingerprint", e.simFP,

@@ -121,6 +121,44 @@ func (e *e2e) putDesired(doc string) int64 {
 	return out.Generation
 }
 
+// trustedKeys makes a fresh ed25519 key with ssh-keygen for each name
+// (e.dir/NAME) and an allowed_signers file trusting each as
+// NAME@example.com; it returns the keys' paths by name and the file's.
+func (e *e2e) trustedKeys(names ...string) (keys map[string]string, allowedFile string) {
+	e.t.Helper()
+	var allowed strings.Builder
+	keys = map[string]string{}
+	for _, name := range names {
+		key := filepath.Join(e.dir, name)
+		if out, err := exec.Command("ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-C", name, "-f", key).CombinedOutput(); err != nil {
+			e.t.Fatalf("ssh-keygen: %v: %s", err, out)
+		}
+		pub, err := os.ReadFile(key + ".pub")
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		pf := strings.Fields(string(pub))
+		allowed.WriteString(name + "@example.com " + pf[0] + " " + pf[1] + "\n")
+		keys[name] = key
+	}
+	allowedFile = filepath.Join(e.dir, "allowed_signers")
+	if err := os.WriteFile(allowedFile, []byte(allowed.String()), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	return keys, allowedFile
+}
+
+// pveTokenFile writes the simulator's API token where the agent's
+// --pve-token-file reads it, and returns that path.
+func (e *e2e) pveTokenFile() string {
+	e.t.Helper()
+	f := filepath.Join(e.dir, "pve-token")
+	if err := os.WriteFile(f, []byte(e.tok+"\n"), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	return f
+}
+
 // startSim runs the simulator (no guests, no templates) and builds the
 // clients the test reads it with, pinned to its printed fingerprint.
 func (e *e2e) startSim() {
@@ -214,16 +252,9 @@ func TestEndToEnd(t *testing.T) {
 	joinToken := e.startOperatorHub()
 
 	// A fresh operator key the agent trusts.
-	key := filepath.Join(e.dir, "alice")
-	if out, err := exec.Command("ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-C", "alice", "-f", key).CombinedOutput(); err != nil {
-		t.Fatalf("ssh-keygen: %v: %s", err, out)
-	}
-	pub, _ := os.ReadFile(key + ".pub")
-	pf := strings.Fields(string(pub))
-	allowed := filepath.Join(e.dir, "allowed_signers")
-	os.WriteFile(allowed, []byte("alice@example.com "+pf[0]+" "+pf[1]+"\n"), 0o600)
-	tokenFile := filepath.Join(e.dir, "pve-token")
-	os.WriteFile(tokenFile, []byte(e.tok+"\n"), 0o600)
+	keys, allowed := e.trustedKeys("alice")
+	key := keys["alice"]
+	tokenFile := e.pveTokenFile()
 
 	// Enroll: the join token is needed once; later starts use the state
 	// directory alone.

@@ -220,16 +220,9 @@ func TestHostileHubEndToEnd(t *testing.T) {
 	hubFP := tlspin.Of(srv.Certificate().Raw)
 
 	// A fresh operator key the agent trusts.
-	key := filepath.Join(e.dir, "alice")
-	if out, err := exec.Command("ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-C", "alice", "-f", key).CombinedOutput(); err != nil {
-		t.Fatalf("ssh-keygen: %v: %s", err, out)
-	}
-	pub, _ := os.ReadFile(key + ".pub")
-	pf := strings.Fields(string(pub))
-	allowed := filepath.Join(e.dir, "allowed_signers")
-	os.WriteFile(allowed, []byte("alice@example.com "+pf[0]+" "+pf[1]+"\n"), 0o600)
-	tokenFile := filepath.Join(e.dir, "pve-token")
-	os.WriteFile(tokenFile, []byte(e.tok+"\n"), 0o600)
+	keys, allowed := e.trustedKeys("alice")
+	key := keys["alice"]
+	tokenFile := e.pveTokenFile()
 
 	// Phase 1: desired state asking for destructive changes next to a
 	// benign one: remove 103's scsi1 (by shrinking it) and move its scsi0

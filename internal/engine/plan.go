@@ -101,7 +101,8 @@ func (t *tick) plan(ctx context.Context) {
 // state) before the engine observes again, so a restarted agent plans
 // only from what PVE says once the op's fate is journaled, and an op that
 // ran is not planned again. Signed jobs have keys of their own (jobKey)
-// and nonces, which this does not touch.
+// and nonces, which this does not touch; so do migrations (migrateKey),
+// whose done-ness is judged by where the guest is.
 func reconcileKey(a action.Action, epoch string) string {
 	return "reconcile:" + a.Key() + "@" + a.Digest + "#" + epoch
 }
