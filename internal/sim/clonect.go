@@ -28,8 +28,9 @@ import (
 // description from the parameters if given (else the source's).
 //
 // The task allocates each mount point (rootfs first, then mpN by number)
-// as vm-<newid>-disk-N on the target storage (full; the source's storage
-// without storage) or on the base volume's storage (linked), adds the
+// as vm-<newid>-disk-N on the target storage (full, of the source
+// volume's real size; the source's storage without storage) or on the
+// base volume's storage (linked), adds the
 // container to the pool, and drops both locks. The source stays locked
 // (lock: disk) for the whole task, so clones of one template run one at a
 // time; a failed task frees the new container and unlocks the source.
@@ -115,7 +116,13 @@ func (s *Sim) postCloneCT(q *request) response {
 			} else {
 				r.logf("create linked clone of mount point %s (%s)", key, vol)
 			}
-			ng.config[key] = strings.Join(append([]string{nv}, opts...), ",")
+			v := strings.Join(append([]string{nv}, opts...), ",")
+			if n, ok := s.volumeSizeLocked(vol); ok && n > 0 && plan.full {
+				// copy_volume allocates the source volume's real size and
+				// writes it as the new mount point's size.
+				v = setVolSize(v, n)
+			}
+			ng.config[key] = v
 		}
 		if pool != "" {
 			s.addToPoolLocked(pool, newid)

@@ -194,3 +194,21 @@ func TestCloneHoldsSourceLock(t *testing.T) {
 	}
 	ts.mustOK(ts.do("PUT", "/nodes/pve/qemu/9000/config", url.Values{"description": {"x"}}))
 }
+
+// A full container clone copies a volume at its real size (copy_volume
+// reads it from the storage), not the size= the source's config claims.
+func TestCloneCTFullCopiesRealSize(t *testing.T) {
+	ts := startSim(t, Options{Templates: true})
+	ts.addGuest(GuestSpec{VMID: 130, Kind: "lxc", Config: map[string]string{"rootfs": "local-lvm:vm-130-disk-0,size=4G"}})
+	if _, st := ts.runTask("PUT", "/nodes/pve/lxc/130/resize", url.Values{"disk": {"rootfs"}, "size": {"6G"}}); st["exitstatus"] != "OK" {
+		t.Fatalf("resize: %v", st)
+	}
+	ts.mustOK(ts.do("PUT", "/nodes/pve/lxc/130/config", url.Values{"rootfs": {"local-lvm:vm-130-disk-0,size=4G"}}))
+	if g, _ := ts.s.Guest(130); g.Config["rootfs"] != "local-lvm:vm-130-disk-0,size=4G" {
+		t.Fatalf("source rootfs %q; want its config claiming 4G", g.Config["rootfs"])
+	}
+	_, st := ts.runTask("POST", "/nodes/pve/lxc/130/clone", url.Values{"newid": {"131"}})
+	if g, _ := ts.s.Guest(131); st["exitstatus"] != "OK" || g.Config["rootfs"] != "local-lvm:vm-131-disk-0,size=6G" {
+		t.Errorf("full clone: exit %v rootfs %q; want the real 6G", st["exitstatus"], g.Config["rootfs"])
+	}
+}
