@@ -123,14 +123,11 @@ drift_observed, pending_signature, pending_restart, error),
 			if err != nil {
 				return err
 			}
-			views, err := listHosts(cmd.Context(), c, true)
+			hosts, err := hostSummaries(cmd.Context(), c)
 			if err != nil {
 				return err
 			}
-			out := HostsJSON{Hosts: make([]HostSummaryJSON, len(views))}
-			for i, v := range views {
-				out.Hosts[i] = v.summary()
-			}
+			out := HostsJSON{Hosts: hosts}
 			return writeOutput(stdout, format, out, func(w io.Writer) error {
 				if len(out.Hosts) == 0 {
 					_, err := fmt.Fprintln(w, "No hosts yet: `steward hosts add HOST` prints the command that enrolls one.")

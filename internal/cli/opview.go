@@ -127,6 +127,20 @@ func getHost(ctx context.Context, c *hubclient.Client, host string) (hostView, e
 	return v, nil
 }
 
+// hostSummaries is what the fleet listings (hosts list, status) show:
+// one summary per host, from its last report, sorted by host id.
+func hostSummaries(ctx context.Context, c *hubclient.Client) ([]HostSummaryJSON, error) {
+	views, err := listHosts(ctx, c, true)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]HostSummaryJSON, len(views))
+	for i, v := range views {
+		out[i] = v.summary()
+	}
+	return out, nil
+}
+
 // listHosts fetches every host; with reports, each one's last report at
 // a glance (hostView.Summary) in the same request. A hub that does not
 // summarize (an older one) costs one request per reporting host instead.

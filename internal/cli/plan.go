@@ -196,14 +196,11 @@ with HOST or HOST/VMID, {"host": HOST, "guests": [GUEST]} as hosts show does
 			if err != nil {
 				return err
 			}
-			views, err := listHosts(cmd.Context(), c, true)
+			hosts, err := hostSummaries(cmd.Context(), c)
 			if err != nil {
 				return err
 			}
-			out := FleetStatusJSON{Hosts: make([]HostSummaryJSON, len(views))}
-			for i, v := range views {
-				out.Hosts[i] = v.summary()
-			}
+			out := FleetStatusJSON{Hosts: hosts}
 			return writeOutput(stdout, format, out, func(w io.Writer) error { return writeFleet(w, out, time.Now()) })
 		},
 	}
