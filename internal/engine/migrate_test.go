@@ -9,6 +9,7 @@ import (
 	"github.com/steward-pve/steward/internal/engine"
 	"github.com/steward-pve/steward/internal/guest"
 	"github.com/steward-pve/steward/internal/pve"
+	"github.com/steward-pve/steward/internal/signedop"
 	"github.com/steward-pve/steward/internal/sim"
 )
 
@@ -337,5 +338,44 @@ func TestMigratedGuestComesBack(t *testing.T) {
 	}
 	if got := migrations(h); len(got) != 3 {
 		t.Errorf("migrations %q; want the agent's two and the one by hand", got)
+	}
+}
+
+// TestMigrateHeldByTargetHeadroom: the volumes a migration copies are
+// judged against the target node's storage; one that would fill it past
+// its threshold is held for a signature, and runs once signed.
+func TestMigrateHeldByTargetHeadroom(t *testing.T) {
+	h := newHarness(t, sim.Options{Nodes: []string{"pve-a", "pve-b"}}, clusterVM(101, "pve-a", false))
+	env := signingEnv(t)
+	useVerifier(h, env)
+	st, err := h.client.StorageStatus(t.Context(), "pve-b", "local-lvm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 4 GiB of room on pve-b's local-lvm: the 8 GiB disk does not fit.
+	h.eng.Headroom = map[string]float64{"local-lvm": float64(st.Used+4*gib) / float64(st.Total)}
+	want := hostDoc(t, "pve", "      101: {kind: qemu, node: pve-b}\n")
+	rep := h.tick(want)
+	if len(rep.Pending) != 1 || len(h.mutations()) != 0 {
+		t.Fatalf("pending %+v, mutations %v; want the migration held, nothing run", rep.Pending, h.mutations())
+	}
+	d := rep.Pending[0]
+	if d.Action.Op != "migrate" || !strings.Contains(d.Reason, "would take local-lvm on node pve-b to ") {
+		t.Fatalf("pending %s %q; want the migration held with pve-b's figures", d.Action, d.Reason)
+	}
+	job := signedop.Job{Payload: d.Payload, Signatures: [][]byte{env.Sign(d.Payload, env.Alice.Signer)}}
+	rep = h.tick(want, job)
+	if len(rep.Rejected) != 0 {
+		t.Fatalf("signed migration rejected: %+v", rep.Rejected)
+	}
+	if got := migrations(h); len(got) != 1 {
+		t.Fatalf("migrations %q; want one", got)
+	}
+	if g, _ := h.srv.Sim.Guest(101); g.Node != "pve-b" {
+		t.Errorf("101 on %s; want pve-b", g.Node)
+	}
+	h.tick(want)
+	if got := migrations(h); len(got) != 1 {
+		t.Errorf("migrations %q after another tick; want still one", got)
 	}
 }
