@@ -224,6 +224,14 @@ func runHub(ctx context.Context, f hubFlags, stdout, stderr io.Writer) error {
 		cert = &c
 	}
 
+	if a := hubPprofAddr(); a != "" {
+		addr, stop, err := startHubPprof(a, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		fmt.Fprintf(stdout, "Profiling:   http://%s/debug/pprof/ (%s is set: for benchmarks only)\n", addr, HubPprofEnv)
+	}
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("hub: listen on %s: %w", f.listen, err)

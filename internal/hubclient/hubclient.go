@@ -67,6 +67,12 @@ type Options struct {
 	// replica to the next, with the error (or 5xx answer) that made it
 	// move; for logs. It must be quick and safe for concurrent use.
 	OnFailover func(from, to string, err error)
+	// DialContext, when set, opens the client's TCP connections instead
+	// of the default dialer (10s timeout, 30s keep-alive); everything
+	// else (TLS, HTTP/2, pings, limits) stays as New sets it. The load
+	// generator binds each simulated agent to its own source address
+	// with it.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // MaxURLs bounds how many replica URLs one Client takes.
@@ -105,8 +111,8 @@ func New(opts Options) (*Client, error) {
 		c.ua = "steward"
 	}
 	if opts.HTTPClient != nil {
-		if opts.Fingerprint != "" || opts.CAFile != "" {
-			return nil, errors.New("hubclient: Options.HTTPClient cannot be combined with Fingerprint or CAFile")
+		if opts.Fingerprint != "" || opts.CAFile != "" || opts.DialContext != nil {
+			return nil, errors.New("hubclient: Options.HTTPClient cannot be combined with Fingerprint, CAFile or DialContext")
 		}
 		c.hc = opts.HTTPClient
 		return c, nil
@@ -134,10 +140,14 @@ func New(opts Options) (*Client, error) {
 	default:
 		conf = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
+	dial := opts.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	}
 	c.hc = &http.Client{
 		Transport: &http.Transport{
 			Proxy:             http.ProxyFromEnvironment,
-			DialContext:       (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			DialContext:       dial,
 			TLSClientConfig:   conf,
 			ForceAttemptHTTP2: true,
 			// Over HTTP/2 one connection carries the long-poll and the
