@@ -451,6 +451,36 @@ func (f *fleet) scrape(c *hubclient.Client, name string) string {
 	return "?"
 }
 
+// storeOps are the store calls whose mean latency a window reports: the
+// per-request token lookup, the sweep's listing of every host, the
+// heartbeat flush and the full report's write.
+var storeOps = []string{"HostByToken", "Hosts", "TouchHosts", "PutReport"}
+
+// storeStats reads, from replica 0's metrics, the total seconds and count
+// of each store call in storeOps.
+func (f *fleet) storeStats() map[string][2]float64 {
+	out := map[string][2]float64{}
+	ctx, cancel := context.WithTimeout(f.ctx, 30*time.Second)
+	defer cancel()
+	resp, err := f.ops[0].Do(ctx, hubclient.Request{Method: http.MethodGet, Path: "/metrics", MaxResponse: 16 << 20})
+	if err != nil {
+		return out
+	}
+	for _, l := range strings.Split(string(resp.Body), "\n") {
+		for _, op := range storeOps {
+			for k, suffix := range []string{"_sum", "_count"} {
+				if v, ok := strings.CutPrefix(l, "steward_hub_store_duration_seconds"+suffix+`{op="`+op+`"} `); ok {
+					x, _ := strconv.ParseFloat(v, 64)
+					e := out[op]
+					e[k] = x
+					out[op] = e
+				}
+			}
+		}
+	}
+	return out
+}
+
 // measurement is what one window measured.
 type measurement struct {
 	agents         int
@@ -472,6 +502,7 @@ type measurement struct {
 // measure collects a window of d with the fleet as it is.
 func (f *fleet) measure(d time.Duration, label string) measurement {
 	w := &window{start: time.Now()}
+	st0 := f.storeStats()
 	cpu0, pg0, gen0 := f.hs.cpu(), f.hs.pgCPU(), procCPU(pidSelf)
 	f.win.Store(w)
 	select {
@@ -484,6 +515,13 @@ func (f *fleet) measure(d time.Duration, label string) measurement {
 	f.win.Store(nil)
 	w.close()
 	m.held = f.heldPolls()
+	st1 := f.storeStats()
+	var ops []string
+	for _, op := range storeOps {
+		if n := st1[op][1] - st0[op][1]; n > 0 {
+			ops = append(ops, fmt.Sprintf("%s %v (x%.0f)", op, time.Duration((st1[op][0]-st0[op][0])/n*float64(time.Second)).Round(time.Microsecond), n))
+		}
+	}
 	m.target = float64(m.agents) / m.interval.Seconds()
 	ok := w.reqs.Load() - w.errs.Load()
 	m.rate, m.fullRate = float64(ok)/el.Seconds(), float64(w.fulls.Load())/el.Seconds()
@@ -500,6 +538,7 @@ func (f *fleet) measure(d time.Duration, label string) measurement {
 	fmt.Printf("[%s]   heartbeat: %s\n", label, w.hb.summary())
 	fmt.Printf("[%s]   report:    %s\n", label, w.rep.summary())
 	fmt.Printf("[%s]   healthz probe (same moment): %s\n", label, w.probe.summary())
+	fmt.Printf("[%s]   store calls, mean (count) in the window, replica 0: %s\n", label, strings.Join(ops, ", "))
 	if f.hs.separate() {
 		fmt.Printf("[%s]   hub: CPU %v (%.0f%% of one core), %v per request; RSS %d MiB; %d descriptors (%.2f per agent); load generator CPU %.0f%% of one core\n",
 			label, cpu.Round(time.Millisecond), 100*cpu.Seconds()/el.Seconds(), r(m.cpuPerReq), m.rssKiB/1024, m.fds, float64(m.fds)/float64(max(m.agents, 1)), 100*gen.Seconds()/el.Seconds())

@@ -16,7 +16,8 @@ import (
 // connection), duplicated or late, so the hub also re-checks the
 // generations of the hosts it holds long-polls for every
 // Options.Recheck, and a lost notification delays an agent by at most
-// that long.
+// that long. A LocalNotifier loses nothing, and with it the hub does
+// not re-check.
 type Notifier interface {
 	// Publish announces that host's desired document is at generation gen
 	// (after the store committed it). It does not block on subscribers.

@@ -77,10 +77,13 @@ func (s *Store) Enroll(ctx context.Context, joinTokenHash, hostTokenHash string)
 	return host, nil
 }
 
+// hostCols reads a host for scanHost. The report's hash and whether jobs
+// wait come from indexes (migration 0005), named so that the planner
+// never reads the report bodies or job payloads instead.
 const hostCols = `h.id, h.created_at, h.enrolled_at, h.revoked_at, h.blocked, h.blocked_reason, h.last_seen,
 	COALESCE(r.hash, ''), h.desired_generation,
-	EXISTS (SELECT 1 FROM jobs j WHERE j.host = h.id AND j.state = 'waiting')
-	FROM hosts h LEFT JOIN reports r ON r.host = h.id`
+	EXISTS (SELECT 1 FROM jobs j INDEXED BY jobs_waiting WHERE j.host = h.id AND j.state = 'waiting')
+	FROM hosts h LEFT JOIN reports r INDEXED BY reports_host_hash ON r.host = h.id`
 
 type scanner interface{ Scan(dest ...any) error }
 

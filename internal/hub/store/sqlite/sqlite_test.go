@@ -172,3 +172,34 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 		t.Errorf("after reopening: %d hosts; want %d (a failed write left its host behind)", len(got), len(stored))
 	}
 }
+
+// TestHostReadsUseIndexesOnly: reading a host (by token, on every agent
+// request; all of them, in the hub's sweep) takes the report's hash and
+// whether jobs wait from covering indexes, never from the rows, where
+// they sit behind report bodies and job payloads on overflow pages.
+func TestHostReadsUseIndexesOnly(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "hub.db"))
+	defer s.Close()
+	for _, q := range []string{"SELECT " + hostCols + " WHERE h.token_hash = ? AND h.revoked_at = 0", "SELECT " + hostCols + " ORDER BY h.id"} {
+		rows, err := s.r.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+q, "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, notused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		all := strings.Join(plan, "\n")
+		for _, want := range []string{"COVERING INDEX reports_host_hash", "COVERING INDEX jobs_waiting"} {
+			if !strings.Contains(all, want) {
+				t.Errorf("plan of %q:\n%s\nwant %s", q, all, want)
+			}
+		}
+	}
+}
