@@ -492,6 +492,7 @@ type measurement struct {
 	hbMax, repP99  time.Duration
 	probeP99       time.Duration
 	hubCPU, genCPU time.Duration // in the window
+	machBusy       float64       // the machine's CPUs busy in the window (0..1), every process
 	cpuPerReq      time.Duration // hub CPU per request served (agents' and probes')
 	pgPerReq       time.Duration
 	rssKiB, fds    int
@@ -504,6 +505,7 @@ func (f *fleet) measure(d time.Duration, label string) measurement {
 	w := &window{start: time.Now()}
 	st0 := f.storeStats()
 	cpu0, pg0, gen0 := f.hs.cpu(), f.hs.pgCPU(), procCPU(pidSelf)
+	busy0, all0 := machineCPU()
 	f.win.Store(w)
 	select {
 	case <-time.After(d):
@@ -511,6 +513,7 @@ func (f *fleet) measure(d time.Duration, label string) measurement {
 	}
 	el := time.Since(w.start)
 	cpu, pgc, gen := f.hs.cpu()-cpu0, f.hs.pgCPU()-pg0, procCPU(pidSelf)-gen0
+	busy1, all1 := machineCPU()
 	m := measurement{agents: len(f.agents), interval: time.Duration(f.interval.Load()), dur: el, rssKiB: f.hs.rssKiB(), fds: f.hs.fds(), load: loadavg()}
 	f.win.Store(nil)
 	w.close()
@@ -528,6 +531,9 @@ func (f *fleet) measure(d time.Duration, label string) measurement {
 	m.errs, m.pollErrs = w.errs.Load(), w.perrs.Load()
 	m.hbP50, m.hbP99, m.hbMax, m.repP99, m.probeP99 = w.hb.q(0.5), w.hb.q(0.99), w.hb.q(1), w.rep.q(0.99), w.probe.q(0.99)
 	m.hubCPU, m.genCPU = cpu, gen
+	if all1 > all0 {
+		m.machBusy = float64(busy1-busy0) / float64(all1-all0)
+	}
 	if n := w.reqs.Load() + int64(w.probe.n()); n > 0 && f.hs.separate() {
 		m.cpuPerReq, m.pgPerReq = cpu/time.Duration(n), pgc/time.Duration(n)
 	}
@@ -542,6 +548,7 @@ func (f *fleet) measure(d time.Duration, label string) measurement {
 	if f.hs.separate() {
 		fmt.Printf("[%s]   hub: CPU %v (%.0f%% of one core), %v per request; RSS %d MiB; %d descriptors (%.2f per agent); load generator CPU %.0f%% of one core\n",
 			label, cpu.Round(time.Millisecond), 100*cpu.Seconds()/el.Seconds(), r(m.cpuPerReq), m.rssKiB/1024, m.fds, float64(m.fds)/float64(max(m.agents, 1)), 100*gen.Seconds()/el.Seconds())
+		fmt.Printf("[%s]   machine: CPUs %.0f%% busy (every process; the hub and this generator are part of it)\n", label, 100*m.machBusy)
 		if f.hs.pgDir != "" {
 			fmt.Printf("[%s]   PostgreSQL server CPU %v per request\n", label, r(m.pgPerReq))
 		}

@@ -126,8 +126,8 @@ func runFleet(c config, exe string, soft uint64, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "\nhubload fleet: %s, TLS + HTTP/2, one connection per agent, every agent long-polling; GOMAXPROCS %d, %d CPUs; finished in %v\n",
 		hs.label, runtime.GOMAXPROCS(0), runtime.NumCPU(), time.Since(start).Round(time.Second))
 	fmt.Fprintf(stdout, "ratios: p99/probe = heartbeat p99 over the healthz probe's p99 in the same window; x%d = against the %d-agent point\n", base.agents, base.agents)
-	fmt.Fprintf(stdout, "%-6s %7s %8s %9s %9s %8s %8s %8s %8s %9s %8s %6s %5s %8s %8s %6s %8s %6s %7s %6s %s\n",
-		"", "agents", "interval", "target/s", "done/s", "hb p50", "hb p99", "hb max", "rep p99", "probe p99", "p99/prb", "p99x1", "errs", "hub CPU", "CPU/req", "x1", "KiB/agt", "x1", "fd/agt", "gen", "load")
+	fmt.Fprintf(stdout, "%-6s %7s %8s %9s %9s %8s %8s %8s %8s %9s %8s %6s %5s %8s %8s %6s %8s %6s %7s %6s %5s %s\n",
+		"", "agents", "interval", "target/s", "done/s", "hb p50", "hb p99", "hb max", "rep p99", "probe p99", "p99/prb", "p99x1", "errs", "hub CPU", "CPU/req", "x1", "KiB/agt", "x1", "fd/agt", "gen", "mach", "load")
 	for _, r := range rows {
 		m := r.m
 		kib := float64(m.rssKiB-rss0) / float64(m.agents)
@@ -135,12 +135,17 @@ func runFleet(c config, exe string, soft uint64, stdout io.Writer) error {
 		if b := float64(base.rssKiB-rss0) / float64(base.agents); b > 0 && hs.separate() {
 			kibRatio = fmt.Sprintf("%.2fx", kib/b)
 		}
-		fmt.Fprintf(stdout, "%-6s %7d %8s %9.1f %9.1f %8s %8s %8s %8s %9s %8s %6s %5d %7.0f%% %8s %6s %8.1f %6s %7.2f %5.0f%% %s\n",
+		hubCPU, kibS, fds := "-", "-", "-"
+		if hs.separate() {
+			hubCPU = fmt.Sprintf("%.0f%%", 100*m.hubCPU.Seconds()/m.dur.Seconds())
+			kibS, fds = fmt.Sprintf("%.1f", kib), fmt.Sprintf("%.2f", float64(m.fds)/float64(m.agents))
+		}
+		fmt.Fprintf(stdout, "%-6s %7d %8s %9.1f %9.1f %8s %8s %8s %8s %9s %8s %6s %5d %8s %8s %6s %8s %6s %7s %5.0f%% %4.0f%% %s\n",
 			r.kind, m.agents, m.interval.Round(100*time.Millisecond), m.target, m.rate, d(m.hbP50), d(m.hbP99), d(m.hbMax), d(m.repP99), d(m.probeP99),
-			ratio(m.hbP99, m.probeP99), ratio(m.hbP99, base.hbP99), m.errs+m.pollErrs, 100*m.hubCPU.Seconds()/m.dur.Seconds(), d(m.cpuPerReq), ratio(m.cpuPerReq, base.cpuPerReq),
-			kib, kibRatio, float64(m.fds)/float64(m.agents), 100*m.genCPU.Seconds()/m.dur.Seconds(), m.load)
+			ratio(m.hbP99, m.probeP99), ratio(m.hbP99, base.hbP99), m.errs+m.pollErrs, hubCPU, d(m.cpuPerReq), ratio(m.cpuPerReq, base.cpuPerReq),
+			kibS, kibRatio, fds, 100*m.genCPU.Seconds()/m.dur.Seconds(), 100*m.machBusy, m.load)
 	}
-	fmt.Fprintln(stdout, "(hub CPU and gen: % of one core used by the hub and by this load generator in the window; errs: failed reports and long-polls)")
+	fmt.Fprintln(stdout, "(hub CPU and gen: % of one core used by the hub and by this load generator in the window; mach: the machine's CPUs busy, every process; errs: failed reports and long-polls)")
 	if prop.n > 0 {
 		if prop.err != nil {
 			fmt.Fprintf(stdout, "propagation with %d agents long-polling: %v\n", prop.n, prop.err)
@@ -167,9 +172,13 @@ func runFleet(c config, exe string, soft uint64, stdout io.Writer) error {
 	}
 	if limit != nil {
 		hub, gen := 100*limit.hubCPU.Seconds()/limit.dur.Seconds(), 100*limit.genCPU.Seconds()/limit.dur.Seconds()
-		why := "not the CPU (both together use less than 85% of the cores): latency or queueing in the hub"
-		if hub+gen >= 85*cores {
-			why = fmt.Sprintf("the machine's %.0f cores (hub %.0f%% + load generator %.0f%% of one core)", cores, hub, gen)
+		why := fmt.Sprintf("the hub itself (the machine's CPUs were %.0f%% busy, the hub using %.0f%% and this generator %.0f%% of one core): queueing for its store (the store call means above say which)",
+			100*limit.machBusy, hub, gen)
+		switch {
+		case hub+gen >= 85*cores:
+			why = fmt.Sprintf("the machine's %.0f cores, all used by the hub (%.0f%% of one core) and this load generator (%.0f%%)", cores, hub, gen)
+		case limit.machBusy >= 0.9:
+			why = fmt.Sprintf("the machine's CPUs (%.0f%% busy; the hub used %.0f%% and this generator %.0f%% of one core, other processes the rest): re-run on a quiet machine", 100*limit.machBusy, hub, gen)
 		}
 		fmt.Fprintf(stdout, "not sustained: %.0f requests/s asked, %.0f done, heartbeat p99 %s, %d errors; limited by %s; load average %s\n",
 			limit.target, limit.rate, d(limit.hbP99), limit.errs, why, limit.load)

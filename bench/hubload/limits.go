@@ -118,3 +118,27 @@ func loadavg() string {
 	}
 	return strings.Join(f[:3], " ")
 }
+
+// machineCPU returns the machine's busy and total CPU time so far, from
+// /proc/stat (every process, this one and the hub included).
+func machineCPU() (busy, total time.Duration) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, 0
+	}
+	var all, idle int64
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		all += n
+		if i == 3 || i == 4 { // idle, iowait
+			idle += n
+		}
+	}
+	tick := 10 * time.Millisecond // USER_HZ is 100 on Linux
+	return time.Duration(all-idle) * tick, time.Duration(all) * tick
+}

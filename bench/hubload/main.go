@@ -99,8 +99,8 @@ func run(args []string, stdout io.Writer) error {
 	fs.StringVar(&c.profile, "profile", "", "directory for CPU profiles of the hub (replica 0) during the measured load")
 	fs.BoolVar(&c.fleet, "fleet", false, "the fleet run: -points, propagation at the first, a rate ramp at the last, one table")
 	fs.StringVar(&c.points, "points", "1000,10000,max", `-fleet: fleet sizes, ascending; "max": the most the open-file limits allow`)
-	fs.StringVar(&c.rampRates, "ramp", "500,1000,2000,4000", "-fleet: request rates (per second) to push the largest fleet to, until one is not sustained; empty: none")
-	fs.DurationVar(&c.rampDur, "ramp-duration", 20*time.Second, "-fleet: measured time of each ramp step")
+	fs.StringVar(&c.rampRates, "ramp", "1000,2000,4000", "-fleet: request rates (per second) to push the largest fleet to, until one is not sustained; empty: none")
+	fs.DurationVar(&c.rampDur, "ramp-duration", 15*time.Second, "-fleet: measured time of each ramp step")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
