@@ -467,6 +467,12 @@ func (f *fleet) storeStats() map[string][2]float64 {
 		return out
 	}
 	for _, l := range strings.Split(string(resp.Body), "\n") {
+		for _, g := range []string{"go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_goroutines"} {
+			if v, ok := strings.CutPrefix(l, g+" "); ok {
+				x, _ := strconv.ParseFloat(v, 64)
+				out[g] = [2]float64{x}
+			}
+		}
 		for _, op := range storeOps {
 			for k, suffix := range []string{"_sum", "_count"} {
 				if v, ok := strings.CutPrefix(l, "steward_hub_store_duration_seconds"+suffix+`{op="`+op+`"} `); ok {
@@ -545,6 +551,10 @@ func (f *fleet) measure(d time.Duration, label string) measurement {
 	fmt.Printf("[%s]   report:    %s\n", label, w.rep.summary())
 	fmt.Printf("[%s]   healthz probe (same moment): %s\n", label, w.probe.summary())
 	fmt.Printf("[%s]   store calls, mean (count) in the window, replica 0: %s\n", label, strings.Join(ops, ", "))
+	if n := float64(max(m.agents, 1)); st1["go_goroutines"][0] > 0 {
+		fmt.Printf("[%s]   replica 0 memory: heap in use %.1f KiB per agent, goroutine stacks %.1f KiB per agent (%.1f goroutines per agent)\n", label,
+			st1["go_memstats_heap_inuse_bytes"][0]/1024/n, st1["go_memstats_stack_inuse_bytes"][0]/1024/n, st1["go_goroutines"][0]/n)
+	}
 	if f.hs.separate() {
 		fmt.Printf("[%s]   hub: CPU %v (%.0f%% of one core), %v per request; RSS %d MiB; %d descriptors (%.2f per agent); load generator CPU %.0f%% of one core\n",
 			label, cpu.Round(time.Millisecond), 100*cpu.Seconds()/el.Seconds(), r(m.cpuPerReq), m.rssKiB/1024, m.fds, float64(m.fds)/float64(max(m.agents, 1)), 100*gen.Seconds()/el.Seconds())
