@@ -78,7 +78,7 @@ func (s *Store) Enroll(ctx context.Context, joinTokenHash, hostTokenHash string)
 }
 
 // hostCols reads a host for scanHost. The report's hash and whether jobs
-// wait come from indexes (migration 0005), named so that the planner
+// wait come from indexes (migration 0006), named so that the planner
 // never reads the report bodies or job payloads instead.
 const hostCols = `h.id, h.created_at, h.enrolled_at, h.revoked_at, h.blocked, h.blocked_reason, h.last_seen,
 	COALESCE(r.hash, ''), h.desired_generation,

@@ -1,4 +1,4 @@
--- 0005: what every agent request reads of its host (HostByToken) and the
+-- 0006: what every agent request reads of its host (HostByToken) and the
 -- hub's sweep reads of every host, in indexes of their own. In the tables
 -- the report's hash follows its body and a job's state its payload,
 -- kilobytes on overflow pages that SQLite reads to reach them; the
