@@ -47,6 +47,16 @@
 //	             a snapshot the agent took under a schedule, as PVE listed it
 //	             (its proof of ownership for pruning), kept by compaction until
 //	             a record with "gone" forgets it
+//	8 mark       {"seq"}: written only by compaction (and by a rewrite after
+//	             an I/O failure), after the records that rebuild the state:
+//	             the number of the last begin, task, end or decision record
+//	             appended before it. Those records are numbered 1, 2, ... in
+//	             the order they were appended over the journal's whole life
+//	             (Event.Seq); the ones after the last mark are numbered on
+//	             from its seq, and the ones before it are copies (an
+//	             in-flight op's begin, a decision within retention) that keep
+//	             no number. A file without a mark numbers from its start.
+//	             A steward from before marks refuses a journal holding one.
 //
 // Optional fields are omitted when empty. Times are RFC 3339 in UTC with
 // nanoseconds. testdata/golden.journal is a small journal in this format;

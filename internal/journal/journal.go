@@ -80,6 +80,12 @@ type Options struct {
 // begin, OpID and UPID for task, OpID and Result for end, Decision for
 // decision).
 type Event struct {
+	// Seq numbers the journal's begin, task, end and decision records in
+	// the order they were appended, from 1, over the journal's whole life:
+	// compaction keeps the count (see the mark record in the package
+	// doc), so a consumer that remembers the Seq it has seen can ask
+	// Since for the records it missed.
+	Seq      uint64
 	Type     string
 	Time     time.Time
 	OpID     string
@@ -89,8 +95,18 @@ type Event struct {
 	Decision *Decision
 }
 
-// event returns r as an Event; ok is false for record types OnRecord does
-// not see.
+// isEvent reports whether r is a record OnRecord sees (and Event.Seq
+// counts).
+func (r record) isEvent() bool {
+	switch r.Type {
+	case typeBegin, typeTask, typeEnd, typeDecision:
+		return true
+	}
+	return false
+}
+
+// event returns r as an Event (without its Seq); ok is false for record
+// types OnRecord does not see.
 func (r record) event() (Event, bool) {
 	switch r.Type {
 	case typeBegin:
@@ -431,6 +447,61 @@ func (j *Journal) Provenance(vmid int) Provenance {
 	return out
 }
 
+// Seq returns the number (Event.Seq) of the last begin, task, end or
+// decision record appended; 0 when there was none. It does not block on
+// I/O.
+func (j *Journal) Seq() uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.st.events
+}
+
+// Since returns, in order, the begin, task, end and decision records
+// numbered after seq that the journal file still holds as they were
+// appended, each with its Seq, and first, the number of the oldest record
+// it holds that way (Seq()+1 when it holds none): records numbered seq+1
+// to first-1 were compacted away and cannot be given. It reads and decodes
+// the whole file, so it is meant for start-up: a consumer of OnRecord
+// catching up, before anything else is appended, on the records a crash
+// kept from it.
+func (j *Journal) Since(seq uint64) (evs []Event, first uint64, err error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.err != nil && !j.failed {
+		return nil, 0, j.err
+	}
+	data, err := os.ReadFile(j.path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("journal: read %s: %w", j.path, err)
+	}
+	d, err := decodeFile(data)
+	if err != nil {
+		var ce *CorruptError
+		if errors.As(err, &ce) {
+			ce.Path = j.path
+		}
+		return nil, 0, err
+	}
+	var n uint64
+	first = 1
+	for _, r := range d.records {
+		if r.Type == typeMark {
+			n, first, evs = r.Mark.Seq, r.Mark.Seq+1, evs[:0]
+			continue
+		}
+		if !r.isEvent() {
+			continue
+		}
+		n++
+		if n > seq {
+			ev, _ := r.event()
+			ev.Seq = n
+			evs = append(evs, ev)
+		}
+	}
+	return evs, min(first, n+1), nil
+}
+
 // Compact rewrites the journal keeping every in-flight op (with its UPID),
 // idempotency keys and gate decisions within the retention window, and the
 // create provenance of every guest not since destroyed by the agent. The
@@ -506,6 +577,7 @@ func (j *Journal) append(r record, check func() error) error {
 	}
 	if j.onRecord != nil {
 		if ev, ok := r.event(); ok {
+			ev.Seq = j.st.events
 			j.onRecord(ev)
 		}
 	}
@@ -638,7 +710,11 @@ func (j *Journal) compactLocked() error {
 // in-memory state and switches appends to it.
 func (j *Journal) rewriteLocked() error {
 	data := fileHeader()
-	for _, r := range j.st.snapshot() {
+	recs := j.st.snapshot()
+	if j.st.events > 0 {
+		recs = append(recs, record{Type: typeMark, Mark: &markRecord{Seq: j.st.events}})
+	}
+	for _, r := range recs {
 		frame, err := encodeFrame(r)
 		if err != nil {
 			return fmt.Errorf("journal: compact: %w", err)

@@ -41,6 +41,7 @@ const (
 	typeCompleted  recordType = 5
 	typeProvenance recordType = 6
 	typeSnapshot   recordType = 7
+	typeMark       recordType = 8
 )
 
 func (t recordType) String() string {
@@ -59,6 +60,8 @@ func (t recordType) String() string {
 		return "provenance"
 	case typeSnapshot:
 		return "snapshot"
+	case typeMark:
+		return "mark"
 	}
 	return fmt.Sprintf("type %d", byte(t))
 }
@@ -95,6 +98,14 @@ type provenanceRecord struct {
 	Started  bool      `json:"started,omitempty"`
 }
 
+// markRecord is written by compaction after the records that rebuild
+// the state: Seq is the number of the last begin, task, end or decision
+// record appended before it (see Event.Seq), so the ones appended after it
+// are numbered on from there.
+type markRecord struct {
+	Seq uint64 `json:"seq"`
+}
+
 // record is one decoded record; exactly the field matching Type is set.
 type record struct {
 	Type       recordType
@@ -105,6 +116,7 @@ type record struct {
 	Completed  *completedRecord
 	Provenance *provenanceRecord
 	Snapshot   *Snapshot
+	Mark       *markRecord
 }
 
 // body returns the struct that is the JSON body of r.
@@ -125,6 +137,8 @@ func (r record) body() (any, error) {
 		b = r.Provenance
 	case typeSnapshot:
 		b = r.Snapshot
+	case typeMark:
+		b = r.Mark
 	default:
 		return nil, fmt.Errorf("journal: unknown record type %d", byte(r.Type))
 	}
@@ -161,7 +175,7 @@ func appendFrame(dst, payload []byte) []byte { return frame.Append(dst, payload)
 // keeps the search for a valid record after a bad one from checksumming
 // at every offset.
 var frames = frame.Format{Min: 3, Max: maxPayload, Plausible: func(p []byte) bool {
-	return p[0] >= byte(typeBegin) && p[0] <= byte(typeSnapshot) && p[1] == '{' && p[len(p)-1] == '}'
+	return p[0] >= byte(typeBegin) && p[0] <= byte(typeMark) && p[1] == '{' && p[len(p)-1] == '}'
 }}
 
 // encodeFrame returns r framed for the file.
@@ -204,6 +218,9 @@ func decodePayload(p []byte) (record, error) {
 	case typeSnapshot:
 		r.Snapshot = new(Snapshot)
 		dst = r.Snapshot
+	case typeMark:
+		r.Mark = new(markRecord)
+		dst = r.Mark
 	default:
 		return record{}, fmt.Errorf("unknown record type %d", p[0])
 	}

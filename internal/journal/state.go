@@ -127,6 +127,9 @@ type decisionEntry struct {
 // in-memory view is always what a reopen would see.
 type state struct {
 	seq       uint64                // sequence of the last applied record
+	// events is the number (Event.Seq) of the last begin, task, end or
+	// decision record: counted on from the last mark record.
+	events uint64
 	inflight  map[string]*flight    // op id → begun, not ended
 	inflightK map[string]string     // idempotency key → in-flight op id
 	completed map[string]completion // idempotency key → ended op
@@ -237,8 +240,13 @@ func (s *state) apply(r record) error {
 		s.prov[p.VMID] = &provenance{createOp: p.CreateOp, seq: s.seq, ended: true, failed: p.Failed, at: p.Time, remains: p.Remains, started: p.Started}
 	case typeSnapshot:
 		s.applySnapshot(r.Snapshot)
+	case typeMark:
+		s.events = r.Mark.Seq
 	default:
 		return fmt.Errorf("unknown record type %d", byte(r.Type))
+	}
+	if r.isEvent() {
+		s.events++
 	}
 	return nil
 }
