@@ -126,10 +126,10 @@ type decisionEntry struct {
 // when records are replayed by Open and when they are appended, so the
 // in-memory view is always what a reopen would see.
 type state struct {
-	seq       uint64                // sequence of the last applied record
+	seq uint64 // sequence of the last applied record
 	// events is the number (Event.Seq) of the last begin, task, end or
 	// decision record: counted on from the last mark record.
-	events uint64
+	events    uint64
 	inflight  map[string]*flight    // op id → begun, not ended
 	inflightK map[string]string     // idempotency key → in-flight op id
 	completed map[string]completion // idempotency key → ended op
