@@ -158,6 +158,8 @@ func historyText(w io.Writer, rows []HistoryRow) error {
 		}
 		result := ""
 		switch {
+		case r.Type == "break":
+			what, result = "chain break", r.Reason
 		case r.Type == "decision":
 			result = r.Verdict
 			if r.Reason != "" {

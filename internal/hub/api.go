@@ -338,8 +338,28 @@ func (s *Server) receipts(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_receipts", fmt.Sprintf("the receipts name host %q; this is host %q", rs.Host, h.ID))
 		return
 	}
+	// A break (a new segment of the chain) is reported once, when it is
+	// stored: the head before says which breaks in the batch are new.
+	breaks := wire.Breaks(rs.Receipts)
+	var before store.ReceiptHead
+	if len(breaks) > 0 {
+		if before, err = s.st.ReceiptHead(r.Context(), h.ID); err != nil {
+			s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
+			return
+		}
+	}
 	head, err := s.st.AppendReceipts(r.Context(), h.ID, rs.Receipts)
 	switch {
+	case errors.Is(err, wire.ErrChainGap) && len(breaks) > 0:
+		// The agent numbered a new segment from a point other than the
+		// hub's head; it numbers it on from the head it is told. The
+		// break is reported when it is stored.
+		cur, _ := s.st.ReceiptHead(r.Context(), h.ID)
+		s.log.Info("receipt chain segment to renumber", "host", h.ID, "have_seq", cur.Seq, "err", err)
+		have := cur.Seq
+		writeJSON(w, http.StatusConflict, wire.Error{Code: "chain_gap", HaveSeq: &have,
+			Error: fmt.Sprintf("%v (the hub holds up to seq %d; send from %d)", err, cur.Seq, cur.Seq+1)})
+		return
 	case errors.Is(err, wire.ErrChainGap):
 		cur, _ := s.st.ReceiptHead(r.Context(), h.ID)
 		s.log.Warn("receipt chain gap", "host", h.ID, "have_seq", cur.Seq)
@@ -358,6 +378,15 @@ func (s *Server) receipts(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		s.storeError(w, r, err, http.StatusNotFound, "not_found", "")
 		return
+	}
+	for _, b := range breaks {
+		if b.Seq <= before.Seq {
+			continue // held already: a retried batch
+		}
+		detail := fmt.Sprintf("break at seq %d: the agent started a new segment of its receipt chain: %s", b.Seq, b.Reason)
+		s.log.Warn("receipt chain break", "host", h.ID, "seq", b.Seq, "reason", b.Reason)
+		s.event(r.Context(), store.Event{Type: store.EventReceiptsBroken, Host: h.ID, Detail: detail})
+		s.receiptsAlert(r.Context(), h.ID, detail)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"seq": head.Seq, "hash": head.Hash})
 }

@@ -577,6 +577,8 @@ func (d *dashboard) auditPage(w http.ResponseWriter, r *http.Request, sess sessi
 			switch {
 			case e.Type == "decision":
 				row.Outcome, row.Detail = e.Verdict, e.Reason
+			case e.Type == "break":
+				row.Outcome, row.Detail = "chain break", e.Reason
 			case e.Result == nil:
 				row.Outcome = "unfinished"
 			case e.Result.OK:

@@ -25,8 +25,10 @@ type HistoryJSON struct {
 
 // HistoryEntryJSON is one operation or gate decision.
 type HistoryEntryJSON struct {
-	// Type is "operation" (a mutation: begin, then task, then end) or
-	// "decision" (the gate held or refused something).
+	// Type is "operation" (a mutation: begin, then task, then end),
+	// "decision" (the gate held or refused something) or "break" (the
+	// agent started a new segment of its receipt chain: Reason says why
+	// and what may be missing before it).
 	Type string `json:"type"`
 	// Seq is the sequence number of the entry's first receipt.
 	Seq  uint64    `json:"seq"`
@@ -150,12 +152,16 @@ func (s *Server) hostHistory(ctx context.Context, host string, after uint64) ([]
 // HistoryEntries joins receipts into entries: the begin, task and end
 // receipts of one op id become one operation (a task or end whose begin
 // is not among rs starts an entry of its own, so a window that cuts an
-// op shows what it has), each decision one entry. Entries are ordered by
+// op shows what it has), each decision and each break one entry. Entries are ordered by
 // their first receipt.
 func HistoryEntries(rs []wire.Receipt) []HistoryEntryJSON {
 	var out []HistoryEntryJSON
 	ops := map[string]int{} // op id -> index in out
 	for _, rc := range rs {
+		if rc.Type == wire.ReceiptBreak {
+			out = append(out, HistoryEntryJSON{Type: "break", Seq: rc.Seq, Time: rc.Time, Reason: rc.Reason})
+			continue
+		}
 		if rc.Type == wire.ReceiptDecision {
 			e := HistoryEntryJSON{Type: "decision", Seq: rc.Seq, Time: rc.Time, Action: rc.Action, Source: rc.Source,
 				Signers: rc.Signers, Nonce: rc.Nonce, Class: rc.Class, Verdict: rc.Verdict, Reason: rc.Reason}

@@ -1,7 +1,9 @@
 package hub
 
 import (
+	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,5 +83,58 @@ func TestHistory(t *testing.T) {
 	e.must(200, "GET", fmt.Sprintf("/v1/hosts/pve-a/history?after=%d", h.Head), e.opTok, nil, &h)
 	if len(h.Entries) != 0 {
 		t.Errorf("after the head: got %+v; want no entries", h.Entries)
+	}
+}
+
+// A break in an agent's receipt chain (a new segment) is accepted at the
+// head's next number, recorded once as receipts.broken with the agent's
+// reason (not again for a retried batch), and shown in the history; a
+// segment numbered from another point is answered with the hub's head
+// so the agent numbers it on from there, and is reported only when
+// stored.
+func TestHistoryChainBreak(t *testing.T) {
+	e := newEnv(t)
+	tok := e.enroll("pve-a")
+	at := func(s int) time.Time { return time.Date(2026, 1, 1, 0, 0, s, 0, time.UTC) }
+	rs := []wire.Receipt{
+		{Time: at(1), Type: wire.ReceiptBegin, Op: "op-a", Source: "reconcile", Action: &wire.Action{Op: "start", VMID: 101, Kind: "lxc"}},
+		{Time: at(2), Type: wire.ReceiptEnd, Op: "op-a", Result: &wire.OpResult{OK: true}},
+	}
+	wire.Chain(0, wire.ZeroHash, rs)
+	e.must(200, "POST", "/v1/agent/hosts/pve-a/receipts", tok, mustJSON(t, wire.Receipts{Host: "pve-a", Receipts: rs}), nil)
+
+	segment := func(after uint64) []wire.Receipt {
+		seg := []wire.Receipt{{Time: at(3), Type: wire.ReceiptBreak, Reason: "the receipt log was damaged; set aside as receipts.damaged-x"},
+			{Time: at(4), Type: wire.ReceiptBegin, Op: "op-b", Source: "reconcile", Action: &wire.Action{Op: "stop", VMID: 101, Kind: "lxc"}}}
+		wire.Chain(after, wire.ZeroHash, seg[:1])
+		wire.Chain(after+1, seg[0].Hash, seg[1:])
+		return seg
+	}
+	code, b := e.do("POST", "/v1/agent/hosts/pve-a/receipts", tok, mustJSON(t, wire.Receipts{Host: "pve-a", Receipts: segment(0)}))
+	var we wire.Error
+	json.Unmarshal(b, &we)
+	if code != 409 || we.Code != "chain_gap" || we.HaveSeq == nil || *we.HaveSeq != 2 {
+		t.Fatalf("a segment numbered from 1: got %d %s; want 409 chain_gap naming seq 2", code, b)
+	}
+	if evs := e.events("?after=0"); strings.Contains(types(evs.Events), "receipts.broken") {
+		t.Fatalf("events after a segment to renumber: %s; want no receipts.broken until it is stored", types(evs.Events))
+	}
+	seg := segment(2)
+	for range 2 { // the second is a retry
+		e.must(200, "POST", "/v1/agent/hosts/pve-a/receipts", tok, mustJSON(t, wire.Receipts{Host: "pve-a", Receipts: seg}), nil)
+	}
+	var broken []EventJSON
+	for _, ev := range e.events("?after=0").Events {
+		if ev.Type == "receipts.broken" {
+			broken = append(broken, ev)
+		}
+	}
+	if len(broken) != 1 || !strings.Contains(broken[0].Detail, "break at seq 3") || !strings.Contains(broken[0].Detail, "receipts.damaged-x") {
+		t.Fatalf("receipts.broken events: %+v; want one naming seq 3 and the agent's reason", broken)
+	}
+	var h HistoryJSON
+	e.must(200, "GET", "/v1/hosts/pve-a/history", e.opTok, nil, &h)
+	if h.Head != 4 || len(h.Entries) != 3 || h.Entries[1].Type != "break" || h.Entries[1].Seq != 3 || !strings.Contains(h.Entries[1].Reason, "damaged") || h.Entries[2].Op != "op-b" {
+		t.Fatalf("history: head %d, %+v; want op-a, the break at 3, op-b", h.Head, h.Entries)
 	}
 }

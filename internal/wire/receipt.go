@@ -16,6 +16,15 @@ const (
 	ReceiptTask     = "task"
 	ReceiptEnd      = "end"
 	ReceiptDecision = "decision"
+	// ReceiptBreak starts a new segment of the chain: the agent could not
+	// continue the one before (its receipt log was damaged and set aside,
+	// or its journal was compacted past records it had made no receipt
+	// for, or the hub holds receipts it no longer has). Reason says what
+	// happened and what may be missing. A break is numbered on (Seq is
+	// the one after the receipt before) but its Prev is ZeroHash: it
+	// links to nothing, and a hub that accepts one reports it. Wire
+	// version 5: an agent sends one only to a hub that names 5 or later.
+	ReceiptBreak = "break"
 )
 
 // Receipt is one journal record shipped to the hub as the host's audit
@@ -40,7 +49,7 @@ type Receipt struct {
 	UPID string `json:"upid,omitempty"`
 	// End fields.
 	Result *OpResult `json:"result,omitempty"`
-	// Decision fields.
+	// Decision fields (Reason is a break's too).
 	Class   string `json:"class,omitempty"`
 	Verdict string `json:"verdict,omitempty"`
 	Reason  string `json:"reason,omitempty"`
@@ -97,14 +106,21 @@ var (
 // VerifyChain checks that rs continue a chain whose last receipt had
 // sequence seq and hash prev: consecutive sequence numbers (ErrChainGap
 // otherwise), each Prev equal to the hash before and each Hash equal to
-// ReceiptHash (ErrChainBroken otherwise). It returns the new last sequence
-// and hash. A gap or a break is reported, never repaired.
+// ReceiptHash (ErrChainBroken otherwise). A ReceiptBreak receipt is the
+// one exception to the links: its Prev must be ZeroHash, whatever came
+// before. It returns the new last sequence and hash. A gap or a broken
+// link is reported, never repaired; a break is explicit, and whoever
+// accepts one reports it (Breaks).
 func VerifyChain(seq uint64, prev string, rs []Receipt) (uint64, string, error) {
 	for i, r := range rs {
 		if r.Seq != seq+1 {
 			return seq, prev, fmt.Errorf("%w: receipts[%d] has seq %d, want %d", ErrChainGap, i, r.Seq, seq+1)
 		}
-		if r.Prev != prev {
+		if r.Type == ReceiptBreak {
+			if r.Prev != ZeroHash {
+				return seq, prev, fmt.Errorf("%w: receipts[%d] (seq %d) is a break naming previous hash %.16s…; a break names the zero hash", ErrChainBroken, i, r.Seq, r.Prev)
+			}
+		} else if r.Prev != prev {
 			return seq, prev, fmt.Errorf("%w: receipts[%d] (seq %d) names previous hash %.16s…, the chain's is %.16s…", ErrChainBroken, i, r.Seq, r.Prev, prev)
 		}
 		if h := ReceiptHash(r); r.Hash != h {
@@ -113,6 +129,17 @@ func VerifyChain(seq uint64, prev string, rs []Receipt) (uint64, string, error) 
 		seq, prev = r.Seq, r.Hash
 	}
 	return seq, prev, nil
+}
+
+// Breaks returns the ReceiptBreak receipts among rs.
+func Breaks(rs []Receipt) []Receipt {
+	var out []Receipt
+	for _, r := range rs {
+		if r.Type == ReceiptBreak {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // EncodeReceipts returns rs's JSON encoding.
@@ -145,8 +172,12 @@ func (rs Receipts) Validate() error {
 		}
 		c.hex64(p+".prev", "a hash", r.Prev)
 		c.hex64(p+".hash", "a hash", r.Hash)
-		c.oneOf(p+".type", r.Type, ReceiptBegin, ReceiptTask, ReceiptEnd, ReceiptDecision)
-		if r.Type != ReceiptDecision {
+		c.oneOf(p+".type", r.Type, ReceiptBegin, ReceiptTask, ReceiptEnd, ReceiptDecision, ReceiptBreak)
+		switch r.Type {
+		case ReceiptDecision:
+		case ReceiptBreak:
+			c.text(p+".reason", r.Reason, true)
+		default:
 			c.text(p+".op", r.Op, true)
 		}
 		c.text(p+".source", r.Source, false)

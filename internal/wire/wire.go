@@ -47,6 +47,7 @@
 //   - 3: Sync.Provenance.
 //   - 4: Pending.Quorum and JobResult.Quorum (how many signers of which
 //     role an action needs, and who signed a held job already).
+//   - 5: Receipt type ReceiptBreak (a new segment of the receipt chain).
 package wire
 
 import (
@@ -58,7 +59,7 @@ import (
 )
 
 // Version is the newest wire version this package reads and writes.
-const Version = 4
+const Version = 5
 
 // VersionHeader is the HTTP header in which a hub names the wire version
 // it reads.

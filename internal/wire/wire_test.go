@@ -283,6 +283,40 @@ func TestVerifyChain(t *testing.T) {
 	}
 }
 
+// A break starts a new segment: numbered on, linked to nothing (its Prev
+// is the zero hash, whatever came before), and the receipts after it
+// link to it; a break that names another hash is broken, one that skips a
+// number is a gap, and a break without a reason is refused.
+func TestVerifyChainBreak(t *testing.T) {
+	rs := sampleReceipts().Receipts[:2]
+	seg := []wire.Receipt{{Time: rs[1].Time, Type: wire.ReceiptBreak, Reason: "the receipt log was damaged"}, rs[0]}
+	seg[1].Time = rs[1].Time.Add(time.Second)
+	wire.Chain(2, wire.ZeroHash, seg)
+	seq, last, err := wire.VerifyChain(2, rs[1].Hash, seg)
+	if err != nil || seq != 4 || last != seg[1].Hash {
+		t.Fatalf("a break segment after seq 2: %d, %v; want 4, nil", seq, err)
+	}
+	if got := wire.Breaks(append(rs, seg...)); len(got) != 1 || got[0].Seq != 3 {
+		t.Errorf("Breaks = %+v; want the one at seq 3", got)
+	}
+	if err := (wire.Receipts{Host: "pve-a", Receipts: append(append([]wire.Receipt(nil), rs...), seg...)}).Validate(); err != nil {
+		t.Errorf("a batch holding a break: %v", err)
+	}
+	linked := append([]wire.Receipt(nil), seg...)
+	wire.Chain(2, rs[1].Hash, linked)
+	if _, _, err := wire.VerifyChain(2, rs[1].Hash, linked); !errors.Is(err, wire.ErrChainBroken) {
+		t.Errorf("a break naming the hash before it: got %v; want ErrChainBroken", err)
+	}
+	if _, _, err := wire.VerifyChain(1, rs[0].Hash, seg); !errors.Is(err, wire.ErrChainGap) {
+		t.Errorf("a break skipping a number: got %v; want ErrChainGap", err)
+	}
+	bare := []wire.Receipt{{Time: rs[1].Time, Type: wire.ReceiptBreak}}
+	wire.Chain(0, wire.ZeroHash, bare)
+	if err := (wire.Receipts{Host: "pve-a", Receipts: bare}).Validate(); err == nil || !strings.Contains(err.Error(), "reason") {
+		t.Errorf("a break without a reason: %v; want refused naming the reason", err)
+	}
+}
+
 func TestControlIntervalRoundsUp(t *testing.T) {
 	b, err := wire.EncodeControl(wire.Control{PollInterval: 1500 * time.Millisecond})
 	if err != nil {

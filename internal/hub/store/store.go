@@ -496,7 +496,10 @@ type Store interface {
 	// must continue it (wire.VerifyChain): a gap wraps wire.ErrChainGap,
 	// a mismatch wire.ErrChainBroken, and then nothing is stored.
 	// Receipts already stored with the same hash (an agent's retry) are
-	// skipped. It returns the new head.
+	// skipped. A break (wire.ReceiptBreak) is stored as the chain's next
+	// receipt; one numbered at or below the head that the store does not
+	// hold is a gap (the agent numbers its new segment on from the head),
+	// not a broken chain. It returns the new head.
 	AppendReceipts(ctx context.Context, host string, rs []wire.Receipt) (ReceiptHead, error)
 	// ReceiptHead returns where the host's chain ends.
 	ReceiptHead(ctx context.Context, host string) (ReceiptHead, error)

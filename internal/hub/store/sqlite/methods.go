@@ -700,6 +700,11 @@ func (s *Store) AppendReceipts(ctx context.Context, host string, rs []wire.Recei
 				return fmt.Errorf("sqlite: reading receipt %d of %q: %w", rs[i].Seq, host, err)
 			}
 			if have != rs[i].Hash {
+				if rs[i].Type == wire.ReceiptBreak {
+					// A new segment numbered from what the agent thought
+					// the hub held: it numbers it on from the hub's head.
+					return fmt.Errorf("%w: receipts[%d] (seq %d) starts a new segment, but host %q's chain goes on to seq %d", wire.ErrChainGap, i, rs[i].Seq, host, h.Seq)
+				}
 				return fmt.Errorf("%w: receipts[%d] (seq %d) differs from the one the hub holds for host %q", wire.ErrChainBroken, i, rs[i].Seq, host)
 			}
 		}

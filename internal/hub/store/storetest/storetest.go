@@ -52,6 +52,7 @@ func Run(t *testing.T, open Open) {
 		{"PendingSince", testPendingSince},
 		{"Receipts", testReceipts},
 		{"ReceiptChainErrors", testReceiptChainErrors},
+		{"ReceiptBreak", testReceiptBreak},
 		{"Audit", testAudit},
 		{"Events", testEvents},
 		{"PruneEvents", testPruneEvents},
@@ -1047,6 +1048,41 @@ func testReceiptChainErrors(t *testing.T, s store.Store) {
 	}
 	if h, err := s.AppendReceipts(ctx, "pve-a", rs[2:]); err != nil || h.Seq != 4 {
 		t.Fatalf("the right continuation after refusals: got %+v, %v", h, err)
+	}
+}
+
+// A break starts a new segment at the head's next number, linked to
+// nothing; one numbered below the next is a gap (the agent numbers it on
+// from the head), and receipts after it link to it.
+func testReceiptBreak(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	enrolled(t, s, "pve-a")
+	rs := receipts(0, wire.ZeroHash, 3)
+	if _, err := s.AppendReceipts(ctx, "pve-a", rs); err != nil {
+		t.Fatal(err)
+	}
+	segment := func(seq uint64) []wire.Receipt {
+		seg := []wire.Receipt{{Time: time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC), Type: wire.ReceiptBreak, Reason: "the receipt log was damaged"},
+			{Time: time.Date(2026, 1, 2, 0, 0, 1, 0, time.UTC), Type: wire.ReceiptBegin, Op: "op-new", Source: "reconcile"}}
+		wire.Chain(seq, wire.ZeroHash, seg)
+		wire.Chain(seq+1, seg[0].Hash, seg[1:])
+		return seg
+	}
+	_, err := s.AppendReceipts(ctx, "pve-a", segment(1))
+	wantErr(t, "a break numbered below the head", err, wire.ErrChainGap)
+	_, err = s.AppendReceipts(ctx, "pve-a", segment(4))
+	wantErr(t, "a break past the head's next number", err, wire.ErrChainGap)
+	seg := segment(3)
+	h, err := s.AppendReceipts(ctx, "pve-a", seg)
+	if err != nil || h.Seq != 5 || h.Hash != seg[1].Hash {
+		t.Fatalf("a break at the head's next number: got %+v, %v; want seq 5", h, err)
+	}
+	got, err := s.Receipts(ctx, "pve-a", 3, 10)
+	if err != nil || len(got) != 2 || got[0].Type != wire.ReceiptBreak || got[0].Reason != "the receipt log was damaged" || got[0].Prev != wire.ZeroHash {
+		t.Fatalf("Receipts after 3: %+v, %v; want the break and the receipt after it", got, err)
+	}
+	if h, err := s.AppendReceipts(ctx, "pve-a", seg); err != nil || h.Seq != 5 {
+		t.Fatalf("the segment sent again: %+v, %v; want accepted, head 5", h, err)
 	}
 }
 
