@@ -373,7 +373,7 @@ func (a *Agent) report(ctx context.Context, rep engine.Report) (wire.Control, bo
 	a.jobsWaiting = ok && ctl.JobsWaiting && h.lastHubJobs == 0 && h.jobsFetchErr == ""
 	if ok && a.receipts != nil {
 		cctx, cancel := context.WithTimeout(ctx, h.timeout)
-		err := a.receipts.ship(cctx, h.client)
+		err := a.receipts.ship(cctx, h.client, ctl.HubVersion)
 		cancel()
 		if err != nil && ctx.Err() == nil {
 			a.log.Warn("shipping journal receipts to the hub failed; the next tick sends them again", "err", err)
@@ -542,17 +542,27 @@ func (a *Agent) open(ctx context.Context) (*state, error) {
 	st := &state{unlock: unlock}
 	jopts := journal.Options{Logger: a.log, OnSync: a.cfg.JournalSync}
 	if a.cfg.Hub != nil {
-		if st.receipts, err = openReceipts(a.cfg.StateDir, a.cfg.Host, a.log); err != nil {
-			st.close(ctx)
-			return nil, err
+		// Receipts are audit, not safety: a receipt log that cannot even
+		// be set aside leaves the agent converging without them (the next
+		// start makes the missing ones from the journal, or reports the
+		// break).
+		if st.receipts, err = openReceipts(a.cfg.StateDir, a.cfg.Host, a.log, a.cfg.Now); err != nil {
+			a.log.Error("journal receipts are off until the agent restarts", "err", err)
+			st.receipts = nil
+		} else {
+			jopts.OnRecord = st.receipts.record
 		}
-		jopts.OnRecord = st.receipts.record
 	}
 	a.receipts = st.receipts
 	st.journal, err = journal.Open(filepath.Join(a.cfg.StateDir, "journal"), jopts)
 	if err != nil {
 		st.close(ctx)
 		return nil, err
+	}
+	if st.receipts != nil {
+		// Before recovery appends anything: the receipts a crash kept
+		// from the log, in order.
+		st.receipts.catchUp(st.journal)
 	}
 	if a.cfg.Hub != nil {
 		if err := a.cfg.Hub.load(a.cfg.StateDir, true); err != nil {

@@ -92,14 +92,14 @@ func TestReceiptsShipIncrementallyAndResendAfterAGap(t *testing.T) {
 	}
 	dir := t.TempDir()
 	log := slog.New(slog.DiscardHandler)
-	r, err := openReceipts(dir, "pve", log)
+	r, err := openReceipts(dir, "pve", log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := 1; i <= 3; i++ {
 		r.record(beginEvent(i))
 	}
-	if err := r.ship(t.Context(), c); err != nil {
+	if err := r.ship(t.Context(), c, wire.Version); err != nil {
 		t.Fatal(err)
 	}
 	if got := hub.held(); len(got) != 3 || got[2].Op != "op-3" {
@@ -107,24 +107,24 @@ func TestReceiptsShipIncrementallyAndResendAfterAGap(t *testing.T) {
 	}
 	// Restart: the acknowledgement is durable; only new receipts go.
 	r.close()
-	if r, err = openReceipts(dir, "pve", log); err != nil {
+	if r, err = openReceipts(dir, "pve", log, nil); err != nil {
 		t.Fatal(err)
 	}
 	r.record(beginEvent(4))
 	if got := r.unacked(); len(got) != 1 || got[0].Seq != 4 {
 		t.Fatalf("after a restart unacked = %+v; want only seq 4", got)
 	}
-	if err := r.ship(t.Context(), c); err != nil {
+	if err := r.ship(t.Context(), c, wire.Version); err != nil {
 		t.Fatal(err)
 	}
 	// The hub loses receipts 3 and 4 (a restored backup): the next
 	// shipment is refused with a gap, and the one after resends from 3.
 	hub.truncate(2)
 	r.record(beginEvent(5))
-	if err := r.ship(t.Context(), c); err != nil {
+	if err := r.ship(t.Context(), c, wire.Version); err != nil {
 		t.Fatalf("after the gap answer: %v; want shipping to resume from the hub's position", err)
 	}
-	if err := r.ship(t.Context(), c); err != nil {
+	if err := r.ship(t.Context(), c, wire.Version); err != nil {
 		t.Fatal(err)
 	}
 	got := hub.held()
@@ -141,11 +141,11 @@ func TestReceiptsShipIncrementallyAndResendAfterAGap(t *testing.T) {
 	f, _ := os.OpenFile(filepath.Join(dir, ReceiptsFile), os.O_WRONLY|os.O_APPEND, 0)
 	f.Write([]byte{9, 0, 0, 0, 1, 2})
 	f.Close()
-	if r, err = openReceipts(dir, "pve", log); err != nil {
+	if r, err = openReceipts(dir, "pve", log, nil); err != nil {
 		t.Fatalf("a torn tail: %v; want it repaired", err)
 	}
 	r.record(beginEvent(6))
-	if err := r.ship(t.Context(), c); err != nil {
+	if err := r.ship(t.Context(), c, wire.Version); err != nil {
 		t.Fatal(err)
 	}
 	if got := hub.held(); len(got) != 6 {

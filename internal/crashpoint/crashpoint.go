@@ -16,6 +16,8 @@ const (
 	AfterTaskRecorded = "after-task-recorded" // UPID durable, task not waited on
 	AfterCall         = "after-call"          // PVE call (and task) finished, end not journaled
 	AfterEnd          = "after-end"           // end durable
+	BeforeReceipt     = "before-receipt"      // a journal record durable, its receipt not yet written (agents with a hub)
+	AfterReceipt      = "after-receipt"       // the receipt durable, not yet shipped to the hub
 	BeforeRecover     = "before-recover"      // at start-up, before in-flight ops are resolved
 	AfterResolve      = "after-resolve"       // recovery resolved an op, end not yet journaled
 )
