@@ -64,10 +64,12 @@ type Options struct {
 	Now func() time.Time
 	// OnRecord, when set, is called with every begin, task, end and
 	// decision record once it is durable, before the call that appended it
-	// returns (the agent ships them to the hub as receipts). It runs with
-	// the journal's lock held, so records of one op arrive in their order
-	// and two calls never overlap; it must not call the Journal. Records
-	// read back at Open and rewritten by compaction are not passed again.
+	// returns (the agent ships them to the hub as receipts). Records arrive
+	// in the order they were appended (Event.Seq, even when concurrent
+	// appends share an fsync), each once. It runs with the journal's lock
+	// held, so two calls never overlap; it must not call the Journal.
+	// Records read back at Open and rewritten by compaction are not passed
+	// again (Since gives them).
 	OnRecord func(Event)
 	// OnSync, when set, is called after every fsync of the journal file
 	// that succeeded, with how long it took (for metrics). It runs with no
@@ -126,6 +128,13 @@ func (r record) event() (Event, bool) {
 	return Event{}, false
 }
 
+// pendingEvent is a record for OnRecord: ev, written as record number n
+// of this process (Journal.written).
+type pendingEvent struct {
+	n  uint64
+	ev Event
+}
+
 // Journal is an open journal file. All methods are safe for concurrent use.
 // Begin, Task, End and Decision block until their record is durable.
 type Journal struct {
@@ -153,6 +162,9 @@ type Journal struct {
 	failed      bool
 	lastFailLog time.Time // when a failed repair was last logged
 	failedTries int       // repairs failed since then
+	// undelivered are the records OnRecord has not seen yet, in the order
+	// they were written (deliverLocked).
+	undelivered []pendingEvent
 	// fault, set only by tests, fails writes and fsyncs it returns an
 	// error for ("write", "sync"), as a full disk would.
 	fault func(op string) error
@@ -572,15 +584,16 @@ func (j *Journal) append(r record, check func() error) error {
 		return j.failLocked(fmt.Errorf("journal: internal error applying %v record: %w", r.Type, err))
 	}
 	j.written++
-	if err := j.waitSyncedLocked(j.written); err != nil {
-		return err
-	}
 	if j.onRecord != nil {
 		if ev, ok := r.event(); ok {
 			ev.Seq = j.st.events
-			j.onRecord(ev)
+			j.undelivered = append(j.undelivered, pendingEvent{n: j.written, ev: ev})
 		}
 	}
+	if err := j.waitSyncedLocked(j.written); err != nil {
+		return err
+	}
+	j.deliverLocked()
 	if j.size > j.compactAt {
 		if err := j.compactLocked(); err != nil {
 			// The record is durable; compaction is retried on the next
@@ -589,6 +602,20 @@ func (j *Journal) append(r record, check func() error) error {
 		}
 	}
 	return nil
+}
+
+// deliverLocked passes OnRecord every durable record not yet passed, in
+// the order they were written. Appenders that share an fsync wake in any
+// order; whichever comes first delivers for all of them, so OnRecord sees
+// records in Event.Seq order, each once, before the append that wrote it
+// returns.
+func (j *Journal) deliverLocked() {
+	for len(j.undelivered) > 0 && j.undelivered[0].n <= j.synced {
+		ev := j.undelivered[0].ev
+		j.undelivered[0] = pendingEvent{}
+		j.undelivered = j.undelivered[1:]
+		j.onRecord(ev)
+	}
 }
 
 // waitSyncedLocked returns once record number seq is covered by an fsync.

@@ -2,6 +2,7 @@ package journal
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 )
 
@@ -56,5 +57,37 @@ func TestSeqAndSince(t *testing.T) {
 	}
 	if _, first, _ := j.Since(7); first != 6 {
 		t.Errorf("Since(7) first = %d; want 6", first)
+	}
+}
+
+// Concurrent appends share fsyncs and wake in any order, yet OnRecord sees
+// every record once, in Seq order, and each before its append returns.
+func TestOnRecordInSeqOrderUnderConcurrency(t *testing.T) {
+	var seen []uint64
+	delivered := map[uint64]bool{}
+	j := open(t, t.TempDir(), Options{OnRecord: func(ev Event) {
+		seen = append(seen, ev.Seq)
+		delivered[ev.Seq] = true
+	}})
+	const n = 400
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			for k := range n / 8 {
+				if err := j.Decision(Decision{VMID: 100 + i, Reason: fmt.Sprint(k)}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(seen) != n {
+		t.Fatalf("OnRecord saw %d records; want %d", len(seen), n)
+	}
+	for i, s := range seen {
+		if s != uint64(i+1) {
+			t.Fatalf("OnRecord's record %d has Seq %d; want %d (in order, each once)", i, s, i+1)
+		}
 	}
 }
