@@ -31,14 +31,19 @@ import (
 func TestReceiptsCrash(t *testing.T) {
 	t.Parallel()
 	for _, point := range []string{crashpoint.BeforeReceipt, crashpoint.AfterReceipt} {
-		t.Run(point, func(t *testing.T) {
-			t.Parallel()
-			receiptsCrash(t, point)
-		})
+		// The first tick journals the gate's decisions, then the config
+		// write's begin, task and end, then the start's: the n-th record
+		// is each of the first kinds.
+		for hits := 1; hits <= 5; hits++ {
+			t.Run(fmt.Sprintf("%s:%d", point, hits), func(t *testing.T) {
+				t.Parallel()
+				receiptsCrash(t, point, hits)
+			})
+		}
 	}
 }
 
-func receiptsCrash(t *testing.T, point string) {
+func receiptsCrash(t *testing.T, point string, hits int) {
 	e := &e2e{t: t, dir: t.TempDir(), hubAddr: "127.0.0.1:0"}
 	e.simProc = start(t, "sim", nil, "sim", "--listen", "127.0.0.1:0", "--guests", "0", "--templates=false", "--task-duration", "20ms")
 	e.simURL = e.simProc.line(t, `^URL: +(https://\S+)`)
@@ -81,9 +86,9 @@ func receiptsCrash(t *testing.T, point string) {
 	e.agentArgs = []string{"agent", "--node", "pve", "--state-dir", state, "--pve-url", e.simURL, "--pve-fingerprint", e.simFP,
 		"--pve-token-file", tokenFile, "--task-poll", "5ms", "--task-poll-max", "20ms", "--log-level", "debug"}
 
-	// The first tick's first journal record (a begin) kills the agent
-	// at the point.
-	e.agent = start(t, "agent", []string{"STEWARD_CRASHTEST_AT=" + point + ":1"},
+	// The first tick's hits-th journal record kills the agent at the
+	// point.
+	e.agent = start(t, "agent", []string{fmt.Sprintf("STEWARD_CRASHTEST_AT=%s:%d", point, hits)},
 		append(e.agentArgs, "--hub", "https://"+e.hubAddr, "--hub-fingerprint", e.hubFP, "--join-token", jt.JoinToken)...)
 	<-e.agent.done
 	if ee, ok := e.agent.err.(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
@@ -129,22 +134,24 @@ func receiptsCrash(t *testing.T, point string) {
 	if b := wire.Breaks(rs); len(b) != 0 {
 		t.Fatalf("the hub's chain has breaks %+v; want none", b)
 	}
-	// Every op the journal began has one begin and one end receipt; the
-	// first is the op the crash interrupted.
+	// Every op the journal began has one begin and one end receipt (the
+	// interrupted one included: recovery ends it), and every task and end
+	// follows its op's begin.
 	begins, ends := map[string]int{}, map[string]int{}
-	var first string
 	for _, rc := range rs {
 		switch rc.Type {
 		case wire.ReceiptBegin:
 			begins[rc.Op]++
-			if first == "" {
-				first = rc.Op
+		case wire.ReceiptTask, wire.ReceiptEnd:
+			if begins[rc.Op] != 1 {
+				t.Errorf("receipt %d (%s of op %s) without its op's begin before it", rc.Seq, rc.Type, rc.Op)
 			}
-		case wire.ReceiptEnd:
-			ends[rc.Op]++
+			if rc.Type == wire.ReceiptEnd {
+				ends[rc.Op]++
+			}
 		}
 	}
-	if first == "" || len(begins) < 2 {
+	if len(begins) < 2 {
 		for _, rc := range rs {
 			t.Logf("%d %s %s %+v %+v", rc.Seq, rc.Type, rc.Op, rc.Action, rc.Result)
 		}
