@@ -67,7 +67,7 @@ const (
 	maxReceiptBatch   = 500
 	maxReceiptsOnDisk = 1 << 30
 	// breakVersion is the wire version that carries break receipts.
-	breakVersion = 4
+	breakVersion = 5
 )
 
 var receiptFormat = frame.Format{Min: 2, Max: maxReceiptFrame, Plausible: func(p []byte) bool { return p[0] == '{' }}

@@ -478,7 +478,7 @@ func TestReceiptsSegmentNumberedFromTheHubsHead(t *testing.T) {
 	}
 }
 
-// A hub from before breaks (wire version 3) is sent the receipts before a
+// A hub from before breaks (wire version 4) is sent the receipts before a
 // break only; the rest wait, logged once.
 func TestReceiptsBreakWaitsForAnUpgradedHub(t *testing.T) {
 	h := startRealHub(t)
@@ -495,12 +495,12 @@ func TestReceiptsBreakWaitsForAnUpgradedHub(t *testing.T) {
 	s = openState(t, dir, nil)
 	defer s.close()
 	for range 2 {
-		if err := s.r.ship(t.Context(), h.agent, 3); err != nil {
+		if err := s.r.ship(t.Context(), h.agent, breakVersion-1); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if n := len(h.chain(t)); n != 2 {
-		t.Fatalf("a version-3 hub holds %d receipts; want op-1's 2 (the next is a break)", n)
+		t.Fatalf("a version-4 hub holds %d receipts; want op-1's 2 (the next is a break)", n)
 	}
 	if n := strings.Count(s.logs.String(), "too old to record a break"); n != 1 {
 		t.Errorf("logged the wait %d times; want once", n)
