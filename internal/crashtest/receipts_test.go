@@ -3,7 +3,6 @@ package crashtest
 import (
 	"fmt"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,10 +14,8 @@ import (
 	"github.com/steward-pve/steward/internal/hub"
 	"github.com/steward-pve/steward/internal/hub/store"
 	"github.com/steward-pve/steward/internal/hub/store/sqlite"
-	"github.com/steward-pve/steward/internal/hubclient"
-	"github.com/steward-pve/steward/internal/pve"
+	"github.com/steward-pve/steward/internal/proctest"
 	"github.com/steward-pve/steward/internal/sim"
-	"github.com/steward-pve/steward/internal/tlspin"
 	"github.com/steward-pve/steward/internal/wire"
 )
 
@@ -45,43 +42,12 @@ func TestReceiptsCrash(t *testing.T) {
 
 func receiptsCrash(t *testing.T, point string, hits int) {
 	e := &e2e{t: t, dir: t.TempDir(), hubAddr: "127.0.0.1:0"}
-	e.simProc = start(t, "sim", nil, "sim", "--listen", "127.0.0.1:0", "--guests", "0", "--templates=false", "--task-duration", "20ms")
-	e.simURL = e.simProc.line(t, `^URL: +(https://\S+)`)
-	e.simFP = e.simProc.line(t, `^Fingerprint: +(\S+)`)
-	e.tok = e.simProc.line(t, `^Token: +(\S+)`)
-	fp, err := tlspin.Parse(e.simFP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.simHTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: tlspin.Config(fp, func(w, g string) error { return fmt.Errorf("sim fingerprint %s, want %s", g, w) })}}
-	ptok, err := pve.ParseToken(e.tok)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if e.pve, err = pve.New(pve.Options{URL: e.simURL, Token: ptok, Fingerprint: e.simFP}); err != nil {
-		t.Fatal(err)
-	}
+	e.startSim()
 	e.simControl("/_sim/guests", sim.GuestSpec{VMID: 101, Kind: guest.QEMU, Name: "web", Config: map[string]string{"cores": "1", "memory": "1024"}})
-
-	e.startHub()
-	tokFile := e.hub.line(t, `^Operator token \("admin"\): written to (\S+) `)
-	tokBytes, err := os.ReadFile(tokFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if e.op, err = hubclient.New(hubclient.Options{URL: "https://" + e.hubAddr, Fingerprint: e.hubFP, Token: strings.TrimSpace(string(tokBytes))}); err != nil {
-		t.Fatal(err)
-	}
-	var jt struct {
-		JoinToken string `json:"join_token"`
-	}
-	if err := e.op.JSON(t.Context(), http.MethodPost, "/v1/hosts/pve/join-token", nil, nil, &jt); err != nil {
-		t.Fatal(err)
-	}
+	joinToken := e.startOperatorHub()
 	e.putDesired("apiVersion: steward/v1\nkind: Fleet\nhosts:\n  pve:\n    guests:\n      101: {kind: qemu, state: running, config: {cores: 2}}\n")
 
-	tokenFile := filepath.Join(e.dir, "pve-token")
-	os.WriteFile(tokenFile, []byte(e.tok+"\n"), 0o600)
+	tokenFile := e.pveTokenFile()
 	state := filepath.Join(e.dir, "state")
 	e.agentArgs = []string{"agent", "--node", "pve", "--state-dir", state, "--pve-url", e.simURL, "--pve-fingerprint", e.simFP,
 		"--pve-token-file", tokenFile, "--task-poll", "5ms", "--task-poll-max", "20ms", "--log-level", "debug"}
@@ -89,16 +55,16 @@ func receiptsCrash(t *testing.T, point string, hits int) {
 	// The first tick's hits-th journal record kills the agent at the
 	// point.
 	e.agent = start(t, "agent", []string{fmt.Sprintf("STEWARD_CRASHTEST_AT=%s:%d", point, hits)},
-		append(e.agentArgs, "--hub", "https://"+e.hubAddr, "--hub-fingerprint", e.hubFP, "--join-token", jt.JoinToken)...)
-	<-e.agent.done
-	if ee, ok := e.agent.err.(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("agent was not killed at %s: %v\n%s", point, e.agent.err, e.logs())
+		append(e.agentArgs, "--hub", "https://"+e.hubAddr, "--hub-fingerprint", e.hubFP, "--join-token", joinToken)...)
+	<-e.agent.Done()
+	if ee, ok := e.agent.Err().(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("agent was not killed at %s: %v\n%s", point, e.agent.Err(), e.logs())
 	}
-	killed := e.agent.out.String()
+	killed := e.agent.Out.String()
 
 	e.agent = start(t, "agent", nil, e.agentArgs...)
 	var h hub.HistoryJSON
-	eventually(t, "101 converged and every op's end on the hub", func() bool {
+	proctest.Eventually(t, "101 converged and every op's end on the hub", func() bool {
 		if e.status(guest.QEMU, 101) != "running" || e.config(guest.QEMU, 101, "cores") != "2" {
 			return false
 		}
@@ -116,8 +82,8 @@ func receiptsCrash(t *testing.T, point string, hits int) {
 		}
 		return ended >= 2 // config and start
 	}, func() string { return "--- killed agent:\n" + killed + "\n" + e.logs() })
-	e.agent.kill(syscall.SIGTERM)
-	e.hub.kill(syscall.SIGTERM)
+	e.agent.Kill(syscall.SIGTERM)
+	e.hub.Kill(syscall.SIGTERM)
 
 	st, err := sqlite.Open(t.Context(), filepath.Join(e.dir, "hub", "hub.db"), sqlite.Options{})
 	if err != nil {
@@ -171,7 +137,7 @@ func receiptsCrash(t *testing.T, point string, hits int) {
 			t.Errorf("event %s: %s; want no receipts.broken", ev.Type, ev.Detail)
 		}
 	}
-	if point == crashpoint.BeforeReceipt && !strings.Contains(e.agent.out.String(), "made the receipts of journal records a restart kept") {
-		t.Errorf("the restarted agent did not say it made the missing receipt:\n%s", e.agent.out.String())
+	if point == crashpoint.BeforeReceipt && !strings.Contains(e.agent.Out.String(), "made the receipts of journal records a restart kept") {
+		t.Errorf("the restarted agent did not say it made the missing receipt:\n%s", e.agent.Out.String())
 	}
 }
