@@ -462,7 +462,7 @@ type auditFilter struct {
 type auditRow struct {
 	Time    time.Time
 	Host    string
-	Kind    string // operation, decision, operator
+	Kind    string // operation, decision, break, operator
 	VMID    int
 	Op      string
 	Source  string
