@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -352,6 +353,12 @@ var damages = []damage{
 			t.Fatal(err)
 		}
 	}},
+	{"a named pipe", func(t *testing.T, path string, data []byte) {
+		os.Remove(path)
+		if err := syscall.Mkfifo(path, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}},
 	{"larger than the limit", func(t *testing.T, path string, data []byte) {
 		if err := os.Truncate(path, maxReceiptsOnDisk+1); err != nil { // sparse
 			t.Fatal(err)
@@ -508,5 +515,42 @@ func TestReceiptsBreakWaitsForAnUpgradedHub(t *testing.T) {
 	shipAll(t, s.r, h.agent)
 	if rs := h.chain(t); len(rs) != 5 || rs[2].Type != wire.ReceiptBreak || count(rs, "end", "op-2") != 1 {
 		t.Errorf("after the upgrade the hub holds %+v; want op-1, the break and op-2", rs)
+	}
+}
+
+// A damaged acknowledgement file (garbage, a directory) is set aside
+// without a break: the hub's gap answer says where its chain ends, and
+// shipping goes on from there with nothing lost or repeated.
+func TestReceiptsDamagedAckSetAside(t *testing.T) {
+	for name, damage := range map[string]func(path string) error{
+		"garbage":     func(path string) error { return os.WriteFile(path, []byte("{\"seq\":"), 0o600) },
+		"a directory": func(path string) error { os.Remove(path); return os.Mkdir(path, 0o700) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := startRealHub(t)
+			dir := t.TempDir()
+			s := openState(t, dir, nil)
+			runOp(t, s.j, "op-1", 101)
+			shipAll(t, s.r, h.agent)
+			s.close()
+			ack := filepath.Join(dir, ReceiptsAckFile)
+			if err := damage(ack); err != nil {
+				t.Fatal(err)
+			}
+			s = openState(t, dir, nil)
+			defer s.close()
+			if got, _ := filepath.Glob(ack + ".damaged-*"); len(got) != 1 {
+				t.Fatalf("set aside %v; want the acknowledgement file", got)
+			}
+			runOp(t, s.j, "op-2", 102)
+			shipAll(t, s.r, h.agent)
+			rs := h.chain(t)
+			if len(rs) != 4 || len(wire.Breaks(rs)) != 0 || count(rs, "begin", "op-1") != 1 || count(rs, "begin", "op-2") != 1 {
+				t.Fatalf("hub chain %+v; want op-1 and op-2 once each, no break", rs)
+			}
+			if b := h.broken(t); len(b) != 0 {
+				t.Errorf("receipts.broken events %q; want none", b)
+			}
+		})
 	}
 }
