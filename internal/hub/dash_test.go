@@ -414,6 +414,13 @@ func TestDashboardPages(t *testing.T) {
 		t.Fatalf("an unknown generation: %d", resp.StatusCode)
 	}
 	page("/ui/audit", "desired.put", "dashboard.login")
+	// A break in the agent's receipt chain shows with its reason.
+	var hist HistoryJSON
+	e.must(200, "GET", "/v1/hosts/pve-a/history", e.opTok, nil, &hist)
+	brk := []wire.Receipt{{Time: time.Now().UTC().Round(0), Type: wire.ReceiptBreak, Reason: "the receipt log was damaged; set aside as receipts.damaged-x"}}
+	wire.Chain(hist.Head, wire.ZeroHash, brk)
+	e.must(200, "POST", "/v1/agent/hosts/pve-a/receipts", tok, mustJSON(t, wire.Receipts{Host: "pve-a", Receipts: brk}), nil)
+	page("/ui/audit?host=pve-a", "chain break", "set aside as receipts.damaged-x")
 	a := page("/ui/audit?host=pve-b&op=join")
 	if !strings.Contains(a, "host.join_token") || strings.Contains(a, "desired.put") {
 		t.Errorf("audit filtered by host pve-b and op join: want its join token only")
