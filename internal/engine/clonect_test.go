@@ -239,6 +239,7 @@ func TestCloneCTTaskFailureRetried(t *testing.T) {
 	if tpl, _ := h.srv.Sim.Guest(sim.TemplateCTVMID); tpl.Lock != "" {
 		t.Fatalf("a failed clone left the template locked %q", tpl.Lock)
 	}
+	h.passBackoff()
 	converge(t, h, doc, 5)
 	if m := h.mutations(); !slices.Equal(m, []string{"clone 9001", "config 140", "start 140"}) {
 		t.Errorf("mutations = %v; want one clone that succeeded, then config and start", m)
@@ -376,6 +377,7 @@ func TestFailedCloneCTRemainsCleanedUp(t *testing.T) {
 	if p := h.j.Provenance(140); !p.CreateFailed || p.RemainsDigest == "" {
 		t.Fatalf("provenance %+v; want the failed clone's remains recorded", p)
 	}
+	h.passBackoff()
 	if rep := h.tick(want); !slices.Equal(h.mutations(), []string{"destroy 140"}) {
 		t.Fatalf("mutations %v (guests %+v); want the remains destroyed", h.mutations(), rep.Guests)
 	}

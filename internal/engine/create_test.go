@@ -282,6 +282,7 @@ func TestCloneTaskFailureRetried(t *testing.T) {
 	if p := h.j.Provenance(120); !p.CreateFailed || p.RemainsDigest != "" {
 		t.Errorf("provenance %+v; want a failed create that left nothing", p)
 	}
+	h.passBackoff()
 	converge(t, h, cloneDoc, 5)
 	if m := h.mutations(); !slices.Equal(m, []string{"clone 9000", "config 120", "start 120"}) {
 		t.Errorf("mutations = %v; want one clone that succeeded, then config and start", m)
@@ -314,6 +315,9 @@ func TestFailedCreateRemainsCleanedUp(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			// Past the failure's backoff: only the remains' state may
+			// stop their destruction.
+			h.passBackoff()
 			rep := h.tick(want)
 			_, exists := h.srv.Sim.Guest(120)
 			if touched {

@@ -767,6 +767,7 @@ func TestOwnFailedProvisionCleanup(t *testing.T) {
 				}
 			}
 			now = now.Add(tc.after)
+			h.passBackoff()
 			g, _ := h.srv.Sim.Guest(160)
 			destroy := unsignedJob(env, action.Action{Op: action.Destroy, VMID: 160, Kind: guest.QEMU, Digest: g.Digest, Params: map[string]string{"purge": "1"}})
 			h.tick(nil, destroy)

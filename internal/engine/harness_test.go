@@ -37,7 +37,20 @@ type harness struct {
 	now func() time.Time
 	// gate, when set, is the engine's gate from the next open on.
 	gate *gate.Gate
+	// backoff is the clock of the guests' backoff, kept across open. It
+	// stands still until a test moves it (passBackoff), so whether a tick
+	// finds a guest backing off after a failure never depends on how long
+	// the ticks before it took on the wall clock.
+	backoff *fakeClock
 }
+
+// harnessBackoff is every backoff delay of a harness engine (no jitter).
+const harnessBackoff = time.Second
+
+// passBackoff moves the backoff clock past every backoff begun so far:
+// the next tick may retry a guest that failed, as a tick after the
+// agent's interval would.
+func (h *harness) passBackoff() { h.backoff.Add(harnessBackoff) }
 
 type countingTransport struct {
 	base http.RoundTripper
@@ -86,7 +99,8 @@ func newHarness(t testing.TB, opts sim.Options, guests ...sim.GuestSpec) *harnes
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, srv: srv, client: client, dir: t.TempDir(), requests: counter, taskUser: tok.ID}
+	h := &harness{t: t, srv: srv, client: client, dir: t.TempDir(), requests: counter, taskUser: tok.ID,
+		backoff: &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}
 	h.open()
 	return h
 }
@@ -110,7 +124,7 @@ func (h *harness) open() {
 		Host: "pve", Node: node, PVE: h.client, Journal: j, Queue: q, TaskUser: h.taskUser,
 		Gate:    &gate.Gate{Host: "pve"},
 		Exec:    &executor.Executor{Client: h.client, Node: node, Wait: pve.WaitOptions{Initial: time.Millisecond, Max: 10 * time.Millisecond}},
-		Backoff: backoff.NewTracker(backoff.Policy{Initial: time.Millisecond, Max: time.Millisecond}, nil, nil),
+		Backoff: backoff.NewTracker(backoff.Policy{Initial: harnessBackoff, Max: harnessBackoff}, h.backoff.Now, nil),
 		Plan:    plan.Options{ShutdownTimeout: 5 * time.Second},
 		Now:     h.now,
 	}

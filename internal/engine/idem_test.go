@@ -223,8 +223,10 @@ func TestStalePlanOfACompletedOpIsNotRunAgain(t *testing.T) {
 		t.Fatalf("in flight = %+v; want the write", h.j.InFlight())
 	}
 
-	// Tick 2: the observation reads the guest as it was; the delayed write
-	// reaches PVE right after, before the leftover op is resolved.
+	// Tick 2, past tick 1's backoff: the observation reads the guest as
+	// it was; the delayed write reaches PVE right after, before the
+	// leftover op is resolved.
+	h.passBackoff()
 	var pendingReads int
 	h.setFault(func(r *http.Request, pass func() (*http.Response, error)) (*http.Response, error) {
 		if strings.HasSuffix(r.URL.Path, "/qemu/101/pending") {

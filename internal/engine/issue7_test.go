@@ -19,6 +19,7 @@ import (
 	"github.com/steward-pve/steward/internal/action"
 	"github.com/steward-pve/steward/internal/backoff"
 	"github.com/steward-pve/steward/internal/crashpoint"
+	"github.com/steward-pve/steward/internal/engine"
 	"github.com/steward-pve/steward/internal/guest"
 	"github.com/steward-pve/steward/internal/journal"
 	"github.com/steward-pve/steward/internal/nonce"
@@ -86,7 +87,8 @@ func TestSignedJobSkippedInBackoffStaysRunnable(t *testing.T) {
 }
 
 // A transient 5xx on the config re-read just before a destroy leaves the
-// signed job runnable (and is logged at warn with its cause).
+// signed job runnable (and is logged at warn with its cause): its guest
+// backs off, and once the backoff is over the same job runs.
 func TestSignedJobRecheckFailureStaysRunnable(t *testing.T) {
 	h := newHarness(t, sim.Options{}, qemuGuest(101, false, nil))
 	env := signingEnv(t)
@@ -105,6 +107,11 @@ func TestSignedJobRecheckFailureStaysRunnable(t *testing.T) {
 		t.Fatalf("results = %+v; want the destroy not run, with the re-read's error", rep.Results)
 	}
 	h.setFault(nil)
+	rep = h.tick(nil, job)
+	if destroyed(h, 101) || len(rep.Results) != 1 || rep.Results[0].Skip != engine.SkipBackoff {
+		t.Fatalf("within the backoff: results %+v; want the destroy skipped", rep.Results)
+	}
+	h.passBackoff()
 	rep = h.tick(nil, job)
 	if !destroyed(h, 101) {
 		t.Fatalf("after the 5xx the signed destroy did not run: rejected %+v results %+v", rep.Rejected, rep.Results)
@@ -198,8 +205,8 @@ func mustNonce(t *testing.T, j signedop.Job) string {
 	return p.Nonce
 }
 
-// A benign job that failed where PVE guarantees nothing ran is retried on
-// a later tick, not dropped.
+// A benign job that failed where PVE guarantees nothing ran is retried
+// once its guest's backoff is over, not dropped.
 func TestBenignJobRetriedAfterNotRunFailure(t *testing.T) {
 	for _, tt := range []struct {
 		name  string
@@ -232,6 +239,10 @@ func TestBenignJobRetriedAfterNotRunFailure(t *testing.T) {
 			if len(rep.Results) != 1 || rep.Results[0].Err == nil {
 				t.Fatalf("first tick: results %+v; want the start failed and reported", rep.Results)
 			}
+			if rep := h.tick(nil, job); len(rep.Results) != 1 || rep.Results[0].Skip != engine.SkipBackoff || len(h.mutations()) != 0 {
+				t.Fatalf("within the backoff: results %+v, mutations %v; want the start skipped", rep.Results, h.mutations())
+			}
+			h.passBackoff()
 			h.tick(nil, job)
 			if m := h.mutations(); !slices.Equal(m, []string{"start 101"}) {
 				t.Fatalf("mutations = %v; want the start retried and run once", m)

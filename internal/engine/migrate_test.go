@@ -78,7 +78,11 @@ func TestRequestedMigration(t *testing.T) {
 			t.Errorf("agent a: %v %s err %v; want benign migrations that succeed", r.Action, r.Class, r.Err)
 		}
 	}
-	if got, want := migrations(h), []string{
+	// The two run on their own guests' queues, in parallel: PVE gets
+	// them in either order.
+	got := migrations(h)
+	slices.Sort(got)
+	if want := []string{
 		"101 /nodes/pve-a/qemu/101/migrate target=pve-b online=1 with-local-disks=1",
 		"201 /nodes/pve-a/lxc/201/migrate target=pve-b",
 	}; !slices.Equal(got, want) {
@@ -231,6 +235,9 @@ func TestMigrateFailedNotRepeated(t *testing.T) {
 	}
 	h.srv.Sim.SetFaults(sim.Faults{})
 	for i := 0; i < 3; i++ {
+		// Past the backoff each failure and refusal starts: what keeps
+		// the migration from being sent again is the failure on record.
+		h.passBackoff()
 		rep = h.tick(want)
 		for _, r := range rep.Results {
 			if r.Err == nil && r.Skip == engine.NotSkipped {
@@ -238,10 +245,11 @@ func TestMigrateFailedNotRepeated(t *testing.T) {
 			}
 		}
 	}
-	if len(rep.Results) == 1 && rep.Results[0].Err != nil {
-		if e := rep.Results[0].Err.Error(); !strings.Contains(e, "the last migration of this guest as it is now failed") || !strings.Contains(e, "sim-fault-injection") {
-			t.Errorf("refusal %q; want it to say the last migration failed, and why", e)
-		}
+	if len(rep.Results) != 1 || rep.Results[0].Err == nil {
+		t.Fatalf("results %+v; want the migration refused", rep.Results)
+	}
+	if e := rep.Results[0].Err.Error(); !strings.Contains(e, "the last migration of this guest as it is now failed") || !strings.Contains(e, "sim-fault-injection") {
+		t.Errorf("refusal %q; want it to say the last migration failed, and why", e)
 	}
 	// The config changes: the guest is not as it was, so it may go.
 	cfg, err := h.client.GuestConfig(t.Context(), "pve-a", guest.QEMU, 101)
@@ -251,6 +259,7 @@ func TestMigrateFailedNotRepeated(t *testing.T) {
 	if _, err := h.client.SetConfig(t.Context(), "pve-a", guest.QEMU, 101, pve.ConfigChange{Set: map[string]string{"cores": "3"}, Digest: cfg.Digest}); err != nil {
 		t.Fatal(err)
 	}
+	h.passBackoff()
 	h.tick(want)
 	if g, _ := h.srv.Sim.Guest(101); g.Node != "pve-b" {
 		t.Errorf("101 on %s after its config changed; want migrated to pve-b", g.Node)

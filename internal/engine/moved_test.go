@@ -37,7 +37,7 @@ func nodeAgent(h *harness, host, node string) *engine.Engine {
 		Host: host, Node: node, PVE: h.client, Journal: j, Queue: q, TaskUser: h.taskUser,
 		Gate:    &gate.Gate{Host: host},
 		Exec:    &executor.Executor{Client: h.client, Node: node, Wait: pve.WaitOptions{Initial: time.Millisecond, Max: 10 * time.Millisecond}},
-		Backoff: backoff.NewTracker(backoff.Policy{Initial: time.Millisecond, Max: time.Millisecond}, nil, nil),
+		Backoff: backoff.NewTracker(backoff.Policy{Initial: harnessBackoff, Max: harnessBackoff}, h.backoff.Now, nil),
 		Plan:    plan.Options{ShutdownTimeout: 5 * time.Second},
 	}
 	if err := e.Recover(h.t.Context()); err != nil {

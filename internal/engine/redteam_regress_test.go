@@ -228,6 +228,7 @@ func TestRedteamHoleProvenanceForForeignGuestAtSameVMID(t *testing.T) {
 	}
 	g, _ := h.srv.Sim.Guest(160)
 	destroy := unsignedJob(env, action.Action{Op: action.Destroy, VMID: 160, Kind: guest.QEMU, Digest: g.Digest, Params: map[string]string{"purge": "1"}})
+	h.passBackoff() // the failed create's backoff must not be what spares the guest
 	h.tick(nil, destroy)
 	if _, ok := h.srv.Sim.Guest(160); !ok {
 		t.Fatalf("guest 160 (prod-db, never created by the agent) was destroyed without a signature: %v", h.mutations())
