@@ -71,7 +71,10 @@ type DispatcherOptions struct {
 	Logger *slog.Logger
 	Now    func() time.Time
 	Poll   time.Duration // how often the outbox is checked for due messages
-	Lease  time.Duration // how long a claim holds (longer than a send)
+	// Lease is how long a claim holds: another hub sends a message whose
+	// claimer died once its lease ran out. A send is cut off at half the
+	// lease (at most DefaultSendTimeout), so it ends before the lease.
+	Lease time.Duration
 	// Retry is the backoff between attempts (zero: the package's Retry).
 	Retry backoff.Policy
 }
@@ -209,7 +212,7 @@ func (d *Dispatcher) Test(ctx context.Context, sink, by string) (int64, error) {
 }
 
 // Run delivers the outbox until ctx ends: claims due messages, sends each
-// (one at a time, bounded by DefaultSendTimeout), acknowledges or
+// (one at a time, bounded by DefaultSendTimeout or half the lease), acknowledges or
 // reschedules it, and prunes old delivered ones hourly.
 func (d *Dispatcher) Run(ctx context.Context) {
 	t := time.NewTicker(d.poll)
@@ -269,7 +272,7 @@ func (d *Dispatcher) deliver(ctx context.Context, n store.Notification) {
 		err = fmt.Errorf("%w: no sink %q in the notification config (removed since the message was queued)", ErrPermanent, n.Sink)
 	}
 	if err == nil {
-		sctx, cancel := context.WithTimeout(ctx, DefaultSendTimeout)
+		sctx, cancel := context.WithTimeout(ctx, min(DefaultSendTimeout, d.lease/2))
 		err = sink.Send(sctx, Message{ID: n.ID, Alert: a})
 		cancel()
 	}

@@ -48,6 +48,7 @@ type hubFlags struct {
 	eventAge     time.Duration
 	eventKeep    int
 	notifyConfig string
+	notifyLease  time.Duration
 	sessionTTL   time.Duration
 	verbose      bool
 }
@@ -108,6 +109,7 @@ over the file.`,
 	fl.DurationVar(&f.eventAge, "event-retention", hub.DefaultEventRetention, "how long fleet events are kept")
 	fl.IntVar(&f.eventKeep, "event-keep", hub.DefaultEventKeep, "most fleet events kept (the oldest go first)")
 	fl.StringVar(&f.notifyConfig, "notify-config", "", "YAML file of notification sinks and rules (webhook, slack, ntfy, smtp; see the README); empty: no notifications")
+	fl.DurationVar(&f.notifyLease, "notify-lease", alert.DefaultLease, "how long a hub holds a notification it is sending: a replica that dies mid-send leaves it to the others after this long (a send is cut off at half of it)")
 	fl.DurationVar(&f.joinTTL, "join-token-ttl", hub.DefaultJoinTokenTTL, "how long a join token stays valid")
 	fl.DurationVar(&f.sessionTTL, "session-ttl", hub.DefaultSessionTTL, "how long a dashboard login lasts before the operator logs in again")
 	fl.BoolVar(&f.verbose, "verbose", false, "log every request to stderr")
@@ -143,6 +145,9 @@ func runHub(ctx context.Context, f hubFlags, stdout, stderr io.Writer) error {
 	}
 	if f.joinTTL < time.Minute {
 		return &UsageError{Err: fmt.Errorf("hub: --join-token-ttl %v is shorter than 1m", f.joinTTL)}
+	}
+	if f.notifyLease < 2*time.Second || f.notifyLease > time.Hour {
+		return &UsageError{Err: fmt.Errorf("hub: --notify-lease %v is outside 2s..1h", f.notifyLease)}
 	}
 	if f.sessionTTL < time.Minute || f.sessionTTL > hub.MaxSessionTTL {
 		return &UsageError{Err: fmt.Errorf("hub: --session-ttl %v is outside 1m..%v", f.sessionTTL, hub.MaxSessionTTL)}
@@ -196,7 +201,7 @@ func runHub(ctx context.Context, f hubFlags, stdout, stderr io.Writer) error {
 	}
 	defer st.Close()
 	if notify != nil {
-		d := alert.NewDispatcher(notify.cfg, notify.sinks, st, alert.DispatcherOptions{Logger: log})
+		d := alert.NewDispatcher(notify.cfg, notify.sinks, st, alert.DispatcherOptions{Logger: log, Lease: f.notifyLease})
 		opt.Alerts = d
 		dctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 		done := make(chan struct{})
