@@ -540,9 +540,6 @@ func (f auditFilter) match(row auditRow) bool {
 	return true
 }
 
-// maxAuditScan bounds the operator audit entries the audit page reads.
-const maxAuditScan = 200_000
-
 func (d *dashboard) auditPage(w http.ResponseWriter, r *http.Request, sess session) {
 	hosts, err := d.s.st.Hosts(r.Context())
 	if err != nil {
@@ -597,31 +594,20 @@ func (d *dashboard) auditPage(w http.ResponseWriter, r *http.Request, sess sessi
 		}
 	}
 	// Operator actions: who did what through the API or the dashboard.
-	// The log is read oldest first; of its matches only the newest
-	// maxAuditRows are kept.
+	// The store filters them and returns the newest page only.
 	if v.Filter.vmid == 0 {
-		var ops []auditRow
-		for after, n := int64(0), 0; n < maxAuditScan; {
-			es, err := d.s.st.Audit(r.Context(), after, 1000)
-			if err != nil {
-				d.fail(w, err)
-				return
-			}
-			if len(es) == 0 {
-				break
-			}
-			for _, e := range es {
-				row := auditRow{Time: e.Time, Host: e.Host, Kind: "operator", Op: e.Action, AskedBy: e.Actor, Detail: e.Detail}
-				if v.Filter.match(row) {
-					ops = append(ops, row)
-				}
-			}
-			if len(ops) > 2*maxAuditRows {
-				ops = append([]auditRow(nil), ops[len(ops)-maxAuditRows:]...)
-			}
-			after, n = es[len(es)-1].ID, n+len(es)
+		es, err := d.s.st.FindAudit(r.Context(), store.AuditQuery{Host: v.Filter.Host, Actor: v.Filter.Signer, Action: v.Filter.Op,
+			From: v.Filter.from, To: v.Filter.to, Limit: maxAuditRows + 1})
+		if err != nil {
+			d.fail(w, err)
+			return
 		}
-		rows = append(rows, ops...)
+		if len(es) > maxAuditRows {
+			es, v.Truncated = es[:maxAuditRows], true
+		}
+		for _, e := range es {
+			rows = append(rows, auditRow{Time: e.Time, Host: e.Host, Kind: "operator", Op: e.Action, AskedBy: e.Actor, Detail: e.Detail})
+		}
 	}
 	slices.SortStableFunc(rows, func(a, b auditRow) int { return b.Time.Compare(a.Time) })
 	if len(rows) > maxAuditRows {

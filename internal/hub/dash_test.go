@@ -611,3 +611,45 @@ func TestDashboardLoginRateLimit(t *testing.T) {
 		t.Fatalf("a token in the hub's log:\n%s", log)
 	}
 }
+
+// TestDashboardAuditFiltersInStore: the audit page asks the store for
+// the operator entries matching its filters (newest first, one page): an
+// old entry under hundreds of newer ones is found by its filter, and an
+// unfiltered page is cut at maxAuditRows and says so.
+func TestDashboardAuditFiltersInStore(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	// Half a minute past a minute: "to" (whole minutes) can fall between
+	// the needle and the first hay a minute later.
+	t0 := time.Now().Add(-48 * time.Hour).UTC().Truncate(time.Minute).Add(30 * time.Second)
+	if _, err := e.st.AppendAudit(ctx, store.AuditEntry{Time: t0, Actor: "carol", Action: "host.block", Host: "pve-old", Detail: "needle"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxAuditRows + 20 {
+		if _, err := e.st.AppendAudit(ctx, store.AuditEntry{Time: t0.Add(time.Duration(i+1) * time.Minute), Actor: "bob", Action: "desired.put", Host: "pve-new", Detail: "hay"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := newBrowser(e)
+	b.login(e.opTok)
+	get := func(path string) string {
+		t.Helper()
+		resp, body := b.req("GET", path, nil)
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d", path, resp.StatusCode)
+		}
+		return body
+	}
+	// Unfiltered: the newest maxAuditRows (this session's login and the
+	// newest hay), cut and saying so.
+	if body := get("/ui/audit"); strings.Contains(body, "needle") || strings.Count(body, "hay") != maxAuditRows-1 ||
+		!strings.Contains(body, fmt.Sprintf("the newest %d;", maxAuditRows)) {
+		t.Fatalf("unfiltered: %d rows of hay, needle %v; want the newest %d rows only, cut", strings.Count(body, "hay"), strings.Contains(body, "needle"), maxAuditRows)
+	}
+	for _, q := range []string{"signer=carol", "op=block", "host=pve-old", "to=" + t0.Add(time.Minute).Format(dateInput)} {
+		body := get("/ui/audit?" + q)
+		if !strings.Contains(body, "needle") || strings.Contains(body, "hay") {
+			t.Fatalf("/ui/audit?%s: needle %v, hay %d; want the one old entry", q, strings.Contains(body, "needle"), strings.Count(body, "hay"))
+		}
+	}
+}

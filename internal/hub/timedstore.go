@@ -274,3 +274,8 @@ func (t timedStore) WaitingPending(ctx context.Context, before time.Time) ([]sto
 	defer t.obs("WaitingPending", time.Now())
 	return t.st.WaitingPending(ctx, before)
 }
+
+func (t timedStore) FindAudit(ctx context.Context, q store.AuditQuery) ([]store.AuditEntry, error) {
+	defer t.obs("FindAudit", time.Now())
+	return t.st.FindAudit(ctx, q)
+}

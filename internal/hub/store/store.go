@@ -262,6 +262,18 @@ type AuditEntry struct {
 	Detail string
 }
 
+// AuditQuery selects operator audit entries: every field set must match.
+type AuditQuery struct {
+	Host   string // the entry's host, exactly
+	Actor  string // a substring of the operator's name
+	Action string // a substring of the action ("block" matches host.block)
+	// From and To bound the entry's time, both included (zero: open).
+	From, To time.Time
+	// Before is the paging cursor: only ids below it (0: from the newest).
+	Before int64
+	Limit  int // at most this many (at least 1 is read)
+}
+
 // Event types of the fleet's event log.
 const (
 	EventHostEnrolled   = "host.enrolled"
@@ -511,6 +523,10 @@ type Store interface {
 	AppendAudit(ctx context.Context, e AuditEntry) (int64, error)
 	// Audit returns up to limit entries with ID > after, oldest first.
 	Audit(ctx context.Context, after int64, limit int) ([]AuditEntry, error)
+	// FindAudit returns up to q.Limit entries matching q, newest first
+	// (page on with Before set to the last id returned). The store does
+	// the filtering: a large log costs the caller no more than the page.
+	FindAudit(ctx context.Context, q AuditQuery) ([]AuditEntry, error)
 
 	// AppendEvent records a fleet event and returns its id, greater than
 	// every id given before; Time is set by the store when zero.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -779,6 +780,41 @@ func (s *Store) Audit(ctx context.Context, after int64, limit int) ([]store.Audi
 		e.Time = fromNanos(t)
 		return e, err
 	}, "SELECT id, time, actor, action, host, detail FROM audit WHERE id > $1 ORDER BY id LIMIT $2", after, max(limit, 0))
+}
+
+// FindAudit implements store.Store.
+func (s *Store) FindAudit(ctx context.Context, q store.AuditQuery) ([]store.AuditEntry, error) {
+	where, args := []string{"1 = 1"}, []any{}
+	add := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, fmt.Sprintf(cond, fmt.Sprintf("$%d", len(args))))
+	}
+	if q.Host != "" {
+		add("host = %s", q.Host)
+	}
+	if q.Actor != "" {
+		add("strpos(actor, %s) > 0", q.Actor)
+	}
+	if q.Action != "" {
+		add("strpos(action, %s) > 0", q.Action)
+	}
+	if !q.From.IsZero() {
+		add("time >= %s", nanos(q.From))
+	}
+	if !q.To.IsZero() {
+		add("time <= %s", nanos(q.To))
+	}
+	if q.Before > 0 {
+		add("id < %s", q.Before)
+	}
+	args = append(args, max(q.Limit, 1))
+	return queryAll(ctx, s.pool, "searching the audit log", func(r pgx.Rows) (store.AuditEntry, error) {
+		var e store.AuditEntry
+		var t int64
+		err := r.Scan(&e.ID, &t, &e.Actor, &e.Action, &e.Host, &e.Detail)
+		e.Time = fromNanos(t)
+		return e, err
+	}, "SELECT id, time, actor, action, host, detail FROM audit WHERE "+strings.Join(where, " AND ")+" ORDER BY id DESC LIMIT "+fmt.Sprintf("$%d", len(args)), args...)
 }
 
 // AppendEvent implements store.Store. Appends hold eventLock, so ids

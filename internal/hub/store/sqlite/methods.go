@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/steward-pve/steward/internal/hub/store"
@@ -777,6 +778,41 @@ func (s *Store) Audit(ctx context.Context, after int64, limit int) ([]store.Audi
 		e.Time = fromNanos(t)
 		return e, err
 	}, "SELECT id, time, actor, action, host, detail FROM audit WHERE id > ? ORDER BY id LIMIT ?", after, limit)
+}
+
+// FindAudit implements store.Store.
+func (s *Store) FindAudit(ctx context.Context, q store.AuditQuery) ([]store.AuditEntry, error) {
+	where, args := []string{"1 = 1"}, []any{}
+	add := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, fmt.Sprintf(cond, "?"))
+	}
+	if q.Host != "" {
+		add("host = %s", q.Host)
+	}
+	if q.Actor != "" {
+		add("instr(actor, %s) > 0", q.Actor)
+	}
+	if q.Action != "" {
+		add("instr(action, %s) > 0", q.Action)
+	}
+	if !q.From.IsZero() {
+		add("time >= %s", nanos(q.From))
+	}
+	if !q.To.IsZero() {
+		add("time <= %s", nanos(q.To))
+	}
+	if q.Before > 0 {
+		add("id < %s", q.Before)
+	}
+	args = append(args, max(q.Limit, 1))
+	return queryAll(ctx, s.r, "searching the audit log", func(r *sql.Rows) (store.AuditEntry, error) {
+		var e store.AuditEntry
+		var t int64
+		err := r.Scan(&e.ID, &t, &e.Actor, &e.Action, &e.Host, &e.Detail)
+		e.Time = fromNanos(t)
+		return e, err
+	}, "SELECT id, time, actor, action, host, detail FROM audit WHERE "+strings.Join(where, " AND ")+" ORDER BY id DESC LIMIT ?", args...)
 }
 
 // AppendEvent implements store.Store.

@@ -54,6 +54,7 @@ func Run(t *testing.T, open Open) {
 		{"ReceiptChainErrors", testReceiptChainErrors},
 		{"ReceiptBreak", testReceiptBreak},
 		{"Audit", testAudit},
+		{"FindAudit", testFindAudit},
 		{"Events", testEvents},
 		{"PruneEvents", testPruneEvents},
 		{"UnknownHost", testUnknownHost},
@@ -1109,6 +1110,72 @@ func testAudit(t *testing.T, s store.Store) {
 	}
 	if rest, _ := s.Audit(ctx, id1, 10); len(rest) != 1 || rest[0].ID != id2 {
 		t.Fatalf("Audit(after %d): got %+v; want only %d", id1, rest, id2)
+	}
+}
+
+// testFindAudit: FindAudit filters by host, actor, action and time in
+// the store, newest first, and pages with Before.
+func testFindAudit(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	type e = store.AuditEntry
+	var ids []int64
+	for i, x := range []e{
+		{Actor: "alice", Action: "desired.put", Host: "pve-a"},
+		{Actor: "bob", Action: "host.block", Host: "pve-a"},
+		{Actor: "alice", Action: "host.unblock", Host: "pve-b"},
+		{Actor: "carol", Action: "operator.create"},
+		{Actor: "alice-ci", Action: "host.block", Host: "pve-b"},
+		{Actor: "bob", Action: "desired.put", Host: "pve-a%"},
+	} {
+		x.Time = t0.Add(time.Duration(i) * time.Hour)
+		id, err := s.AppendAudit(ctx, x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	find := func(q store.AuditQuery) []int64 {
+		t.Helper()
+		if q.Limit == 0 {
+			q.Limit = 100
+		}
+		es, err := s.FindAudit(ctx, q)
+		if err != nil {
+			t.Fatalf("FindAudit(%+v): %v", q, err)
+		}
+		out := []int64{}
+		for _, x := range es {
+			out = append(out, x.ID)
+		}
+		return out
+	}
+	for _, c := range []struct {
+		q    store.AuditQuery
+		want []int
+	}{
+		{store.AuditQuery{}, []int{5, 4, 3, 2, 1, 0}},
+		{store.AuditQuery{Host: "pve-a"}, []int{1, 0}},
+		{store.AuditQuery{Actor: "alice"}, []int{4, 2, 0}},
+		{store.AuditQuery{Action: "block"}, []int{4, 2, 1}},
+		{store.AuditQuery{Action: "block", Actor: "alice"}, []int{4, 2}},
+		{store.AuditQuery{Action: "%"}, nil}, // no LIKE wildcards
+		{store.AuditQuery{Host: "pve-a%"}, []int{5}},
+		{store.AuditQuery{From: t0.Add(time.Hour), To: t0.Add(3 * time.Hour)}, []int{3, 2, 1}},
+		{store.AuditQuery{Limit: 2}, []int{5, 4}},
+		{store.AuditQuery{Before: ids[4], Limit: 2}, []int{3, 2}},
+		{store.AuditQuery{Before: ids[2], Actor: "alice"}, []int{0}},
+	} {
+		want := []int64{}
+		for _, i := range c.want {
+			want = append(want, ids[i])
+		}
+		if got := find(c.q); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("FindAudit(%+v): got %v; want %v", c.q, got, want)
+		}
+	}
+	if es, _ := s.FindAudit(ctx, store.AuditQuery{Host: "pve-b", Limit: 1}); len(es) != 1 || es[0].Actor != "alice-ci" || !es[0].Time.Equal(t0.Add(4*time.Hour)) {
+		t.Fatalf("FindAudit(pve-b, 1): %+v; want the newest entry in full", es)
 	}
 }
 
