@@ -543,8 +543,9 @@ type Store interface {
 	// EnqueueNotification stores n as pending (State, Attempts and the
 	// lease are ignored; NextAt defaults to CreatedAt, which is required)
 	// and returns its id, unless a notification with the same Sink and
-	// Key was created in (n.CreatedAt-dedup, n.CreatedAt]: then it stores
-	// nothing and returns an error wrapping ErrExists. The check and the
+	// Key was created after n.CreatedAt-dedup (a later one too: another
+	// hub may have read its clock after this one and stored first): then
+	// it stores nothing and returns an error wrapping ErrExists. The check and the
 	// insert are atomic (two hubs enqueueing one key store one message).
 	EnqueueNotification(ctx context.Context, n Notification, dedup time.Duration) (int64, error)
 	// ClaimNotifications leases up to limit pending notifications due at

@@ -42,8 +42,8 @@ func (s *Store) EnqueueNotification(ctx context.Context, n store.Notification, d
 		}
 		if dedup > 0 {
 			var dup bool
-			err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM outbox WHERE sink = $1 AND key = $2 AND created_at > $3 AND created_at <= $4)",
-				n.Sink, n.Key, nanos(n.CreatedAt.Add(-dedup)), nanos(n.CreatedAt)).Scan(&dup)
+			err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM outbox WHERE sink = $1 AND key = $2 AND created_at > $3)",
+				n.Sink, n.Key, nanos(n.CreatedAt.Add(-dedup))).Scan(&dup)
 			if err != nil {
 				return fmt.Errorf("postgres: enqueueing a notification: %w", err)
 			}

@@ -35,8 +35,8 @@ func (s *Store) EnqueueNotification(ctx context.Context, n store.Notification, d
 	err = s.write(ctx, "enqueueing a notification", func(tx *sql.Tx) error {
 		if dedup > 0 {
 			var one int
-			err := tx.QueryRowContext(ctx, "SELECT 1 FROM outbox WHERE sink = ? AND key = ? AND created_at > ? AND created_at <= ? LIMIT 1",
-				n.Sink, n.Key, nanos(n.CreatedAt.Add(-dedup)), nanos(n.CreatedAt)).Scan(&one)
+			err := tx.QueryRowContext(ctx, "SELECT 1 FROM outbox WHERE sink = ? AND key = ? AND created_at > ? LIMIT 1",
+				n.Sink, n.Key, nanos(n.CreatedAt.Add(-dedup))).Scan(&one)
 			if err == nil {
 				return store.DuplicateNotification(n, dedup)
 			}

@@ -1414,6 +1414,14 @@ func testOutboxDedup(t *testing.T, s store.Store) {
 	if n, _ := s.OutboxDepth(ctx); n != 5 {
 		t.Fatalf("OutboxDepth: got %d; want 5", n)
 	}
+	// Two hubs raising one alert: the one whose clock read later stored
+	// first; the other, created a moment "before" it, is still a
+	// duplicate.
+	if _, err := s.EnqueueNotification(ctx, note("ops", "host.silent/pve-c", at.Add(90*time.Minute+time.Second)), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.EnqueueNotification(ctx, note("ops", "host.silent/pve-c", at.Add(90*time.Minute)), time.Hour)
+	wantErr(t, "the same key stored a moment later by another hub", err, store.ErrExists)
 	// Concurrent enqueues of one key store one message.
 	var wg sync.WaitGroup
 	var mu sync.Mutex
