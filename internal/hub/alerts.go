@@ -221,14 +221,8 @@ type NotificationJSON struct {
 // notifications serves GET /v1/notifications?after=ID&limit=N: the
 // outbox, oldest first.
 func (s *Server) notifications(w http.ResponseWriter, r *http.Request) {
-	limit, err := limitParam(r, 100, 1000)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_query", err.Error())
-		return
-	}
-	after, err := afterParam(r, "a notification id")
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_query", err.Error())
+	after, limit, ok := pageParams(w, r, "a notification id")
+	if !ok {
 		return
 	}
 	ns, err := s.st.Notifications(r.Context(), after, limit)

@@ -636,6 +636,21 @@ func afterParam(r *http.Request, what string) (int64, error) {
 	return after, nil
 }
 
+// pageParams reads a listing's after=ID cursor and limit=N (default 100,
+// at most 1000); on bad input it answers 400 bad_query and returns false.
+// what names the id in the error, as for afterParam.
+func pageParams(w http.ResponseWriter, r *http.Request, what string) (after int64, limit int, ok bool) {
+	limit, err := limitParam(r, 100, 1000)
+	if err == nil {
+		after, err = afterParam(r, what)
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_query", err.Error())
+		return 0, 0, false
+	}
+	return after, limit, true
+}
+
 func (s *Server) desiredHistory(w http.ResponseWriter, r *http.Request) {
 	limit, err := limitParam(r, 20, 1000)
 	if err != nil {
@@ -811,14 +826,8 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) audit(w http.ResponseWriter, r *http.Request) {
-	limit, err := limitParam(r, 100, 1000)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_query", err.Error())
-		return
-	}
-	after, err := afterParam(r, "an audit entry id")
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_query", err.Error())
+	after, limit, ok := pageParams(w, r, "an audit entry id")
+	if !ok {
 		return
 	}
 	es, err := s.st.Audit(r.Context(), after, limit)
